@@ -1,0 +1,1 @@
+//! Noise predictors and weight resolution.

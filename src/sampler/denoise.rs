@@ -1,0 +1,34 @@
+//! The noise-predictor interface the sampler drives.
+
+use anyhow::Result;
+use candle_core::Tensor;
+
+/// One raw noise prediction: the conditional half and, with classifier-free guidance, the
+/// unconditional half. Both are kept so that a reused prediction can have guidance re-applied.
+#[derive(Debug, Clone)]
+pub struct RawPrediction {
+    /// ε for the negative / empty prompt, present when guidance is on.
+    pub uncond: Option<Tensor>,
+    /// ε for the prompt.
+    pub cond: Tensor,
+}
+
+impl RawPrediction {
+    /// Apply classifier-free guidance: `uncond + g · (cond − uncond)`, or `cond` without it.
+    pub fn guided(&self, guidance: f64) -> Result<Tensor> {
+        match &self.uncond {
+            None => Ok(self.cond.clone()),
+            Some(u) => Ok((u + ((&self.cond - u)? * guidance)?)?),
+        }
+    }
+}
+
+/// A noise predictor (a UNet with its conditioning already bound).
+///
+/// One call to [`Denoiser::predict`] is one noise-predictor call in the trace, even when the
+/// implementation evaluates the conditional and unconditional halves as one batch.
+pub trait Denoiser {
+    /// Predict ε for the *scaled* model input `x` (the scheduler's `scale_model_input`
+    /// output) at the scheduler timestep `timestep`.
+    fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction>;
+}

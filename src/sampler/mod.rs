@@ -1,0 +1,22 @@
+//! The model-agnostic sampler core.
+//!
+//! Nothing here knows about Stable Diffusion: the loop only sees a [`Denoiser`] that turns a
+//! latent into a noise prediction, a [`Scheduler`] that turns a prediction into the next
+//! latent, and a [`SkipPolicy`] that decides whether the next step calls the denoiser at all.
+
+pub mod ddim;
+pub mod denoise;
+pub mod dpm;
+pub mod early_stop;
+pub mod euler;
+pub mod policy;
+pub mod schedule;
+pub mod scheduler;
+pub mod trace;
+
+pub use denoise::{Denoiser, RawPrediction};
+pub use early_stop::EarlyStop;
+pub use policy::SkipPolicy;
+pub use schedule::SchedulerConfig;
+pub use scheduler::{Scheduler, SchedulerKind, StepOutput};
+pub use trace::{Decision, RunTrace, StepRecord};
