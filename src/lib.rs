@@ -7,6 +7,7 @@
 //! * [`cli`] — the `adiff` command line.
 
 pub mod cli;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod sampler;

@@ -76,3 +76,16 @@ impl std::str::FromStr for SchedulerKind {
         }
     }
 }
+
+/// Build a scheduler of `kind` from a pipeline's scheduler config for `steps` steps.
+pub fn build_scheduler(
+    kind: SchedulerKind,
+    cfg: &super::SchedulerConfig,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>> {
+    Ok(match kind {
+        SchedulerKind::Ddim => Box::new(super::ddim::Ddim::new(cfg, steps)?),
+        SchedulerKind::Euler => Box::new(super::euler::Euler::new(cfg, steps)?),
+        SchedulerKind::DpmPlusPlus => Box::new(super::dpm::DpmPlusPlus2M::new(cfg, steps)?),
+    })
+}

@@ -1,0 +1,192 @@
+//! The denoising loop: scheduler × skip policy × early stop over any [`Denoiser`].
+
+use super::SchedulerConfig;
+use super::denoise::{Denoiser, RawPrediction};
+use super::early_stop::{EarlyStop, EarlyStopState};
+use super::policy::{SkipController, SkipPolicy};
+use super::scheduler::{SchedulerKind, build_scheduler};
+use super::trace::{RunTrace, StepRecord};
+use anyhow::{Result, bail};
+use candle_core::{DType, Tensor};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+/// The settings of one sampling run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Which scheduler.
+    pub scheduler: SchedulerKind,
+    /// Step budget.
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables guidance).
+    pub guidance: f64,
+    /// Skip policy.
+    pub policy: SkipPolicy,
+    /// Early stop, when enabled.
+    pub early_stop: Option<EarlyStop>,
+}
+
+/// What one step reports to an observer while the run goes on.
+pub struct StepEvent<'a> {
+    /// The step just finished.
+    pub record: &'a StepRecord,
+    /// The latent after the step.
+    pub latents: &'a Tensor,
+    /// The scheduler's predicted x0 at the step (for previews).
+    pub pred_x0: &'a Tensor,
+    /// The step budget.
+    pub budget: usize,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The latents to decode: the final latent, or the predicted x0 at an early stop.
+    pub latents: Tensor,
+    /// The trace of the run.
+    pub trace: RunTrace,
+}
+
+/// The run was cancelled by its observer between two steps.
+#[derive(Debug, thiserror::Error)]
+#[error("run cancelled after step {after_step}")]
+pub struct Cancelled {
+    /// Steps completed before the cancel.
+    pub after_step: usize,
+}
+
+fn rel_change(x: &Tensor, prev: &Tensor) -> Result<f64> {
+    let x = x.to_dtype(DType::F64)?;
+    let prev = prev.to_dtype(DType::F64)?;
+    let num = (&x - &prev)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    let den = prev.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    Ok(if den > 0.0 { num / den } else { f64::INFINITY })
+}
+
+/// Run the denoising loop from `init_latents` (already scaled by the scheduler's initial σ).
+///
+/// `observe` sees every finished step; returning `ControlFlow::Break` cancels the run, which
+/// then returns a [`Cancelled`] error.
+pub fn run(
+    denoiser: &mut dyn Denoiser,
+    schedule: &SchedulerConfig,
+    settings: &RunSettings,
+    init_latents: &Tensor,
+    observe: &mut dyn FnMut(StepEvent<'_>) -> ControlFlow<()>,
+) -> Result<RunOutput> {
+    settings.policy.validate()?;
+    if let Some(es) = &settings.early_stop {
+        es.validate()?;
+    }
+    if !settings.guidance.is_finite() || settings.guidance < 0.0 {
+        bail!(
+            "--guidance must be a finite number ≥ 0 (got {})",
+            settings.guidance
+        );
+    }
+    let mut scheduler = build_scheduler(settings.scheduler, schedule, settings.steps)?;
+    let mut controller = SkipController::new(settings.policy);
+    let mut stopper = settings
+        .early_stop
+        .map(|es| EarlyStopState::new(es, settings.steps));
+    let timesteps = scheduler.timesteps().to_vec();
+
+    let start = Instant::now();
+    let mut x = init_latents.clone();
+    let mut last_pred: Option<RawPrediction> = None;
+    let mut records = Vec::with_capacity(settings.steps);
+    let mut unet_calls = 0;
+    let mut stopped_early_at = None;
+    let mut output = None;
+
+    for (i, &t) in timesteps.iter().enumerate() {
+        let step_start = Instant::now();
+        let mut decision = controller.decide(i);
+        let mut predictor_ms = 0.0;
+        let pred = match (&last_pred, decision.computed()) {
+            (Some(p), false) => p.clone(),
+            (_, reuse_wanted) => {
+                if !reuse_wanted {
+                    // Nothing to reuse yet (cannot happen after warm-up): compute instead.
+                    decision = super::Decision::Computed;
+                }
+                let model_in = scheduler.scale_model_input(&x, i)?;
+                let t0 = Instant::now();
+                let p = denoiser.predict(&model_in, t)?;
+                predictor_ms = t0.elapsed().as_secs_f64() * 1e3;
+                unet_calls += 1;
+                last_pred = Some(p.clone());
+                p
+            }
+        };
+        let eps = pred.guided(settings.guidance)?;
+        let out = scheduler.step(&eps, i, &x)?;
+
+        let c0 = Instant::now();
+        let obs = controller.observe(i, &out.prev_sample)?;
+        let rel = rel_change(&out.prev_sample, &x)?;
+        let stop = stopper.as_mut().is_some_and(|s| s.observe(i, rel));
+        let controller_ms = c0.elapsed().as_secs_f64() * 1e3;
+
+        x = out.prev_sample;
+        let record = StepRecord {
+            index: i,
+            timestep: t,
+            sigma: scheduler.sigma(i),
+            computed: decision.computed(),
+            decision,
+            d: obs.d,
+            third_order: obs.third_order,
+            threshold: obs.threshold,
+            rel_change: rel,
+            predictor_ms,
+            controller_ms,
+            step_ms: step_start.elapsed().as_secs_f64() * 1e3,
+        };
+        let flow = observe(StepEvent {
+            record: &record,
+            latents: &x,
+            pred_x0: &out.pred_original,
+            budget: settings.steps,
+        });
+        records.push(record);
+        if stop {
+            stopped_early_at = Some(i);
+            let es = settings.early_stop.unwrap_or_default();
+            output = Some(if es.output_x0 {
+                out.pred_original
+            } else {
+                x.clone()
+            });
+            break;
+        }
+        if flow.is_break() && i + 1 < timesteps.len() {
+            return Err(Cancelled { after_step: i + 1 }.into());
+        }
+    }
+
+    let trace = RunTrace {
+        mode: settings.policy.mode_name().into(),
+        scheduler: settings.scheduler.name().into(),
+        budget: settings.steps,
+        guidance: settings.guidance,
+        delta: match settings.policy {
+            SkipPolicy::Adaptive { delta, .. } => Some(delta),
+            SkipPolicy::Baseline => None,
+        },
+        max_skips: match settings.policy {
+            SkipPolicy::Adaptive { max_skips, .. } => Some(max_skips),
+            SkipPolicy::Baseline => None,
+        },
+        early_stop: settings.early_stop,
+        stopped_early_at,
+        unet_calls,
+        steps_run: records.len(),
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        steps: records,
+    };
+    Ok(RunOutput {
+        latents: output.unwrap_or(x),
+        trace,
+    })
+}
