@@ -1,8 +1,260 @@
 //! The `adiff` command line.
 
+use crate::model::ModelSource;
+use crate::pipeline::{self, Request};
+use crate::sampler::{EarlyStop, SchedulerKind, SkipPolicy};
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Adaptive Diffusion: run a fixed-step baseline and an adaptive step-skipping pipeline on
+/// the same prompt, seed and initial noise, and measure what the skipping saved and cost.
+#[derive(Debug, Parser)]
+#[command(name = "adiff", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate one image with the baseline or the adaptive pipeline.
+    Generate(GenerateArgs),
+    /// Run baseline and adaptive from the same noise; write a side-by-side PNG and both traces.
+    Compare(CompareArgs),
+}
+
+/// Baseline or adaptive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Every step calls the noise predictor.
+    Baseline,
+    /// Third-order step skipping (AdaptiveDiffusion).
+    Adaptive,
+}
+
+/// Options shared by `generate` and `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// The negative prompt (empty: unconditional).
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// A local diffusers-format pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long, conflicts_with = "model")]
+    pub weights: Option<PathBuf>,
+    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Scheduler: ddim, euler or dpm++.
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// Number of denoising steps (the budget).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 turns guidance off).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Image width in pixels (multiple of 8; default: the model's native size).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height in pixels (multiple of 8; default: the model's native size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// δ, the adaptive rule's relative threshold.
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    pub delta: f64,
+    /// C_max, the most consecutive skipped steps.
+    #[arg(long, default_value_t = 4)]
+    pub max_skips: usize,
+    /// Stop when the latent has converged (relative change below τ for 3 steps, armed after
+    /// 75 % of the budget) and output the predicted clean image.
+    #[arg(long)]
+    pub early_stop: bool,
+    /// τ of the early stop.
+    #[arg(long, default_value_t = 0.03)]
+    pub early_stop_tau: f64,
+    /// Start from these latents (safetensors, f32 NCHW tensor `latents`, already scaled by
+    /// the scheduler's initial σ) instead of seeded noise.
+    #[arg(long)]
+    pub init_latents: Option<PathBuf>,
+    /// Write the final latents (before VAE decoding) to this safetensors file.
+    #[arg(long)]
+    pub latents_out: Option<PathBuf>,
+    /// Truncate prompts longer than the text encoder's 77 tokens instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// The output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write the per-step trace as JSON here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// `adiff generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// baseline or adaptive.
+    #[arg(long, value_enum, default_value_t = Mode::Adaptive)]
+    pub mode: Mode,
+}
+
+/// `adiff compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl CommonArgs {
+    /// Turn the options into a validated request; every check that needs no model happens
+    /// here, before anything is loaded.
+    pub fn to_request(&self, policy: SkipPolicy) -> Result<Request> {
+        if self.prompt.trim().is_empty() {
+            bail!(
+                "--prompt is empty: describe the image to generate, e.g. --prompt \"a red fox in the snow\""
+            );
+        }
+        let scheduler: SchedulerKind = self.scheduler.parse().map_err(anyhow::Error::msg)?;
+        if self.steps < 1 {
+            bail!("--steps must be at least 1 (got {})", self.steps);
+        }
+        for (name, v) in [("--width", self.width), ("--height", self.height)] {
+            if let Some(v) = v
+                && (v == 0 || v % 8 != 0)
+            {
+                bail!(
+                    "{name} {v} is not a positive multiple of 8 (try {})",
+                    (v / 8).max(1) * 8
+                );
+            }
+        }
+        policy.validate()?;
+        let early_stop = self.early_stop.then_some(EarlyStop {
+            tau: self.early_stop_tau,
+            ..EarlyStop::default()
+        });
+        if let Some(es) = &early_stop {
+            es.validate()?;
+        }
+        let model = match (&self.weights, &self.model) {
+            (Some(dir), _) => ModelSource::Local(dir.clone()),
+            (None, Some(name)) => ModelSource::Hub(name.parse()?),
+            (None, None) => bail!(
+                "no model given: pass --weights DIR (a diffusers-format folder) or --model sd15|sd21|sdxl|sd-turbo"
+            ),
+        };
+        Ok(Request {
+            model,
+            prompt: self.prompt.clone(),
+            negative: self.negative.clone(),
+            scheduler,
+            steps: self.steps,
+            guidance: self.guidance,
+            seed: self.seed,
+            width: self.width,
+            height: self.height,
+            policy,
+            early_stop,
+            init_latents: self.init_latents.clone(),
+            truncate: self.truncate,
+            force_cpu: self.cpu,
+        })
+    }
+
+    fn adaptive_policy(&self) -> SkipPolicy {
+        SkipPolicy::Adaptive {
+            delta: self.delta,
+            max_skips: self.max_skips,
+        }
+    }
+
+    fn outputs(&self) -> Vec<&PathBuf> {
+        std::iter::once(&self.out)
+            .chain(self.trace.iter())
+            .chain(self.latents_out.iter())
+            .collect()
+    }
+}
 
 /// Entry point of the `adiff` binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate(a) => {
+            let policy = match a.mode {
+                Mode::Baseline => SkipPolicy::Baseline,
+                Mode::Adaptive => a.common.adaptive_policy(),
+            };
+            let req = a.common.to_request(policy)?;
+            for p in a.common.outputs() {
+                crate::output::check_writable(p)?;
+            }
+            pipeline::generate_cmd(
+                &req,
+                &a.common.out,
+                a.common.trace.as_deref(),
+                a.common.latents_out.as_deref(),
+            )
+        }
+        Command::Compare(a) => {
+            let req = a.common.to_request(a.common.adaptive_policy())?;
+            for p in a.common.outputs() {
+                crate::output::check_writable(p)?;
+            }
+            pipeline::compare_cmd(
+                &req,
+                &a.common.out,
+                a.common.trace.as_deref(),
+                a.common.latents_out.as_deref(),
+            )
+        }
+    }
 }

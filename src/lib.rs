@@ -10,4 +10,5 @@ pub mod cli;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod pipeline;
 pub mod sampler;

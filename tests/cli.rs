@@ -1,0 +1,301 @@
+//! End-to-end tests of the `adiff` binary on the tiny diffusers-format pipeline in
+//! `tests/fixtures/tiny-sd` (random weights made by `tools/reference/make_reference.py`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd")
+}
+
+fn adiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("ADIFF_LOG")
+        .output()
+        .expect("run adiff")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run a command that must fail: one `error:` line, no panic, non-zero exit, no output.
+fn expect_error(args: &[&str], needle: &str, out: &Path) {
+    let o = adiff(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded: {err}");
+    assert_ne!(o.status.code(), Some(101), "{args:?} panicked: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("WARN"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{args:?} printed more than one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "{args:?}: expected '{needle}' in: {err}"
+    );
+    assert!(!out.exists(), "{args:?} left {} behind", out.display());
+}
+
+#[test]
+fn compare_end_to_end_writes_image_and_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp.png");
+    let trace = dir.path().join("cmp.json");
+    let lat = dir.path().join("lat.safetensors");
+    let w = fixture();
+    let o = adiff(&[
+        "compare",
+        "--weights",
+        w.to_str().unwrap(),
+        "--prompt",
+        "a red circle at the top left",
+        "--negative",
+        "blurry",
+        "--steps",
+        "25",
+        "--scheduler",
+        "dpm++",
+        "--delta",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--latents-out",
+        lat.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(img.height(), 64);
+    assert!(img.width() > 128, "side by side: {}", img.width());
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    for side in ["baseline", "adaptive"] {
+        let s = &j[side];
+        assert!(s["unet_calls"].as_u64().unwrap() >= 1, "{side}");
+        assert!(s["elapsed_ms"].as_f64().unwrap() > 0.0);
+        let steps = s["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 25);
+        for (i, st) in steps.iter().enumerate() {
+            assert_eq!(st["index"].as_u64().unwrap() as usize, i);
+            assert!(st["timestep"].is_number());
+            assert!(st["computed"].is_boolean());
+            assert!(st.get("d").is_some());
+        }
+        let computed = steps
+            .iter()
+            .filter(|s| s["computed"].as_bool().unwrap())
+            .count();
+        assert_eq!(computed as u64, s["unet_calls"].as_u64().unwrap());
+    }
+    assert_eq!(j["baseline"]["unet_calls"], 25);
+    let adaptive_calls = j["adaptive"]["unet_calls"].as_u64().unwrap();
+    assert!(adaptive_calls < 25, "δ=0.05 should skip some steps");
+    assert_eq!(
+        j["summary"]["unet_calls_saved"].as_u64().unwrap(),
+        25 - adaptive_calls
+    );
+    let t = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["baseline"].dims(), &[1, 4, 8, 8]);
+    assert_eq!(t["adaptive"].dims(), &[1, 4, 8, 8]);
+}
+
+#[test]
+fn generate_is_deterministic_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixture();
+    let run = |seed: &str, name: &str| {
+        let out = dir.path().join(name);
+        let o = adiff(&[
+            "generate",
+            "--weights",
+            w.to_str().unwrap(),
+            "--prompt",
+            "a blue square",
+            "--steps",
+            "6",
+            "--mode",
+            "baseline",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    let a = run("7", "a.png");
+    let b = run("7", "b.png");
+    let c = run("8", "c.png");
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn bad_input_gives_one_clear_error_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let o = out.to_str().unwrap();
+    let w = fixture();
+    let w = w.to_str().unwrap();
+    let base = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["generate", "--weights", w, "--out", o, "--steps", "3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if !extra.contains(&"--prompt") {
+            v.extend(["--prompt".to_string(), "a red circle".to_string()]);
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let check = |extra: &[&'static str], needle: &str| {
+        let args = base(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_error(&refs, needle, &out);
+    };
+    check(&["--prompt", "  "], "--prompt is empty");
+    check(&["--scheduler", "pndm"], "unknown scheduler 'pndm'");
+    check(&["--steps", "0"], "--steps must be at least 1");
+    check(
+        &["--width", "100"],
+        "--width 100 is not a positive multiple of 8",
+    );
+    check(&["--delta", "-0.5"], "--delta");
+    check(&["--max-skips", "0"], "--max-skips must be at least 1");
+    let long = "a red circle and a blue square ".repeat(20);
+    let long: &'static str = Box::leak(long.into_boxed_str());
+    check(&["--prompt", long], "77 tokens");
+
+    // Missing weights folder.
+    expect_error(
+        &[
+            "generate",
+            "--weights",
+            "/nonexistent/weights",
+            "--prompt",
+            "a",
+            "--out",
+            o,
+        ],
+        "/nonexistent/weights",
+        &out,
+    );
+    // Unknown hub model.
+    expect_error(
+        &["generate", "--model", "sd99", "--prompt", "a", "--out", o],
+        "sd99",
+        &out,
+    );
+    // Unwritable output path.
+    expect_error(
+        &[
+            "generate",
+            "--weights",
+            w,
+            "--prompt",
+            "a",
+            "--out",
+            "/nonexistent-dir/x.png",
+        ],
+        "does not exist",
+        Path::new("/nonexistent-dir/x.png"),
+    );
+}
+
+#[test]
+fn truncated_weights_and_wrong_latents_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let o = out.to_str().unwrap();
+    // A copy of the pipeline with a truncated UNet file.
+    let copy = dir.path().join("tiny");
+    copy_dir(&fixture(), &copy);
+    let unet = copy.join("unet/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&unet).unwrap();
+    std::fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
+    expect_error(
+        &[
+            "generate",
+            "--weights",
+            copy.to_str().unwrap(),
+            "--prompt",
+            "a",
+            "--out",
+            o,
+        ],
+        "diffusion_pytorch_model.safetensors",
+        &out,
+    );
+    // Latents of the wrong shape.
+    let lat = dir.path().join("lat.safetensors");
+    let x = candle_core::Tensor::zeros(
+        (1, 4, 5, 8),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latents".to_string(), x)]),
+        &lat,
+    )
+    .unwrap();
+    let w = fixture();
+    expect_error(
+        &[
+            "generate",
+            "--weights",
+            w.to_str().unwrap(),
+            "--prompt",
+            "a",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--init-latents",
+            lat.to_str().unwrap(),
+            "--out",
+            o,
+        ],
+        "[1, 4, 5, 8]",
+        &out,
+    );
+}
+
+#[test]
+fn hub_model_without_network_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(["generate", "--model", "sd15", "--prompt", "a cat", "--out"])
+        .arg(&out)
+        .env("HF_HUB_CACHE", dir.path().join("empty-cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains("--weights"),
+        "the error should suggest a local folder: {err}"
+    );
+    assert!(!out.exists());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
