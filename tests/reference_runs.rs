@@ -1,0 +1,243 @@
+//! Full sampling runs pinned to diffusers: baseline DDIM / Euler / DPM-Solver++ runs and the
+//! published AdaptiveDiffusion rule's skip masks, recorded by
+//! `tools/reference/make_reference.py` on the tiny random-weight pipeline.
+
+use adaptive_diffusion::model::StableDiffusion;
+use adaptive_diffusion::sampler::{
+    self, RunSettings, SchedulerConfig, SchedulerKind, SkipPolicy, build_scheduler,
+};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn manifest() -> Value {
+    let text = std::fs::read_to_string(root().join("reference/manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn tensors(file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(root().join("reference").join(file), &Device::Cpu).unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let diff: f64 = (&a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+    diff / scale
+}
+
+struct Setup {
+    sd: StableDiffusion,
+    schedule: SchedulerConfig,
+    cond: adaptive_diffusion::model::Conditioning,
+    guidance: f64,
+}
+
+fn setup(m: &Value) -> Setup {
+    let dir = root().join("tiny-sd");
+    let sd = StableDiffusion::load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
+    let schedule =
+        SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json")).unwrap();
+    let g = &m["generation"];
+    let guidance = g["guidance_scale"].as_f64().unwrap();
+    let cond = sd
+        .encode_prompt(
+            g["prompt"].as_str().unwrap(),
+            Some(g["negative_prompt"].as_str().unwrap()),
+            guidance,
+        )
+        .unwrap();
+    Setup {
+        sd,
+        schedule,
+        cond,
+        guidance,
+    }
+}
+
+fn kind(name: &str) -> SchedulerKind {
+    name.parse().unwrap()
+}
+
+/// Run the sampler from the file's init latents; return the trace and every step's latent.
+fn run(
+    s: &Setup,
+    kind: SchedulerKind,
+    steps: usize,
+    policy: SkipPolicy,
+    init: &Tensor,
+) -> (sampler::RunOutput, Vec<Tensor>) {
+    let settings = RunSettings {
+        scheduler: kind,
+        steps,
+        guidance: s.guidance,
+        policy,
+        early_stop: None,
+    };
+    let mut den = s.sd.denoiser(&s.cond);
+    let mut lat = Vec::new();
+    let out = sampler::run(&mut den, &s.schedule, &settings, init, &mut |ev| {
+        lat.push(ev.latents.clone());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    (out, lat)
+}
+
+#[test]
+fn scheduler_timesteps_and_sigmas_match_diffusers() {
+    let m = manifest();
+    let schedule =
+        SchedulerConfig::from_file(&root().join("tiny-sd/scheduler/scheduler_config.json"))
+            .unwrap();
+    for b in m["baseline"].as_array().unwrap() {
+        let name = b["scheduler"].as_str().unwrap();
+        let steps = b["steps"].as_u64().unwrap() as usize;
+        let sch = build_scheduler(kind(name), &schedule, steps).unwrap();
+        let want: Vec<f64> = b["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(sch.timesteps(), want.as_slice(), "{name} timesteps");
+        let init = b["init_noise_sigma"].as_f64().unwrap();
+        assert!(
+            (sch.init_noise_sigma() - init).abs() < 1e-5 * init,
+            "{name} init sigma {} vs {init}",
+            sch.init_noise_sigma()
+        );
+        if let Some(sigmas) = b["sigmas"].as_array() {
+            for (i, s) in sigmas.iter().take(steps).enumerate() {
+                let s = s.as_f64().unwrap();
+                assert!(
+                    (sch.sigma(i) - s).abs() < 1e-5 * s.max(1.0),
+                    "{name} sigma[{i}] {} vs {s}",
+                    sch.sigma(i)
+                );
+            }
+        }
+    }
+    for a in m["adaptive"].as_array().unwrap() {
+        let name = a["scheduler"].as_str().unwrap();
+        let t = tensors(a["file"].as_str().unwrap());
+        let want: Vec<f32> = t["timesteps"].to_vec1().unwrap();
+        let sch = build_scheduler(kind(name), &schedule, want.len()).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            assert!(
+                (sch.timesteps()[i] - *w as f64).abs() < 1e-3,
+                "{name} 25-step timestep {i}: {} vs {w}",
+                sch.timesteps()[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn baseline_runs_match_diffusers() {
+    let m = manifest();
+    let s = setup(&m);
+    for b in m["baseline"].as_array().unwrap() {
+        let name = b["scheduler"].as_str().unwrap();
+        let steps = b["steps"].as_u64().unwrap() as usize;
+        let t = tensors(b["file"].as_str().unwrap());
+        let (out, lat) = run(
+            &s,
+            kind(name),
+            steps,
+            SkipPolicy::Baseline,
+            &t["init_latents"],
+        );
+        assert_eq!(out.trace.unet_calls, steps);
+        for (i, x) in lat.iter().enumerate() {
+            let want = t["step_latents"].i(i).unwrap().unsqueeze(0).unwrap();
+            let e = rel_err(x, &want);
+            assert!(e < 1e-3, "{name} step {i}: relative error {e:e}");
+        }
+        let e = rel_err(&out.latents, &t["final_latents"]);
+        println!("{name}: final latents relative error {e:e}");
+        assert!(e < 1e-3, "{name}: final latents relative error {e:e}");
+    }
+}
+
+#[test]
+fn adaptive_runs_reproduce_published_masks() {
+    let m = manifest();
+    let s = setup(&m);
+    let mut mixed = 0;
+    for a in m["adaptive"].as_array().unwrap() {
+        let name = a["scheduler"].as_str().unwrap();
+        let steps = a["steps"].as_u64().unwrap() as usize;
+        let policy = SkipPolicy::Adaptive {
+            delta: a["delta"].as_f64().unwrap(),
+            max_skips: a["max_skips"].as_u64().unwrap() as usize,
+        };
+        let t = tensors(a["file"].as_str().unwrap());
+        let (out, _) = run(&s, kind(name), steps, policy, &t["init_latents"]);
+        let want: Vec<bool> = a["computed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect();
+        let got: Vec<bool> = out.trace.steps.iter().map(|r| r.computed).collect();
+        let show = |v: &[bool]| {
+            v.iter()
+                .map(|&c| if c { 'C' } else { '.' })
+                .collect::<String>()
+        };
+        assert_eq!(
+            show(&got),
+            show(&want),
+            "{name} δ={}: compute/skip mask",
+            a["delta"]
+        );
+        assert_eq!(
+            out.trace.unet_calls,
+            a["unet_calls"].as_u64().unwrap() as usize
+        );
+        if want.iter().any(|c| !c) && want[4..].iter().any(|c| *c) {
+            mixed += 1;
+        }
+        let e = rel_err(&out.latents, &t["final_latents"]);
+        assert!(
+            e < 1e-3,
+            "{name} δ={}: final latents relative error {e:e}",
+            a["delta"]
+        );
+        // The third-order values and thresholds the controller saw match the reference.
+        let dv: Vec<Vec<f32>> = t["decision_values"].to_vec2().unwrap();
+        for (k, row) in dv.iter().enumerate() {
+            let rec = &out.trace.steps[k + 3];
+            let third = rec.third_order.unwrap();
+            let thr = rec.threshold.unwrap();
+            assert!(
+                (third - row[3] as f64).abs() < 1e-3 * row[1] as f64,
+                "{name} k={k}"
+            );
+            assert!(
+                (thr - row[4] as f64).abs() < 1e-4 * row[4].abs() as f64 + 1e-9,
+                "{name} k={k}"
+            );
+        }
+    }
+    assert!(
+        mixed >= 6,
+        "the fixtures must mix skipped and computed steps"
+    );
+}
