@@ -25,6 +25,29 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run baseline and adaptive from the same noise; write a side-by-side PNG and both traces.
     Compare(CompareArgs),
+    /// Measure the adaptive controller's per-step cost next to one noise-predictor call on
+    /// a UNet of Stable Diffusion 1.5 size with random weights.
+    Overhead(OverheadArgs),
+}
+
+/// `adiff overhead`.
+#[derive(Debug, Clone, Args)]
+pub struct OverheadArgs {
+    /// Image size in pixels (square, multiple of 64).
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Timed UNet calls (after one warm-up call).
+    #[arg(long, default_value_t = 2)]
+    pub calls: usize,
+    /// Controller iterations to average over.
+    #[arg(long, default_value_t = 200)]
+    pub iters: usize,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// Also write the measurement as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Baseline or adaptive.
@@ -193,7 +216,10 @@ impl CommonArgs {
 
 /// Entry point of the `adiff` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +228,32 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Print clap's message as one line (help and version print in full).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("error: {first} (see 'adiff --help')");
+    ExitCode::from(2)
 }
 
 /// The error and its causes on one line.
@@ -243,6 +295,39 @@ fn run(cli: Cli) -> Result<()> {
                 a.common.trace.as_deref(),
                 a.common.latents_out.as_deref(),
             )
+        }
+        Command::Overhead(a) => {
+            if let Some(p) = &a.json {
+                crate::output::check_writable(p)?;
+            }
+            let device = if a.cpu {
+                candle_core::Device::Cpu
+            } else {
+                crate::model::best_device()?
+            };
+            let r = crate::overhead::measure(&device, a.size, a.calls, a.iters)?;
+            println!(
+                "device {} | UNet {:.0} M parameters, {}x{} image, latent {:?}",
+                r.device,
+                r.unet_parameters as f64 / 1e6,
+                r.image_size,
+                r.image_size,
+                r.latent_shape
+            );
+            println!(
+                "one CFG noise-predictor call (batch 2): {:.1} ms (mean of {})",
+                r.unet_call_ms, r.unet_calls
+            );
+            println!(
+                "adaptive controller per step: {:.4} ms = {:.5} % of a call; re-applying guidance on a skipped step: {:.4} ms",
+                r.controller_ms,
+                100.0 * r.controller_fraction,
+                r.reuse_ms
+            );
+            if let Some(p) = &a.json {
+                crate::output::write_atomic(p, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            }
+            Ok(())
         }
         Command::Compare(a) => {
             let req = a.common.to_request(a.common.adaptive_policy())?;

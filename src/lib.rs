@@ -10,5 +10,6 @@ pub mod cli;
 pub mod metrics;
 pub mod model;
 pub mod output;
+pub mod overhead;
 pub mod pipeline;
 pub mod sampler;

@@ -55,7 +55,8 @@ pub struct Cancelled {
     pub after_step: usize,
 }
 
-fn rel_change(x: &Tensor, prev: &Tensor) -> Result<f64> {
+/// The early-stop criterion ‖x − prev‖₂ / ‖prev‖₂ (computed in f64).
+pub fn rel_change(x: &Tensor, prev: &Tensor) -> Result<f64> {
     let x = x.to_dtype(DType::F64)?;
     let prev = prev.to_dtype(DType::F64)?;
     let num = (&x - &prev)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
