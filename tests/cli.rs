@@ -143,7 +143,7 @@ fn bad_input_gives_one_clear_error_and_no_output() {
     let w = fixture();
     let w = w.to_str().unwrap();
     let base = |extra: &[&'static str]| -> Vec<String> {
-        let mut v: Vec<String> = ["generate", "--weights", w, "--out", o, "--steps", "3"]
+        let mut v: Vec<String> = ["generate", "--weights", w, "--out", o]
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -1,1 +1,30 @@
-//! Noise predictors and weight resolution.
+//! Noise predictors and their weights: Stable Diffusion 1.x / 2.x / SD-Turbo / SDXL on
+//! candle, loaded from diffusers-format folders or the Hugging Face hub.
+//!
+//! * [`source`] — `--model NAME` / `--weights DIR` resolution to a [`ModelFiles`] (hub
+//!   downloads go to the standard Hugging Face cache).
+//! * [`config`] — diffusers / transformers JSON configs, validated.
+//! * [`checkpoint`] — safetensors validation before memory-mapping.
+//! * [`tokenizer`], [`text_encoder`], [`unet`] — the model parts.
+//! * [`sd`] — [`StableDiffusion`]: prompt encoding, the [`SdDenoiser`] behind the sampler's
+//!   `Denoiser` trait, VAE decoding and image conversion.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod sd;
+pub mod source;
+pub mod text_encoder;
+pub mod tokenizer;
+pub mod unet;
+
+#[cfg(test)]
+mod reference_tests;
+
+pub use error::ModelError;
+pub use sd::{
+    Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport, best_device,
+    default_dtype, latent_shape, to_rgb,
+};
+pub use source::{ComponentFiles, HubModel, HubOptions, ModelFiles, ModelSource};
+pub use tokenizer::{ClipTokenizer, Tokens, Truncated};

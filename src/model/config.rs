@@ -1,0 +1,1099 @@
+//! Diffusers / transformers JSON configs, parsed and resolved into the shapes the model
+//! code builds from.
+//!
+//! Defaults follow the Python classes (`UNet2DConditionModel`, `AutoencoderKL`,
+//! `CLIPTextConfig`), so a config that omits a field means what it means to diffusers.
+//! Anything this implementation cannot reproduce is rejected with
+//! [`ModelError::Unsupported`] naming the field.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ModelError;
+
+/// Read and parse a JSON config, naming the file on failure.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read config {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("could not parse config {}", path.display()))
+}
+
+fn unsupported(file: &Path, field: &str, reason: impl Into<String>) -> anyhow::Error {
+    ModelError::Unsupported {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// A JSON field that is either one value for every block or one value per block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    /// The same for every block.
+    One(T),
+    /// One entry per block.
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerBlock<T> {
+    fn resolve(&self, n: usize, file: &Path, field: &str) -> Result<Vec<T>> {
+        match self {
+            PerBlock::One(v) => Ok(vec![v.clone(); n]),
+            PerBlock::Each(v) if v.len() == n => Ok(v.clone()),
+            PerBlock::Each(v) => Err(unsupported(
+                file,
+                field,
+                format!("has {} entries but the model has {n} blocks", v.len()),
+            )),
+        }
+    }
+}
+
+fn d_in4() -> usize {
+    4
+}
+fn d_true() -> bool {
+    true
+}
+fn d_down_blocks() -> Vec<String> {
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn d_up_blocks() -> Vec<String> {
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn d_mid_block() -> Option<String> {
+    Some("UNetMidBlock2DCrossAttn".into())
+}
+fn d_unet_channels() -> Vec<usize> {
+    vec![320, 640, 1280, 1280]
+}
+fn d_layers2() -> PerBlock<usize> {
+    PerBlock::One(2)
+}
+fn d_one_usize() -> usize {
+    1
+}
+fn d_one_f64() -> f64 {
+    1.0
+}
+fn d_silu() -> String {
+    "silu".into()
+}
+fn d_groups() -> Option<usize> {
+    Some(32)
+}
+fn d_eps5() -> f64 {
+    1e-5
+}
+fn d_cross_dim() -> PerBlock<usize> {
+    PerBlock::One(1280)
+}
+fn d_transformer_layers() -> Value {
+    Value::from(1)
+}
+fn d_head_dim() -> PerBlock<usize> {
+    PerBlock::One(8)
+}
+fn d_default() -> String {
+    "default".into()
+}
+fn d_positional() -> String {
+    "positional".into()
+}
+fn d_kernel3() -> usize {
+    3
+}
+fn d_only_cross() -> Value {
+    Value::Bool(false)
+}
+
+/// `unet/config.json` as diffusers writes it (the fields that matter here).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UNetJson {
+    /// Latent side length the model was trained at.
+    #[serde(default)]
+    pub sample_size: Option<PerBlock<usize>>,
+    #[serde(default = "d_in4")]
+    pub in_channels: usize,
+    #[serde(default = "d_in4")]
+    pub out_channels: usize,
+    #[serde(default)]
+    pub center_input_sample: bool,
+    #[serde(default = "d_true")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: f64,
+    #[serde(default = "d_down_blocks")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "d_mid_block")]
+    pub mid_block_type: Option<String>,
+    #[serde(default = "d_up_blocks")]
+    pub up_block_types: Vec<String>,
+    #[serde(default = "d_only_cross")]
+    pub only_cross_attention: Value,
+    #[serde(default = "d_unet_channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "d_layers2")]
+    pub layers_per_block: PerBlock<usize>,
+    #[serde(default = "d_one_usize")]
+    pub downsample_padding: usize,
+    #[serde(default = "d_one_f64")]
+    pub mid_block_scale_factor: f64,
+    #[serde(default = "d_silu")]
+    pub act_fn: String,
+    #[serde(default = "d_groups")]
+    pub norm_num_groups: Option<usize>,
+    #[serde(default = "d_eps5")]
+    pub norm_eps: f64,
+    #[serde(default = "d_cross_dim")]
+    pub cross_attention_dim: PerBlock<usize>,
+    #[serde(default = "d_transformer_layers")]
+    pub transformer_layers_per_block: Value,
+    #[serde(default)]
+    pub reverse_transformer_layers_per_block: Option<Value>,
+    #[serde(default)]
+    pub encoder_hid_dim: Option<Value>,
+    #[serde(default = "d_head_dim")]
+    pub attention_head_dim: PerBlock<usize>,
+    #[serde(default)]
+    pub num_attention_heads: Option<PerBlock<usize>>,
+    #[serde(default)]
+    pub dual_cross_attention: bool,
+    #[serde(default)]
+    pub use_linear_projection: bool,
+    #[serde(default)]
+    pub class_embed_type: Option<String>,
+    #[serde(default)]
+    pub num_class_embeds: Option<Value>,
+    #[serde(default)]
+    pub addition_embed_type: Option<String>,
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    #[serde(default)]
+    pub upcast_attention: Option<bool>,
+    #[serde(default = "d_default")]
+    pub resnet_time_scale_shift: String,
+    #[serde(default = "d_positional")]
+    pub time_embedding_type: String,
+    #[serde(default)]
+    pub time_embedding_dim: Option<usize>,
+    #[serde(default)]
+    pub time_embedding_act_fn: Option<String>,
+    #[serde(default)]
+    pub timestep_post_act: Option<String>,
+    #[serde(default)]
+    pub time_cond_proj_dim: Option<usize>,
+    #[serde(default = "d_kernel3")]
+    pub conv_in_kernel: usize,
+    #[serde(default = "d_kernel3")]
+    pub conv_out_kernel: usize,
+    #[serde(default = "d_default")]
+    pub attention_type: String,
+    #[serde(default)]
+    pub class_embeddings_concat: bool,
+    #[serde(default)]
+    pub mid_block_only_cross_attention: Option<bool>,
+    #[serde(default)]
+    pub cross_attention_norm: Option<String>,
+    #[serde(default)]
+    pub resnet_skip_time_act: bool,
+    #[serde(default = "d_one_f64")]
+    pub resnet_out_scale_factor: f64,
+}
+
+/// How one UNet block is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetBlock {
+    /// Output channels of the block.
+    pub out_channels: usize,
+    /// Resnet layers (down blocks; up blocks use one more).
+    pub layers: usize,
+    /// `Some(depth)`: each resnet is followed by a transformer of `depth` layers.
+    pub cross_attn: Option<usize>,
+    /// Attention heads of those transformers.
+    pub heads: usize,
+    /// Width of the encoder states fed to cross-attention.
+    pub cross_attention_dim: usize,
+}
+
+/// SDXL's added conditioning (`addition_embed_type: "text_time"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTimeConfig {
+    /// Sinusoidal width per time id (256 for SDXL).
+    pub time_embed_dim: usize,
+    /// Input width of `add_embedding` (pooled text width + 6 × time_embed_dim).
+    pub input_dim: usize,
+}
+
+/// The resolved UNet configuration the model is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetConfig {
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Channels out.
+    pub out_channels: usize,
+    /// Trained latent size (height, width), if the config says.
+    pub sample_size: Option<(usize, usize)>,
+    /// `2x - 1` on the input.
+    pub center_input_sample: bool,
+    /// Sinusoid order of the time projection.
+    pub flip_sin_to_cos: bool,
+    /// Frequency shift of the time projection.
+    pub freq_shift: f64,
+    /// Down blocks, top (full resolution) first.
+    pub down: Vec<UNetBlock>,
+    /// Up blocks, in execution order (lowest resolution first).
+    pub up: Vec<UNetBlock>,
+    /// Mid block transformer depth, heads and cross-attention width.
+    pub mid: UNetBlock,
+    /// Width of the time embedding.
+    pub time_embed_dim: usize,
+    /// Downsampler padding.
+    pub downsample_padding: usize,
+    /// Output scale of the mid block resnets.
+    pub mid_block_scale_factor: f64,
+    /// Group-norm groups.
+    pub norm_num_groups: usize,
+    /// Group-norm epsilon.
+    pub norm_eps: f64,
+    /// Linear (true) or 1×1 conv projections in the transformers.
+    pub use_linear_projection: bool,
+    /// Compute attention scores in f32 even when running in f16.
+    pub upcast_attention: bool,
+    /// SDXL added conditioning.
+    pub text_time: Option<TextTimeConfig>,
+}
+
+impl UNetConfig {
+    /// Parse and resolve `unet/config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let json: UNetJson = read_json(path)?;
+        Self::from_json(&json, path)
+    }
+
+    /// Resolve a parsed config; `file` is named in errors.
+    pub fn from_json(j: &UNetJson, file: &Path) -> Result<Self> {
+        let n = j.block_out_channels.len();
+        if n == 0 {
+            return Err(unsupported(file, "block_out_channels", "is empty"));
+        }
+        if j.down_block_types.len() != n {
+            return Err(unsupported(
+                file,
+                "down_block_types",
+                format!(
+                    "has {} entries but block_out_channels has {n}",
+                    j.down_block_types.len()
+                ),
+            ));
+        }
+        if j.up_block_types.len() != n {
+            return Err(unsupported(
+                file,
+                "up_block_types",
+                format!(
+                    "has {} entries but block_out_channels has {n}",
+                    j.up_block_types.len()
+                ),
+            ));
+        }
+        let check_str = |field: &str, value: &str, allowed: &str| -> Result<()> {
+            if value == allowed {
+                Ok(())
+            } else {
+                Err(unsupported(
+                    file,
+                    field,
+                    format!("'{value}' (only '{allowed}' is implemented)"),
+                ))
+            }
+        };
+        check_str("act_fn", &j.act_fn, "silu")?;
+        check_str(
+            "resnet_time_scale_shift",
+            &j.resnet_time_scale_shift,
+            "default",
+        )?;
+        check_str("time_embedding_type", &j.time_embedding_type, "positional")?;
+        check_str("attention_type", &j.attention_type, "default")?;
+        match j.mid_block_type.as_deref() {
+            Some("UNetMidBlock2DCrossAttn") => {}
+            other => {
+                return Err(unsupported(
+                    file,
+                    "mid_block_type",
+                    format!("{other:?} (only UNetMidBlock2DCrossAttn is implemented)"),
+                ));
+            }
+        }
+        let none_or = |field: &str, present: bool| -> Result<()> {
+            if present {
+                Err(unsupported(file, field, "is set; only null is implemented"))
+            } else {
+                Ok(())
+            }
+        };
+        none_or("class_embed_type", j.class_embed_type.is_some())?;
+        none_or(
+            "num_class_embeds",
+            j.num_class_embeds.as_ref().is_some_and(|v| !v.is_null()),
+        )?;
+        none_or(
+            "encoder_hid_dim",
+            j.encoder_hid_dim.as_ref().is_some_and(|v| !v.is_null()),
+        )?;
+        none_or(
+            "time_cond_proj_dim (LCM-distilled UNet)",
+            j.time_cond_proj_dim.is_some(),
+        )?;
+        none_or("timestep_post_act", j.timestep_post_act.is_some())?;
+        none_or("cross_attention_norm", j.cross_attention_norm.is_some())?;
+        none_or(
+            "reverse_transformer_layers_per_block",
+            j.reverse_transformer_layers_per_block
+                .as_ref()
+                .is_some_and(|v| !v.is_null()),
+        )?;
+        if let Some(act) = &j.time_embedding_act_fn {
+            return Err(unsupported(
+                file,
+                "time_embedding_act_fn",
+                format!("'{act}' (only null is implemented)"),
+            ));
+        }
+        if j.dual_cross_attention {
+            return Err(unsupported(
+                file,
+                "dual_cross_attention",
+                "true is not implemented",
+            ));
+        }
+        if j.class_embeddings_concat {
+            return Err(unsupported(
+                file,
+                "class_embeddings_concat",
+                "true is not implemented",
+            ));
+        }
+        if j.resnet_skip_time_act {
+            return Err(unsupported(
+                file,
+                "resnet_skip_time_act",
+                "true is not implemented",
+            ));
+        }
+        if j.resnet_out_scale_factor != 1.0 {
+            return Err(unsupported(
+                file,
+                "resnet_out_scale_factor",
+                "only 1.0 is implemented",
+            ));
+        }
+        if j.mid_block_only_cross_attention == Some(true) {
+            return Err(unsupported(
+                file,
+                "mid_block_only_cross_attention",
+                "true is not implemented",
+            ));
+        }
+        let only_cross = match &j.only_cross_attention {
+            Value::Bool(b) => *b,
+            Value::Array(a) => a.iter().any(|v| v.as_bool() != Some(false)),
+            _ => true,
+        };
+        if only_cross {
+            return Err(unsupported(
+                file,
+                "only_cross_attention",
+                "true is not implemented",
+            ));
+        }
+        if j.conv_in_kernel != 3 || j.conv_out_kernel != 3 {
+            return Err(unsupported(
+                file,
+                "conv_in_kernel/conv_out_kernel",
+                "only 3 is implemented",
+            ));
+        }
+        let groups = j
+            .norm_num_groups
+            .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
+        for &c in &j.block_out_channels {
+            if c % groups != 0 {
+                return Err(unsupported(
+                    file,
+                    "norm_num_groups",
+                    format!("{groups} does not divide block_out_channels entry {c}"),
+                ));
+            }
+        }
+
+        let layers = j.layers_per_block.resolve(n, file, "layers_per_block")?;
+        let cross_dims = j
+            .cross_attention_dim
+            .resolve(n, file, "cross_attention_dim")?;
+        // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim` — the
+        // historical `attention_head_dim` field holds the number of heads.
+        let heads = match &j.num_attention_heads {
+            Some(h) => h.resolve(n, file, "num_attention_heads")?,
+            None => j
+                .attention_head_dim
+                .resolve(n, file, "attention_head_dim")?,
+        };
+        let transformer_layers: Vec<usize> = match &j.transformer_layers_per_block {
+            Value::Number(x) => {
+                let d = x.as_u64().ok_or_else(|| {
+                    unsupported(
+                        file,
+                        "transformer_layers_per_block",
+                        "is not a positive integer",
+                    )
+                })?;
+                vec![d as usize; n]
+            }
+            Value::Array(a) if a.len() == n => a
+                .iter()
+                .map(|v| v.as_u64().map(|d| d as usize))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    unsupported(
+                        file,
+                        "transformer_layers_per_block",
+                        "nested per-layer lists are not implemented",
+                    )
+                })?,
+            _ => {
+                return Err(unsupported(
+                    file,
+                    "transformer_layers_per_block",
+                    format!("expected an integer or a list of {n} integers"),
+                ));
+            }
+        };
+
+        let mut down = Vec::with_capacity(n);
+        for (i, kind) in j.down_block_types.iter().enumerate() {
+            let cross_attn = match kind.as_str() {
+                "CrossAttnDownBlock2D" => Some(transformer_layers[i]),
+                "DownBlock2D" => None,
+                other => {
+                    return Err(unsupported(
+                        file,
+                        &format!("down_block_types[{i}]"),
+                        format!(
+                            "'{other}' (only CrossAttnDownBlock2D and DownBlock2D are implemented)"
+                        ),
+                    ));
+                }
+            };
+            let out_channels = j.block_out_channels[i];
+            if cross_attn.is_some() && (heads[i] == 0 || out_channels % heads[i] != 0) {
+                return Err(unsupported(
+                    file,
+                    "attention_head_dim",
+                    format!(
+                        "{} heads do not divide {out_channels} channels of down block {i}",
+                        heads[i]
+                    ),
+                ));
+            }
+            down.push(UNetBlock {
+                out_channels,
+                layers: layers[i],
+                cross_attn,
+                heads: heads[i],
+                cross_attention_dim: cross_dims[i],
+            });
+        }
+        let mut up = Vec::with_capacity(n);
+        for (i, kind) in j.up_block_types.iter().enumerate() {
+            let r = n - 1 - i;
+            let cross_attn = match kind.as_str() {
+                "CrossAttnUpBlock2D" => Some(transformer_layers[r]),
+                "UpBlock2D" => None,
+                other => {
+                    return Err(unsupported(
+                        file,
+                        &format!("up_block_types[{i}]"),
+                        format!(
+                            "'{other}' (only CrossAttnUpBlock2D and UpBlock2D are implemented)"
+                        ),
+                    ));
+                }
+            };
+            let out_channels = j.block_out_channels[r];
+            if cross_attn.is_some() && (heads[r] == 0 || out_channels % heads[r] != 0) {
+                return Err(unsupported(
+                    file,
+                    "attention_head_dim",
+                    format!(
+                        "{} heads do not divide {out_channels} channels of up block {i}",
+                        heads[r]
+                    ),
+                ));
+            }
+            up.push(UNetBlock {
+                out_channels,
+                layers: layers[r] + 1,
+                cross_attn,
+                heads: heads[r],
+                cross_attention_dim: cross_dims[r],
+            });
+        }
+        let last = n - 1;
+        let mid = UNetBlock {
+            out_channels: j.block_out_channels[last],
+            layers: 1,
+            cross_attn: Some(transformer_layers[last]),
+            heads: heads[last],
+            cross_attention_dim: cross_dims[last],
+        };
+        if mid.heads == 0 || mid.out_channels % mid.heads != 0 {
+            return Err(unsupported(
+                file,
+                "attention_head_dim",
+                "the mid block heads do not divide its channels",
+            ));
+        }
+
+        let time_embed_dim = j.time_embedding_dim.unwrap_or(j.block_out_channels[0] * 4);
+        let text_time = match j.addition_embed_type.as_deref() {
+            None => None,
+            Some("text_time") => {
+                let time_embed_dim = j.addition_time_embed_dim.ok_or_else(|| {
+                    unsupported(
+                        file,
+                        "addition_time_embed_dim",
+                        "is required with addition_embed_type \"text_time\"",
+                    )
+                })?;
+                let input_dim = j.projection_class_embeddings_input_dim.ok_or_else(|| {
+                    unsupported(
+                        file,
+                        "projection_class_embeddings_input_dim",
+                        "is required with addition_embed_type \"text_time\"",
+                    )
+                })?;
+                Some(TextTimeConfig {
+                    time_embed_dim,
+                    input_dim,
+                })
+            }
+            Some(other) => {
+                return Err(unsupported(
+                    file,
+                    "addition_embed_type",
+                    format!("'{other}' (only null and \"text_time\" are implemented)"),
+                ));
+            }
+        };
+        let sample_size = match &j.sample_size {
+            None => None,
+            Some(PerBlock::One(s)) => Some((*s, *s)),
+            Some(PerBlock::Each(v)) if v.len() == 2 => Some((v[0], v[1])),
+            Some(PerBlock::Each(_)) => {
+                return Err(unsupported(
+                    file,
+                    "sample_size",
+                    "expected an integer or [h, w]",
+                ));
+            }
+        };
+        Ok(Self {
+            in_channels: j.in_channels,
+            out_channels: j.out_channels,
+            sample_size,
+            center_input_sample: j.center_input_sample,
+            flip_sin_to_cos: j.flip_sin_to_cos,
+            freq_shift: j.freq_shift,
+            down,
+            up,
+            mid,
+            time_embed_dim,
+            downsample_padding: j.downsample_padding,
+            mid_block_scale_factor: j.mid_block_scale_factor,
+            norm_num_groups: groups,
+            norm_eps: j.norm_eps,
+            use_linear_projection: j.use_linear_projection,
+            upcast_attention: j.upcast_attention.unwrap_or(false),
+            text_time,
+        })
+    }
+
+    /// Width of the encoder states the UNet expects (that of the first cross-attention block).
+    pub fn context_dim(&self) -> usize {
+        self.down
+            .iter()
+            .find(|b| b.cross_attn.is_some())
+            .unwrap_or(&self.mid)
+            .cross_attention_dim
+    }
+}
+
+fn d_vae_channels() -> Vec<usize> {
+    vec![64]
+}
+fn d_in3() -> usize {
+    3
+}
+fn d_scaling() -> f64 {
+    0.18215
+}
+fn d_vae_down() -> Vec<String> {
+    vec!["DownEncoderBlock2D".into()]
+}
+fn d_vae_up() -> Vec<String> {
+    vec!["UpDecoderBlock2D".into()]
+}
+
+/// `vae/config.json` (diffusers `AutoencoderKL`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct VaeJson {
+    #[serde(default = "d_in3")]
+    pub in_channels: usize,
+    #[serde(default = "d_in3")]
+    pub out_channels: usize,
+    #[serde(default = "d_vae_down")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "d_vae_up")]
+    pub up_block_types: Vec<String>,
+    #[serde(default = "d_vae_channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "d_one_usize")]
+    pub layers_per_block: usize,
+    #[serde(default = "d_silu")]
+    pub act_fn: String,
+    #[serde(default = "d_in4")]
+    pub latent_channels: usize,
+    #[serde(default = "d_groups")]
+    pub norm_num_groups: Option<usize>,
+    #[serde(default = "d_scaling")]
+    pub scaling_factor: f64,
+    #[serde(default)]
+    pub shift_factor: Option<f64>,
+    #[serde(default)]
+    pub latents_mean: Option<Value>,
+    #[serde(default)]
+    pub latents_std: Option<Value>,
+    #[serde(default = "d_true")]
+    pub force_upcast: bool,
+    #[serde(default = "d_true")]
+    pub use_quant_conv: bool,
+    #[serde(default = "d_true")]
+    pub use_post_quant_conv: bool,
+    #[serde(default = "d_true")]
+    pub mid_block_add_attention: bool,
+}
+
+/// The resolved VAE configuration.
+#[derive(Debug, Clone)]
+pub struct VaeConfig {
+    /// Image channels in.
+    pub in_channels: usize,
+    /// Image channels out.
+    pub out_channels: usize,
+    /// What candle's `AutoEncoderKL` is built from.
+    pub candle: AutoEncoderKLConfig,
+    /// Latents are multiplied by this after encoding and divided by it before decoding.
+    pub scaling_factor: f64,
+    /// diffusers runs this VAE in f32 even in an f16 pipeline.
+    pub force_upcast: bool,
+}
+
+impl VaeConfig {
+    /// Parse and resolve `vae/config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let json: VaeJson = read_json(path)?;
+        Self::from_json(&json, path)
+    }
+
+    /// Resolve a parsed config; `file` is named in errors.
+    pub fn from_json(j: &VaeJson, file: &Path) -> Result<Self> {
+        let n = j.block_out_channels.len();
+        if n == 0 {
+            return Err(unsupported(file, "block_out_channels", "is empty"));
+        }
+        if j.act_fn != "silu" {
+            return Err(unsupported(
+                file,
+                "act_fn",
+                format!("'{}' (only 'silu' is implemented)", j.act_fn),
+            ));
+        }
+        if j.down_block_types.len() != n
+            || j.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
+        {
+            return Err(unsupported(
+                file,
+                "down_block_types",
+                format!(
+                    "expected {n} × DownEncoderBlock2D, found {:?}",
+                    j.down_block_types
+                ),
+            ));
+        }
+        if j.up_block_types.len() != n || j.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
+            return Err(unsupported(
+                file,
+                "up_block_types",
+                format!(
+                    "expected {n} × UpDecoderBlock2D, found {:?}",
+                    j.up_block_types
+                ),
+            ));
+        }
+        if !j.mid_block_add_attention {
+            return Err(unsupported(
+                file,
+                "mid_block_add_attention",
+                "false is not implemented",
+            ));
+        }
+        if j.shift_factor.is_some_and(|s| s != 0.0) {
+            return Err(unsupported(
+                file,
+                "shift_factor",
+                "a non-zero shift is not implemented",
+            ));
+        }
+        if j.latents_mean.as_ref().is_some_and(|v| !v.is_null())
+            || j.latents_std.as_ref().is_some_and(|v| !v.is_null())
+        {
+            return Err(unsupported(
+                file,
+                "latents_mean/latents_std",
+                "per-channel latent statistics are not implemented",
+            ));
+        }
+        let groups = j
+            .norm_num_groups
+            .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
+        if let Some(c) = j.block_out_channels.iter().find(|&&c| c % groups != 0) {
+            return Err(unsupported(
+                file,
+                "norm_num_groups",
+                format!("{groups} does not divide block_out_channels entry {c}"),
+            ));
+        }
+        Ok(Self {
+            in_channels: j.in_channels,
+            out_channels: j.out_channels,
+            candle: AutoEncoderKLConfig {
+                block_out_channels: j.block_out_channels.clone(),
+                layers_per_block: j.layers_per_block,
+                latent_channels: j.latent_channels,
+                norm_num_groups: groups,
+                use_quant_conv: j.use_quant_conv,
+                use_post_quant_conv: j.use_post_quant_conv,
+            },
+            scaling_factor: j.scaling_factor,
+            force_upcast: j.force_upcast,
+        })
+    }
+
+    /// The spatial factor between image and latent: `2^(blocks - 1)` (8 for SD).
+    pub fn downscale_factor(&self) -> usize {
+        1 << (self.candle.block_out_channels.len() - 1)
+    }
+
+    /// Latent channels.
+    pub fn latent_channels(&self) -> usize {
+        self.candle.latent_channels
+    }
+}
+
+fn d_vocab() -> usize {
+    49408
+}
+fn d_hidden() -> usize {
+    512
+}
+fn d_inter() -> usize {
+    2048
+}
+fn d_layers12() -> usize {
+    12
+}
+fn d_heads8() -> usize {
+    8
+}
+fn d_pos() -> usize {
+    77
+}
+fn d_quick_gelu() -> String {
+    "quick_gelu".into()
+}
+fn d_eos() -> u32 {
+    49407
+}
+
+/// `text_encoder/config.json` (transformers `CLIPTextConfig`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipJson {
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_inter")]
+    pub intermediate_size: usize,
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+    #[serde(default = "d_layers12")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_heads8")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_quick_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps5")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "d_eos")]
+    pub eos_token_id: u32,
+    #[serde(default)]
+    pub architectures: Option<Vec<String>>,
+}
+
+/// Activation of the CLIP MLP (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipActivation {
+    /// `quick_gelu`: `x · σ(1.702 x)` (OpenAI CLIP, SD 1.x).
+    QuickGelu,
+    /// `gelu`: the exact erf form (OpenCLIP, SD 2.x, SDXL encoder 2).
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+}
+
+/// The resolved CLIP text-encoder configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Sequence length of the position table.
+    pub max_position_embeddings: usize,
+    /// MLP activation.
+    pub activation: ClipActivation,
+    /// Layer-norm epsilon.
+    pub layer_norm_eps: f64,
+    /// `Some(dim)` for `CLIPTextModelWithProjection` (SDXL's second encoder).
+    pub projection_dim: Option<usize>,
+}
+
+impl ClipConfig {
+    /// Parse and resolve `text_encoder/config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let json: ClipJson = read_json(path)?;
+        Self::from_json(&json, path)
+    }
+
+    /// Resolve a parsed config; `file` is named in errors.
+    pub fn from_json(j: &ClipJson, file: &Path) -> Result<Self> {
+        let activation = match j.hidden_act.as_str() {
+            "quick_gelu" => ClipActivation::QuickGelu,
+            "gelu" => ClipActivation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => ClipActivation::GeluTanh,
+            other => {
+                return Err(unsupported(
+                    file,
+                    "hidden_act",
+                    format!(
+                        "'{other}' (implemented: quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)"
+                    ),
+                ));
+            }
+        };
+        if j.num_attention_heads == 0 || j.hidden_size % j.num_attention_heads != 0 {
+            return Err(unsupported(
+                file,
+                "num_attention_heads",
+                "does not divide hidden_size",
+            ));
+        }
+        let with_projection = j
+            .architectures
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|s| s == "CLIPTextModelWithProjection"));
+        Ok(Self {
+            vocab_size: j.vocab_size,
+            hidden_size: j.hidden_size,
+            intermediate_size: j.intermediate_size,
+            num_hidden_layers: j.num_hidden_layers,
+            num_attention_heads: j.num_attention_heads,
+            max_position_embeddings: j.max_position_embeddings,
+            activation,
+            layer_norm_eps: j.layer_norm_eps,
+            projection_dim: if with_projection {
+                Some(j.projection_dim.unwrap_or(j.hidden_size))
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// `model_index.json`: the pipeline class and pipeline-level flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelIndex {
+    /// e.g. `StableDiffusionPipeline`, `StableDiffusionXLPipeline`.
+    #[serde(rename = "_class_name", default)]
+    pub class_name: Option<String>,
+    /// SDXL: an absent negative prompt becomes zero embeddings.
+    #[serde(default)]
+    pub force_zeros_for_empty_prompt: Option<bool>,
+    /// SDXL refiner flag (not supported).
+    #[serde(default)]
+    pub requires_aesthetics_score: Option<bool>,
+}
+
+impl ModelIndex {
+    /// Read `model_index.json` when present; an absent file means defaults.
+    pub fn from_optional(path: Option<&PathBuf>) -> Result<Self> {
+        match path {
+            Some(p) => read_json(p),
+            None => Ok(Self::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unet(json: &str) -> Result<UNetConfig> {
+        let j: UNetJson = serde_json::from_str(json).unwrap();
+        UNetConfig::from_json(&j, Path::new("unet/config.json"))
+    }
+
+    const SD15_UNET: &str = r#"{
+      "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+      "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+      "cross_attention_dim": 768,
+      "down_block_types": ["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+      "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4,
+      "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+      "out_channels": 4, "sample_size": 64,
+      "up_block_types": ["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"]
+    }"#;
+
+    #[test]
+    fn sd15_unet_resolves() {
+        let c = unet(SD15_UNET).unwrap();
+        assert_eq!(c.down.len(), 4);
+        assert_eq!(c.down[0].cross_attn, Some(1));
+        assert_eq!(c.down[3].cross_attn, None);
+        assert_eq!(c.down[0].heads, 8);
+        assert_eq!(c.up[0].out_channels, 1280);
+        assert_eq!(c.up[0].cross_attn, None);
+        assert_eq!(c.up[3].out_channels, 320);
+        assert_eq!(c.up[3].layers, 3);
+        assert_eq!(c.time_embed_dim, 1280);
+        assert_eq!(c.context_dim(), 768);
+        assert_eq!(c.sample_size, Some((64, 64)));
+        assert!(c.text_time.is_none());
+    }
+
+    #[test]
+    fn sdxl_unet_resolves_text_time() {
+        let c = unet(
+            r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280],
+            "cross_attention_dim": 2048,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "projection_class_embeddings_input_dim": 2816, "transformer_layers_per_block": [1, 2, 10],
+            "use_linear_projection": true, "sample_size": 128}"#,
+        )
+        .unwrap();
+        assert_eq!(c.mid.cross_attn, Some(10));
+        assert_eq!(c.mid.heads, 20);
+        assert_eq!(c.up[0].cross_attn, Some(10));
+        assert_eq!(c.up[1].cross_attn, Some(2));
+        assert_eq!(
+            c.text_time,
+            Some(TextTimeConfig {
+                time_embed_dim: 256,
+                input_dim: 2816
+            })
+        );
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let msg = format!("{:#}", unet(r#"{"down_block_types": ["SimpleCrossAttnDownBlock2D","DownBlock2D","DownBlock2D","DownBlock2D"]}"#).unwrap_err());
+        assert!(msg.contains("down_block_types[0]"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            unet(r#"{"addition_embed_type": "image"}"#).unwrap_err()
+        );
+        assert!(msg.contains("addition_embed_type"), "{msg}");
+        let msg = format!("{:#}", unet(r#"{"time_cond_proj_dim": 256}"#).unwrap_err());
+        assert!(msg.contains("time_cond_proj_dim"), "{msg}");
+        let msg = format!("{:#}", unet(r#"{"layers_per_block": [1, 2]}"#).unwrap_err());
+        assert!(msg.contains("layers_per_block"), "{msg}");
+    }
+
+    #[test]
+    fn clip_activation_and_projection() {
+        let j: ClipJson = serde_json::from_str(
+            r#"{"hidden_act": "gelu", "hidden_size": 1280, "num_attention_heads": 20,
+                "architectures": ["CLIPTextModelWithProjection"], "projection_dim": 1280}"#,
+        )
+        .unwrap();
+        let c = ClipConfig::from_json(&j, Path::new("c.json")).unwrap();
+        assert_eq!(c.activation, ClipActivation::Gelu);
+        assert_eq!(c.projection_dim, Some(1280));
+        let j: ClipJson = serde_json::from_str(r#"{"hidden_act": "relu"}"#).unwrap();
+        let msg = format!(
+            "{:#}",
+            ClipConfig::from_json(&j, Path::new("c.json")).unwrap_err()
+        );
+        assert!(msg.contains("hidden_act"), "{msg}");
+    }
+
+    #[test]
+    fn vae_defaults_and_factor() {
+        let j: VaeJson = serde_json::from_str(
+            r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+            "down_block_types": ["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
+            "up_block_types": ["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#,
+        )
+        .unwrap();
+        let c = VaeConfig::from_json(&j, Path::new("vae/config.json")).unwrap();
+        assert_eq!(c.downscale_factor(), 8);
+        assert_eq!(c.scaling_factor, 0.18215);
+        assert!(c.candle.use_quant_conv && c.candle.use_post_quant_conv);
+    }
+}

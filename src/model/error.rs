@@ -1,0 +1,86 @@
+//! Errors the model layer reports with a fixed shape, so that callers can match on them
+//! (`anyhow::Error::downcast_ref::<ModelError>()`) as well as print them.
+
+use std::path::PathBuf;
+
+/// A model-layer failure that a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `--model NAME` named no known Hugging Face pipeline.
+    #[error(
+        "unknown model '{name}'; valid names: {valid} (or pass --weights DIR with a local diffusers folder)"
+    )]
+    UnknownModel {
+        /// What the user typed.
+        name: String,
+        /// The accepted names, comma separated.
+        valid: String,
+    },
+
+    /// A file the pipeline needs is not in the folder.
+    #[error(
+        "missing {what}: expected {path}\n{layout}",
+        path = path.display(),
+        layout = LAYOUT_HELP
+    )]
+    MissingFile {
+        /// What the file is for (e.g. "UNet weights").
+        what: String,
+        /// Where it was looked for (the first candidate).
+        path: PathBuf,
+    },
+
+    /// A weights file whose header or length does not add up.
+    #[error("weights file {path} is truncated or corrupt: {reason}; delete it and download it again", path = path.display())]
+    CorruptWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The hub could not be reached (or refused a file).
+    #[error(
+        "could not reach huggingface.co to download {repo}/{file}: {cause}; check your network or pass --weights DIR with a local diffusers folder"
+    )]
+    Download {
+        /// The repository, e.g. `stable-diffusion-v1-5/stable-diffusion-v1-5`.
+        repo: String,
+        /// The file inside it.
+        file: String,
+        /// The underlying error.
+        cause: String,
+    },
+
+    /// A configuration this implementation cannot run.
+    #[error("unsupported model configuration in {file}: {field}: {reason}", file = file.display())]
+    Unsupported {
+        /// The config file.
+        file: PathBuf,
+        /// The offending field.
+        field: String,
+        /// Why it is not supported.
+        reason: String,
+    },
+
+    /// An image size the VAE cannot produce.
+    #[error("{what} {value} is not a multiple of {factor} (the VAE's downsampling factor)")]
+    BadImageSize {
+        /// "width" or "height".
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// The required factor.
+        factor: usize,
+    },
+}
+
+/// The folder layout reported with a missing-file error.
+pub const LAYOUT_HELP: &str = "a diffusers-format pipeline folder holds:\n  \
+model_index.json\n  \
+unet/config.json, unet/diffusion_pytorch_model.safetensors\n  \
+vae/config.json, vae/diffusion_pytorch_model.safetensors\n  \
+text_encoder/config.json, text_encoder/model.safetensors\n  \
+tokenizer/tokenizer.json or tokenizer/vocab.json + tokenizer/merges.txt (+ tokenizer_config.json)\n  \
+scheduler/scheduler_config.json\n  \
+and for SDXL also text_encoder_2/ and tokenizer_2/";

@@ -1,0 +1,544 @@
+//! A loaded Stable Diffusion pipeline (1.x, 2.x, SD-Turbo, SDXL): prompt encoding, the
+//! noise predictor behind the sampler's [`Denoiser`] trait, and VAE decoding.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
+
+use super::checkpoint;
+use super::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig};
+use super::error::ModelError;
+use super::source::{HubOptions, ModelFiles, ModelSource};
+use super::text_encoder::ClipTextEncoder;
+use super::tokenizer::{ClipTokenizer, Truncated};
+use super::unet::{AddedCond, UNet};
+use crate::sampler::{Denoiser, RawPrediction};
+
+/// The best available device: CUDA, then Metal (when built with those features), else CPU.
+pub fn best_device() -> Result<Device> {
+    if candle_core::utils::cuda_is_available() {
+        return Device::new_cuda(0).context("CUDA is compiled in but device 0 could not be opened");
+    }
+    if candle_core::utils::metal_is_available() {
+        return Device::new_metal(0)
+            .context("Metal is compiled in but device 0 could not be opened");
+    }
+    Ok(Device::Cpu)
+}
+
+/// The UNet dtype used on a device: f32 on the CPU, f16 on accelerators.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    }
+}
+
+/// Which prompt a truncation report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptRole {
+    /// The prompt.
+    Positive,
+    /// The negative prompt.
+    Negative,
+}
+
+/// A truncation report: which prompt, which tokenizer (0, or 1 for SDXL's second), what
+/// was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncationReport {
+    /// The prompt that was cut.
+    pub role: PromptRole,
+    /// Which tokenizer (0 or 1).
+    pub tokenizer: usize,
+    /// What was cut.
+    pub truncated: Truncated,
+}
+
+/// Encoded prompts bound for the UNet.
+#[derive(Debug, Clone)]
+pub struct Conditioning {
+    /// Encoder states in the UNet dtype: `(2, seq, dim)` uncond first when guided, else
+    /// `(1, seq, dim)`.
+    pub context: Tensor,
+    /// SDXL: pooled text embeddings, batch as `context`.
+    pub pooled: Option<Tensor>,
+    /// Whether classifier-free guidance is on (both halves are evaluated).
+    pub guided: bool,
+    /// Prompts that were longer than the tokenizer allows.
+    pub truncation: Vec<TruncationReport>,
+}
+
+/// The SD family a loaded pipeline belongs to (informational).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// One text encoder (SD 1.x, 2.x, SD-Turbo and the like).
+    Sd,
+    /// Two text encoders and added conditioning.
+    Sdxl,
+}
+
+/// A loaded pipeline.
+pub struct StableDiffusion {
+    device: Device,
+    dtype: DType,
+    vae_dtype: DType,
+    tokenizers: Vec<ClipTokenizer>,
+    text_encoders: Vec<ClipTextEncoder>,
+    unet: UNet,
+    vae: AutoEncoderKL,
+    vae_config: VaeConfig,
+    scheduler_config: PathBuf,
+    force_zeros_for_empty_prompt: bool,
+    files: ModelFiles,
+}
+
+impl std::fmt::Debug for StableDiffusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StableDiffusion")
+            .field("origin", &self.files.origin)
+            .field("device", &self.device)
+            .field("dtype", &self.dtype)
+            .field("family", &self.family())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StableDiffusion {
+    /// Resolve `source` (downloading when needed) and load it.
+    pub fn from_source(
+        source: &ModelSource,
+        hub: &HubOptions,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let files = source.resolve(hub)?;
+        Self::load(&files, device, dtype)
+    }
+
+    /// Load a diffusers-format folder.
+    pub fn load_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load(&ModelFiles::from_dir(dir)?, device, dtype)
+    }
+
+    /// Load resolved files. `dtype` is the UNet's; text encoders run in f32, and the VAE in
+    /// f32 unless its config sets `force_upcast: false`.
+    pub fn load(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let index = ModelIndex::from_optional(files.model_index.as_ref())?;
+        if index.requires_aesthetics_score == Some(true) {
+            return Err(ModelError::Unsupported {
+                file: files.model_index.clone().unwrap_or_default(),
+                field: "requires_aesthetics_score".into(),
+                reason: "SDXL refiner pipelines are not supported".into(),
+            }
+            .into());
+        }
+        let unet_config = UNetConfig::from_file(&files.unet.config)?;
+        let vae_config = VaeConfig::from_file(&files.vae.config)?;
+        let sdxl = files.is_sdxl();
+        if sdxl != unet_config.text_time.is_some() {
+            return Err(ModelError::Unsupported {
+                file: files.unet.config.clone(),
+                field: "addition_embed_type".into(),
+                reason: if sdxl {
+                    "the pipeline has two text encoders but the UNet has no \"text_time\" conditioning".into()
+                } else {
+                    "the UNet wants SDXL \"text_time\" conditioning but the pipeline has no text_encoder_2".into()
+                },
+            }
+            .into());
+        }
+
+        // Check every weights file before mapping any.
+        let unet_weights = checkpoint::check_all(&files.unet.weights)?;
+        let vae_weights = checkpoint::check_all(&files.vae.weights)?;
+        let mut encoder_weights = vec![];
+        for te in &files.text_encoders {
+            encoder_weights.push(checkpoint::check_all(&te.weights)?);
+        }
+
+        let mut tokenizers = vec![];
+        let mut text_encoders = vec![];
+        for ((te, checked), tok_files) in files
+            .text_encoders
+            .iter()
+            .zip(&encoder_weights)
+            .zip(&files.tokenizers)
+        {
+            let config = ClipConfig::from_file(&te.config)?;
+            let encoder = ClipTextEncoder::from_checked(&config, checked, DType::F32, device)?;
+            let mut tok = ClipTokenizer::load(tok_files)?;
+            tok.clamp_max_len(config.max_position_embeddings);
+            tokenizers.push(tok);
+            text_encoders.push(encoder);
+        }
+        let context_width: usize = if sdxl {
+            text_encoders.iter().map(|t| t.config().hidden_size).sum()
+        } else {
+            text_encoders[0].config().hidden_size
+        };
+        if context_width != unet_config.context_dim() {
+            return Err(ModelError::Unsupported {
+                file: files.unet.config.clone(),
+                field: "cross_attention_dim".into(),
+                reason: format!(
+                    "{} but the text encoder{} produce{} {context_width}-wide states",
+                    unet_config.context_dim(),
+                    if sdxl { "s" } else { "" },
+                    if sdxl { "" } else { "s" },
+                ),
+            }
+            .into());
+        }
+        if sdxl {
+            let pooled = text_encoders[1].config().projection_dim.ok_or_else(|| {
+                ModelError::Unsupported {
+                    file: files.text_encoders[1].config.clone(),
+                    field: "architectures".into(),
+                    reason: "SDXL's second text encoder must be CLIPTextModelWithProjection".into(),
+                }
+            })?;
+            let tt = unet_config.text_time.as_ref().expect("checked above");
+            if pooled + 6 * tt.time_embed_dim != tt.input_dim {
+                return Err(ModelError::Unsupported {
+                    file: files.unet.config.clone(),
+                    field: "projection_class_embeddings_input_dim".into(),
+                    reason: format!(
+                        "{} ≠ pooled width {pooled} + 6 time ids × {}",
+                        tt.input_dim, tt.time_embed_dim
+                    ),
+                }
+                .into());
+            }
+        }
+
+        let vb = checkpoint::var_builder(&unet_weights, dtype, device)?;
+        let unet = UNet::new(vb, &unet_config)
+            .with_context(|| format!("while loading {}", describe(&files.unet.weights)))?;
+
+        let vae_dtype = if vae_config.force_upcast {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vb = checkpoint::var_builder(&vae_weights, vae_dtype, device)?;
+        let vae = AutoEncoderKL::new(
+            vb,
+            vae_config.in_channels,
+            vae_config.out_channels,
+            vae_config.candle.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "the VAE weights {} do not match vae/config.json",
+                describe(&files.vae.weights)
+            )
+        })?;
+
+        Ok(Self {
+            device: device.clone(),
+            dtype,
+            vae_dtype,
+            tokenizers,
+            text_encoders,
+            unet,
+            vae,
+            vae_config,
+            scheduler_config: files.scheduler_config.clone(),
+            force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(sdxl),
+            files: files.clone(),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The UNet dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The VAE dtype.
+    pub fn vae_dtype(&self) -> DType {
+        self.vae_dtype
+    }
+
+    /// SD or SDXL.
+    pub fn family(&self) -> Family {
+        if self.text_encoders.len() == 2 {
+            Family::Sdxl
+        } else {
+            Family::Sd
+        }
+    }
+
+    /// The resolved files.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// `scheduler/scheduler_config.json` (for the sampler's scheduler settings).
+    pub fn scheduler_config_path(&self) -> &Path {
+        &self.scheduler_config
+    }
+
+    /// The VAE's latent scaling factor (0.18215 for SD 1.x/2.x, 0.13025 for SDXL).
+    pub fn vae_scaling_factor(&self) -> f64 {
+        self.vae_config.scaling_factor
+    }
+
+    /// The image-to-latent factor (8).
+    pub fn vae_scale(&self) -> usize {
+        self.vae_config.downscale_factor()
+    }
+
+    /// The UNet configuration.
+    pub fn unet_config(&self) -> &UNetConfig {
+        self.unet.config()
+    }
+
+    /// The tokenizers (one, or two for SDXL).
+    pub fn tokenizers(&self) -> &[ClipTokenizer] {
+        &self.tokenizers
+    }
+
+    /// The image size the model was trained at: UNet `sample_size` × VAE factor, as
+    /// (width, height); 512×512 when the config does not say.
+    pub fn default_size(&self) -> (usize, usize) {
+        match self.unet.config().sample_size {
+            Some((h, w)) => (w * self.vae_scale(), h * self.vae_scale()),
+            None => (512, 512),
+        }
+    }
+
+    /// The latent shape `(1, channels, height / 8, width / 8)` for an image size.
+    pub fn latent_shape(
+        &self,
+        width: usize,
+        height: usize,
+    ) -> Result<(usize, usize, usize, usize)> {
+        latent_shape(&self.vae_config, width, height)
+    }
+
+    /// Encode the prompt (and, with `guidance > 1`, the negative prompt) into UNet
+    /// conditioning. `negative: None` means no negative prompt: the empty prompt for SD,
+    /// zero embeddings for SDXL (`force_zeros_for_empty_prompt`, as diffusers).
+    pub fn encode_prompt(
+        &self,
+        prompt: &str,
+        negative: Option<&str>,
+        guidance: f64,
+    ) -> Result<Conditioning> {
+        let guided = guidance > 1.0;
+        let mut truncation = vec![];
+        let (cond, cond_pooled) = self.encode_one(prompt, PromptRole::Positive, &mut truncation)?;
+        let (context, pooled) = if guided {
+            let (uncond, uncond_pooled) = match negative {
+                None if self.family() == Family::Sdxl && self.force_zeros_for_empty_prompt => (
+                    cond.zeros_like()?,
+                    cond_pooled.as_ref().map(|p| p.zeros_like()).transpose()?,
+                ),
+                _ => self.encode_one(
+                    negative.unwrap_or(""),
+                    PromptRole::Negative,
+                    &mut truncation,
+                )?,
+            };
+            let context = Tensor::cat(&[uncond, cond], 0)?;
+            let pooled = match (uncond_pooled, cond_pooled) {
+                (Some(u), Some(c)) => Some(Tensor::cat(&[u, c], 0)?),
+                _ => None,
+            };
+            (context, pooled)
+        } else {
+            (cond, cond_pooled)
+        };
+        Ok(Conditioning {
+            context: context.to_dtype(self.dtype)?,
+            pooled: pooled.map(|p| p.to_dtype(self.dtype)).transpose()?,
+            guided,
+            truncation,
+        })
+    }
+
+    /// One prompt through every text encoder: `(1, seq, dim)` states and SDXL's pooled
+    /// `(1, 1280)` embeddings.
+    fn encode_one(
+        &self,
+        text: &str,
+        role: PromptRole,
+        truncation: &mut Vec<TruncationReport>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let sdxl = self.family() == Family::Sdxl;
+        let mut states = vec![];
+        let mut pooled = None;
+        for (i, (tok, enc)) in self.tokenizers.iter().zip(&self.text_encoders).enumerate() {
+            let tokens = tok.encode(text)?;
+            if let Some(t) = tokens.truncated.clone() {
+                truncation.push(TruncationReport {
+                    role,
+                    tokenizer: i,
+                    truncated: t,
+                });
+            }
+            let n = tokens.ids.len();
+            let ids = Tensor::from_vec(tokens.ids, (1, n), &self.device)?;
+            let out = enc.forward(&ids, &[tokens.eos_position])?;
+            if sdxl {
+                states.push(out.penultimate);
+                if out.text_embeds.is_some() {
+                    pooled = out.text_embeds;
+                }
+            } else {
+                states.push(out.last_hidden_state);
+            }
+        }
+        let states = if states.len() == 1 {
+            states.pop().expect("one")
+        } else {
+            Tensor::cat(&states, candle_core::D::Minus1)?
+        };
+        if sdxl && pooled.is_none() {
+            bail!("SDXL's second text encoder produced no pooled embeddings");
+        }
+        Ok((states, pooled))
+    }
+
+    /// The noise predictor for one image, bound to its conditioning.
+    pub fn denoiser<'a>(&'a self, cond: &'a Conditioning) -> SdDenoiser<'a> {
+        SdDenoiser { sd: self, cond }
+    }
+
+    /// Run the UNet once on `x` (batch 1, scaled model input).
+    pub fn predict(&self, cond: &Conditioning, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
+        let (b, _, h, w) = x.dims4()?;
+        ensure!(
+            b == 1,
+            "the denoiser takes one latent at a time (got batch {b})"
+        );
+        let out_dtype = x.dtype();
+        let batch = if cond.guided { 2 } else { 1 };
+        ensure!(
+            cond.context.dim(0)? == batch,
+            "conditioning batch {} does not match guidance ({})",
+            cond.context.dim(0)?,
+            if cond.guided { "on: 2" } else { "off: 1" }
+        );
+        let x_in = if cond.guided {
+            Tensor::cat(&[x, x], 0)?
+        } else {
+            x.clone()
+        };
+        let added = match &cond.pooled {
+            None => None,
+            Some(pooled) => {
+                // diffusers' default: original size = target size = the image size, no crop.
+                let (ih, iw) = ((h * self.vae_scale()) as f32, (w * self.vae_scale()) as f32);
+                let ids = Tensor::new(&[ih, iw, 0.0, 0.0, ih, iw], &self.device)?
+                    .unsqueeze(0)?
+                    .repeat((batch, 1))?;
+                Some(AddedCond {
+                    text_embeds: pooled.clone(),
+                    time_ids: ids,
+                })
+            }
+        };
+        let out = self
+            .unet
+            .forward(&x_in, timestep, &cond.context, added.as_ref())?
+            .to_dtype(out_dtype)?;
+        if cond.guided {
+            Ok(RawPrediction {
+                uncond: Some(out.narrow(0, 0, 1)?),
+                cond: out.narrow(0, 1, 1)?,
+            })
+        } else {
+            Ok(RawPrediction {
+                uncond: None,
+                cond: out,
+            })
+        }
+    }
+
+    /// Decode latents: divide by the scaling factor and run the VAE decoder. Returns the
+    /// raw decoder output (`(batch, 3, H, W)`, f32, about −1…1).
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let z = (latents.to_dtype(DType::F32)? / self.vae_config.scaling_factor)?
+            .to_dtype(self.vae_dtype)?;
+        Ok(self.vae.decode(&z)?.to_dtype(DType::F32)?)
+    }
+
+    /// diffusers' postprocess of the first image: `(x / 2 + 0.5).clamp(0, 1)`, ×255, rounded.
+    pub fn to_rgb(&self, decoded: &Tensor) -> Result<image::RgbImage> {
+        to_rgb(decoded)
+    }
+}
+
+/// The noise predictor of one generation: a UNet bound to its conditioning.
+pub struct SdDenoiser<'a> {
+    sd: &'a StableDiffusion,
+    cond: &'a Conditioning,
+}
+
+impl Denoiser for SdDenoiser<'_> {
+    fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
+        self.sd.predict(self.cond, x, timestep)
+    }
+}
+
+/// `(1, latent_channels, height / f, width / f)`, with a clear error when the size is not a
+/// multiple of the VAE factor `f`.
+pub fn latent_shape(
+    vae: &VaeConfig,
+    width: usize,
+    height: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let f = vae.downscale_factor();
+    for (what, value) in [("width", width), ("height", height)] {
+        if value == 0 || value % f != 0 {
+            return Err(ModelError::BadImageSize {
+                what,
+                value,
+                factor: f,
+            }
+            .into());
+        }
+    }
+    Ok((1, vae.latent_channels(), height / f, width / f))
+}
+
+/// diffusers' `VaeImageProcessor.postprocess(output_type="pil")` for the first image of a
+/// decoded batch.
+pub fn to_rgb(decoded: &Tensor) -> Result<image::RgbImage> {
+    let img = decoded.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let img = match img.rank() {
+        4 => img.get(0)?,
+        3 => img,
+        r => bail!("expected a (batch, 3, H, W) or (3, H, W) image tensor, got rank {r}"),
+    };
+    let (c, h, w) = img.dims3()?;
+    ensure!(c == 3, "expected 3 image channels, got {c}");
+    let pixels = ((img / 2.0)? + 0.5)?
+        .clamp(0f32, 1f32)?
+        .affine(255.0, 0.0)?
+        .round()?
+        .permute((1, 2, 0))?
+        .contiguous()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let bytes: Vec<u8> = pixels.into_iter().map(|v| v as u8).collect();
+    image::RgbImage::from_raw(w as u32, h as u32, bytes).context("image buffer size mismatch")
+}
+
+fn describe(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

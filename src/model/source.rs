@@ -1,0 +1,586 @@
+//! Where the weights come from: a local diffusers-format folder, or a known Hugging Face
+//! repository fetched into the standard Hugging Face cache.
+//!
+//! Either way resolution ends in a [`ModelFiles`]: the path of every file the pipeline
+//! loads, so that loading has a single code path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+
+use super::error::ModelError;
+use super::tokenizer::TokenizerFiles;
+
+/// The Hugging Face pipelines `--model` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HubModel {
+    /// Stable Diffusion 1.5 (512², ε-prediction).
+    Sd15,
+    /// Stable Diffusion 2.1 *base* (512², ε-prediction). The 768² `stable-diffusion-2-1`
+    /// is v-prediction; it loads from a local folder but is not the default.
+    Sd21,
+    /// Stable Diffusion XL base 1.0 (1024²).
+    Sdxl,
+    /// SD-Turbo (SD 2.1 architecture, distilled for 1–4 steps, "trailing" spacing).
+    SdTurbo,
+}
+
+impl HubModel {
+    /// Every known model.
+    pub const ALL: [HubModel; 4] = [
+        HubModel::Sd15,
+        HubModel::Sd21,
+        HubModel::Sdxl,
+        HubModel::SdTurbo,
+    ];
+
+    /// The canonical name (what `--model` takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            HubModel::Sd15 => "sd15",
+            HubModel::Sd21 => "sd21",
+            HubModel::Sdxl => "sdxl",
+            HubModel::SdTurbo => "sd-turbo",
+        }
+    }
+
+    /// The Hugging Face repository.
+    pub fn repo(self) -> &'static str {
+        match self {
+            HubModel::Sd15 => "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            HubModel::Sd21 => "stabilityai/stable-diffusion-2-1-base",
+            HubModel::Sdxl => "stabilityai/stable-diffusion-xl-base-1.0",
+            HubModel::SdTurbo => "stabilityai/sd-turbo",
+        }
+    }
+
+    /// Whether this is an SDXL pipeline (two text encoders, added conditioning).
+    pub fn is_sdxl(self) -> bool {
+        self == HubModel::Sdxl
+    }
+
+    /// The files fetched from the repository (relative paths).
+    pub fn files(self) -> Vec<String> {
+        let mut files: Vec<String> = [
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let suffixes = if self.is_sdxl() {
+            &["", "_2"][..]
+        } else {
+            &[""][..]
+        };
+        for s in suffixes {
+            files.push(format!("text_encoder{s}/config.json"));
+            files.push(format!("text_encoder{s}/model.safetensors"));
+            for f in [
+                "vocab.json",
+                "merges.txt",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ] {
+                files.push(format!("tokenizer{s}/{f}"));
+            }
+        }
+        files
+    }
+
+    fn valid_names() -> String {
+        Self::ALL.map(|m| m.name()).join(", ")
+    }
+}
+
+impl fmt::Display for HubModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for HubModel {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key: String = s
+            .trim()
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | '.' | ' '))
+            .collect();
+        Ok(match key.as_str() {
+            "sd15" | "sdv15" | "stablediffusionv15" | "stablediffusion15" | "v15" => HubModel::Sd15,
+            "sd21"
+            | "sdv21"
+            | "sd21base"
+            | "stablediffusion21"
+            | "stablediffusion21base"
+            | "v21" => HubModel::Sd21,
+            "sdxl" | "sdxlbase" | "sdxl10" | "stablediffusionxl" | "xl" => HubModel::Sdxl,
+            "sdturbo" | "turbo" => HubModel::SdTurbo,
+            _ => {
+                return Err(ModelError::UnknownModel {
+                    name: s.to_string(),
+                    valid: Self::valid_names(),
+                });
+            }
+        })
+    }
+}
+
+/// Where to load a pipeline from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelSource {
+    /// A local diffusers-format folder (`--weights DIR`).
+    Local(PathBuf),
+    /// A known hub repository (`--model NAME`), cached in the Hugging Face cache.
+    Hub(HubModel),
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::Local(p) => write!(f, "{}", p.display()),
+            ModelSource::Hub(m) => write!(f, "{} ({})", m.name(), m.repo()),
+        }
+    }
+}
+
+/// Settings for hub access.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// The hub cache folder (`.../huggingface/hub`). Default: `$HF_HUB_CACHE`, else
+    /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    pub cache_dir: Option<PathBuf>,
+    /// Never touch the network (also set by `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// Draw a progress bar per downloaded file (on stderr).
+    pub progress: bool,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"));
+        Self {
+            cache_dir: None,
+            offline,
+            progress: true,
+        }
+    }
+}
+
+impl HubOptions {
+    /// The cache folder these options use.
+    pub fn resolved_cache_dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.cache_dir {
+            return Ok(d.clone());
+        }
+        if let Some(d) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(d).join("hub"));
+        }
+        let home = std::env::home_dir().context(
+            "no home directory to hold the Hugging Face cache; set HF_HOME or HF_HUB_CACHE",
+        )?;
+        Ok(home.join(".cache").join("huggingface").join("hub"))
+    }
+}
+
+/// One model component's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentFiles {
+    /// `config.json`.
+    pub config: PathBuf,
+    /// The safetensors file(s), several when sharded.
+    pub weights: Vec<PathBuf>,
+}
+
+/// Every file a pipeline loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// What was resolved (a folder or a repository), for messages.
+    pub origin: String,
+    /// `model_index.json` when present.
+    pub model_index: Option<PathBuf>,
+    /// The UNet.
+    pub unet: ComponentFiles,
+    /// The VAE.
+    pub vae: ComponentFiles,
+    /// One text encoder, or two for SDXL (`text_encoder`, `text_encoder_2`).
+    pub text_encoders: Vec<ComponentFiles>,
+    /// One tokenizer per text encoder.
+    pub tokenizers: Vec<TokenizerFiles>,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler_config: PathBuf,
+}
+
+impl ModelFiles {
+    /// Whether this is a two-encoder (SDXL) pipeline.
+    pub fn is_sdxl(&self) -> bool {
+        self.text_encoders.len() == 2
+    }
+
+    /// Resolve a local diffusers folder.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                what: "model folder".into(),
+                path: dir.to_path_buf(),
+            }
+            .into());
+        }
+        let lookup = |rel: &str| {
+            let p = dir.join(rel);
+            p.is_file().then_some(p)
+        };
+        Self::locate(&dir.display().to_string(), dir, &lookup)
+    }
+
+    /// Build from a lookup of relative paths; `base` is where missing files are reported.
+    fn locate(origin: &str, base: &Path, lookup: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Self> {
+        let missing = |what: &str, rel: &str| -> anyhow::Error {
+            ModelError::MissingFile {
+                what: what.to_string(),
+                path: base.join(rel),
+            }
+            .into()
+        };
+        let require = |what: &str, rel: &str| lookup(rel).ok_or_else(|| missing(what, rel));
+
+        let model_index = lookup("model_index.json");
+        let class_name = match &model_index {
+            Some(p) => super::config::ModelIndex::from_optional(Some(p))?.class_name,
+            None => None,
+        };
+        let sdxl_by_class = class_name.as_deref().is_some_and(|c| c.contains("XL"));
+        let sdxl = sdxl_by_class || lookup("text_encoder_2/config.json").is_some();
+
+        let component = |name: &str, stem: &str, what: &str| -> Result<ComponentFiles> {
+            let config = require(&format!("{what} config"), &format!("{name}/config.json"))?;
+            let weights = find_weights(name, stem, base, lookup).map_err(|e| match e {
+                WeightsLookup::Missing => missing(
+                    &format!("{what} weights"),
+                    &format!("{name}/{stem}.safetensors"),
+                ),
+                WeightsLookup::Other(e) => e,
+            })?;
+            Ok(ComponentFiles { config, weights })
+        };
+        let unet = component("unet", "diffusion_pytorch_model", "UNet")?;
+        let vae = component("vae", "diffusion_pytorch_model", "VAE")?;
+        let suffixes: &[&str] = if sdxl { &["", "_2"] } else { &[""] };
+        let mut text_encoders = vec![];
+        let mut tokenizers = vec![];
+        for s in suffixes {
+            text_encoders.push(component(
+                &format!("text_encoder{s}"),
+                "model",
+                &format!("text encoder{s}"),
+            )?);
+            let t = format!("tokenizer{s}");
+            let files = TokenizerFiles {
+                tokenizer_json: lookup(&format!("{t}/tokenizer.json")),
+                vocab: lookup(&format!("{t}/vocab.json")),
+                merges: lookup(&format!("{t}/merges.txt")),
+                config: lookup(&format!("{t}/tokenizer_config.json")),
+                special_tokens_map: lookup(&format!("{t}/special_tokens_map.json")),
+            };
+            if !files.is_usable() {
+                let rel = if files.vocab.is_some() {
+                    format!("{t}/merges.txt")
+                } else {
+                    format!("{t}/vocab.json")
+                };
+                return Err(missing(
+                    &format!("{t} (tokenizer.json, or vocab.json and merges.txt)"),
+                    &rel,
+                ));
+            }
+            tokenizers.push(files);
+        }
+        let scheduler_config = require("scheduler config", "scheduler/scheduler_config.json")?;
+        Ok(Self {
+            origin: origin.to_string(),
+            model_index,
+            unet,
+            vae,
+            text_encoders,
+            tokenizers,
+            scheduler_config,
+        })
+    }
+}
+
+enum WeightsLookup {
+    Missing,
+    Other(anyhow::Error),
+}
+
+/// `<name>/<stem>.safetensors`, its `.fp16` variant, or a sharded index.
+fn find_weights(
+    name: &str,
+    stem: &str,
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<PathBuf>, WeightsLookup> {
+    for candidate in [
+        format!("{name}/{stem}.safetensors"),
+        format!("{name}/{stem}.fp16.safetensors"),
+    ] {
+        if let Some(p) = lookup(&candidate) {
+            return Ok(vec![p]);
+        }
+    }
+    for index in [
+        format!("{name}/{stem}.safetensors.index.json"),
+        format!("{name}/{stem}.safetensors.index.fp16.json"),
+    ] {
+        if let Some(p) = lookup(&index) {
+            return shards_of(&p, name, base, lookup).map_err(WeightsLookup::Other);
+        }
+    }
+    for pickle in [
+        format!("{name}/{stem}.bin"),
+        format!("{name}/{stem}.fp16.bin"),
+        format!("{name}/{stem}.ckpt"),
+    ] {
+        if lookup(&pickle).is_some() {
+            return Err(WeightsLookup::Other(anyhow::anyhow!(
+                "only safetensors weights are supported, but {} holds PyTorch pickle weights ({pickle}); \
+                 convert them to safetensors (e.g. diffusers' save_pretrained(..., safe_serialization=True))",
+                base.display()
+            )));
+        }
+    }
+    Err(WeightsLookup::Missing)
+}
+
+fn shards_of(
+    index: &Path,
+    name: &str,
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Vec<PathBuf>> {
+    let json: serde_json::Value = super::config::read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{} has no weight_map", index.display()))?;
+    let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = format!("{name}/{f}");
+            lookup(&rel).ok_or_else(|| {
+                ModelError::MissingFile {
+                    what: format!("weights shard listed in {}", index.display()),
+                    path: base.join(&rel),
+                }
+                .into()
+            })
+        })
+        .collect()
+}
+
+impl ModelSource {
+    /// Resolve to local files, downloading from the hub when needed.
+    pub fn resolve(&self, opts: &HubOptions) -> Result<ModelFiles> {
+        match self {
+            ModelSource::Local(dir) => ModelFiles::from_dir(dir),
+            ModelSource::Hub(model) => resolve_hub(*model, opts),
+        }
+    }
+}
+
+/// An indicatif bar behind hf-hub's progress hook.
+struct Bar(indicatif::ProgressBar);
+
+impl hf_hub::api::Progress for Bar {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.0.set_length(size as u64);
+        self.0.set_message(filename.to_string());
+    }
+
+    fn update(&mut self, size: usize) {
+        self.0.inc(size as u64);
+    }
+
+    fn finish(&mut self) {
+        self.0.finish();
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:<40} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
+    let cache_dir = opts.resolved_cache_dir()?;
+    let repo_id = model.repo();
+    let cache = hf_hub::Cache::new(cache_dir.clone());
+    let cached = cache.model(repo_id.to_string());
+    let mut api_repo = None;
+    let mut found = std::collections::HashMap::new();
+    for rel in model.files() {
+        if let Some(p) = cached.get(&rel) {
+            found.insert(rel, p);
+            continue;
+        }
+        if opts.offline {
+            return Err(ModelError::Download {
+                repo: repo_id.into(),
+                file: rel.clone(),
+                cause: format!(
+                    "offline mode (HF_HUB_OFFLINE) and the file is not in the cache {}",
+                    cache_dir.display()
+                ),
+            }
+            .into());
+        }
+        if api_repo.is_none() {
+            let mut builder =
+                hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(false);
+            if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(token) = std::env::var("HF_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+            {
+                builder = builder.with_token(Some(token.trim().to_string()));
+            }
+            let api = builder.build().map_err(|e| ModelError::Download {
+                repo: repo_id.into(),
+                file: rel.clone(),
+                cause: e.to_string(),
+            })?;
+            api_repo = Some(api.model(repo_id.to_string()));
+        }
+        let repo = api_repo.as_ref().expect("just set");
+        let result = if opts.progress {
+            repo.download_with_progress(&rel, Bar(progress_bar()))
+        } else {
+            repo.download_with_progress(&rel, ())
+        };
+        let path = result.map_err(|e| ModelError::Download {
+            repo: repo_id.into(),
+            file: rel.clone(),
+            cause: e.to_string(),
+        })?;
+        found.insert(rel, path);
+    }
+    let origin = format!("{repo_id} (cache {})", cache_dir.display());
+    let base = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));
+    ModelFiles::locate(&origin, &base, &|rel: &str| found.get(rel).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_names_parse_and_unknown_names_list_valid_ones() {
+        assert_eq!("sd15".parse::<HubModel>().unwrap(), HubModel::Sd15);
+        assert_eq!("SD-1.5".parse::<HubModel>().unwrap(), HubModel::Sd15);
+        assert_eq!("sd2.1".parse::<HubModel>().unwrap(), HubModel::Sd21);
+        assert_eq!("sdxl".parse::<HubModel>().unwrap(), HubModel::Sdxl);
+        assert_eq!("sd-turbo".parse::<HubModel>().unwrap(), HubModel::SdTurbo);
+        for m in HubModel::ALL {
+            assert_eq!(m.name().parse::<HubModel>().unwrap(), m);
+        }
+        let err = "sd3".parse::<HubModel>().unwrap_err().to_string();
+        assert!(err.contains("unknown model 'sd3'"), "{err}");
+        assert!(err.contains("sd15, sd21, sdxl, sd-turbo"), "{err}");
+        assert!(err.contains("--weights"), "{err}");
+    }
+
+    #[test]
+    fn hub_file_lists() {
+        let f = HubModel::Sd15.files();
+        assert!(f.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
+        assert!(!f.iter().any(|x| x.contains("_2/")));
+        let f = HubModel::Sdxl.files();
+        assert!(f.contains(&"text_encoder_2/model.safetensors".to_string()));
+        assert!(f.contains(&"tokenizer_2/merges.txt".to_string()));
+    }
+
+    #[test]
+    fn offline_hub_without_cache_says_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = HubOptions {
+            cache_dir: Some(dir.path().to_path_buf()),
+            offline: true,
+            progress: false,
+        };
+        let err = ModelSource::Hub(HubModel::Sd15).resolve(&opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("could not reach huggingface.co to download stable-diffusion-v1-5/stable-diffusion-v1-5/"), "{msg}");
+        assert!(msg.contains("--weights DIR"), "{msg}");
+    }
+
+    #[test]
+    fn hub_resolution_reads_the_standard_cache_layout() {
+        // A fake cache entry laid out as huggingface_hub writes it.
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("models--stabilityai--sd-turbo");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        let snap = repo.join("snapshots/abc123");
+        for rel in HubModel::SdTurbo.files() {
+            let p = snap.join(&rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, if rel.ends_with(".json") { "{}" } else { "" }).unwrap();
+        }
+        let opts = HubOptions {
+            cache_dir: Some(dir.path().to_path_buf()),
+            offline: true,
+            progress: false,
+        };
+        let files = ModelSource::Hub(HubModel::SdTurbo).resolve(&opts).unwrap();
+        assert_eq!(
+            files.unet.weights,
+            vec![snap.join("unet/diffusion_pytorch_model.safetensors")]
+        );
+        assert_eq!(
+            files.scheduler_config,
+            snap.join("scheduler/scheduler_config.json")
+        );
+        assert!(!files.is_sdxl());
+        assert!(files.tokenizers[0].tokenizer_json.is_none());
+    }
+
+    #[test]
+    fn missing_files_name_the_file_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelFiles::from_dir(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("missing UNet config"), "{msg}");
+        assert!(msg.contains("unet/config.json"), "{msg}");
+        assert!(msg.contains("text_encoder/model.safetensors"), "{msg}");
+        std::fs::create_dir_all(dir.path().join("unet")).unwrap();
+        std::fs::write(dir.path().join("unet/config.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("unet/diffusion_pytorch_model.bin"), "").unwrap();
+        let msg = ModelFiles::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("only safetensors"), "{msg}");
+        let msg = ModelFiles::from_dir(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing model folder"), "{msg}");
+    }
+}
