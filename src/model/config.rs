@@ -443,7 +443,7 @@ impl UNetConfig {
             .norm_num_groups
             .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
         for &c in &j.block_out_channels {
-            if c % groups != 0 {
+            if !c.is_multiple_of(groups) {
                 return Err(unsupported(
                     file,
                     "norm_num_groups",
@@ -511,7 +511,7 @@ impl UNetConfig {
                 }
             };
             let out_channels = j.block_out_channels[i];
-            if cross_attn.is_some() && (heads[i] == 0 || out_channels % heads[i] != 0) {
+            if cross_attn.is_some() && (heads[i] == 0 || !out_channels.is_multiple_of(heads[i])) {
                 return Err(unsupported(
                     file,
                     "attention_head_dim",
@@ -546,7 +546,7 @@ impl UNetConfig {
                 }
             };
             let out_channels = j.block_out_channels[r];
-            if cross_attn.is_some() && (heads[r] == 0 || out_channels % heads[r] != 0) {
+            if cross_attn.is_some() && (heads[r] == 0 || !out_channels.is_multiple_of(heads[r])) {
                 return Err(unsupported(
                     file,
                     "attention_head_dim",
@@ -572,7 +572,7 @@ impl UNetConfig {
             heads: heads[last],
             cross_attention_dim: cross_dims[last],
         };
-        if mid.heads == 0 || mid.out_channels % mid.heads != 0 {
+        if mid.heads == 0 || !mid.out_channels.is_multiple_of(mid.heads) {
             return Err(unsupported(
                 file,
                 "attention_head_dim",
@@ -792,7 +792,11 @@ impl VaeConfig {
         let groups = j
             .norm_num_groups
             .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
-        if let Some(c) = j.block_out_channels.iter().find(|&&c| c % groups != 0) {
+        if let Some(c) = j
+            .block_out_channels
+            .iter()
+            .find(|&&c| !c.is_multiple_of(groups))
+        {
             return Err(unsupported(
                 file,
                 "norm_num_groups",
@@ -935,7 +939,7 @@ impl ClipConfig {
                 ));
             }
         };
-        if j.num_attention_heads == 0 || j.hidden_size % j.num_attention_heads != 0 {
+        if j.num_attention_heads == 0 || !j.hidden_size.is_multiple_of(j.num_attention_heads) {
             return Err(unsupported(
                 file,
                 "num_attention_heads",

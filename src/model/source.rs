@@ -442,6 +442,11 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
             found.insert(rel, p);
             continue;
         }
+        // special_tokens_map.json only backs up tokenizer_config.json; a repo may lack it.
+        let optional = rel.ends_with("special_tokens_map.json");
+        if opts.offline && optional {
+            continue;
+        }
         if opts.offline {
             return Err(ModelError::Download {
                 repo: repo_id.into(),
@@ -478,12 +483,22 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
         } else {
             repo.download_with_progress(&rel, ())
         };
-        let path = result.map_err(|e| ModelError::Download {
-            repo: repo_id.into(),
-            file: rel.clone(),
-            cause: e.to_string(),
-        })?;
-        found.insert(rel, path);
+        match result {
+            Ok(path) => {
+                found.insert(rel, path);
+            }
+            Err(e) if optional => {
+                tracing::warn!("skipping optional {repo_id}/{rel}: {e}");
+            }
+            Err(e) => {
+                return Err(ModelError::Download {
+                    repo: repo_id.into(),
+                    file: rel.clone(),
+                    cause: e.to_string(),
+                }
+                .into());
+            }
+        }
     }
     let origin = format!("{repo_id} (cache {})", cache_dir.display());
     let base = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));

@@ -292,13 +292,6 @@ pub fn eos_position(ids: &[u32], eos: u32) -> usize {
         .unwrap_or(ids.len().saturating_sub(1))
 }
 
-/// Make `x` (batch, seq, dim) contiguous f32 on the CPU for comparisons and export.
-pub fn to_cpu_f32(x: &Tensor) -> Result<Tensor> {
-    Ok(x.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .contiguous()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

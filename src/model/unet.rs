@@ -689,13 +689,12 @@ impl UNet {
         for block in self.up.iter() {
             let consumed = block.resnets.len();
             let upsample_size = if forward_size && block.upsample.is_some() {
-                let next = skips
+                skips
                     .len()
                     .checked_sub(consumed + 1)
                     .map(|i| skips[i].dims4())
                     .transpose()?
-                    .map(|(_, _, sh, sw)| (sh, sw));
-                next
+                    .map(|(_, _, sh, sw)| (sh, sw))
             } else {
                 None
             };
