@@ -13,14 +13,17 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "adiff", version, about, long_about = None)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (none: open the desktop app).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open the desktop app: baseline and adaptive side by side with live curves (the
+    /// default when no command is given).
+    Gui,
     /// Generate one image with the baseline or the adaptive pipeline.
     Generate(GenerateArgs),
     /// Run baseline and adaptive from the same noise; write a side-by-side PNG and both traces.
@@ -28,6 +31,15 @@ pub enum Command {
     /// Measure the adaptive controller's per-step cost next to one noise-predictor call on
     /// a UNet of Stable Diffusion 1.5 size with random weights.
     Overhead(OverheadArgs),
+    /// Rate a prompt's complexity (score, factors, rationale) and show the adaptive step
+    /// budget it leads to with --budget auto.
+    Complexity(crate::complexity::ComplexityArgs),
+    /// Benchmark baseline vs adaptive over a prompt set: latency, noise-predictor calls,
+    /// PSNR, SSIM and CLIP alignment; writes runs.csv, summary.json, report.md and plots.
+    Bench(crate::bench::args::BenchArgs),
+    /// Find per prompt the largest δ and smallest budget that keep a PSNR target, and fit
+    /// the complexity → budget mapping read by --budget auto --budget-map.
+    Calibrate(crate::bench::args::CalibrateArgs),
 }
 
 /// `adiff overhead`.
@@ -124,6 +136,13 @@ pub struct CommonArgs {
     /// Write the per-step trace as JSON here.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Step budget of the adaptive run: fixed (--steps) or auto (from the prompt's
+    /// complexity score, relative to --steps; the baseline keeps --steps).
+    #[arg(long, value_enum, default_value_t = crate::complexity::BudgetMode::Fixed)]
+    pub budget: crate::complexity::BudgetMode,
+    /// Complexity scorer and budget mapping (used with --budget auto).
+    #[command(flatten)]
+    pub scoring: crate::complexity::ScoringArgs,
 }
 
 /// `adiff generate`.
@@ -196,7 +215,25 @@ impl CommonArgs {
             init_latents: self.init_latents.clone(),
             truncate: self.truncate,
             force_cpu: self.cpu,
+            budget: None,
         })
+    }
+
+    /// `--budget auto`: score the prompt and set the adaptive run's steps (and, with
+    /// `--scale-policy`, its δ and C_max) from the complexity.
+    fn apply_budget(&self, req: &mut Request) -> Result<()> {
+        if self.budget == crate::complexity::BudgetMode::Fixed {
+            return Ok(());
+        }
+        if req.policy == SkipPolicy::Baseline {
+            bail!(
+                "--budget auto chooses the adaptive run's steps; with --mode baseline give the budget with --steps"
+            );
+        }
+        let decision = self.scoring.auto_budget(&req.prompt, req.steps, req.policy)?;
+        req.policy = decision.budget.policy();
+        req.budget = Some(decision);
+        Ok(())
     }
 
     fn adaptive_policy(&self) -> SkipPolicy {
@@ -220,6 +257,14 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    #[cfg(not(feature = "gui"))]
+    if cli.command.is_none() {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        eprintln!(
+            "\nerror: this adiff was built without the desktop app (feature `gui`): give a command"
+        );
+        return ExitCode::from(2);
+    }
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -279,13 +324,18 @@ fn init_logging() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return run_gui();
+    };
+    match command {
+        Command::Gui => run_gui(),
         Command::Generate(a) => {
             let policy = match a.mode {
                 Mode::Baseline => SkipPolicy::Baseline,
                 Mode::Adaptive => a.common.adaptive_policy(),
             };
-            let req = a.common.to_request(policy)?;
+            let mut req = a.common.to_request(policy)?;
+            a.common.apply_budget(&mut req)?;
             for p in a.common.outputs() {
                 crate::output::check_writable(p)?;
             }
@@ -296,6 +346,9 @@ fn run(cli: Cli) -> Result<()> {
                 a.common.latents_out.as_deref(),
             )
         }
+        Command::Complexity(a) => crate::complexity::args::run(&a),
+        Command::Bench(a) => crate::bench::args::run_bench_cmd(&a),
+        Command::Calibrate(a) => crate::bench::args::run_calibrate_cmd(&a),
         Command::Overhead(a) => {
             if let Some(p) = &a.json {
                 crate::output::check_writable(p)?;
@@ -330,7 +383,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare(a) => {
-            let req = a.common.to_request(a.common.adaptive_policy())?;
+            let mut req = a.common.to_request(a.common.adaptive_policy())?;
+            a.common.apply_budget(&mut req)?;
             for p in a.common.outputs() {
                 crate::output::check_writable(p)?;
             }
@@ -342,4 +396,16 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
     }
+}
+
+#[cfg(feature = "gui")]
+fn run_gui() -> Result<()> {
+    crate::app::run()
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_gui() -> Result<()> {
+    bail!(
+        "this adiff was built without the desktop app (feature `gui`); rebuild with default features, or use generate / compare (see 'adiff --help')"
+    )
 }

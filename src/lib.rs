@@ -4,9 +4,17 @@
 //!   the per-step trace.
 //! * [`model`] — noise predictors (Stable Diffusion through candle-transformers) and weight
 //!   resolution.
+//! * [`complexity`] — prompt-complexity scorers (Ollama, heuristic) and the step budget.
+//! * [`metrics`] — PSNR, SSIM and CLIP alignment.
+//! * [`bench`] — `adiff bench` / `adiff calibrate`: prompt sets, runner, reports.
 //! * [`cli`] — the `adiff` command line.
+//! * `app` — the eframe desktop app (feature `gui`, on by default).
 
+#[cfg(feature = "gui")]
+pub mod app;
+pub mod bench;
 pub mod cli;
+pub mod complexity;
 pub mod metrics;
 pub mod model;
 pub mod output;

@@ -46,6 +46,20 @@ pub struct Request {
     pub truncate: bool,
     /// Stay on the CPU.
     pub force_cpu: bool,
+    /// `--budget auto`: the prompt's complexity and the adaptive side's budget chosen from
+    /// it (the baseline keeps `steps`). `None`: every side runs `steps`.
+    pub budget: Option<crate::complexity::ComplexityBudget>,
+}
+
+impl Request {
+    /// Steps of a run with this policy: the complexity budget for the adaptive side when
+    /// there is one, `steps` otherwise.
+    pub fn steps_for(&self, policy: &SkipPolicy) -> usize {
+        match (&self.budget, policy) {
+            (Some(b), SkipPolicy::Adaptive { .. }) => b.budget.steps,
+            _ => self.steps,
+        }
+    }
 }
 
 /// A loaded pipeline plus its schedule.
@@ -216,9 +230,10 @@ pub fn generate(
     early_stop: Option<EarlyStop>,
     observe: &mut dyn FnMut(StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Generation> {
+    let steps = req.steps_for(&policy);
     let settings = RunSettings {
         scheduler: req.scheduler,
-        steps: req.steps,
+        steps,
         guidance: req.guidance,
         policy,
         early_stop,
@@ -227,7 +242,7 @@ pub fn generate(
         prepared.noise.clone()
     } else {
         let sigma =
-            sampler::build_scheduler(req.scheduler, &model.schedule, req.steps)?.init_noise_sigma();
+            sampler::build_scheduler(req.scheduler, &model.schedule, steps)?.init_noise_sigma();
         (&prepared.noise * sigma)?
     };
     let mut denoiser = model.sd.denoiser(&prepared.cond);
@@ -266,6 +281,10 @@ pub struct RunInfo {
     pub height: usize,
     /// Model load time, milliseconds.
     pub load_ms: f64,
+    /// `--budget auto`: score, factors, rationale, the scorer that decided (and any
+    /// fallback) and the adaptive side's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<crate::complexity::ComplexityBudget>,
 }
 
 impl RunInfo {
@@ -281,6 +300,7 @@ impl RunInfo {
             width: prepared.size.0,
             height: prepared.size.1,
             load_ms: model.load_ms,
+            complexity: req.budget.clone(),
         }
     }
 }
@@ -385,7 +405,7 @@ pub fn generate_cmd(
 ) -> Result<()> {
     let model = load_model(&req.model, req.force_cpu)?;
     let prepared = prepare(&model, req)?;
-    let (bar, mut obs) = progress_observer(req.policy.mode_name(), req.steps);
+    let (bar, mut obs) = progress_observer(req.policy.mode_name(), req.steps_for(&req.policy));
     let early_stop = req.early_stop;
     let g = generate(&model, req, &prepared, req.policy, early_stop, &mut obs)?;
     bar.finish_and_clear();
@@ -423,7 +443,20 @@ pub fn side_by_side(left: &image::RgbImage, right: &image::RgbImage) -> image::R
     img
 }
 
-/// Run baseline and adaptive from the same inputs.
+/// One discarded noise-predictor call, so that one-time costs (allocations, kernel
+/// selection, page faults of memory-mapped weights) do not land on whichever side runs first.
+pub fn warm_up(model: &LoadedModel, req: &Request, prepared: &Prepared) -> Result<()> {
+    use crate::sampler::Denoiser;
+    let sch = sampler::build_scheduler(req.scheduler, &model.schedule, req.steps)?;
+    let x = sch.scale_model_input(&prepared.noise, 0)?;
+    model
+        .sd
+        .denoiser(&prepared.cond)
+        .predict(&x, sch.timesteps()[0])?;
+    Ok(())
+}
+
+/// Run baseline and adaptive from the same inputs (after one warm-up call).
 pub fn compare(
     model: &LoadedModel,
     req: &Request,
@@ -431,7 +464,7 @@ pub fn compare(
     show_progress: bool,
 ) -> Result<(Generation, Generation, CompareSummary)> {
     let run_side = |label: &'static str, policy, early_stop| -> Result<Generation> {
-        let (bar, mut obs) = progress_observer(label, req.steps);
+        let (bar, mut obs) = progress_observer(label, req.steps_for(&policy));
         if !show_progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
@@ -439,6 +472,7 @@ pub fn compare(
         bar.finish_and_clear();
         Ok(g)
     };
+    warm_up(model, req, prepared)?;
     let base = run_side("baseline", SkipPolicy::Baseline, None)?;
     let adapt = run_side("adaptive", req.policy, req.early_stop)?;
     let summary = CompareSummary {
