@@ -61,6 +61,9 @@ fn conv3x3(
     candle_nn::conv2d(cin, cout, 3, cfg, vb)
 }
 
+/// Largest attention score matrix computed at once, in bytes (query slicing beyond it).
+const ATTENTION_SCORE_BUDGET: usize = 256 << 20;
+
 /// diffusers `Attention` (no bias on q/k/v, biased `to_out.0`).
 struct Attention {
     to_q: Linear,
@@ -70,6 +73,35 @@ struct Attention {
     heads: usize,
     scale: f64,
     upcast: bool,
+    /// Use only ops with a backward pass (training).
+    diff: bool,
+}
+
+/// Softmax over the last dim: candle's fused kernel, or (for training) the composed op
+/// that autograd can differentiate.
+pub(crate) fn softmax_last(x: &Tensor, diff: bool) -> CResult<Tensor> {
+    if diff {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// A layer norm: candle's fused kernel, or (for training) the same formula from basic ops.
+pub(crate) fn layer_norm(ln: &LayerNorm, x: &Tensor, diff: bool) -> CResult<Tensor> {
+    if !diff {
+        return ln.forward(x);
+    }
+    let eps = ln.eps();
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let y = y.broadcast_mul(ln.weight())?;
+    match ln.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 impl Attention {
@@ -79,6 +111,7 @@ impl Attention {
         context_dim: usize,
         heads: usize,
         upcast: bool,
+        diff: bool,
     ) -> CResult<Self> {
         let head_dim = dim / heads;
         Ok(Self {
@@ -89,6 +122,7 @@ impl Attention {
             heads,
             scale: (head_dim as f64).powf(-0.5),
             upcast,
+            diff,
         })
     }
 
@@ -108,10 +142,24 @@ impl Attention {
         let v = split(self.to_v.forward(ctx)?, m)?;
         let dtype = q.dtype();
         let work = if self.upcast { DType::F32 } else { dtype };
-        let scores = (q.to_dtype(work)? * self.scale)?.matmul(&k.to_dtype(work)?.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let o = probs
-            .matmul(&v)?
+        let kt = k.to_dtype(work)?.t()?;
+        // Bound the (batch·heads, n, m) score matrix: at SD's 64×64 latent one self-attention
+        // score matrix is 2 GiB in f32, so long queries are processed in slices.
+        let rows = (ATTENTION_SCORE_BUDGET / (b * self.heads * m * 4).max(1)).clamp(1, n);
+        let mut outs = Vec::with_capacity(n.div_ceil(rows));
+        for start in (0..n).step_by(rows) {
+            let len = rows.min(n - start);
+            let qs = q.narrow(1, start, len)?;
+            let scores = (qs.to_dtype(work)? * self.scale)?.matmul(&kt)?;
+            let probs = softmax_last(&scores, self.diff)?.to_dtype(dtype)?;
+            outs.push(probs.matmul(&v)?);
+        }
+        let o = if outs.len() == 1 {
+            outs.pop().expect("one slice")
+        } else {
+            Tensor::cat(&outs, 1)?
+        };
+        let o = o
             .reshape((b, self.heads, n, hd))?
             .transpose(1, 2)?
             .reshape((b, n, dim))?;
@@ -151,6 +199,7 @@ struct TransformerBlock {
     attn2: Attention,
     norm3: LayerNorm,
     ff: FeedForward,
+    diff: bool,
 }
 
 impl TransformerBlock {
@@ -160,24 +209,27 @@ impl TransformerBlock {
         context_dim: usize,
         heads: usize,
         upcast: bool,
+        diff: bool,
     ) -> CResult<Self> {
         Ok(Self {
             norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
-            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast)?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast, diff)?,
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, upcast)?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, upcast, diff)?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(vb.pp("ff"), dim)?,
+            diff,
         })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
-        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let d = self.diff;
+        let x = (self.attn1.forward(&layer_norm(&self.norm1, x, d)?, None)? + x)?;
         let x = (self
             .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
+            .forward(&layer_norm(&self.norm2, &x, d)?, Some(context))?
             + x)?;
-        self.ff.forward(&self.norm3.forward(&x)?)? + x
+        self.ff.forward(&layer_norm(&self.norm3, &x, d)?)? + x
     }
 }
 
@@ -201,6 +253,7 @@ impl Transformer2D {
         block: &UNetBlock,
         depth: usize,
         cfg: &UNetConfig,
+        diff: bool,
     ) -> CResult<Self> {
         let norm = candle_nn::group_norm(cfg.norm_num_groups, channels, 1e-6, vb.pp("norm"))?;
         let (proj_in, proj_out) = if cfg.use_linear_projection {
@@ -235,6 +288,7 @@ impl Transformer2D {
                     block.cross_attention_dim,
                     block.heads,
                     cfg.upcast_attention,
+                    diff,
                 )
             })
             .collect::<CResult<Vec<_>>>()?;
@@ -333,6 +387,7 @@ impl DownBlock {
         block: &UNetBlock,
         is_last: bool,
         cfg: &UNetConfig,
+        diff: bool,
     ) -> CResult<Self> {
         let cout = block.out_channels;
         let resnets = (0..block.layers)
@@ -349,7 +404,9 @@ impl DownBlock {
         let attentions = match block.cross_attn {
             None => vec![],
             Some(depth) => (0..block.layers)
-                .map(|i| Transformer2D::new(vb.pp("attentions").pp(i), cout, block, depth, cfg))
+                .map(|i| {
+                    Transformer2D::new(vb.pp("attentions").pp(i), cout, block, depth, cfg, diff)
+                })
                 .collect::<CResult<Vec<_>>>()?,
         };
         let downsample = if is_last {
@@ -406,6 +463,7 @@ impl UpBlock {
         skip_in: usize,
         add_upsample: bool,
         cfg: &UNetConfig,
+        diff: bool,
     ) -> CResult<Self> {
         let cout = block.out_channels;
         let n = block.layers;
@@ -419,7 +477,9 @@ impl UpBlock {
         let attentions = match block.cross_attn {
             None => vec![],
             Some(depth) => (0..n)
-                .map(|j| Transformer2D::new(vb.pp("attentions").pp(j), cout, block, depth, cfg))
+                .map(|j| {
+                    Transformer2D::new(vb.pp("attentions").pp(j), cout, block, depth, cfg, diff)
+                })
                 .collect::<CResult<Vec<_>>>()?,
         };
         let upsample = if add_upsample {
@@ -468,7 +528,7 @@ struct MidBlock {
 }
 
 impl MidBlock {
-    fn new(vb: VarBuilder, cfg: &UNetConfig) -> CResult<Self> {
+    fn new(vb: VarBuilder, cfg: &UNetConfig, diff: bool) -> CResult<Self> {
         let c = cfg.mid.out_channels;
         let depth = cfg.mid.cross_attn.unwrap_or(1);
         let scale = cfg.mid_block_scale_factor;
@@ -476,7 +536,7 @@ impl MidBlock {
             .map(|i| resnet(vb.pp("resnets").pp(i), c, c, cfg, scale))
             .collect::<CResult<Vec<_>>>()?;
         let attentions = (0..cfg.mid.layers)
-            .map(|i| Transformer2D::new(vb.pp("attentions").pp(i), c, &cfg.mid, depth, cfg))
+            .map(|i| Transformer2D::new(vb.pp("attentions").pp(i), c, &cfg.mid, depth, cfg, diff))
             .collect::<CResult<Vec<_>>>()?;
         Ok(Self {
             resnets,
@@ -534,10 +594,16 @@ impl std::fmt::Debug for UNet {
 impl UNet {
     /// Build from diffusers weights (`vb` rooted at the checkpoint).
     pub fn new(vb: VarBuilder, config: &UNetConfig) -> Result<Self> {
-        Self::build(vb, config).context("the UNet weights do not match unet/config.json")
+        Self::build(vb, config, false).context("the UNet weights do not match unet/config.json")
     }
 
-    fn build(vb: VarBuilder, cfg: &UNetConfig) -> CResult<Self> {
+    /// Build for training: every op on the forward path has a backward pass (composed
+    /// softmax and layer norm instead of candle's fused kernels; same results).
+    pub fn new_trainable(vb: VarBuilder, config: &UNetConfig) -> Result<Self> {
+        Self::build(vb, config, true).context("the UNet weights do not match unet/config.json")
+    }
+
+    fn build(vb: VarBuilder, cfg: &UNetConfig, diff: bool) -> CResult<Self> {
         let c0 = cfg.down[0].out_channels;
         let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"))?;
         let time_embedding =
@@ -563,10 +629,11 @@ impl UNet {
                 block,
                 i == n - 1,
                 cfg,
+                diff,
             )?);
             cin = block.out_channels;
         }
-        let mid = MidBlock::new(vb.pp("mid_block"), cfg)?;
+        let mid = MidBlock::new(vb.pp("mid_block"), cfg, diff)?;
         let reversed: Vec<usize> = cfg.down.iter().rev().map(|b| b.out_channels).collect();
         let mut up = Vec::with_capacity(n);
         let mut prev_out = reversed[0];
@@ -579,6 +646,7 @@ impl UNet {
                 skip_in,
                 i < n - 1,
                 cfg,
+                diff,
             )?);
             prev_out = block.out_channels;
         }
@@ -627,7 +695,22 @@ impl UNet {
         context: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
+        let t = Tensor::full(timestep as f32, x.dim(0)?, x.device())?;
+        self.forward_t(x, &t, context, added)
+    }
+
+    /// As [`UNet::forward`] with one timestep per batch element: `timesteps` `(batch,)`.
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+    ) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
+        if timesteps.dims1()? != b {
+            bail!("{} timesteps for a batch of {b}", timesteps.dims1()?);
+        }
         if context.dim(0)? != b {
             bail!(
                 "encoder states have batch {} but the latents have batch {b}",
@@ -643,9 +726,8 @@ impl UNet {
         };
 
         // 1. time embedding (sinusoid in f32, then the model dtype as diffusers does)
-        let t = Tensor::full(timestep as f32, b, x.device())?;
         let t_emb = timestep_embedding(
-            &t,
+            timesteps,
             self.config.down[0].out_channels,
             self.config.flip_sin_to_cos,
             self.config.freq_shift,
