@@ -73,7 +73,7 @@ pub fn measure(
     calls: usize,
     controller_iters: usize,
 ) -> Result<OverheadReport> {
-    if image_size == 0 || image_size % 64 != 0 {
+    if image_size == 0 || !image_size.is_multiple_of(64) {
         bail!("--size must be a positive multiple of 64 (got {image_size})");
     }
     if calls == 0 {
