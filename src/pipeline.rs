@@ -517,10 +517,12 @@ pub fn compare_cmd(
         )?;
     }
     eprintln!(
-        "baseline {} calls {:.0} ms | adaptive {} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {:.2} dB; wrote {}",
+        "baseline {}/{} calls {:.0} ms | adaptive {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {:.2} dB; wrote {}",
         base.trace.unet_calls,
+        base.trace.budget,
         base.trace.elapsed_ms,
         adapt.trace.unet_calls,
+        adapt.trace.budget,
         adapt.trace.elapsed_ms,
         summary.nfe_speedup,
         summary.wall_speedup,
