@@ -40,6 +40,8 @@ pub enum Command {
     /// Find per prompt the largest δ and smallest budget that keep a PSNR target, and fit
     /// the complexity → budget mapping read by --budget auto --budget-map.
     Calibrate(crate::bench::args::CalibrateArgs),
+    /// Train the built-in "shapes" model (resumable), export it, time it, score it.
+    Train(crate::train::cli::TrainArgs),
 }
 
 /// `adiff overhead`.
@@ -83,7 +85,8 @@ pub struct CommonArgs {
     /// A local diffusers-format pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long, conflicts_with = "model")]
     pub weights: Option<PathBuf>,
-    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo.
+    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the
+    /// built-in offline model (assets/models/shapes).
     #[arg(long)]
     pub model: Option<String>,
     /// Scheduler: ddim, euler or dpm++.
@@ -195,7 +198,7 @@ impl CommonArgs {
         }
         let model = match (&self.weights, &self.model) {
             (Some(dir), _) => ModelSource::Local(dir.clone()),
-            (None, Some(name)) => ModelSource::Hub(name.parse()?),
+            (None, Some(name)) => ModelSource::from_name(name)?,
             (None, None) => bail!(
                 "no model given: pass --weights DIR (a diffusers-format folder) or --model sd15|sd21|sdxl|sd-turbo"
             ),
@@ -230,7 +233,9 @@ impl CommonArgs {
                 "--budget auto chooses the adaptive run's steps; with --mode baseline give the budget with --steps"
             );
         }
-        let decision = self.scoring.auto_budget(&req.prompt, req.steps, req.policy)?;
+        let decision = self
+            .scoring
+            .auto_budget(&req.prompt, req.steps, req.policy)?;
         req.policy = decision.budget.policy();
         req.budget = Some(decision);
         Ok(())
@@ -349,6 +354,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Complexity(a) => crate::complexity::args::run(&a),
         Command::Bench(a) => crate::bench::args::run_bench_cmd(&a),
         Command::Calibrate(a) => crate::bench::args::run_calibrate_cmd(&a),
+        Command::Train(a) => crate::train::cli::run(&a),
         Command::Overhead(a) => {
             if let Some(p) = &a.json {
                 crate::output::check_writable(p)?;

@@ -7,6 +7,8 @@
 //! * [`complexity`] — prompt-complexity scorers (Ollama, heuristic) and the step budget.
 //! * [`metrics`] — PSNR, SSIM and CLIP alignment.
 //! * [`bench`] — `adiff bench` / `adiff calibrate`: prompt sets, runner, reports.
+//! * [`shapes`] — the procedural world of the built-in model: renderer, captions, checker.
+//! * [`train`] — training the built-in shapes model (candle autograd) and exporting it.
 //! * [`cli`] — the `adiff` command line.
 //! * `app` — the eframe desktop app (feature `gui`, on by default).
 
@@ -21,3 +23,5 @@ pub mod output;
 pub mod overhead;
 pub mod pipeline;
 pub mod sampler;
+pub mod shapes;
+pub mod train;

@@ -980,6 +980,10 @@ pub struct ModelIndex {
     /// SDXL refiner flag (not supported).
     #[serde(default)]
     pub requires_aesthetics_score: Option<bool>,
+    /// The VAE entry (`["diffusers", "AutoencoderKL"]`); `null` or absent in a pixel-space
+    /// pipeline without a VAE (the built-in shapes model).
+    #[serde(default)]
+    pub vae: Option<serde_json::Value>,
 }
 
 impl ModelIndex {

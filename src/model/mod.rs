@@ -26,5 +26,8 @@ pub use sd::{
     Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport, best_device,
     default_dtype, latent_shape, to_rgb,
 };
-pub use source::{ComponentFiles, HubModel, HubOptions, ModelFiles, ModelSource};
+pub use source::{
+    BUILTIN_SHAPES, ComponentFiles, HubModel, HubOptions, ModelFiles, ModelSource,
+    builtin_shapes_dir,
+};
 pub use tokenizer::{ClipTokenizer, Tokens, Truncated};

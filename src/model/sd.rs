@@ -89,8 +89,8 @@ pub struct StableDiffusion {
     tokenizers: Vec<ClipTokenizer>,
     text_encoders: Vec<ClipTextEncoder>,
     unet: UNet,
-    vae: AutoEncoderKL,
-    vae_config: VaeConfig,
+    /// `None`: pixel space (decode is the identity).
+    vae: Option<(AutoEncoderKL, VaeConfig)>,
     scheduler_config: PathBuf,
     force_zeros_for_empty_prompt: bool,
     files: ModelFiles,
@@ -137,7 +137,23 @@ impl StableDiffusion {
             .into());
         }
         let unet_config = UNetConfig::from_file(&files.unet.config)?;
-        let vae_config = VaeConfig::from_file(&files.vae.config)?;
+        let vae_config = files
+            .vae
+            .as_ref()
+            .map(|v| VaeConfig::from_file(&v.config))
+            .transpose()?;
+        if vae_config.is_none() && (unet_config.in_channels != 3 || unet_config.out_channels != 3) {
+            return Err(ModelError::MissingFile {
+                what: "VAE config (a UNet without a VAE must have 3 in and out channels)".into(),
+                path: files
+                    .unet
+                    .config
+                    .parent()
+                    .and_then(Path::parent)
+                    .map_or_else(|| "vae/config.json".into(), |d| d.join("vae/config.json")),
+            }
+            .into());
+        }
         let sdxl = files.is_sdxl();
         if sdxl != unet_config.text_time.is_some() {
             return Err(ModelError::Unsupported {
@@ -154,7 +170,10 @@ impl StableDiffusion {
 
         // Check every weights file before mapping any.
         let unet_weights = checkpoint::check_all(&files.unet.weights)?;
-        let vae_weights = checkpoint::check_all(&files.vae.weights)?;
+        let vae_weights = match &files.vae {
+            Some(v) => checkpoint::check_all(&v.weights)?,
+            None => vec![],
+        };
         let mut encoder_weights = vec![];
         for te in &files.text_encoders {
             encoder_weights.push(checkpoint::check_all(&te.weights)?);
@@ -219,24 +238,30 @@ impl StableDiffusion {
         let unet = UNet::new(vb, &unet_config)
             .with_context(|| format!("while loading {}", describe(&files.unet.weights)))?;
 
-        let vae_dtype = if vae_config.force_upcast {
-            DType::F32
-        } else {
-            dtype
+        let (vae, vae_dtype) = match (vae_config, &files.vae) {
+            (Some(vae_config), Some(vae_files)) => {
+                let vae_dtype = if vae_config.force_upcast {
+                    DType::F32
+                } else {
+                    dtype
+                };
+                let vb = checkpoint::var_builder(&vae_weights, vae_dtype, device)?;
+                let vae = AutoEncoderKL::new(
+                    vb,
+                    vae_config.in_channels,
+                    vae_config.out_channels,
+                    vae_config.candle.clone(),
+                )
+                .with_context(|| {
+                    format!(
+                        "the VAE weights {} do not match vae/config.json",
+                        describe(&vae_files.weights)
+                    )
+                })?;
+                (Some((vae, vae_config)), vae_dtype)
+            }
+            _ => (None, DType::F32),
         };
-        let vb = checkpoint::var_builder(&vae_weights, vae_dtype, device)?;
-        let vae = AutoEncoderKL::new(
-            vb,
-            vae_config.in_channels,
-            vae_config.out_channels,
-            vae_config.candle.clone(),
-        )
-        .with_context(|| {
-            format!(
-                "the VAE weights {} do not match vae/config.json",
-                describe(&files.vae.weights)
-            )
-        })?;
 
         Ok(Self {
             device: device.clone(),
@@ -246,7 +271,6 @@ impl StableDiffusion {
             text_encoders,
             unet,
             vae,
-            vae_config,
             scheduler_config: files.scheduler_config.clone(),
             force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(sdxl),
             files: files.clone(),
@@ -287,14 +311,20 @@ impl StableDiffusion {
         &self.scheduler_config
     }
 
-    /// The VAE's latent scaling factor (0.18215 for SD 1.x/2.x, 0.13025 for SDXL).
+    /// The VAE's latent scaling factor (0.18215 for SD 1.x/2.x, 0.13025 for SDXL; 1 in
+    /// pixel space).
     pub fn vae_scaling_factor(&self) -> f64 {
-        self.vae_config.scaling_factor
+        self.vae.as_ref().map_or(1.0, |(_, c)| c.scaling_factor)
     }
 
-    /// The image-to-latent factor (8).
+    /// The image-to-latent factor (8; 1 in pixel space).
     pub fn vae_scale(&self) -> usize {
-        self.vae_config.downscale_factor()
+        self.vae.as_ref().map_or(1, |(_, c)| c.downscale_factor())
+    }
+
+    /// Whether the model works on pixels directly (no VAE).
+    pub fn is_pixel_space(&self) -> bool {
+        self.vae.is_none()
     }
 
     /// The UNet configuration.
@@ -322,7 +352,22 @@ impl StableDiffusion {
         width: usize,
         height: usize,
     ) -> Result<(usize, usize, usize, usize)> {
-        latent_shape(&self.vae_config, width, height)
+        match &self.vae {
+            Some((_, c)) => latent_shape(c, width, height),
+            None => {
+                for (what, value) in [("width", width), ("height", height)] {
+                    if value == 0 {
+                        return Err(ModelError::BadImageSize {
+                            what,
+                            value,
+                            factor: 1,
+                        }
+                        .into());
+                    }
+                }
+                Ok((1, self.unet.config().in_channels, height, width))
+            }
+        }
     }
 
     /// Encode the prompt (and, with `guidance > 1`, the negative prompt) into UNet
@@ -466,11 +511,15 @@ impl StableDiffusion {
     }
 
     /// Decode latents: divide by the scaling factor and run the VAE decoder. Returns the
-    /// raw decoder output (`(batch, 3, H, W)`, f32, about −1…1).
+    /// raw decoder output (`(batch, 3, H, W)`, f32, about −1…1). In pixel space the
+    /// latents are the image: returned as f32.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let z = (latents.to_dtype(DType::F32)? / self.vae_config.scaling_factor)?
-            .to_dtype(self.vae_dtype)?;
-        Ok(self.vae.decode(&z)?.to_dtype(DType::F32)?)
+        let Some((vae, config)) = &self.vae else {
+            return Ok(latents.to_dtype(DType::F32)?);
+        };
+        let z =
+            (latents.to_dtype(DType::F32)? / config.scaling_factor)?.to_dtype(self.vae_dtype)?;
+        Ok(vae.decode(&z)?.to_dtype(DType::F32)?)
     }
 
     /// diffusers' postprocess of the first image: `(x / 2 + 0.5).clamp(0, 1)`, ×255, rounded.

@@ -214,8 +214,9 @@ pub struct ModelFiles {
     pub model_index: Option<PathBuf>,
     /// The UNet.
     pub unet: ComponentFiles,
-    /// The VAE.
-    pub vae: ComponentFiles,
+    /// The VAE; `None` for a pixel-space pipeline (no `vae/` folder and no `"vae"` entry
+    /// in `model_index.json`): the UNet then works on RGB in [-1, 1] directly.
+    pub vae: Option<ComponentFiles>,
     /// One text encoder, or two for SDXL (`text_encoder`, `text_encoder_2`).
     pub text_encoders: Vec<ComponentFiles>,
     /// One tokenizer per text encoder.
@@ -258,10 +259,11 @@ impl ModelFiles {
         let require = |what: &str, rel: &str| lookup(rel).ok_or_else(|| missing(what, rel));
 
         let model_index = lookup("model_index.json");
-        let class_name = match &model_index {
-            Some(p) => super::config::ModelIndex::from_optional(Some(p))?.class_name,
-            None => None,
+        let index = match &model_index {
+            Some(p) => super::config::ModelIndex::from_optional(Some(p))?,
+            None => Default::default(),
         };
+        let class_name = index.class_name.clone();
         let sdxl_by_class = class_name.as_deref().is_some_and(|c| c.contains("XL"));
         let sdxl = sdxl_by_class || lookup("text_encoder_2/config.json").is_some();
 
@@ -277,7 +279,15 @@ impl ModelFiles {
             Ok(ComponentFiles { config, weights })
         };
         let unet = component("unet", "diffusion_pytorch_model", "UNet")?;
-        let vae = component("vae", "diffusion_pytorch_model", "VAE")?;
+        // Pixel space: no "vae" in model_index.json and nothing under vae/.
+        let no_vae = index.vae.as_ref().is_none_or(|v| v.is_null())
+            && lookup("vae/config.json").is_none()
+            && find_weights("vae", "diffusion_pytorch_model", base, lookup).is_err();
+        let vae = if no_vae {
+            None
+        } else {
+            Some(component("vae", "diffusion_pytorch_model", "VAE")?)
+        };
         let suffixes: &[&str] = if sdxl { &["", "_2"] } else { &[""] };
         let mut text_encoders = vec![];
         let mut tokenizers = vec![];
@@ -392,7 +402,32 @@ fn shards_of(
         .collect()
 }
 
+/// The name `--model` takes for the built-in model.
+pub const BUILTIN_SHAPES: &str = "shapes";
+
+/// The folder of the built-in "shapes" model: `$ADIFF_SHAPES_MODEL` when set, else
+/// `assets/models/shapes` under the current directory when it exists, else the one in the
+/// source tree this binary was built from.
+pub fn builtin_shapes_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ADIFF_SHAPES_MODEL") {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("assets/models/shapes");
+    if local.join("model_index.json").is_file() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes")
+}
+
 impl ModelSource {
+    /// `--model NAME`: `shapes` (the built-in model, a local folder) or a hub model.
+    pub fn from_name(name: &str) -> Result<Self> {
+        if name.trim().eq_ignore_ascii_case(BUILTIN_SHAPES) {
+            return Ok(ModelSource::Local(builtin_shapes_dir()));
+        }
+        Ok(ModelSource::Hub(name.parse()?))
+    }
+
     /// Resolve to local files, downloading from the hub when needed.
     pub fn resolve(&self, opts: &HubOptions) -> Result<ModelFiles> {
         match self {
@@ -508,6 +543,18 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_names_the_builtin_folder() {
+        match ModelSource::from_name("Shapes").unwrap() {
+            ModelSource::Local(p) => assert!(p.ends_with("assets/models/shapes"), "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ModelSource::from_name("sd15").unwrap(),
+            ModelSource::Hub(HubModel::Sd15)
+        );
+    }
 
     #[test]
     fn hub_names_parse_and_unknown_names_list_valid_ones() {

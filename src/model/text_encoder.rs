@@ -19,10 +19,11 @@ struct Attention {
     out: Linear,
     heads: usize,
     scale: f64,
+    diff: bool,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, c: &ClipConfig) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
         let d = c.hidden_size;
         Ok(Self {
             q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
@@ -31,6 +32,7 @@ impl Attention {
             out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
             heads: c.num_attention_heads,
             scale: ((d / c.num_attention_heads) as f64).powf(-0.5),
+            diff,
         })
     }
 
@@ -47,7 +49,7 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = super::unet::softmax_last(&scores, self.diff)?;
         let o = probs
             .matmul(&v)?
             .reshape((b, self.heads, n, hd))?
@@ -64,23 +66,26 @@ struct EncoderLayer {
     fc1: Linear,
     fc2: Linear,
     act: ClipActivation,
+    diff: bool,
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, c: &ClipConfig) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
         Ok(Self {
             ln1: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            attn: Attention::new(vb.pp("self_attn"), c)?,
+            attn: Attention::new(vb.pp("self_attn"), c, diff)?,
             ln2: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layer_norm2"))?,
             fc1: candle_nn::linear(c.hidden_size, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
             fc2: candle_nn::linear(c.intermediate_size, c.hidden_size, vb.pp("mlp").pp("fc2"))?,
             act: c.activation,
+            diff,
         })
     }
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let h = (x + self.attn.forward(&self.ln1.forward(x)?, mask)?)?;
-        let m = self.fc1.forward(&self.ln2.forward(&h)?)?;
+        let ln = |n: &LayerNorm, t: &Tensor| super::unet::layer_norm(n, t, self.diff);
+        let h = (x + self.attn.forward(&ln(&self.ln1, x)?, mask)?)?;
+        let m = self.fc1.forward(&ln(&self.ln2, &h)?)?;
         let m = match self.act {
             ClipActivation::QuickGelu => (&m * candle_nn::ops::sigmoid(&(&m * 1.702)?)?)?,
             ClipActivation::Gelu => m.gelu_erf()?,
@@ -112,6 +117,7 @@ pub struct ClipTextEncoder {
     config: ClipConfig,
     device: Device,
     dtype: DType,
+    diff: bool,
 }
 
 impl std::fmt::Debug for ClipTextEncoder {
@@ -131,6 +137,25 @@ impl ClipTextEncoder {
         projection_vb: VarBuilder,
         config: &ClipConfig,
     ) -> candle_core::Result<Self> {
+        Self::build(vb, projection_vb, config, false)
+    }
+
+    /// As [`ClipTextEncoder::new`], for training: only ops with a backward pass on the
+    /// forward path (composed softmax and layer norm; same results).
+    pub fn new_trainable(
+        vb: VarBuilder,
+        projection_vb: VarBuilder,
+        config: &ClipConfig,
+    ) -> candle_core::Result<Self> {
+        Self::build(vb, projection_vb, config, true)
+    }
+
+    fn build(
+        vb: VarBuilder,
+        projection_vb: VarBuilder,
+        config: &ClipConfig,
+        diff: bool,
+    ) -> candle_core::Result<Self> {
         let c = config;
         let emb = vb.pp("embeddings");
         let token_embedding =
@@ -142,7 +167,7 @@ impl ClipTextEncoder {
         )?;
         let lv = vb.pp("encoder").pp("layers");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(lv.pp(i), c))
+            .map(|i| EncoderLayer::new(lv.pp(i), c, diff))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let final_norm =
             candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("final_layer_norm"))?;
@@ -163,6 +188,7 @@ impl ClipTextEncoder {
             config: c.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            diff,
         })
     }
 
@@ -242,7 +268,7 @@ impl ClipTextEncoder {
             }
             x = layer.forward(&x, &mask)?;
         }
-        let last_hidden_state = self.final_norm.forward(&x)?;
+        let last_hidden_state = super::unet::layer_norm(&self.final_norm, &x, self.diff)?;
         let text_embeds = match &self.projection {
             None => None,
             Some(p) => {

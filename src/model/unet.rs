@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding;
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
 use super::config::{UNetBlock, UNetConfig};
 
@@ -52,13 +51,138 @@ fn conv3x3(
     stride: usize,
     padding: usize,
     vb: VarBuilder,
-) -> CResult<Conv2d> {
+    diff: bool,
+) -> CResult<Conv> {
     let cfg = Conv2dConfig {
         padding,
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(cin, cout, 3, cfg, vb)
+    Ok(Conv {
+        conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
+        diff,
+    })
+}
+
+fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, diff: bool) -> CResult<Conv> {
+    Ok(Conv {
+        conv: candle_nn::conv2d(cin, cout, 1, Default::default(), vb)?,
+        diff,
+    })
+}
+
+/// A 2-D convolution: candle's kernel, or (for training) the same convolution written as
+/// patch extraction + one matrix product, whose backward pass is a matrix product too
+/// (candle's CPU convolution backward is very slow for these sizes).
+struct Conv {
+    conv: Conv2d,
+    diff: bool,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        if !self.diff {
+            return self.conv.forward(x);
+        }
+        let cfg = self.conv.config();
+        conv2d_unfold(
+            x,
+            self.conv.weight(),
+            self.conv.bias(),
+            cfg.stride,
+            cfg.padding,
+        )
+    }
+}
+
+/// `conv2d` (groups 1, dilation 1) as patches × weights, differentiable with basic ops.
+pub(crate) fn conv2d_unfold(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> CResult<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, ci, kh, kw) = weight.dims4()?;
+    if ci != c {
+        candle_core::bail!("conv: {c} input channels but the kernel takes {ci}");
+    }
+    let xp = if padding > 0 {
+        x.pad_with_zeros(2, padding, padding)?
+            .pad_with_zeros(3, padding, padding)?
+    } else {
+        x.clone()
+    };
+    let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+    let ho = (hp - kh) / stride + 1;
+    let wo = (wp - kw) / stride + 1;
+    let y = if kh == 1 && kw == 1 && stride == 1 {
+        let w2 = weight.reshape((o, c))?;
+        w2.broadcast_matmul(&xp.reshape((b, c, hp * wp))?)?
+    } else {
+        // Room for ho·stride rows from every kernel offset (pad the bottom/right if needed).
+        let need_h = (kh - 1) + ho * stride;
+        let need_w = (kw - 1) + wo * stride;
+        let xp = xp
+            .pad_with_zeros(2, 0, need_h.saturating_sub(hp))?
+            .pad_with_zeros(3, 0, need_w.saturating_sub(wp))?;
+        let mut cols = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let mut p = xp.narrow(2, ky, ho * stride)?.narrow(3, kx, wo * stride)?;
+                if stride > 1 {
+                    p = p
+                        .contiguous()?
+                        .reshape((b, c, ho, stride, wo, stride))?
+                        .narrow(3, 0, 1)?
+                        .narrow(5, 0, 1)?
+                        .reshape((b, c, ho, wo))?;
+                }
+                cols.push(p);
+            }
+        }
+        let cols = Tensor::stack(&cols, 2)?.reshape((b, c * kh * kw, ho * wo))?;
+        weight.reshape((o, c * kh * kw))?.broadcast_matmul(&cols)?
+    };
+    let y = y.reshape((b, o, ho, wo))?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// diffusers `ResnetBlock2D` (as candle-transformers', with [`Conv`] convolutions).
+struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv,
+    norm2: GroupNorm,
+    conv2: Conv,
+    time_emb_proj: Linear,
+    conv_shortcut: Option<Conv>,
+    output_scale_factor: f64,
+}
+
+impl Resnet {
+    fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        let h = self
+            .conv1
+            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let h = self
+            .time_emb_proj
+            .forward(&candle_nn::ops::silu(temb)?)?
+            .unsqueeze(D::Minus1)?
+            .unsqueeze(D::Minus1)?
+            .broadcast_add(&h)?;
+        let h = self
+            .conv2
+            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        (shortcut + h)? / self.output_scale_factor
+    }
 }
 
 /// Largest attention score matrix computed at once, in bytes (query slicing beyond it).
@@ -234,7 +358,7 @@ impl TransformerBlock {
 }
 
 enum Proj {
-    Conv(Conv2d),
+    Conv(Conv),
     Linear(Linear),
 }
 
@@ -263,20 +387,8 @@ impl Transformer2D {
             )
         } else {
             (
-                Proj::Conv(candle_nn::conv2d(
-                    channels,
-                    channels,
-                    1,
-                    Default::default(),
-                    vb.pp("proj_in"),
-                )?),
-                Proj::Conv(candle_nn::conv2d(
-                    channels,
-                    channels,
-                    1,
-                    Default::default(),
-                    vb.pp("proj_out"),
-                )?),
+                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_in"), diff)?),
+                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_out"), diff)?),
             )
         };
         let bv = vb.pp("transformer_blocks");
@@ -322,7 +434,7 @@ impl Transformer2D {
 }
 
 struct Downsample {
-    conv: Conv2d,
+    conv: Conv,
     pad_right_bottom: bool,
 }
 
@@ -340,7 +452,7 @@ impl Downsample {
 }
 
 struct Upsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Upsample {
@@ -357,25 +469,27 @@ fn resnet(
     cout: usize,
     cfg: &UNetConfig,
     scale: f64,
-) -> CResult<ResnetBlock2D> {
-    ResnetBlock2D::new(
-        vb,
-        cin,
-        ResnetBlock2DConfig {
-            out_channels: Some(cout),
-            temb_channels: Some(cfg.time_embed_dim),
-            groups: cfg.norm_num_groups,
-            groups_out: None,
-            eps: cfg.norm_eps,
-            use_in_shortcut: None,
-            output_scale_factor: scale,
+    diff: bool,
+) -> CResult<Resnet> {
+    let g = cfg.norm_num_groups;
+    Ok(Resnet {
+        norm1: candle_nn::group_norm(g, cin, cfg.norm_eps, vb.pp("norm1"))?,
+        conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), diff)?,
+        norm2: candle_nn::group_norm(g, cout, cfg.norm_eps, vb.pp("norm2"))?,
+        conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), diff)?,
+        time_emb_proj: candle_nn::linear(cfg.time_embed_dim, cout, vb.pp("time_emb_proj"))?,
+        conv_shortcut: if cin != cout {
+            Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), diff)?)
+        } else {
+            None
         },
-    )
+        output_scale_factor: scale,
+    })
 }
 
 /// `DownBlock2D` / `CrossAttnDownBlock2D`.
 struct DownBlock {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<Resnet>,
     attentions: Vec<Transformer2D>,
     downsample: Option<Downsample>,
 }
@@ -398,6 +512,7 @@ impl DownBlock {
                     cout,
                     cfg,
                     1.0,
+                    diff,
                 )
             })
             .collect::<CResult<Vec<_>>>()?;
@@ -414,7 +529,14 @@ impl DownBlock {
         } else {
             let p = cfg.downsample_padding;
             Some(Downsample {
-                conv: conv3x3(cout, cout, 2, p, vb.pp("downsamplers").pp("0").pp("conv"))?,
+                conv: conv3x3(
+                    cout,
+                    cout,
+                    2,
+                    p,
+                    vb.pp("downsamplers").pp("0").pp("conv"),
+                    diff,
+                )?,
                 pad_right_bottom: p == 0,
             })
         };
@@ -434,7 +556,7 @@ impl DownBlock {
     ) -> CResult<Tensor> {
         let mut x = x.clone();
         for (i, r) in self.resnets.iter().enumerate() {
-            x = r.forward(&x, Some(temb))?;
+            x = r.forward(&x, temb)?;
             if let Some(a) = self.attentions.get(i) {
                 x = a.forward(&x, context)?;
             }
@@ -450,7 +572,7 @@ impl DownBlock {
 
 /// `UpBlock2D` / `CrossAttnUpBlock2D`.
 struct UpBlock {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<Resnet>,
     attentions: Vec<Transformer2D>,
     upsample: Option<Upsample>,
 }
@@ -471,7 +593,7 @@ impl UpBlock {
             .map(|j| {
                 let res_skip = if j == n - 1 { skip_in } else { cout };
                 let rin = if j == 0 { prev_out } else { cout };
-                resnet(vb.pp("resnets").pp(j), rin + res_skip, cout, cfg, 1.0)
+                resnet(vb.pp("resnets").pp(j), rin + res_skip, cout, cfg, 1.0, diff)
             })
             .collect::<CResult<Vec<_>>>()?;
         let attentions = match block.cross_attn {
@@ -484,7 +606,14 @@ impl UpBlock {
         };
         let upsample = if add_upsample {
             Some(Upsample {
-                conv: conv3x3(cout, cout, 1, 1, vb.pp("upsamplers").pp("0").pp("conv"))?,
+                conv: conv3x3(
+                    cout,
+                    cout,
+                    1,
+                    1,
+                    vb.pp("upsamplers").pp("0").pp("conv"),
+                    diff,
+                )?,
             })
         } else {
             None
@@ -510,7 +639,7 @@ impl UpBlock {
                 .pop()
                 .ok_or_else(|| candle_core::Error::Msg("UNet skip connections ran out".into()))?;
             x = Tensor::cat(&[&x, &skip], 1)?;
-            x = r.forward(&x, Some(temb))?;
+            x = r.forward(&x, temb)?;
             if let Some(a) = self.attentions.get(j) {
                 x = a.forward(&x, context)?;
             }
@@ -523,7 +652,7 @@ impl UpBlock {
 }
 
 struct MidBlock {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<Resnet>,
     attentions: Vec<Transformer2D>,
 }
 
@@ -533,7 +662,7 @@ impl MidBlock {
         let depth = cfg.mid.cross_attn.unwrap_or(1);
         let scale = cfg.mid_block_scale_factor;
         let resnets = (0..=cfg.mid.layers)
-            .map(|i| resnet(vb.pp("resnets").pp(i), c, c, cfg, scale))
+            .map(|i| resnet(vb.pp("resnets").pp(i), c, c, cfg, scale, diff))
             .collect::<CResult<Vec<_>>>()?;
         let attentions = (0..cfg.mid.layers)
             .map(|i| Transformer2D::new(vb.pp("attentions").pp(i), c, &cfg.mid, depth, cfg, diff))
@@ -545,10 +674,10 @@ impl MidBlock {
     }
 
     fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> CResult<Tensor> {
-        let mut x = self.resnets[0].forward(x, Some(temb))?;
+        let mut x = self.resnets[0].forward(x, temb)?;
         for (a, r) in self.attentions.iter().zip(&self.resnets[1..]) {
             x = a.forward(&x, context)?;
-            x = r.forward(&x, Some(temb))?;
+            x = r.forward(&x, temb)?;
         }
         Ok(x)
     }
@@ -570,14 +699,14 @@ struct TextTimeEmbedding {
 
 /// The conditional UNet.
 pub struct UNet {
-    conv_in: Conv2d,
+    conv_in: Conv,
     time_embedding: TimestepEmbedding,
     text_time: Option<TextTimeEmbedding>,
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
     config: UNetConfig,
     dtype: DType,
 }
@@ -605,7 +734,7 @@ impl UNet {
 
     fn build(vb: VarBuilder, cfg: &UNetConfig, diff: bool) -> CResult<Self> {
         let c0 = cfg.down[0].out_channels;
-        let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"))?;
+        let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"), diff)?;
         let time_embedding =
             TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim)?;
         let text_time = match &cfg.text_time {
@@ -656,7 +785,7 @@ impl UNet {
             cfg.norm_eps,
             vb.pp("conv_norm_out"),
         )?;
-        let conv_out = conv3x3(c0, cfg.out_channels, 1, 1, vb.pp("conv_out"))?;
+        let conv_out = conv3x3(c0, cfg.out_channels, 1, 1, vb.pp("conv_out"), diff)?;
         Ok(Self {
             conv_in,
             time_embedding,
@@ -792,6 +921,36 @@ impl UNet {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn unfolded_conv_matches_candle_conv() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 8), &dev).unwrap();
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0), (3, 1, 0)] {
+            let w = Tensor::randn(0f32, 1.0, (4, 5, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let want = x
+                .conv2d(&w, padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let got = conv2d_unfold(&x, &w, Some(&b), stride, padding).unwrap();
+            assert_eq!(
+                got.dims(),
+                want.dims(),
+                "k {k} stride {stride} pad {padding}"
+            );
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-4, "k {k} stride {stride} pad {padding}: {err}");
+        }
+    }
 
     #[test]
     fn timestep_embedding_matches_formula() {

@@ -1,0 +1,709 @@
+//! The exported comparison picture, drawn on the CPU: both images with labels, the key
+//! numbers and the per-step curves. Text is rendered with `ab_glyph` and egui's bundled
+//! fonts, so the composite looks the same on every machine and needs no GPU.
+
+use super::worker::{JobSpec, SideResult};
+use crate::sampler::{Decision, StepRecord};
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
+use anyhow::Result;
+use image::{Rgb, RgbImage};
+
+/// Colours shared by the app's plots and the exported picture.
+pub mod palette {
+    /// The baseline's curves.
+    pub const BASELINE: [u8; 3] = [110, 160, 255];
+    /// The adaptive side's curves.
+    pub const ADAPTIVE: [u8; 3] = [255, 150, 50];
+    /// The threshold line δ·d.
+    pub const THRESHOLD: [u8; 3] = [230, 90, 220];
+    /// Steps that called the noise predictor (the test said so).
+    pub const COMPUTED: [u8; 3] = [80, 160, 255];
+    /// Steps that reused the previous prediction.
+    pub const REUSED: [u8; 3] = [70, 205, 110];
+    /// Steps forced to compute by C_max.
+    pub const FORCED: [u8; 3] = [240, 70, 70];
+    /// Warm-up steps.
+    pub const WARMUP: [u8; 3] = [150, 150, 150];
+}
+
+/// The colour of a decision marker.
+pub fn decision_color(d: Decision) -> [u8; 3] {
+    match d {
+        Decision::Warmup => palette::WARMUP,
+        Decision::Computed => palette::COMPUTED,
+        Decision::Reused => palette::REUSED,
+        Decision::Forced => palette::FORCED,
+    }
+}
+
+/// A1111-style sampler name.
+pub fn sampler_name(s: crate::sampler::SchedulerKind) -> &'static str {
+    match s {
+        crate::sampler::SchedulerKind::Ddim => "DDIM",
+        crate::sampler::SchedulerKind::Euler => "Euler",
+        crate::sampler::SchedulerKind::DpmPlusPlus => "DPM++ 2M",
+    }
+}
+
+const BG: [u8; 3] = [22, 24, 28];
+const PANEL: [u8; 3] = [32, 35, 41];
+const TEXT: [u8; 3] = [235, 235, 235];
+const DIM: [u8; 3] = [160, 165, 175];
+const GRID: [u8; 3] = [55, 60, 68];
+
+/// Text rendering with egui's bundled fonts (Ubuntu Light, Hack as fallback).
+pub struct Fonts {
+    main: FontRef<'static>,
+    fallback: FontRef<'static>,
+}
+
+impl Fonts {
+    /// Load the bundled fonts.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            main: FontRef::try_from_slice(epaint_default_fonts::UBUNTU_LIGHT)?,
+            fallback: FontRef::try_from_slice(epaint_default_fonts::HACK_REGULAR)?,
+        })
+    }
+
+    fn font_for(&self, ch: char) -> &FontRef<'static> {
+        if self.main.glyph_id(ch).0 != 0 {
+            &self.main
+        } else {
+            &self.fallback
+        }
+    }
+
+    /// Width of `text` at `size` pixels.
+    pub fn width(&self, text: &str, size: f32) -> f32 {
+        let mut w = 0.0;
+        for ch in text.chars() {
+            let f = self.font_for(ch);
+            w += f.as_scaled(PxScale::from(size)).h_advance(f.glyph_id(ch));
+        }
+        w
+    }
+
+    /// Draw `text` with its top-left corner at (x, y); returns the width drawn.
+    pub fn draw(
+        &self,
+        img: &mut RgbImage,
+        x: f32,
+        y: f32,
+        size: f32,
+        color: [u8; 3],
+        text: &str,
+    ) -> f32 {
+        let ascent = self.main.as_scaled(PxScale::from(size)).ascent();
+        let mut pen = x;
+        for ch in text.chars() {
+            let f = self.font_for(ch);
+            let scaled = f.as_scaled(PxScale::from(size));
+            let id = f.glyph_id(ch);
+            let glyph = id.with_scale_and_position(size, point(pen, y + ascent));
+            if let Some(outlined) = f.outline_glyph(glyph) {
+                let b = outlined.px_bounds();
+                outlined.draw(|gx, gy, c| {
+                    blend(
+                        img,
+                        b.min.x as i32 + gx as i32,
+                        b.min.y as i32 + gy as i32,
+                        color,
+                        c,
+                    );
+                });
+            }
+            pen += scaled.h_advance(id);
+        }
+        pen - x
+    }
+
+    /// Draw `text` cut to `max_w` pixels (with an ellipsis).
+    pub fn draw_clipped(
+        &self,
+        img: &mut RgbImage,
+        (x, y): (f32, f32),
+        size: f32,
+        color: [u8; 3],
+        text: &str,
+        max_w: f32,
+    ) {
+        if self.width(text, size) <= max_w {
+            self.draw(img, x, y, size, color, text);
+            return;
+        }
+        let mut s = String::new();
+        for ch in text.chars() {
+            s.push(ch);
+            if self.width(&format!("{s}…"), size) > max_w {
+                s.pop();
+                break;
+            }
+        }
+        self.draw(img, x, y, size, color, &format!("{s}…"));
+    }
+}
+
+fn blend(img: &mut RgbImage, x: i32, y: i32, color: [u8; 3], alpha: f32) {
+    if x < 0 || y < 0 || x >= img.width() as i32 || y >= img.height() as i32 {
+        return;
+    }
+    let a = alpha.clamp(0.0, 1.0);
+    let p = img.get_pixel_mut(x as u32, y as u32);
+    for (v, c) in p.0.iter_mut().zip(color) {
+        *v = (*v as f32 * (1.0 - a) + c as f32 * a).round() as u8;
+    }
+}
+
+fn fill_rect(img: &mut RgbImage, x: i32, y: i32, w: i32, h: i32, color: [u8; 3]) {
+    for yy in y.max(0)..(y + h).min(img.height() as i32) {
+        for xx in x.max(0)..(x + w).min(img.width() as i32) {
+            img.put_pixel(xx as u32, yy as u32, Rgb(color));
+        }
+    }
+}
+
+/// An anti-aliased segment of width `2r`.
+fn segment(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), r: f32, color: [u8; 3]) {
+    let (x0, x1) = (a.0.min(b.0) - r - 1.0, a.0.max(b.0) + r + 1.0);
+    let (y0, y1) = (a.1.min(b.1) - r - 1.0, a.1.max(b.1) + r + 1.0);
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len2 = (dx * dx + dy * dy).max(1e-9);
+    for y in y0.floor() as i32..=y1.ceil() as i32 {
+        for x in x0.floor() as i32..=x1.ceil() as i32 {
+            let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+            let t = (((px - a.0) * dx + (py - a.1) * dy) / len2).clamp(0.0, 1.0);
+            let (cx, cy) = (a.0 + t * dx - px, a.1 + t * dy - py);
+            let d = (cx * cx + cy * cy).sqrt();
+            let cov = (r + 0.5 - d).clamp(0.0, 1.0);
+            if cov > 0.0 {
+                blend(img, x, y, color, cov);
+            }
+        }
+    }
+}
+
+fn dashed(
+    img: &mut RgbImage,
+    a: (f32, f32),
+    b: (f32, f32),
+    r: f32,
+    color: [u8; 3],
+    phase: &mut f32,
+) {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len = (dx * dx + dy * dy).sqrt();
+    if len < 1e-6 {
+        return;
+    }
+    let (on, off) = (7.0, 5.0);
+    let mut t = 0.0;
+    while t < len {
+        let in_dash = *phase < on;
+        let left = if in_dash {
+            on - *phase
+        } else {
+            on + off - *phase
+        };
+        let step = left.min(len - t);
+        if in_dash {
+            let p0 = (a.0 + dx * t / len, a.1 + dy * t / len);
+            let p1 = (a.0 + dx * (t + step) / len, a.1 + dy * (t + step) / len);
+            segment(img, p0, p1, r, color);
+        }
+        t += step;
+        *phase = (*phase + step) % (on + off);
+    }
+}
+
+fn disc(img: &mut RgbImage, c: (f32, f32), r: f32, color: [u8; 3]) {
+    for y in (c.1 - r - 1.0).floor() as i32..=(c.1 + r + 1.0).ceil() as i32 {
+        for x in (c.0 - r - 1.0).floor() as i32..=(c.0 + r + 1.0).ceil() as i32 {
+            let d = ((x as f32 + 0.5 - c.0).powi(2) + (y as f32 + 0.5 - c.1).powi(2)).sqrt();
+            blend(img, x, y, color, (r + 0.5 - d).clamp(0.0, 1.0));
+        }
+    }
+}
+
+/// How a series is drawn.
+#[derive(Clone, Copy)]
+enum Style {
+    Line,
+    Dashed,
+    Markers,
+}
+
+struct Series {
+    name: String,
+    color: [u8; 3],
+    /// Half the line width, pixels.
+    width: f32,
+    style: Style,
+    /// (x, y, marker colour override)
+    points: Vec<(f64, f64, Option<[u8; 3]>)>,
+}
+
+struct PlotSpec<'a> {
+    title: &'a str,
+    log_y: bool,
+    x_max: f64,
+    series: Vec<Series>,
+    /// Extra legend entries (colour, label), e.g. the decision colours.
+    legend_extra: Vec<([u8; 3], &'a str)>,
+}
+
+fn nice_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e4).contains(&a) {
+        format!("{v:.0e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn draw_plot(img: &mut RgbImage, fonts: &Fonts, rect: (i32, i32, i32, i32), p: &PlotSpec<'_>) {
+    let (x, y, w, h) = rect;
+    fill_rect(img, x, y, w, h, PANEL);
+    fonts.draw(img, x as f32 + 10.0, y as f32 + 6.0, 17.0, TEXT, p.title);
+    // Legend, right-aligned on the title row.
+    let mut entries: Vec<([u8; 3], String)> = p
+        .series
+        .iter()
+        .filter(|s| !s.name.is_empty())
+        .map(|s| (s.color, s.name.clone()))
+        .collect();
+    entries.extend(p.legend_extra.iter().map(|(c, l)| (*c, l.to_string())));
+    let mut lx = (x + w) as f32 - 10.0;
+    for (c, label) in entries.iter().rev() {
+        let tw = fonts.width(label, 14.0);
+        lx -= tw;
+        fonts.draw(img, lx, y as f32 + 8.0, 14.0, DIM, label);
+        disc(img, (lx - 9.0, y as f32 + 17.0), 4.0, *c);
+        lx -= 26.0;
+    }
+    let (px0, py0) = (x + 70, y + 32);
+    let (pw, ph) = (w - 70 - 16, h - 32 - 26);
+    let tf = |v: f64| if p.log_y { v.log10() } else { v };
+    let vals: Vec<f64> = p
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|q| q.1))
+        .filter(|v| v.is_finite() && (!p.log_y || *v > 0.0))
+        .map(tf)
+        .collect();
+    let (mut lo, mut hi) = vals
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if !p.log_y {
+        lo = lo.min(0.0);
+    }
+    if hi - lo < 1e-12 {
+        hi = lo + 1.0;
+    }
+    let pad = (hi - lo) * 0.06;
+    // Linear axes that start at 0 stay at 0.
+    let (lo, hi) = (if !p.log_y && lo == 0.0 { 0.0 } else { lo - pad }, hi + pad);
+    let x_max = p.x_max.max(1.0);
+    let sx = |v: f64| px0 as f32 + (v / x_max) as f32 * pw as f32;
+    let sy = |v: f64| py0 as f32 + ((hi - tf(v)) / (hi - lo)) as f32 * ph as f32;
+    // Grid and tick labels: whole decades on log axes spanning two or more, else 5 ticks.
+    let decades: Vec<f64> = (lo.ceil() as i32..=hi.floor() as i32)
+        .map(f64::from)
+        .collect();
+    let ticks: Vec<f64> = if p.log_y && decades.len() >= 2 {
+        decades
+    } else {
+        (0..=4).map(|i| lo + (hi - lo) * i as f64 / 4.0).collect()
+    };
+    for t in ticks {
+        let yy = py0 as f32 + ((hi - t) / (hi - lo)) as f32 * ph as f32;
+        segment(img, (px0 as f32, yy), ((px0 + pw) as f32, yy), 0.4, GRID);
+        let label = if p.log_y {
+            nice_num(10f64.powf(t))
+        } else {
+            nice_num(t)
+        };
+        let tw = fonts.width(&label, 13.0);
+        fonts.draw(img, px0 as f32 - tw - 6.0, yy - 8.0, 13.0, DIM, &label);
+    }
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0, 200.0, 500.0]
+        .into_iter()
+        .find(|s| x_max / s <= 12.0)
+        .unwrap_or(1000.0);
+    let mut v = 0.0;
+    while v <= x_max + 1e-9 {
+        let xx = sx(v);
+        segment(img, (xx, py0 as f32), (xx, (py0 + ph) as f32), 0.3, GRID);
+        let label = format!("{v:.0}");
+        let tw = fonts.width(&label, 13.0);
+        fonts.draw(
+            img,
+            xx - tw / 2.0,
+            (py0 + ph) as f32 + 4.0,
+            13.0,
+            DIM,
+            &label,
+        );
+        v += step;
+    }
+    for s in &p.series {
+        let pts: Vec<(f32, f32, Option<[u8; 3]>)> = s
+            .points
+            .iter()
+            .filter(|q| q.1.is_finite() && (!p.log_y || q.1 > 0.0))
+            .map(|q| (sx(q.0), sy(q.1), q.2))
+            .collect();
+        match s.style {
+            Style::Line => {
+                for w2 in pts.windows(2) {
+                    segment(
+                        img,
+                        (w2[0].0, w2[0].1),
+                        (w2[1].0, w2[1].1),
+                        s.width,
+                        s.color,
+                    );
+                }
+            }
+            Style::Dashed => {
+                let mut phase = 0.0;
+                for w2 in pts.windows(2) {
+                    dashed(
+                        img,
+                        (w2[0].0, w2[0].1),
+                        (w2[1].0, w2[1].1),
+                        1.0,
+                        s.color,
+                        &mut phase,
+                    );
+                }
+            }
+            Style::Markers => {
+                for q in &pts {
+                    disc(img, (q.0, q.1), 4.0, q.2.unwrap_or(s.color));
+                }
+            }
+        }
+    }
+}
+
+/// The curves of a run: d_k per step.
+fn d_points(steps: &[StepRecord]) -> Vec<(f64, f64, Option<[u8; 3]>)> {
+    steps
+        .iter()
+        .filter_map(|r| r.d.map(|d| (r.index as f64, d, None)))
+        .collect()
+}
+
+/// The third-order test values, plotted at the step they decide (index + 1), with the
+/// decision of that step as marker colour.
+pub fn test_points(steps: &[StepRecord]) -> Vec<(f64, f64, f64, Decision)> {
+    steps
+        .iter()
+        .filter_map(|r| {
+            let next = steps.get(r.index + 1)?;
+            Some((
+                (r.index + 1) as f64,
+                r.third_order?,
+                r.threshold.unwrap_or(f64::NAN),
+                next.decision,
+            ))
+        })
+        .collect()
+}
+
+/// Everything the composite shows.
+pub struct CompositeInput<'a> {
+    /// The settings of the job.
+    pub spec: &'a JobSpec,
+    /// Model origin.
+    pub model: &'a str,
+    /// The baseline.
+    pub baseline: &'a SideResult,
+    /// The adaptive run.
+    pub adaptive: &'a SideResult,
+    /// PSNR, dB.
+    pub psnr_db: Option<f64>,
+    /// SSIM.
+    pub ssim: Option<f64>,
+}
+
+fn fit(img: &RgbImage, target: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let scale = target as f32 / w.max(h) as f32;
+    let (nw, nh) = (
+        ((w as f32 * scale).round() as u32).max(1),
+        ((h as f32 * scale).round() as u32).max(1),
+    );
+    let filter = if scale >= 2.0 {
+        image::imageops::FilterType::Nearest
+    } else {
+        image::imageops::FilterType::Triangle
+    };
+    image::imageops::resize(img, nw, nh, filter)
+}
+
+/// One line of key numbers.
+pub fn key_numbers(
+    base: &SideResult,
+    adapt: &SideResult,
+    psnr: Option<f64>,
+    ssim: Option<f64>,
+) -> String {
+    let nfe = base.trace.unet_calls as f64 / adapt.trace.unet_calls.max(1) as f64;
+    let wall = base.trace.elapsed_ms / adapt.trace.elapsed_ms.max(1e-9);
+    let mut s = format!("{nfe:.2}× fewer predictor calls · {wall:.2}× faster loop");
+    if let Some(p) = psnr {
+        if p.is_finite() {
+            s.push_str(&format!(" · PSNR {p:.2} dB"));
+        } else {
+            s.push_str(" · PSNR ∞ (identical)");
+        }
+    }
+    if let Some(v) = ssim {
+        s.push_str(&format!(" · SSIM {v:.4}"));
+    }
+    s
+}
+
+/// Render the comparison picture.
+pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
+    let fonts = Fonts::new()?;
+    let (b, a) = (input.baseline, input.adaptive);
+    let side = b.image.width().max(b.image.height()).clamp(448, 640);
+    let margin = 24u32;
+    let width = 2 * side + 3 * margin;
+    let header_h = 118u32;
+    let label_h = 54u32;
+    let plot_h = 190u32;
+    let plots = 3u32;
+    let footer_h = 34u32;
+    let height = header_h + label_h + side + 44 + plots * (plot_h + 12) + footer_h;
+    let mut img = RgbImage::from_pixel(width, height, Rgb(BG));
+
+    let spec = input.spec;
+    let mx = margin as f32;
+    fonts.draw(
+        &mut img,
+        mx,
+        14.0,
+        28.0,
+        TEXT,
+        "Adaptive Diffusion: baseline vs adaptive",
+    );
+    let tw = width as f32 - 2.0 * mx;
+    fonts.draw_clipped(
+        &mut img,
+        (mx, 52.0),
+        18.0,
+        TEXT,
+        &format!("“{}”", spec.prompt),
+        tw,
+    );
+    let size = format!("{}×{}", b.image.width(), b.image.height());
+    let mut line = format!(
+        "{} · {} · {} steps · CFG {} · seed {} · {} · δ {} · C_max {}",
+        input.model,
+        sampler_name(spec.scheduler),
+        spec.steps,
+        spec.guidance,
+        spec.seed,
+        size,
+        spec.delta,
+        spec.max_skips
+    );
+    if let Some(es) = &spec.early_stop {
+        line.push_str(&format!(" · early stop τ {}", es.tau));
+    }
+    if !spec.negative.is_empty() {
+        line.push_str(&format!(" · negative: {}", spec.negative));
+    }
+    fonts.draw_clipped(&mut img, (mx, 80.0), 15.0, DIM, &line, tw);
+
+    let y_img = header_h + label_h;
+    for (i, (r, title, color)) in [
+        (b, "Baseline (every step)", palette::BASELINE),
+        (a, "Adaptive (third-order skipping)", palette::ADAPTIVE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x0 = margin + i as u32 * (side + margin);
+        fonts.draw(&mut img, x0 as f32, header_h as f32, 20.0, color, title);
+        let stats = format!(
+            "{} / {} predictor calls · {} steps run · {:.0} ms loop + {:.0} ms decode",
+            r.trace.unet_calls, r.trace.budget, r.trace.steps_run, r.trace.elapsed_ms, r.decode_ms
+        );
+        fonts.draw_clipped(
+            &mut img,
+            (x0 as f32, header_h as f32 + 27.0),
+            14.0,
+            DIM,
+            &stats,
+            side as f32,
+        );
+        let shown = fit(&r.image, side);
+        let ox = x0 + (side - shown.width()) / 2;
+        let oy = y_img + (side - shown.height()) / 2;
+        fill_rect(
+            &mut img,
+            x0 as i32,
+            y_img as i32,
+            side as i32,
+            side as i32,
+            PANEL,
+        );
+        image::imageops::replace(&mut img, &shown, ox as i64, oy as i64);
+    }
+    let y_num = y_img + side + 10;
+    fonts.draw(
+        &mut img,
+        mx,
+        y_num as f32,
+        20.0,
+        TEXT,
+        &key_numbers(b, a, input.psnr_db, input.ssim),
+    );
+
+    let x_max = (spec.steps.max(2) - 1) as f64;
+    let pw = (width - 2 * margin) as i32;
+    let mut py = (y_num + 34) as i32;
+    let tests = test_points(&a.trace.steps);
+    let plots_spec = [
+        PlotSpec {
+            title: "Latent change d_k = mean |x_k − x_(k−1)| (log scale)",
+            log_y: true,
+            x_max,
+            series: vec![
+                Series {
+                    name: "baseline".into(),
+                    color: palette::BASELINE,
+                    width: 2.2,
+                    style: Style::Line,
+                    points: d_points(&b.trace.steps),
+                },
+                Series {
+                    name: "adaptive".into(),
+                    color: palette::ADAPTIVE,
+                    width: 1.1,
+                    style: Style::Line,
+                    points: d_points(&a.trace.steps),
+                },
+            ],
+            legend_extra: vec![],
+        },
+        PlotSpec {
+            title: "Third-order test at the step it decides: skip when value ≤ δ·d_(k−1)",
+            log_y: true,
+            x_max,
+            series: vec![
+                Series {
+                    name: "third-order".into(),
+                    color: palette::ADAPTIVE,
+                    width: 1.1,
+                    style: Style::Line,
+                    points: tests.iter().map(|t| (t.0, t.1, None)).collect(),
+                },
+                Series {
+                    name: "threshold δ·d".into(),
+                    color: palette::THRESHOLD,
+                    width: 1.1,
+                    style: Style::Dashed,
+                    points: tests.iter().map(|t| (t.0, t.2, None)).collect(),
+                },
+                Series {
+                    name: String::new(),
+                    color: palette::COMPUTED,
+                    width: 1.1,
+                    style: Style::Markers,
+                    points: tests
+                        .iter()
+                        .map(|t| (t.0, t.1, Some(decision_color(t.3))))
+                        .collect(),
+                },
+            ],
+            legend_extra: vec![
+                (palette::COMPUTED, "computed"),
+                (palette::REUSED, "reused"),
+                (palette::FORCED, "forced"),
+            ],
+        },
+        PlotSpec {
+            title: "Noise-predictor time per step (ms; 0 = reused)",
+            log_y: false,
+            x_max,
+            series: vec![
+                Series {
+                    name: "baseline".into(),
+                    color: palette::BASELINE,
+                    width: 2.2,
+                    style: Style::Line,
+                    points: b
+                        .trace
+                        .steps
+                        .iter()
+                        .map(|r| (r.index as f64, r.predictor_ms, None))
+                        .collect(),
+                },
+                Series {
+                    name: "adaptive".into(),
+                    color: palette::ADAPTIVE,
+                    width: 1.1,
+                    style: Style::Line,
+                    points: a
+                        .trace
+                        .steps
+                        .iter()
+                        .map(|r| (r.index as f64, r.predictor_ms, None))
+                        .collect(),
+                },
+                Series {
+                    name: String::new(),
+                    color: palette::ADAPTIVE,
+                    width: 1.1,
+                    style: Style::Markers,
+                    points: a
+                        .trace
+                        .steps
+                        .iter()
+                        .map(|r| {
+                            (
+                                r.index as f64,
+                                r.predictor_ms,
+                                Some(decision_color(r.decision)),
+                            )
+                        })
+                        .collect(),
+                },
+            ],
+            legend_extra: vec![],
+        },
+    ];
+    for p in &plots_spec {
+        draw_plot(&mut img, &fonts, (margin as i32, py, pw, plot_h as i32), p);
+        py += plot_h as i32 + 12;
+    }
+    fonts.draw(
+        &mut img,
+        mx,
+        (height - footer_h + 8) as f32,
+        13.0,
+        DIM,
+        &format!(
+            "adiff {} · x axis: step · settings and both traces are stored in this PNG's text chunks (parameters, adiff_trace)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    Ok(img)
+}

@@ -1,0 +1,424 @@
+//! The desktop app (eframe): baseline and adaptive side by side, live per-step curves,
+//! sliders, export.
+//!
+//! * [`worker`] — the background thread that owns the model and the device, its command
+//!   and event protocol (crossbeam channels), the baseline cache and the run-queue policy.
+//! * [`state`] — persisted [`Settings`] and the live [`Session`] built from worker events.
+//! * `panels` — the egui panels (controls, results, plots, status bars).
+//! * [`export`] / [`compose`] — PNG export with text chunks, the comparison picture.
+//! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
+//! * [`frame_stats`] — frame-time instrumentation (`ADIFF_FRAME_STATS`, F12 overlay).
+//!
+//! The UI thread never runs a model: it sends commands and renders what the worker streams.
+
+pub mod compose;
+pub mod export;
+pub mod frame_stats;
+mod panels;
+pub mod preview;
+pub mod state;
+pub mod worker;
+
+pub use eframe::egui;
+pub use export::{ExportData, ExportKind};
+pub use state::{ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
+pub use worker::{JobId, Side, StatsSnapshot, WorkerHandle};
+
+use crossbeam_channel::{Receiver, Sender};
+use frame_stats::FrameStats;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Window title.
+pub const TITLE: &str = "Adaptive Diffusion — baseline vs adaptive";
+const SETTINGS_KEY: &str = "adiff.settings";
+
+/// The result of one export.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    /// What was exported.
+    pub kind: ExportKind,
+    /// Where it went, or why it failed.
+    pub result: Result<PathBuf, String>,
+}
+
+/// What a file dialog (run on its own thread) picked.
+#[derive(Debug)]
+enum Picked {
+    ModelFolder(PathBuf),
+    ExportDir(PathBuf),
+    SaveAs(ExportKind, PathBuf),
+}
+
+/// The app.
+pub struct GuiApp {
+    /// The settings (persisted).
+    pub settings: Settings,
+    /// The current job as the worker reported it.
+    pub session: Session,
+    worker: WorkerHandle,
+    textures: panels::Textures,
+    frame_stats: FrameStats,
+    show_overlay: bool,
+    export_tx: Sender<ExportOutcome>,
+    export_rx: Receiver<ExportOutcome>,
+    exports_in_flight: usize,
+    /// The latest export.
+    pub last_export: Option<ExportOutcome>,
+    picked_tx: Sender<Picked>,
+    picked_rx: Receiver<Picked>,
+    dialog_open: bool,
+    builtins: Vec<PathBuf>,
+    /// δ / C_max changed: re-run the adaptive side once the slider is released.
+    rerun_requested: bool,
+    /// δ / C_max changed and are still being edited.
+    rerun_pending: bool,
+    applied_zoom: Option<f32>,
+    title: String,
+    wipe: f32,
+    notify: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+impl GuiApp {
+    /// A new app with these settings; the worker repaints `ctx` on every event.
+    pub fn new(ctx: &egui::Context, settings: Settings) -> Self {
+        let repaint_ctx = ctx.clone();
+        let notify: std::sync::Arc<dyn Fn() + Send + Sync> =
+            std::sync::Arc::new(move || repaint_ctx.request_repaint());
+        let n = notify.clone();
+        let worker = WorkerHandle::spawn(move || n());
+        let (export_tx, export_rx) = crossbeam_channel::unbounded();
+        let (picked_tx, picked_rx) = crossbeam_channel::unbounded();
+        let mut builtins = state::builtin_models();
+        if let ModelChoice::Builtin(p) = &settings.model
+            && !builtins.contains(p)
+        {
+            builtins.push(p.clone());
+        }
+        Self {
+            settings,
+            session: Session::default(),
+            worker,
+            textures: panels::Textures::default(),
+            frame_stats: FrameStats::from_env(),
+            show_overlay: std::env::var_os("ADIFF_DEBUG_OVERLAY").is_some_and(|v| v != "0"),
+            export_tx,
+            export_rx,
+            exports_in_flight: 0,
+            last_export: None,
+            picked_tx,
+            picked_rx,
+            dialog_open: false,
+            builtins,
+            rerun_requested: false,
+            rerun_pending: false,
+            applied_zoom: None,
+            title: TITLE.to_string(),
+            wipe: 0.5,
+            notify,
+        }
+    }
+
+    /// The app as eframe creates it: settings from `$ADIFF_SETTINGS` (a JSON file, for
+    /// scripted demos), else from eframe's storage (the last session), else the defaults.
+    pub fn from_creation_context(cc: &eframe::CreationContext<'_>) -> Self {
+        let from_file = std::env::var_os("ADIFF_SETTINGS")
+            .filter(|p| !p.is_empty())
+            .and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(text) => match serde_json::from_str::<Settings>(&text) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(
+                            "ignoring ADIFF_SETTINGS {}: {e}",
+                            PathBuf::from(&p).display()
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read ADIFF_SETTINGS {}: {e}",
+                        PathBuf::from(&p).display()
+                    );
+                    None
+                }
+            });
+        let settings = from_file
+            .or_else(|| {
+                cc.storage
+                    .and_then(|s| eframe::get_value::<Settings>(s, SETTINGS_KEY))
+            })
+            .unwrap_or_default();
+        Self::new(&cc.egui_ctx, settings)
+    }
+
+    /// What the worker has run so far (tests assert on it).
+    pub fn worker_stats(&self) -> StatsSnapshot {
+        self.worker.stats()
+    }
+
+    /// Whether a job or an export is in flight.
+    pub fn is_busy(&self) -> bool {
+        self.session.is_busy() || self.exports_in_flight > 0
+    }
+
+    /// Start a comparison with the current settings (Generate / Ctrl+Enter). A running job
+    /// is superseded (see [`worker`] for the queue policy).
+    pub fn generate(&mut self) {
+        match self.settings.job_spec(self.settings.steps) {
+            Ok(spec) => {
+                let job = self.worker.submit(spec.clone());
+                self.session.start_job(job, spec);
+            }
+            Err(e) => self.session.error = Some(crate::cli::one_line(&e)),
+        }
+    }
+
+    /// Cancel the running job (Cancel / Esc); honoured at the next step boundary.
+    pub fn cancel(&mut self) {
+        if !self.session.is_busy() {
+            return;
+        }
+        if let Some(job) = self.session.job {
+            self.worker.cancel(job);
+        }
+        if let Some(job) = self.session.baseline_job
+            && Some(job) != self.session.job
+        {
+            self.worker.cancel(job);
+        }
+    }
+
+    /// The data an export needs, when both sides are done.
+    pub fn export_data(&self) -> Option<ExportData> {
+        let (baseline, adaptive) = self.session.results()?;
+        let spec = self.session.spec.clone()?;
+        let model = self.session.model.clone();
+        let comparison = self.session.comparison.as_ref();
+        Some(ExportData {
+            spec,
+            model: baseline.model.clone(),
+            device: model.as_ref().map(|m| m.device.clone()).unwrap_or_default(),
+            load_ms: model.as_ref().map(|m| m.load_ms).unwrap_or_default(),
+            baseline,
+            adaptive,
+            psnr_db: comparison.map(|c| c.psnr_db),
+            ssim: comparison.and_then(|c| c.ssim),
+            complexity: self.session.budget.clone(),
+        })
+    }
+
+    /// Export in the background: to `path`, or into the export folder under a default name.
+    pub fn export(&mut self, kind: ExportKind, path: Option<PathBuf>) {
+        let Some(data) = self.export_data() else {
+            self.last_export = Some(ExportOutcome {
+                kind,
+                result: Err("nothing to export yet: generate a comparison first".into()),
+            });
+            return;
+        };
+        let dir = self.settings.export_dir.clone();
+        let tx = self.export_tx.clone();
+        let notify = self.notify.clone();
+        self.exports_in_flight += 1;
+        std::thread::spawn(move || {
+            let result = match path {
+                Some(p) => data.write(kind, &p).map(|()| p),
+                None => data.write_into(kind, &dir),
+            }
+            .map_err(|e| crate::cli::one_line(&e));
+            let _ = tx.send(ExportOutcome { kind, result });
+            notify();
+        });
+    }
+
+    /// Open a native dialog on its own thread (the window keeps drawing meanwhile).
+    fn open_dialog(&mut self, what: DialogKind) {
+        if self.dialog_open {
+            return;
+        }
+        self.dialog_open = true;
+        let tx = self.picked_tx.clone();
+        let notify = self.notify.clone();
+        let start_dir = self.settings.export_dir.clone();
+        let stem = self
+            .export_data()
+            .map(|d| d.stem())
+            .unwrap_or_else(|| "adiff".into());
+        std::thread::spawn(move || {
+            let picked = match what {
+                DialogKind::ModelFolder => rfd::FileDialog::new()
+                    .set_title("Choose a diffusers-format pipeline folder")
+                    .pick_folder()
+                    .map(Picked::ModelFolder),
+                DialogKind::ExportDir => rfd::FileDialog::new()
+                    .set_title("Choose the export folder")
+                    .set_directory(&start_dir)
+                    .pick_folder()
+                    .map(Picked::ExportDir),
+                DialogKind::SaveAs(kind) => rfd::FileDialog::new()
+                    .set_title("Export")
+                    .set_directory(&start_dir)
+                    .set_file_name(kind.file_name(&stem))
+                    .add_filter(kind.extension().to_uppercase(), &[kind.extension()])
+                    .save_file()
+                    .map(|p| Picked::SaveAs(kind, p)),
+            };
+            // `None` (closed, or no dialog service) still reports back to clear the flag.
+            let _ = tx.send(picked.unwrap_or(Picked::ExportDir(PathBuf::new())));
+            notify();
+        });
+    }
+
+    fn drain(&mut self) {
+        while let Some(ev) = self.worker.try_recv() {
+            self.session.apply(ev);
+        }
+        if self.session.is_busy() && !self.worker.is_alive() {
+            self.session.phase = Phase::Failed;
+            self.session.error =
+                Some("the worker thread stopped; restart the app to generate again".into());
+        }
+        while let Ok(outcome) = self.export_rx.try_recv() {
+            self.exports_in_flight = self.exports_in_flight.saturating_sub(1);
+            self.last_export = Some(outcome);
+        }
+        while let Ok(picked) = self.picked_rx.try_recv() {
+            self.dialog_open = false;
+            match picked {
+                Picked::ModelFolder(p) => self.settings.model = ModelChoice::Local(p),
+                Picked::ExportDir(p) if !p.as_os_str().is_empty() => self.settings.export_dir = p,
+                Picked::ExportDir(_) => {}
+                Picked::SaveAs(kind, p) => self.export(kind, Some(p)),
+            }
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        use egui::{Key, KeyboardShortcut, Modifiers};
+        let generate = ctx.input_mut(|i| {
+            i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter))
+        });
+        if generate {
+            self.generate();
+        }
+        if self.session.is_busy() && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
+        {
+            self.cancel();
+        }
+        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F12)) {
+            self.show_overlay = !self.show_overlay;
+        }
+        for (key, mode) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4]
+            .into_iter()
+            .zip(ViewMode::ALL)
+        {
+            if ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, key)) {
+                self.settings.view = mode;
+            }
+        }
+        if ctx.input_mut(|i| i.consume_key(Modifiers::COMMAND, Key::Q)) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    /// Draw one frame.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let t0 = Instant::now();
+        let ctx = ui.ctx().clone();
+        if self.applied_zoom != Some(self.settings.ui_scale) {
+            ctx.set_zoom_factor(self.settings.ui_scale.clamp(0.5, 3.0));
+            self.applied_zoom = Some(self.settings.ui_scale);
+        }
+        self.drain();
+        self.shortcuts(&ctx);
+        panels::top_bar(self, ui);
+        panels::status_bar(self, ui);
+        panels::controls(self, ui);
+        egui::CentralPanel::default().show(ui, |ui| panels::results(self, ui));
+        if self.show_overlay {
+            panels::overlay(self, &ctx);
+        }
+        if std::mem::take(&mut self.rerun_requested) && self.settings.auto_rerun {
+            self.generate();
+        }
+        // The window title carries the phase (scripts and task bars read it).
+        let title = match &self.session.phase {
+            Phase::Idle => TITLE.to_string(),
+            Phase::Loading { .. } => format!("{TITLE} [loading]"),
+            Phase::Running => format!("{TITLE} [running]"),
+            Phase::Done => format!("{TITLE} [done]"),
+            Phase::Cancelled => format!("{TITLE} [cancelled]"),
+            Phase::Failed => format!("{TITLE} [failed]"),
+        };
+        if title != self.title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.title = title;
+        }
+        if self.frame_stats.out.is_some() {
+            // Measuring: draw as many frames as the machine allows (idle and while running).
+            ctx.request_repaint();
+        } else if self.session.is_busy() || self.exports_in_flight > 0 || self.dialog_open {
+            // Clocks, download progress and pending exports update on their own.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+        self.frame_stats.record_ui(t0.elapsed().as_secs_f32() * 1e3);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DialogKind {
+    ModelFolder,
+    ExportDir,
+    SaveAs(ExportKind),
+}
+
+impl eframe::App for GuiApp {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let running = self.session.is_busy();
+        self.frame_stats
+            .record_frame(frame.info().cpu_usage, running);
+        GuiApp::ui(self, ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, SETTINGS_KEY, &self.settings);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.frame_stats.write();
+    }
+}
+
+/// Open the window and run until it is closed.
+pub fn run() -> anyhow::Result<()> {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    if ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none_or(|x| x.is_empty()))
+    {
+        anyhow::bail!(
+            "no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset); on a server use the command line instead: adiff compare / generate / bench (see 'adiff --help')"
+        );
+    }
+    let viewport = egui::ViewportBuilder::default()
+        .with_title(TITLE)
+        .with_app_id("adiff")
+        .with_inner_size([1600.0, 1000.0])
+        .with_min_inner_size([900.0, 600.0]);
+    let mut options = eframe::NativeOptions {
+        viewport,
+        ..Default::default()
+    };
+    // ADIFF_VSYNC=0 turns vsync off (frame-time measurements).
+    options.glow_options.vsync = std::env::var("ADIFF_VSYNC").map_or(true, |v| v.trim() != "0");
+    eframe::run_native(
+        TITLE,
+        options,
+        Box::new(|cc| {
+            cc.egui_ctx.set_theme(egui::Theme::Dark);
+            Ok(Box::new(GuiApp::from_creation_context(cc)))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}

@@ -1,0 +1,395 @@
+//! The left panel: prompt, model, sampling and adaptive settings, Generate / Cancel, export.
+
+use super::super::export::ExportKind;
+use super::super::state::{ModelChoice, hub_label};
+use super::super::worker::Side;
+use super::super::{DialogKind, GuiApp, egui};
+use crate::complexity::ScorerKind;
+use crate::model::HubModel;
+use crate::sampler::SchedulerKind;
+use egui::{Color32, RichText};
+
+pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
+    egui::Panel::left("controls")
+        .resizable(true)
+        .default_size(380.0)
+        .min_size(300.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.add_space(4.0);
+                prompt(app, ui);
+                ui.add_space(6.0);
+                run_buttons(app, ui);
+                ui.separator();
+                model(app, ui);
+                ui.separator();
+                sampling(app, ui);
+                ui.separator();
+                adaptive(app, ui);
+                ui.separator();
+                export(app, ui);
+                ui.separator();
+                view(app, ui);
+                ui.add_space(8.0);
+            });
+        });
+}
+
+fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let l = ui.label(RichText::new("Prompt").strong());
+    ui.add(
+        egui::TextEdit::multiline(&mut app.settings.prompt)
+            .desired_rows(3)
+            .desired_width(f32::INFINITY)
+            .hint_text("describe the image"),
+    )
+    .labelled_by(l.id);
+    let l = ui.label("Negative prompt");
+    ui.add(
+        egui::TextEdit::multiline(&mut app.settings.negative)
+            .desired_rows(1)
+            .desired_width(f32::INFINITY)
+            .hint_text("optional"),
+    )
+    .labelled_by(l.id);
+}
+
+fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let busy = app.session.is_busy();
+    ui.horizontal(|ui| {
+        let generate = egui::Button::new(RichText::new("Generate").size(18.0).strong())
+            .fill(Color32::from_rgb(40, 110, 200))
+            .min_size(egui::vec2(150.0, 34.0));
+        if ui
+            .add(generate)
+            .on_hover_text("Run baseline and adaptive on the same noise (Ctrl+Enter). A new Generate supersedes a running one.")
+            .clicked()
+        {
+            app.generate();
+        }
+        let cancel = egui::Button::new(RichText::new("Cancel").size(18.0)).min_size(egui::vec2(100.0, 34.0));
+        if ui
+            .add_enabled(busy, cancel)
+            .on_hover_text("Stop at the next step (Esc)")
+            .clicked()
+        {
+            app.cancel();
+        }
+    });
+    if let Some(err) = app.session.error.clone() {
+        egui::Frame::new()
+            .fill(Color32::from_rgb(90, 30, 30))
+            .inner_margin(6.0)
+            .corner_radius(4.0)
+            .show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.colored_label(Color32::from_rgb(255, 200, 200), format!("Error: {err}"));
+                    if ui.small_button("Dismiss").clicked() {
+                        app.session.error = None;
+                    }
+                });
+            });
+    }
+}
+
+fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let heading = ui.label(RichText::new("Model").strong());
+    let current = app.settings.model.clone();
+    let mut choices: Vec<ModelChoice> = app
+        .builtins
+        .iter()
+        .cloned()
+        .map(ModelChoice::Builtin)
+        .collect();
+    choices.extend(
+        HubModel::ALL
+            .iter()
+            .map(|m| ModelChoice::Hub(m.name().to_string())),
+    );
+    let local = match &current {
+        ModelChoice::Local(p) => ModelChoice::Local(p.clone()),
+        _ => ModelChoice::Local(Default::default()),
+    };
+    choices.push(local);
+    let combo = egui::ComboBox::from_id_salt("model")
+        .selected_text(current.label())
+        .width(ui.available_width() - 8.0)
+        .show_ui(ui, |ui| {
+            for c in choices {
+                let label = match &c {
+                    ModelChoice::Hub(name) => name
+                        .parse::<HubModel>()
+                        .map(|m| hub_label(m).to_string())
+                        .unwrap_or_else(|_| name.clone()),
+                    ModelChoice::Local(_) => "Local folder…".to_string(),
+                    other => other.label(),
+                };
+                let selected = std::mem::discriminant(&c) == std::mem::discriminant(&current)
+                    && (matches!(c, ModelChoice::Local(_)) || c == current);
+                if ui.selectable_label(selected, label).clicked() {
+                    app.settings.model = c;
+                }
+            }
+        });
+    combo.response.labelled_by(heading.id);
+    if let ModelChoice::Local(path) = &app.settings.model {
+        let mut text = path.display().to_string();
+        ui.horizontal(|ui| {
+            let l = ui.label("Model folder");
+            let r = ui
+                .add(
+                    egui::TextEdit::singleline(&mut text)
+                        .desired_width(ui.available_width() - 80.0),
+                )
+                .labelled_by(l.id);
+            if r.changed() {
+                app.settings.model = ModelChoice::Local(text.clone().into());
+            }
+            if ui.button("Browse…").clicked() {
+                app.open_dialog(DialogKind::ModelFolder);
+            }
+        });
+    }
+    if let ModelChoice::Hub(_) = &app.settings.model {
+        ui.label(
+            RichText::new(
+                "Downloaded once into the Hugging Face cache (HF_HOME); needs network access.",
+            )
+            .weak(),
+        );
+    }
+    if let Some(d) = app.session.download {
+        let added = d.bytes.saturating_sub(d.bytes_at_start) as f64 / 1e6;
+        let secs = d.since.elapsed().as_secs_f64().max(1e-3);
+        let frac = d.files_done as f32 / d.files_total.max(1) as f32;
+        ui.add(
+            egui::ProgressBar::new(frac)
+                .text(format!(
+                    "{}/{} files · {:.0} MB in cache · {:.1} MB/s",
+                    d.files_done,
+                    d.files_total,
+                    d.bytes as f64 / 1e6,
+                    added / secs
+                ))
+                .animate(true),
+        );
+    }
+    ui.checkbox(&mut app.settings.force_cpu, "CPU only (ignore GPUs)");
+}
+
+fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    ui.label(RichText::new("Sampling").strong());
+    egui::ComboBox::from_label("Scheduler")
+        .selected_text(scheduler_label(s.scheduler))
+        .show_ui(ui, |ui| {
+            for k in SchedulerKind::ALL {
+                ui.selectable_value(&mut s.scheduler, k, scheduler_label(k));
+            }
+        });
+    ui.add(egui::Slider::new(&mut s.steps, 1..=150).text("Steps"));
+    ui.add(
+        egui::Slider::new(&mut s.guidance, 0.0..=20.0)
+            .step_by(0.5)
+            .text("Guidance (CFG)"),
+    );
+    ui.horizontal(|ui| {
+        let l = ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed).speed(1.0))
+            .labelled_by(l.id);
+        if ui
+            .button("Random seed")
+            .on_hover_text("Pick a random seed")
+            .clicked()
+        {
+            s.seed = random_seed();
+        }
+    });
+    ui.checkbox(
+        &mut s.custom_size,
+        "Custom size (default: the model's native size)",
+    );
+    if s.custom_size {
+        ui.horizontal(|ui| {
+            let l = ui.label("Width");
+            ui.add(
+                egui::DragValue::new(&mut s.width)
+                    .range(64..=2048)
+                    .speed(8.0),
+            )
+            .labelled_by(l.id);
+            let l = ui.label("Height");
+            ui.add(
+                egui::DragValue::new(&mut s.height)
+                    .range(64..=2048)
+                    .speed(8.0),
+            )
+            .labelled_by(l.id);
+        });
+        s.width = (s.width / 8).max(8) * 8;
+        s.height = (s.height / 8).max(8) * 8;
+    }
+}
+
+fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
+    ui.label(RichText::new("Adaptive skipping").strong());
+    let s = &mut app.settings;
+    let r1 = ui
+        .add(
+            egui::Slider::new(&mut s.delta, 0.0..=0.2)
+                .logarithmic(true)
+                .smallest_positive(1e-4)
+                .text("δ threshold"),
+        )
+        .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)");
+    let r2 = ui
+        .add(egui::Slider::new(&mut s.max_skips, 1..=10).text("C_max"))
+        .on_hover_text("At most this many skipped steps in a row");
+    // Re-run once the value settles: not while dragging, not while typing into the field.
+    if r1.changed() || r2.changed() || r1.drag_stopped() || r2.drag_stopped() {
+        app.rerun_pending = true;
+    }
+    let editing = r1.dragged() || r2.dragged() || ui.ctx().egui_wants_keyboard_input();
+    if app.rerun_pending && !editing {
+        app.rerun_pending = false;
+        app.rerun_requested = true;
+    }
+    let s = &mut app.settings;
+    ui.checkbox(&mut s.auto_rerun, "Re-run the adaptive side when δ or C_max change")
+        .on_hover_text("The baseline for the same prompt, seed and settings is cached, so only the adaptive side runs");
+    ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)");
+    complexity(app, ui);
+    let s = &mut app.settings;
+    if s.early_stop {
+        ui.add(
+            egui::Slider::new(&mut s.early_stop_tau, 0.001..=0.2)
+                .logarithmic(true)
+                .text("τ"),
+        );
+    }
+}
+
+fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    ui.checkbox(&mut s.complexity_budget, "Adaptive step budget from prompt complexity")
+        .on_hover_text("The baseline keeps Steps; the adaptive side gets a budget chosen from the prompt's complexity score");
+    if !s.complexity_budget {
+        return;
+    }
+    egui::ComboBox::from_label("Scorer")
+        .selected_text(scorer_label(s.scorer))
+        .show_ui(ui, |ui| {
+            for k in [ScorerKind::Heuristic, ScorerKind::Ollama] {
+                ui.selectable_value(&mut s.scorer, k, scorer_label(k));
+            }
+        });
+    if s.scorer == ScorerKind::Ollama {
+        ui.horizontal(|ui| {
+            let l = ui.label("Ollama URL");
+            ui.text_edit_singleline(&mut s.ollama_url).labelled_by(l.id);
+        });
+        ui.horizontal(|ui| {
+            let l = ui.label("Ollama model");
+            ui.text_edit_singleline(&mut s.ollama_model)
+                .labelled_by(l.id);
+        });
+    }
+    ui.checkbox(&mut s.scale_policy, "Also scale δ and C_max with the level");
+    if let Some(b) = &app.session.budget {
+        let c = &b.complexity;
+        ui.label(
+            RichText::new(format!(
+                "Complexity {:.2}: level {} of {}, adaptive budget {} of {} steps",
+                c.score, b.budget.level, b.budget.levels, b.budget.steps, b.budget.baseline_steps
+            ))
+            .strong(),
+        );
+        ui.label(format!("Decided by: {}", c.scorer_label()));
+        if c.fallback.is_some() {
+            ui.colored_label(
+                Color32::from_rgb(255, 200, 80),
+                "The requested scorer did not answer: the heuristic decided.",
+            );
+        }
+        ui.label(RichText::new(format!("{} — {}", c.factors.describe(), c.rationale)).weak());
+    }
+}
+
+fn scorer_label(k: ScorerKind) -> &'static str {
+    match k {
+        ScorerKind::Heuristic => "Heuristic (offline, instant)",
+        ScorerKind::Ollama => "Ollama (local LLM; heuristic fallback)",
+    }
+}
+
+fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
+    ui.label(RichText::new("Export").strong());
+    let ready = app.export_data().is_some();
+    let mut dir = app.settings.export_dir.display().to_string();
+    ui.horizontal(|ui| {
+        let l = ui.label("Export folder");
+        let r = ui
+            .add(egui::TextEdit::singleline(&mut dir).desired_width(ui.available_width() - 80.0))
+            .labelled_by(l.id);
+        if r.changed() {
+            app.settings.export_dir = dir.clone().into();
+        }
+        if ui.button("Browse…").clicked() {
+            app.open_dialog(DialogKind::ExportDir);
+        }
+    });
+    ui.add_enabled_ui(ready, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            if ui
+                .button("Export comparison PNG")
+                .on_hover_text("Both images, labels, numbers and curves; settings and traces in PNG text chunks")
+                .clicked()
+            {
+                app.export(ExportKind::Comparison, None);
+            }
+            if ui.button("Save comparison as…").clicked() {
+                app.open_dialog(DialogKind::SaveAs(ExportKind::Comparison));
+            }
+            if ui.button("Baseline PNG").clicked() {
+                app.export(ExportKind::Image(Side::Baseline), None);
+            }
+            if ui.button("Adaptive PNG").clicked() {
+                app.export(ExportKind::Image(Side::Adaptive), None);
+            }
+            if ui.button("Trace JSON").clicked() {
+                app.export(ExportKind::TraceJson, None);
+            }
+            if ui.button("Trace CSV").clicked() {
+                app.export(ExportKind::TraceCsv, None);
+            }
+        });
+    });
+    if !ready {
+        ui.label(RichText::new("Available once both sides are done.").weak());
+    }
+}
+
+fn view(app: &mut GuiApp, ui: &mut egui::Ui) {
+    ui.label(RichText::new("Display").strong());
+    ui.add(egui::Slider::new(&mut app.settings.ui_scale, 0.75..=2.0).text("UI scale"));
+}
+
+fn scheduler_label(k: SchedulerKind) -> &'static str {
+    match k {
+        SchedulerKind::Ddim => "DDIM",
+        SchedulerKind::Euler => "Euler",
+        SchedulerKind::DpmPlusPlus => "DPM-Solver++ 2M",
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish() % 4_294_967_296
+}

@@ -1,0 +1,194 @@
+//! The egui panels. Each reads and edits [`GuiApp`](super::GuiApp) state; none of them
+//! blocks: model work goes to the worker, exports and dialogs to their own threads.
+
+mod controls;
+mod plots;
+mod results;
+
+pub(super) use controls::controls;
+pub(super) use results::results;
+
+use super::frame_stats::summarize;
+use super::state::Phase;
+use super::{GuiApp, egui};
+use egui::{Color32, RichText};
+use std::sync::Arc;
+
+/// Colour of a palette entry.
+pub(super) fn color(c: [u8; 3]) -> Color32 {
+    Color32::from_rgb(c[0], c[1], c[2])
+}
+
+/// One uploaded image and the version it shows.
+#[derive(Default)]
+pub(super) struct Slot {
+    version: Option<u64>,
+    texture: Option<egui::TextureHandle>,
+}
+
+impl Slot {
+    /// Upload `img` when `version` changed; returns the texture. Previews are filtered;
+    /// small final images stay crisp pixels.
+    fn sync(
+        &mut self,
+        ctx: &egui::Context,
+        name: &str,
+        img: Option<&Arc<image::RgbImage>>,
+        version: u64,
+        preview: bool,
+    ) -> Option<&egui::TextureHandle> {
+        if self.version != Some(version) {
+            self.version = Some(version);
+            match img {
+                Some(img) => {
+                    let ci = egui::ColorImage::from_rgb(
+                        [img.width() as usize, img.height() as usize],
+                        img.as_raw(),
+                    );
+                    let options = if img.width() < 160 && !preview {
+                        egui::TextureOptions::NEAREST
+                    } else {
+                        egui::TextureOptions::LINEAR
+                    };
+                    match &mut self.texture {
+                        Some(t) => t.set(ci, options),
+                        None => self.texture = Some(ctx.load_texture(name, ci, options)),
+                    }
+                }
+                None => self.texture = None,
+            }
+        }
+        self.texture.as_ref()
+    }
+}
+
+/// The textures of the results view.
+#[derive(Default)]
+pub(super) struct Textures {
+    pub baseline: Slot,
+    pub adaptive: Slot,
+    pub diff: Slot,
+}
+
+pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
+    egui::Panel::top("top_bar").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            ui.heading(RichText::new(super::TITLE).strong());
+            ui.separator();
+            let s = &app.session;
+            match (&s.phase, &s.model) {
+                (Phase::Loading { model }, _) => {
+                    ui.spinner();
+                    ui.label(format!("Loading {model}…"));
+                }
+                (_, Some(m)) => {
+                    ui.label(format!(
+                        "Model: {} · {} · loaded in {:.1} s",
+                        short(&m.origin, 60),
+                        m.device,
+                        m.load_ms / 1e3
+                    ));
+                }
+                (_, None) => {
+                    ui.label("No model loaded yet: press Generate (Ctrl+Enter)");
+                }
+            }
+        });
+    });
+}
+
+pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
+    egui::Panel::bottom("status_bar").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            let s = &app.session;
+            let phase = match &s.phase {
+                Phase::Idle => "Ready".to_string(),
+                Phase::Loading { .. } => "Loading the model…".into(),
+                Phase::Running => match (s.baseline.status, s.adaptive.status) {
+                    (super::SideStatus::Running, _) => "Running the baseline…".into(),
+                    (_, super::SideStatus::Running) => "Running the adaptive side…".into(),
+                    _ => "Working…".into(),
+                },
+                Phase::Done => "Done".into(),
+                Phase::Cancelled => "Cancelled".into(),
+                Phase::Failed => "Failed (see the message above)".into(),
+            };
+            ui.label(RichText::new(phase).strong());
+            if let Some(job) = s.job {
+                ui.separator();
+                ui.label(format!("job #{job}"));
+            }
+            let st = app.worker_stats();
+            ui.separator();
+            ui.label(format!(
+                "worker: {} baseline run(s), {} cached, {} adaptive run(s), {} model load(s)",
+                st.baseline_runs, st.baseline_cache_hits, st.adaptive_runs, st.model_loads
+            ));
+            if let Some(e) = &app.last_export {
+                ui.separator();
+                match &e.result {
+                    Ok(p) => ui.label(format!("Exported {}", p.display())),
+                    Err(msg) => ui.colored_label(
+                        Color32::from_rgb(255, 120, 120),
+                        format!("Export failed: {msg}"),
+                    ),
+                };
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.label(
+                    RichText::new(
+                        "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times",
+                    )
+                    .weak(),
+                );
+            });
+        });
+    });
+}
+
+pub(super) fn overlay(app: &mut GuiApp, ctx: &egui::Context) {
+    let recent = |v: &[f32]| summarize(&v[v.len().saturating_sub(300)..]);
+    let running = recent(&app.frame_stats.running_ms);
+    let idle = recent(&app.frame_stats.idle_ms);
+    let ui_ms = recent(&app.frame_stats.ui_ms);
+    egui::Area::new(egui::Id::unique("frame_overlay"))
+        .anchor(egui::Align2::RIGHT_TOP, [-12.0, 48.0])
+        .show(ctx, |ui| {
+            egui::Frame::popup(ui.style()).show(ui, |ui| {
+                ui.label(RichText::new("Frame CPU time (last 300 frames)").strong());
+                for (name, s) in [
+                    ("while running", running),
+                    ("idle", idle),
+                    ("app ui code", ui_ms),
+                ] {
+                    match s {
+                        Some(s) => ui.label(format!(
+                            "{name}: p50 {:.1} ms · p95 {:.1} ms · max {:.1} ms ({} frames)",
+                            s.p50_ms, s.p95_ms, s.max_ms, s.frames
+                        )),
+                        None => ui.label(format!("{name}: no frames yet")),
+                    };
+                }
+                let st = app.worker_stats();
+                ui.label(format!(
+                    "worker: {} jobs, {} cancelled, {} failed, busy {}",
+                    st.jobs, st.cancelled, st.failed, st.busy
+                ));
+                ui.label(format!(
+                    "events dropped from older jobs: {}",
+                    app.session.stale_events
+                ));
+            });
+        });
+}
+
+/// `s` cut to `n` characters from the left.
+pub(super) fn short(s: &str, n: usize) -> String {
+    let s = s.split(" (cache ").next().unwrap_or(s);
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let tail: Vec<char> = s.chars().rev().take(n - 1).collect();
+        format!("…{}", tail.into_iter().rev().collect::<String>())
+    }
+}

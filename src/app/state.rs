@@ -1,0 +1,825 @@
+//! UI state: the persisted settings and the live session (what the worker reported for
+//! the current job). Plain data, no egui and no candle, so it is easy to test.
+
+use super::worker::{
+    Comparison, ComplexitySetup, Event, JobId, JobSpec, ModelInfo, Side, SideResult,
+};
+use crate::complexity::{ComplexityBudget, ScorerKind};
+use crate::model::{HubModel, ModelSource};
+use crate::sampler::{EarlyStop, SchedulerKind, StepRecord};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which model the user picked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum ModelChoice {
+    /// A pipeline folder that ships with the app (`assets/models/NAME`, or the tiny test
+    /// pipeline).
+    Builtin(PathBuf),
+    /// A known hub model, by its `--model` name.
+    Hub(String),
+    /// A local diffusers-format folder.
+    Local(PathBuf),
+}
+
+impl ModelChoice {
+    /// The model source, or why there is none.
+    pub fn source(&self) -> anyhow::Result<ModelSource> {
+        Ok(match self {
+            ModelChoice::Builtin(p) | ModelChoice::Local(p) => {
+                if p.as_os_str().is_empty() {
+                    anyhow::bail!("no local model folder chosen: pick one with Browse…");
+                }
+                ModelSource::Local(p.clone())
+            }
+            ModelChoice::Hub(name) => ModelSource::Hub(name.parse::<HubModel>()?),
+        })
+    }
+
+    /// A short label for menus.
+    pub fn label(&self) -> String {
+        match self {
+            ModelChoice::Builtin(p) => builtin_label(p),
+            ModelChoice::Hub(name) => match name.parse::<HubModel>() {
+                Ok(m) => hub_label(m).to_string(),
+                Err(_) => name.clone(),
+            },
+            ModelChoice::Local(p) if p.as_os_str().is_empty() => "Local folder…".into(),
+            ModelChoice::Local(p) => format!("Local: {}", short_path(p)),
+        }
+    }
+}
+
+/// Menu label of a hub model.
+pub fn hub_label(m: HubModel) -> &'static str {
+    match m {
+        HubModel::Sd15 => "SD 1.5 (hub download, ~5 GB)",
+        HubModel::Sd21 => "SD 2.1 base (hub download, ~5 GB)",
+        HubModel::Sdxl => "SDXL base 1.0 (hub download, ~10 GB)",
+        HubModel::SdTurbo => "SD-Turbo (hub download, ~5 GB)",
+    }
+}
+
+fn builtin_label(p: &Path) -> String {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string());
+    if name == "tiny-sd" {
+        "Built-in: tiny-sd (random weights, test pipeline: noise images)".into()
+    } else {
+        format!("Built-in: {name}")
+    }
+}
+
+fn short_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars().count() > 40 {
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(38)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{tail}")
+    } else {
+        s
+    }
+}
+
+/// Pipeline folders shipped with the app: subfolders of `assets/models/` (next to the
+/// executable, in the working directory, in `$ADIFF_MODELS_DIR`, or in the source tree),
+/// and the tiny random-weight test pipeline of the source tree.
+pub fn builtin_models() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = vec![];
+    if let Some(d) = std::env::var_os("ADIFF_MODELS_DIR").filter(|d| !d.is_empty()) {
+        roots.push(PathBuf::from(d));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        roots.push(dir.join("assets/models"));
+    }
+    roots.push(PathBuf::from("assets/models"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    roots.push(src.join("assets/models"));
+    let mut found: Vec<PathBuf> = vec![];
+    for root in roots {
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let mut dirs: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join("unet/config.json").is_file())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let d = d.canonicalize().unwrap_or(d);
+            if !found.contains(&d) {
+                found.push(d);
+            }
+        }
+    }
+    let tiny = src.join("tests/fixtures/tiny-sd");
+    if tiny.join("unet/config.json").is_file() {
+        let tiny = tiny.canonicalize().unwrap_or(tiny);
+        if !found.contains(&tiny) {
+            found.push(tiny);
+        }
+    }
+    found
+}
+
+/// How the two results are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewMode {
+    /// Baseline left, adaptive right.
+    SideBySide,
+    /// |adaptive − baseline|, amplified.
+    Difference,
+    /// Alternate between the two.
+    Blink,
+    /// One image, a slider splits baseline (left) and adaptive (right).
+    Wipe,
+}
+
+impl ViewMode {
+    /// All modes, in menu order.
+    pub const ALL: [ViewMode; 4] = [
+        ViewMode::SideBySide,
+        ViewMode::Difference,
+        ViewMode::Blink,
+        ViewMode::Wipe,
+    ];
+
+    /// Menu label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ViewMode::SideBySide => "Side by side",
+            ViewMode::Difference => "Difference",
+            ViewMode::Blink => "Blink",
+            ViewMode::Wipe => "Wipe",
+        }
+    }
+}
+
+/// The settings remembered between launches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt.
+    pub negative: String,
+    /// The model.
+    pub model: ModelChoice,
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+    /// Step budget.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Use a custom size instead of the model's native one.
+    pub custom_size: bool,
+    /// Custom width.
+    pub width: usize,
+    /// Custom height.
+    pub height: usize,
+    /// δ.
+    pub delta: f64,
+    /// C_max.
+    pub max_skips: usize,
+    /// Early stop on the adaptive side.
+    pub early_stop: bool,
+    /// τ of the early stop.
+    pub early_stop_tau: f64,
+    /// Take the adaptive step budget from the prompt-complexity scorer.
+    pub complexity_budget: bool,
+    /// Which complexity scorer.
+    pub scorer: ScorerKind,
+    /// Ollama server of the Ollama scorer.
+    pub ollama_url: String,
+    /// Ollama model of the Ollama scorer.
+    pub ollama_model: String,
+    /// Also scale δ and C_max with the complexity level.
+    pub scale_policy: bool,
+    /// Re-run the adaptive side as soon as δ or C_max change (when a baseline exists).
+    pub auto_rerun: bool,
+    /// Stay on the CPU.
+    pub force_cpu: bool,
+    /// How results are shown.
+    pub view: ViewMode,
+    /// Amplification of the difference view.
+    pub diff_gain: f32,
+    /// Where exports go.
+    pub export_dir: PathBuf,
+    /// UI zoom (1.0 = egui's default; larger reads better on a projector).
+    pub ui_scale: f32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let model = builtin_models()
+            .into_iter()
+            .next()
+            .map(ModelChoice::Builtin)
+            .unwrap_or_else(|| ModelChoice::Hub("sd15".into()));
+        Self {
+            prompt: "a watercolor painting of a lighthouse on a cliff at sunset".into(),
+            negative: String::new(),
+            model,
+            scheduler: SchedulerKind::Ddim,
+            steps: 50,
+            guidance: 7.5,
+            seed: 42,
+            custom_size: false,
+            width: 512,
+            height: 512,
+            delta: 0.01,
+            max_skips: 4,
+            early_stop: false,
+            early_stop_tau: 0.03,
+            complexity_budget: false,
+            scorer: ScorerKind::Heuristic,
+            ollama_url: crate::complexity::ollama::DEFAULT_URL.into(),
+            ollama_model: crate::complexity::ollama::DEFAULT_MODEL.into(),
+            scale_policy: false,
+            auto_rerun: true,
+            force_cpu: false,
+            view: ViewMode::SideBySide,
+            diff_gain: 4.0,
+            export_dir: default_export_dir(),
+            ui_scale: 1.15,
+        }
+    }
+}
+
+fn default_export_dir() -> PathBuf {
+    std::env::home_dir()
+        .map(|h| h.join("Pictures").join("adiff"))
+        .unwrap_or_else(|| PathBuf::from("adiff-exports"))
+}
+
+impl Settings {
+    /// The job these settings describe (with `steps` as the budget).
+    pub fn job_spec(&self, steps: usize) -> anyhow::Result<JobSpec> {
+        let spec = JobSpec {
+            model: self.model.source()?,
+            force_cpu: self.force_cpu,
+            prompt: self.prompt.clone(),
+            negative: self.negative.clone(),
+            scheduler: self.scheduler,
+            steps,
+            guidance: self.guidance,
+            seed: self.seed,
+            width: self.custom_size.then_some(self.width),
+            height: self.custom_size.then_some(self.height),
+            delta: self.delta,
+            max_skips: self.max_skips,
+            early_stop: self.early_stop.then_some(EarlyStop {
+                tau: self.early_stop_tau,
+                ..EarlyStop::default()
+            }),
+            complexity: self.complexity_budget.then(|| ComplexitySetup {
+                scorer: self.scorer,
+                ollama_url: self.ollama_url.clone(),
+                ollama_model: self.ollama_model.clone(),
+                scale_policy: self.scale_policy,
+            }),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// Where one side stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SideStatus {
+    /// Nothing yet.
+    Idle,
+    /// Waiting for its turn (model load, the other side).
+    Waiting,
+    /// Running.
+    Running,
+    /// Done.
+    Done,
+    /// Stopped before the end.
+    Cancelled,
+    /// The job failed.
+    Failed,
+}
+
+/// What the UI knows about one side of the current job.
+#[derive(Debug, Clone)]
+pub struct SideView {
+    /// Status.
+    pub status: SideStatus,
+    /// Step budget.
+    pub budget: usize,
+    /// The steps so far.
+    pub steps: Vec<StepRecord>,
+    /// The latest preview (live) or the final image.
+    pub image: Option<Arc<image::RgbImage>>,
+    /// Bumped whenever `image` changes (the panel re-uploads the texture).
+    pub image_version: u64,
+    /// The final result.
+    pub result: Option<Arc<SideResult>>,
+    /// Served from the baseline cache.
+    pub from_cache: bool,
+    /// When it started (for the live clock).
+    pub started: Option<Instant>,
+}
+
+impl Default for SideView {
+    fn default() -> Self {
+        Self {
+            status: SideStatus::Idle,
+            budget: 0,
+            steps: vec![],
+            image: None,
+            image_version: 0,
+            result: None,
+            from_cache: false,
+            started: None,
+        }
+    }
+}
+
+impl SideView {
+    fn reset(&mut self, status: SideStatus) {
+        let version = self.image_version + 1;
+        *self = SideView {
+            status,
+            image_version: version,
+            ..SideView::default()
+        };
+    }
+
+    /// Noise-predictor calls so far.
+    pub fn calls(&self) -> usize {
+        self.steps.iter().filter(|r| r.computed).count()
+    }
+
+    /// Loop time so far (or of the finished run), milliseconds.
+    pub fn elapsed_ms(&self) -> f64 {
+        match &self.result {
+            Some(r) => r.trace.elapsed_ms,
+            // (`+ 0.0`: an empty float sum is −0.)
+            None => self.steps.iter().map(|r| r.step_ms).sum::<f64>() + 0.0,
+        }
+    }
+
+    /// Progress in 0..=1.
+    pub fn progress(&self) -> f32 {
+        if self.status == SideStatus::Done {
+            return 1.0;
+        }
+        if self.budget == 0 {
+            0.0
+        } else {
+            self.steps.len() as f32 / self.budget as f32
+        }
+    }
+}
+
+/// The overall phase of the current job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// No job yet.
+    Idle,
+    /// Loading (or downloading) the model.
+    Loading {
+        /// Which model.
+        model: String,
+    },
+    /// Running a side.
+    Running,
+    /// Both sides done.
+    Done,
+    /// Cancelled by the user.
+    Cancelled,
+    /// Failed.
+    Failed,
+}
+
+/// Download progress of a hub model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Download {
+    /// Files already in the cache.
+    pub files_done: usize,
+    /// Files needed.
+    pub files_total: usize,
+    /// Bytes in the cache folder.
+    pub bytes: u64,
+    /// Bytes when loading began (to show what this download added).
+    pub bytes_at_start: u64,
+    /// When the first progress report arrived.
+    pub since: Instant,
+}
+
+/// The live session: the current job and what its events said.
+#[derive(Debug)]
+pub struct Session {
+    /// The job whose adaptive side (and whose overall state) is shown.
+    pub job: Option<JobId>,
+    /// The job whose baseline events are shown: the current job, or an older job that is
+    /// still computing the very baseline the current job needs.
+    pub baseline_job: Option<JobId>,
+    /// The current job's settings.
+    pub spec: Option<JobSpec>,
+    /// Phase.
+    pub phase: Phase,
+    /// Baseline side.
+    pub baseline: SideView,
+    /// Adaptive side.
+    pub adaptive: SideView,
+    /// PSNR / SSIM / difference, once both are done.
+    pub comparison: Option<Comparison>,
+    /// Bumped whenever `comparison` changes.
+    pub comparison_version: u64,
+    /// The loaded model.
+    pub model: Option<ModelInfo>,
+    /// Download progress while a hub model loads.
+    pub download: Option<Download>,
+    /// The latest error, shown until dismissed.
+    pub error: Option<String>,
+    /// The prompt's complexity and the adaptive budget, when the scorer decided it.
+    pub budget: Option<ComplexityBudget>,
+    /// Events of older jobs that were dropped (never mixed into the view).
+    pub stale_events: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            job: None,
+            baseline_job: None,
+            spec: None,
+            phase: Phase::Idle,
+            baseline: SideView::default(),
+            adaptive: SideView::default(),
+            comparison: None,
+            comparison_version: 0,
+            model: None,
+            download: None,
+            error: None,
+            budget: None,
+            stale_events: 0,
+        }
+    }
+}
+
+impl Session {
+    /// Whether a job is in flight.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.phase, Phase::Loading { .. } | Phase::Running)
+    }
+
+    /// A new job was submitted. When the previous job is still computing the same
+    /// baseline, its baseline keeps being shown (the worker lets it finish).
+    pub fn start_job(&mut self, job: JobId, spec: JobSpec) {
+        let same_baseline = self
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.baseline_key() == spec.baseline_key());
+        let baseline_running = self.is_busy()
+            && matches!(
+                self.baseline.status,
+                SideStatus::Running | SideStatus::Waiting
+            );
+        let baseline_done = self.baseline.status == SideStatus::Done;
+        if same_baseline && baseline_running {
+            // Keep following the older job's baseline.
+        } else {
+            self.baseline_job = Some(job);
+            if !(same_baseline && baseline_done) {
+                self.baseline.reset(SideStatus::Waiting);
+            }
+        }
+        self.job = Some(job);
+        self.spec = Some(spec);
+        self.phase = Phase::Running;
+        self.adaptive.reset(SideStatus::Waiting);
+        self.comparison = None;
+        self.comparison_version += 1;
+        self.error = None;
+        self.budget = None;
+    }
+
+    /// Apply one worker event; events of other jobs are dropped.
+    pub fn apply(&mut self, ev: Event) {
+        let job = ev.job();
+        let current = self.job == Some(job);
+        let baseline_source = self.baseline_job == Some(job);
+        let relevant = match &ev {
+            // The current job starting its own baseline takes over the baseline view.
+            Event::Started { side, .. } => match side {
+                Side::Baseline => baseline_source || current,
+                Side::Adaptive => current,
+            },
+            Event::Step { side, .. } => match side {
+                Side::Baseline => baseline_source,
+                Side::Adaptive => current,
+            },
+            Event::Finished { result, .. } => match result.side {
+                Side::Baseline => baseline_source || current,
+                Side::Adaptive => current,
+            },
+            _ => current,
+        };
+        if !relevant {
+            self.stale_events += 1;
+            return;
+        }
+        match ev {
+            Event::Loading { model, .. } => {
+                self.phase = Phase::Loading { model };
+                self.download = None;
+            }
+            Event::Download {
+                files_done,
+                files_total,
+                bytes,
+                ..
+            } => {
+                let d = self.download.get_or_insert(Download {
+                    files_done,
+                    files_total,
+                    bytes,
+                    bytes_at_start: bytes,
+                    since: Instant::now(),
+                });
+                d.files_done = files_done;
+                d.files_total = files_total;
+                d.bytes = bytes;
+            }
+            Event::ModelReady { info, .. } => {
+                self.model = Some(info);
+                self.download = None;
+                self.phase = Phase::Running;
+            }
+            Event::Started { side, budget, .. } => {
+                if side == Side::Baseline {
+                    self.baseline_job = Some(job);
+                }
+                let v = self.side_mut(side);
+                v.reset(SideStatus::Running);
+                v.budget = budget;
+                v.started = Some(Instant::now());
+                self.phase = Phase::Running;
+            }
+            Event::Step {
+                side,
+                record,
+                preview,
+                ..
+            } => {
+                let v = self.side_mut(side);
+                v.status = SideStatus::Running;
+                v.steps.push(record);
+                if let Some(p) = preview {
+                    v.image = Some(p);
+                    v.image_version += 1;
+                }
+            }
+            Event::Finished {
+                result, from_cache, ..
+            } => {
+                let side = result.side;
+                // A cache hit for the current job replaces the older job's baseline view
+                // only when that one is not already complete.
+                if side == Side::Baseline
+                    && from_cache
+                    && self.baseline.status == SideStatus::Done
+                    && self
+                        .baseline
+                        .result
+                        .as_ref()
+                        .is_some_and(|r| Arc::ptr_eq(r, &result))
+                {
+                    self.baseline_job = Some(job);
+                    self.baseline.from_cache = true;
+                    return;
+                }
+                let v = self.side_mut(side);
+                v.status = SideStatus::Done;
+                v.budget = result.trace.budget;
+                v.steps = result.trace.steps.clone();
+                v.image = Some(Arc::new(result.image.clone()));
+                v.image_version += 1;
+                v.from_cache = from_cache;
+                v.result = Some(result);
+                if side == Side::Baseline {
+                    self.baseline_job = Some(job);
+                }
+            }
+            Event::Budget { budget, .. } => {
+                self.budget = Some(*budget);
+            }
+            Event::Compared { comparison, .. } => {
+                self.comparison = Some(comparison);
+                self.comparison_version += 1;
+            }
+            Event::Done { .. } => {
+                self.phase = Phase::Done;
+            }
+            Event::Cancelled { superseded, .. } => {
+                if !superseded {
+                    self.phase = Phase::Cancelled;
+                    for v in [&mut self.baseline, &mut self.adaptive] {
+                        if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
+                            v.status = SideStatus::Cancelled;
+                        }
+                    }
+                }
+            }
+            Event::Failed { message, .. } => {
+                self.phase = Phase::Failed;
+                self.download = None;
+                self.error = Some(message);
+                for v in [&mut self.baseline, &mut self.adaptive] {
+                    if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
+                        v.status = SideStatus::Failed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One side's view.
+    pub fn side(&self, side: Side) -> &SideView {
+        match side {
+            Side::Baseline => &self.baseline,
+            Side::Adaptive => &self.adaptive,
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut SideView {
+        match side {
+            Side::Baseline => &mut self.baseline,
+            Side::Adaptive => &mut self.adaptive,
+        }
+    }
+
+    /// Both results, when both sides are done.
+    pub fn results(&self) -> Option<(Arc<SideResult>, Arc<SideResult>)> {
+        Some((self.baseline.result.clone()?, self.adaptive.result.clone()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{Decision, RunTrace};
+
+    fn spec(delta: f64) -> JobSpec {
+        Settings {
+            model: ModelChoice::Local("m".into()),
+            delta,
+            ..Settings::default()
+        }
+        .job_spec(10)
+        .unwrap()
+    }
+
+    fn record(i: usize) -> StepRecord {
+        StepRecord {
+            index: i,
+            timestep: 0.0,
+            sigma: 0.0,
+            computed: true,
+            decision: Decision::Computed,
+            d: None,
+            third_order: None,
+            threshold: None,
+            rel_change: 0.0,
+            predictor_ms: 1.0,
+            controller_ms: 0.0,
+            step_ms: 1.0,
+        }
+    }
+
+    fn result(side: Side) -> Arc<SideResult> {
+        Arc::new(SideResult {
+            side,
+            image: image::RgbImage::new(2, 2),
+            trace: RunTrace {
+                mode: side.name().into(),
+                scheduler: "ddim".into(),
+                budget: 10,
+                guidance: 7.5,
+                delta: None,
+                max_skips: None,
+                early_stop: None,
+                stopped_early_at: None,
+                unet_calls: 10,
+                steps_run: 10,
+                elapsed_ms: 1.0,
+                steps: (0..10).map(record).collect(),
+            },
+            decode_ms: 0.0,
+            model: "m".into(),
+        })
+    }
+
+    #[test]
+    fn events_of_older_jobs_never_reach_the_view() {
+        let mut s = Session::default();
+        s.start_job(1, spec(0.01));
+        s.apply(Event::Started {
+            job: 1,
+            side: Side::Baseline,
+            budget: 10,
+        });
+        // Job 2 with another seed: baseline of job 1 is no longer followed.
+        let mut other = spec(0.01);
+        other.seed += 1;
+        s.start_job(2, other);
+        s.apply(Event::Step {
+            job: 1,
+            side: Side::Baseline,
+            record: record(0),
+            preview: None,
+        });
+        s.apply(Event::Finished {
+            job: 1,
+            result: result(Side::Adaptive),
+            from_cache: false,
+        });
+        assert!(s.baseline.steps.is_empty());
+        assert!(s.adaptive.result.is_none());
+        assert_eq!(s.stale_events, 2);
+    }
+
+    #[test]
+    fn same_baseline_keeps_following_the_running_one() {
+        let mut s = Session::default();
+        s.start_job(1, spec(0.01));
+        s.apply(Event::Started {
+            job: 1,
+            side: Side::Baseline,
+            budget: 10,
+        });
+        s.apply(Event::Step {
+            job: 1,
+            side: Side::Baseline,
+            record: record(0),
+            preview: None,
+        });
+        s.start_job(2, spec(0.05));
+        assert_eq!(s.baseline_job, Some(1));
+        s.apply(Event::Step {
+            job: 1,
+            side: Side::Baseline,
+            record: record(1),
+            preview: None,
+        });
+        assert_eq!(s.baseline.steps.len(), 2);
+        let r = result(Side::Baseline);
+        s.apply(Event::Finished {
+            job: 1,
+            result: r.clone(),
+            from_cache: false,
+        });
+        s.apply(Event::Cancelled {
+            job: 1,
+            superseded: true,
+        });
+        s.apply(Event::Finished {
+            job: 2,
+            result: r,
+            from_cache: true,
+        });
+        assert_eq!(s.baseline.status, SideStatus::Done);
+        assert_eq!(s.baseline_job, Some(2));
+        assert!(s.is_busy());
+        s.apply(Event::Started {
+            job: 2,
+            side: Side::Adaptive,
+            budget: 10,
+        });
+        assert_eq!(s.adaptive.status, SideStatus::Running);
+    }
+
+    #[test]
+    fn settings_round_trip_and_tolerate_missing_fields() {
+        let s = Settings::default();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Settings = serde_json::from_str(&json).unwrap();
+        assert_eq!(s, back);
+        let partial: Settings = serde_json::from_str(r#"{"prompt":"x","steps":12}"#).unwrap();
+        assert_eq!(partial.prompt, "x");
+        assert_eq!(partial.steps, 12);
+        assert_eq!(partial.max_skips, 4);
+    }
+}

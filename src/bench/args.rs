@@ -1,0 +1,372 @@
+//! Command-line options of `adiff bench` and `adiff calibrate`.
+
+use super::prompts::{self, PromptFormat};
+use super::{BenchOptions, calibrate::CalibrateOptions};
+use crate::complexity::{BudgetMode, ScoringArgs};
+use crate::metrics::ClipSource;
+use crate::metrics::clip::DEFAULT_CLIP_REPO;
+use crate::model::ModelSource;
+use crate::sampler::{EarlyStop, SchedulerKind, SkipPolicy};
+use anyhow::{Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Where the prompts and the model come from (shared by `bench` and `calibrate`).
+#[derive(Debug, Clone, Args)]
+pub struct BenchInputArgs {
+    /// Prompt file: one prompt per line (`#` comments, optional `GRADE<TAB>` prefix), or
+    /// COCO captions JSON (e.g. captions_val2017.json: the first caption of each image).
+    #[arg(long)]
+    pub prompts: PathBuf,
+    /// How to read --prompts (auto: .json is COCO captions, anything else text).
+    #[arg(long, value_enum, default_value_t = PromptFormat::Auto)]
+    pub prompt_format: PromptFormat,
+    /// Use only the first N prompts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// A local diffusers-format pipeline folder.
+    #[arg(long, conflicts_with = "model")]
+    pub weights: Option<PathBuf>,
+    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Seeds of the initial noise (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "42")]
+    pub seeds: Vec<u64>,
+    /// Steps of the full-step baseline (and of the adaptive runs with --budget fixed).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Negative prompt.
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// Image width (multiple of 8; default: the model's).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height (multiple of 8; default: the model's).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// C_max, the most consecutive skipped steps.
+    #[arg(long, default_value_t = 4)]
+    pub max_skips: usize,
+    /// Truncate prompts longer than 77 tokens instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+impl BenchInputArgs {
+    fn model_source(&self) -> Result<ModelSource> {
+        Ok(match (&self.weights, &self.model) {
+            (Some(dir), _) => ModelSource::Local(dir.clone()),
+            (None, Some(name)) => ModelSource::Hub(name.parse()?),
+            (None, None) => bail!(
+                "no model given: pass --weights DIR (a diffusers-format folder) or --model sd15|sd21|sdxl|sd-turbo"
+            ),
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.steps < 1 {
+            bail!("--steps must be at least 1 (got {})", self.steps);
+        }
+        if self.seeds.is_empty() {
+            bail!("--seeds is empty");
+        }
+        if self.limit == Some(0) {
+            bail!("--limit must be at least 1");
+        }
+        for (name, v) in [("--width", self.width), ("--height", self.height)] {
+            if let Some(v) = v
+                && (v == 0 || v % 8 != 0)
+            {
+                bail!("{name} {v} is not a positive multiple of 8");
+            }
+        }
+        if self.max_skips == 0 {
+            bail!("--max-skips must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn dedup<T: PartialEq + Clone>(v: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for x in v {
+        if !out.contains(x) {
+            out.push(x.clone());
+        }
+    }
+    out
+}
+
+fn check_deltas(deltas: &[f64], max_skips: usize) -> Result<()> {
+    for &d in deltas {
+        SkipPolicy::Adaptive {
+            delta: d,
+            max_skips,
+        }
+        .validate()?;
+    }
+    Ok(())
+}
+
+/// `adiff bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Prompts, model, seeds, steps.
+    #[command(flatten)]
+    pub input: BenchInputArgs,
+    /// Schedulers (comma-separated): ddim, euler, dpm++.
+    #[arg(long, value_delimiter = ',', default_value = "ddim")]
+    pub schedulers: Vec<String>,
+    /// δ values of the adaptive settings (comma-separated); each runs against the baseline.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.005,0.01,0.02",
+        allow_negative_numbers = true
+    )]
+    pub deltas: Vec<f64>,
+    /// fixed: every run has --steps; auto: the adaptive runs get the prompt's complexity
+    /// budget (and a "budget" setting runs that budget without skipping).
+    #[arg(long, value_enum, default_value_t = BudgetMode::Fixed)]
+    pub budget: BudgetMode,
+    /// Complexity scorer and budget mapping (the complexity is recorded for every prompt).
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Early stopping on the non-baseline runs (latent convergence, predicted-x0 output).
+    #[arg(long)]
+    pub early_stop: bool,
+    /// τ of the early stop.
+    #[arg(long, default_value_t = 0.03)]
+    pub early_stop_tau: f64,
+    /// CLIP model for prompt alignment: a hub repository (owner/name[@revision]) or a local
+    /// transformers CLIP folder. When it cannot be loaded, CLIP is reported "not measured".
+    #[arg(long, default_value = DEFAULT_CLIP_REPO)]
+    pub clip: String,
+    /// Do not measure CLIP alignment.
+    #[arg(long)]
+    pub no_clip: bool,
+    /// Save every image to OUT/images/ (baseline images are always saved).
+    #[arg(long)]
+    pub save_images: bool,
+    /// Continue the benchmark in --out, skipping the runs already in runs.csv.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output folder: runs.csv, summary.json, report.md, plots, images/.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl BenchArgs {
+    /// Validate and load the prompts (no model is loaded here).
+    pub fn to_options(&self) -> Result<BenchOptions> {
+        let i = &self.input;
+        i.check()?;
+        let model = i.model_source()?;
+        let schedulers: Vec<SchedulerKind> = dedup(&self.schedulers)
+            .iter()
+            .map(|s| s.trim().parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?;
+        if schedulers.is_empty() {
+            bail!("--schedulers is empty");
+        }
+        let deltas = dedup(&self.deltas);
+        if deltas.is_empty() && self.budget == BudgetMode::Fixed {
+            bail!("--deltas is empty: give at least one δ (e.g. --deltas 0.01)");
+        }
+        check_deltas(&deltas, i.max_skips)?;
+        let early_stop = self.early_stop.then_some(EarlyStop {
+            tau: self.early_stop_tau,
+            ..EarlyStop::default()
+        });
+        if let Some(es) = &early_stop {
+            es.validate()?;
+        }
+        // fail on a bad scorer/mapping before loading anything
+        self.scoring.engine()?;
+        self.scoring.mapping()?;
+        let clip = if self.no_clip {
+            None
+        } else {
+            Some(self.clip.parse::<ClipSource>()?)
+        };
+        let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
+        if let Some(p) = self.out.parent()
+            && !p.as_os_str().is_empty()
+            && !p.is_dir()
+        {
+            bail!(
+                "--out {}: the folder {} does not exist",
+                self.out.display(),
+                p.display()
+            );
+        }
+        if self.out.is_file() {
+            bail!("--out {} is a file; give a folder", self.out.display());
+        }
+        Ok(BenchOptions {
+            prompts,
+            prompts_file: i.prompts.clone(),
+            model,
+            schedulers,
+            seeds: dedup(&i.seeds),
+            steps: i.steps,
+            guidance: i.guidance,
+            negative: i.negative.clone(),
+            width: i.width,
+            height: i.height,
+            deltas,
+            max_skips: i.max_skips,
+            budget: self.budget,
+            scoring: self.scoring.clone(),
+            early_stop,
+            clip,
+            save_images: self.save_images,
+            resume: self.resume,
+            truncate: i.truncate,
+            force_cpu: i.cpu,
+            out: self.out.clone(),
+            progress: true,
+            command: super::command_line(),
+        })
+    }
+}
+
+/// `adiff calibrate`.
+#[derive(Debug, Clone, Args)]
+pub struct CalibrateArgs {
+    /// Prompts, model, seeds, steps.
+    #[command(flatten)]
+    pub input: BenchInputArgs,
+    /// The scheduler.
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// The PSNR (dB, vs the full-step baseline) every kept setting must reach.
+    #[arg(long, default_value_t = 25.0)]
+    pub psnr_target: f64,
+    /// δ grid searched at the full budget (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.0025,0.005,0.01,0.02,0.04,0.08"
+    )]
+    pub deltas: Vec<f64>,
+    /// δ of the adaptive runs in the budget search (what `--budget auto` runs with).
+    #[arg(long, default_value_t = 0.01)]
+    pub delta: f64,
+    /// Budgets searched (comma-separated step counts; default: 20 %, 30 %, … 100 % of --steps).
+    #[arg(long, value_delimiter = ',')]
+    pub budgets: Vec<usize>,
+    /// Complexity scorer and the mapping whose levels are refitted.
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+    /// Output folder: calibration.json, calibration.csv and budget_map.json (for
+    /// `--budget auto --budget-map OUT/budget_map.json`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl CalibrateArgs {
+    /// Validate and load the prompts.
+    pub fn to_options(&self) -> Result<CalibrateOptions> {
+        let i = &self.input;
+        i.check()?;
+        let model = i.model_source()?;
+        let scheduler: SchedulerKind = self.scheduler.trim().parse().map_err(anyhow::Error::msg)?;
+        if !(self.psnr_target.is_finite() && self.psnr_target > 0.0) {
+            bail!(
+                "--psnr-target must be a positive number of dB (got {})",
+                self.psnr_target
+            );
+        }
+        let mut deltas = dedup(&self.deltas);
+        deltas.sort_by(f64::total_cmp);
+        if deltas.is_empty() {
+            bail!("--deltas is empty");
+        }
+        check_deltas(&deltas, i.max_skips)?;
+        check_deltas(&[self.delta], i.max_skips)?;
+        let mut budgets = if self.budgets.is_empty() {
+            (2..=10)
+                .map(|k| ((i.steps * k) as f64 / 10.0).round().max(1.0) as usize)
+                .collect()
+        } else {
+            dedup(&self.budgets)
+        };
+        if let Some(&b) = budgets.iter().find(|&&b| b == 0 || b > i.steps) {
+            bail!("--budgets {b} is outside 1..={}", i.steps);
+        }
+        budgets.sort_unstable();
+        budgets.dedup();
+        self.scoring.engine()?;
+        self.scoring.mapping()?;
+        let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
+        if self.out.is_file() {
+            bail!("--out {} is a file; give a folder", self.out.display());
+        }
+        Ok(CalibrateOptions {
+            prompts,
+            model,
+            scheduler,
+            seeds: dedup(&i.seeds),
+            steps: i.steps,
+            guidance: i.guidance,
+            negative: i.negative.clone(),
+            width: i.width,
+            height: i.height,
+            max_skips: i.max_skips,
+            psnr_target: self.psnr_target,
+            deltas,
+            delta: self.delta,
+            budgets,
+            scoring: self.scoring.clone(),
+            truncate: i.truncate,
+            force_cpu: i.cpu,
+            out: self.out.clone(),
+            progress: true,
+        })
+    }
+}
+
+/// `adiff bench`: run, then print where the report is.
+pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
+    let opts = a.to_options()?;
+    let s = super::run_bench(&opts)?;
+    for g in s.groups.iter().filter(|g| g.setting != "baseline") {
+        eprintln!(
+            "{} {}: {} runs, speedup {}, NFE {:.1}, PSNR {}, SSIM {}",
+            g.scheduler,
+            g.setting,
+            g.runs,
+            g.speedup.map_or("-".into(), |x| format!("{x:.2}x")),
+            g.nfe.mean.unwrap_or(0.0),
+            match (g.psnr_db.mean, g.identical) {
+                (Some(p), _) => format!("{p:.2} dB"),
+                (None, n) if n > 0 => "inf (identical)".into(),
+                _ => "-".into(),
+            },
+            g.ssim.mean.map_or("-".into(), |x| format!("{x:.4}"))
+        );
+    }
+    eprintln!(
+        "{} of {} runs; wrote {}/runs.csv, summary.json, report.md and plots",
+        s.runs_done,
+        s.meta.expected_runs,
+        opts.out.display()
+    );
+    Ok(())
+}
+
+/// `adiff calibrate`.
+pub fn run_calibrate_cmd(a: &CalibrateArgs) -> Result<()> {
+    let opts = a.to_options()?;
+    let cal = super::calibrate::run_calibrate(&opts)?;
+    super::calibrate::print_summary(&cal, &opts.out);
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Generation with a shapes model through the shared pipeline code, and the checker's
+//! accuracy on held-out prompts.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use crate::model::StableDiffusion;
+use crate::sampler::{self, RunSettings, SchedulerConfig, SchedulerKind, SkipPolicy};
+use crate::shapes::check;
+use crate::shapes::dataset::{eval_prompt, held_out_pairs, held_out_single};
+use crate::shapes::{SIZE, Scene};
+
+/// A loaded model and its schedule.
+pub struct Generator {
+    /// The pipeline.
+    pub sd: StableDiffusion,
+    /// Its scheduler config.
+    pub schedule: SchedulerConfig,
+}
+
+impl Generator {
+    /// Load a diffusers-style folder on the CPU in f32.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let sd = StableDiffusion::load_dir(dir, &Device::Cpu, DType::F32)?;
+        let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
+        Ok(Self { sd, schedule })
+    }
+
+    /// One image: baseline policy, `steps` steps of `scheduler`, guidance `guidance`.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        seed: u64,
+        scheduler: SchedulerKind,
+        steps: usize,
+        guidance: f64,
+    ) -> Result<image::RgbImage> {
+        let cond = self.sd.encode_prompt(prompt, None, guidance)?;
+        let s = self.sd.latent_shape(SIZE, SIZE)?;
+        let noise = sampler::noise::gaussian(seed, &[s.0, s.1, s.2, s.3], self.sd.device())?;
+        let sigma = sampler::build_scheduler(scheduler, &self.schedule, steps)?.init_noise_sigma();
+        let init = (noise * sigma)?;
+        let settings = RunSettings {
+            scheduler,
+            steps,
+            guidance,
+            policy: SkipPolicy::Baseline,
+            early_stop: None,
+        };
+        let mut den = self.sd.denoiser(&cond);
+        let out = sampler::run(&mut den, &self.schedule, &settings, &init, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
+        self.sd.to_rgb(&self.sd.decode(&out.latents)?)
+    }
+}
+
+/// Accuracy of one prompt group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupScore {
+    /// Group name.
+    pub group: String,
+    /// Images generated.
+    pub images: usize,
+    /// Images with everything right.
+    pub all_right: usize,
+    /// Images with the right background.
+    pub background_right: usize,
+    /// Objects right / objects asked for.
+    pub objects_right: usize,
+    /// Objects asked for.
+    pub objects: usize,
+    /// Mean seconds per image.
+    pub seconds_per_image: f64,
+}
+
+/// Score held-out prompts: `n_single` single-object prompts (cycling through the held-out
+/// set) and `n_pairs` two-object prompts, one seed each. `save` receives each image.
+pub fn score_held_out(
+    generator: &Generator,
+    n_single: usize,
+    n_pairs: usize,
+    steps: usize,
+    guidance: f64,
+    save: &mut dyn FnMut(&str, usize, &image::RgbImage, bool),
+) -> Result<Vec<GroupScore>> {
+    let singles = held_out_single();
+    let single: Vec<Scene> = (0..n_single)
+        .map(|i| singles[i % singles.len()].clone())
+        .collect();
+    let pairs = held_out_pairs(n_pairs, 11);
+    let mut out = vec![];
+    for (name, scenes) in [("single", single), ("pair", pairs)] {
+        if scenes.is_empty() {
+            continue;
+        }
+        let mut g = GroupScore {
+            group: name.into(),
+            images: 0,
+            all_right: 0,
+            background_right: 0,
+            objects_right: 0,
+            objects: 0,
+            seconds_per_image: 0.0,
+        };
+        let t0 = Instant::now();
+        for (i, scene) in scenes.iter().enumerate() {
+            let prompt = eval_prompt(scene);
+            let img = generator.generate(
+                &prompt,
+                1000 + i as u64,
+                SchedulerKind::Ddim,
+                steps,
+                guidance,
+            )?;
+            let v = check::check(&img, scene);
+            g.images += 1;
+            g.all_right += v.all() as usize;
+            g.background_right += v.background as usize;
+            g.objects += v.objects.len();
+            g.objects_right += v.objects.iter().filter(|&&o| o).count();
+            save(&prompt, i, &img, v.all());
+        }
+        g.seconds_per_image = t0.elapsed().as_secs_f64() / g.images as f64;
+        out.push(g);
+    }
+    Ok(out)
+}

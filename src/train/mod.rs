@@ -1,0 +1,758 @@
+//! Training the built-in "shapes" model with candle autograd: a small
+//! `UNet2DConditionModel` (pixel space, ε-prediction on SD's scaled-linear 1000-step
+//! schedule) and a small CLIP-style text encoder over the word-level vocabulary, trained
+//! jointly on the procedural data of [`crate::shapes`].
+//!
+//! * AdamW (own implementation, so its moments are checkpointed) and an EMA of the weights.
+//! * Checkpoints (`checkpoint.safetensors`: weights, EMA, moments; `checkpoint.json`: step,
+//!   data RNG state, loss log) written atomically; a run started on a folder that holds
+//!   one resumes from it bit for bit.
+//! * [`Trainer::export`] writes a diffusers-style folder (EMA weights) that
+//!   [`crate::model::StableDiffusion::load_dir`] loads like any other.
+
+pub mod cli;
+pub mod eval;
+pub mod plot;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::model::config::{ClipConfig, ClipJson, UNetConfig, UNetJson};
+use crate::model::text_encoder::ClipTextEncoder;
+use crate::model::tokenizer::ClipTokenizer;
+use crate::model::unet::UNet;
+use crate::shapes::dataset::{StreamConfig, training_pair};
+use crate::shapes::{self, Rng, vocab};
+
+/// Architecture of the shapes model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arch {
+    /// UNet block widths (32×32, 16×16, 8×8, …).
+    pub block_out_channels: Vec<usize>,
+    /// How many of the lowest-resolution blocks have (self + cross) attention; the mid
+    /// block always has. (Self-attention at 16×16 costs most of a training step on a CPU.)
+    pub attention_blocks: usize,
+    /// Resnets per block.
+    pub layers_per_block: usize,
+    /// Attention heads in the UNet.
+    pub unet_heads: usize,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// Text encoder width (= the UNet's cross-attention width).
+    pub text_hidden: usize,
+    /// Text encoder layers.
+    pub text_layers: usize,
+    /// Text encoder heads.
+    pub text_heads: usize,
+}
+
+impl Arch {
+    /// The default model (sized for ≤ 2 s per 50-step guided DDIM image on 2 CPU cores).
+    pub fn standard() -> Self {
+        Self {
+            block_out_channels: vec![32, 64, 64],
+            attention_blocks: 1,
+            layers_per_block: 1,
+            unet_heads: 4,
+            norm_num_groups: 8,
+            text_hidden: 64,
+            text_layers: 2,
+            text_heads: 4,
+        }
+    }
+
+    /// A tiny model for tests.
+    pub fn tiny() -> Self {
+        Self {
+            block_out_channels: vec![16, 32],
+            attention_blocks: 1,
+            layers_per_block: 1,
+            unet_heads: 2,
+            norm_num_groups: 8,
+            text_hidden: 32,
+            text_layers: 1,
+            text_heads: 2,
+        }
+    }
+
+    /// Parse a preset name: `standard`, `tiny`, or `C1,C2,C3[/TEXT][@ATTN]` (channels, text
+    /// width, number of lowest-resolution blocks with attention).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "standard" => return Ok(Self::standard()),
+            "tiny" => return Ok(Self::tiny()),
+            _ => {}
+        }
+        let (s2, attn) = s.split_once('@').unwrap_or((s, ""));
+        let (ch, text) = s2.split_once('/').unwrap_or((s2, ""));
+        let block_out_channels = ch
+            .split(',')
+            .map(|c| c.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| {
+                format!("bad --arch '{s}': expected standard, tiny or C1,C2,C3[/TEXT]")
+            })?;
+        let mut a = Self::standard();
+        a.block_out_channels = block_out_channels;
+        if !text.is_empty() {
+            a.text_hidden = text.parse().context("bad text width in --arch")?;
+        }
+        if !attn.is_empty() {
+            a.attention_blocks = attn
+                .parse()
+                .context("bad attention block count in --arch")?;
+        }
+        Ok(a)
+    }
+
+    /// `unet/config.json` (diffusers `UNet2DConditionModel`).
+    pub fn unet_json(&self) -> serde_json::Value {
+        let n = self.block_out_channels.len();
+        let k = self.attention_blocks.min(n);
+        let down: Vec<&str> = (0..n)
+            .map(|i| {
+                if i + k >= n {
+                    "CrossAttnDownBlock2D"
+                } else {
+                    "DownBlock2D"
+                }
+            })
+            .collect();
+        let up: Vec<&str> = (0..n)
+            .map(|i| {
+                if i < k {
+                    "CrossAttnUpBlock2D"
+                } else {
+                    "UpBlock2D"
+                }
+            })
+            .collect();
+        json!({
+            "_class_name": "UNet2DConditionModel",
+            "_diffusers_version": "0.30.0",
+            "act_fn": "silu",
+            "attention_head_dim": self.unet_heads,
+            "block_out_channels": self.block_out_channels,
+            "center_input_sample": false,
+            "cross_attention_dim": self.text_hidden,
+            "down_block_types": down,
+            "downsample_padding": 1,
+            "flip_sin_to_cos": true,
+            "freq_shift": 0,
+            "in_channels": 3,
+            "layers_per_block": self.layers_per_block,
+            "mid_block_scale_factor": 1,
+            "mid_block_type": "UNetMidBlock2DCrossAttn",
+            "norm_eps": 1e-5,
+            "norm_num_groups": self.norm_num_groups,
+            "out_channels": 3,
+            "sample_size": shapes::SIZE,
+            "up_block_types": up,
+            "use_linear_projection": true,
+            "upcast_attention": false
+        })
+    }
+
+    /// `text_encoder/config.json` (transformers `CLIPTextModel`).
+    pub fn text_json(&self) -> serde_json::Value {
+        json!({
+            "architectures": ["CLIPTextModel"],
+            "model_type": "clip_text_model",
+            "vocab_size": vocab::vocab_size(),
+            "hidden_size": self.text_hidden,
+            "intermediate_size": self.text_hidden * 4,
+            "num_hidden_layers": self.text_layers,
+            "num_attention_heads": self.text_heads,
+            "max_position_embeddings": vocab::MAX_LEN,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+            "projection_dim": self.text_hidden,
+            "torch_dtype": "float32"
+        })
+    }
+
+    /// The parsed configs.
+    pub fn configs(&self) -> Result<(UNetConfig, ClipConfig)> {
+        let u: UNetJson = serde_json::from_value(self.unet_json())?;
+        let c: ClipJson = serde_json::from_value(self.text_json())?;
+        Ok((
+            UNetConfig::from_json(&u, Path::new("unet/config.json"))?,
+            ClipConfig::from_json(&c, Path::new("text_encoder/config.json"))?,
+        ))
+    }
+}
+
+/// SD's `scheduler/scheduler_config.json` (scaled-linear betas, 1000 steps, ε).
+pub fn scheduler_json() -> serde_json::Value {
+    json!({
+        "_class_name": "DDIMScheduler",
+        "_diffusers_version": "0.30.0",
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "clip_sample": false,
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "set_alpha_to_one": false,
+        "steps_offset": 1,
+        "timestep_spacing": "leading",
+        "trained_betas": null
+    })
+}
+
+/// ᾱ_t of SD's scaled-linear schedule, t = 0…999.
+pub fn alphas_cumprod() -> Vec<f64> {
+    let (b0, b1, n) = (0.00085f64.sqrt(), 0.012f64.sqrt(), 1000);
+    let mut acc = 1.0;
+    (0..n)
+        .map(|i| {
+            let b = b0 + (b1 - b0) * i as f64 / (n - 1) as f64;
+            acc *= 1.0 - b * b;
+            acc
+        })
+        .collect()
+}
+
+/// Training settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Architecture.
+    pub arch: Arch,
+    /// Batch size.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Largest EMA decay.
+    pub ema_decay: f64,
+    /// Seed of the initial weights and the data stream.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::standard(),
+            batch: 32,
+            lr: 1e-3,
+            warmup: 200,
+            weight_decay: 0.01,
+            ema_decay: 0.999,
+            seed: 0,
+        }
+    }
+}
+
+/// The JSON half of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Steps done.
+    pub step: usize,
+    /// Data RNG state.
+    pub rng_state: u64,
+    /// Settings (a resumed run keeps them).
+    pub config: TrainConfig,
+    /// `(step, mean loss)` every `log_every` steps.
+    pub loss_log: Vec<(usize, f64)>,
+    /// Seconds trained so far.
+    pub train_seconds: f64,
+}
+
+/// A training run in memory.
+pub struct Trainer {
+    /// Settings.
+    pub config: TrainConfig,
+    varmap: VarMap,
+    /// Sorted parameter names and their vars.
+    params: Vec<(String, Var)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    ema: Vec<Tensor>,
+    unet: UNet,
+    text: ClipTextEncoder,
+    tokenizer: ClipTokenizer,
+    alphas: Vec<f64>,
+    rng: Rng,
+    /// Steps done.
+    pub step: usize,
+    /// `(step, mean loss)` log.
+    pub loss_log: Vec<(usize, f64)>,
+    /// Seconds trained so far (this and earlier sessions).
+    pub train_seconds: f64,
+    stream: StreamConfig,
+    device: Device,
+}
+
+const CKPT: &str = "checkpoint.safetensors";
+const CKPT_META: &str = "checkpoint.json";
+
+impl Trainer {
+    /// A fresh run (weights initialised from `config.seed`). `tokenizer_dir` receives the
+    /// tokenizer files (they are loaded back through the shared tokenizer code).
+    pub fn new(config: TrainConfig, tokenizer_dir: &Path) -> Result<Self> {
+        let device = Device::Cpu;
+        let (ucfg, ccfg) = config.arch.configs()?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let unet = UNet::new_trainable(vb.pp("unet"), &ucfg)?;
+        let tvb = vb.pp("text_encoder").pp("text_model");
+        let text = ClipTextEncoder::new_trainable(tvb, vb.pp("text_encoder"), &ccfg)?;
+        vocab::save_tokenizer(tokenizer_dir)?;
+        let mut tokenizer = ClipTokenizer::from_dir(tokenizer_dir)?;
+        tokenizer.clamp_max_len(ccfg.max_position_embeddings);
+        let mut params: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        // candle's CPU initialisers cannot be seeded: redraw every randomly initialised
+        // tensor from the run's seed (normal, same standard deviation); constant ones
+        // (norm weights, biases) stay.
+        let mut init_rng = Rng::new(config.seed);
+        for (_, var) in &params {
+            let t = var.as_tensor();
+            let flat = t.flatten_all()?.to_vec1::<f32>()?;
+            let n = flat.len() as f64;
+            let mean = flat.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var_ = flat.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            if var_ > 0.0 {
+                let std = var_.sqrt();
+                let data: Vec<f32> = (0..flat.len())
+                    .map(|_| (init_rng.normal() * std) as f32)
+                    .collect();
+                var.set(&Tensor::from_vec(data, t.shape(), &device)?)?;
+            }
+        }
+        let zeros = |p: &[(String, Var)]| -> Result<Vec<Tensor>> {
+            Ok(p.iter()
+                .map(|(_, v)| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<_>>()?)
+        };
+        let m = zeros(&params)?;
+        let v = zeros(&params)?;
+        let ema = params
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let seed = config.seed;
+        Ok(Self {
+            config,
+            varmap,
+            params,
+            m,
+            v,
+            ema,
+            unet,
+            text,
+            tokenizer,
+            alphas: alphas_cumprod(),
+            rng: Rng::new(seed.wrapping_add(0x5eed)),
+            step: 0,
+            loss_log: vec![],
+            train_seconds: 0.0,
+            stream: StreamConfig::default(),
+            device,
+        })
+    }
+
+    /// Resume from `dir` when it holds a checkpoint, else start fresh with `config`.
+    pub fn open(dir: &Path, config: TrainConfig) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let meta_path = dir.join(CKPT_META);
+        if !meta_path.is_file() {
+            return Self::new(config, &dir.join("tokenizer"));
+        }
+        let meta: CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
+            .with_context(|| format!("cannot parse {}", meta_path.display()))?;
+        let mut t = Self::new(meta.config.clone(), &dir.join("tokenizer"))?;
+        t.load_checkpoint(&dir.join(CKPT))?;
+        t.step = meta.step;
+        t.rng = Rng::from_state(meta.rng_state);
+        t.loss_log = meta.loss_log;
+        t.train_seconds = meta.train_seconds;
+        Ok(t)
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Parameter names (sorted).
+    pub fn parameter_names(&self) -> Vec<String> {
+        self.params.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The varmap (for tests).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Draw a batch: `(x0 (B,3,32,32), token ids (B, L), EOS positions)`.
+    fn batch(&mut self, n: usize) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        let mut pixels = Vec::with_capacity(n * 3 * shapes::SIZE * shapes::SIZE);
+        let mut ids = vec![];
+        let mut eos = vec![];
+        for _ in 0..n {
+            let (scene, text) = training_pair(&mut self.rng, &self.stream);
+            pixels.extend(shapes::to_model_pixels(&shapes::render(&scene)));
+            let t = self.tokenizer.encode(&text)?;
+            ensure!(t.truncated.is_none(), "caption too long: {text}");
+            ids.extend(t.ids);
+            eos.push(t.eos_position);
+        }
+        let len = ids.len() / n;
+        let s = shapes::SIZE;
+        Ok((
+            Tensor::from_vec(pixels, (n, 3, s, s), &self.device)?,
+            Tensor::from_vec(ids, (n, len), &self.device)?,
+            eos,
+        ))
+    }
+
+    /// The loss of one batch (the ε-prediction MSE), as a graph for backprop.
+    pub fn loss(&mut self, n: usize) -> Result<Tensor> {
+        let (x0, ids, eos) = self.batch(n)?;
+        let ctx = self.text.forward(&ids, &eos)?.last_hidden_state;
+        let mut ts = Vec::with_capacity(n);
+        let mut a = Vec::with_capacity(n);
+        let mut b = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = self.rng.below(self.alphas.len());
+            ts.push(t as f32);
+            a.push(self.alphas[t].sqrt() as f32);
+            b.push((1.0 - self.alphas[t]).sqrt() as f32);
+        }
+        let numel = x0.elem_count();
+        let noise: Vec<f32> = (0..numel).map(|_| self.rng.normal() as f32).collect();
+        let noise = Tensor::from_vec(noise, x0.shape(), &self.device)?;
+        let a = Tensor::from_vec(a, (n, 1, 1, 1), &self.device)?;
+        let b = Tensor::from_vec(b, (n, 1, 1, 1), &self.device)?;
+        let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&b)?)?;
+        let t = Tensor::from_vec(ts, n, &self.device)?;
+        let pred = self.unet.forward_t(&xt, &t, &ctx, None)?;
+        Ok((pred - noise)?.sqr()?.mean_all()?)
+    }
+
+    /// The learning rate at the current step.
+    fn lr(&self) -> f64 {
+        let w = self.config.warmup.max(1) as f64;
+        self.config.lr * ((self.step + 1) as f64 / w).min(1.0)
+    }
+
+    /// One optimisation step; returns the loss.
+    pub fn train_step(&mut self) -> Result<f64> {
+        let loss = self.loss(self.config.batch)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            bail!("the loss is {value} at step {}", self.step);
+        }
+        let grads = loss.backward()?;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        let t = (self.step + 1) as i32;
+        let lr = self.lr();
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let decay = self
+            .config
+            .ema_decay
+            .min((1.0 + self.step as f64) / (10.0 + self.step as f64));
+        for (i, (_, var)) in self.params.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            // Plain values from here on: nothing may keep this step's graph alive.
+            let g = &g.detach();
+            let w = &var.as_tensor().detach();
+            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
+            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + eps)?)?;
+            let decayed = (w * (1.0 - lr * self.config.weight_decay))?;
+            let new = (decayed - (update * lr)?)?;
+            var.set(&new)?;
+            self.ema[i] = ((&self.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        self.step += 1;
+        Ok(value)
+    }
+
+    /// Run until `total_steps`, logging every `log_every` steps and checkpointing into
+    /// `dir` every `ckpt_every_s` seconds (and at the end). `stop` is polled each step.
+    pub fn run(
+        &mut self,
+        dir: &Path,
+        total_steps: usize,
+        log_every: usize,
+        ckpt_every_s: f64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let mut last_ckpt = Instant::now();
+        let mut acc = 0.0;
+        let mut count = 0;
+        let mut t_log = Instant::now();
+        while self.step < total_steps && !stop() {
+            let t0 = Instant::now();
+            acc += self.train_step()?;
+            self.train_seconds += t0.elapsed().as_secs_f64();
+            count += 1;
+            if self.step.is_multiple_of(log_every.max(1)) {
+                let mean = acc / count as f64;
+                self.loss_log.push((self.step, mean));
+                eprintln!(
+                    "step {:>7}  loss {:.5}  lr {:.2e}  {:.2} steps/s",
+                    self.step,
+                    mean,
+                    self.lr(),
+                    count as f64 / t_log.elapsed().as_secs_f64()
+                );
+                acc = 0.0;
+                count = 0;
+                t_log = Instant::now();
+            }
+            if last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
+                self.save_checkpoint(dir)?;
+                last_ckpt = Instant::now();
+            }
+        }
+        self.save_checkpoint(dir)
+    }
+
+    /// Write `checkpoint.safetensors` + `checkpoint.json` (and the loss plot) atomically.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            map.insert(format!("param/{name}"), var.as_tensor().clone());
+            map.insert(format!("ema/{name}"), self.ema[i].clone());
+            map.insert(format!("adam_m/{name}"), self.m[i].clone());
+            map.insert(format!("adam_v/{name}"), self.v[i].clone());
+        }
+        save_safetensors_atomic(&map, &dir.join(CKPT))?;
+        let meta = CheckpointMeta {
+            step: self.step,
+            rng_state: self.rng.state(),
+            config: self.config.clone(),
+            loss_log: self.loss_log.clone(),
+            train_seconds: self.train_seconds,
+        };
+        crate::output::write_atomic(
+            &dir.join(CKPT_META),
+            serde_json::to_string_pretty(&meta)?.as_bytes(),
+        )?;
+        if self.loss_log.len() >= 2 {
+            plot::loss_plot(&self.loss_log, &dir.join("loss.png"))?;
+        }
+        Ok(())
+    }
+
+    fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let map = candle_core::safetensors::load(path, &self.device)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        // Packed checkpoints keep the moments in bf16 ([`pack_checkpoint`]).
+        let get = |k: &str| -> Result<Tensor> {
+            Ok(map
+                .get(k)
+                .with_context(|| format!("checkpoint {} lacks {k}", path.display()))?
+                .to_dtype(DType::F32)?)
+        };
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            var.set(&get(&format!("param/{name}"))?)?;
+            self.ema[i] = get(&format!("ema/{name}"))?;
+            self.m[i] = get(&format!("adam_m/{name}"))?;
+            self.v[i] = get(&format!("adam_v/{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Export the EMA weights (or the raw weights with `ema = false`) as a diffusers-style
+    /// pipeline folder.
+    pub fn export(&self, out: &Path, ema: bool) -> Result<()> {
+        export_folder(
+            out,
+            &self.config.arch,
+            self.params.iter().enumerate().map(|(i, (n, v))| {
+                (
+                    n.clone(),
+                    if ema {
+                        self.ema[i].clone()
+                    } else {
+                        v.as_tensor().clone()
+                    },
+                )
+            }),
+        )
+    }
+}
+
+/// Write a diffusers-style folder from `unet.*` / `text_encoder.*` weights.
+pub fn export_folder(
+    out: &Path,
+    arch: &Arch,
+    weights: impl Iterator<Item = (String, Tensor)>,
+) -> Result<()> {
+    let mut unet = HashMap::new();
+    let mut text = HashMap::new();
+    for (name, t) in weights {
+        if let Some(rest) = name.strip_prefix("unet.") {
+            unet.insert(rest.to_string(), t);
+        } else if let Some(rest) = name.strip_prefix("text_encoder.") {
+            text.insert(rest.to_string(), t);
+        } else {
+            bail!("unexpected parameter {name}");
+        }
+    }
+    for d in ["unet", "text_encoder", "tokenizer", "scheduler"] {
+        std::fs::create_dir_all(out.join(d))?;
+    }
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(String::into_bytes);
+    save_safetensors_atomic(&unet, &out.join("unet/diffusion_pytorch_model.safetensors"))?;
+    crate::output::write_atomic(&out.join("unet/config.json"), &pretty(&arch.unet_json())?)?;
+    save_safetensors_atomic(&text, &out.join("text_encoder/model.safetensors"))?;
+    crate::output::write_atomic(
+        &out.join("text_encoder/config.json"),
+        &pretty(&arch.text_json())?,
+    )?;
+    vocab::save_tokenizer(&out.join("tokenizer"))?;
+    crate::output::write_atomic(
+        &out.join("scheduler/scheduler_config.json"),
+        &pretty(&scheduler_json())?,
+    )?;
+    let index = json!({
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "feature_extractor": [null, null],
+        "image_encoder": [null, null],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": null
+    });
+    crate::output::write_atomic(&out.join("model_index.json"), &pretty(&index)?)?;
+    Ok(())
+}
+
+/// Save tensors (f32, CPU) to a safetensors file atomically.
+pub fn save_safetensors_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let map: HashMap<String, Tensor> = map
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::tensor::serialize(&map, None)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::output::write_atomic(path, &bytes)
+}
+
+/// Copy the checkpoint folder `from` to `to` with the AdamW moments stored in bf16
+/// (weights and EMA stay f32), about ¾ of the size, so it can be committed next to the
+/// model. A run resumes from the copy (`adiff train shapes --out <copy of to>`); only the
+/// moments lose precision.
+pub fn pack_checkpoint(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to.join("tokenizer"))?;
+    let map = candle_core::safetensors::load(from.join(CKPT), &Device::Cpu)
+        .with_context(|| format!("cannot read {}", from.join(CKPT).display()))?;
+    let packed = map
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if k.starts_with("adam_") {
+                t.to_dtype(DType::BF16)?
+            } else {
+                t
+            };
+            Ok((k, t))
+        })
+        .collect::<Result<HashMap<_, _>>>()?;
+    let bytes = safetensors::tensor::serialize(&packed, None)?;
+    crate::output::write_atomic(&to.join(CKPT), &bytes)?;
+    for f in [
+        CKPT_META,
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+    ] {
+        crate::output::write_atomic(&to.join(f), &std::fs::read(from.join(f))?)?;
+    }
+    Ok(())
+}
+
+/// Export the EMA (or raw) weights of the checkpoint in `from` as a model folder `to`.
+pub fn export_from_checkpoint(from: &Path, to: &Path, ema: bool) -> Result<()> {
+    let meta_path = from.join(CKPT_META);
+    let meta: CheckpointMeta = serde_json::from_str(
+        &std::fs::read_to_string(&meta_path)
+            .with_context(|| format!("cannot read {}", meta_path.display()))?,
+    )?;
+    let map = candle_core::safetensors::load(from.join(CKPT), &Device::Cpu)?;
+    let prefix = if ema { "ema/" } else { "param/" };
+    let map: Vec<(String, Tensor)> = map
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+        .collect::<Result<_>>()?;
+    let weights = map
+        .into_iter()
+        .filter_map(|(k, t)| k.strip_prefix(prefix).map(|n| (n.to_string(), t)));
+    export_folder(to, &meta.config.arch, weights)
+}
+
+/// Default output folder of `adiff train shapes` (ignored by git).
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from("target/shapes-train")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The training graph (composed softmax / layer norm, unfolded convolutions) computes
+    /// what the inference code computes on the same weights.
+    #[test]
+    fn trainable_and_inference_models_agree() {
+        let dev = Device::Cpu;
+        let arch = Arch::tiny();
+        let (ucfg, ccfg) = arch.configs().unwrap();
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let train_unet = UNet::new_trainable(vb.pp("u"), &ucfg).unwrap();
+        let infer_unet = UNet::new(vb.pp("u"), &ucfg).unwrap();
+        let train_text = ClipTextEncoder::new_trainable(vb.pp("t"), vb.pp("t"), &ccfg).unwrap();
+        let infer_text = ClipTextEncoder::new(vb.pp("t"), vb.pp("t"), &ccfg).unwrap();
+        let ids = Tensor::new(&[[0u32, 5, 7, 9, 1, 1, 1, 1]], &dev).unwrap();
+        let a = train_text.forward(&ids, &[4]).unwrap().last_hidden_state;
+        let b = infer_text.forward(&ids, &[4]).unwrap().last_hidden_state;
+        let diff = |x: &Tensor, y: &Tensor| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&a, &b) < 1e-4, "text {}", diff(&a, &b));
+        let ctx = Tensor::cat(&[&a, &a], 0).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let t = Tensor::new(&[500f32, 500.0], &dev).unwrap();
+        let p = train_unet.forward_t(&x, &t, &ctx, None).unwrap();
+        let q = infer_unet.forward(&x, 500.0, &ctx, None).unwrap();
+        assert!(diff(&p, &q) < 1e-3, "unet {}", diff(&p, &q));
+    }
+}

@@ -1,0 +1,460 @@
+//! End-to-end tests of `adiff bench` and `adiff calibrate` on the tiny random-weight
+//! pipeline in `tests/fixtures/tiny-sd` (CLIP: the tiny random CLIP in
+//! `tests/fixtures/metrics/tiny-clip`).
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn adiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("ADIFF_LOG")
+        .output()
+        .expect("run adiff")
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "adiff failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `runs.csv` as maps column → value (the test prompts have no commas or quotes).
+fn rows(path: &Path) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), head.len(), "{l}");
+            head.iter()
+                .zip(f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(r: &HashMap<String, String>, k: &str) -> f64 {
+    r[k].parse().unwrap_or_else(|_| panic!("{k} = '{}'", r[k]))
+}
+
+fn prompts_file(dir: &Path) -> PathBuf {
+    let p = dir.join("prompts.txt");
+    std::fs::write(
+        &p,
+        "# test prompts\na red circle at the top left\n3\ttwo cats on a sofa under warm lamp light\n",
+    )
+    .unwrap();
+    p
+}
+
+fn bench_args<'a>(prompts: &'a str, weights: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "bench",
+        "--prompts",
+        prompts,
+        "--weights",
+        weights,
+        "--schedulers",
+        "ddim,dpm++",
+        "--seeds",
+        "42",
+        "--steps",
+        "12",
+        "--deltas",
+        "0.004,0.012",
+        "--out",
+        out,
+    ]
+}
+
+#[test]
+fn bench_writes_reports_that_parse_and_agree_with_runs_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let out = dir.path().join("bench");
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let clip = root().join("tests/fixtures/metrics/tiny-clip");
+    let mut args = bench_args(
+        prompts.to_str().unwrap(),
+        weights.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.extend(["--clip", clip.to_str().unwrap(), "--save-images"]);
+    let o = adiff(&args);
+    ok(&o);
+
+    for f in [
+        "runs.csv",
+        "summary.json",
+        "report.md",
+        "bench.json",
+        "speedup_vs_psnr.svg",
+        "steps_vs_complexity.svg",
+        "skip_pattern.svg",
+        "skip_pattern.png",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    for f in [
+        "speedup_vs_psnr.svg",
+        "steps_vs_complexity.svg",
+        "skip_pattern.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+    }
+    image::open(out.join("skip_pattern.png")).unwrap();
+
+    // 2 prompts × 1 seed × 2 schedulers × (baseline + 2 δ)
+    let runs = rows(&out.join("runs.csv"));
+    assert_eq!(runs.len(), 12);
+    let ids: std::collections::HashSet<&str> = runs.iter().map(|r| r["run_id"].as_str()).collect();
+    assert_eq!(ids.len(), 12, "run ids are unique");
+    for r in &runs {
+        assert_eq!(r["budget"], "12");
+        assert_eq!(r["pattern"].len(), 12);
+        assert!(num(r, "loop_ms") > 0.0);
+        assert!(
+            !r["clip_cosine"].is_empty(),
+            "CLIP measured with the tiny CLIP"
+        );
+        let cos = num(r, "clip_cosine");
+        assert!((-1.0..=1.0).contains(&cos));
+        assert!((num(r, "clip_score") - 100.0 * cos.max(0.0)).abs() < 1e-9);
+        if r["setting"] == "baseline" {
+            assert!(r["psnr_db"].is_empty() && r["ssim"].is_empty());
+            assert!(out.join(format!("images/{}.png", r["run_id"])).is_file());
+        } else {
+            assert_eq!(r["mode"], "adaptive");
+            assert!(num(r, "unet_calls") <= 12.0);
+            assert!(!r["psnr_db"].is_empty() && !r["ssim"].is_empty());
+            assert!(!r["clip_delta"].is_empty());
+            assert!(out.join(format!("images/{}.png", r["run_id"])).is_file());
+        }
+    }
+    // the graded prompt's grade and a complexity score are recorded
+    assert!(runs.iter().any(|r| r["grade"] == "3"));
+    assert!(runs.iter().all(|r| !r["complexity"].is_empty()));
+
+    // recompute summary numbers from runs.csv
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs_done"], 12);
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["clip"]["measured"], true);
+    let groups = summary["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 6);
+    for sch in ["ddim", "dpm++"] {
+        let g = groups
+            .iter()
+            .find(|g| g["scheduler"] == sch && g["setting"] == "delta=0.012")
+            .unwrap();
+        let base: HashMap<&str, &HashMap<String, String>> = runs
+            .iter()
+            .filter(|r| r["scheduler"] == sch && r["setting"] == "baseline")
+            .map(|r| (r["prompt_index"].as_str(), r))
+            .collect();
+        let ad: Vec<&HashMap<String, String>> = runs
+            .iter()
+            .filter(|r| r["scheduler"] == sch && r["setting"] == "delta=0.012")
+            .collect();
+        let base_ms: f64 = ad
+            .iter()
+            .map(|r| num(base[r["prompt_index"].as_str()], "loop_ms"))
+            .sum();
+        let ms: f64 = ad.iter().map(|r| num(r, "loop_ms")).sum();
+        let speedup = g["speedup"].as_f64().unwrap();
+        assert!(
+            (speedup - base_ms / ms).abs() < 1e-9 * speedup,
+            "{sch}: speedup {speedup} vs {}",
+            base_ms / ms
+        );
+        let nfe: f64 = ad.iter().map(|r| num(r, "unet_calls")).sum::<f64>() / ad.len() as f64;
+        assert!((g["nfe"]["mean"].as_f64().unwrap() - nfe).abs() < 1e-9);
+        let finite: Vec<f64> = ad
+            .iter()
+            .map(|r| num(r, "psnr_db"))
+            .filter(|p| p.is_finite())
+            .collect();
+        if finite.is_empty() {
+            assert!(g["psnr_db"]["mean"].is_null());
+        } else {
+            let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+            // runs.csv keeps Rust's shortest round-trip form of each PSNR
+            assert!(
+                (g["psnr_db"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+                "{sch}"
+            );
+        }
+        let ssim = ad.iter().map(|r| num(r, "ssim")).sum::<f64>() / ad.len() as f64;
+        assert!((g["ssim"]["mean"].as_f64().unwrap() - ssim).abs() < 1e-9);
+        let dclip = ad.iter().map(|r| num(r, "clip_delta")).sum::<f64>() / ad.len() as f64;
+        assert!((g["clip_delta"]["mean"].as_f64().unwrap() - dclip).abs() < 1e-9);
+    }
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "## ddim",
+        "## dpm++",
+        "Pareto front",
+        "speedup_vs_psnr.svg",
+        "δ = 0.012",
+        "adiff bench --prompts",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
+    }
+    assert!(!md.contains("not measured"), "{md}");
+}
+
+#[test]
+fn bench_resumes_after_an_interruption_without_rerunning() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let out = dir.path().join("bench");
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let mut args = bench_args(
+        prompts.to_str().unwrap(),
+        weights.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.push("--no-clip");
+    ok(&adiff(&args));
+    let csv = out.join("runs.csv");
+    let full = std::fs::read_to_string(&csv).unwrap();
+    // simulate a kill after 4 runs, in the middle of writing the 5th
+    let lines: Vec<&str> = full.lines().collect();
+    let kept = format!("{}\n{}", lines[..5].join("\n"), &lines[5][..20]);
+    std::fs::write(&csv, kept).unwrap();
+
+    // without --resume the folder is protected
+    let o = adiff(&args);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    // with other settings --resume refuses
+    let mut other = args.clone();
+    let i = other.iter().position(|a| *a == "12").unwrap();
+    other[i] = "10";
+    other.push("--resume");
+    let o = adiff(&other);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("steps"), "{}", stderr(&o));
+
+    args.push("--resume");
+    ok(&adiff(&args));
+    let after = rows(&csv);
+    assert_eq!(after.len(), 12);
+    let before: Vec<HashMap<String, String>> = {
+        let head: Vec<&str> = lines[0].split(',').collect();
+        lines[1..5]
+            .iter()
+            .map(|l| {
+                head.iter()
+                    .zip(l.split(','))
+                    .map(|(h, v)| (h.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(
+        &after[..4],
+        &before[..],
+        "finished runs are kept as they were"
+    );
+    let ids: std::collections::HashSet<&str> = after.iter().map(|r| r["run_id"].as_str()).collect();
+    assert_eq!(ids.len(), 12);
+    // resumed runs reproduce the same images: PSNR of the same settings matches the full run
+    let full_rows: Vec<&str> = full.lines().collect();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["clip"]["measured"], false);
+    assert_eq!(full_rows.len(), 13);
+    let bench: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(bench["resumed_utc"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bench_without_clip_weights_reports_not_measured_and_reads_coco() {
+    let dir = tempfile::tempdir().unwrap();
+    let coco = dir.path().join("captions_val2017.json");
+    std::fs::write(
+        &coco,
+        r#"{"images":[{"id":139},{"id":285}],
+            "annotations":[{"image_id":285,"id":1,"caption":"A big brown bear."},
+                           {"image_id":139,"id":2,"caption":"A living room with a TV."},
+                           {"image_id":139,"id":3,"caption":"Second caption."}]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("b");
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let o = adiff(&[
+        "bench",
+        "--prompts",
+        coco.to_str().unwrap(),
+        "--limit",
+        "1",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--steps",
+        "8",
+        "--deltas",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("CLIP alignment not measured"),
+        "{}",
+        stderr(&o)
+    );
+    let runs = rows(&out.join("runs.csv"));
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["prompt"], "A living room with a TV.");
+    assert!(
+        runs.iter()
+            .all(|r| r["clip_cosine"].is_empty() && r["clip_score"].is_empty())
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("**not measured**"), "{md}");
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["clip"]["measured"], false);
+    assert!(s["groups"][1]["clip_cosine"]["mean"].is_null());
+}
+
+#[test]
+fn bench_usage_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let out = dir.path().join("o");
+    for (extra, needle) in [
+        (vec!["--schedulers", "heun"], "heun"),
+        (vec!["--deltas", "-1"], "--delta"),
+        (vec!["--clip", "not-a-repo"], "--clip"),
+    ] {
+        let mut args = bench_args(
+            prompts.to_str().unwrap(),
+            weights.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        args.extend(extra);
+        let o = adiff(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    let o = adiff(&[
+        "bench",
+        "--prompts",
+        "/nonexistent.txt",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("cannot read --prompts"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn calibrate_writes_a_budget_map_that_budget_auto_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let out = dir.path().join("cal");
+    let o = adiff(&[
+        "calibrate",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--psnr-target",
+        "40",
+        "--deltas",
+        "0.004,0.012,0.05",
+        "--budgets",
+        "4,6,8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let cal: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("calibration.json")).unwrap())
+            .unwrap();
+    let samples = cal["prompts"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    for s in samples {
+        // the chosen δ and budget meet the target; the next probe (if any) does not
+        let probes = s["delta_probes"].as_array().unwrap();
+        if let Some(d) = s["largest_delta"].as_f64() {
+            let p = probes
+                .iter()
+                .find(|p| p["delta"].as_f64() == Some(d))
+                .unwrap();
+            assert_eq!(p["passes"], true);
+        }
+        if let Some(last) = probes.last()
+            && probes.len() < 3
+        {
+            assert_eq!(last["passes"], false);
+        }
+        let b = s["min_budget"].as_u64().unwrap();
+        assert!((4..=10).contains(&b));
+    }
+    let map_path = out.join("budget_map.json");
+    let map: Value = serde_json::from_str(&std::fs::read_to_string(&map_path).unwrap()).unwrap();
+    assert_eq!(map["reference_steps"], 10);
+    assert_eq!(map["levels"].as_array().unwrap().len(), 5);
+    // `--budget auto` reads it
+    let png = dir.path().join("c.png");
+    let o = adiff(&[
+        "compare",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--prompt",
+        "a red circle at the top left",
+        "--steps",
+        "10",
+        "--budget",
+        "auto",
+        "--budget-map",
+        map_path.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(png.is_file());
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Start the real desktop app under Xvfb, drive it with xdotool like a user (type a prompt,
+# Ctrl+Enter, change δ, switch views, export), and write the screenshots that README shows
+# into screenshots/.
+#
+#   tools/screenshots.sh                 # screenshots (tiny random-weight pipeline, 128×128)
+#   tools/screenshots.sh --frame-times   # also measure UI frame times during a heavier run
+#   tools/screenshots.sh --frame-times-only
+#
+# Needs Xvfb, xdotool and ImageMagick's `import`:
+#   apt-get install -y xvfb xdotool imagemagick x11-utils
+# The model is the tiny random-weight test pipeline (tests/fixtures/tiny-sd) unless
+# ADIFF_SCREENSHOT_MODEL names another diffusers folder: its images are noise, by design.
+#
+# Mouse positions below are for the app's 1600×1000 window at UI scale 1.0 (the settings
+# file written below); they are checked by looking at the screenshots.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FRAME_TIMES=0
+SHOTS=1
+case "${1:-}" in
+--frame-times) FRAME_TIMES=1 ;;
+--frame-times-only) FRAME_TIMES=1 SHOTS=0 ;;
+"") ;;
+*)
+    echo "usage: $0 [--frame-times | --frame-times-only]" >&2
+    exit 2
+    ;;
+esac
+OUT=${OUT:-screenshots}
+MODEL=${ADIFF_SCREENSHOT_MODEL:-$PWD/tests/fixtures/tiny-sd}
+DISPLAY_NUM=${DISPLAY_NUM:-97}
+
+for tool in Xvfb xdotool import xdpyinfo; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "missing $tool: apt-get install -y xvfb xdotool imagemagick x11-utils" >&2
+        exit 1
+    fi
+done
+
+cargo build --bin adiff
+BIN=$PWD/target/debug/adiff
+mkdir -p "$OUT"
+tmp=$(mktemp -d)
+APP=""
+Xvfb ":$DISPLAY_NUM" -screen 0 1600x1000x24 -nolisten tcp >"$tmp/xvfb.log" 2>&1 &
+XVFB=$!
+cleanup() {
+    [[ -n "$APP" ]] && kill "$APP" 2>/dev/null || true
+    kill "$XVFB" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+export DISPLAY=":$DISPLAY_NUM"
+for _ in $(seq 100); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
+
+# settings.json SIZE STEPS: the app's settings for one session.
+write_settings() {
+    cat >"$tmp/settings.json" <<EOF
+{"prompt": "", "model": {"kind": "builtin", "value": "$MODEL"}, "scheduler": "ddim",
+ "steps": $2, "guidance": 7.5, "seed": 42, "custom_size": true, "width": $1, "height": $1,
+ "delta": 0.01, "max_skips": 4, "force_cpu": true, "view": "side_by_side",
+ "export_dir": "$tmp/exports", "ui_scale": 1.0, "auto_rerun": true}
+EOF
+}
+
+# start_app [extra env...]: launch and wait for the window.
+start_app() {
+    env XDG_DATA_HOME="$tmp/data" ADIFF_SETTINGS="$tmp/settings.json" "$@" "$BIN" gui \
+        >"$tmp/app.log" 2>&1 &
+    APP=$!
+    WID=$(xdotool search --sync --name "Adaptive Diffusion")
+    xdotool windowfocus --sync "$WID" || true
+    sleep 1.5
+}
+
+# wait_title WORD [SECONDS]: until the window title says [WORD].
+wait_title() {
+    local deadline=$((SECONDS + ${2:-300}))
+    until xdotool getwindowname "$WID" | grep -q "\[$1\]"; do
+        if ((SECONDS > deadline)); then
+            echo "timed out waiting for [$1]; title: $(xdotool getwindowname "$WID")" >&2
+            cat "$tmp/app.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+shot() {
+    sleep 0.4 # let the last event's frame reach the screen
+    import -window root "$OUT/$1.png"
+    echo "wrote $OUT/$1.png"
+}
+
+click() { xdotool mousemove --sync "$1" "$2" click 1; sleep 0.3; }
+
+if ((SHOTS)); then
+write_settings 128 50
+start_app
+
+# 1. Type the prompt (click into the prompt field first).
+click 184 75
+xdotool type --delay 25 "a lighthouse on a cliff at sunset, watercolor"
+shot 01-prompt
+
+# 2. Ctrl+Enter: both pipelines run, live previews and curves stream in.
+xdotool key ctrl+Return
+wait_title running 60
+sleep 2.5
+shot 02-running
+
+# 3. Both done: images, numbers, PSNR/SSIM, curves with skip markers.
+wait_title done 300
+shot 03-done
+
+# 4. δ = 0.05 typed into the δ field: only the adaptive side re-runs (baseline cached).
+click 135 473
+xdotool key ctrl+a
+xdotool type --delay 40 "0.05"
+xdotool key Return
+sleep 0.6
+wait_title done 300
+shot 04-delta-rerun
+
+# 5. Difference view (Ctrl+2), then back (Ctrl+1).
+xdotool key ctrl+2
+shot 05-difference
+xdotool key ctrl+1
+
+# 6. Export the comparison PNG (button in the Export section) and keep a copy.
+click 84 639
+for _ in $(seq 100); do
+    f=$(ls "$tmp"/exports/*-compare.png 2>/dev/null | head -n 1 || true)
+    [[ -n "$f" ]] && break
+    sleep 0.2
+done
+[[ -n "$f" ]] || { echo "the export did not appear" >&2; exit 1; }
+cp "$f" "$OUT/06-export-composite.png"
+echo "wrote $OUT/06-export-composite.png (exported by the app)"
+
+# 7. F12: the frame-time overlay.
+xdotool key F12
+shot 07-frame-overlay
+xdotool key ctrl+q
+wait "$APP" || true
+APP=""
+fi
+
+if ((FRAME_TIMES)); then
+    # A heavier run: 256×256, 30 steps (about 0.8 s per step on a 2-core CPU), with
+    # continuous repaints while it runs; the app writes the frame-time summary on exit.
+    write_settings 256 30
+    start_app ADIFF_FRAME_STATS="$OUT/frame-times.json" ${ADIFF_VSYNC:+ADIFF_VSYNC=$ADIFF_VSYNC}
+    click 184 75
+    xdotool type --delay 25 "frame-time measurement run"
+    sleep 3 # idle frames for comparison
+    xdotool key ctrl+Return
+    wait_title running 60
+    sleep 3
+    shot 08-frame-times-running
+    wait_title done 900
+    xdotool key ctrl+q
+    wait "$APP" || true
+    APP=""
+    echo "wrote $OUT/frame-times.json:"
+    cat "$OUT/frame-times.json"
+fi
