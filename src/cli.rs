@@ -86,7 +86,8 @@ pub struct CommonArgs {
     #[arg(long, conflicts_with = "model")]
     pub weights: Option<PathBuf>,
     /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the
-    /// built-in offline model (assets/models/shapes).
+    /// built-in offline model (assets/models/shapes), the default when neither --model nor
+    /// --weights is given and Stable Diffusion 1.5 is not in the hub cache.
     #[arg(long)]
     pub model: Option<String>,
     /// Scheduler: ddim, euler or dpm++.
@@ -199,9 +200,11 @@ impl CommonArgs {
         let model = match (&self.weights, &self.model) {
             (Some(dir), _) => ModelSource::Local(dir.clone()),
             (None, Some(name)) => ModelSource::from_name(name)?,
-            (None, None) => bail!(
-                "no model given: pass --weights DIR (a diffusers-format folder) or --model sd15|sd21|sdxl|sd-turbo"
-            ),
+            (None, None) => {
+                let (source, why) = ModelSource::default_for(&crate::model::HubOptions::default());
+                eprintln!("note: {why}");
+                source
+            }
         };
         Ok(Request {
             model,

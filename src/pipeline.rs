@@ -102,11 +102,27 @@ pub struct Prepared {
     noise_is_scaled: bool,
     /// Final width and height.
     pub size: (usize, usize),
+    /// Things the user should know (e.g. prompt words the model's vocabulary lacks).
+    pub warnings: Vec<String>,
 }
 
 /// Encode the prompt and prepare the initial latents of a request.
 pub fn prepare(model: &LoadedModel, req: &Request) -> Result<Prepared> {
     let sd = &model.sd;
+    let mut warnings = vec![];
+    for (which, text) in [("--prompt", &req.prompt), ("--negative", &req.negative)] {
+        let unknown = sd.unknown_words(text)?;
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "{which}: this model's vocabulary does not know {}; they are read as an unknown word",
+                unknown
+                    .iter()
+                    .map(|w| format!("\"{w}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     let cond = sd.encode_prompt(
         &req.prompt,
         (!req.negative.is_empty()).then_some(req.negative.as_str()),
@@ -163,6 +179,7 @@ pub fn prepare(model: &LoadedModel, req: &Request) -> Result<Prepared> {
         noise,
         noise_is_scaled,
         size,
+        warnings,
     })
 }
 
@@ -405,6 +422,9 @@ pub fn generate_cmd(
 ) -> Result<()> {
     let model = load_model(&req.model, req.force_cpu)?;
     let prepared = prepare(&model, req)?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
     let (bar, mut obs) = progress_observer(req.policy.mode_name(), req.steps_for(&req.policy));
     let early_stop = req.early_stop;
     let g = generate(&model, req, &prepared, req.policy, early_stop, &mut obs)?;
@@ -493,6 +513,9 @@ pub fn compare_cmd(
 ) -> Result<()> {
     let model = load_model(&req.model, req.force_cpu)?;
     let prepared = prepare(&model, req)?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
     let (base, adapt, summary) = compare(&model, req, &prepared, true)?;
     write_png(out, &side_by_side(&base.image, &adapt.image))?;
     if let Some(p) = trace {

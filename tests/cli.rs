@@ -299,3 +299,39 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Without --model or --weights (and with an empty hub cache) `adiff` uses the built-in
+/// shapes model and says so; prompt words outside its vocabulary are reported.
+#[test]
+fn default_model_is_the_builtin_shapes_model_and_unknown_words_are_reported() {
+    let dir = std::env::temp_dir().join(format!("adiff-default-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("x.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args([
+            "generate",
+            "--prompt",
+            "a red circle, watercolor",
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.join("empty-hub"))
+        .env_remove("ADIFF_SHAPES_MODEL")
+        .env_remove("ADIFF_LOG")
+        .output()
+        .expect("run adiff");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("using the built-in shapes model"), "{err}");
+    assert!(err.contains("\"watercolor\""), "{err}");
+    assert!(
+        !err.contains("\",\""),
+        "punctuation reported as a word: {err}"
+    );
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -234,8 +234,16 @@ impl Default for Settings {
             .next()
             .map(ModelChoice::Builtin)
             .unwrap_or_else(|| ModelChoice::Hub("sd15".into()));
+        // The built-in shapes model knows only its own world's words.
+        let shapes = matches!(&model, ModelChoice::Builtin(p)
+            if p.file_name().is_some_and(|n| n == crate::model::BUILTIN_SHAPES));
+        let prompt = if shapes {
+            "a large red circle at the top left and a small blue square in the center on a gray background"
+        } else {
+            "a watercolor painting of a lighthouse on a cliff at sunset"
+        };
         Self {
-            prompt: "a watercolor painting of a lighthouse on a cliff at sunset".into(),
+            prompt: prompt.into(),
             negative: String::new(),
             model,
             scheduler: SchedulerKind::Ddim,
@@ -453,6 +461,8 @@ pub struct Session {
     pub download: Option<Download>,
     /// The latest error, shown until dismissed.
     pub error: Option<String>,
+    /// Warnings about the current job (e.g. prompt words the model does not know).
+    pub warnings: Vec<String>,
     /// The prompt's complexity and the adaptive budget, when the scorer decided it.
     pub budget: Option<ComplexityBudget>,
     /// Events of older jobs that were dropped (never mixed into the view).
@@ -473,6 +483,7 @@ impl Default for Session {
             model: None,
             download: None,
             error: None,
+            warnings: vec![],
             budget: None,
             stale_events: 0,
         }
@@ -513,6 +524,7 @@ impl Session {
         self.comparison = None;
         self.comparison_version += 1;
         self.error = None;
+        self.warnings.clear();
         self.budget = None;
     }
 
@@ -621,6 +633,11 @@ impl Session {
                 v.result = Some(result);
                 if side == Side::Baseline {
                     self.baseline_job = Some(job);
+                }
+            }
+            Event::Warning { message, .. } => {
+                if !self.warnings.contains(&message) {
+                    self.warnings.push(message);
                 }
             }
             Event::Budget { budget, .. } => {

@@ -314,6 +314,13 @@ pub enum Event {
         /// About the model.
         info: ModelInfo,
     },
+    /// Something the user should know about the job (not an error).
+    Warning {
+        /// The job.
+        job: JobId,
+        /// The message.
+        message: String,
+    },
     /// The prompt's complexity and the adaptive budget chosen from it.
     Budget {
         /// The job.
@@ -386,6 +393,7 @@ impl Event {
             | Event::Download { job, .. }
             | Event::ModelReady { job, .. }
             | Event::Budget { job, .. }
+            | Event::Warning { job, .. }
             | Event::Started { job, .. }
             | Event::Step { job, .. }
             | Event::Finished { job, .. }
@@ -728,6 +736,12 @@ impl Worker {
             self.prepared = None;
             let (_, model) = self.model.as_ref().expect("model loaded above");
             let prepared = pipeline::prepare(model, &req)?;
+            for message in &prepared.warnings {
+                self.send(Event::Warning {
+                    job,
+                    message: message.clone(),
+                });
+            }
             self.prepared = Some((prep_key, prepared));
         }
         if !self.warmed_up {

@@ -27,7 +27,7 @@ pub struct BenchInputArgs {
     /// A local diffusers-format pipeline folder.
     #[arg(long, conflicts_with = "model")]
     pub weights: Option<PathBuf>,
-    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo.
+    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the built-in model (default when neither this nor --weights is given and no SD weights are cached).
     #[arg(long)]
     pub model: Option<String>,
     /// Seeds of the initial noise (comma-separated).
@@ -63,10 +63,12 @@ impl BenchInputArgs {
     fn model_source(&self) -> Result<ModelSource> {
         Ok(match (&self.weights, &self.model) {
             (Some(dir), _) => ModelSource::Local(dir.clone()),
-            (None, Some(name)) => ModelSource::Hub(name.parse()?),
-            (None, None) => bail!(
-                "no model given: pass --weights DIR (a diffusers-format folder) or --model sd15|sd21|sdxl|sd-turbo"
-            ),
+            (None, Some(name)) => ModelSource::from_name(name)?,
+            (None, None) => {
+                let (source, why) = ModelSource::default_for(&crate::model::HubOptions::default());
+                eprintln!("note: {why}");
+                source
+            }
         })
     }
 

@@ -659,6 +659,9 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
                     format!("prompt #{pi} ({}): \"{}\"", prompt.origin, prompt.text)
                 })?;
                 meta.image_size.get_or_insert(prepared.size);
+                for w in &prepared.warnings {
+                    eprintln!("warning: prompt #{pi}: {w}");
+                }
                 if !warmed {
                     pipeline::warm_up(&model, &req, &prepared)?;
                     warmed = true;

@@ -454,6 +454,15 @@ impl StableDiffusion {
         Ok((states, pooled))
     }
 
+    /// Words of `text` that the (first) tokenizer's vocabulary does not know; non-empty only
+    /// for word-level vocabularies such as the built-in shapes model's.
+    pub fn unknown_words(&self, text: &str) -> Result<Vec<String>> {
+        match self.tokenizers.first() {
+            Some(tok) => tok.unknown_words(text),
+            None => Ok(vec![]),
+        }
+    }
+
     /// The noise predictor for one image, bound to its conditioning.
     pub fn denoiser<'a>(&'a self, cond: &'a Conditioning) -> SdDenoiser<'a> {
         SdDenoiser { sd: self, cond }

@@ -428,6 +428,30 @@ impl ModelSource {
         Ok(ModelSource::Hub(name.parse()?))
     }
 
+    /// The model used when neither `--model` nor `--weights` is given: Stable Diffusion 1.5
+    /// when it is complete in the hub cache (no download is started), else the built-in
+    /// `shapes` model, so that a fresh offline machine works. Returns the source and a
+    /// one-line explanation for the user.
+    pub fn default_for(opts: &HubOptions) -> (Self, String) {
+        if let Ok(cache_dir) = opts.resolved_cache_dir()
+            && hub_model_cached(HubModel::Sd15, &cache_dir)
+        {
+            return (
+                ModelSource::Hub(HubModel::Sd15),
+                format!(
+                    "no --model or --weights given: using Stable Diffusion 1.5 from the hub cache {}",
+                    cache_dir.display()
+                ),
+            );
+        }
+        (
+            ModelSource::Local(builtin_shapes_dir()),
+            "no --model or --weights given and no Stable Diffusion weights in the hub cache: \
+             using the built-in shapes model (pass --model sd15 to download Stable Diffusion 1.5)"
+                .to_string(),
+        )
+    }
+
     /// Resolve to local files, downloading from the hub when needed.
     pub fn resolve(&self, opts: &HubOptions) -> Result<ModelFiles> {
         match self {
@@ -463,6 +487,17 @@ fn progress_bar() -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Whether every file `model` needs is in the hub cache at `cache_dir`.
+pub fn hub_model_cached(model: HubModel, cache_dir: &Path) -> bool {
+    let cache = hf_hub::Cache::new(cache_dir.to_path_buf());
+    let cached = cache.model(model.repo().to_string());
+    model
+        .files()
+        .iter()
+        .filter(|rel| !rel.ends_with("special_tokens_map.json"))
+        .all(|rel| cached.get(rel).is_some())
 }
 
 fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
@@ -543,6 +578,22 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_model_is_shapes_without_cached_sd_weights() {
+        let empty = std::env::temp_dir().join(format!("adiff-empty-hub-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let opts = HubOptions {
+            cache_dir: Some(empty.clone()),
+            offline: true,
+            progress: false,
+        };
+        assert!(!hub_model_cached(HubModel::Sd15, &empty));
+        let (source, why) = ModelSource::default_for(&opts);
+        assert_eq!(source, ModelSource::Local(builtin_shapes_dir()));
+        assert!(why.contains("built-in shapes model"), "{why}");
+        std::fs::remove_dir_all(&empty).ok();
+    }
 
     #[test]
     fn shapes_names_the_builtin_folder() {

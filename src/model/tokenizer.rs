@@ -102,6 +102,8 @@ pub struct ClipTokenizer {
     pad_id: u32,
     max_len: usize,
     source: TokenizerSource,
+    /// The id of a real "unknown word" token (word-level vocabularies), when it is not EOS.
+    unk_id: Option<u32>,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -238,6 +240,7 @@ impl ClipTokenizer {
             Some(pad) => id_of(&pad, "pad")?,
             None => eos_id,
         };
+        let unk_id = inner.token_to_id(&unk).filter(|&id| id != eos_id);
         let max_len = config
             .as_ref()
             .and_then(|c| c.get("model_max_length"))
@@ -252,7 +255,30 @@ impl ClipTokenizer {
             pad_id,
             max_len,
             source,
+            unk_id,
         })
+    }
+
+    /// The words of `text` that the vocabulary does not know (they reach the text encoder
+    /// as the unknown token). Always empty for byte-level BPE vocabularies such as CLIP's.
+    pub fn unknown_words(&self, text: &str) -> Result<Vec<String>> {
+        let Some(unk) = self.unk_id else {
+            return Ok(vec![]);
+        };
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("could not tokenize the prompt: {e}"))?;
+        let mut words: Vec<String> = vec![];
+        for (id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            if *id == unk
+                && let Some(w) = text.get(start..end)
+                && !words.iter().any(|x| x == w)
+            {
+                words.push(w.to_string());
+            }
+        }
+        Ok(words)
     }
 
     /// Limit the sequence length (to the text encoder's position table).

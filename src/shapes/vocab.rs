@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::normalizers::Lowercase;
+use tokenizers::pre_tokenizers::punctuation::Punctuation;
+use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{Background, Color, Position, Shape, Size};
 
@@ -58,8 +60,9 @@ pub fn vocab_size() -> usize {
     3 + words().len()
 }
 
-/// A word-level tokenizer: lowercase, split on whitespace and punctuation, unknown words
-/// map to `UNK`; BOS / EOS are special tokens.
+/// A word-level tokenizer: lowercase, split on whitespace and punctuation, punctuation
+/// dropped (captions have none, so "a red circle, on black" reads as the caption would),
+/// unknown words map to `UNK`; BOS / EOS are special tokens.
 pub fn build_tokenizer() -> Result<Tokenizer> {
     let model = WordLevel::builder()
         .vocab(vocab().into_iter().collect())
@@ -69,7 +72,10 @@ pub fn build_tokenizer() -> Result<Tokenizer> {
     let mut tok = Tokenizer::new(model);
     tok.with_normalizer(Some(Lowercase))
         .map_err(|e| anyhow!("{e}"))?;
-    tok.with_pre_tokenizer(Some(Whitespace {}));
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        Whitespace {}.into(),
+        Punctuation::new(SplitDelimiterBehavior::Removed).into(),
+    ])));
     tok.add_special_tokens([
         AddedToken::from(BOS, true),
         AddedToken::from(EOS, true),
@@ -101,4 +107,41 @@ pub fn save_tokenizer(dir: &Path) -> Result<()> {
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(tok: &Tokenizer, text: &str) -> Vec<u32> {
+        tok.encode(text, false).unwrap().get_ids().to_vec()
+    }
+
+    #[test]
+    fn punctuation_is_dropped_and_unknown_words_map_to_unk() {
+        let tok = build_tokenizer().unwrap();
+        let plain = ids(&tok, "a red circle on a black background");
+        assert_eq!(plain.len(), 7);
+        assert_eq!(ids(&tok, "A red circle, on a black background."), plain);
+        let unk = tok.token_to_id(UNK).unwrap();
+        let with_unknown = ids(&tok, "a red lighthouse");
+        assert_eq!(with_unknown.len(), 3);
+        assert_eq!(with_unknown[2], unk);
+        assert!(plain.iter().all(|&i| i != unk));
+    }
+
+    #[test]
+    fn the_committed_model_tokenizer_matches_the_code() {
+        let built = build_tokenizer().unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/models/shapes/tokenizer/tokenizer.json");
+        let committed = Tokenizer::from_file(&path).unwrap();
+        for text in [
+            "a large red circle at the top left and a small blue square in the center on a gray background",
+            "A red circle, on black!",
+            "a watercolor lighthouse",
+        ] {
+            assert_eq!(ids(&built, text), ids(&committed, text), "{text}");
+        }
+    }
 }

@@ -76,6 +76,15 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
             app.cancel();
         }
     });
+    for warning in &app.session.warnings {
+        egui::Frame::new()
+            .fill(Color32::from_rgb(80, 65, 20))
+            .inner_margin(6.0)
+            .corner_radius(4.0)
+            .show(ui, |ui| {
+                ui.colored_label(Color32::from_rgb(255, 225, 150), format!("Note: {warning}"));
+            });
+    }
     if let Some(err) = app.session.error.clone() {
         egui::Frame::new()
             .fill(Color32::from_rgb(90, 30, 30))
