@@ -77,6 +77,10 @@ pub struct ShapesArgs {
     /// After training, export the EMA weights here.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Train on the CPU even when a GPU is available (builds with `--features cuda` or
+    /// `metal` train on the GPU by default).
+    #[arg(long)]
+    pub cpu: bool,
 }
 
 /// `adiff train export`.
@@ -164,9 +168,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 seed: a.seed,
                 ..TrainConfig::default()
             };
-            let mut t = Trainer::open(&a.out, config)?;
+            let device = if a.cpu {
+                candle_core::Device::Cpu
+            } else {
+                crate::model::best_device()?
+            };
+            let on = if device.is_cpu() { "CPU" } else { "GPU" };
+            let mut t = Trainer::open_on(&a.out, config, device)?;
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
