@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_conv;
 pub mod error;
 pub mod sd;
 pub mod source;

@@ -7,6 +7,7 @@
 //! SDXL added conditioning (`addition_embed_type: "text_time"`). This module follows
 //! diffusers' structure and weight names one to one, including SDXL's `add_embedding`.
 
+use super::cpu_conv;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
@@ -82,6 +83,16 @@ struct Conv {
 impl Conv {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         if !self.diff {
+            let cfg = self.conv.config();
+            if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
+                return cpu_conv::conv2d(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                );
+            }
             return self.conv.forward(x);
         }
         let cfg = self.conv.config();
