@@ -96,6 +96,15 @@ impl Conv {
             return self.conv.forward(x);
         }
         let cfg = self.conv.config();
+        if cpu_conv::applies(x) {
+            return cpu_conv::conv2d_trainable(
+                x,
+                self.conv.weight(),
+                self.conv.bias(),
+                cfg.stride,
+                cfg.padding,
+            );
+        }
         conv2d_unfold(
             x,
             self.conv.weight(),

@@ -306,17 +306,26 @@ fn measure(a: &MeasureArgs) -> Result<()> {
             &dir,
         )?;
         t.train_step()?;
-        let t0 = Instant::now();
-        for _ in 0..a.train_steps {
+        // Alternate the patch-op convolution with the one composed of basic ops.
+        let mut secs = [0.0f64; 2];
+        let n = a.train_steps.max(1);
+        for round in 0..2 * n {
+            let fast = round % 2 == 0;
+            crate::model::cpu_conv::set_enabled(fast);
+            let t0 = Instant::now();
             t.train_step()?;
+            secs[usize::from(!fast)] += t0.elapsed().as_secs_f64() / n as f64;
         }
-        let s = t0.elapsed().as_secs_f64() / a.train_steps as f64;
+        crate::model::cpu_conv::set_enabled(true);
         println!(
-            "training: {} parameters in all; batch {}: {:.3} s/step = {:.2} steps/s",
+            "training: {} parameters in all; batch {}: {:.3} s/step = {:.2} steps/s \
+             (convolutions composed of basic ops: {:.3} s/step, {:.2}× slower)",
             t.num_parameters(),
             a.batch,
-            s,
-            1.0 / s
+            secs[0],
+            1.0 / secs[0],
+            secs[1],
+            secs[1] / secs[0]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
