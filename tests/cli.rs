@@ -71,8 +71,13 @@ fn compare_end_to_end_writes_image_and_traces() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let img = image::open(&out).unwrap().to_rgb8();
-    assert_eq!(img.height(), 64);
-    assert!(img.width() > 128, "side by side: {}", img.width());
+    // 64×64 images, enlarged 4× pixel for pixel so that the picture is at least 256 high.
+    assert_eq!(img.height(), 256);
+    assert!(img.width() > 512, "side by side: {}", img.width());
+    for (x, y) in [(0, 0), (100, 37), (255, 255)] {
+        let block = (x / 4 * 4, y / 4 * 4);
+        assert_eq!(img.get_pixel(x, y), img.get_pixel(block.0, block.1));
+    }
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     for side in ["baseline", "adaptive"] {
         let s = &j[side];
