@@ -9,8 +9,10 @@
 #
 # Needs Xvfb, xdotool and ImageMagick's `import`:
 #   apt-get install -y xvfb xdotool imagemagick x11-utils
-# The model is the tiny random-weight test pipeline (tests/fixtures/tiny-sd) unless
-# ADIFF_SCREENSHOT_MODEL names another diffusers folder: its images are noise, by design.
+# Screenshots use the built-in shapes model (assets/models/shapes, 32×32) unless
+# ADIFF_SCREENSHOT_MODEL names another diffusers folder (with ADIFF_SCREENSHOT_PROMPT and
+# ADIFF_SCREENSHOT_SIZE). The frame-time run uses the tiny random-weight test pipeline
+# (tests/fixtures/tiny-sd) at 256×256, a heavier load: its images are noise, by design.
 #
 # Mouse positions below are for the app's 1600×1000 window at UI scale 1.0 (the settings
 # file written below); they are checked by looking at the screenshots.
@@ -29,7 +31,10 @@ case "${1:-}" in
     ;;
 esac
 OUT=${OUT:-screenshots}
-MODEL=${ADIFF_SCREENSHOT_MODEL:-$PWD/tests/fixtures/tiny-sd}
+MODEL=${ADIFF_SCREENSHOT_MODEL:-$PWD/assets/models/shapes}
+PROMPT=${ADIFF_SCREENSHOT_PROMPT:-a large red circle at the top left and a small blue square in the center on a gray background}
+SIZE=${ADIFF_SCREENSHOT_SIZE:-32}
+FT_MODEL=$PWD/tests/fixtures/tiny-sd
 DISPLAY_NUM=${DISPLAY_NUM:-97}
 
 for tool in Xvfb xdotool import xdpyinfo; do
@@ -55,10 +60,10 @@ trap cleanup EXIT
 export DISPLAY=":$DISPLAY_NUM"
 for _ in $(seq 100); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
 
-# settings.json SIZE STEPS: the app's settings for one session.
+# write_settings SIZE STEPS MODEL: the app's settings for one session.
 write_settings() {
     cat >"$tmp/settings.json" <<EOF
-{"prompt": "", "model": {"kind": "builtin", "value": "$MODEL"}, "scheduler": "ddim",
+{"prompt": "", "model": {"kind": "builtin", "value": "$3"}, "scheduler": "ddim",
  "steps": $2, "guidance": 7.5, "seed": 42, "custom_size": true, "width": $1, "height": $1,
  "delta": 0.01, "max_skips": 4, "force_cpu": true, "view": "side_by_side",
  "export_dir": "$tmp/exports", "ui_scale": 1.0, "auto_rerun": true}
@@ -97,12 +102,12 @@ shot() {
 click() { xdotool mousemove --sync "$1" "$2" click 1; sleep 0.3; }
 
 if ((SHOTS)); then
-write_settings 128 50
+write_settings "$SIZE" 50 "$MODEL"
 start_app
 
 # 1. Type the prompt (click into the prompt field first).
 click 184 75
-xdotool type --delay 25 "a lighthouse on a cliff at sunset, watercolor"
+xdotool type --delay 25 "$PROMPT"
 shot 01-prompt
 
 # 2. Ctrl+Enter: both pipelines run, live previews and curves stream in.
@@ -151,7 +156,7 @@ fi
 if ((FRAME_TIMES)); then
     # A heavier run: 256×256, 30 steps (about 0.8 s per step on a 2-core CPU), with
     # continuous repaints while it runs; the app writes the frame-time summary on exit.
-    write_settings 256 30
+    write_settings 256 30 "$FT_MODEL"
     start_app ADIFF_FRAME_STATS="$OUT/frame-times.json" ${ADIFF_VSYNC:+ADIFF_VSYNC=$ADIFF_VSYNC}
     click 184 75
     xdotool type --delay 25 "frame-time measurement run"
