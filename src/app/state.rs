@@ -750,6 +750,25 @@ mod tests {
     }
 
     #[test]
+    fn warnings_show_once_per_job_and_clear_on_the_next() {
+        let mut s = Session::default();
+        s.start_job(1, spec(0.01));
+        for _ in 0..2 {
+            s.apply(Event::Warning {
+                job: 1,
+                message: "unknown word".into(),
+            });
+        }
+        s.apply(Event::Warning {
+            job: 7,
+            message: "another job's".into(),
+        });
+        assert_eq!(s.warnings, vec!["unknown word".to_string()]);
+        s.start_job(2, spec(0.02));
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
     fn events_of_older_jobs_never_reach_the_view() {
         let mut s = Session::default();
         s.start_job(1, spec(0.01));
