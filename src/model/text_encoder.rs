@@ -59,7 +59,7 @@ impl Attention {
     }
 }
 
-struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     ln1: LayerNorm,
     attn: Attention,
     ln2: LayerNorm,
@@ -70,7 +70,7 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
+    pub(crate) fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
         Ok(Self {
             ln1: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layer_norm1"))?,
             attn: Attention::new(vb.pp("self_attn"), c, diff)?,
@@ -82,7 +82,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let ln = |n: &LayerNorm, t: &Tensor| super::unet::layer_norm(n, t, self.diff);
         let h = (x + self.attn.forward(&ln(&self.ln1, x)?, mask)?)?;
         let m = self.fc1.forward(&ln(&self.ln2, &h)?)?;

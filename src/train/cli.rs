@@ -34,6 +34,65 @@ pub enum TrainCommand {
     Eval(EvalArgs),
     /// Copy a checkpoint folder with the AdamW moments in bf16 (small enough to commit).
     Pack(PackArgs),
+    /// Train the tiny CLIP alignment scorer of the shapes world (resumable).
+    Clip(ClipArgs),
+    /// Rank held-out renders' true captions among random ones with a CLIP folder.
+    ClipEval(ClipEvalArgs),
+}
+
+/// `adiff train clip`.
+#[derive(Debug, Clone, Args)]
+pub struct ClipArgs {
+    /// Checkpoint folder (created; resumed from when it holds a checkpoint).
+    #[arg(long, default_value = "target/shapes-clip-train")]
+    pub out: PathBuf,
+    /// Train until this many steps in total.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    /// Contrastive batch size (new runs only).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Peak learning rate (new runs only).
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Architecture: standard or tiny (new runs only).
+    #[arg(long, default_value = "standard")]
+    pub arch: String,
+    /// Seed of the data stream (new runs only).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Log the mean loss every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: usize,
+    /// Checkpoint every N minutes (and at the end).
+    #[arg(long, default_value_t = 3.0)]
+    pub ckpt_minutes: f64,
+    /// After training, export a transformers CLIPModel folder here (for `--clip DIR`).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Train on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+/// `adiff train clip-eval`.
+#[derive(Debug, Clone, Args)]
+pub struct ClipEvalArgs {
+    /// CLIP folder (transformers CLIPModel format).
+    #[arg(long, default_value = "assets/models/shapes-clip")]
+    pub model: PathBuf,
+    /// Single-object held-out renders.
+    #[arg(long, default_value_t = 60)]
+    pub single: usize,
+    /// Two-object held-out renders.
+    #[arg(long, default_value_t = 40)]
+    pub pairs: usize,
+    /// Captions per render (the true one included).
+    #[arg(long, default_value_t = 32)]
+    pub candidates: usize,
+    /// Seed of the distractor captions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// `adiff train pack`.
@@ -207,6 +266,59 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         TrainCommand::Export(a) => {
             super::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
             eprintln!("exported {} to {}", a.from.display(), a.to.display());
+            Ok(())
+        }
+        TrainCommand::Clip(a) => {
+            let device = if a.cpu {
+                candle_core::Device::Cpu
+            } else {
+                crate::model::best_device()?
+            };
+            let config = super::clip::ClipTrainConfig {
+                arch: super::clip::ClipArch::parse(&a.arch)?,
+                batch: a.batch,
+                lr: a.lr,
+                seed: a.seed,
+                ..Default::default()
+            };
+            let mut t = super::clip::ClipTrainer::open(&a.out, config, device)?;
+            eprintln!(
+                "tiny CLIP: {} parameters; step {} of {}; batch {}; checkpoints in {}",
+                t.num_parameters(),
+                t.step,
+                a.steps,
+                t.config.batch,
+                a.out.display()
+            );
+            t.run(&a.out, a.steps, a.log_every, a.ckpt_minutes * 60.0)?;
+            if let Some(dir) = &a.export {
+                t.export(dir)?;
+                eprintln!("exported the CLIP to {}", dir.display());
+            }
+            Ok(())
+        }
+        TrainCommand::ClipEval(a) => {
+            let scorer =
+                crate::metrics::clip::ClipScorer::from_dir(&a.model, &candle_core::Device::Cpu)?;
+            let scores =
+                super::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
+            for s in &scores {
+                println!(
+                    "{:<6} true caption first among {}: {} / {} ({:.1} %)",
+                    s.group,
+                    s.candidates,
+                    s.top1,
+                    s.renders,
+                    100.0 * s.top1 as f64 / s.renders.max(1) as f64
+                );
+            }
+            let (top1, n) = scores
+                .iter()
+                .fold((0, 0), |(a, b), s| (a + s.top1, b + s.renders));
+            println!(
+                "all    {top1} / {n} ({:.1} %)",
+                100.0 * top1 as f64 / n.max(1) as f64
+            );
             Ok(())
         }
         TrainCommand::Measure(a) => measure(a),

@@ -11,6 +11,7 @@
 //!   [`crate::model::StableDiffusion::load_dir`] loads like any other.
 
 pub mod cli;
+pub mod clip;
 pub mod eval;
 pub mod plot;
 
@@ -224,6 +225,27 @@ pub fn alphas_cumprod() -> Vec<f64> {
             acc
         })
         .collect()
+}
+
+/// One AdamW update (β 0.9 / 0.999, ε 1e-8, decoupled weight decay) of weight `w` with
+/// gradient `g` and moments `(m, v)` at step `step` (0-based): `(new w, new m, new v)`.
+/// All inputs must be detached so that no graph is kept alive.
+pub(crate) fn adamw(
+    w: &Tensor,
+    g: &Tensor,
+    (m, v): (&Tensor, &Tensor),
+    step: usize,
+    lr: f64,
+    weight_decay: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let t = (step + 1) as i32;
+    let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+    let m = ((m * b1)? + (g * (1.0 - b1))?)?;
+    let v = ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+    let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + eps)?)?;
+    let new = ((w * (1.0 - lr * weight_decay))? - (update * lr)?)?;
+    Ok((new, m, v))
 }
 
 /// Training settings.
@@ -476,10 +498,7 @@ impl Trainer {
             bail!("the loss is {value} at step {}", self.step);
         }
         let grads = loss.backward()?;
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-        let t = (self.step + 1) as i32;
         let lr = self.lr();
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         let decay = self
             .config
             .ema_decay
@@ -489,13 +508,14 @@ impl Trainer {
                 continue;
             };
             // Plain values from here on: nothing may keep this step's graph alive.
-            let g = &g.detach();
-            let w = &var.as_tensor().detach();
-            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
-            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + eps)?)?;
-            let decayed = (w * (1.0 - lr * self.config.weight_decay))?;
-            let new = (decayed - (update * lr)?)?;
+            let (new, m, v) = adamw(
+                &var.as_tensor().detach(),
+                &g.detach(),
+                (&self.m[i], &self.v[i]),
+                self.step,
+                lr,
+                self.config.weight_decay,
+            )?;
             var.set(&new)?;
             self.ema[i] = ((&self.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
             self.m[i] = m;
