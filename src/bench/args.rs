@@ -148,9 +148,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.03)]
     pub early_stop_tau: f64,
     /// CLIP model for prompt alignment: a hub repository (owner/name[@revision]) or a local
-    /// transformers CLIP folder. When it cannot be loaded, CLIP is reported "not measured".
-    #[arg(long, default_value = DEFAULT_CLIP_REPO)]
-    pub clip: String,
+    /// transformers CLIP folder. Default: for a local model folder NAME with a sibling
+    /// folder NAME-clip (the built-in shapes model's assets/models/shapes-clip), that one;
+    /// else openai/clip-vit-base-patch32. When it cannot be loaded, CLIP is reported "not
+    /// measured".
+    #[arg(long)]
+    pub clip: Option<String>,
     /// Do not measure CLIP alignment.
     #[arg(long)]
     pub no_clip: bool,
@@ -196,7 +199,10 @@ impl BenchArgs {
         let clip = if self.no_clip {
             None
         } else {
-            Some(self.clip.parse::<ClipSource>()?)
+            Some(match &self.clip {
+                Some(c) => c.parse::<ClipSource>()?,
+                None => default_clip(&model)?,
+            })
         };
         let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
         if let Some(p) = self.out.parent()
@@ -371,4 +377,43 @@ pub fn run_calibrate_cmd(a: &CalibrateArgs) -> Result<()> {
     let cal = super::calibrate::run_calibrate(&opts)?;
     super::calibrate::print_summary(&cal, &opts.out);
     Ok(())
+}
+
+/// The CLIP scorer used when `--clip` is not given: a local model folder's sibling
+/// `NAME-clip` folder when it holds a CLIP model (the built-in shapes model ships one),
+/// else the OpenAI CLIP of the hub.
+pub fn default_clip(model: &ModelSource) -> Result<ClipSource> {
+    if let ModelSource::Local(dir) = model
+        && let Some(name) = dir.file_name()
+    {
+        let mut sibling_name = name.to_os_string();
+        sibling_name.push("-clip");
+        let sibling = dir.with_file_name(sibling_name);
+        if sibling.join("config.json").is_file() {
+            return Ok(ClipSource::Dir(sibling));
+        }
+    }
+    DEFAULT_CLIP_REPO.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_folders_sibling_clip_is_the_default_scorer() {
+        let root = std::env::temp_dir().join(format!("adiff-default-clip-{}", std::process::id()));
+        let model = root.join("mymodel");
+        std::fs::create_dir_all(&model).unwrap();
+        let hub = DEFAULT_CLIP_REPO.parse::<ClipSource>().unwrap();
+        let source = ModelSource::Local(model.clone());
+        assert_eq!(default_clip(&source).unwrap(), hub);
+        let clip = root.join("mymodel-clip");
+        std::fs::create_dir_all(&clip).unwrap();
+        std::fs::write(clip.join("config.json"), "{}").unwrap();
+        assert_eq!(default_clip(&source).unwrap(), ClipSource::Dir(clip));
+        let hub_model = ModelSource::Hub(crate::model::HubModel::Sd15);
+        assert_eq!(default_clip(&hub_model).unwrap(), hub);
+        std::fs::remove_dir_all(&root).ok();
+    }
 }
