@@ -34,7 +34,8 @@ pub enum TrainCommand {
     Eval(EvalArgs),
     /// Copy a checkpoint folder with the AdamW moments in bf16 (small enough to commit).
     Pack(PackArgs),
-    /// Train the tiny CLIP alignment scorer of the shapes world (resumable).
+    /// Train the tiny CLIP alignment scorer of the shapes world (resumable; create the file
+    /// OUT/STOP to stop at the next step with a checkpoint).
     Clip(ClipArgs),
     /// Rank held-out renders' true captions among random ones with a CLIP folder.
     ClipEval(ClipEvalArgs),

@@ -493,7 +493,8 @@ impl ClipTrainer {
         Ok(value)
     }
 
-    /// Train until `total_steps`, logging and checkpointing into `dir`.
+    /// Train until `total_steps` (or until a file `STOP` appears in `dir`), logging and
+    /// checkpointing into `dir`.
     pub fn run(
         &mut self,
         dir: &Path,
@@ -501,9 +502,11 @@ impl ClipTrainer {
         log_every: usize,
         ckpt_every_s: f64,
     ) -> Result<()> {
+        let stop_file = dir.join("STOP");
+        let _ = std::fs::remove_file(&stop_file);
         let mut last_ckpt = Instant::now();
         let (mut acc, mut count, mut t_log) = (0.0, 0usize, Instant::now());
-        while self.step < total_steps {
+        while self.step < total_steps && !stop_file.exists() {
             let t0 = Instant::now();
             acc += self.train_step()?;
             self.train_seconds += t0.elapsed().as_secs_f64();
