@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
@@ -128,6 +128,10 @@ pub struct ShapesArgs {
     /// Seed (new runs only).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Offset-noise standard deviation (default 0.15 for new runs; given, it also changes
+    /// a resumed run from here on).
+    #[arg(long)]
+    pub offset_noise: Option<f64>,
     /// Log the mean loss every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -228,6 +232,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 seed: a.seed,
                 ..TrainConfig::default()
             };
+            if let Some(o) = a.offset_noise {
+                ensure!(
+                    (0.0..=1.0).contains(&o),
+                    "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
+                );
+            }
             let device = if a.cpu {
                 candle_core::Device::Cpu
             } else {
@@ -235,12 +245,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             };
             let on = if device.is_cpu() { "CPU" } else { "GPU" };
             let mut t = Trainer::open_on(&a.out, config, device)?;
+            if let Some(o) = a.offset_noise {
+                t.config.offset_noise = o;
+            }
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; on the {on}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; offset noise {}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
                 t.config.batch,
+                t.config.offset_noise,
                 a.out.display()
             );
             let stop = Arc::new(AtomicBool::new(false));

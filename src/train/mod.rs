@@ -214,6 +214,19 @@ pub fn scheduler_json() -> serde_json::Value {
     })
 }
 
+/// `numel` standard normal values plus, with `offset > 0`, one N(0, offset²) constant per
+/// plane of `plane` values (per image and channel): the training noise ε.
+fn training_noise(rng: &mut Rng, numel: usize, plane: usize, offset: f64) -> Vec<f32> {
+    let mut noise: Vec<f32> = (0..numel).map(|_| rng.normal() as f32).collect();
+    if offset > 0.0 {
+        for chunk in noise.chunks_mut(plane) {
+            let o = (rng.normal() * offset) as f32;
+            chunk.iter_mut().for_each(|v| *v += o);
+        }
+    }
+    noise
+}
+
 /// ᾱ_t of SD's scaled-linear schedule, t = 0…999.
 pub fn alphas_cumprod() -> Vec<f64> {
     let (b0, b1, n) = (0.00085f64.sqrt(), 0.012f64.sqrt(), 1000);
@@ -265,6 +278,14 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     /// Seed of the initial weights and the data stream.
     pub seed: u64,
+    /// Standard deviation of the per-image, per-channel constant added to the training
+    /// noise ("offset noise"). SD's scaled-linear schedule leaves √ᾱ_T ≈ 0.068 of the
+    /// image in x_T, so a model trained on plain noise learns to read the background
+    /// from the mean of x_T — which pure noise at generation time does not have, giving
+    /// washed-out grey backgrounds. Hiding that mean behind an offset makes the model
+    /// take the background from the text. 0 in checkpoints written before it existed.
+    #[serde(default)]
+    pub offset_noise: f64,
 }
 
 impl Default for TrainConfig {
@@ -277,6 +298,7 @@ impl Default for TrainConfig {
             weight_decay: 0.01,
             ema_decay: 0.999,
             seed: 0,
+            offset_noise: 0.15,
         }
     }
 }
@@ -474,7 +496,8 @@ impl Trainer {
             b.push((1.0 - self.alphas[t]).sqrt() as f32);
         }
         let numel = x0.elem_count();
-        let noise: Vec<f32> = (0..numel).map(|_| self.rng.normal() as f32).collect();
+        let (_, _, h, w) = x0.dims4()?;
+        let noise = training_noise(&mut self.rng, numel, h * w, self.config.offset_noise);
         let noise = Tensor::from_vec(noise, x0.shape(), &self.device)?;
         let a = Tensor::from_vec(a, (n, 1, 1, 1), &self.device)?;
         let b = Tensor::from_vec(b, (n, 1, 1, 1), &self.device)?;
@@ -752,6 +775,35 @@ pub fn default_out_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
+    #[test]
+    fn offset_noise_shifts_each_plane() {
+        let plane_stats = |offset: f64| {
+            let mut rng = Rng::new(3);
+            let (planes, plane) = (600, 256);
+            let noise = training_noise(&mut rng, planes * plane, plane, offset);
+            let means: Vec<f64> = noise
+                .chunks(plane)
+                .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() / plane as f64)
+                .collect();
+            let sd_of_means = (means.iter().map(|m| m * m).sum::<f64>() / planes as f64).sqrt();
+            let within = noise
+                .chunks(plane)
+                .zip(&means)
+                .map(|(c, m)| c.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / (planes * plane) as f64;
+            (sd_of_means, within.sqrt())
+        };
+        let (plain, plain_within) = plane_stats(0.0);
+        let (offset, offset_within) = plane_stats(0.3);
+        // Plain noise: the mean of 256 values has sd 1/16.
+        assert!((plain - 1.0 / 16.0).abs() < 0.01, "{plain}");
+        // With an offset of 0.3: sd √(0.3² + 1/256) ≈ 0.306.
+        assert!((offset - 0.306).abs() < 0.03, "{offset}");
+        assert!((plain_within - 1.0).abs() < 0.02 && (offset_within - 1.0).abs() < 0.02);
+    }
 
     /// The training graph (composed softmax / layer norm, unfolded convolutions) computes
     /// what the inference code computes on the same weights.
