@@ -60,11 +60,11 @@ trap cleanup EXIT
 export DISPLAY=":$DISPLAY_NUM"
 for _ in $(seq 100); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
 
-# write_settings SIZE STEPS MODEL: the app's settings for one session.
+# write_settings SIZE STEPS MODEL CUSTOM_SIZE(true|false): the app's settings for one session.
 write_settings() {
     cat >"$tmp/settings.json" <<EOF
 {"prompt": "", "model": {"kind": "builtin", "value": "$3"}, "scheduler": "ddim",
- "steps": $2, "guidance": 7.5, "seed": 42, "custom_size": true, "width": $1, "height": $1,
+ "steps": $2, "guidance": 7.5, "seed": 42, "custom_size": $4, "width": $1, "height": $1,
  "delta": 0.01, "max_skips": 4, "force_cpu": true, "view": "side_by_side",
  "export_dir": "$tmp/exports", "ui_scale": 1.0, "auto_rerun": true}
 EOF
@@ -102,7 +102,7 @@ shot() {
 click() { xdotool mousemove --sync "$1" "$2" click 1; sleep 0.3; }
 
 if ((SHOTS)); then
-write_settings "$SIZE" 50 "$MODEL"
+write_settings "$SIZE" 50 "$MODEL" false
 start_app
 
 # 1. Type the prompt (click into the prompt field first).
@@ -121,7 +121,7 @@ wait_title done 300
 shot 03-done
 
 # 4. δ = 0.05 typed into the δ field: only the adaptive side re-runs (baseline cached).
-click 135 473
+click 135 437
 xdotool key ctrl+a
 xdotool type --delay 40 "0.05"
 xdotool key Return
@@ -135,7 +135,7 @@ shot 05-difference
 xdotool key ctrl+1
 
 # 6. Export the comparison PNG (button in the Export section) and keep a copy.
-click 84 639
+click 84 603
 for _ in $(seq 100); do
     f=$(ls "$tmp"/exports/*-compare.png 2>/dev/null | head -n 1 || true)
     [[ -n "$f" ]] && break
@@ -156,7 +156,7 @@ fi
 if ((FRAME_TIMES)); then
     # A heavier run: 256×256, 30 steps (about 0.8 s per step on a 2-core CPU), with
     # continuous repaints while it runs; the app writes the frame-time summary on exit.
-    write_settings 256 30 "$FT_MODEL"
+    write_settings 256 30 "$FT_MODEL" true
     start_app ADIFF_FRAME_STATS="$OUT/frame-times.json" ${ADIFF_VSYNC:+ADIFF_VSYNC=$ADIFF_VSYNC}
     click 184 75
     xdotool type --delay 25 "frame-time measurement run"

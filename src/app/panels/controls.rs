@@ -223,14 +223,14 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
             let l = ui.label("Width");
             ui.add(
                 egui::DragValue::new(&mut s.width)
-                    .range(64..=2048)
+                    .range(8..=2048)
                     .speed(8.0),
             )
             .labelled_by(l.id);
             let l = ui.label("Height");
             ui.add(
                 egui::DragValue::new(&mut s.height)
-                    .range(64..=2048)
+                    .range(8..=2048)
                     .speed(8.0),
             )
             .labelled_by(l.id);
