@@ -401,3 +401,18 @@ fn gui_shows_errors_instead_of_crashing() {
     assert_eq!(app(&h).worker_stats().jobs, 1);
     h.run();
 }
+
+/// A custom size below 64 (a 32×32 pixel-space model) survives the size fields.
+#[test]
+fn gui_custom_size_keeps_small_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        custom_size: true,
+        width: 32,
+        height: 24,
+        ..settings(dir.path())
+    });
+    h.step();
+    h.step();
+    assert_eq!((app(&h).settings.width, app(&h).settings.height), (32, 24));
+}

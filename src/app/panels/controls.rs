@@ -235,8 +235,9 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
             )
             .labelled_by(l.id);
         });
-        s.width = (s.width / 8).max(8) * 8;
-        s.height = (s.height / 8).max(8) * 8;
+        // Snap to a multiple of 8, at least 8 (pixel-space models are 32×32).
+        s.width = (s.width / 8).max(1) * 8;
+        s.height = (s.height / 8).max(1) * 8;
     }
 }
 
