@@ -132,6 +132,10 @@ pub struct ShapesArgs {
     /// a resumed run from here on).
     #[arg(long)]
     pub offset_noise: Option<f64>,
+    /// Cosine learning-rate decay FROM:TO (steps), down to 5 % of the peak rate; given, it
+    /// also changes a resumed run. `none` removes a decay.
+    #[arg(long, value_parser = parse_lr_decay)]
+    pub lr_decay: Option<LrDecay>,
     /// Log the mean loss every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -220,6 +224,28 @@ fn keep_freed_memory() {
     }
 }
 
+/// A `--lr-decay` value: `FROM:TO` steps, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LrDecay(pub Option<(usize, usize)>);
+
+fn parse_lr_decay(s: &str) -> std::result::Result<LrDecay, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(LrDecay(None));
+    }
+    let bad = || {
+        format!(
+            "--lr-decay {s:?}: give FROM:TO in steps with FROM < TO (e.g. 10800:14000), or none"
+        )
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let from: usize = a.trim().parse().map_err(|_| bad())?;
+    let to: usize = b.trim().parse().map_err(|_| bad())?;
+    if from >= to {
+        return Err(bad());
+    }
+    Ok(LrDecay(Some((from, to))))
+}
+
 /// Run `adiff train ...`.
 pub fn run(args: &TrainArgs) -> Result<()> {
     keep_freed_memory();
@@ -248,13 +274,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if let Some(o) = a.offset_noise {
                 t.config.offset_noise = o;
             }
+            if let Some(LrDecay(d)) = a.lr_decay {
+                t.config.lr_decay = d;
+            }
+            let decay = match t.config.lr_decay {
+                Some((from, to)) => format!("cosine decay {from}→{to}"),
+                None => "no decay".into(),
+            };
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; offset noise {}; on the {on}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; offset noise {}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
                 t.config.batch,
                 t.config.offset_noise,
+                t.config.lr,
                 a.out.display()
             );
             let stop = Arc::new(AtomicBool::new(false));
@@ -463,4 +497,22 @@ fn tempfile_dir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("adiff-measure-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_decay_parses_steps_and_none_and_rejects_the_rest() {
+        assert_eq!(
+            parse_lr_decay("10800:14000"),
+            Ok(LrDecay(Some((10800, 14000))))
+        );
+        assert_eq!(parse_lr_decay("none"), Ok(LrDecay(None)));
+        for bad in ["14000:10800", "5:5", "10800", "a:b", "1:-2"] {
+            let e = parse_lr_decay(bad).unwrap_err();
+            assert!(e.contains("FROM:TO"), "{bad}: {e}");
+        }
+    }
 }

@@ -261,6 +261,28 @@ pub(crate) fn adamw(
     Ok((new, m, v))
 }
 
+/// Redraw every randomly initialised parameter from `seed` (normal, the same standard
+/// deviation as candle's draw); constant ones (norm weights, biases) stay. candle's CPU
+/// initialisers cannot be seeded, so without this two runs with the same seed differ.
+pub(crate) fn reseed(params: &[(String, Var)], seed: u64) -> Result<()> {
+    let mut init_rng = Rng::new(seed);
+    for (_, var) in params {
+        let t = var.as_tensor();
+        let flat = t.flatten_all()?.to_vec1::<f32>()?;
+        let n = flat.len() as f64;
+        let mean = flat.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var_ = flat.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        if var_ > 0.0 {
+            let std = var_.sqrt();
+            let data: Vec<f32> = (0..flat.len())
+                .map(|_| (init_rng.normal() * std) as f32)
+                .collect();
+            var.set(&Tensor::from_vec(data, t.shape(), t.device())?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Training settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -286,6 +308,29 @@ pub struct TrainConfig {
     /// take the background from the text. 0 in checkpoints written before it existed.
     #[serde(default)]
     pub offset_noise: f64,
+    /// Cosine decay of the learning rate from step `.0` to step `.1`, down to
+    /// [`LR_FLOOR`] × `lr` (and held there); `None` keeps the peak rate after warm-up.
+    #[serde(default)]
+    pub lr_decay: Option<(usize, usize)>,
+}
+
+/// The share of the peak learning rate that a decay ends at.
+pub const LR_FLOOR: f64 = 0.05;
+
+/// The learning rate at `step` (0-based) under `config`: linear warm-up, then the peak
+/// rate, then the cosine decay if one is set.
+pub fn lr_at(config: &TrainConfig, step: usize) -> f64 {
+    let w = config.warmup.max(1) as f64;
+    let peak = config.lr * ((step + 1) as f64 / w).min(1.0);
+    match config.lr_decay {
+        Some((from, to)) if step >= from => {
+            let span = to.saturating_sub(from).max(1) as f64;
+            let p = ((step - from) as f64 / span).min(1.0);
+            let cos = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+            peak * (LR_FLOOR + (1.0 - LR_FLOOR) * cos)
+        }
+        _ => peak,
+    }
 }
 
 impl Default for TrainConfig {
@@ -299,6 +344,7 @@ impl Default for TrainConfig {
             ema_decay: 0.999,
             seed: 0,
             offset_noise: 0.15,
+            lr_decay: None,
         }
     }
 }
@@ -372,24 +418,7 @@ impl Trainer {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        // candle's CPU initialisers cannot be seeded: redraw every randomly initialised
-        // tensor from the run's seed (normal, same standard deviation); constant ones
-        // (norm weights, biases) stay.
-        let mut init_rng = Rng::new(config.seed);
-        for (_, var) in &params {
-            let t = var.as_tensor();
-            let flat = t.flatten_all()?.to_vec1::<f32>()?;
-            let n = flat.len() as f64;
-            let mean = flat.iter().map(|&x| x as f64).sum::<f64>() / n;
-            let var_ = flat.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-            if var_ > 0.0 {
-                let std = var_.sqrt();
-                let data: Vec<f32> = (0..flat.len())
-                    .map(|_| (init_rng.normal() * std) as f32)
-                    .collect();
-                var.set(&Tensor::from_vec(data, t.shape(), &device)?)?;
-            }
-        }
+        reseed(&params, config.seed)?;
         let zeros = |p: &[(String, Var)]| -> Result<Vec<Tensor>> {
             Ok(p.iter()
                 .map(|(_, v)| v.as_tensor().zeros_like())
@@ -509,8 +538,7 @@ impl Trainer {
 
     /// The learning rate at the current step.
     fn lr(&self) -> f64 {
-        let w = self.config.warmup.max(1) as f64;
-        self.config.lr * ((self.step + 1) as f64 / w).min(1.0)
+        lr_at(&self.config, self.step)
     }
 
     /// One optimisation step; returns the loss.
@@ -777,6 +805,31 @@ mod tests {
     use super::*;
 
     /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
+    #[test]
+    fn lr_decays_by_cosine_between_the_given_steps() {
+        let mut c = TrainConfig {
+            warmup: 10,
+            lr: 1e-3,
+            ..TrainConfig::default()
+        };
+        assert!(
+            (lr_at(&c, 0) - 1e-4).abs() < 1e-12,
+            "warm-up starts at lr/10"
+        );
+        assert_eq!(lr_at(&c, 5000), 1e-3, "no decay set: the peak rate stays");
+        c.lr_decay = Some((100, 300));
+        assert_eq!(lr_at(&c, 99), 1e-3);
+        assert!((lr_at(&c, 100) - 1e-3).abs() < 1e-12);
+        let mid = 1e-3 * (LR_FLOOR + (1.0 - LR_FLOOR) * 0.5);
+        assert!((lr_at(&c, 200) - mid).abs() < 1e-12, "{}", lr_at(&c, 200));
+        assert!((lr_at(&c, 300) - 1e-3 * LR_FLOOR).abs() < 1e-12);
+        assert!(
+            (lr_at(&c, 9000) - 1e-3 * LR_FLOOR).abs() < 1e-12,
+            "held at the floor"
+        );
+        assert!(lr_at(&c, 150) > lr_at(&c, 250), "falls monotonically");
+    }
+
     #[test]
     fn offset_noise_shifts_each_plane() {
         let plane_stats = |offset: f64| {
