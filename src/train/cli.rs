@@ -136,6 +136,11 @@ pub struct ShapesArgs {
     /// also changes a resumed run. `none` removes a decay.
     #[arg(long, value_parser = parse_lr_decay)]
     pub lr_decay: Option<LrDecay>,
+    /// Weigh each sample's ε loss by min(1/ᾱ_t, K): K > 1 stresses the noisiest steps,
+    /// where the layout is decided (1 = the plain ε loss); given, it also changes a
+    /// resumed run.
+    #[arg(long, value_name = "K")]
+    pub high_noise_weight: Option<f64>,
     /// Log the mean loss every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -277,17 +282,25 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if let Some(LrDecay(d)) = a.lr_decay {
                 t.config.lr_decay = d;
             }
+            if let Some(k) = a.high_noise_weight {
+                ensure!(
+                    k.is_finite() && (1.0..=1000.0).contains(&k),
+                    "--high-noise-weight {k} is out of range: give a cap in 1..=1000 (1 = the plain ε loss, e.g. 50)"
+                );
+                t.config.high_noise_weight = k;
+            }
             let decay = match t.config.lr_decay {
                 Some((from, to)) => format!("cosine decay {from}→{to}"),
                 None => "no decay".into(),
             };
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; offset noise {}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; offset noise {}; high-noise weight cap {}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
                 t.config.batch,
                 t.config.offset_noise,
+                t.config.high_noise_weight,
                 t.config.lr,
                 a.out.display()
             );

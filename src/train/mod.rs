@@ -312,6 +312,21 @@ pub struct TrainConfig {
     /// [`LR_FLOOR`] × `lr` (and held there); `None` keeps the peak rate after warm-up.
     #[serde(default)]
     pub lr_decay: Option<(usize, usize)>,
+    /// Weight of a sample's ε-MSE: `min(1/ᾱ_t, high_noise_weight)` (1 = the plain ε loss).
+    /// The ε loss weighs an error in the predicted image by SNR(t), so at the noisiest
+    /// steps — where the layout of the image is decided — what the caption says about
+    /// positions barely counts; 1/ᾱ_t is the weighting of a v-prediction loss.
+    #[serde(default = "one")]
+    pub high_noise_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A sample's loss weight at timestep `t` (see [`TrainConfig::high_noise_weight`]).
+pub fn loss_weight(alphas_cumprod: &[f64], t: usize, cap: f64) -> f64 {
+    (1.0 / alphas_cumprod[t]).min(cap.max(1.0))
 }
 
 /// The share of the peak learning rate that a decay ends at.
@@ -345,6 +360,7 @@ impl Default for TrainConfig {
             seed: 0,
             offset_noise: 0.15,
             lr_decay: None,
+            high_noise_weight: 1.0,
         }
     }
 }
@@ -518,9 +534,11 @@ impl Trainer {
         let mut ts = Vec::with_capacity(n);
         let mut a = Vec::with_capacity(n);
         let mut b = Vec::with_capacity(n);
+        let mut weights = Vec::with_capacity(n);
         for _ in 0..n {
             let t = self.rng.below(self.alphas.len());
             ts.push(t as f32);
+            weights.push(loss_weight(&self.alphas, t, self.config.high_noise_weight) as f32);
             a.push(self.alphas[t].sqrt() as f32);
             b.push((1.0 - self.alphas[t]).sqrt() as f32);
         }
@@ -533,7 +551,13 @@ impl Trainer {
         let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&b)?)?;
         let t = Tensor::from_vec(ts, n, &self.device)?;
         let pred = self.unet.forward_t(&xt, &t, &ctx, None)?;
-        Ok((pred - noise)?.sqr()?.mean_all()?)
+        let se = (pred - noise)?.sqr()?;
+        if weights.iter().all(|&w| w == 1.0) {
+            return Ok(se.mean_all()?);
+        }
+        let per_sample = se.flatten_from(1)?.mean(1)?;
+        let w = Tensor::from_vec(weights, n, &self.device)?;
+        Ok((per_sample * w)?.mean_all()?)
     }
 
     /// The learning rate at the current step.
@@ -805,6 +829,17 @@ mod tests {
     use super::*;
 
     /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
+    #[test]
+    fn loss_weight_is_one_over_alpha_bar_capped() {
+        let a = alphas_cumprod();
+        assert_eq!(loss_weight(&a, 999, 1.0), 1.0, "cap 1 is the plain ε loss");
+        assert_eq!(loss_weight(&a, 0, 50.0), 1.0 / a[0]);
+        assert!((loss_weight(&a, 500, 50.0) - 1.0 / a[500]).abs() < 1e-12);
+        assert!(1.0 / a[500] > 2.0 && 1.0 / a[500] < 50.0);
+        assert_eq!(loss_weight(&a, 999, 50.0), 50.0, "1/ᾱ_999 ≈ 214 is capped");
+        assert!(loss_weight(&a, 900, 50.0) >= loss_weight(&a, 800, 50.0));
+    }
+
     #[test]
     fn lr_decays_by_cosine_between_the_given_steps() {
         let mut c = TrainConfig {
