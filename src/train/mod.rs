@@ -261,9 +261,10 @@ pub(crate) fn adamw(
     Ok((new, m, v))
 }
 
-/// Redraw every randomly initialised parameter from `seed` (normal, the same standard
-/// deviation as candle's draw); constant ones (norm weights, biases) stay. candle's CPU
-/// initialisers cannot be seeded, so without this two runs with the same seed differ.
+/// Redraw every randomly initialised parameter from `seed` (normal, with the standard
+/// deviation measured on candle's draw); constant ones (norm weights) stay. candle's CPU
+/// initialisers cannot be seeded. The values come from `seed`, but the standard deviation
+/// is estimated from candle's unseeded draw, so two fresh runs agree only approximately.
 pub(crate) fn reseed(params: &[(String, Var)], seed: u64) -> Result<()> {
     let mut init_rng = Rng::new(seed);
     for (_, var) in params {
