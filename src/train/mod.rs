@@ -553,7 +553,8 @@ impl Trainer {
         let t = Tensor::from_vec(ts, n, &self.device)?;
         let pred = self.unet.forward_t(&xt, &t, &ctx, None)?;
         let se = (pred - noise)?.sqr()?;
-        if weights.iter().all(|&w| w == 1.0) {
+        if self.config.high_noise_weight <= 1.0 {
+            // Every weight is 1: the plain ε loss.
             return Ok(se.mean_all()?);
         }
         let per_sample = se.flatten_from(1)?.mean(1)?;
@@ -829,7 +830,6 @@ pub fn default_out_dir() -> PathBuf {
 mod tests {
     use super::*;
 
-    /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
     #[test]
     fn loss_weight_is_one_over_alpha_bar_capped() {
         let a = alphas_cumprod();
@@ -866,6 +866,7 @@ mod tests {
         assert!(lr_at(&c, 150) > lr_at(&c, 250), "falls monotonically");
     }
 
+    /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
     #[test]
     fn offset_noise_shifts_each_plane() {
         let plane_stats = |offset: f64| {
