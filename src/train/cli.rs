@@ -32,6 +32,9 @@ pub enum TrainCommand {
     Measure(MeasureArgs),
     /// Generate held-out prompts with a model folder and score them with the checker.
     Eval(EvalArgs),
+    /// Probe whether a shapes model reads the position words: where the guided prediction
+    /// at a noisy timestep puts the named colour, for each of the five positions (seconds).
+    Probe(ProbeArgs),
     /// Copy a checkpoint folder with the AdamW moments in bf16 (small enough to commit).
     Pack(PackArgs),
     /// Train the tiny CLIP alignment scorer of the shapes world (resumable; create the file
@@ -119,9 +122,9 @@ pub struct ShapesArgs {
     /// Batch size (new runs only).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Peak learning rate (new runs only).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Peak learning rate (default 1e-3 for new runs; given, it also changes a resumed run).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Architecture: standard, tiny, or C1,C2,C3[/TEXT][@ATTN] (new runs only).
     #[arg(long, default_value = "standard")]
     pub arch: String,
@@ -141,6 +144,18 @@ pub struct ShapesArgs {
     /// resumed run.
     #[arg(long, value_name = "K")]
     pub high_noise_weight: Option<f64>,
+    /// FROM:SHARE — a SHARE (0..1) of the samples draws its timestep from FROM..999
+    /// instead of 0..999, spending more of each batch where only the caption can place
+    /// the objects (e.g. 600:0.5); given, it also changes a resumed run. `none` removes it.
+    #[arg(long, value_parser = parse_focus)]
+    pub high_noise_focus: Option<Focus>,
+    /// Discount D of multi-resolution ("pyramid") training noise: normal grids at 1/2,
+    /// 1/4, … of the image size, level k weighted D^k, upsampled and added (0 = plain
+    /// noise, the default for new runs; e.g. 0.9). Hides where large objects are from
+    /// x_t at the noisiest steps, so the model must place them by the caption; given, it
+    /// also changes a resumed run.
+    #[arg(long, value_name = "D")]
+    pub pyramid_noise: Option<f64>,
     /// Log the mean loss every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -210,6 +225,23 @@ pub struct EvalArgs {
     pub images: Option<PathBuf>,
 }
 
+/// `adiff train probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Model folder.
+    #[arg(long, default_value = "assets/models/shapes")]
+    pub model: PathBuf,
+    /// Seeds (1..=N); each gives five prompts.
+    #[arg(long, default_value_t = 8)]
+    pub seeds: u64,
+    /// Timesteps to probe at, comma-separated (999 = pure noise).
+    #[arg(long, value_delimiter = ',', default_value = "999,900,800,600")]
+    pub timesteps: Vec<usize>,
+    /// Guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+}
+
 /// glibc hands large freed blocks back to the OS and faults fresh zeroed pages in on the
 /// next allocation; a training step allocates many large temporaries, so keep them
 /// (measured ≈ 1.5× faster steps on the CPU).
@@ -232,6 +264,28 @@ fn keep_freed_memory() {
 /// A `--lr-decay` value: `FROM:TO` steps, or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LrDecay(pub Option<(usize, usize)>);
+
+/// A parsed `--high-noise-focus` (`None`: remove the focus).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Focus(pub Option<(usize, f64)>);
+
+fn parse_focus(s: &str) -> std::result::Result<Focus, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Focus(None));
+    }
+    let bad = || {
+        format!(
+            "--high-noise-focus {s:?}: give FROM:SHARE with FROM a timestep in 0..=999 and SHARE in 0..=1 (e.g. 600:0.5), or none"
+        )
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let from: usize = a.trim().parse().map_err(|_| bad())?;
+    let share: f64 = b.trim().parse().map_err(|_| bad())?;
+    if from > 999 || !(0.0..=1.0).contains(&share) {
+        return Err(bad());
+    }
+    Ok(Focus(Some((from, share))))
+}
 
 fn parse_lr_decay(s: &str) -> std::result::Result<LrDecay, String> {
     if s.eq_ignore_ascii_case("none") {
@@ -259,7 +313,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             let config = TrainConfig {
                 arch: Arch::parse(&a.arch)?,
                 batch: a.batch,
-                lr: a.lr,
+                lr: a.lr.unwrap_or(1e-3),
                 seed: a.seed,
                 ..TrainConfig::default()
             };
@@ -282,6 +336,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if let Some(LrDecay(d)) = a.lr_decay {
                 t.config.lr_decay = d;
             }
+            if let Some(lr) = a.lr {
+                ensure!(
+                    lr.is_finite() && lr > 0.0 && lr <= 0.1,
+                    "--lr {lr} is out of range: give a learning rate in (0, 0.1] (e.g. 1e-3)"
+                );
+                t.config.lr = lr;
+            }
+            if let Some(d) = a.pyramid_noise {
+                ensure!(
+                    (0.0..1.0).contains(&d),
+                    "--pyramid-noise {d} is out of range: give a discount in 0..1 (0 = plain noise, e.g. 0.9)"
+                );
+                t.config.pyramid_noise = d;
+            }
+            if let Some(Focus(f)) = a.high_noise_focus {
+                t.config.high_noise_focus = f;
+            }
             if let Some(k) = a.high_noise_weight {
                 ensure!(
                     k.is_finite() && (1.0..=1000.0).contains(&k),
@@ -289,17 +360,24 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 );
                 t.config.high_noise_weight = k;
             }
+            let focus = match t.config.high_noise_focus {
+                Some((from, share)) => {
+                    format!("{:.0} % of timesteps from {from}..999", share * 100.0)
+                }
+                None => "uniform timesteps".into(),
+            };
             let decay = match t.config.lr_decay {
                 Some((from, to)) => format!("cosine decay {from}→{to}"),
                 None => "no decay".into(),
             };
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; offset noise {}; high-noise weight cap {}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
                 t.config.batch,
                 t.config.offset_noise,
+                t.config.pyramid_noise,
                 t.config.high_noise_weight,
                 t.config.lr,
                 a.out.display()
@@ -387,6 +465,30 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         TrainCommand::Pack(a) => {
             super::pack_checkpoint(&a.from, &a.to)?;
             eprintln!("packed {} into {}", a.from.display(), a.to.display());
+            Ok(())
+        }
+        TrainCommand::Probe(a) => {
+            let g = super::eval::Generator::load(&a.model)?;
+            let rows = super::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
+            println!(
+                "position probe of {} ({} seeds × 5 positions, guidance {}): distance (px) from the colour's centre to the named position",
+                a.model.display(),
+                a.seeds,
+                a.guidance
+            );
+            for r in &rows {
+                println!(
+                    "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
+                    r.timestep,
+                    r.distance,
+                    r.distance_if_ignored,
+                    r.spread,
+                    r.nearest_right,
+                    r.prompts,
+                    r.trace_right,
+                    r.prompts
+                );
+            }
             Ok(())
         }
         TrainCommand::Eval(a) => {
@@ -515,6 +617,17 @@ fn tempfile_dir() -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn high_noise_focus_parses_a_start_and_share_and_rejects_the_rest() {
+        assert_eq!(parse_focus("600:0.5"), Ok(Focus(Some((600, 0.5)))));
+        assert_eq!(parse_focus(" 0 : 1 "), Ok(Focus(Some((0, 1.0)))));
+        assert_eq!(parse_focus("NONE"), Ok(Focus(None)));
+        for bad in ["1000:0.5", "600:1.5", "600:-0.1", "600", "a:0.5", "600:x"] {
+            let e = parse_focus(bad).unwrap_err();
+            assert!(e.contains("FROM:SHARE"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn lr_decay_parses_steps_and_none_and_rejects_the_rest() {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clip;
 pub mod eval;
 pub mod plot;
+pub mod probe;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -214,10 +215,41 @@ pub fn scheduler_json() -> serde_json::Value {
     })
 }
 
-/// `numel` standard normal values plus, with `offset > 0`, one N(0, offset²) constant per
-/// plane of `plane` values (per image and channel): the training noise ε.
-fn training_noise(rng: &mut Rng, numel: usize, plane: usize, offset: f64) -> Vec<f32> {
-    let mut noise: Vec<f32> = (0..numel).map(|_| rng.normal() as f32).collect();
+/// The training noise ε for a batch of shape `(n, c, h, w)`: standard normal values;
+/// with `pyramid > 0`, multi-resolution ("pyramid") noise — bilinearly upsampled normal
+/// grids at h/2, h/4, … down to 1×1, level k weighted `pyramid^k`, each image rescaled to
+/// unit standard deviation; then, with `offset > 0`, one N(0, offset²) constant per plane
+/// (per image and channel). `pyramid = 0` draws exactly the plain (offset) noise.
+fn training_noise(
+    rng: &mut Rng,
+    (n, c, h, w): (usize, usize, usize, usize),
+    offset: f64,
+    pyramid: f64,
+) -> Vec<f32> {
+    let plane = h * w;
+    let mut noise: Vec<f32> = (0..n * c * plane).map(|_| rng.normal() as f32).collect();
+    if pyramid > 0.0 {
+        for image in noise.chunks_mut(c * plane) {
+            for chan in image.chunks_mut(plane) {
+                let (mut lh, mut lw, mut weight) = (h, w, 1.0);
+                while lh > 1 || lw > 1 {
+                    (lh, lw) = (lh.div_ceil(2), lw.div_ceil(2));
+                    weight *= pyramid;
+                    let grid: Vec<f64> = (0..lh * lw).map(|_| rng.normal()).collect();
+                    add_upsampled(chan, (h, w), &grid, (lh, lw), weight);
+                }
+            }
+            let len = image.len() as f64;
+            let mean = image.iter().map(|&v| v as f64).sum::<f64>() / len;
+            let var = image
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / len;
+            let scale = (1.0 / var.max(1e-12).sqrt()) as f32;
+            image.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
     if offset > 0.0 {
         for chunk in noise.chunks_mut(plane) {
             let o = (rng.normal() * offset) as f32;
@@ -225,6 +257,31 @@ fn training_noise(rng: &mut Rng, numel: usize, plane: usize, offset: f64) -> Vec
         }
     }
     noise
+}
+
+/// `dst (h, w) += weight × bilinear upsampling of grid (gh, gw)` (half-pixel centres,
+/// edges clamped, as `align_corners = false`).
+fn add_upsampled(
+    dst: &mut [f32],
+    (h, w): (usize, usize),
+    grid: &[f64],
+    (gh, gw): (usize, usize),
+    weight: f64,
+) {
+    let coord = |i: usize, n: usize, g: usize| {
+        let x = ((i as f64 + 0.5) * g as f64 / n as f64 - 0.5).clamp(0.0, (g - 1) as f64);
+        let i0 = x.floor() as usize;
+        (i0, (i0 + 1).min(g - 1), x - i0 as f64)
+    };
+    for y in 0..h {
+        let (y0, y1, fy) = coord(y, h, gh);
+        for x in 0..w {
+            let (x0, x1, fx) = coord(x, w, gw);
+            let top = grid[y0 * gw + x0] * (1.0 - fx) + grid[y0 * gw + x1] * fx;
+            let bottom = grid[y1 * gw + x0] * (1.0 - fx) + grid[y1 * gw + x1] * fx;
+            dst[y * w + x] += (weight * (top * (1.0 - fy) + bottom * fy)) as f32;
+        }
+    }
 }
 
 /// ᾱ_t of SD's scaled-linear schedule, t = 0…999.
@@ -319,6 +376,23 @@ pub struct TrainConfig {
     /// positions barely counts; 1/ᾱ_t is the weighting of a v-prediction loss.
     #[serde(default = "one")]
     pub high_noise_weight: f64,
+    /// `(from, share)`: a `share` of the samples draws its timestep from `from..1000`
+    /// instead of `0..1000`, so more of each batch is spent where the image is still
+    /// noise and only the caption can say where objects go. `None` (the default, and in
+    /// checkpoints written before it existed): every timestep equally often.
+    #[serde(default)]
+    pub high_noise_focus: Option<(usize, f64)>,
+    /// Discount of the multi-resolution ("pyramid") training noise; 0 = plain noise (the
+    /// default, and in checkpoints written before it existed). SD's schedule leaves
+    /// √ᾱ_999 ≈ 0.068 of the image in x_T: averaged over a large object's 113 pixels that
+    /// is about as strong as the white noise, so a model trained on white noise reads
+    /// where the objects are from x_t itself, even at t = 999, and never needs the
+    /// position words; at generation, pure noise has no such objects and the layout
+    /// follows chance bumps of the seed. Low-frequency noise hides that signal, as
+    /// offset noise hides the background's mean. (Generation still starts from plain
+    /// noise.)
+    #[serde(default)]
+    pub pyramid_noise: f64,
 }
 
 fn one() -> f64 {
@@ -328,6 +402,15 @@ fn one() -> f64 {
 /// A sample's loss weight at timestep `t` (see [`TrainConfig::high_noise_weight`]).
 pub fn loss_weight(alphas_cumprod: &[f64], t: usize, cap: f64) -> f64 {
     (1.0 / alphas_cumprod[t]).min(cap.max(1.0))
+}
+
+/// A training timestep: uniform over `0..steps`, or with probability `focus.1` uniform
+/// over `focus.0..steps` (see [`TrainConfig::high_noise_focus`]).
+pub fn draw_timestep(rng: &mut Rng, steps: usize, focus: Option<(usize, f64)>) -> usize {
+    match focus {
+        Some((from, share)) if from < steps && rng.chance(share) => from + rng.below(steps - from),
+        _ => rng.below(steps),
+    }
 }
 
 /// The share of the peak learning rate that a decay ends at.
@@ -362,6 +445,8 @@ impl Default for TrainConfig {
             offset_noise: 0.15,
             lr_decay: None,
             high_noise_weight: 1.0,
+            high_noise_focus: None,
+            pyramid_noise: 0.0,
         }
     }
 }
@@ -537,15 +622,22 @@ impl Trainer {
         let mut b = Vec::with_capacity(n);
         let mut weights = Vec::with_capacity(n);
         for _ in 0..n {
-            let t = self.rng.below(self.alphas.len());
+            let t = draw_timestep(
+                &mut self.rng,
+                self.alphas.len(),
+                self.config.high_noise_focus,
+            );
             ts.push(t as f32);
             weights.push(loss_weight(&self.alphas, t, self.config.high_noise_weight) as f32);
             a.push(self.alphas[t].sqrt() as f32);
             b.push((1.0 - self.alphas[t]).sqrt() as f32);
         }
-        let numel = x0.elem_count();
-        let (_, _, h, w) = x0.dims4()?;
-        let noise = training_noise(&mut self.rng, numel, h * w, self.config.offset_noise);
+        let noise = training_noise(
+            &mut self.rng,
+            x0.dims4()?,
+            self.config.offset_noise,
+            self.config.pyramid_noise,
+        );
         let noise = Tensor::from_vec(noise, x0.shape(), &self.device)?;
         let a = Tensor::from_vec(a, (n, 1, 1, 1), &self.device)?;
         let b = Tensor::from_vec(b, (n, 1, 1, 1), &self.device)?;
@@ -842,6 +934,26 @@ mod tests {
     }
 
     #[test]
+    fn focused_timesteps_favour_the_noisy_end_by_the_given_share() {
+        let mut rng = Rng::new(7);
+        let n = 20_000;
+        let draws = |rng: &mut Rng, focus| {
+            (0..n)
+                .map(|_| draw_timestep(rng, 1000, focus))
+                .collect::<Vec<_>>()
+        };
+        let plain = draws(&mut rng, None);
+        let focused = draws(&mut rng, Some((600, 0.5)));
+        let high = |v: &[usize]| v.iter().filter(|&&t| t >= 600).count() as f64 / n as f64;
+        // Uniform: 40 % at t ≥ 600. Focused: 0.5 + 0.5 × 0.4 = 70 %.
+        assert!((high(&plain) - 0.4).abs() < 0.02, "{}", high(&plain));
+        assert!((high(&focused) - 0.7).abs() < 0.02, "{}", high(&focused));
+        assert!(focused.iter().all(|&t| t < 1000) && focused.contains(&0));
+        // A start past the end falls back to uniform draws.
+        assert!((high(&draws(&mut rng, Some((1000, 1.0)))) - 0.4).abs() < 0.02);
+    }
+
+    #[test]
     fn lr_decays_by_cosine_between_the_given_steps() {
         let mut c = TrainConfig {
             warmup: 10,
@@ -866,13 +978,71 @@ mod tests {
         assert!(lr_at(&c, 150) > lr_at(&c, 250), "falls monotonically");
     }
 
+    /// Pyramid noise: unit variance per image, far more power at low frequencies than
+    /// white noise (what hides a large object's faint trace at t = 999), and off exactly
+    /// when the discount is 0.
+    #[test]
+    fn pyramid_noise_has_unit_variance_and_low_frequency_power() {
+        let dims = (40, 3, 32, 32);
+        let white = training_noise(&mut Rng::new(9), dims, 0.0, 0.0);
+        let mut rng = Rng::new(9);
+        let plain: Vec<f32> = (0..white.len()).map(|_| rng.normal() as f32).collect();
+        assert_eq!(white, plain, "discount 0 draws the plain noise");
+        let pyramid = training_noise(&mut Rng::new(9), dims, 0.0, 0.9);
+        for image in pyramid.chunks(3 * 32 * 32) {
+            let n = image.len() as f64;
+            let mean = image.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = image
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            assert!((var - 1.0).abs() < 1e-3, "{var}");
+        }
+        // Variance of the means of 8×8 blocks (a large object's scale).
+        let block_var = |noise: &[f32]| {
+            let mut means = vec![];
+            for chan in noise.chunks(32 * 32) {
+                for by in 0..4 {
+                    for bx in 0..4 {
+                        let mut s = 0.0;
+                        for y in 0..8 {
+                            for x in 0..8 {
+                                s += chan[(by * 8 + y) * 32 + bx * 8 + x] as f64;
+                            }
+                        }
+                        means.push(s / 64.0);
+                    }
+                }
+            }
+            means.iter().map(|m| m * m).sum::<f64>() / means.len() as f64
+        };
+        let (w, p) = (block_var(&white), block_var(&pyramid));
+        assert!((w - 1.0 / 64.0).abs() < 0.005, "white: {w}");
+        assert!(p > 10.0 * w, "pyramid {p} vs white {w}");
+    }
+
+    #[test]
+    fn bilinear_upsampling_keeps_constants_and_corner_values() {
+        let mut dst = vec![0.0f32; 8 * 8];
+        add_upsampled(&mut dst, (8, 8), &[2.0; 4], (2, 2), 0.5);
+        assert!(dst.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{dst:?}");
+        let mut dst = vec![0.0f32; 8 * 8];
+        add_upsampled(&mut dst, (8, 8), &[0.0, 1.0, 2.0, 3.0], (2, 2), 1.0);
+        assert_eq!((dst[0], dst[7], dst[56], dst[63]), (0.0, 1.0, 2.0, 3.0));
+        // Half way between the grid's cell centres (between pixels 3 and 4): the mean.
+        assert!(((dst[3 * 8 + 3] + dst[4 * 8 + 4]) / 2.0 - 1.5).abs() < 1e-6);
+        let row: Vec<f32> = dst[..8].to_vec();
+        assert!(row.windows(2).all(|p| p[0] <= p[1]), "{row:?}");
+    }
+
     /// Offset noise moves each plane's mean by N(0, offset²) and leaves the rest N(0, 1).
     #[test]
     fn offset_noise_shifts_each_plane() {
         let plane_stats = |offset: f64| {
             let mut rng = Rng::new(3);
             let (planes, plane) = (600, 256);
-            let noise = training_noise(&mut rng, planes * plane, plane, offset);
+            let noise = training_noise(&mut rng, (planes, 1, 16, 16), offset, 0.0);
             let means: Vec<f64> = noise
                 .chunks(plane)
                 .map(|c| c.iter().map(|&v| v as f64).sum::<f64>() / plane as f64)
