@@ -100,6 +100,15 @@ fn the_checker_passes_ground_truth_and_fails_wrong_prompts() {
         let img = render(s);
         let v = check::check(&img, s);
         assert!(v.all(), "{} → {v:?}", full_caption(s));
+        assert_eq!(v.extra_objects, 0, "{} → {v:?}", full_caption(s));
+        // Checked against a prompt that names only the first object, the others are extra.
+        let first_only = Scene {
+            objects: vec![s.objects[0]],
+            background: s.background,
+        };
+        let v1 = check::check(&img, &first_only);
+        assert!(v1.all());
+        assert_eq!(v1.extra_objects, s.objects.len() - 1, "{}", full_caption(s));
         // Wrong background.
         let other_bg = *Background::ALL
             .iter()

@@ -111,6 +111,10 @@ pub struct Verdict {
     pub background: bool,
     /// Per object (scene order): the named colour is at the named position.
     pub objects: Vec<bool>,
+    /// Positions the prompt does not name whose window shows an object anyway (any object
+    /// colour). Not part of [`Verdict::all`] — the goal's criterion — but reported, so a
+    /// model cannot look good by drawing objects everywhere.
+    pub extra_objects: usize,
 }
 
 impl Verdict {
@@ -130,5 +134,16 @@ pub fn check(img: &RgbImage, scene: &Scene) -> Verdict {
             .iter()
             .map(|o| has_object(img, o.color, o.position))
             .collect(),
+        extra_objects: Position::ALL
+            .iter()
+            .filter(|&&p| !scene.objects.iter().any(|o| o.position == p))
+            .filter(|&&p| {
+                Color::ALL
+                    .iter()
+                    .map(|&c| color_fraction(img, c, p))
+                    .sum::<f64>()
+                    >= MIN_FRACTION
+            })
+            .count(),
     }
 }

@@ -516,12 +516,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             )?;
             for s in &scores {
                 println!(
-                    "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  {:.2} s/image",
+                    "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image",
                     s.group,
                     s.images,
                     100.0 * s.all_right as f64 / s.images as f64,
                     100.0 * s.background_right as f64 / s.images as f64,
                     100.0 * s.objects_right as f64 / s.objects.max(1) as f64,
+                    s.extra_objects as f64 / s.images as f64,
                     s.seconds_per_image
                 );
             }

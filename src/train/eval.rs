@@ -75,6 +75,8 @@ pub struct GroupScore {
     pub objects_right: usize,
     /// Objects asked for.
     pub objects: usize,
+    /// Objects at positions the prompts do not name (see `check::Verdict::extra_objects`).
+    pub extra_objects: usize,
     /// Mean seconds per image.
     pub seconds_per_image: f64,
 }
@@ -106,6 +108,7 @@ pub fn score_held_out(
             background_right: 0,
             objects_right: 0,
             objects: 0,
+            extra_objects: 0,
             seconds_per_image: 0.0,
         };
         let t0 = Instant::now();
@@ -124,6 +127,7 @@ pub fn score_held_out(
             g.background_right += v.background as usize;
             g.objects += v.objects.len();
             g.objects_right += v.objects.iter().filter(|&&o| o).count();
+            g.extra_objects += v.extra_objects;
             save(&prompt, i, &img, v.all());
         }
         g.seconds_per_image = t0.elapsed().as_secs_f64() / g.images as f64;
