@@ -300,7 +300,8 @@ impl ClipTrainer {
             "a contrastive batch needs at least 2 pairs"
         );
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let vb = super::seeded_init::SeededVarMap::new(&varmap, config.seed)
+            .builder(DType::F32, &device);
         let text_config = config.arch.text_config()?;
         let text = ClipTextEncoder::new_trainable(vb.pp("text_model"), vb.clone(), &text_config)?;
         let vision = VisionTower::new(vb.pp("vision_model"), &config.arch, &text_config)?;
@@ -681,6 +682,18 @@ mod tests {
         d
     }
 
+    /// The initial weights come from the seed (seeded_init), so a fresh run is repeatable.
+    #[test]
+    fn two_fresh_runs_with_one_seed_are_the_same_run() {
+        let (d1, d2) = (temp("same-1"), temp("same-2"));
+        let (mut a, mut b) = (tiny_trainer(&d1), tiny_trainer(&d2));
+        for _ in 0..3 {
+            assert_eq!(a.train_step().unwrap(), b.train_step().unwrap());
+        }
+        let _ = std::fs::remove_dir_all(d1);
+        let _ = std::fs::remove_dir_all(d2);
+    }
+
     #[test]
     fn contrastive_loss_falls_and_the_export_loads_in_the_scorer() {
         let dir = temp("train");
@@ -690,6 +703,7 @@ mod tests {
         let last = losses[32..].iter().sum::<f64>() / 8.0;
         // Chance level for a batch of 16 is ln 16 ≈ 2.77.
         assert!(first > 2.0, "first losses {first}");
+        eprintln!("contrastive loss {first:.3} → {last:.3}");
         assert!(last < first - 0.3, "loss did not fall: {first} → {last}");
 
         let out = dir.join("export");

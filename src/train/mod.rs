@@ -15,6 +15,7 @@ pub mod clip;
 pub mod eval;
 pub mod plot;
 pub mod probe;
+pub mod seeded_init;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -322,6 +323,8 @@ pub(crate) fn adamw(
 /// deviation measured on candle's draw); constant ones (norm weights) stay. candle's CPU
 /// initialisers cannot be seeded. The values come from `seed`, but the standard deviation
 /// is estimated from candle's unseeded draw, so two fresh runs agree only approximately.
+/// (The tiny-CLIP trainer draws exactly from its seed with [`seeded_init`]; this trainer
+/// keeps `reseed` so that fresh runs stay what the committed model's run was.)
 pub(crate) fn reseed(params: &[(String, Var)], seed: u64) -> Result<()> {
     let mut init_rng = Rng::new(seed);
     for (_, var) in params {
