@@ -81,6 +81,11 @@ pub fn background_of(img: &RgbImage) -> Option<Background> {
 
 /// The share of the window at `position` classified as `color`.
 pub fn color_fraction(img: &RgbImage, color: Color, position: Position) -> f64 {
+    window_fraction(img, position, |c| c == PixelClass::Object(color))
+}
+
+/// The share of the window at `position` whose pixels' class satisfies `keep`.
+fn window_fraction(img: &RgbImage, position: Position, keep: impl Fn(PixelClass) -> bool) -> f64 {
     let (cx, cy) = position.center();
     let (cx, cy) = (cx as i32, cy as i32);
     let mut hit = 0;
@@ -91,7 +96,7 @@ pub fn color_fraction(img: &RgbImage, color: Color, position: Position) -> f64 {
                 continue;
             }
             total += 1;
-            if classify(img.get_pixel(x as u32, y as u32).0) == PixelClass::Object(color) {
+            if keep(classify(img.get_pixel(x as u32, y as u32).0)) {
                 hit += 1;
             }
         }
@@ -138,11 +143,7 @@ pub fn check(img: &RgbImage, scene: &Scene) -> Verdict {
             .iter()
             .filter(|&&p| !scene.objects.iter().any(|o| o.position == p))
             .filter(|&&p| {
-                Color::ALL
-                    .iter()
-                    .map(|&c| color_fraction(img, c, p))
-                    .sum::<f64>()
-                    >= MIN_FRACTION
+                window_fraction(img, p, |c| matches!(c, PixelClass::Object(_))) >= MIN_FRACTION
             })
             .count(),
     }

@@ -7,7 +7,7 @@
 //! every object together with the background — so the evaluation prompts of that form
 //! ([`held_out_single`], [`held_out_pairs`]) are never seen as captions in training.
 
-use super::{Background, Color, Mention, Object, Position, Rng, Scene, Shape, Size, caption};
+use super::{Background, Color, Mention, Position, Rng, Scene, Shape, Size, caption};
 
 /// FNV-1a, 64 bit.
 fn fnv1a(s: &str) -> u64 {
@@ -109,23 +109,14 @@ pub fn training_pair(rng: &mut Rng, cfg: &StreamConfig) -> (Scene, String) {
 }
 
 /// Every held-out single-object combination (colour, shape, position, background), as
-/// scenes with a small object and no jitter, in a fixed order.
+/// scenes with a large object and no jitter, in a fixed order.
 pub fn held_out_single() -> Vec<Scene> {
     let mut out = vec![];
     for &background in Background::ALL {
         for &position in Position::ALL {
             for &color in Color::ALL {
                 for &shape in Shape::ALL {
-                    let scene = Scene {
-                        objects: vec![Object {
-                            shape,
-                            color,
-                            size: Size::Large,
-                            position,
-                            jitter: (0, 0),
-                        }],
-                        background,
-                    };
+                    let scene = Scene::single(shape, color, Size::Large, position, background);
                     if is_held_out(&scene) {
                         out.push(scene);
                     }

@@ -197,6 +197,26 @@ pub struct Scene {
 }
 
 impl Scene {
+    /// One object at the nominal centre of `position` (no jitter) on `background`.
+    pub fn single(
+        shape: Shape,
+        color: Color,
+        size: Size,
+        position: Position,
+        background: Background,
+    ) -> Self {
+        Self {
+            objects: vec![Object {
+                shape,
+                color,
+                size,
+                position,
+                jitter: (0, 0),
+            }],
+            background,
+        }
+    }
+
     /// A random scene with `n` objects (1–5) at distinct positions.
     pub fn random(rng: &mut Rng, n: usize) -> Self {
         let n = n.clamp(1, Position::ALL.len());

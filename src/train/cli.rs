@@ -270,39 +270,39 @@ pub struct LrDecay(pub Option<(usize, usize)>);
 pub struct Focus(pub Option<(usize, f64)>);
 
 fn parse_focus(s: &str) -> std::result::Result<Focus, String> {
-    if s.eq_ignore_ascii_case("none") {
-        return Ok(Focus(None));
-    }
-    let bad = || {
-        format!(
+    match none_or_pair::<usize, f64>(s) {
+        Ok(None) => Ok(Focus(None)),
+        Ok(Some((from, share))) if from <= 999 && (0.0..=1.0).contains(&share) => {
+            Ok(Focus(Some((from, share))))
+        }
+        _ => Err(format!(
             "--high-noise-focus {s:?}: give FROM:SHARE with FROM a timestep in 0..=999 and SHARE in 0..=1 (e.g. 600:0.5), or none"
-        )
-    };
-    let (a, b) = s.split_once(':').ok_or_else(bad)?;
-    let from: usize = a.trim().parse().map_err(|_| bad())?;
-    let share: f64 = b.trim().parse().map_err(|_| bad())?;
-    if from > 999 || !(0.0..=1.0).contains(&share) {
-        return Err(bad());
+        )),
     }
-    Ok(Focus(Some((from, share))))
+}
+
+/// `none` (any case) or `A:B`; `Err(())` when it is neither.
+fn none_or_pair<A: std::str::FromStr, B: std::str::FromStr>(
+    s: &str,
+) -> std::result::Result<Option<(A, B)>, ()> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (a, b) = s.split_once(':').ok_or(())?;
+    Ok(Some((
+        a.trim().parse().map_err(|_| ())?,
+        b.trim().parse().map_err(|_| ())?,
+    )))
 }
 
 fn parse_lr_decay(s: &str) -> std::result::Result<LrDecay, String> {
-    if s.eq_ignore_ascii_case("none") {
-        return Ok(LrDecay(None));
-    }
-    let bad = || {
-        format!(
+    match none_or_pair::<usize, usize>(s) {
+        Ok(None) => Ok(LrDecay(None)),
+        Ok(Some((from, to))) if from < to => Ok(LrDecay(Some((from, to)))),
+        _ => Err(format!(
             "--lr-decay {s:?}: give FROM:TO in steps with FROM < TO (e.g. 10800:14000), or none"
-        )
-    };
-    let (a, b) = s.split_once(':').ok_or_else(bad)?;
-    let from: usize = a.trim().parse().map_err(|_| bad())?;
-    let to: usize = b.trim().parse().map_err(|_| bad())?;
-    if from >= to {
-        return Err(bad());
+        )),
     }
-    Ok(LrDecay(Some((from, to))))
 }
 
 /// Run `adiff train ...`.

@@ -240,13 +240,7 @@ fn training_noise(
                     add_upsampled(chan, (h, w), &grid, (lh, lw), weight);
                 }
             }
-            let len = image.len() as f64;
-            let mean = image.iter().map(|&v| v as f64).sum::<f64>() / len;
-            let var = image
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / len;
+            let var = variance(image);
             let scale = (1.0 / var.max(1e-12).sqrt()) as f32;
             image.iter_mut().for_each(|v| *v *= scale);
         }
@@ -258,6 +252,17 @@ fn training_noise(
         }
     }
     noise
+}
+
+/// The (population) variance of `values`, in f64.
+fn variance(values: &[f32]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n
 }
 
 /// `dst (h, w) += weight × bilinear upsampling of grid (gh, gw)` (half-pixel centres,
@@ -330,9 +335,7 @@ pub(crate) fn reseed(params: &[(String, Var)], seed: u64) -> Result<()> {
     for (_, var) in params {
         let t = var.as_tensor();
         let flat = t.flatten_all()?.to_vec1::<f32>()?;
-        let n = flat.len() as f64;
-        let mean = flat.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var_ = flat.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var_ = variance(&flat);
         if var_ > 0.0 {
             let std = var_.sqrt();
             let data: Vec<f32> = (0..flat.len())
@@ -993,13 +996,7 @@ mod tests {
         assert_eq!(white, plain, "discount 0 draws the plain noise");
         let pyramid = training_noise(&mut Rng::new(9), dims, 0.0, 0.9);
         for image in pyramid.chunks(3 * 32 * 32) {
-            let n = image.len() as f64;
-            let mean = image.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = image
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n;
+            let var = variance(image);
             assert!((var - 1.0).abs() < 1e-3, "{var}");
         }
         // Variance of the means of 8×8 blocks (a large object's scale).

@@ -16,8 +16,8 @@ use super::alphas_cumprod;
 use super::eval::Generator;
 use crate::sampler;
 use crate::shapes::{
-    Background, Color, Mention, Object, Position, SIZE, Scene, Shape, Size, caption, full_caption,
-    render, to_model_pixels,
+    Background, Color, Mention, Position, SIZE, Scene, Shape, Size, caption, full_caption, render,
+    to_model_pixels,
 };
 
 /// The probe's result at one timestep.
@@ -78,18 +78,17 @@ fn nearest(p: (f64, f64)) -> Position {
         .expect("five positions")
 }
 
-/// Where the guided clean-image prediction from `x` at `t` puts `color` (the image centre
-/// if it has none of it).
+/// Where the guided clean-image prediction from `x` at `t` (with ᾱ_t = `a`) puts the colour
+/// of `scene`'s object on its background (the image centre if it has none of it).
 fn predicted_centre(
     g: &Generator,
     prompt: &str,
     x: &Tensor,
-    t: usize,
+    (t, a): (usize, f64),
     guidance: f64,
-    color: Color,
-    background: Background,
+    scene: &Scene,
 ) -> Result<(f64, f64)> {
-    let a = alphas_cumprod()[t];
+    let (color, background) = (scene.objects[0].color, scene.background);
     let cond = g.sd.encode_prompt(prompt, None, guidance)?;
     let eps = g.sd.predict(&cond, x, t as f64)?.guided(guidance)?;
     let x0 = ((x - (eps * (1.0 - a).sqrt())?)? / a.sqrt())?.clamp(-1.0, 1.0)?;
@@ -122,43 +121,30 @@ pub fn probe(
             let background = Background::Black;
             let s = g.sd.latent_shape(SIZE, SIZE)?;
             let noise = sampler::noise::gaussian(seed, &[s.0, s.1, s.2, s.3], g.sd.device())?;
-            let bg = background.rgb().map(|v| v as f32 / 127.5 - 1.0);
-            let plain = Tensor::from_vec(
-                bg.iter()
-                    .flat_map(|&v| std::iter::repeat_n(v, SIZE * SIZE))
-                    .collect(),
-                (1, 3, SIZE, SIZE),
-                g.sd.device(),
-            )?;
-            let x = ((&noise * (1.0 - a).sqrt())? + (plain * a.sqrt())?)?;
+            // x_t from a clean image, as in training.
+            let noised = |img: &image::RgbImage| -> Result<Tensor> {
+                let x0 = Tensor::from_vec(to_model_pixels(img), (1, 3, SIZE, SIZE), g.sd.device())?;
+                Ok(((&noise * (1.0 - a).sqrt())? + (x0 * a.sqrt())?)?)
+            };
+            let plain = Scene {
+                objects: vec![],
+                background,
+            };
+            let x = noised(&render(&plain))?;
             let mut centres = vec![];
             for &position in Position::ALL {
-                let scene = Scene {
-                    objects: vec![Object {
-                        shape,
-                        color,
-                        size: Size::Large,
-                        position,
-                        jitter: (0, 0),
-                    }],
-                    background,
-                };
+                let scene = Scene::single(shape, color, Size::Large, position, background);
                 let centre =
-                    predicted_centre(g, &full_caption(&scene), &x, t, guidance, color, background)?;
+                    predicted_centre(g, &full_caption(&scene), &x, (t, a), guidance, &scene)?;
                 centres.push((position, centre));
                 // The trace of a rendered object in x_t, no position in the prompt.
                 let without = Mention {
                     position: false,
                     ..Mention::ALL
                 };
-                let x0 = Tensor::from_vec(
-                    to_model_pixels(&render(&scene)),
-                    (1, 3, SIZE, SIZE),
-                    g.sd.device(),
-                )?;
-                let xt = ((&noise * (1.0 - a).sqrt())? + (x0 * a.sqrt())?)?;
+                let xt = noised(&render(&scene))?;
                 let prompt = caption(&scene, &[without], true);
-                let c = predicted_centre(g, &prompt, &xt, t, guidance, color, background)?;
+                let c = predicted_centre(g, &prompt, &xt, (t, a), guidance, &scene)?;
                 trace_right += usize::from(nearest(c) == position);
             }
             let k = centres.len() as f64;
@@ -196,16 +182,13 @@ mod tests {
     #[test]
     fn colour_centre_finds_a_rendered_object() {
         for &position in Position::ALL {
-            let scene = Scene {
-                objects: vec![Object {
-                    shape: Shape::Square,
-                    color: Color::Blue,
-                    size: Size::Large,
-                    position,
-                    jitter: (0, 0),
-                }],
-                background: Background::Gray,
-            };
+            let scene = Scene::single(
+                Shape::Square,
+                Color::Blue,
+                Size::Large,
+                position,
+                Background::Gray,
+            );
             let img = render(&scene);
             let c = color_centre(&img, Color::Blue, Background::Gray).expect("a blue square");
             assert!(dist(c, position.center()) < 1.5, "{position:?}: {c:?}");
