@@ -147,11 +147,11 @@ pub struct BenchArgs {
     /// τ of the early stop.
     #[arg(long, default_value_t = 0.03)]
     pub early_stop_tau: f64,
-    /// CLIP model for prompt alignment: a hub repository (owner/name[@revision]) or a local
-    /// transformers CLIP folder. Default: for a local model folder NAME with a sibling
-    /// folder NAME-clip (the built-in shapes model's assets/models/shapes-clip), that one;
-    /// else openai/clip-vit-base-patch32. When it cannot be loaded, CLIP is reported "not
-    /// measured".
+    /// CLIP model for prompt alignment: a hub repository (owner/name, or
+    /// owner/name@revision) or a local transformers CLIP folder. Default: for a local model
+    /// folder NAME with a sibling folder NAME-clip (the built-in shapes model's
+    /// assets/models/shapes-clip), that one; else openai/clip-vit-base-patch32. When it
+    /// cannot be loaded, CLIP is reported "not measured".
     #[arg(long)]
     pub clip: Option<String>,
     /// Do not measure CLIP alignment.

@@ -170,6 +170,27 @@ impl Position {
             Position::Center => (16.0, 16.0),
         }
     }
+
+    /// For a corner, `(left, top)`: which side of the vertical and of the horizontal
+    /// midline it lies on; `None` for the centre.
+    pub fn sides(self) -> Option<(bool, bool)> {
+        match self {
+            Position::TopLeft => Some((true, true)),
+            Position::TopRight => Some((false, true)),
+            Position::BottomLeft => Some((true, false)),
+            Position::BottomRight => Some((false, false)),
+            Position::Center => None,
+        }
+    }
+
+    /// How many of a corner's two sides (left/right, top/bottom) a point `(x, y)` in
+    /// pixels lies on; `None` for the centre. A model that knows "corner" but not which
+    /// one scores about 1 of 2.
+    pub fn sides_right(self, (x, y): (f64, f64)) -> Option<usize> {
+        let mid = SIZE as f64 / 2.0;
+        self.sides()
+            .map(|(left, top)| usize::from((x < mid) == left) + usize::from((y < mid) == top))
+    }
 }
 
 /// One object.
@@ -415,6 +436,26 @@ mod tests {
             caption(&scene, &[m, Mention::NO_SIZE], false),
             "a red shape and a blue square in the center"
         );
+    }
+
+    #[test]
+    fn corner_sides_count_the_midlines_a_point_is_on() {
+        use Position::*;
+        for &p in Position::ALL {
+            let Some((left, top)) = p.sides() else {
+                assert_eq!(p, Center);
+                assert_eq!(p.sides_right((3.0, 3.0)), None);
+                continue;
+            };
+            assert_eq!(p.sides_right(p.center()), Some(2), "{p:?} at itself");
+            let mirror_x = if left { 28.0 } else { 4.0 };
+            let mirror_y = if top { 28.0 } else { 4.0 };
+            assert_eq!(p.sides_right((mirror_x, p.center().1)), Some(1), "{p:?}");
+            assert_eq!(p.sides_right((p.center().0, mirror_y)), Some(1), "{p:?}");
+            assert_eq!(p.sides_right((mirror_x, mirror_y)), Some(0), "{p:?}");
+        }
+        assert_eq!(TopLeft.sides_right(BottomRight.center()), Some(0));
+        assert_eq!(TopRight.sides_right(TopLeft.center()), Some(1));
     }
 
     #[test]

@@ -125,7 +125,8 @@ pub struct ShapesArgs {
     /// Peak learning rate (default 1e-3 for new runs; given, it also changes a resumed run).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Architecture: standard, tiny, or C1,C2,C3[/TEXT][@ATTN] (new runs only).
+    /// Architecture: standard, tiny, or channels C1,C2,C3 optionally followed by /TEXT (text
+    /// width) and @ATTN (blocks with attention), e.g. 16,32,64/64@1 (new runs only).
     #[arg(long, default_value = "standard")]
     pub arch: String,
     /// Seed (new runs only).
@@ -188,7 +189,8 @@ pub struct ExportArgs {
 /// `adiff train measure`.
 #[derive(Debug, Clone, Args)]
 pub struct MeasureArgs {
-    /// Architecture: standard, tiny, or C1,C2,C3[/TEXT][@ATTN].
+    /// Architecture: standard, tiny, or channels C1,C2,C3 optionally followed by /TEXT (text
+    /// width) and @ATTN (blocks with attention), e.g. 16,32,64/64@1.
     #[arg(long, default_value = "standard")]
     pub arch: String,
     /// Timed UNet calls.
@@ -478,13 +480,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             );
             for r in &rows {
                 println!(
-                    "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
+                    "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  corners' sides {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
                     r.timestep,
                     r.distance,
                     r.distance_if_ignored,
                     r.spread,
                     r.nearest_right,
                     r.prompts,
+                    r.sides_right,
+                    r.sides,
                     r.trace_right,
                     r.prompts
                 );
@@ -510,20 +514,30 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                             if ok { "ok" } else { "bad" },
                             prompt.replace(' ', "_")
                         );
-                        let _ = img.save(d.join(name));
+                        if let Err(e) = img.save(d.join(&name)) {
+                            eprintln!("warning: could not write {name} to {}: {e}", d.display());
+                        }
                     }
                 },
             )?;
             for s in &scores {
                 println!(
-                    "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image",
+                    "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image{}",
                     s.group,
                     s.images,
                     100.0 * s.all_right as f64 / s.images as f64,
                     100.0 * s.background_right as f64 / s.images as f64,
                     100.0 * s.objects_right as f64 / s.objects.max(1) as f64,
                     s.extra_objects as f64 / s.images as f64,
-                    s.seconds_per_image
+                    s.seconds_per_image,
+                    if s.corner_sides > 0 {
+                        format!(
+                            "  corners' sides {:.1} % (one side of two: 50 %)",
+                            100.0 * s.corner_sides_right as f64 / s.corner_sides as f64
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             if let Some(d) = &a.images {

@@ -9,6 +9,7 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use serde::Serialize;
 
+use super::probe::color_centre;
 use crate::model::StableDiffusion;
 use crate::sampler::{self, RunSettings, SchedulerConfig, SchedulerKind, SkipPolicy};
 use crate::shapes::check;
@@ -77,6 +78,12 @@ pub struct GroupScore {
     pub objects: usize,
     /// Objects at positions the prompts do not name (see `check::Verdict::extra_objects`).
     pub extra_objects: usize,
+    /// One-object prompts at a corner: how many of the corner's two sides (left/right,
+    /// top/bottom) the named colour's mass lies on, summed (see `Position::sides_right`);
+    /// out of `corner_sides`. About half when the words say "a corner" but not which.
+    pub corner_sides_right: usize,
+    /// Sides judged (two per one-object prompt at a corner).
+    pub corner_sides: usize,
     /// Mean seconds per image.
     pub seconds_per_image: f64,
 }
@@ -109,6 +116,8 @@ pub fn score_held_out(
             objects_right: 0,
             objects: 0,
             extra_objects: 0,
+            corner_sides_right: 0,
+            corner_sides: 0,
             seconds_per_image: 0.0,
         };
         let t0 = Instant::now();
@@ -128,6 +137,15 @@ pub fn score_held_out(
             g.objects += v.objects.len();
             g.objects_right += v.objects.iter().filter(|&&o| o).count();
             g.extra_objects += v.extra_objects;
+            if let [o] = scene.objects[..] {
+                let centre = color_centre(&img, o.color, scene.background);
+                if let Some(k) = centre.and_then(|c| o.position.sides_right(c)) {
+                    g.corner_sides_right += k;
+                }
+                if o.position.sides().is_some() {
+                    g.corner_sides += 2;
+                }
+            }
             save(&prompt, i, &img, v.all());
         }
         g.seconds_per_image = t0.elapsed().as_secs_f64() / g.images as f64;

@@ -41,6 +41,12 @@ pub struct ProbeRow {
     /// the colour mass lies nearest the rendered position — how much the model reads the
     /// layout from x_t itself (about 1 in 5 if it cannot).
     pub trace_right: usize,
+    /// For the corner prompts, how many of the two sides (left/right, top/bottom) of the
+    /// named corner the colour mass lies on, summed; out of `sides`. A model that knows
+    /// "a corner" from the words but not which one scores about half.
+    pub sides_right: usize,
+    /// Sides judged (two per corner prompt).
+    pub sides: usize,
     /// Prompts probed.
     pub prompts: usize,
 }
@@ -113,7 +119,7 @@ pub fn probe(
         );
         let a = alphas[t];
         let (mut distance, mut ignored, mut spread, mut right, mut n) = (0.0, 0.0, 0.0, 0, 0);
-        let mut trace_right = 0;
+        let (mut trace_right, mut sides_right, mut sides) = (0, 0, 0);
         for seed in 1..=seeds {
             let i = seed as usize;
             let color = Color::ALL[i % Color::ALL.len()];
@@ -157,6 +163,10 @@ pub fn probe(
                 ignored += dist(mean, position.center());
                 spread += dist(centre, mean);
                 right += usize::from(nearest(centre) == position);
+                if let Some(k) = position.sides_right(centre) {
+                    sides_right += k;
+                    sides += 2;
+                }
                 n += 1;
             }
         }
@@ -168,6 +178,8 @@ pub fn probe(
             spread: spread / n_f,
             nearest_right: right,
             trace_right,
+            sides_right,
+            sides,
             prompts: n,
         });
     }
