@@ -137,14 +137,13 @@ pub fn score_held_out(
             g.objects += v.objects.len();
             g.objects_right += v.objects.iter().filter(|&&o| o).count();
             g.extra_objects += v.extra_objects;
-            if let [o] = scene.objects[..] {
-                let centre = color_centre(&img, o.color, scene.background);
-                if let Some(k) = centre.and_then(|c| o.position.sides_right(c)) {
-                    g.corner_sides_right += k;
-                }
-                if o.position.sides().is_some() {
-                    g.corner_sides += 2;
-                }
+            if let [o] = scene.objects[..]
+                && o.position.sides().is_some()
+            {
+                g.corner_sides += 2;
+                g.corner_sides_right += color_centre(&img, o.color, scene.background)
+                    .and_then(|c| o.position.sides_right(c))
+                    .unwrap_or(0);
             }
             save(&prompt, i, &img, v.all());
         }
