@@ -193,6 +193,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn training_scenes_follow_the_object_mix() {
+        let count = |mix: [f64; 3]| {
+            let cfg = StreamConfig {
+                p_objects: mix,
+                ..StreamConfig::default()
+            };
+            let mut rng = Rng::new(5);
+            let mut n = [0usize; 3];
+            for _ in 0..10_000 {
+                n[training_scene(&mut rng, &cfg).objects.len() - 1] += 1;
+            }
+            n
+        };
+        assert_eq!(count([0.0, 1.0, 0.0]), [0, 10_000, 0]);
+        let n = count([0.3, 0.45, 0.25]);
+        for (got, want) in n.iter().zip([3000, 4500, 2500]) {
+            assert!(got.abs_diff(want) < 200, "{n:?}");
+        }
+    }
+
+    #[test]
     fn held_out_prompts_never_appear_in_training() {
         let held: std::collections::HashSet<String> = held_out_single()
             .iter()

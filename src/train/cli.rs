@@ -157,6 +157,11 @@ pub struct ShapesArgs {
     /// also changes a resumed run.
     #[arg(long, value_name = "D")]
     pub pyramid_noise: Option<f64>,
+    /// P1,P2,P3 — shares of training scenes with 1, 2 and 3 objects, summing to 1
+    /// (default 0.5,0.3,0.2 for new runs); more two- and three-object scenes train the
+    /// binding of each colour and shape to its place. Given, it also changes a resumed run.
+    #[arg(long, value_parser = parse_objects, value_name = "P1,P2,P3")]
+    pub objects: Option<ObjectMix>,
     /// Log the mean loss every N steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: usize,
@@ -283,6 +288,29 @@ fn parse_focus(s: &str) -> std::result::Result<Focus, String> {
     }
 }
 
+/// `--objects`: shares of 1-, 2- and 3-object scenes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ObjectMix(pub [f64; 3]);
+
+fn parse_objects(s: &str) -> std::result::Result<ObjectMix, String> {
+    let err = || {
+        format!(
+            "--objects {s:?}: give three shares P1,P2,P3 in 0..=1 that sum to 1 (e.g. 0.3,0.45,0.25)"
+        )
+    };
+    let parts = s
+        .split(',')
+        .map(|p| p.trim().parse::<f64>().map_err(|_| err()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mix: [f64; 3] = parts.try_into().map_err(|_| err())?;
+    let sum: f64 = mix.iter().sum();
+    if mix.iter().all(|p| (0.0..=1.0).contains(p)) && (sum - 1.0).abs() < 1e-6 {
+        Ok(ObjectMix(mix))
+    } else {
+        Err(err())
+    }
+}
+
 /// `none` (any case) or `A:B`; `Err(())` when it is neither.
 fn none_or_pair<A: std::str::FromStr, B: std::str::FromStr>(
     s: &str,
@@ -355,6 +383,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             if let Some(Focus(f)) = a.high_noise_focus {
                 t.config.high_noise_focus = f;
             }
+            if let Some(ObjectMix(m)) = a.objects {
+                t.config.objects = m;
+            }
             if let Some(k) = a.high_noise_weight {
                 ensure!(
                     k.is_finite() && (1.0..=1000.0).contains(&k),
@@ -372,8 +403,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 Some((from, to)) => format!("cosine decay {from}→{to}"),
                 None => "no decay".into(),
             };
+            let [p1, p2, p3] = t.config.objects;
             eprintln!(
-                "{} parameters; step {} of {}; batch {}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+                "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
                 t.num_parameters(),
                 t.step,
                 a.steps,
@@ -641,6 +673,26 @@ mod tests {
         for bad in ["1000:0.5", "600:1.5", "600:-0.1", "600", "a:0.5", "600:x"] {
             let e = parse_focus(bad).unwrap_err();
             assert!(e.contains("FROM:SHARE"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn object_mix_parses_three_shares_summing_to_one_and_rejects_the_rest() {
+        assert_eq!(
+            parse_objects("0.3,0.45,0.25"),
+            Ok(ObjectMix([0.3, 0.45, 0.25]))
+        );
+        assert_eq!(parse_objects(" 1 , 0 , 0 "), Ok(ObjectMix([1.0, 0.0, 0.0])));
+        for bad in [
+            "0.5,0.3",
+            "0.5,0.3,0.3",
+            "1.5,-0.5,0",
+            "a,b,c",
+            "0.2,0.3,0.3,0.2",
+            "",
+        ] {
+            let e = parse_objects(bad).unwrap_err();
+            assert!(e.contains("P1,P2,P3"), "{bad}: {e}");
         }
     }
 

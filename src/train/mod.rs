@@ -399,10 +399,19 @@ pub struct TrainConfig {
     /// noise.)
     #[serde(default)]
     pub pyramid_noise: f64,
+    /// Share of training scenes with 1, 2 and 3 objects (sums to 1). Scenes with two or
+    /// more objects are where the caption must bind each colour and shape to its place;
+    /// checkpoints written before it existed use the stream's default mix.
+    #[serde(default = "default_objects")]
+    pub objects: [f64; 3],
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn default_objects() -> [f64; 3] {
+    StreamConfig::default().p_objects
 }
 
 /// A sample's loss weight at timestep `t` (see [`TrainConfig::high_noise_weight`]).
@@ -453,6 +462,7 @@ impl Default for TrainConfig {
             high_noise_weight: 1.0,
             high_noise_focus: None,
             pyramid_noise: 0.0,
+            objects: default_objects(),
         }
     }
 }
@@ -603,7 +613,11 @@ impl Trainer {
         let mut ids = vec![];
         let mut eos = vec![];
         for _ in 0..n {
-            let (scene, text) = training_pair(&mut self.rng, &self.stream);
+            let stream = StreamConfig {
+                p_objects: self.config.objects,
+                ..self.stream
+            };
+            let (scene, text) = training_pair(&mut self.rng, &stream);
             pixels.extend(shapes::to_model_pixels(&shapes::render(&scene)));
             let t = self.tokenizer.encode(&text)?;
             ensure!(t.truncated.is_none(), "caption too long: {text}");
