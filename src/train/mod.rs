@@ -612,11 +612,11 @@ impl Trainer {
         let mut pixels = Vec::with_capacity(n * 3 * shapes::SIZE * shapes::SIZE);
         let mut ids = vec![];
         let mut eos = vec![];
+        let stream = StreamConfig {
+            p_objects: self.config.objects,
+            ..self.stream
+        };
         for _ in 0..n {
-            let stream = StreamConfig {
-                p_objects: self.config.objects,
-                ..self.stream
-            };
             let (scene, text) = training_pair(&mut self.rng, &stream);
             pixels.extend(shapes::to_model_pixels(&shapes::render(&scene)));
             let t = self.tokenizer.encode(&text)?;
