@@ -503,7 +503,6 @@ pub struct Trainer {
     pub loss_log: Vec<(usize, f64)>,
     /// Seconds trained so far (this and earlier sessions).
     pub train_seconds: f64,
-    stream: StreamConfig,
     device: Device,
 }
 
@@ -564,7 +563,6 @@ impl Trainer {
             step: 0,
             loss_log: vec![],
             train_seconds: 0.0,
-            stream: StreamConfig::default(),
             device,
         })
     }
@@ -612,9 +610,10 @@ impl Trainer {
         let mut pixels = Vec::with_capacity(n * 3 * shapes::SIZE * shapes::SIZE);
         let mut ids = vec![];
         let mut eos = vec![];
+        // The caption settings are the stream's defaults; the object mix is a training setting.
         let stream = StreamConfig {
             p_objects: self.config.objects,
-            ..self.stream
+            ..StreamConfig::default()
         };
         for _ in 0..n {
             let (scene, text) = training_pair(&mut self.rng, &stream);
