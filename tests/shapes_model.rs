@@ -11,10 +11,15 @@ use adaptive_diffusion::shapes::dataset::{eval_prompt, held_out_single};
 use adaptive_diffusion::shapes::{Background, Scene};
 use adaptive_diffusion::train::eval::Generator;
 
+/// The committed model, loaded through the shared pipeline code.
+fn committed_model() -> Generator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes");
+    Generator::load(&dir).expect("the committed model loads")
+}
+
 #[test]
 fn the_built_in_model_draws_the_named_background() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes");
-    let generator = Generator::load(&dir).expect("the committed model loads");
+    let generator = committed_model();
     let scenes = held_out_single();
     let pick = |bg: Background| -> Vec<Scene> {
         scenes
@@ -57,8 +62,7 @@ fn the_built_in_model_draws_the_named_background() {
 #[test]
 fn the_built_in_model_puts_the_object_in_the_named_corner() {
     use adaptive_diffusion::train::probe::color_centre;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes");
-    let generator = Generator::load(&dir).expect("the committed model loads");
+    let generator = committed_model();
     let scenes = held_out_single();
     let mut chosen: Vec<Scene> = vec![];
     for &corner in adaptive_diffusion::shapes::Position::ALL {
@@ -98,8 +102,7 @@ fn the_built_in_model_puts_the_object_in_the_named_corner() {
 #[test]
 fn the_built_in_model_binds_each_colour_to_its_place() {
     use adaptive_diffusion::shapes::dataset::held_out_pairs;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes");
-    let generator = Generator::load(&dir).expect("the committed model loads");
+    let generator = committed_model();
     let (mut right, mut judged) = (0, 0);
     for (i, scene) in held_out_pairs(10, 3).iter().enumerate() {
         let prompt = eval_prompt(scene);
