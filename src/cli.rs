@@ -31,6 +31,9 @@ pub enum Command {
     /// Measure the adaptive controller's per-step cost next to one noise-predictor call on
     /// a UNet of Stable Diffusion 1.5 size with random weights.
     Overhead(OverheadArgs),
+    /// Time one CFG call of a diffusers UNet folder on inputs from a file and report peak
+    /// memory (the adiff side of tools/perf/unet_vs_torch.sh).
+    UnetCall(UNetCallArgs),
     /// Rate a prompt's complexity (score, factors, rationale) and show the adaptive step
     /// budget it leads to with --budget auto.
     Complexity(crate::complexity::ComplexityArgs),
@@ -62,6 +65,29 @@ pub struct OverheadArgs {
     /// Also write the measurement as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// `adiff unet-call`.
+#[derive(Debug, Clone, Args)]
+pub struct UNetCallArgs {
+    /// A diffusers UNet folder (config.json, diffusion_pytorch_model*.safetensors).
+    #[arg(long)]
+    pub unet: PathBuf,
+    /// Inputs (x{SIZE}, t, context) as safetensors [default: UNET/inputs.safetensors].
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// Image size in pixels: selects the input latents x{SIZE}.
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Timed calls (after one warm-up call).
+    #[arg(long, default_value_t = 2)]
+    pub calls: usize,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// Write the last call's output here (safetensors, tensor "out", f32).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Baseline or adaptive.
@@ -389,6 +415,26 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = &a.json {
                 crate::output::write_atomic(p, serde_json::to_string_pretty(&r)?.as_bytes())?;
             }
+            Ok(())
+        }
+        Command::UnetCall(a) => {
+            if let Some(p) = &a.out {
+                crate::output::check_writable(p)?;
+            }
+            let device = if a.cpu {
+                candle_core::Device::Cpu
+            } else {
+                crate::model::best_device()?
+            };
+            let inputs = a
+                .inputs
+                .clone()
+                .unwrap_or_else(|| a.unet.join("inputs.safetensors"));
+            let (out, r) = crate::unet_call::measure(&a.unet, &inputs, a.size, a.calls, &device)?;
+            if let Some(p) = &a.out {
+                pipeline::write_tensors(p, &[("out", &out)])?;
+            }
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Command::Compare(a) => {

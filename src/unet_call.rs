@@ -1,0 +1,130 @@
+//! `adiff unet-call`: time one classifier-free-guidance UNet call on a diffusers UNet
+//! folder with inputs from a file, and report the process's peak resident memory — the
+//! adiff side of `tools/perf/unet_vs_torch.sh`, which runs PyTorch + diffusers on the same
+//! weights and inputs and checks that both sides compute the same output.
+
+use crate::model::checkpoint;
+use crate::model::config::UNetConfig;
+use crate::model::unet::UNet;
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct UNetCallReport {
+    /// Always "adiff".
+    pub side: &'static str,
+    /// Image size in pixels (square).
+    pub size: usize,
+    /// Mean wall time of one call (batch 2), milliseconds, after one warm-up call.
+    pub ms: f64,
+    /// Each timed call, milliseconds.
+    pub calls_ms: Vec<f64>,
+    /// Time to load the weights, milliseconds.
+    pub load_ms: f64,
+    /// Peak resident memory of the process after loading, bytes (Linux; 0 elsewhere).
+    pub load_peak_rss_bytes: u64,
+    /// Peak resident memory of the process at the end, bytes (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
+    /// Worker threads of the tensor library.
+    pub threads: usize,
+}
+
+/// The process's peak resident set (`VmHWM`), in bytes; 0 where /proc is not available.
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_kib("VmHWM:").map_or(0, |k| k * 1024)
+}
+
+fn proc_status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Load `unet_dir` (config.json + safetensors weights), run `calls` timed CFG calls on
+/// `inputs[x{size}]`, `inputs[t]`, `inputs[context]` after a warm-up, and return the output
+/// of the last call with the report.
+pub fn measure(
+    unet_dir: &Path,
+    inputs: &Path,
+    size: usize,
+    calls: usize,
+    device: &Device,
+) -> Result<(Tensor, UNetCallReport)> {
+    if calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(inputs, device)
+        .with_context(|| format!("reading inputs {}", inputs.display()))?;
+    let get = |k: &str| {
+        tensors.get(k).cloned().with_context(|| {
+            format!(
+                "{} has no tensor {k:?} (make it with tools/perf/unet_torch.py make)",
+                inputs.display()
+            )
+        })
+    };
+    let x = get(&format!("x{size}"))?;
+    let context = get("context")?;
+    let t = get("t")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+
+    let t0 = Instant::now();
+    let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+    let weights = std::fs::read_dir(unet_dir)
+        .with_context(|| format!("reading {}", unet_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "inputs.safetensors"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("diffusion_pytorch_model"))
+        })
+        .collect::<Vec<_>>();
+    if weights.is_empty() {
+        bail!(
+            "{} has no diffusion_pytorch_model*.safetensors",
+            unet_dir.display()
+        );
+    }
+    let checked = checkpoint::check_all(&weights)?;
+    let dtype = crate::model::default_dtype(device);
+    let unet = {
+        let vb = checkpoint::var_builder(&checked, dtype, device)?;
+        UNet::new(vb, &config)?
+    };
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let load_peak_rss_bytes = peak_rss_bytes();
+
+    let mut out = unet.forward(&x, t, &context, None)?;
+    device.synchronize()?;
+    let mut calls_ms = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t0 = Instant::now();
+        out = unet.forward(&x, t, &context, None)?;
+        device.synchronize()?;
+        calls_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let ms = calls_ms.iter().sum::<f64>() / calls as f64;
+    Ok((
+        out,
+        UNetCallReport {
+            side: "adiff",
+            size,
+            ms,
+            calls_ms,
+            load_ms,
+            load_peak_rss_bytes,
+            peak_rss_bytes: peak_rss_bytes(),
+            threads: candle_core::utils::get_num_threads(),
+        },
+    ))
+}

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""PyTorch + diffusers side of tools/perf/unet_vs_torch.sh.
+
+  make DIR      write an SD 1.5-size UNet with random weights (diffusers folder:
+                config.json + diffusion_pytorch_model.safetensors, f32) and DIR/inputs.safetensors
+                (latents x (2,4,H/8,W/8), timestep t, encoder states (2,77,768)) for each size
+  run DIR SIZE  load the UNet as users do (from_pretrained, safetensors), run one warm-up
+                CFG call (batch 2) and N timed ones, write DIR/torch-SIZE.safetensors and print
+                one JSON line: ms per call, peak RSS
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+SD15_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                         "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                       "CrossAttnUpBlock2D"],
+}
+
+
+def peak_rss_bytes():
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def make(args):
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(args.seed)
+    unet = UNet2DConditionModel.from_config(SD15_UNET)
+    # diffusers' default init leaves some layers at zero (e.g. nothing) but the output
+    # projection is small; give every weight a random value so no path is trivially zero.
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel()
+                p.normal_(0.0, 1.0 / fan_in ** 0.5)
+            elif name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.02)
+    os.makedirs(args.dir, exist_ok=True)
+    unet.save_pretrained(args.dir, safe_serialization=True)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    inputs = {}
+    for size in args.sizes:
+        lat = size // 8
+        x = torch.randn(1, 4, lat, lat, generator=g)
+        inputs[f"x{size}"] = torch.cat([x, x], 0).contiguous()
+    inputs["context"] = torch.randn(2, 77, 768, generator=g)
+    inputs["t"] = torch.tensor([981.0])
+    save_file(inputs, os.path.join(args.dir, "inputs.safetensors"))
+    print(f"wrote {args.dir}", file=sys.stderr)
+
+
+def run(args):
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+
+    torch.set_num_threads(args.threads)
+    inputs = load_file(os.path.join(args.dir, "inputs.safetensors"))
+    x = inputs[f"x{args.size}"]
+    ctx = inputs["context"]
+    t = inputs["t"].reshape(())
+    unet = UNet2DConditionModel.from_pretrained(args.dir, torch_dtype=torch.float32)
+    unet.eval()
+    with torch.inference_mode():
+        out = unet(x, t, encoder_hidden_states=ctx).sample  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(args.calls):
+            out = unet(x, t, encoder_hidden_states=ctx).sample
+        ms = (time.perf_counter() - t0) * 1e3 / args.calls
+    save_file({"out": out.contiguous()}, os.path.join(args.dir, f"torch-{args.size}.safetensors"))
+    print(json.dumps({
+        "side": "pytorch",
+        "size": args.size,
+        "ms": ms,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
+def agree(args):
+    from safetensors.torch import load_file
+
+    a = load_file(args.a)["out"].double()
+    b = load_file(args.b)["out"].double()
+    if a.shape != b.shape:
+        print(json.dumps({"rel": None, "error": f"shapes {list(a.shape)} vs {list(b.shape)}"}))
+        sys.exit(1)
+    rel = float((a - b).norm() / b.norm())
+    max_abs = float((a - b).abs().max())
+    print(json.dumps({"rel": rel, "max_abs": max_abs, "ref_abs_mean": float(b.abs().mean())}))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("dir")
+    m.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    m.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("run")
+    r.add_argument("dir")
+    r.add_argument("size", type=int)
+    r.add_argument("--calls", type=int, default=2)
+    r.add_argument("--threads", type=int, default=os.cpu_count())
+    a = sub.add_parser("agree", help="relative L2 difference of two outputs (tensor 'out')")
+    a.add_argument("a")
+    a.add_argument("b")
+    args = p.parse_args()
+    {"make": make, "run": run, "agree": agree}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
