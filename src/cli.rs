@@ -88,6 +88,9 @@ pub struct UNetCallArgs {
     /// Write the last call's output here (safetensors, tensor "out", f32).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Time each operation of the timed calls and print the table on stderr.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Baseline or adaptive.
@@ -430,7 +433,23 @@ fn run(cli: Cli) -> Result<()> {
                 .inputs
                 .clone()
                 .unwrap_or_else(|| a.unet.join("inputs.safetensors"));
-            let (out, r) = crate::unet_call::measure(&a.unet, &inputs, a.size, a.calls, &device)?;
+            let (out, r) =
+                crate::unet_call::measure(&a.unet, &inputs, a.size, a.calls, &device, a.profile)?;
+            if a.profile {
+                eprintln!(
+                    "{:<22} {:>10} {:>6} {:>6}",
+                    "operation", "ms/call", "%", "count"
+                );
+                for row in &r.profile {
+                    eprintln!(
+                        "{:<22} {:>10.1} {:>5.1}% {:>6}",
+                        row.op,
+                        row.ms,
+                        100.0 * row.ms / r.ms,
+                        row.count
+                    );
+                }
+            }
             if let Some(p) = &a.out {
                 pipeline::write_tensors(p, &[("out", &out)])?;
             }

@@ -32,6 +32,8 @@ pub struct UNetCallReport {
     pub peak_rss_bytes: u64,
     /// Worker threads of the tensor library.
     pub threads: usize,
+    /// Per-operation time of the timed calls, per call (empty unless profiling).
+    pub profile: Vec<crate::model::profile::Row>,
 }
 
 /// The process's peak resident set (`VmHWM`), in bytes; 0 where /proc is not available.
@@ -59,6 +61,7 @@ pub fn measure(
     size: usize,
     calls: usize,
     device: &Device,
+    profile: bool,
 ) -> Result<(Tensor, UNetCallReport)> {
     if calls == 0 {
         bail!("--calls must be at least 1");
@@ -106,6 +109,7 @@ pub fn measure(
 
     let mut out = unet.forward(&x, t, &context, None)?;
     device.synchronize()?;
+    crate::model::profile::enable(profile);
     let mut calls_ms = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t0 = Instant::now();
@@ -114,6 +118,12 @@ pub fn measure(
         calls_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let ms = calls_ms.iter().sum::<f64>() / calls as f64;
+    let mut rows = crate::model::profile::rows();
+    crate::model::profile::enable(false);
+    for r in &mut rows {
+        r.ms /= calls as f64;
+        r.count /= calls as u64;
+    }
     Ok((
         out,
         UNetCallReport {
@@ -125,6 +135,7 @@ pub fn measure(
             load_peak_rss_bytes,
             peak_rss_bytes: peak_rss_bytes(),
             threads: candle_core::utils::get_num_threads(),
+            profile: rows,
         },
     ))
 }

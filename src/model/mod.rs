@@ -12,7 +12,9 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_conv;
+pub mod cpu_kernels;
 pub mod error;
+pub mod profile;
 pub mod sd;
 pub mod source;
 pub mod text_encoder;

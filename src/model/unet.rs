@@ -8,6 +8,8 @@
 //! diffusers' structure and weight names one to one, including SDXL's `add_embedding`.
 
 use super::cpu_conv;
+use super::cpu_kernels;
+use super::profile::time;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
@@ -16,6 +18,56 @@ use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding
 use super::config::{UNetBlock, UNetConfig};
 
 type CResult<T> = candle_core::Result<T>;
+
+/// A linear layer: the fused CPU kernel for inference, candle's otherwise.
+fn linear(l: &Linear, x: &Tensor, diff: bool) -> CResult<Tensor> {
+    if !diff && cpu_kernels::applies(&[x, l.weight()]) {
+        return cpu_kernels::linear(x, l.weight(), l.bias());
+    }
+    l.forward(x)
+}
+
+/// GroupNorm, optionally followed by SiLU: fused on the CPU for inference.
+struct Norm {
+    gn: GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl Norm {
+    fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+        Ok(Self {
+            gn: GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+            weight,
+            bias,
+            groups,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, silu: bool, diff: bool) -> CResult<Tensor> {
+        if !diff && cpu_kernels::applies(&[x, &self.weight]) {
+            return cpu_kernels::group_norm(
+                x,
+                self.groups,
+                &self.weight,
+                &self.bias,
+                self.eps,
+                silu,
+            );
+        }
+        let y = self.gn.forward(x)?;
+        if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+}
 
 /// diffusers `get_timestep_embedding`, in f32: `(batch,)` → `(batch, dim)`.
 pub fn timestep_embedding(
@@ -82,6 +134,13 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let k = self.conv.weight().dim(2)?;
+        time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
+            self.forward_inner(x)
+        })
+    }
+
+    fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
         if !self.diff {
             let cfg = self.conv.config();
             if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
@@ -174,13 +233,14 @@ pub(crate) fn conv2d_unfold(
 
 /// diffusers `ResnetBlock2D` (as candle-transformers', with [`Conv`] convolutions).
 struct Resnet {
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv,
-    norm2: GroupNorm,
+    norm2: Norm,
     conv2: Conv,
     time_emb_proj: Linear,
     conv_shortcut: Option<Conv>,
     output_scale_factor: f64,
+    diff: bool,
 }
 
 impl Resnet {
@@ -189,19 +249,20 @@ impl Resnet {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
-        let h = self
-            .time_emb_proj
-            .forward(&candle_nn::ops::silu(temb)?)?
-            .unsqueeze(D::Minus1)?
-            .unsqueeze(D::Minus1)?
-            .broadcast_add(&h)?;
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
-        (shortcut + h)? / self.output_scale_factor
+        let h = time("groupnorm+silu", || self.norm1.forward(x, true, self.diff))?;
+        let h = self.conv1.forward(&h)?;
+        let h = time("resnet temb add", || {
+            self.time_emb_proj
+                .forward(&candle_nn::ops::silu(temb)?)?
+                .unsqueeze(D::Minus1)?
+                .unsqueeze(D::Minus1)?
+                .broadcast_add(&h)
+        })?;
+        let h = time("groupnorm+silu", || self.norm2.forward(&h, true, self.diff))?;
+        let h = self.conv2.forward(&h)?;
+        time("residual add", || {
+            (shortcut + h)? / self.output_scale_factor
+        })
     }
 }
 
@@ -281,9 +342,46 @@ impl Attention {
                 .contiguous()?
                 .reshape((b * self.heads, len, hd))
         };
-        let q = split(self.to_q.forward(x)?, n)?;
-        let k = split(self.to_k.forward(ctx)?, m)?;
-        let v = split(self.to_v.forward(ctx)?, m)?;
+        let d = self.diff;
+        let (q, k, v) = time("attn q/k/v", || {
+            CResult::Ok((
+                linear(&self.to_q, x, d)?,
+                linear(&self.to_k, ctx, d)?,
+                linear(&self.to_v, ctx, d)?,
+            ))
+        })?;
+        let core = if context.is_some() {
+            "attn core (cross)"
+        } else {
+            "attn core (self)"
+        };
+        if !d && cpu_kernels::applies(&[&q, &k, &v]) {
+            let o = time(core, || {
+                cpu_kernels::attention(&q, &k, &v, self.heads, self.scale as f32)
+            })?;
+            return time("attn out", || linear(&self.to_out, &o, d));
+        }
+        let (q, k, v) = time("attn split heads", || {
+            CResult::Ok((split(q, n)?, split(k, m)?, split(v, m)?))
+        })?;
+        let o = time(core, || self.core(q, k, v, b, n, m))?;
+        let o = time("attn merge heads", || {
+            o.reshape((b, self.heads, n, hd))?
+                .transpose(1, 2)?
+                .reshape((b, n, dim))
+        })?;
+        time("attn out", || self.to_out.forward(&o))
+    }
+
+    fn core(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        b: usize,
+        n: usize,
+        m: usize,
+    ) -> CResult<Tensor> {
         let dtype = q.dtype();
         let work = if self.upcast { DType::F32 } else { dtype };
         let kt = k.to_dtype(work)?.t()?;
@@ -298,16 +396,11 @@ impl Attention {
             let probs = softmax_last(&scores, self.diff)?.to_dtype(dtype)?;
             outs.push(probs.matmul(&v)?);
         }
-        let o = if outs.len() == 1 {
-            outs.pop().expect("one slice")
+        if outs.len() == 1 {
+            Ok(outs.pop().expect("one slice"))
         } else {
-            Tensor::cat(&outs, 1)?
-        };
-        let o = o
-            .reshape((b, self.heads, n, hd))?
-            .transpose(1, 2)?
-            .reshape((b, n, dim))?;
-        self.to_out.forward(&o)
+            Tensor::cat(&outs, 1)
+        }
     }
 }
 
@@ -315,24 +408,34 @@ impl Attention {
 struct FeedForward {
     proj: Linear,
     out: Linear,
+    diff: bool,
 }
 
 impl FeedForward {
-    fn new(vb: VarBuilder, dim: usize) -> CResult<Self> {
+    fn new(vb: VarBuilder, dim: usize, diff: bool) -> CResult<Self> {
         let inner = dim * 4;
         let vb = vb.pp("net");
         Ok(Self {
             proj: candle_nn::linear(dim, inner * 2, vb.pp("0").pp("proj"))?,
             out: candle_nn::linear(inner, dim, vb.pp("2"))?,
+            diff,
         })
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let h = self.proj.forward(x)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let value = h.narrow(D::Minus1, 0, half)?;
-        let gate = h.narrow(D::Minus1, half, half)?;
-        self.out.forward(&(value * gate.gelu_erf()?)?)
+        let d = self.diff;
+        let h = time("ff proj", || linear(&self.proj, x, d))?;
+        if !d && cpu_kernels::applies(&[&h]) {
+            let h = time("ff geglu", || cpu_kernels::geglu(&h))?;
+            return time("ff out", || linear(&self.out, &h, d));
+        }
+        let h = time("ff geglu", || {
+            let half = h.dim(D::Minus1)? / 2;
+            let value = h.narrow(D::Minus1, 0, half)?;
+            let gate = h.narrow(D::Minus1, half, half)?;
+            value * gate.gelu_erf()?
+        })?;
+        time("ff out", || linear(&self.out, &h, d))
     }
 }
 
@@ -361,19 +464,21 @@ impl TransformerBlock {
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, upcast, diff)?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff: FeedForward::new(vb.pp("ff"), dim)?,
+            ff: FeedForward::new(vb.pp("ff"), dim, diff)?,
             diff,
         })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let d = self.diff;
-        let x = (self.attn1.forward(&layer_norm(&self.norm1, x, d)?, None)? + x)?;
-        let x = (self
-            .attn2
-            .forward(&layer_norm(&self.norm2, &x, d)?, Some(context))?
-            + x)?;
-        self.ff.forward(&layer_norm(&self.norm3, &x, d)?)? + x
+        let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, d));
+        let add = |a: Tensor, b: &Tensor| time("residual add", || a + b);
+        let x = add(self.attn1.forward(&ln(&self.norm1, x)?, None)?, x)?;
+        let x = add(
+            self.attn2.forward(&ln(&self.norm2, &x)?, Some(context))?,
+            &x,
+        )?;
+        add(self.ff.forward(&ln(&self.norm3, &x)?)?, &x)
     }
 }
 
@@ -384,10 +489,11 @@ enum Proj {
 
 /// diffusers `Transformer2DModel` (continuous input).
 struct Transformer2D {
-    norm: GroupNorm,
+    norm: Norm,
     proj_in: Proj,
     blocks: Vec<TransformerBlock>,
     proj_out: Proj,
+    diff: bool,
 }
 
 impl Transformer2D {
@@ -399,7 +505,7 @@ impl Transformer2D {
         cfg: &UNetConfig,
         diff: bool,
     ) -> CResult<Self> {
-        let norm = candle_nn::group_norm(cfg.norm_num_groups, channels, 1e-6, vb.pp("norm"))?;
+        let norm = Norm::new(cfg.norm_num_groups, channels, 1e-6, vb.pp("norm"))?;
         let (proj_in, proj_out) = if cfg.use_linear_projection {
             (
                 Proj::Linear(candle_nn::linear(channels, channels, vb.pp("proj_in"))?),
@@ -429,27 +535,33 @@ impl Transformer2D {
             proj_in,
             blocks,
             proj_out,
+            diff,
         })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
-        let x = self.norm.forward(x)?;
-        let to_tokens = |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
+        let d = self.diff;
+        let x = time("groupnorm", || self.norm.forward(x, false, d))?;
+        let to_tokens = |t: &Tensor| {
+            time("to tokens", || {
+                t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))
+            })
+        };
         let mut x = match &self.proj_in {
             Proj::Conv(p) => to_tokens(&p.forward(&x)?)?,
-            Proj::Linear(p) => p.forward(&to_tokens(&x)?)?,
+            Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, d))?,
         };
         for block in &self.blocks {
             x = block.forward(&x, context)?;
         }
         let to_image = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
         let x = match &self.proj_out {
-            Proj::Conv(p) => p.forward(&to_image(&x)?.contiguous()?)?,
-            Proj::Linear(p) => to_image(&p.forward(&x)?)?,
+            Proj::Conv(p) => p.forward(&time("to image", || to_image(&x)?.contiguous())?)?,
+            Proj::Linear(p) => to_image(&time("proj in/out", || linear(p, &x, d))?)?,
         };
-        x + residual
+        time("residual add", || x + residual)
     }
 }
 
@@ -479,7 +591,8 @@ impl Upsample {
     fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> CResult<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&x.upsample_nearest2d(th, tw)?)
+        let x = time("upsample", || x.upsample_nearest2d(th, tw))?;
+        self.conv.forward(&x)
     }
 }
 
@@ -493,9 +606,9 @@ fn resnet(
 ) -> CResult<Resnet> {
     let g = cfg.norm_num_groups;
     Ok(Resnet {
-        norm1: candle_nn::group_norm(g, cin, cfg.norm_eps, vb.pp("norm1"))?,
+        norm1: Norm::new(g, cin, cfg.norm_eps, vb.pp("norm1"))?,
         conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), diff)?,
-        norm2: candle_nn::group_norm(g, cout, cfg.norm_eps, vb.pp("norm2"))?,
+        norm2: Norm::new(g, cout, cfg.norm_eps, vb.pp("norm2"))?,
         conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), diff)?,
         time_emb_proj: candle_nn::linear(cfg.time_embed_dim, cout, vb.pp("time_emb_proj"))?,
         conv_shortcut: if cin != cout {
@@ -504,6 +617,7 @@ fn resnet(
             None
         },
         output_scale_factor: scale,
+        diff,
     })
 }
 
@@ -658,7 +772,7 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .ok_or_else(|| candle_core::Error::Msg("UNet skip connections ran out".into()))?;
-            x = Tensor::cat(&[&x, &skip], 1)?;
+            x = time("cat skip", || Tensor::cat(&[&x, &skip], 1))?;
             x = r.forward(&x, temb)?;
             if let Some(a) = self.attentions.get(j) {
                 x = a.forward(&x, context)?;
@@ -725,10 +839,11 @@ pub struct UNet {
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
-    norm_out: GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
     config: UNetConfig,
     dtype: DType,
+    diff: bool,
 }
 
 impl std::fmt::Debug for UNet {
@@ -799,7 +914,7 @@ impl UNet {
             )?);
             prev_out = block.out_channels;
         }
-        let norm_out = candle_nn::group_norm(
+        let norm_out = Norm::new(
             cfg.norm_num_groups,
             c0,
             cfg.norm_eps,
@@ -817,6 +932,7 @@ impl UNet {
             conv_out,
             config: cfg.clone(),
             dtype: vb.dtype(),
+            diff,
         })
     }
 
@@ -932,7 +1048,7 @@ impl UNet {
             x = block.forward(&x, &mut skips, &emb, &context, upsample_size)?;
         }
         // 5. out
-        let x = candle_nn::ops::silu(&self.norm_out.forward(&x)?)?;
+        let x = self.norm_out.forward(&x, true, self.diff)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }
