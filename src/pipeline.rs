@@ -372,9 +372,13 @@ pub struct CompareReport {
     pub summary: CompareSummary,
 }
 
+/// A progress bar for one run of `steps` steps, with `then` more steps queued after it
+/// (the adaptive run after the baseline). After the first step that called the noise
+/// predictor, a run that will take long says so once, with its estimate.
 fn progress_observer(
     label: &'static str,
     steps: usize,
+    then: usize,
 ) -> (
     indicatif::ProgressBar,
     impl FnMut(StepEvent<'_>) -> ControlFlow<()>,
@@ -390,8 +394,18 @@ fn progress_observer(
     bar.set_prefix(label);
     let b = bar.clone();
     let mut calls = 0usize;
+    let mut done = 0usize;
     let observer = move |ev: StepEvent<'_>| {
         calls += usize::from(ev.record.computed);
+        done += 1;
+        if calls == 1 && ev.record.computed {
+            let left = (ev.budget.max(steps) + then).saturating_sub(done);
+            let estimate =
+                crate::sampler::Estimate::from_steps(std::slice::from_ref(ev.record), left);
+            if let Some(note) = estimate.and_then(|e| e.long_run_note()) {
+                b.println(format!("{label}: {note}"));
+            }
+        }
         b.set_message(format!("{calls} predictor calls"));
         b.inc(1);
         ControlFlow::Continue(())
@@ -425,7 +439,7 @@ pub fn generate_cmd(
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
     }
-    let (bar, mut obs) = progress_observer(req.policy.mode_name(), req.steps_for(&req.policy));
+    let (bar, mut obs) = progress_observer(req.policy.mode_name(), req.steps_for(&req.policy), 0);
     let early_stop = req.early_stop;
     let g = generate(&model, req, &prepared, req.policy, early_stop, &mut obs)?;
     bar.finish_and_clear();
@@ -508,8 +522,8 @@ pub fn compare(
     prepared: &Prepared,
     show_progress: bool,
 ) -> Result<(Generation, Generation, CompareSummary)> {
-    let run_side = |label: &'static str, policy, early_stop| -> Result<Generation> {
-        let (bar, mut obs) = progress_observer(label, req.steps_for(&policy));
+    let run_side = |label: &'static str, policy, early_stop, then| -> Result<Generation> {
+        let (bar, mut obs) = progress_observer(label, req.steps_for(&policy), then);
         if !show_progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
@@ -518,8 +532,13 @@ pub fn compare(
         Ok(g)
     };
     warm_up(model, req, prepared)?;
-    let base = run_side("baseline", SkipPolicy::Baseline, None)?;
-    let adapt = run_side("adaptive", req.policy, req.early_stop)?;
+    let base = run_side(
+        "baseline",
+        SkipPolicy::Baseline,
+        None,
+        req.steps_for(&req.policy),
+    )?;
+    let adapt = run_side("adaptive", req.policy, req.early_stop, 0)?;
     let summary = CompareSummary {
         unet_calls_saved: base.trace.unet_calls.saturating_sub(adapt.trace.unet_calls),
         nfe_speedup: base.trace.unet_calls as f64 / adapt.trace.unet_calls.max(1) as f64,

@@ -528,6 +528,23 @@ impl Session {
         self.budget = None;
     }
 
+    /// How long the job has left, from the time of its computed steps so far: the running
+    /// side's remaining steps plus a waiting adaptive side's budget.
+    pub fn estimate(&self) -> Option<crate::sampler::Estimate> {
+        let running = [&self.baseline, &self.adaptive]
+            .into_iter()
+            .find(|v| v.status == SideStatus::Running)?;
+        let mut left = running.budget.saturating_sub(running.steps.len());
+        if std::ptr::eq(running, &self.baseline) && self.adaptive.status == SideStatus::Waiting {
+            left += self
+                .adaptive
+                .budget
+                .max(self.spec.as_ref().map_or(0, |s| s.steps));
+        }
+        crate::sampler::Estimate::from_steps(&running.steps, left)
+            .or_else(|| crate::sampler::Estimate::from_steps(&self.baseline.steps, left))
+    }
+
     /// Apply one worker event; events of other jobs are dropped.
     pub fn apply(&mut self, ev: Event) {
         let job = ev.job();
@@ -795,6 +812,32 @@ mod tests {
         assert!(s.baseline.steps.is_empty());
         assert!(s.adaptive.result.is_none());
         assert_eq!(s.stale_events, 2);
+    }
+
+    #[test]
+    fn a_slow_first_step_gives_the_whole_job_an_estimate() {
+        let mut s = Session::default();
+        s.start_job(1, spec(0.01));
+        assert_eq!(s.estimate(), None);
+        s.apply(Event::Started {
+            job: 1,
+            side: Side::Baseline,
+            budget: 10,
+        });
+        assert_eq!(s.estimate(), None, "no step timed yet");
+        let mut slow = record(0);
+        slow.step_ms = 20_000.0;
+        s.apply(Event::Step {
+            job: 1,
+            side: Side::Baseline,
+            record: slow,
+            preview: None,
+        });
+        // 9 baseline steps left, then the adaptive side's 10.
+        let e = s.estimate().unwrap();
+        assert_eq!(e.steps_left, 19);
+        assert_eq!(e.left_ms(), 19.0 * 20_000.0);
+        assert!(e.long_run_note().unwrap().starts_with("about 6 min left"));
     }
 
     #[test]

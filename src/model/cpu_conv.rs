@@ -3,8 +3,9 @@
 //! candle 0.11's CPU `conv2d` spends most of its time outside the matrix product for the
 //! small images of the built-in model (a 3×3 convolution of a 2×16×32×32 tensor takes
 //! ≈ 1.4 ms, its matrix product ≈ 0.2 ms). Here the patches are gathered with row copies
-//! (`im2col`) and multiplied with the weights in one matrix product per chunk of the
-//! batch. Results equal candle's up to float rounding (tested below).
+//! (`im2col`, rows spread over the threads) and multiplied with the weights by `gemm`
+//! straight into the output, one image at a time, starting from the bias. Results equal
+//! candle's up to float rounding (tested below).
 //!
 //! For training, [`conv2d_trainable`] does the same through a custom op with a backward
 //! pass (the adjoint `col2im`), so gradients flow through one gather and one matrix product
@@ -13,6 +14,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
@@ -20,9 +23,6 @@ static DISABLED: AtomicBool = AtomicBool::new(false);
 pub fn set_enabled(on: bool) {
     DISABLED.store(!on, Ordering::Relaxed);
 }
-
-/// The most patch values gathered at once (64 MB of f32); larger batches go in chunks.
-const MAX_COLUMN_VALUES: usize = 16 << 20;
 
 /// Whether [`conv2d`] handles `x` (a CPU f32 tensor).
 pub fn applies(x: &Tensor) -> bool {
@@ -33,23 +33,16 @@ pub fn applies(x: &Tensor) -> bool {
 }
 
 /// `x (b, c, h, w)` ⊛ `weight (o, c, kh, kw)` + `bias (o)`, groups 1, dilation 1.
+///
+/// Per image: the patches are gathered (`im2col`, rows spread over the threads; a 1×1
+/// stride-1 convolution uses the image itself) and multiplied with the weights by `gemm`
+/// straight into the output, which starts from the bias (no zero fill, no second pass).
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
-) -> Result<Tensor> {
-    conv2d_chunked(x, weight, bias, stride, padding, MAX_COLUMN_VALUES)
-}
-
-fn conv2d_chunked(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-    max_column_values: usize,
 ) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (o, ci, kh, kw) = weight.dims4()?;
@@ -61,54 +54,93 @@ fn conv2d_chunked(
     }
     let ho = (h + 2 * padding - kh) / stride + 1;
     let wo = (w + 2 * padding - kw) / stride + 1;
-    let wmat = weight.reshape((o, c * kh * kw))?;
-    let y = if kh == 1 && kw == 1 && stride == 1 && padding == 0 {
-        wmat.broadcast_matmul(&x.reshape((b, c, h * w))?)?
-    } else {
-        let x = x.contiguous()?;
-        let k = c * kh * kw;
-        let per_image = k * ho * wo;
-        let chunk = (max_column_values / per_image.max(1)).clamp(1, b);
+    let geometry = Geometry {
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        stride,
+        padding,
+        ho,
+        wo,
+    };
+    let k = c * kh * kw;
+    let plane = ho * wo;
+    let direct = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    let bias = match bias {
+        Some(bias) => Some(bias.to_dtype(DType::F32)?.contiguous()?.to_vec1::<f32>()?),
+        None => None,
+    };
+    if bias.as_ref().is_some_and(|bb| bb.len() != o) {
+        candle_core::bail!("conv: the bias does not have {o} values");
+    }
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let mut out: Vec<f32> = Vec::with_capacity(b * o * plane);
+    {
         let (storage, layout) = x.storage_and_layout();
-        let data = match &*storage {
-            Storage::Cpu(s) => s.as_slice::<f32>()?,
-            _ => candle_core::bail!("cpu_conv::conv2d needs a CPU tensor"),
+        let (wstorage, wlayout) = weight.storage_and_layout();
+        let (data, wdata) = match (&*storage, &*wstorage) {
+            (Storage::Cpu(s), Storage::Cpu(ws)) => (s.as_slice::<f32>()?, ws.as_slice::<f32>()?),
+            _ => candle_core::bail!("cpu_conv::conv2d needs CPU tensors"),
         };
         let data = &data[layout.start_offset()..layout.start_offset() + b * c * h * w];
-        let geometry = Geometry {
-            c,
-            h,
-            w,
-            kh,
-            kw,
-            stride,
-            padding,
-            ho,
-            wo,
-        };
-        let mut outs = Vec::with_capacity(b.div_ceil(chunk));
-        for start in (0..b).step_by(chunk) {
-            let n = chunk.min(b - start);
-            let mut cols = vec![0f32; n * per_image];
-            for i in 0..n {
-                let img = &data[(start + i) * c * h * w..(start + i + 1) * c * h * w];
-                geometry.im2col(img, &mut cols[i * per_image..(i + 1) * per_image]);
+        let wdata = &wdata[wlayout.start_offset()..wlayout.start_offset() + o * k];
+        let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * plane });
+        let spare = out.spare_capacity_mut();
+        for i in 0..b {
+            let img = &data[i * c * h * w..(i + 1) * c * h * w];
+            let rhs = if direct {
+                img
+            } else {
+                cols.clear();
+                cols.spare_capacity_mut()
+                    .par_chunks_mut(plane)
+                    .enumerate()
+                    .for_each(|(row, dst)| geometry.im2col_row(img, row, dst));
+                // SAFETY: im2col_row wrote every value of every row.
+                unsafe { cols.set_len(k * plane) };
+                &cols[..]
+            };
+            let dst = &mut spare[i * o * plane..(i + 1) * o * plane];
+            if let Some(bias) = &bias {
+                for (row, v) in dst.chunks_exact_mut(plane).zip(bias) {
+                    for d in row {
+                        d.write(*v);
+                    }
+                }
             }
-            let cols = Tensor::from_vec(cols, (n, k, ho * wo), x.device())?;
-            outs.push(wmat.broadcast_matmul(&cols)?);
+            // SAFETY: dst is o × plane; lhs (o × k) and rhs (k × plane) are row-major
+            // slices of exactly those sizes. Without a bias dst is not read.
+            unsafe {
+                gemm::gemm(
+                    o,
+                    plane,
+                    k,
+                    dst.as_mut_ptr().cast::<f32>(),
+                    1,
+                    plane as isize,
+                    bias.is_some(),
+                    wdata.as_ptr(),
+                    1,
+                    k as isize,
+                    rhs.as_ptr(),
+                    1,
+                    plane as isize,
+                    if bias.is_some() { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    super::cpu_kernels::parallelism(),
+                );
+            }
         }
-        drop(storage);
-        if outs.len() == 1 {
-            outs.pop().expect("one chunk")
-        } else {
-            Tensor::cat(&outs, 0)?
-        }
-    };
-    let y = y.reshape((b, o, ho, wo))?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?),
-        None => Ok(y),
     }
+    // SAFETY: every image's o × plane block was written by gemm.
+    unsafe { out.set_len(b * o * plane) };
+    Tensor::from_vec(out, (b, o, ho, wo), x.device())
 }
 
 /// [`conv2d`] for training: differentiable in `x`, `weight` and `bias` (CPU, f32).
@@ -244,10 +276,27 @@ struct Geometry {
 impl Geometry {
     /// Gather the patches of one image (`c·h·w` values) into `cols`, laid out
     /// `(c·kh·kw, ho·wo)` with row index `(ci·kh + ky)·kw + kx` (the weights' own order).
-    /// `cols` must be zeroed: padding positions are left alone.
     fn im2col(&self, img: &[f32], cols: &mut [f32]) {
+        let plane = self.ho * self.wo;
+        // SAFETY: an initialised f32 slice viewed as possibly-uninitialised values of the
+        // same layout; only written through.
+        let cols = unsafe {
+            std::slice::from_raw_parts_mut(cols.as_mut_ptr().cast::<MaybeUninit<f32>>(), cols.len())
+        };
+        for (row, dst) in cols.chunks_exact_mut(plane).enumerate() {
+            self.im2col_row(img, row, dst);
+        }
+    }
+
+    /// Row `row = (ci·kh + ky)·kw + kx` of [`Geometry::im2col`]: every value of `dst`
+    /// (`ho·wo`) is written, zeros where the patch lies in the padding.
+    fn im2col_row(&self, img: &[f32], row: usize, dst: &mut [MaybeUninit<f32>]) {
+        fn zero(d: &mut [MaybeUninit<f32>]) {
+            for v in d {
+                v.write(0.0);
+            }
+        }
         let &Geometry {
-            c,
             h,
             w,
             kh,
@@ -256,41 +305,37 @@ impl Geometry {
             padding,
             ho,
             wo,
+            ..
         } = self;
-        let plane = ho * wo;
-        for ci in 0..c {
-            let src = &img[ci * h * w..(ci + 1) * h * w];
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = (ci * kh + ky) * kw + kx;
-                    let dst = &mut cols[row * plane..(row + 1) * plane];
-                    // Output columns whose input column is inside the image:
-                    // ix = ox·stride + kx − padding ∈ [0, w).
-                    let (ox_lo, ox_hi) = self.valid_columns(kx);
-                    if ox_lo >= ox_hi {
-                        continue;
-                    }
-                    for oy in 0..ho {
-                        let iy = oy * stride + ky;
-                        if iy < padding || iy - padding >= h {
-                            continue;
-                        }
-                        let srow = &src[(iy - padding) * w..(iy - padding + 1) * w];
-                        let drow = &mut dst[oy * wo..(oy + 1) * wo];
-                        let ix0 = ox_lo * stride + kx - padding;
-                        if stride == 1 {
-                            let n = ox_hi - ox_lo;
-                            drow[ox_lo..ox_hi].copy_from_slice(&srow[ix0..ix0 + n]);
-                        } else {
-                            for (j, d) in drow[ox_lo..ox_hi].iter_mut().enumerate() {
-                                *d = srow[ix0 + j * stride];
-                            }
-                        }
-                    }
+        let (ci, ky, kx) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        let src = &img[ci * h * w..(ci + 1) * h * w];
+        // Output columns whose input column is inside the image:
+        // ix = ox·stride + kx − padding ∈ [0, w).
+        let (ox_lo, ox_hi) = self.valid_columns(kx);
+        for oy in 0..ho {
+            let drow = &mut dst[oy * wo..(oy + 1) * wo];
+            let iy = oy * stride + ky;
+            if iy < padding || iy - padding >= h || ox_lo >= ox_hi {
+                zero(drow);
+                continue;
+            }
+            zero(&mut drow[..ox_lo]);
+            zero(&mut drow[ox_hi..]);
+            let srow = &src[(iy - padding) * w..(iy - padding + 1) * w];
+            let ix0 = ox_lo * stride + kx - padding;
+            if stride == 1 {
+                let n = ox_hi - ox_lo;
+                for (d, v) in drow[ox_lo..ox_hi].iter_mut().zip(&srow[ix0..ix0 + n]) {
+                    d.write(*v);
+                }
+            } else {
+                for (j, d) in drow[ox_lo..ox_hi].iter_mut().enumerate() {
+                    d.write(srow[ix0 + j * stride]);
                 }
             }
         }
     }
+
     /// The adjoint of [`Geometry::im2col`]: add every patch value back to the input pixel
     /// it was read from.
     fn col2im(&self, cols: &[f32], img: &mut [f32]) {
@@ -405,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn non_contiguous_input_and_chunked_batches() {
+    fn non_contiguous_input_and_several_images() {
         let dev = Device::Cpu;
         // (b, h, w, c) permuted to (b, c, h, w): not contiguous.
         let x = Tensor::randn(0f32, 1.0, (3, 12, 10, 4), &dev)
@@ -414,8 +459,8 @@ mod tests {
             .unwrap();
         let wt = Tensor::randn(0f32, 1.0, (5, 4, 3, 3), &dev).unwrap();
         let want = x.contiguous().unwrap().conv2d(&wt, 1, 1, 1, 1).unwrap();
-        // One image per chunk: three matrix products, concatenated.
-        let got = conv2d_chunked(&x, &wt, None, 1, 1, 1).unwrap();
+        // Three images: three matrix products into one output.
+        let got = conv2d(&x, &wt, None, 1, 1).unwrap();
         let err = (got - want)
             .unwrap()
             .abs()

@@ -22,4 +22,4 @@ pub use policy::SkipPolicy;
 pub use run::{Cancelled, RunOutput, RunSettings, StepEvent, run};
 pub use schedule::SchedulerConfig;
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};
-pub use trace::{Decision, RunTrace, StepRecord};
+pub use trace::{Decision, Estimate, RunTrace, StepRecord};

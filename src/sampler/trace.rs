@@ -121,3 +121,122 @@ impl RunTrace {
         s
     }
 }
+
+/// How long the rest of a run will take, estimated from the steps so far: every step left
+/// is costed at the mean time of the steps that called the noise predictor (an upper bound
+/// for an adaptive run, which skips some). `None` before the first computed step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Mean milliseconds of a computed step so far.
+    pub step_ms: f64,
+    /// Steps still to run (of this run and any queued after it).
+    pub steps_left: usize,
+}
+
+impl Estimate {
+    /// From the records so far and the steps still to run.
+    pub fn from_steps(steps: &[StepRecord], steps_left: usize) -> Option<Self> {
+        let computed: Vec<f64> = steps
+            .iter()
+            .filter(|r| r.computed)
+            .map(|r| r.step_ms)
+            .collect();
+        if computed.is_empty() {
+            return None;
+        }
+        Some(Self {
+            step_ms: computed.iter().sum::<f64>() / computed.len() as f64,
+            steps_left,
+        })
+    }
+
+    /// Milliseconds left at most.
+    pub fn left_ms(&self) -> f64 {
+        self.step_ms * self.steps_left as f64
+    }
+
+    /// A sentence for runs long enough to matter (over 30 s left), else `None`:
+    /// "about 12 min left (48 steps at 14.2 s each; adaptive steps that skip are faster)".
+    pub fn long_run_note(&self) -> Option<String> {
+        let left = self.left_ms() / 1e3;
+        if left < 30.0 {
+            return None;
+        }
+        Some(format!(
+            "about {} left ({} steps at {:.1} s each; steps the adaptive run skips are faster)",
+            human_duration(left),
+            self.steps_left,
+            self.step_ms / 1e3
+        ))
+    }
+}
+
+/// "45 s", "12 min", "1 h 05 min".
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s < 90 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", (s + 30) / 60)
+    } else {
+        let m = (s + 30) / 60;
+        format!("{} h {:02} min", m / 60, m % 60)
+    }
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+
+    fn record(computed: bool, step_ms: f64) -> StepRecord {
+        StepRecord {
+            index: 0,
+            timestep: 999.0,
+            sigma: 1.0,
+            computed,
+            decision: if computed {
+                Decision::Computed
+            } else {
+                Decision::Reused
+            },
+            d: None,
+            third_order: None,
+            threshold: None,
+            rel_change: 0.0,
+            predictor_ms: 0.0,
+            controller_ms: 0.0,
+            step_ms,
+        }
+    }
+
+    #[test]
+    fn costs_the_steps_left_at_the_computed_steps_mean() {
+        assert_eq!(Estimate::from_steps(&[], 10), None);
+        assert_eq!(Estimate::from_steps(&[record(false, 1.0)], 10), None);
+        let e = Estimate::from_steps(
+            &[
+                record(true, 10_000.0),
+                record(false, 5.0),
+                record(true, 14_000.0),
+            ],
+            97,
+        )
+        .unwrap();
+        assert_eq!(e.step_ms, 12_000.0);
+        assert_eq!(e.left_ms(), 97.0 * 12_000.0);
+        let note = e.long_run_note().unwrap();
+        assert!(
+            note.starts_with("about 19 min left (97 steps at 12.0 s each"),
+            "{note}"
+        );
+        let short = Estimate::from_steps(&[record(true, 100.0)], 50).unwrap();
+        assert_eq!(short.long_run_note(), None);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(44.6), "45 s");
+        assert_eq!(human_duration(700.0), "12 min");
+        assert_eq!(human_duration(3900.0), "1 h 05 min");
+    }
+}

@@ -4,6 +4,8 @@
   make DIR      write an SD 1.5-size UNet with random weights (diffusers folder:
                 config.json + diffusion_pytorch_model.safetensors, f32) and DIR/inputs.safetensors
                 (latents x (2,4,H/8,W/8), timestep t, encoder states (2,77,768)) for each size
+  pipeline DIR  write a whole random-weight pipeline of SD 1.5's size (UNet, VAE, CLIP-L
+                text encoder; scheduler and tokenizer files from tests/fixtures/tiny-sd)
   run DIR SIZE  load the UNet as users do (from_pretrained, safetensors), run one warm-up
                 CFG call (batch 2) and N timed ones, write DIR/torch-SIZE.safetensors and print
                 one JSON line: ms per call, peak RSS
@@ -39,6 +41,73 @@ SD15_UNET = {
 }
 
 
+SD15_VAE = {
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
+# CLIP ViT-L/14's text tower (openai/clip-vit-large-patch14), as SD 1.5 ships it.
+SD15_TEXT = dict(
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+    projection_dim=768, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+)
+
+
+def randomise(model, seed):
+    """Every weight random (no layer left at its zero init), scaled by fan-in."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.0 / p[0].numel() ** 0.5)
+            elif name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.02)
+
+
+def pipeline(args):
+    import shutil
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    tiny = os.path.join(here, "..", "..", "tests", "fixtures", "tiny-sd")
+    os.makedirs(args.dir, exist_ok=True)
+    for part in ("scheduler", "tokenizer"):
+        shutil.copytree(os.path.join(tiny, part), os.path.join(args.dir, part), dirs_exist_ok=True)
+    shutil.copy(os.path.join(tiny, "model_index.json"), args.dir)
+    unet = UNet2DConditionModel.from_config(SD15_UNET)
+    randomise(unet, args.seed)
+    unet.save_pretrained(os.path.join(args.dir, "unet"), safe_serialization=True)
+    del unet
+    vae = AutoencoderKL.from_config(SD15_VAE)
+    randomise(vae, args.seed + 1)
+    # Keep the decoder's output in a sane range: a random VAE otherwise saturates.
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(0.1)
+    vae.save_pretrained(os.path.join(args.dir, "vae"), safe_serialization=True)
+    del vae
+    text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
+    randomise(text, args.seed + 2)
+    text.save_pretrained(os.path.join(args.dir, "text_encoder"), safe_serialization=True)
+    print(f"wrote {args.dir}", file=sys.stderr)
+
+
 def peak_rss_bytes():
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -49,19 +118,8 @@ def make(args):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
-    torch.manual_seed(args.seed)
     unet = UNet2DConditionModel.from_config(SD15_UNET)
-    # diffusers' default init leaves some layers at zero (e.g. nothing) but the output
-    # projection is small; give every weight a random value so no path is trivially zero.
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if p.dim() > 1:
-                fan_in = p[0].numel()
-                p.normal_(0.0, 1.0 / fan_in ** 0.5)
-            elif name.endswith("weight"):
-                p.normal_(1.0, 0.1)
-            else:
-                p.normal_(0.0, 0.02)
+    randomise(unet, args.seed)
     os.makedirs(args.dir, exist_ok=True)
     unet.save_pretrained(args.dir, safe_serialization=True)
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -125,6 +183,9 @@ def main():
     m.add_argument("dir")
     m.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     m.add_argument("--seed", type=int, default=0)
+    pl = sub.add_parser("pipeline")
+    pl.add_argument("dir")
+    pl.add_argument("--seed", type=int, default=0)
     r = sub.add_parser("run")
     r.add_argument("dir")
     r.add_argument("size", type=int)
@@ -134,7 +195,7 @@ def main():
     a.add_argument("a")
     a.add_argument("b")
     args = p.parse_args()
-    {"make": make, "run": run, "agree": agree}[args.cmd](args)
+    {"make": make, "pipeline": pipeline, "run": run, "agree": agree}[args.cmd](args)
 
 
 if __name__ == "__main__":

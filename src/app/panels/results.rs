@@ -287,6 +287,11 @@ fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &super::super::s
             .fill(c.gamma_multiply(0.7))
             .text(format!("{} / {} steps · {status}", v.steps.len(), budget)),
     );
+    if v.status == SideStatus::Running
+        && let Some(note) = s.estimate().and_then(|e| e.long_run_note())
+    {
+        ui.colored_label(ui.visuals().warn_fg_color, format!("Long run: {note}"));
+    }
     let calls = v.calls();
     let mut line = format!(
         "{} of {} steps called the noise predictor · {:.0} ms",
