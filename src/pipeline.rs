@@ -72,15 +72,26 @@ pub struct LoadedModel {
     pub origin: String,
     /// Load time, milliseconds.
     pub load_ms: f64,
+    /// Why the model runs on the CPU although a GPU backend is compiled in (shown once).
+    pub device_note: Option<String>,
+}
+
+impl LoadedModel {
+    /// For the command line: say on stderr why a GPU build runs on the CPU, if it does.
+    pub fn print_device_note(&self) {
+        if let Some(note) = &self.device_note {
+            eprintln!("adiff: {note}");
+        }
+    }
 }
 
 /// Load the model a request names (downloading hub weights when needed).
 pub fn load_model(source: &ModelSource, force_cpu: bool) -> Result<LoadedModel> {
     let t0 = Instant::now();
-    let device = if force_cpu {
-        Device::Cpu
+    let (device, device_note) = if force_cpu {
+        (Device::Cpu, None)
     } else {
-        sd::best_device()?
+        sd::best_device_noted()
     };
     let dtype = sd::default_dtype(&device);
     let hub = crate::model::HubOptions::default();
@@ -91,6 +102,7 @@ pub fn load_model(source: &ModelSource, force_cpu: bool) -> Result<LoadedModel> 
         schedule,
         origin: source.to_string(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        device_note,
     })
 }
 
@@ -435,6 +447,7 @@ pub fn generate_cmd(
     latents_out: Option<&Path>,
 ) -> Result<()> {
     let model = load_model(&req.model, req.force_cpu)?;
+    model.print_device_note();
     let prepared = prepare(&model, req)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");
@@ -556,6 +569,7 @@ pub fn compare_cmd(
     latents_out: Option<&Path>,
 ) -> Result<()> {
     let model = load_model(&req.model, req.force_cpu)?;
+    model.print_device_note();
     let prepared = prepare(&model, req)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");

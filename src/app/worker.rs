@@ -858,6 +858,12 @@ impl Worker {
         let loaded = pipeline::load_model(&spec.model, spec.force_cpu);
         drop(poller);
         let model = loaded?;
+        if let Some(note) = &model.device_note {
+            self.send(Event::Warning {
+                job,
+                message: note.clone(),
+            });
+        }
         WorkerStats::inc(&self.stats.model_loads);
         let info = ModelInfo {
             origin: model.origin.clone(),

@@ -231,6 +231,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
     let engine = opts.scoring.engine()?;
     let base_map = opts.scoring.mapping()?;
     let model = pipeline::load_model(&opts.model, opts.force_cpu)?;
+    model.print_device_note();
     let per_sample = 1 + opts.deltas.len() + opts.budgets.len();
     let bar =
         indicatif::ProgressBar::new((opts.prompts.len() * opts.seeds.len() * per_sample) as u64);

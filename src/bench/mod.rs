@@ -563,6 +563,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
     }
 
     let model = pipeline::load_model(&opts.model, opts.force_cpu)?;
+    model.print_device_note();
     meta.device = format!("{:?}", model.sd.device().location());
     meta.machine = Machine::detect();
     let clip = match &opts.clip {

@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::cpu_kernels::{Start, Strided, parallelism, product};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -24,12 +25,14 @@ pub fn set_enabled(on: bool) {
     DISABLED.store(!on, Ordering::Relaxed);
 }
 
+/// Whether this path is on (see [`set_enabled`]).
+pub fn enabled() -> bool {
+    !DISABLED.load(Ordering::Relaxed)
+}
+
 /// Whether [`conv2d`] handles `x` (a CPU f32 tensor).
 pub fn applies(x: &Tensor) -> bool {
-    !DISABLED.load(Ordering::Relaxed)
-        && matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
-        && x.rank() == 4
+    enabled() && matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.rank() == 4
 }
 
 /// `x (b, c, h, w)` ⊛ `weight (o, c, kh, kw)` + `bias (o)`, groups 1, dilation 1.
@@ -43,6 +46,18 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
+) -> Result<Tensor> {
+    conv2d_add(x, weight, bias, stride, padding, None)
+}
+
+/// [`conv2d`] plus `residual` (of the output's shape): the product starts from it.
+pub fn conv2d_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (o, ci, kh, kw) = weight.dims4()?;
@@ -77,6 +92,15 @@ pub fn conv2d(
     }
     let x = x.contiguous()?;
     let weight = weight.contiguous()?;
+    let residual = match residual {
+        Some(r) if r.dims() != [b, o, ho, wo] => candle_core::bail!(
+            "conv: residual of shape {:?} for an output of shape {:?}",
+            r.dims(),
+            [b, o, ho, wo]
+        ),
+        Some(r) => Some(r.contiguous()?),
+        None => None,
+    };
     let mut out: Vec<f32> = Vec::with_capacity(b * o * plane);
     {
         let (storage, layout) = x.storage_and_layout();
@@ -87,6 +111,17 @@ pub fn conv2d(
         };
         let data = &data[layout.start_offset()..layout.start_offset() + b * c * h * w];
         let wdata = &wdata[wlayout.start_offset()..wlayout.start_offset() + o * k];
+        let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
+        let residual = match &res_guard {
+            None => None,
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(s) => {
+                    let d = s.as_slice::<f32>()?;
+                    Some(&d[layout.start_offset()..layout.start_offset() + b * o * plane])
+                }
+                _ => candle_core::bail!("cpu_conv::conv2d needs CPU tensors"),
+            },
+        };
         let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * plane });
         let spare = out.spare_capacity_mut();
         for i in 0..b {
@@ -104,36 +139,29 @@ pub fn conv2d(
                 &cols[..]
             };
             let dst = &mut spare[i * o * plane..(i + 1) * o * plane];
-            if let Some(bias) = &bias {
-                for (row, v) in dst.chunks_exact_mut(plane).zip(bias) {
-                    for d in row {
-                        d.write(*v);
-                    }
-                }
-            }
+            let start = Start {
+                residual: residual.map(|r| &r[i * o * plane..(i + 1) * o * plane]),
+                bias: bias.as_deref(),
+                per_col: false,
+            };
             // SAFETY: dst is o × plane; lhs (o × k) and rhs (k × plane) are row-major
-            // slices of exactly those sizes. Without a bias dst is not read.
+            // slices of exactly those sizes.
             unsafe {
-                gemm::gemm(
-                    o,
-                    plane,
-                    k,
-                    dst.as_mut_ptr().cast::<f32>(),
-                    1,
-                    plane as isize,
-                    bias.is_some(),
-                    wdata.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs.as_ptr(),
-                    1,
-                    plane as isize,
-                    if bias.is_some() { 1.0 } else { 0.0 },
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    super::cpu_kernels::parallelism(),
+                product(
+                    dst,
+                    &start,
+                    (o, plane, k),
+                    Strided {
+                        ptr: wdata.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: rhs.as_ptr(),
+                        rs: plane as isize,
+                        cs: 1,
+                    },
+                    parallelism(),
                 );
             }
         }

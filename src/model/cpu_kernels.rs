@@ -22,6 +22,7 @@
 
 use candle_core::{DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Whether the fused kernels handle these tensors (CPU, f32).
 pub fn applies(xs: &[&Tensor]) -> bool {
@@ -43,7 +44,7 @@ fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
 }
 
 /// A `Vec<f32>` of `n` values every one of which the caller writes before reading.
-fn uninit_vec(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
+fn uninit_vec(n: usize) -> Vec<MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialisation.
     unsafe { v.set_len(n) };
@@ -52,7 +53,7 @@ fn uninit_vec(n: usize) -> Vec<std::mem::MaybeUninit<f32>> {
 
 /// # Safety
 /// Every element of `v` must have been written.
-unsafe fn assume_init(v: Vec<std::mem::MaybeUninit<f32>>) -> Vec<f32> {
+unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: same allocation, layout and length; all elements initialised (caller).
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
@@ -314,69 +315,273 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
     Tensor::from_vec(out, (b, n, dim), q.device())
 }
 
-/// `x Wᵀ + bias` for `x` `(…, in)`, `weight` `(out, in)`, CPU f32.
-pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// What a product's output starts from before `lhs · rhs` is added: a residual of the
+/// output's shape and/or a bias per output column (`per_col`) or per output row.
+pub(crate) struct Start<'a> {
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) per_col: bool,
+}
+
+impl Start<'_> {
+    /// Write the start into `out` (`rows × cols`); false when there is none (the product
+    /// then overwrites `out` without reading it).
+    fn write(&self, out: &mut [MaybeUninit<f32>], rows: usize, cols: usize) -> bool {
+        debug_assert_eq!(out.len(), rows * cols);
+        match (self.residual, self.bias) {
+            (None, None) => return false,
+            (Some(res), None) => {
+                for (o, r) in out.iter_mut().zip(res) {
+                    o.write(*r);
+                }
+            }
+            (res, Some(bias)) => {
+                for (i, row) in out.chunks_exact_mut(cols).enumerate() {
+                    let res_row = res.map(|r| &r[i * cols..(i + 1) * cols]);
+                    for (j, o) in row.iter_mut().enumerate() {
+                        let b = if self.per_col { bias[j] } else { bias[i] };
+                        o.write(res_row.map_or(b, |r| r[j] + b));
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A matrix read through strides: element (i, j) at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
+}
+
+/// `out (m × n, row-major) = start + lhs (m × k) · rhs (k × n)`.
+///
+/// # Safety
+/// `lhs` and `rhs` must address valid elements for every (i, j) of their shapes.
+pub(crate) unsafe fn product(
+    out: &mut [MaybeUninit<f32>],
+    start: &Start<'_>,
+    (m, n, k): (usize, usize, usize),
+    lhs: Strided,
+    rhs: Strided,
+    par: gemm::Parallelism,
+) {
+    let read_dst = start.write(out, m, n);
+    // SAFETY: out is m × n row-major (written above when read); operands per the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            read_dst,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            if read_dst { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Check an optional tensor's shape and run `f` on its data (or on `None`).
+fn with_optional<T>(
+    t: Option<&Tensor>,
+    dims: &[usize],
+    what: &str,
+    f: impl FnOnce(Option<&[f32]>) -> Result<T>,
+) -> Result<T> {
+    match t {
+        None => f(None),
+        Some(t) => {
+            if t.dims() != dims {
+                candle_core::bail!("{what} has shape {:?}, expected {dims:?}", t.dims());
+            }
+            with_slice(t, |d| f(Some(d)))
+        }
+    }
+}
+
+/// `x Wᵀ + bias (+ residual)` for `x` `(…, in)`, `weight` `(out, in)`, CPU f32; the
+/// residual has the output's shape.
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     let (out_dim, in_dim) = weight.dims2()?;
     let dims = x.dims();
     if dims.last() != Some(&in_dim) {
         candle_core::bail!("linear: input {:?} for a {out_dim}×{in_dim} weight", dims);
     }
     let rows = x.elem_count() / in_dim;
-    let mut out = uninit_vec(rows * out_dim);
-    let dst = out.as_mut_ptr().cast::<f32>();
-    let read_dst = match bias {
-        Some(bias) => {
-            with_slice(bias, |bias| {
-                if bias.len() != out_dim {
-                    candle_core::bail!("linear: {} biases for {out_dim} outputs", bias.len());
-                }
-                for r in 0..rows {
-                    // SAFETY: row r of the (rows × out_dim) output.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(dst.add(r * out_dim), out_dim) };
-                    row.copy_from_slice(bias);
-                }
-                Ok(())
-            })?;
-            true
-        }
-        None => false,
-    };
-    with_slice(x, |xs| {
-        with_slice(weight, |w| {
-            // SAFETY: dst is rows × out_dim; lhs rows × in_dim; rhs Wᵀ (in_dim × out_dim)
-            // read through W's strides. Without a bias nothing is read from dst.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    out_dim,
-                    in_dim,
-                    dst,
-                    1,
-                    out_dim as isize,
-                    read_dst,
-                    xs.as_ptr(),
-                    1,
-                    in_dim as isize,
-                    w.as_ptr(),
-                    in_dim as isize,
-                    1,
-                    if read_dst { 1.0 } else { 0.0 },
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism(),
-                );
-            }
-            Ok(())
-        })
-    })?;
-    // SAFETY: gemm wrote every element of the output.
-    let out = unsafe { assume_init(out) };
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
+    let mut out = uninit_vec(rows * out_dim);
+    with_optional(bias, &[out_dim], "linear bias", |bias| {
+        with_optional(residual, &shape, "linear residual", |residual| {
+            with_slice(x, |xs| {
+                with_slice(weight, |w| {
+                    let start = Start {
+                        residual,
+                        bias,
+                        per_col: true,
+                    };
+                    // SAFETY: x is rows × in_dim row-major; Wᵀ (in_dim × out_dim) is read
+                    // through W's own strides.
+                    unsafe {
+                        product(
+                            &mut out,
+                            &start,
+                            (rows, out_dim, in_dim),
+                            Strided {
+                                ptr: xs.as_ptr(),
+                                rs: in_dim as isize,
+                                cs: 1,
+                            },
+                            Strided {
+                                ptr: w.as_ptr(),
+                                rs: 1,
+                                cs: in_dim as isize,
+                            },
+                            parallelism(),
+                        )
+                    };
+                    Ok(())
+                })
+            })
+        })
+    })?;
+    // SAFETY: the product wrote every element.
+    let out = unsafe { assume_init(out) };
     Tensor::from_vec(out, shape, x.device())
+}
+
+/// A 1×1 convolution from an image `(b, c, h, w)` straight to tokens `(b, h·w, o)`
+/// (`weight` `(o, c, 1, 1)`): the convolution and the `(b, c, h, w) → (b, h·w, c)`
+/// permutation in one product, as diffusers' `proj_in` followed by the permute.
+pub fn pointwise_to_tokens(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, ci, kh, kw) = weight.dims4()?;
+    if ci != c || kh != 1 || kw != 1 {
+        candle_core::bail!(
+            "pointwise_to_tokens: weight {:?} for input {:?}",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    let hw = h * w;
+    let mut out = uninit_vec(b * hw * o);
+    with_optional(bias, &[o], "conv bias", |bias| {
+        with_slice(x, |xs| {
+            with_slice(weight, |wd| {
+                for (i, dst) in out.chunks_exact_mut(hw * o).enumerate() {
+                    let img = &xs[i * c * hw..(i + 1) * c * hw];
+                    let start = Start {
+                        residual: None,
+                        bias,
+                        per_col: true,
+                    };
+                    // SAFETY: lhs = imgᵀ (hw × c) through img's strides; rhs = Wᵀ (c × o).
+                    unsafe {
+                        product(
+                            dst,
+                            &start,
+                            (hw, o, c),
+                            Strided {
+                                ptr: img.as_ptr(),
+                                rs: 1,
+                                cs: hw as isize,
+                            },
+                            Strided {
+                                ptr: wd.as_ptr(),
+                                rs: 1,
+                                cs: c as isize,
+                            },
+                            parallelism(),
+                        )
+                    };
+                }
+                Ok(())
+            })
+        })
+    })?;
+    // SAFETY: every image's block was written.
+    let out = unsafe { assume_init(out) };
+    Tensor::from_vec(out, (b, hw, o), x.device())
+}
+
+/// The inverse layout change: tokens `(b, h·w, c)` through a 1×1 convolution `(o, c, 1, 1)`
+/// to an image `(b, o, h, w)`, plus `residual` `(b, o, h, w)` if given.
+pub fn tokens_to_pointwise(
+    t: &Tensor,
+    (h, w): (usize, usize),
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, hw, c) = t.dims3()?;
+    let (o, ci, kh, kw) = weight.dims4()?;
+    if ci != c || kh != 1 || kw != 1 || hw != h * w {
+        candle_core::bail!(
+            "tokens_to_pointwise: weight {:?} for tokens {:?}",
+            weight.dims(),
+            t.dims()
+        );
+    }
+    let mut out = uninit_vec(b * o * hw);
+    with_optional(bias, &[o], "conv bias", |bias| {
+        with_optional(residual, &[b, o, h, w], "conv residual", |residual| {
+            with_slice(t, |ts| {
+                with_slice(weight, |wd| {
+                    for (i, dst) in out.chunks_exact_mut(o * hw).enumerate() {
+                        let tok = &ts[i * hw * c..(i + 1) * hw * c];
+                        let start = Start {
+                            residual: residual.map(|r| &r[i * o * hw..(i + 1) * o * hw]),
+                            bias,
+                            per_col: false,
+                        };
+                        // SAFETY: lhs = W (o × c); rhs = tokᵀ (c × hw) through tok's strides.
+                        unsafe {
+                            product(
+                                dst,
+                                &start,
+                                (o, hw, c),
+                                Strided {
+                                    ptr: wd.as_ptr(),
+                                    rs: c as isize,
+                                    cs: 1,
+                                },
+                                Strided {
+                                    ptr: tok.as_ptr(),
+                                    rs: 1,
+                                    cs: c as isize,
+                                },
+                                parallelism(),
+                            )
+                        };
+                    }
+                    Ok(())
+                })
+            })
+        })
+    })?;
+    // SAFETY: every image's block was written.
+    let out = unsafe { assume_init(out) };
+    Tensor::from_vec(out, (b, o, h, w), t.device())
 }
 
 /// The threads candle's own matrix products use.
@@ -612,9 +817,53 @@ mod tests {
             .unwrap()
             .broadcast_add(&bias)
             .unwrap();
-        assert!(max_rel(&linear(&x, &w, Some(&bias)).unwrap(), &want) < 1e-5);
+        assert!(max_rel(&linear(&x, &w, Some(&bias), None).unwrap(), &want) < 1e-5);
+        let res = Tensor::randn(0f32, 1.0, (2, 37, 10), &dev).unwrap();
+        let got = linear(&x, &w, Some(&bias), Some(&res)).unwrap();
+        assert!(max_rel(&got, &(&want + &res).unwrap()) < 1e-5);
         let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-        assert!(max_rel(&linear(&x, &w, None).unwrap(), &want) < 1e-5);
+        assert!(max_rel(&linear(&x, &w, None, None).unwrap(), &want) < 1e-5);
+        assert!(
+            max_rel(
+                &linear(&x, &w, None, Some(&res)).unwrap(),
+                &(&want + &res).unwrap()
+            ) < 1e-5
+        );
+
+        // 1×1 convolutions into and out of the token layout.
+        let img = Tensor::randn(0f32, 1.0, (2, 6, 3, 5), &dev).unwrap();
+        let cw = Tensor::randn(0f32, 1.0, (4, 6, 1, 1), &dev).unwrap();
+        let cb = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+        let conv = img
+            .conv2d(&cw, 0, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&cb.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        let tokens = conv
+            .permute((0, 2, 3, 1))
+            .unwrap()
+            .reshape((2, 15, 4))
+            .unwrap();
+        assert!(max_rel(&pointwise_to_tokens(&img, &cw, Some(&cb)).unwrap(), &tokens) < 1e-5);
+        let tok = Tensor::randn(0f32, 1.0, (2, 15, 6), &dev).unwrap();
+        let as_img = tok
+            .reshape((2, 3, 5, 6))
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap();
+        let ow = Tensor::randn(0f32, 1.0, (4, 6, 1, 1), &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (2, 4, 3, 5), &dev).unwrap();
+        let want = (as_img
+            .contiguous()
+            .unwrap()
+            .conv2d(&ow, 0, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&cb.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap()
+            + &res)
+            .unwrap();
+        let got = tokens_to_pointwise(&tok, (3, 5), &ow, Some(&cb), Some(&res)).unwrap();
+        assert!(max_rel(&got, &want) < 1e-5);
 
         // Off-centre values, as activations are: the statistics must not lose precision.
         let x = (Tensor::randn(0f32, 1.0, (2, 12, 5, 7), &dev).unwrap() + 30.0).unwrap();

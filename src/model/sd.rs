@@ -16,16 +16,45 @@ use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, UNet};
 use crate::sampler::{Denoiser, RawPrediction};
 
-/// The best available device: CUDA, then Metal (when built with those features), else CPU.
-pub fn best_device() -> Result<Device> {
+/// The best available device: CUDA, then Metal (when built with those features), else
+/// the CPU. A GPU backend that is compiled in but cannot open a device (no GPU, no driver,
+/// the driver stub of a CUDA build) falls back to the CPU, and the second value says why,
+/// for the caller to show.
+pub fn best_device_noted() -> (Device, Option<String>) {
+    let mut why = vec![];
     if candle_core::utils::cuda_is_available() {
-        return Device::new_cuda(0).context("CUDA is compiled in but device 0 could not be opened");
+        match Device::new_cuda(0) {
+            Ok(d) => return (d, None),
+            Err(e) => why.push(format!(
+                "CUDA device 0 could not be opened ({})",
+                one_line(&e)
+            )),
+        }
     }
     if candle_core::utils::metal_is_available() {
-        return Device::new_metal(0)
-            .context("Metal is compiled in but device 0 could not be opened");
+        match Device::new_metal(0) {
+            Ok(d) => return (d, None),
+            Err(e) => why.push(format!(
+                "Metal device 0 could not be opened ({})",
+                one_line(&e)
+            )),
+        }
     }
-    Ok(Device::Cpu)
+    let note = (!why.is_empty()).then(|| format!("{}: running on the CPU", why.join("; ")));
+    (Device::Cpu, note)
+}
+
+fn one_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// [`best_device_noted`], printing the fallback note (if any) on stderr.
+pub fn best_device() -> Result<Device> {
+    let (device, note) = best_device_noted();
+    if let Some(note) = note {
+        eprintln!("adiff: {note}");
+    }
+    Ok(device)
 }
 
 /// The UNet dtype used on a device: f32 on the CPU, f16 on accelerators.

@@ -22,9 +22,17 @@ type CResult<T> = candle_core::Result<T>;
 /// A linear layer: the fused CPU kernel for inference, candle's otherwise.
 fn linear(l: &Linear, x: &Tensor, diff: bool) -> CResult<Tensor> {
     if !diff && cpu_kernels::applies(&[x, l.weight()]) {
-        return cpu_kernels::linear(x, l.weight(), l.bias());
+        return cpu_kernels::linear(x, l.weight(), l.bias(), None);
     }
     l.forward(x)
+}
+
+/// `linear(x) + residual`; on the CPU the product starts from the residual (one pass).
+fn linear_add(l: &Linear, x: &Tensor, residual: &Tensor, diff: bool) -> CResult<Tensor> {
+    if !diff && cpu_kernels::applies(&[x, l.weight(), residual]) {
+        return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
+    }
+    l.forward(x)? + residual
 }
 
 /// GroupNorm, optionally followed by SiLU: fused on the CPU for inference.
@@ -138,6 +146,42 @@ impl Conv {
         time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
             self.forward_inner(x)
         })
+    }
+
+    /// `forward(x) + residual` (the fused CPU path starts the product from the residual).
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
+        let cfg = self.conv.config();
+        if !self.diff
+            && cpu_conv::applies(x)
+            && residual.dtype() == DType::F32
+            && cfg.groups == 1
+            && cfg.dilation == 1
+        {
+            let k = self.conv.weight().dim(2)?;
+            return time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
+                cpu_conv::conv2d_add(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                    Some(residual),
+                )
+            });
+        }
+        let y = self.forward(x)?;
+        time("residual add", || y + residual)
+    }
+
+    /// Whether the fused CPU kernels can run this convolution on `x` (an image, or tokens
+    /// for the 1×1 projections).
+    fn fused(&self, x: &Tensor) -> bool {
+        let cfg = self.conv.config();
+        !self.diff
+            && cpu_conv::enabled()
+            && cpu_kernels::applies(&[x, self.conv.weight()])
+            && cfg.groups == 1
+            && cfg.dilation == 1
     }
 
     fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
@@ -259,6 +303,9 @@ impl Resnet {
                 .broadcast_add(&h)
         })?;
         let h = time("groupnorm+silu", || self.norm2.forward(&h, true, self.diff))?;
+        if self.output_scale_factor == 1.0 {
+            return self.conv2.forward_add(&h, &shortcut);
+        }
         let h = self.conv2.forward(&h)?;
         time("residual add", || {
             (shortcut + h)? / self.output_scale_factor
@@ -331,7 +378,8 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> CResult<Tensor> {
+    /// Attention of `x` over `context` (itself when `None`), plus `residual`.
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> CResult<Tensor> {
         let (b, n, dim) = x.dims3()?;
         let ctx = context.unwrap_or(x);
         let m = ctx.dim(1)?;
@@ -359,7 +407,7 @@ impl Attention {
             let o = time(core, || {
                 cpu_kernels::attention(&q, &k, &v, self.heads, self.scale as f32)
             })?;
-            return time("attn out", || linear(&self.to_out, &o, d));
+            return time("attn out", || linear_add(&self.to_out, &o, residual, d));
         }
         let (q, k, v) = time("attn split heads", || {
             CResult::Ok((split(q, n)?, split(k, m)?, split(v, m)?))
@@ -370,7 +418,7 @@ impl Attention {
                 .transpose(1, 2)?
                 .reshape((b, n, dim))
         })?;
-        time("attn out", || self.to_out.forward(&o))
+        time("attn out", || linear_add(&self.to_out, &o, residual, d))
     }
 
     fn core(
@@ -422,12 +470,13 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    /// The feed-forward of `x`, plus `residual`.
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let d = self.diff;
         let h = time("ff proj", || linear(&self.proj, x, d))?;
         if !d && cpu_kernels::applies(&[&h]) {
             let h = time("ff geglu", || cpu_kernels::geglu(&h))?;
-            return time("ff out", || linear(&self.out, &h, d));
+            return time("ff out", || linear_add(&self.out, &h, residual, d));
         }
         let h = time("ff geglu", || {
             let half = h.dim(D::Minus1)? / 2;
@@ -435,7 +484,7 @@ impl FeedForward {
             let gate = h.narrow(D::Minus1, half, half)?;
             value * gate.gelu_erf()?
         })?;
-        time("ff out", || linear(&self.out, &h, d))
+        time("ff out", || linear_add(&self.out, &h, residual, d))
     }
 }
 
@@ -472,13 +521,11 @@ impl TransformerBlock {
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let d = self.diff;
         let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, d));
-        let add = |a: Tensor, b: &Tensor| time("residual add", || a + b);
-        let x = add(self.attn1.forward(&ln(&self.norm1, x)?, None)?, x)?;
-        let x = add(
-            self.attn2.forward(&ln(&self.norm2, &x)?, Some(context))?,
-            &x,
-        )?;
-        add(self.ff.forward(&ln(&self.norm3, &x)?)?, &x)
+        let x = self.attn1.forward(&ln(&self.norm1, x)?, None, x)?;
+        let x = self
+            .attn2
+            .forward(&ln(&self.norm2, &x)?, Some(context), &x)?;
+        self.ff.forward(&ln(&self.norm3, &x)?, &x)
     }
 }
 
@@ -550,6 +597,9 @@ impl Transformer2D {
             })
         };
         let mut x = match &self.proj_in {
+            Proj::Conv(p) if p.fused(&x) => time("conv 1x1", || {
+                cpu_kernels::pointwise_to_tokens(&x, p.conv.weight(), p.conv.bias())
+            })?,
             Proj::Conv(p) => to_tokens(&p.forward(&x)?)?,
             Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, d))?,
         };
@@ -557,6 +607,20 @@ impl Transformer2D {
             x = block.forward(&x, context)?;
         }
         let to_image = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
+        if let Proj::Conv(p) = &self.proj_out
+            && p.fused(&x)
+            && residual.dtype() == DType::F32
+        {
+            return time("conv 1x1", || {
+                cpu_kernels::tokens_to_pointwise(
+                    &x,
+                    (h, w),
+                    p.conv.weight(),
+                    p.conv.bias(),
+                    Some(residual),
+                )
+            });
+        }
         let x = match &self.proj_out {
             Proj::Conv(p) => p.forward(&time("to image", || to_image(&x)?.contiguous())?)?,
             Proj::Linear(p) => to_image(&time("proj in/out", || linear(p, &x, d))?)?,
