@@ -91,6 +91,31 @@ pub struct UNetCallArgs {
     /// Time each operation of the timed calls and print the table on stderr.
     #[arg(long)]
     pub profile: bool,
+    /// The UNet's number format [default: f32 on the CPU, f16 on a GPU].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
+}
+
+/// A number format for the model weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DTypeArg {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::F16 => candle_core::DType::F16,
+            DTypeArg::Bf16 => candle_core::DType::BF16,
+        }
+    }
 }
 
 /// Baseline or adaptive.
@@ -163,6 +188,9 @@ pub struct CommonArgs {
     /// Run on the CPU even when a GPU is available.
     #[arg(long)]
     pub cpu: bool,
+    /// The UNet's number format [default: f32 on the CPU, f16 on a GPU].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
     /// The output PNG.
     #[arg(long)]
     pub out: PathBuf,
@@ -250,6 +278,7 @@ impl CommonArgs {
             init_latents: self.init_latents.clone(),
             truncate: self.truncate,
             force_cpu: self.cpu,
+            dtype: self.dtype.map(DTypeArg::dtype),
             budget: None,
         })
     }
@@ -433,8 +462,15 @@ fn run(cli: Cli) -> Result<()> {
                 .inputs
                 .clone()
                 .unwrap_or_else(|| a.unet.join("inputs.safetensors"));
-            let (out, r) =
-                crate::unet_call::measure(&a.unet, &inputs, a.size, a.calls, &device, a.profile)?;
+            let (out, r) = crate::unet_call::measure(
+                &a.unet,
+                &inputs,
+                a.size,
+                a.calls,
+                &device,
+                a.dtype.map(DTypeArg::dtype),
+                a.profile,
+            )?;
             if a.profile {
                 eprintln!(
                     "{:<22} {:>10} {:>6} {:>6}",

@@ -46,6 +46,8 @@ pub struct Request {
     pub truncate: bool,
     /// Stay on the CPU.
     pub force_cpu: bool,
+    /// The UNet's dtype (default: f32 on the CPU, f16 on GPUs).
+    pub dtype: Option<DType>,
     /// `--budget auto`: the prompt's complexity and the adaptive side's budget chosen from
     /// it (the baseline keeps `steps`). `None`: every side runs `steps`.
     pub budget: Option<crate::complexity::ComplexityBudget>,
@@ -86,14 +88,18 @@ impl LoadedModel {
 }
 
 /// Load the model a request names (downloading hub weights when needed).
-pub fn load_model(source: &ModelSource, force_cpu: bool) -> Result<LoadedModel> {
+pub fn load_model(
+    source: &ModelSource,
+    force_cpu: bool,
+    dtype: Option<DType>,
+) -> Result<LoadedModel> {
     let t0 = Instant::now();
     let (device, device_note) = if force_cpu {
         (Device::Cpu, None)
     } else {
         sd::best_device_noted()
     };
-    let dtype = sd::default_dtype(&device);
+    let dtype = dtype.unwrap_or_else(|| sd::default_dtype(&device));
     let hub = crate::model::HubOptions::default();
     let sd = StableDiffusion::from_source(source, &hub, &device, dtype)?;
     let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
@@ -446,7 +452,7 @@ pub fn generate_cmd(
     trace: Option<&Path>,
     latents_out: Option<&Path>,
 ) -> Result<()> {
-    let model = load_model(&req.model, req.force_cpu)?;
+    let model = load_model(&req.model, req.force_cpu, req.dtype)?;
     model.print_device_note();
     let prepared = prepare(&model, req)?;
     for w in &prepared.warnings {
@@ -568,7 +574,7 @@ pub fn compare_cmd(
     trace: Option<&Path>,
     latents_out: Option<&Path>,
 ) -> Result<()> {
-    let model = load_model(&req.model, req.force_cpu)?;
+    let model = load_model(&req.model, req.force_cpu, req.dtype)?;
     model.print_device_note();
     let prepared = prepare(&model, req)?;
     for w in &prepared.warnings {

@@ -5,7 +5,7 @@
 
 use crate::model::checkpoint;
 use crate::model::config::UNetConfig;
-use crate::model::unet::UNet;
+use crate::model::unet::{AddedCond, UNet};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -61,6 +61,7 @@ pub fn measure(
     size: usize,
     calls: usize,
     device: &Device,
+    dtype: Option<candle_core::DType>,
     profile: bool,
 ) -> Result<(Tensor, UNetCallReport)> {
     if calls == 0 {
@@ -79,6 +80,14 @@ pub fn measure(
     let x = get(&format!("x{size}"))?;
     let context = get("context")?;
     let t = get("t")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+    // SDXL: pooled text embeddings and time ids, when the inputs carry them.
+    let added = match (tensors.get("text_embeds"), tensors.get("time_ids")) {
+        (Some(text_embeds), Some(time_ids)) => Some(AddedCond {
+            text_embeds: text_embeds.clone(),
+            time_ids: time_ids.clone(),
+        }),
+        _ => None,
+    };
 
     let t0 = Instant::now();
     let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
@@ -99,7 +108,7 @@ pub fn measure(
         );
     }
     let checked = checkpoint::check_all(&weights)?;
-    let dtype = crate::model::default_dtype(device);
+    let dtype = dtype.unwrap_or_else(|| crate::model::default_dtype(device));
     let unet = {
         let vb = checkpoint::var_builder(&checked, dtype, device)?;
         UNet::new(vb, &config)?
@@ -107,13 +116,13 @@ pub fn measure(
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let load_peak_rss_bytes = peak_rss_bytes();
 
-    let mut out = unet.forward(&x, t, &context, None)?;
+    let mut out = unet.forward(&x, t, &context, added.as_ref())?;
     device.synchronize()?;
     crate::model::profile::enable(profile);
     let mut calls_ms = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t0 = Instant::now();
-        out = unet.forward(&x, t, &context, None)?;
+        out = unet.forward(&x, t, &context, added.as_ref())?;
         device.synchronize()?;
         calls_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }

@@ -153,6 +153,7 @@ impl JobSpec {
             // The GUI truncates with a visible note rather than refusing to run.
             truncate: true,
             force_cpu: self.force_cpu,
+            dtype: None,
             budget: None,
         }
     }
@@ -855,7 +856,7 @@ impl Worker {
             )),
             ModelSource::Local(_) => None,
         };
-        let loaded = pipeline::load_model(&spec.model, spec.force_cpu);
+        let loaded = pipeline::load_model(&spec.model, spec.force_cpu, None);
         drop(poller);
         let model = loaded?;
         if let Some(note) = &model.device_note {

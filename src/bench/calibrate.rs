@@ -230,7 +230,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let engine = opts.scoring.engine()?;
     let base_map = opts.scoring.mapping()?;
-    let model = pipeline::load_model(&opts.model, opts.force_cpu)?;
+    let model = pipeline::load_model(&opts.model, opts.force_cpu, None)?;
     model.print_device_note();
     let per_sample = 1 + opts.deltas.len() + opts.budgets.len();
     let bar =
@@ -271,6 +271,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                 init_latents: None,
                 truncate: opts.truncate,
                 force_cpu: opts.force_cpu,
+                dtype: None,
                 budget: None,
             };
             let prepared = pipeline::prepare(&model, &req)

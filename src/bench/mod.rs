@@ -562,7 +562,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
         return report::write_reports_from(out, meta, &rows);
     }
 
-    let model = pipeline::load_model(&opts.model, opts.force_cpu)?;
+    let model = pipeline::load_model(&opts.model, opts.force_cpu, None)?;
     model.print_device_note();
     meta.device = format!("{:?}", model.sd.device().location());
     meta.machine = Machine::detect();
@@ -654,6 +654,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
                     init_latents: None,
                     truncate: opts.truncate,
                     force_cpu: opts.force_cpu,
+                    dtype: None,
                     budget: None,
                 };
                 let prepared = pipeline::prepare(&model, &req).with_context(|| {

@@ -108,6 +108,35 @@ def pipeline(args):
     print(f"wrote {args.dir}", file=sys.stderr)
 
 
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+SDXL_UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+
+
 def peak_rss_bytes():
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -118,8 +147,11 @@ def make(args):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
-    unet = UNet2DConditionModel.from_config(SD15_UNET)
+    sdxl = args.family == "sdxl"
+    unet = UNet2DConditionModel.from_config(SDXL_UNET if sdxl else SD15_UNET)
     randomise(unet, args.seed)
+    if args.dtype == "f16":
+        unet = unet.half()
     os.makedirs(args.dir, exist_ok=True)
     unet.save_pretrained(args.dir, safe_serialization=True)
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -128,8 +160,11 @@ def make(args):
         lat = size // 8
         x = torch.randn(1, 4, lat, lat, generator=g)
         inputs[f"x{size}"] = torch.cat([x, x], 0).contiguous()
-    inputs["context"] = torch.randn(2, 77, 768, generator=g)
+    inputs["context"] = torch.randn(2, 77, 2048 if sdxl else 768, generator=g)
     inputs["t"] = torch.tensor([981.0])
+    if sdxl:
+        inputs["text_embeds"] = torch.randn(2, 1280, generator=g)
+        inputs["time_ids"] = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * 2)
     save_file(inputs, os.path.join(args.dir, "inputs.safetensors"))
     print(f"wrote {args.dir}", file=sys.stderr)
 
@@ -140,24 +175,38 @@ def run(args):
     from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    dtype = {"f32": torch.float32, "f16": torch.float16}[args.dtype]
     inputs = load_file(os.path.join(args.dir, "inputs.safetensors"))
-    x = inputs[f"x{args.size}"]
-    ctx = inputs["context"]
-    t = inputs["t"].reshape(())
-    unet = UNet2DConditionModel.from_pretrained(args.dir, torch_dtype=torch.float32)
+    cast = lambda v: v.to(dev, dtype)
+    x = cast(inputs[f"x{args.size}"])
+    ctx = cast(inputs["context"])
+    t = inputs["t"].reshape(()).to(dev)
+    added = None
+    if "text_embeds" in inputs:
+        added = {"text_embeds": cast(inputs["text_embeds"]), "time_ids": cast(inputs["time_ids"])}
+    unet = UNet2DConditionModel.from_pretrained(args.dir, torch_dtype=dtype).to(dev)
     unet.eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():
-        out = unet(x, t, encoder_hidden_states=ctx).sample  # warm-up
+        call = lambda: unet(x, t, encoder_hidden_states=ctx, added_cond_kwargs=added).sample
+        out = call()  # warm-up
+        sync()
         t0 = time.perf_counter()
         for _ in range(args.calls):
-            out = unet(x, t, encoder_hidden_states=ctx).sample
+            out = call()
+        sync()
         ms = (time.perf_counter() - t0) * 1e3 / args.calls
-    save_file({"out": out.contiguous()}, os.path.join(args.dir, f"torch-{args.size}.safetensors"))
+    name = f"torch-{args.size}{'' if args.dtype == 'f32' else '-' + args.dtype}.safetensors"
+    save_file({"out": out.float().cpu().contiguous()}, os.path.join(args.dir, name))
     print(json.dumps({
         "side": "pytorch",
         "size": args.size,
+        "device": args.device,
+        "dtype": args.dtype,
         "ms": ms,
         "peak_rss_bytes": peak_rss_bytes(),
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }))
@@ -183,6 +232,8 @@ def main():
     m.add_argument("dir")
     m.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    m.add_argument("--dtype", choices=["f32", "f16"], default="f32", help="stored weights")
     pl = sub.add_parser("pipeline")
     pl.add_argument("dir")
     pl.add_argument("--seed", type=int, default=0)
@@ -191,6 +242,8 @@ def main():
     r.add_argument("size", type=int)
     r.add_argument("--calls", type=int, default=2)
     r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--dtype", choices=["f32", "f16"], default="f32")
     a = sub.add_parser("agree", help="relative L2 difference of two outputs (tensor 'out')")
     a.add_argument("a")
     a.add_argument("b")
