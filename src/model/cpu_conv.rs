@@ -35,6 +35,9 @@ pub fn applies(x: &Tensor) -> bool {
     enabled() && matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.rank() == 4
 }
 
+/// The most patch values gathered at once (64 MB of f32).
+const MAX_COLUMN_VALUES: usize = 16 << 20;
+
 /// `x (b, c, h, w)` ⊛ `weight (o, c, kh, kw)` + `bias (o)`, groups 1, dilation 1.
 ///
 /// Per image: the patches are gathered (`im2col`, rows spread over the threads; a 1×1
@@ -122,47 +125,60 @@ pub fn conv2d_add(
                 _ => candle_core::bail!("cpu_conv::conv2d needs CPU tensors"),
             },
         };
-        let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * plane });
+        // Bands of output rows whose patches fit MAX_COLUMN_VALUES (whole images mostly;
+        // a 3×3 convolution over 256 channels at 512×512 would otherwise gather 2.4 GB).
+        let band = if direct {
+            ho
+        } else {
+            (MAX_COLUMN_VALUES / (k * wo).max(1)).clamp(1, ho)
+        };
+        let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * band * wo });
         let spare = out.spare_capacity_mut();
         for i in 0..b {
             let img = &data[i * c * h * w..(i + 1) * c * h * w];
-            let rhs = if direct {
-                img
-            } else {
-                cols.clear();
-                cols.spare_capacity_mut()
-                    .par_chunks_mut(plane)
-                    .enumerate()
-                    .for_each(|(row, dst)| geometry.im2col_row(img, row, dst));
-                // SAFETY: im2col_row wrote every value of every row.
-                unsafe { cols.set_len(k * plane) };
-                &cols[..]
-            };
-            let dst = &mut spare[i * o * plane..(i + 1) * o * plane];
-            let start = Start {
-                residual: residual.map(|r| &r[i * o * plane..(i + 1) * o * plane]),
-                bias: bias.as_deref(),
-                per_col: false,
-            };
-            // SAFETY: dst is o × plane; lhs (o × k) and rhs (k × plane) are row-major
-            // slices of exactly those sizes.
-            unsafe {
-                product(
-                    dst,
-                    &start,
-                    (o, plane, k),
-                    Strided {
-                        ptr: wdata.as_ptr(),
-                        rs: k as isize,
-                        cs: 1,
-                    },
-                    Strided {
-                        ptr: rhs.as_ptr(),
-                        rs: plane as isize,
-                        cs: 1,
-                    },
-                    parallelism(),
-                );
+            for oy0 in (0..ho).step_by(band) {
+                let oy1 = (oy0 + band).min(ho);
+                let n = (oy1 - oy0) * wo;
+                let rhs = if direct {
+                    img
+                } else {
+                    cols.clear();
+                    cols.spare_capacity_mut()[..k * n]
+                        .par_chunks_mut(n)
+                        .enumerate()
+                        .for_each(|(row, dst)| geometry.im2col_row(img, row, oy0..oy1, dst));
+                    // SAFETY: im2col_row wrote every value of every row.
+                    unsafe { cols.set_len(k * n) };
+                    &cols[..]
+                };
+                let at = i * o * plane + oy0 * wo;
+                let start = Start {
+                    residual: residual.map(|r| &r[at..(i + 1) * o * plane]),
+                    bias: bias.as_deref(),
+                    per_col: false,
+                };
+                // SAFETY: the output block is o rows of n values at stride plane from `at`
+                // (inside image i); lhs (o × k) and rhs (k × n) are row-major slices of
+                // exactly those sizes.
+                unsafe {
+                    product(
+                        &mut spare[at..(i + 1) * o * plane],
+                        plane,
+                        &start,
+                        (o, n, k),
+                        Strided {
+                            ptr: wdata.as_ptr(),
+                            rs: k as isize,
+                            cs: 1,
+                        },
+                        Strided {
+                            ptr: rhs.as_ptr(),
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        parallelism(),
+                    );
+                }
             }
         }
     }
@@ -312,13 +328,20 @@ impl Geometry {
             std::slice::from_raw_parts_mut(cols.as_mut_ptr().cast::<MaybeUninit<f32>>(), cols.len())
         };
         for (row, dst) in cols.chunks_exact_mut(plane).enumerate() {
-            self.im2col_row(img, row, dst);
+            self.im2col_row(img, row, 0..self.ho, dst);
         }
     }
 
-    /// Row `row = (ci·kh + ky)·kw + kx` of [`Geometry::im2col`]: every value of `dst`
-    /// (`ho·wo`) is written, zeros where the patch lies in the padding.
-    fn im2col_row(&self, img: &[f32], row: usize, dst: &mut [MaybeUninit<f32>]) {
+    /// Row `row = (ci·kh + ky)·kw + kx` of [`Geometry::im2col`] for the output rows `oys`:
+    /// every value of `dst` (`oys.len()·wo`) is written, zeros where the patch lies in the
+    /// padding.
+    fn im2col_row(
+        &self,
+        img: &[f32],
+        row: usize,
+        oys: std::ops::Range<usize>,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
         fn zero(d: &mut [MaybeUninit<f32>]) {
             for v in d {
                 v.write(0.0);
@@ -331,7 +354,6 @@ impl Geometry {
             kw,
             stride,
             padding,
-            ho,
             wo,
             ..
         } = self;
@@ -340,8 +362,9 @@ impl Geometry {
         // Output columns whose input column is inside the image:
         // ix = ox·stride + kx − padding ∈ [0, w).
         let (ox_lo, ox_hi) = self.valid_columns(kx);
-        for oy in 0..ho {
-            let drow = &mut dst[oy * wo..(oy + 1) * wo];
+        let oy0 = oys.start;
+        for oy in oys {
+            let drow = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
             let iy = oy * stride + ky;
             if iy < padding || iy - padding >= h || ox_lo >= ox_hi {
                 zero(drow);
@@ -521,7 +544,7 @@ mod tests {
                 Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, k, k), &dev).unwrap()).unwrap();
             let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 4, &dev).unwrap()).unwrap();
             let y_ref =
-                crate::model::unet::conv2d_unfold(x.as_tensor(), &w, Some(&b), s, p).unwrap();
+                crate::model::layers::conv2d_unfold(x.as_tensor(), &w, Some(&b), s, p).unwrap();
             let r = Tensor::randn(0f32, 1.0, y_ref.shape(), &dev).unwrap();
             let y = conv2d_trainable(x.as_tensor(), &w, Some(&b), s, p).unwrap();
             let max = |t: Tensor| -> f32 {

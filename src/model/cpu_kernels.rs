@@ -324,25 +324,30 @@ pub(crate) struct Start<'a> {
 }
 
 impl Start<'_> {
-    /// Write the start into `out` (`rows × cols`); false when there is none (the product
-    /// then overwrites `out` without reading it).
-    fn write(&self, out: &mut [MaybeUninit<f32>], rows: usize, cols: usize) -> bool {
-        debug_assert_eq!(out.len(), rows * cols);
-        match (self.residual, self.bias) {
-            (None, None) => return false,
-            (Some(res), None) => {
-                for (o, r) in out.iter_mut().zip(res) {
-                    o.write(*r);
-                }
-            }
-            (res, Some(bias)) => {
-                for (i, row) in out.chunks_exact_mut(cols).enumerate() {
-                    let res_row = res.map(|r| &r[i * cols..(i + 1) * cols]);
-                    for (j, o) in row.iter_mut().enumerate() {
-                        let b = if self.per_col { bias[j] } else { bias[i] };
-                        o.write(res_row.map_or(b, |r| r[j] + b));
+    /// Write the start into `out` (`rows × cols` at row stride `rs`; a residual has the
+    /// same layout); false when there is none (the product then overwrites `out` without
+    /// reading it).
+    fn write(&self, out: &mut [MaybeUninit<f32>], rows: usize, cols: usize, rs: usize) -> bool {
+        debug_assert!(rows == 0 || out.len() >= (rows - 1) * rs + cols);
+        if self.residual.is_none() && self.bias.is_none() {
+            return false;
+        }
+        for i in 0..rows {
+            let row = &mut out[i * rs..i * rs + cols];
+            let res_row = self.residual.map(|r| &r[i * rs..i * rs + cols]);
+            match (res_row, self.bias) {
+                (Some(res), None) => {
+                    for (o, r) in row.iter_mut().zip(res) {
+                        o.write(*r);
                     }
                 }
+                (res, Some(bias)) => {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        let b = if self.per_col { bias[j] } else { bias[i] };
+                        o.write(res.map_or(b, |r| r[j] + b));
+                    }
+                }
+                (None, None) => unreachable!("returned above"),
             }
         }
         true
@@ -357,20 +362,27 @@ pub(crate) struct Strided {
     pub(crate) cs: isize,
 }
 
-/// `out (m × n, row-major) = start + lhs (m × k) · rhs (k × n)`.
+/// `out (m × n at row stride out_rs) = start + lhs (m × k) · rhs (k × n)`.
 ///
 /// # Safety
-/// `lhs` and `rhs` must address valid elements for every (i, j) of their shapes.
+/// `lhs` and `rhs` must address valid elements for every (i, j) of their shapes, and
+/// `out` must hold `(m − 1)·out_rs + n` values.
 pub(crate) unsafe fn product(
     out: &mut [MaybeUninit<f32>],
+    out_rs: usize,
     start: &Start<'_>,
     (m, n, k): (usize, usize, usize),
     lhs: Strided,
     rhs: Strided,
     par: gemm::Parallelism,
 ) {
-    let read_dst = start.write(out, m, n);
-    // SAFETY: out is m × n row-major (written above when read); operands per the caller.
+    assert!(
+        m == 0 || out.len() >= (m - 1) * out_rs + n,
+        "product: output too small"
+    );
+    let read_dst = start.write(out, m, n, out_rs);
+    // SAFETY: out covers m rows of n values at stride out_rs (written above when read);
+    // operands per the caller.
     unsafe {
         gemm::gemm(
             m,
@@ -378,7 +390,7 @@ pub(crate) unsafe fn product(
             k,
             out.as_mut_ptr().cast::<f32>(),
             1,
-            n as isize,
+            out_rs as isize,
             read_dst,
             lhs.ptr,
             lhs.cs,
@@ -445,6 +457,7 @@ pub fn linear(
                     unsafe {
                         product(
                             &mut out,
+                            out_dim,
                             &start,
                             (rows, out_dim, in_dim),
                             Strided {
@@ -499,6 +512,7 @@ pub fn pointwise_to_tokens(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -
                     unsafe {
                         product(
                             dst,
+                            o,
                             &start,
                             (hw, o, c),
                             Strided {
@@ -558,6 +572,7 @@ pub fn tokens_to_pointwise(
                         unsafe {
                             product(
                                 dst,
+                                hw,
                                 &start,
                                 (o, hw, c),
                                 Strided {

@@ -14,12 +14,14 @@ pub mod config;
 pub mod cpu_conv;
 pub mod cpu_kernels;
 pub mod error;
+pub(crate) mod layers;
 pub mod profile;
 pub mod sd;
 pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 
 #[cfg(test)]
 mod reference_tests;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
 use super::checkpoint;
 use super::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig};
@@ -14,6 +13,7 @@ use super::source::{HubOptions, ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, UNet};
+use super::vae::VaeDecoder;
 use crate::sampler::{Denoiser, RawPrediction};
 
 /// The best available device: CUDA, then Metal (when built with those features), else
@@ -119,7 +119,7 @@ pub struct StableDiffusion {
     text_encoders: Vec<ClipTextEncoder>,
     unet: UNet,
     /// `None`: pixel space (decode is the identity).
-    vae: Option<(AutoEncoderKL, VaeConfig)>,
+    vae: Option<(VaeDecoder, VaeConfig)>,
     scheduler_config: PathBuf,
     force_zeros_for_empty_prompt: bool,
     files: ModelFiles,
@@ -275,13 +275,7 @@ impl StableDiffusion {
                     dtype
                 };
                 let vb = checkpoint::var_builder(&vae_weights, vae_dtype, device)?;
-                let vae = AutoEncoderKL::new(
-                    vb,
-                    vae_config.in_channels,
-                    vae_config.out_channels,
-                    vae_config.candle.clone(),
-                )
-                .with_context(|| {
+                let vae = VaeDecoder::new(vb, &vae_config).with_context(|| {
                     format!(
                         "the VAE weights {} do not match vae/config.json",
                         describe(&vae_files.weights)

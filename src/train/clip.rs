@@ -187,7 +187,7 @@ impl VisionTower {
         let e = if cpu_conv::applies(x) {
             cpu_conv::conv2d_trainable(x, &self.patch_weight, None, p, 0)?
         } else {
-            unet::conv2d_unfold(x, &self.patch_weight, None, p, 0)?
+            crate::model::layers::conv2d_unfold(x, &self.patch_weight, None, p, 0)?
         };
         let (b, w, _, _) = e.dims4()?;
         let e = e.flatten_from(2)?.transpose(1, 2)?;

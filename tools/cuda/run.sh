@@ -4,7 +4,7 @@
 #  - the NVIDIA driver's libcuda.so.1 when the system has one, else the build's stub
 #    (adiff then runs on the CPU and says so on stderr);
 #  - CUDA 13 libnvrtc / libcurand / libcublas / libcublasLt from the build's wheels
-#    (target/cuda-toolchain) or, on a machine without them, from the NVIDIA wheels that
+#    (+ libcudart) (target/cuda-toolchain) or, on a machine without them, from the NVIDIA wheels that
 #    PyTorch installed into python3's site-packages.
 #   tools/cuda/run.sh generate --model shapes --prompt "a red circle" --out x.png
 set -euo pipefail
@@ -14,7 +14,7 @@ bin=${ADIFF_CUDA_BIN:-$root/target/cuda-release/adiff}
 [ -x "$bin" ] || { echo "error: $bin does not exist: build it with tools/cuda/build.sh" >&2; exit 1; }
 
 dirs=()
-need=(libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13)
+need=(libnvrtc.so.13 libcurand.so.10 libcublas.so.13 libcublasLt.so.13 libcudart.so.13)
 for py in "$root/target/cuda-toolchain/venv/bin/python" python3; do
     command -v "$py" >/dev/null 2>&1 || [ -x "$py" ] || continue
     for base in $("$py" -c 'import nvidia, sys; print(" ".join(nvidia.__path__))' 2>/dev/null); do

@@ -1,0 +1,273 @@
+//! The layers the UNet and the VAE decoder share, each with a fused CPU path for inference
+//! (`cpu_kernels`, `cpu_conv`) and candle's ops otherwise (GPUs, f16, training).
+
+use super::cpu_conv;
+use super::cpu_kernels;
+use super::profile::time;
+use candle_core::{DType, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// A linear layer: the fused CPU kernel for inference, candle's otherwise.
+pub(crate) fn linear(l: &Linear, x: &Tensor, diff: bool) -> CResult<Tensor> {
+    if !diff && cpu_kernels::applies(&[x, l.weight()]) {
+        return cpu_kernels::linear(x, l.weight(), l.bias(), None);
+    }
+    l.forward(x)
+}
+
+/// `linear(x) + residual`; on the CPU the product starts from the residual (one pass).
+pub(crate) fn linear_add(l: &Linear, x: &Tensor, residual: &Tensor, diff: bool) -> CResult<Tensor> {
+    if !diff && cpu_kernels::applies(&[x, l.weight(), residual]) {
+        return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
+    }
+    l.forward(x)? + residual
+}
+
+/// GroupNorm, optionally followed by SiLU: fused on the CPU for inference.
+pub(crate) struct Norm {
+    gn: GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl Norm {
+    pub(crate) fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+        Ok(Self {
+            gn: GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+            weight,
+            bias,
+            groups,
+            eps,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, silu: bool, diff: bool) -> CResult<Tensor> {
+        if !diff && cpu_kernels::applies(&[x, &self.weight]) {
+            return cpu_kernels::group_norm(
+                x,
+                self.groups,
+                &self.weight,
+                &self.bias,
+                self.eps,
+                silu,
+            );
+        }
+        let y = self.gn.forward(x)?;
+        if silu {
+            candle_nn::ops::silu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+pub(crate) fn conv3x3(
+    cin: usize,
+    cout: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+    diff: bool,
+) -> CResult<Conv> {
+    let cfg = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    Ok(Conv {
+        conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
+        diff,
+    })
+}
+
+pub(crate) fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, diff: bool) -> CResult<Conv> {
+    Ok(Conv {
+        conv: candle_nn::conv2d(cin, cout, 1, Default::default(), vb)?,
+        diff,
+    })
+}
+
+/// A 2-D convolution: candle's kernel, or (for training) the same convolution written as
+/// patch extraction + one matrix product, whose backward pass is a matrix product too
+/// (candle's CPU convolution backward is very slow for these sizes).
+pub(crate) struct Conv {
+    pub(crate) conv: Conv2d,
+    diff: bool,
+}
+
+impl Conv {
+    pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let k = self.conv.weight().dim(2)?;
+        time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
+            self.forward_inner(x)
+        })
+    }
+
+    /// `forward(x) + residual` (the fused CPU path starts the product from the residual).
+    pub(crate) fn forward_add(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
+        let cfg = self.conv.config();
+        if !self.diff
+            && cpu_conv::applies(x)
+            && residual.dtype() == DType::F32
+            && cfg.groups == 1
+            && cfg.dilation == 1
+        {
+            let k = self.conv.weight().dim(2)?;
+            return time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
+                cpu_conv::conv2d_add(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                    Some(residual),
+                )
+            });
+        }
+        let y = self.forward(x)?;
+        time("residual add", || y + residual)
+    }
+
+    /// Whether the fused CPU kernels can run this convolution on `x` (an image, or tokens
+    /// for the 1×1 projections).
+    pub(crate) fn fused(&self, x: &Tensor) -> bool {
+        let cfg = self.conv.config();
+        !self.diff
+            && cpu_conv::enabled()
+            && cpu_kernels::applies(&[x, self.conv.weight()])
+            && cfg.groups == 1
+            && cfg.dilation == 1
+    }
+
+    fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
+        if !self.diff {
+            let cfg = self.conv.config();
+            if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
+                return cpu_conv::conv2d(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                );
+            }
+            return self.conv.forward(x);
+        }
+        let cfg = self.conv.config();
+        if cpu_conv::applies(x) {
+            return cpu_conv::conv2d_trainable(
+                x,
+                self.conv.weight(),
+                self.conv.bias(),
+                cfg.stride,
+                cfg.padding,
+            );
+        }
+        conv2d_unfold(
+            x,
+            self.conv.weight(),
+            self.conv.bias(),
+            cfg.stride,
+            cfg.padding,
+        )
+    }
+}
+
+/// `conv2d` (groups 1, dilation 1) as patches × weights, differentiable with basic ops.
+pub(crate) fn conv2d_unfold(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> CResult<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, ci, kh, kw) = weight.dims4()?;
+    if ci != c {
+        candle_core::bail!("conv: {c} input channels but the kernel takes {ci}");
+    }
+    let xp = if padding > 0 {
+        x.pad_with_zeros(2, padding, padding)?
+            .pad_with_zeros(3, padding, padding)?
+    } else {
+        x.clone()
+    };
+    let (hp, wp) = (h + 2 * padding, w + 2 * padding);
+    let ho = (hp - kh) / stride + 1;
+    let wo = (wp - kw) / stride + 1;
+    let y = if kh == 1 && kw == 1 && stride == 1 {
+        let w2 = weight.reshape((o, c))?;
+        w2.broadcast_matmul(&xp.reshape((b, c, hp * wp))?)?
+    } else {
+        // Room for ho·stride rows from every kernel offset (pad the bottom/right if needed).
+        let need_h = (kh - 1) + ho * stride;
+        let need_w = (kw - 1) + wo * stride;
+        let xp = xp
+            .pad_with_zeros(2, 0, need_h.saturating_sub(hp))?
+            .pad_with_zeros(3, 0, need_w.saturating_sub(wp))?;
+        let mut cols = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let mut p = xp.narrow(2, ky, ho * stride)?.narrow(3, kx, wo * stride)?;
+                if stride > 1 {
+                    p = p
+                        .contiguous()?
+                        .reshape((b, c, ho, stride, wo, stride))?
+                        .narrow(3, 0, 1)?
+                        .narrow(5, 0, 1)?
+                        .reshape((b, c, ho, wo))?;
+                }
+                cols.push(p);
+            }
+        }
+        let cols = Tensor::stack(&cols, 2)?.reshape((b, c * kh * kw, ho * wo))?;
+        weight.reshape((o, c * kh * kw))?.broadcast_matmul(&cols)?
+    };
+    let y = y.reshape((b, o, ho, wo))?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn unfolded_conv_matches_candle_conv() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 8), &dev).unwrap();
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0), (3, 1, 0)] {
+            let w = Tensor::randn(0f32, 1.0, (4, 5, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let want = x
+                .conv2d(&w, padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let got = conv2d_unfold(&x, &w, Some(&b), stride, padding).unwrap();
+            assert_eq!(
+                got.dims(),
+                want.dims(),
+                "k {k} stride {stride} pad {padding}"
+            );
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-4, "k {k} stride {stride} pad {padding}: {err}");
+        }
+    }
+}
