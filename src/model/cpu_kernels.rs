@@ -210,7 +210,8 @@ const ATTENTION_BLOCK_ROWS: usize = 128;
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     let (b, n, dim) = q.dims3()?;
     let (bk, m, dk) = k.dims3()?;
-    if bk != b || dk != dim || v.dims3()? != (b, m, dim) || heads == 0 || dim % heads != 0 {
+    if bk != b || dk != dim || v.dims3()? != (b, m, dim) || heads == 0 || !dim.is_multiple_of(heads)
+    {
         candle_core::bail!(
             "attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit",
             q.dims(),
@@ -668,7 +669,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+    if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
         candle_core::bail!("group_norm: {groups} groups for a tensor of shape {dims:?}");
     }
     let (b, c) = (dims[0], dims[1]);
@@ -725,7 +726,7 @@ simd_fn! {
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
     let dims = h.dims().to_vec();
     let last = *dims.last().unwrap_or(&0);
-    if last == 0 || last % 2 != 0 {
+    if last == 0 || !last.is_multiple_of(2) {
         candle_core::bail!("geglu: last dimension {last} is not even");
     }
     let half = last / 2;
