@@ -4,7 +4,7 @@
 use super::cpu_conv;
 use super::cpu_kernels;
 use super::profile::time;
-use candle_core::{DType, Module, Tensor};
+use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
 type CResult<T> = candle_core::Result<T>;
@@ -103,10 +103,7 @@ pub(crate) struct Conv {
 
 impl Conv {
     pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let k = self.conv.weight().dim(2)?;
-        time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
-            self.forward_inner(x)
-        })
+        time(self.op_name(x)?, || self.forward_inner(x))
     }
 
     /// `forward(x) + residual` (the fused CPU path starts the product from the residual).
@@ -118,8 +115,7 @@ impl Conv {
             && cfg.groups == 1
             && cfg.dilation == 1
         {
-            let k = self.conv.weight().dim(2)?;
-            return time(if k == 1 { "conv 1x1" } else { "conv 3x3" }, || {
+            return time(self.op_name(x)?, || {
                 cpu_conv::conv2d_add(
                     x,
                     self.conv.weight(),
@@ -132,6 +128,18 @@ impl Conv {
         }
         let y = self.forward(x)?;
         time("residual add", || y + residual)
+    }
+
+    /// The profile's name for this convolution on `x`: kernel size and input width.
+    fn op_name(&self, x: &Tensor) -> CResult<&'static str> {
+        Ok(match (self.conv.weight().dim(2)?, x.dim(D::Minus1)?) {
+            (1, _) => "conv 1x1",
+            (_, w) if w >= 128 => "conv 3x3, width ≥ 128",
+            (_, w) if w >= 64 => "conv 3x3, width 64-127",
+            (_, w) if w >= 32 => "conv 3x3, width 32-63",
+            (_, w) if w >= 16 => "conv 3x3, width 16-31",
+            _ => "conv 3x3, width < 16",
+        })
     }
 
     /// Whether the fused CPU kernels can run this convolution on `x` (an image, or tokens
