@@ -644,6 +644,29 @@ mod tests {
     }
 
     #[test]
+    fn large_images_take_the_shifted_path_and_equal_candles_convolution() {
+        // 64×72 ≥ SHIFTED_MIN_PIXELS: nine shifted products; non-square, two images.
+        check([2, 5, 7, 64, 72, 3, 1, 1]);
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev).unwrap();
+        let want = (x.conv2d(&wt, 1, 1, 1, 1).unwrap() + &res).unwrap();
+        let got = conv2d_add(&x, &wt, None, 1, 1, Some(&res)).unwrap();
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-4, "{err}");
+    }
+
+    #[test]
     fn a_kernel_larger_than_the_input_is_an_error() {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &dev).unwrap();
