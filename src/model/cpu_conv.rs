@@ -38,6 +38,9 @@ pub fn applies(x: &Tensor) -> bool {
 /// Images of at least this many pixels use [`shifted_3x3`] for 3×3 convolutions.
 const SHIFTED_MIN_PIXELS: usize = 64 * 64;
 
+/// The most values of [`shifted_3x3`]'s padded band and of its output grid (32 MB of f32).
+const SHIFTED_BAND_VALUES: usize = 8 << 20;
+
 /// The most patch values gathered at once (64 MB of f32).
 const MAX_COLUMN_VALUES: usize = 16 << 20;
 
@@ -140,6 +143,7 @@ pub fn conv2d_add(
                 residual,
                 (b, c, h, w, o),
                 out.spare_capacity_mut(),
+                SHIFTED_BAND_VALUES,
             );
             // SAFETY: shifted_3x3 wrote every output value.
             unsafe { out.set_len(b * o * plane) };
@@ -211,11 +215,13 @@ pub fn conv2d_add(
 }
 
 /// A 3×3, stride-1, padding-1 convolution as nine matrix products over shifted views of
-/// the zero-padded image, with no patch matrix: on a padded image `(c, h+2, w+2)` read as
-/// `(c, (h+2)(w+2))`, the view starting at `ky·(w+2) + kx` is, for every output pixel
-/// `(y, x)` of an `h × (w+2)` grid, exactly the input pixel that kernel tap `(ky, kx)`
-/// multiplies. The nine products accumulate into that grid (`o × h(w+2)`), whose two extra
-/// columns per row are dropped when it is copied out with the bias and residual.
+/// the zero-padded image, with no patch matrix. In bands of output rows `y0..y1`: the
+/// padded rows `y0..y1+2` of every channel are copied into `xp` (`c × (band+2)·(w+2)`);
+/// read as `(c, (band+2)(w+2))`, the view starting at `ky·(w+2) + kx` holds, for every
+/// output pixel `(y, x)` of a `band × (w+2)` grid, exactly the input pixel that kernel tap
+/// `(ky, kx)` multiplies. The nine products accumulate into that grid (`o × band·(w+2)`),
+/// whose two extra columns per row are dropped when it is copied out with the bias and
+/// residual. Bands keep both buffers under `band_values` ([`SHIFTED_BAND_VALUES`]).
 fn shifted_3x3(
     data: &[f32],
     wdata: &[f32],
@@ -223,85 +229,100 @@ fn shifted_3x3(
     residual: Option<&[f32]>,
     (b, c, h, w, o): (usize, usize, usize, usize, usize),
     out: &mut [MaybeUninit<f32>],
+    band_values: usize,
 ) {
-    let (hp, wp) = (h + 2, w + 2);
-    let pp = hp * wp;
-    let n = h * wp;
-    // Two extra zeros: the last tap's view of the last channel reads one past its plane.
-    let mut xp = vec![0f32; c * pp + 2];
-    let mut grid: Vec<f32> = Vec::with_capacity(o * n);
+    let wp = w + 2;
+    let band = (band_values / (c.max(o) * wp)).clamp(1, h);
+    let bp = (band + 2) * wp;
+    // Two extra zeros: the last tap's view of the last channel reads one past its rows.
+    let mut xp = vec![0f32; c * bp + 2];
+    let mut grid: Vec<f32> = Vec::with_capacity(o * band * wp);
     let plane = h * w;
     for i in 0..b {
         let img = &data[i * c * plane..(i + 1) * c * plane];
-        xp[..c * pp]
-            .par_chunks_mut(pp)
-            .zip(img.par_chunks(plane))
-            .for_each(|(dst, src)| {
-                for y in 0..h {
-                    dst[(y + 1) * wp + 1..(y + 1) * wp + 1 + w]
-                        .copy_from_slice(&src[y * w..(y + 1) * w]);
-                }
-            });
-        grid.clear();
-        let g = grid.spare_capacity_mut();
-        for tap in 0..9 {
-            let (ky, kx) = (tap / 3, tap % 3);
-            // SAFETY: lhs W[:, :, ky, kx] (o × c) at strides (9c, 9) inside wdata; rhs the
-            // view (c × n) at strides (pp, 1) from ky·wp + kx, whose last element
-            // (c−1)·pp + ky·wp + kx + n − 1 ≤ c·pp + 1 < xp.len(); dst o × n, written by
-            // the first tap and accumulated by the others.
-            unsafe {
-                gemm::gemm(
-                    o,
-                    n,
-                    c,
-                    g.as_mut_ptr().cast::<f32>(),
-                    1,
-                    n as isize,
-                    tap > 0,
-                    wdata.as_ptr().add(tap),
-                    9,
-                    (9 * c) as isize,
-                    xp.as_ptr().add(ky * wp + kx),
-                    1,
-                    pp as isize,
-                    if tap > 0 { 1.0 } else { 0.0 },
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism(),
-                );
-            }
-        }
-        // SAFETY: the first tap wrote all o × n values.
-        unsafe { grid.set_len(o * n) };
         let out_img = &mut out[i * o * plane..(i + 1) * o * plane];
         let res_img = residual.map(|r| &r[i * o * plane..(i + 1) * o * plane]);
-        out_img
-            .par_chunks_mut(plane)
-            .zip(grid.par_chunks(n))
-            .enumerate()
-            .for_each(|(oc, (dst, gr))| {
-                let bv = bias.map_or(0.0, |bb| bb[oc]);
-                for y in 0..h {
-                    let src = &gr[y * wp..y * wp + w];
-                    let d = &mut dst[y * w..(y + 1) * w];
-                    match res_img {
-                        Some(r) => {
-                            let r = &r[oc * plane + y * w..oc * plane + (y + 1) * w];
-                            for ((d, s), r) in d.iter_mut().zip(src).zip(r) {
-                                d.write(s + bv + r);
+        for y0 in (0..h).step_by(band) {
+            let y1 = (y0 + band).min(h);
+            let rows = y1 - y0;
+            let n = rows * wp;
+            // Padded rows y0..y1+2 = input rows y0−1..y1+1 (zeros outside the image).
+            xp[..c * bp]
+                .par_chunks_mut(bp)
+                .zip(img.par_chunks(plane))
+                .for_each(|(dst, src)| {
+                    for r in 0..rows + 2 {
+                        let row = &mut dst[r * wp..(r + 1) * wp];
+                        match (y0 + r).checked_sub(1).filter(|&iy| iy < h) {
+                            Some(iy) => {
+                                row[0] = 0.0;
+                                row[wp - 1] = 0.0;
+                                row[1..=w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
                             }
+                            None => row.fill(0.0),
                         }
-                        None => {
-                            for (d, s) in d.iter_mut().zip(src) {
-                                d.write(s + bv);
+                    }
+                });
+            grid.clear();
+            let g = grid.spare_capacity_mut();
+            for tap in 0..9 {
+                let (ky, kx) = (tap / 3, tap % 3);
+                // SAFETY: lhs W[:, :, ky, kx] (o × c) at strides (9c, 9) inside wdata; rhs
+                // the view (c × n) at strides (bp, 1) from ky·wp + kx, whose last element
+                // (c−1)·bp + ky·wp + kx + n − 1 ≤ c·bp + 1 < xp.len(); dst o × n, written
+                // by the first tap and accumulated by the others.
+                unsafe {
+                    gemm::gemm(
+                        o,
+                        n,
+                        c,
+                        g.as_mut_ptr().cast::<f32>(),
+                        1,
+                        n as isize,
+                        tap > 0,
+                        wdata.as_ptr().add(tap),
+                        9,
+                        (9 * c) as isize,
+                        xp.as_ptr().add(ky * wp + kx),
+                        1,
+                        bp as isize,
+                        if tap > 0 { 1.0 } else { 0.0 },
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(),
+                    );
+                }
+            }
+            // SAFETY: the first tap wrote all o × n values.
+            unsafe { grid.set_len(o * n) };
+            out_img
+                .par_chunks_mut(plane)
+                .zip(grid.par_chunks(n))
+                .enumerate()
+                .for_each(|(oc, (dst, gr))| {
+                    let bv = bias.map_or(0.0, |bb| bb[oc]);
+                    for r in 0..rows {
+                        let y = y0 + r;
+                        let src = &gr[r * wp..r * wp + w];
+                        let d = &mut dst[y * w..(y + 1) * w];
+                        match res_img {
+                            Some(res) => {
+                                let res = &res[oc * plane + y * w..oc * plane + (y + 1) * w];
+                                for ((d, s), q) in d.iter_mut().zip(src).zip(res) {
+                                    d.write(s + bv + q);
+                                }
+                            }
+                            None => {
+                                for (d, s) in d.iter_mut().zip(src) {
+                                    d.write(s + bv);
+                                }
                             }
                         }
                     }
-                }
-            });
+                });
+        }
     }
 }
 
@@ -664,6 +685,49 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(err < 1e-4, "{err}");
+    }
+
+    #[test]
+    fn shifted_bands_cover_the_image_exactly() {
+        let dev = Device::Cpu;
+        let (b, c, h, w, o) = (2, 3, 11, 9, 4);
+        let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+        let wt = Tensor::randn(0f32, 1.0, (o, c, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, o, &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (b, o, h, w), &dev).unwrap();
+        let want = x
+            .conv2d(&wt, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
+            .unwrap()
+            .add(&res)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Bands of 1, 2, 3 and 4 rows (11 is a multiple of none but 1), and one band.
+        for rows in [1, 2, 3, 4, 100] {
+            let mut out = Vec::with_capacity(b * o * h * w);
+            shifted_3x3(
+                &flat(&x),
+                &flat(&wt),
+                Some(&flat(&bias)),
+                Some(&flat(&res)),
+                (b, c, h, w, o),
+                out.spare_capacity_mut(),
+                rows * o * (w + 2),
+            );
+            // SAFETY: shifted_3x3 writes every value.
+            unsafe { out.set_len(b * o * h * w) };
+            let err = out
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "bands of {rows} rows: {err}");
+        }
     }
 
     #[test]
