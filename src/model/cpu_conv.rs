@@ -13,8 +13,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::cpu_kernels::{Start, Strided, parallelism, product};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use super::cpu_kernels::{
+    Start, Strided, assume_init, parallelism, product, uninit_vec, with_optional, with_slice,
+};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -89,9 +91,7 @@ pub fn conv2d_add(
         ho,
         wo,
     };
-    let k = c * kh * kw;
     let plane = ho * wo;
-    let direct = kh == 1 && kw == 1 && stride == 1 && padding == 0;
     let bias = match bias {
         Some(bias) => Some(bias.to_dtype(DType::F32)?.contiguous()?.to_vec1::<f32>()?),
         None => None,
@@ -99,119 +99,119 @@ pub fn conv2d_add(
     if bias.as_ref().is_some_and(|bb| bb.len() != o) {
         candle_core::bail!("conv: the bias does not have {o} values");
     }
-    let x = x.contiguous()?;
-    let weight = weight.contiguous()?;
-    let residual = match residual {
-        Some(r) if r.dims() != [b, o, ho, wo] => candle_core::bail!(
-            "conv: residual of shape {:?} for an output of shape {:?}",
-            r.dims(),
-            [b, o, ho, wo]
-        ),
-        Some(r) => Some(r.contiguous()?),
-        None => None,
-    };
-    let mut out: Vec<f32> = Vec::with_capacity(b * o * plane);
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let (wstorage, wlayout) = weight.storage_and_layout();
-        let (data, wdata) = match (&*storage, &*wstorage) {
-            (Storage::Cpu(s), Storage::Cpu(ws)) => (s.as_slice::<f32>()?, ws.as_slice::<f32>()?),
-            _ => candle_core::bail!("cpu_conv::conv2d needs CPU tensors"),
-        };
-        let data = &data[layout.start_offset()..layout.start_offset() + b * c * h * w];
-        let wdata = &wdata[wlayout.start_offset()..wlayout.start_offset() + o * k];
-        let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
-        let residual = match &res_guard {
-            None => None,
-            Some((storage, layout)) => match &**storage {
-                Storage::Cpu(s) => {
-                    let d = s.as_slice::<f32>()?;
-                    Some(&d[layout.start_offset()..layout.start_offset() + b * o * plane])
-                }
-                _ => candle_core::bail!("cpu_conv::conv2d needs CPU tensors"),
-            },
-        };
-        // Large images: nine shifted products beat gathering patches (SD 1.5 at 512×512,
-        // 64×64 latents: 320→320 channels 65 → 56 ms, 960→320 190 → 162 ms); at 32×32 and
-        // below the single product over patches is faster (`examples`-style timing,
-        // 2026-12-02).
-        if kh == 3 && kw == 3 && stride == 1 && padding == 1 && h * w >= SHIFTED_MIN_PIXELS {
-            shifted_3x3(
-                data,
-                wdata,
-                bias.as_deref(),
-                residual,
-                (b, c, h, w, o),
-                out.spare_capacity_mut(),
-                SHIFTED_BAND_VALUES,
-            );
-            // SAFETY: shifted_3x3 wrote every output value.
-            unsafe { out.set_len(b * o * plane) };
-            drop(res_guard);
-            drop(storage);
-            drop(wstorage);
-            return Tensor::from_vec(out, (b, o, ho, wo), x.device());
-        }
-        // Bands of output rows whose patches fit MAX_COLUMN_VALUES (whole images mostly;
-        // a 3×3 convolution over 256 channels at 512×512 would otherwise gather 2.4 GB).
-        let band = if direct {
-            ho
-        } else {
-            (MAX_COLUMN_VALUES / (k * wo).max(1)).clamp(1, ho)
-        };
-        let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * band * wo });
-        let spare = out.spare_capacity_mut();
-        for i in 0..b {
-            let img = &data[i * c * h * w..(i + 1) * c * h * w];
-            for oy0 in (0..ho).step_by(band) {
-                let oy1 = (oy0 + band).min(ho);
-                let n = (oy1 - oy0) * wo;
-                let rhs = if direct {
-                    img
-                } else {
-                    cols.clear();
-                    cols.spare_capacity_mut()[..k * n]
-                        .par_chunks_mut(n)
-                        .enumerate()
-                        .for_each(|(row, dst)| geometry.im2col_row(img, row, oy0..oy1, dst));
-                    // SAFETY: im2col_row wrote every value of every row.
-                    unsafe { cols.set_len(k * n) };
-                    &cols[..]
-                };
-                let at = i * o * plane + oy0 * wo;
-                let start = Start {
-                    residual: residual.map(|r| &r[at..(i + 1) * o * plane]),
-                    bias: bias.as_deref(),
-                    per_col: false,
-                };
-                // SAFETY: the output block is o rows of n values at stride plane from `at`
-                // (inside image i); lhs (o × k) and rhs (k × n) are row-major slices of
-                // exactly those sizes.
-                unsafe {
-                    product(
-                        &mut spare[at..(i + 1) * o * plane],
-                        plane,
-                        &start,
-                        (o, n, k),
-                        Strided {
-                            ptr: wdata.as_ptr(),
-                            rs: k as isize,
-                            cs: 1,
-                        },
-                        Strided {
-                            ptr: rhs.as_ptr(),
-                            rs: n as isize,
-                            cs: 1,
-                        },
-                        parallelism(),
+    let mut out = uninit_vec(b * o * plane);
+    with_slice(x, |data| {
+        with_slice(weight, |wdata| {
+            with_optional(residual, &[b, o, ho, wo], "conv residual", |residual| {
+                // Large images: nine shifted products beat gathering patches (SD 1.5 at
+                // 512×512, 64×64 latents: 320→320 channels 65 → 56 ms, 960→320 190 →
+                // 162 ms); at 32×32 and below one product over the patches is faster
+                // (2026-12-02, 2-core Xeon).
+                if kh == 3 && kw == 3 && stride == 1 && padding == 1 && h * w >= SHIFTED_MIN_PIXELS
+                {
+                    let dims = (b, c, h, w, o);
+                    let bias = bias.as_deref();
+                    shifted_3x3(
+                        data,
+                        wdata,
+                        bias,
+                        residual,
+                        dims,
+                        &mut out,
+                        SHIFTED_BAND_VALUES,
                     );
+                } else {
+                    let bias = bias.as_deref();
+                    patches(data, wdata, bias, residual, &geometry, (b, o), &mut out);
                 }
+                Ok(())
+            })
+        })
+    })?;
+    // SAFETY: both paths write every output value.
+    let out = unsafe { assume_init(out) };
+    Tensor::from_vec(out, (b, o, ho, wo), x.device())
+}
+
+/// The convolution as gathered patches × weights, per image, in bands of output rows whose
+/// patches fit [`MAX_COLUMN_VALUES`] (whole images mostly; a 3×3 convolution over 256
+/// channels at 512×512 would otherwise gather 2.4 GB). A 1×1 stride-1 convolution uses
+/// the image itself.
+fn patches(
+    data: &[f32],
+    wdata: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    geometry: &Geometry,
+    (b, o): (usize, usize),
+    out: &mut [MaybeUninit<f32>],
+) {
+    let &Geometry {
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        stride,
+        padding,
+        ho,
+        wo,
+    } = geometry;
+    let (k, plane) = (c * kh * kw, ho * wo);
+    let direct = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    let band = if direct {
+        ho
+    } else {
+        (MAX_COLUMN_VALUES / (k * wo).max(1)).clamp(1, ho)
+    };
+    let mut cols: Vec<f32> = Vec::with_capacity(if direct { 0 } else { k * band * wo });
+    for i in 0..b {
+        let img = &data[i * c * h * w..(i + 1) * c * h * w];
+        for oy0 in (0..ho).step_by(band) {
+            let oy1 = (oy0 + band).min(ho);
+            let n = (oy1 - oy0) * wo;
+            let rhs = if direct {
+                img
+            } else {
+                cols.clear();
+                cols.spare_capacity_mut()[..k * n]
+                    .par_chunks_mut(n)
+                    .enumerate()
+                    .for_each(|(row, dst)| geometry.im2col_row(img, row, oy0..oy1, dst));
+                // SAFETY: im2col_row wrote every value of every row.
+                unsafe { cols.set_len(k * n) };
+                &cols[..]
+            };
+            let at = i * o * plane + oy0 * wo;
+            let start = Start {
+                residual: residual.map(|r| &r[at..(i + 1) * o * plane]),
+                bias,
+                per_col: false,
+            };
+            // SAFETY: the output block is o rows of n values at stride plane from `at`
+            // (inside image i); lhs (o × k) and rhs (k × n) are row-major slices of exactly
+            // those sizes.
+            unsafe {
+                product(
+                    &mut out[at..(i + 1) * o * plane],
+                    plane,
+                    &start,
+                    (o, n, k),
+                    Strided {
+                        ptr: wdata.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    Strided {
+                        ptr: rhs.as_ptr(),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    parallelism(),
+                );
             }
         }
     }
-    // SAFETY: every image's o × plane block was written by gemm.
-    unsafe { out.set_len(b * o * plane) };
-    Tensor::from_vec(out, (b, o, ho, wo), x.device())
 }
 
 /// A 3×3, stride-1, padding-1 convolution as nine matrix products over shifted views of
@@ -585,6 +585,18 @@ impl Geometry {
 mod tests {
     use super::*;
 
+    /// The largest absolute value of a tensor.
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// `[batch, in channels, out channels, height, width, kernel, stride, padding]`.
     fn check([b, c, o, h, w, k, s, p]: [usize; 8]) {
         let dev = Device::Cpu;
@@ -602,25 +614,8 @@ mod tests {
             want.dims(),
             "b{b} c{c} o{o} {h}x{w} k{k} s{s} p{p}"
         );
-        let err = (got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(got - &want).unwrap());
+        let scale = max_abs(&want);
         assert!(
             err <= 1e-5 * scale.max(1.0),
             "b{b} c{c} o{o} {h}x{w} k{k} s{s} p{p}: max error {err} (scale {scale})"
@@ -651,16 +646,7 @@ mod tests {
         let want = x.contiguous().unwrap().conv2d(&wt, 1, 1, 1, 1).unwrap();
         // Three images: three matrix products into one output.
         let got = conv2d(&x, &wt, None, 1, 1).unwrap();
-        let err = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(got - want).unwrap());
         assert!(err < 1e-4, "{err}");
     }
 
@@ -674,16 +660,7 @@ mod tests {
         let res = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev).unwrap();
         let want = (x.conv2d(&wt, 1, 1, 1, 1).unwrap() + &res).unwrap();
         let got = conv2d_add(&x, &wt, None, 1, 1, Some(&res)).unwrap();
-        let err = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(got - want).unwrap());
         assert!(err < 1e-4, "{err}");
     }
 
@@ -752,16 +729,7 @@ mod tests {
                 crate::model::layers::conv2d_unfold(x.as_tensor(), &w, Some(&b), s, p).unwrap();
             let r = Tensor::randn(0f32, 1.0, y_ref.shape(), &dev).unwrap();
             let y = conv2d_trainable(x.as_tensor(), &w, Some(&b), s, p).unwrap();
-            let max = |t: Tensor| -> f32 {
-                t.abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
+            let max = |t: Tensor| max_abs(&t);
             assert!(max((&y - &y_ref).unwrap()) < 1e-4, "values k{k} s{s} p{p}");
             let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();

@@ -31,7 +31,7 @@ pub fn applies(xs: &[&Tensor]) -> bool {
 }
 
 /// Run `f` on the contiguous f32 data of `x` (made contiguous first if needed).
-fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+pub(crate) fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let data = match &*storage {
@@ -44,7 +44,7 @@ fn with_slice<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
 }
 
 /// A `Vec<f32>` of `n` values every one of which the caller writes before reading.
-fn uninit_vec(n: usize) -> Vec<MaybeUninit<f32>> {
+pub(crate) fn uninit_vec(n: usize) -> Vec<MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialisation.
     unsafe { v.set_len(n) };
@@ -53,7 +53,7 @@ fn uninit_vec(n: usize) -> Vec<MaybeUninit<f32>> {
 
 /// # Safety
 /// Every element of `v` must have been written.
-unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+pub(crate) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: same allocation, layout and length; all elements initialised (caller).
     unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
@@ -412,7 +412,7 @@ pub(crate) unsafe fn product(
 }
 
 /// Check an optional tensor's shape and run `f` on its data (or on `None`).
-fn with_optional<T>(
+pub(crate) fn with_optional<T>(
     t: Option<&Tensor>,
     dims: &[usize],
     what: &str,
