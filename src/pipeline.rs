@@ -421,7 +421,12 @@ fn progress_observer(
             let estimate =
                 crate::sampler::Estimate::from_steps(std::slice::from_ref(ev.record), left);
             if let Some(note) = estimate.and_then(|e| e.long_run_note()) {
-                b.println(format!("{label}: {note}"));
+                // A hidden bar (stderr not a terminal) drops its println: say it plainly.
+                if b.is_hidden() {
+                    eprintln!("{label}: {note}");
+                } else {
+                    b.println(format!("{label}: {note}"));
+                }
             }
         }
         b.set_message(format!("{calls} predictor calls"));
