@@ -156,14 +156,15 @@ impl Estimate {
     }
 
     /// A sentence for runs long enough to matter (over 30 s left), else `None`:
-    /// "about 12 min left (48 steps at 14.2 s each; adaptive steps that skip are faster)".
+    /// "about 12 min left (48 steps at 14.2 s each; steps that skip the noise predictor are
+    /// faster)".
     pub fn long_run_note(&self) -> Option<String> {
         let left = self.left_ms() / 1e3;
         if left < 30.0 {
             return None;
         }
         Some(format!(
-            "about {} left ({} steps at {:.1} s each; steps the adaptive run skips are faster)",
+            "about {} left ({} steps at {:.1} s each; steps that skip the noise predictor are faster)",
             human_duration(left),
             self.steps_left,
             self.step_ms / 1e3
