@@ -70,27 +70,17 @@ pub fn conv2d_add(
     padding: usize,
     residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (o, ci, kh, kw) = weight.dims4()?;
-    if ci != c {
-        candle_core::bail!("conv: {c} input channels but the kernel takes {ci}");
-    }
-    if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
-        candle_core::bail!("conv: kernel {kh}×{kw} does not fit a {h}×{w} input");
-    }
-    let ho = (h + 2 * padding - kh) / stride + 1;
-    let wo = (w + 2 * padding - kw) / stride + 1;
-    let geometry = Geometry {
+    let (b, o, geometry) = Geometry::of(x, weight, stride, padding)?;
+    let Geometry {
         c,
         h,
         w,
         kh,
         kw,
-        stride,
-        padding,
         ho,
         wo,
-    };
+        ..
+    } = geometry;
     let plane = ho * wo;
     let bias = match bias {
         Some(bias) => Some(bias.to_dtype(DType::F32)?.contiguous()?.to_vec1::<f32>()?),
@@ -334,27 +324,10 @@ pub fn conv2d_trainable(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let (o, ci, kh, kw) = weight.dims4()?;
-    if ci != c {
-        candle_core::bail!("conv: {c} input channels but the kernel takes {ci}");
-    }
-    if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
-        candle_core::bail!("conv: kernel {kh}×{kw} does not fit a {h}×{w} input");
-    }
-    let ho = (h + 2 * padding - kh) / stride + 1;
-    let wo = (w + 2 * padding - kw) / stride + 1;
-    let geometry = Geometry {
-        c,
-        h,
-        w,
-        kh,
-        kw,
-        stride,
-        padding,
-        ho,
-        wo,
-    };
+    let (b, o, geometry) = Geometry::of(x, weight, stride, padding)?;
+    let Geometry {
+        c, kh, kw, ho, wo, ..
+    } = geometry;
     let cols = x.contiguous()?.apply_op1(Im2Col { geometry, batch: b })?;
     let y = weight
         .reshape((o, c * kh * kw))?
@@ -457,6 +430,35 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of `x (b, c, h, w)` ⊛ `weight (o, c, kh, kw)`, checked; with `b` and `o`.
+    fn of(
+        x: &Tensor,
+        weight: &Tensor,
+        stride: usize,
+        padding: usize,
+    ) -> Result<(usize, usize, Self)> {
+        let (b, c, h, w) = x.dims4()?;
+        let (o, ci, kh, kw) = weight.dims4()?;
+        if ci != c {
+            candle_core::bail!("conv: {c} input channels but the kernel takes {ci}");
+        }
+        if stride == 0 || h + 2 * padding < kh || w + 2 * padding < kw {
+            candle_core::bail!("conv: kernel {kh}×{kw} does not fit a {h}×{w} input");
+        }
+        let geometry = Geometry {
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+            padding,
+            ho: (h + 2 * padding - kh) / stride + 1,
+            wo: (w + 2 * padding - kw) / stride + 1,
+        };
+        Ok((b, o, geometry))
+    }
+
     /// Gather the patches of one image (`c·h·w` values) into `cols`, laid out
     /// `(c·kh·kw, ho·wo)` with row index `(ci·kh + ky)·kw + kx` (the weights' own order).
     fn im2col(&self, img: &[f32], cols: &mut [f32]) {
