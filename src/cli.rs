@@ -420,11 +420,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = &a.json {
                 crate::output::check_writable(p)?;
             }
-            let device = if a.cpu {
-                candle_core::Device::Cpu
-            } else {
-                crate::model::best_device()?
-            };
+            let device = crate::model::device(a.cpu)?;
             let r = crate::overhead::measure(&device, a.size, a.calls, a.iters)?;
             println!(
                 "device {} | UNet {:.0} M parameters, {}x{} image, latent {:?}",
@@ -453,11 +449,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = &a.out {
                 crate::output::check_writable(p)?;
             }
-            let device = if a.cpu {
-                candle_core::Device::Cpu
-            } else {
-                crate::model::best_device()?
-            };
+            let device = crate::model::device(a.cpu)?;
             let inputs = a
                 .inputs
                 .clone()

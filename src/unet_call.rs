@@ -91,22 +91,7 @@ pub fn measure(
 
     let t0 = Instant::now();
     let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-    let weights = std::fs::read_dir(unet_dir)
-        .with_context(|| format!("reading {}", unet_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .filter(|p| p.file_name().is_some_and(|n| n != "inputs.safetensors"))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("diffusion_pytorch_model"))
-        })
-        .collect::<Vec<_>>();
-    if weights.is_empty() {
-        bail!(
-            "{} has no diffusion_pytorch_model*.safetensors",
-            unet_dir.display()
-        );
-    }
+    let weights = crate::model::source::component_weights(unet_dir, "diffusion_pytorch_model")?;
     let checked = checkpoint::check_all(&weights)?;
     let dtype = dtype.unwrap_or_else(|| crate::model::default_dtype(device));
     let unet = {

@@ -48,6 +48,11 @@ fn one_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
+/// The CPU when `cpu` (a `--cpu` flag), else [`best_device`].
+pub fn device(cpu: bool) -> Result<Device> {
+    if cpu { Ok(Device::Cpu) } else { best_device() }
+}
+
 /// [`best_device_noted`], printing the fallback note (if any) on stderr.
 pub fn best_device() -> Result<Device> {
     let (device, note) = best_device_noted();

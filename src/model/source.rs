@@ -336,6 +336,23 @@ enum WeightsLookup {
     Other(anyhow::Error),
 }
 
+/// The safetensors weights of one diffusers component folder on its own (such as a
+/// `unet/` folder): `<stem>.safetensors`, its `.fp16` variant or the shards of an index;
+/// pickle weights are refused with the same message as for whole pipelines.
+pub fn component_weights(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    let lookup = |rel: &str| {
+        let p = dir.join(rel);
+        p.is_file().then_some(p)
+    };
+    find_weights(".", stem, dir, &lookup).map_err(|e| match e {
+        WeightsLookup::Missing => anyhow::anyhow!(
+            "{} has no {stem}.safetensors (nor a .fp16 variant or a sharded index)",
+            dir.display()
+        ),
+        WeightsLookup::Other(e) => e,
+    })
+}
+
 /// `<name>/<stem>.safetensors`, its `.fp16` variant, or a sharded index.
 fn find_weights(
     name: &str,

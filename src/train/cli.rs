@@ -353,11 +353,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                     "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
                 );
             }
-            let device = if a.cpu {
-                candle_core::Device::Cpu
-            } else {
-                crate::model::best_device()?
-            };
+            let device = crate::model::device(a.cpu)?;
             let on = if device.is_cpu() { "CPU" } else { "GPU" };
             let mut t = Trainer::open_on(&a.out, config, device)?;
             if let Some(o) = a.offset_noise {
@@ -443,11 +439,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             Ok(())
         }
         TrainCommand::Clip(a) => {
-            let device = if a.cpu {
-                candle_core::Device::Cpu
-            } else {
-                crate::model::best_device()?
-            };
+            let device = crate::model::device(a.cpu)?;
             let config = super::clip::ClipTrainConfig {
                 arch: super::clip::ClipArch::parse(&a.arch)?,
                 batch: a.batch,
