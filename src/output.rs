@@ -71,6 +71,43 @@ pub fn write_atomic_with(
     result
 }
 
+/// Write an image as PNG, atomically.
+pub fn write_png(path: &Path, img: &image::RgbImage) -> Result<()> {
+    write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        img.write_to(&mut w, image::ImageFormat::Png)
+            .with_context(|| format!("cannot encode {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("cannot write {}", path.display()))
+    })
+}
+
+/// Write a value as pretty-printed JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// Write named tensors (stored as f32) to a safetensors file, atomically.
+pub fn write_tensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a candle_core::Tensor)>,
+) -> Result<()> {
+    let map: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = t
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?
+                .contiguous()?;
+            Ok((k.to_string(), t))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::tensor::serialize(&map, None)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,8 @@
 
 use crate::model::config::{UNetConfig, UNetJson};
 use crate::model::unet::UNet;
-use crate::sampler::policy::SkipController;
-use crate::sampler::{RawPrediction, SkipPolicy, run::rel_change};
+use crate::sampler::method::SkipController;
+use crate::sampler::{RawPrediction, run::rel_change};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
@@ -116,7 +116,7 @@ pub fn measure(
     let latents: Vec<Tensor> = (0..8)
         .map(|_| Tensor::randn(0f32, 1.0, &shape[..], device))
         .collect::<candle_core::Result<_>>()?;
-    let mut ctl = SkipController::new(SkipPolicy::DEFAULT_ADAPTIVE);
+    let mut ctl = SkipController::new(crate::job::defaults::ADAPTIVE);
     let t0 = Instant::now();
     for i in 0..controller_iters {
         let cur = &latents[i % latents.len()];

@@ -4,7 +4,7 @@
 
 use adaptive_diffusion::complexity::graded::{GradedPrompt, load_graded, spearman};
 use adaptive_diffusion::complexity::{BudgetMap, ComplexityEngine};
-use adaptive_diffusion::sampler::SkipPolicy;
+use adaptive_diffusion::job::defaults::ADAPTIVE;
 use std::path::Path;
 
 fn set(name: &str) -> Vec<GradedPrompt> {
@@ -27,7 +27,7 @@ fn evaluate(name: &str) -> (f64, Vec<f64>) {
     let mut table = format!("{name}: grade  score  steps  prompt\n");
     for p in &prompts {
         let c = engine.score(&p.prompt);
-        let steps = map.decide(c.score, 50, SkipPolicy::DEFAULT_ADAPTIVE).steps;
+        let steps = map.decide(c.score, 50, ADAPTIVE).steps;
         table.push_str(&format!(
             "{:>5}  {:.2}  {steps:>5}  {}\n",
             p.grade, c.score, p.prompt
@@ -93,12 +93,8 @@ fn auto_budget_gives_simple_prompts_fewer_steps() {
             .iter()
             .filter(|p| p.grade == g)
             .map(|p| {
-                map.decide(
-                    engine.score(&p.prompt).score,
-                    50,
-                    SkipPolicy::DEFAULT_ADAPTIVE,
-                )
-                .steps
+                map.decide(engine.score(&p.prompt).score, 50, ADAPTIVE)
+                    .steps
             })
             .collect();
         v.iter().sum::<usize>() as f64 / v.len() as f64

@@ -105,8 +105,8 @@ fn gui_generate_runs_both_sides_on_the_tiny_model() {
     assert_eq!(s.adaptive.status, SideStatus::Done);
     assert_eq!(b.trace.steps_run, 12);
     assert_eq!(b.trace.unet_calls, 12, "the baseline computes every step");
-    assert_eq!(ad.trace.mode, "adaptive");
-    assert_eq!(ad.trace.delta, Some(0.01));
+    assert_eq!(ad.trace.method.name(), "adaptive");
+    assert_eq!(ad.trace.method.delta(), Some(0.01));
     assert_eq!(b.image.dimensions(), ad.image.dimensions());
     assert_eq!(
         s.baseline.steps.len(),
@@ -145,7 +145,11 @@ fn gui_moving_delta_reruns_only_the_adaptive_side() {
     h.get_by_role_and_label(Role::Slider, "δ threshold")
         .set_value_accesskit(0.05);
     wait_for(&mut h, "the re-run with δ = 0.05", |a| {
-        done(a) && a.session.spec.as_ref().is_some_and(|s| s.delta == 0.05)
+        done(a)
+            && a.session
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.method.delta() == Some(0.05))
     });
     let a = app(&h);
     let st = a.worker_stats();
@@ -157,14 +161,18 @@ fn gui_moving_delta_reruns_only_the_adaptive_side() {
     assert_eq!(st.adaptive_runs, 2, "{st:?}");
     let (b, ad) = a.session.results().unwrap();
     assert!(std::sync::Arc::ptr_eq(&b, &first.0), "same cached baseline");
-    assert_eq!(ad.trace.delta, Some(0.05));
+    assert_eq!(ad.trace.method.delta(), Some(0.05));
     assert!(a.session.baseline.from_cache);
 
     // C_max too.
     h.get_by_role_and_label(Role::Slider, "C_max")
         .set_value_accesskit(2.0);
     wait_for(&mut h, "the re-run with C_max = 2", |a| {
-        done(a) && a.session.spec.as_ref().is_some_and(|s| s.max_skips == 2)
+        done(a)
+            && a.session
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.method.max_skips() == Some(2))
     });
     let st = app(&h).worker_stats();
     assert_eq!((st.baseline_runs, st.adaptive_runs), (1, 3), "{st:?}");
@@ -270,7 +278,11 @@ fn gui_delta_change_during_the_baseline_lets_the_baseline_finish() {
     h.get_by_role_and_label(Role::Slider, "δ threshold")
         .set_value_accesskit(0.05);
     wait_for(&mut h, "the second job", |a| {
-        done(a) && a.session.spec.as_ref().is_some_and(|s| s.delta == 0.05)
+        done(a)
+            && a.session
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.method.delta() == Some(0.05))
     });
     let a = app(&h);
     let st = a.worker_stats();
@@ -282,7 +294,10 @@ fn gui_delta_change_during_the_baseline_lets_the_baseline_finish() {
     );
     assert_eq!(a.session.job, Some(2));
     assert_eq!(a.session.baseline.steps.len(), 40);
-    assert_eq!(a.session.results().unwrap().1.trace.delta, Some(0.05));
+    assert_eq!(
+        a.session.results().unwrap().1.trace.method.delta(),
+        Some(0.05)
+    );
     h.run();
 }
 

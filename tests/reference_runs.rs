@@ -4,7 +4,7 @@
 
 use adaptive_diffusion::model::StableDiffusion;
 use adaptive_diffusion::sampler::{
-    self, RunSettings, SchedulerConfig, SchedulerKind, SkipPolicy, build_scheduler,
+    self, Method, RunSettings, SchedulerConfig, SchedulerKind, build_scheduler,
 };
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::Value;
@@ -79,14 +79,14 @@ fn run(
     s: &Setup,
     kind: SchedulerKind,
     steps: usize,
-    policy: SkipPolicy,
+    method: Method,
     init: &Tensor,
 ) -> (sampler::RunOutput, Vec<Tensor>) {
     let settings = RunSettings {
         scheduler: kind,
         steps,
         guidance: s.guidance,
-        policy,
+        method,
         early_stop: None,
     };
     let mut den = s.sd.denoiser(&s.cond);
@@ -156,13 +156,7 @@ fn baseline_runs_match_diffusers() {
         let name = b["scheduler"].as_str().unwrap();
         let steps = b["steps"].as_u64().unwrap() as usize;
         let t = tensors(b["file"].as_str().unwrap());
-        let (out, lat) = run(
-            &s,
-            kind(name),
-            steps,
-            SkipPolicy::Baseline,
-            &t["init_latents"],
-        );
+        let (out, lat) = run(&s, kind(name), steps, Method::Baseline, &t["init_latents"]);
         assert_eq!(out.trace.unet_calls, steps);
         for (i, x) in lat.iter().enumerate() {
             let want = t["step_latents"].i(i).unwrap().unsqueeze(0).unwrap();
@@ -183,7 +177,7 @@ fn adaptive_runs_reproduce_published_masks() {
     for a in m["adaptive"].as_array().unwrap() {
         let name = a["scheduler"].as_str().unwrap();
         let steps = a["steps"].as_u64().unwrap() as usize;
-        let policy = SkipPolicy::Adaptive {
+        let policy = Method::Adaptive {
             delta: a["delta"].as_f64().unwrap(),
             max_skips: a["max_skips"].as_u64().unwrap() as usize,
         };

@@ -2,7 +2,8 @@
 //! numbers and the per-step curves. Text is rendered with `ab_glyph` and egui's bundled
 //! fonts, so the composite looks the same on every machine and needs no GPU.
 
-use super::worker::{JobSpec, SideResult};
+use super::protocol::SideResult;
+use crate::job::Job;
 use crate::sampler::{Decision, StepRecord};
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
 use anyhow::Result;
@@ -423,10 +424,21 @@ pub fn test_points(steps: &[StepRecord]) -> Vec<(f64, f64, f64, Decision)> {
         .collect()
 }
 
+/// The settings of a method as the pictures show them (`δ 0.01 · C_max 4`; empty for the
+/// baseline).
+pub fn method_settings(method: &crate::sampler::Method) -> String {
+    match method {
+        crate::sampler::Method::Baseline => String::new(),
+        crate::sampler::Method::Adaptive { delta, max_skips } => {
+            format!("δ {delta} · C_max {max_skips}")
+        }
+    }
+}
+
 /// Everything the composite shows.
 pub struct CompositeInput<'a> {
     /// The settings of the job.
-    pub spec: &'a JobSpec,
+    pub spec: &'a Job,
     /// Model origin.
     pub model: &'a str,
     /// The baseline.
@@ -513,16 +525,18 @@ pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
     );
     let size = format!("{}×{}", b.image.width(), b.image.height());
     let mut line = format!(
-        "{} · {} · {} steps · CFG {} · seed {} · {} · δ {} · C_max {}",
+        "{} · {} · {} steps · CFG {} · seed {} · {}",
         input.model,
         sampler_name(spec.scheduler),
         spec.steps,
         spec.guidance,
         spec.seed,
         size,
-        spec.delta,
-        spec.max_skips
     );
+    let method = method_settings(&spec.method);
+    if !method.is_empty() {
+        line.push_str(&format!(" · {method}"));
+    }
     if let Some(es) = &spec.early_stop {
         line.push_str(&format!(" · early stop τ {}", es.tau));
     }

@@ -3,7 +3,8 @@
 //! chunk; each image alone (with its own `parameters`); the traces as JSON or CSV.
 
 use super::compose::{self, CompositeInput, sampler_name};
-use super::worker::{JobSpec, Side, SideResult};
+use super::protocol::{Side, SideResult};
+use crate::job::Job;
 use crate::pipeline::{CompareReport, CompareSummary, RunInfo, SideReport};
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -19,7 +20,7 @@ pub const TRACE_KEY: &str = "adiff_trace";
 #[derive(Debug, Clone)]
 pub struct ExportData {
     /// The job's settings.
-    pub spec: JobSpec,
+    pub spec: Job,
     /// Model origin.
     pub model: String,
     /// Device name.
@@ -113,8 +114,12 @@ impl ExportData {
             format!("Model: {}", sanitize(&self.model)),
         ];
         if side != Some(Side::Baseline) {
-            fields.push(format!("Adaptive delta: {}", s.delta));
-            fields.push(format!("C_max: {}", s.max_skips));
+            if let Some(delta) = s.method.delta() {
+                fields.push(format!("Adaptive delta: {delta}"));
+            }
+            if let Some(max_skips) = s.method.max_skips() {
+                fields.push(format!("C_max: {max_skips}"));
+            }
             if let Some(es) = &s.early_stop {
                 fields.push(format!("Early stop tau: {}", es.tau));
             }
@@ -186,12 +191,11 @@ impl ExportData {
                 trace: a.trace.clone(),
                 decode_ms: a.decode_ms,
             },
-            summary: CompareSummary {
-                unet_calls_saved: b.trace.unet_calls.saturating_sub(a.trace.unet_calls),
-                nfe_speedup: b.trace.unet_calls as f64 / a.trace.unet_calls.max(1) as f64,
-                wall_speedup: b.trace.elapsed_ms / a.trace.elapsed_ms.max(1e-9),
-                psnr_db: self.psnr_db.unwrap_or(f64::NAN),
-            },
+            summary: CompareSummary::of_traces(
+                &b.trace,
+                &a.trace,
+                self.psnr_db.unwrap_or(f64::NAN),
+            ),
         };
         let mut v = serde_json::to_value(&report)?;
         if let Some(summary) = v.get_mut("summary").and_then(|s| s.as_object_mut()) {
@@ -208,8 +212,8 @@ impl ExportData {
                     "scheduler": self.spec.scheduler.name(),
                     "steps": self.spec.steps,
                     "guidance": self.spec.guidance,
-                    "delta": self.spec.delta,
-                    "max_skips": self.spec.max_skips,
+                    "delta": self.spec.method.delta(),
+                    "max_skips": self.spec.method.max_skips(),
                     "early_stop": self.spec.early_stop,
                     "width": self.spec.width,
                     "height": self.spec.height,

@@ -1,12 +1,16 @@
 //! The desktop app (eframe): baseline and adaptive side by side, live per-step curves,
 //! sliders, export.
 //!
-//! * [`worker`] — the background thread that owns the model and the device, its command
-//!   and event protocol (crossbeam channels), the baseline cache and the run-queue policy.
-//! * [`state`] — persisted [`Settings`] and the live [`Session`] built from worker events.
+//! * [`worker`] — the background thread that owns the model and the device: the run queue
+//!   and its policy, the baseline cache.
+//! * [`protocol`] — the commands and events between the UI and the worker (plain data).
+//! * [`state`] — persisted [`Settings`] (which build the [`crate::job::Job`]) and the live
+//!   [`Session`] built from worker events.
+//! * [`wording`] — the app's names for settings in error messages.
 //! * `panels` — the egui panels (controls, results, plots, status bars).
 //! * [`export`] / [`compose`] — PNG export with text chunks, the comparison picture.
 //! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
+//! * `quality`, `hub_poll`, `worker_stats`, `thread_priority` — the worker's helpers.
 //! * [`frame_stats`] — frame-time instrumentation (`ADIFF_FRAME_STATS`, F12 overlay).
 //!
 //! The UI thread never runs a model: it sends commands and renders what the worker streams.
@@ -14,15 +18,23 @@
 pub mod compose;
 pub mod export;
 pub mod frame_stats;
+mod hub_poll;
 mod panels;
 pub mod preview;
+pub mod protocol;
+mod quality;
 pub mod state;
+mod thread_priority;
+pub mod wording;
 pub mod worker;
+pub mod worker_stats;
 
 pub use eframe::egui;
 pub use export::{ExportData, ExportKind};
+pub use protocol::{JobId, Side};
 pub use state::{ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
-pub use worker::{JobId, Side, StatsSnapshot, WorkerHandle};
+pub use worker::WorkerHandle;
+pub use worker_stats::StatsSnapshot;
 
 use crossbeam_channel::{Receiver, Sender};
 use frame_stats::FrameStats;
@@ -165,12 +177,12 @@ impl GuiApp {
     /// Start a comparison with the current settings (Generate / Ctrl+Enter). A running job
     /// is superseded (see [`worker`] for the queue policy).
     pub fn generate(&mut self) {
-        match self.settings.job_spec(self.settings.steps) {
+        match self.settings.job(self.settings.steps) {
             Ok(spec) => {
                 let job = self.worker.submit(spec.clone());
                 self.session.start_job(job, spec);
             }
-            Err(e) => self.session.error = Some(crate::cli::one_line(&e)),
+            Err(e) => self.session.error = Some(wording::one_line(&e)),
         }
     }
 
@@ -226,7 +238,7 @@ impl GuiApp {
                 Some(p) => data.write(kind, &p).map(|()| p),
                 None => data.write_into(kind, &dir),
             }
-            .map_err(|e| crate::cli::one_line(&e));
+            .map_err(|e| wording::one_line(&e));
             let _ = tx.send(ExportOutcome { kind, result });
             notify();
         });

@@ -1,12 +1,11 @@
 //! UI state: the persisted settings and the live session (what the worker reported for
 //! the current job). Plain data, no egui and no candle, so it is easy to test.
 
-use super::worker::{
-    Comparison, ComplexitySetup, Event, JobId, JobSpec, ModelInfo, Side, SideResult,
-};
-use crate::complexity::{ComplexityBudget, ScorerKind};
+use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
+use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
+use crate::job::{self, Job, defaults};
 use crate::model::{HubModel, ModelSource};
-use crate::sampler::{EarlyStop, SchedulerKind, StepRecord};
+use crate::sampler::{Method, SchedulerKind, StepRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -242,26 +241,27 @@ impl Default for Settings {
         } else {
             "a watercolor painting of a lighthouse on a cliff at sunset"
         };
+        let scoring = Scoring::default();
         Self {
             prompt: prompt.into(),
             negative: String::new(),
             model,
-            scheduler: SchedulerKind::Ddim,
-            steps: 50,
-            guidance: 7.5,
-            seed: 42,
+            scheduler: defaults::SCHEDULER,
+            steps: defaults::STEPS,
+            guidance: defaults::GUIDANCE,
+            seed: defaults::SEED,
             custom_size: false,
             width: 512,
             height: 512,
-            delta: 0.01,
-            max_skips: 4,
+            delta: defaults::DELTA,
+            max_skips: defaults::MAX_SKIPS,
             early_stop: false,
-            early_stop_tau: 0.03,
+            early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
-            scorer: ScorerKind::Heuristic,
-            ollama_url: crate::complexity::ollama::DEFAULT_URL.into(),
-            ollama_model: crate::complexity::ollama::DEFAULT_MODEL.into(),
-            scale_policy: false,
+            scorer: scoring.scorer,
+            ollama_url: scoring.ollama_url,
+            ollama_model: scoring.ollama_model,
+            scale_policy: scoring.scale_policy,
             auto_rerun: true,
             force_cpu: false,
             view: ViewMode::SideBySide,
@@ -279,34 +279,33 @@ fn default_export_dir() -> PathBuf {
 }
 
 impl Settings {
-    /// The job these settings describe (with `steps` as the budget).
-    pub fn job_spec(&self, steps: usize) -> anyhow::Result<JobSpec> {
-        let spec = JobSpec {
-            model: self.model.source()?,
-            force_cpu: self.force_cpu,
-            prompt: self.prompt.clone(),
-            negative: self.negative.clone(),
-            scheduler: self.scheduler,
-            steps,
-            guidance: self.guidance,
-            seed: self.seed,
-            width: self.custom_size.then_some(self.width),
-            height: self.custom_size.then_some(self.height),
+    /// The job these settings describe (with `steps` as the budget), validated.
+    pub fn job(&self, steps: usize) -> anyhow::Result<Job> {
+        let mut job = Job::new(self.model.source()?, self.prompt.clone());
+        job.force_cpu = self.force_cpu;
+        job.negative = self.negative.clone();
+        job.scheduler = self.scheduler;
+        job.steps = steps;
+        job.guidance = self.guidance;
+        job.seed = self.seed;
+        job.width = self.custom_size.then_some(self.width);
+        job.height = self.custom_size.then_some(self.height);
+        job.method = Method::Adaptive {
             delta: self.delta,
             max_skips: self.max_skips,
-            early_stop: self.early_stop.then_some(EarlyStop {
-                tau: self.early_stop_tau,
-                ..EarlyStop::default()
-            }),
-            complexity: self.complexity_budget.then(|| ComplexitySetup {
-                scorer: self.scorer,
-                ollama_url: self.ollama_url.clone(),
-                ollama_model: self.ollama_model.clone(),
-                scale_policy: self.scale_policy,
-            }),
         };
-        spec.validate()?;
-        Ok(spec)
+        job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
+        job.budget = self.complexity_budget.then(|| Scoring {
+            scorer: self.scorer,
+            ollama_url: self.ollama_url.clone(),
+            ollama_model: self.ollama_model.clone(),
+            scale_policy: self.scale_policy,
+            ..Scoring::default()
+        });
+        // The app truncates with a visible note rather than refusing to run.
+        job.truncate = true;
+        job.validate()?;
+        Ok(job)
     }
 }
 
@@ -444,7 +443,7 @@ pub struct Session {
     /// still computing the very baseline the current job needs.
     pub baseline_job: Option<JobId>,
     /// The current job's settings.
-    pub spec: Option<JobSpec>,
+    pub spec: Option<Job>,
     /// Phase.
     pub phase: Phase,
     /// Baseline side.
@@ -498,7 +497,7 @@ impl Session {
 
     /// A new job was submitted. When the previous job is still computing the same
     /// baseline, its baseline keeps being shown (the worker lets it finish).
-    pub fn start_job(&mut self, job: JobId, spec: JobSpec) {
+    pub fn start_job(&mut self, job: JobId, spec: Job) {
         let same_baseline = self
             .spec
             .as_ref()
@@ -716,13 +715,13 @@ mod tests {
     use super::*;
     use crate::sampler::{Decision, RunTrace};
 
-    fn spec(delta: f64) -> JobSpec {
+    fn spec(delta: f64) -> Job {
         Settings {
             model: ModelChoice::Local("m".into()),
             delta,
             ..Settings::default()
         }
-        .job_spec(10)
+        .job(10)
         .unwrap()
     }
 
@@ -748,12 +747,10 @@ mod tests {
             side,
             image: image::RgbImage::new(2, 2),
             trace: RunTrace {
-                mode: side.name().into(),
+                method: Method::Baseline,
                 scheduler: "ddim".into(),
                 budget: 10,
                 guidance: 7.5,
-                delta: None,
-                max_skips: None,
                 early_stop: None,
                 stopped_early_at: None,
                 unet_calls: 10,

@@ -1,7 +1,6 @@
-//! The background worker: one thread owns the device and the loaded model, takes
-//! [`Command`]s over a crossbeam channel and streams [`Event`]s back, each tagged with the
-//! [`JobId`] it belongs to. The UI never touches candle: events carry plain data (RGB
-//! images, [`StepRecord`]s, strings).
+//! The background worker: a thread, a queue and a cache. One thread owns the device and the
+//! loaded model, takes [`Command`]s over a crossbeam channel and streams [`Event`]s back
+//! (the protocol is [`super::protocol`]), each tagged with the [`JobId`] it belongs to.
 //!
 //! Queue policy: a new `Generate` while a job runs supersedes it. The running job stops at
 //! the next step boundary — except when it is still computing the very baseline the new job
@@ -10,455 +9,24 @@
 //! skipped, and the new job starts with a cache hit. Baselines are cached by those settings,
 //! so moving δ or C_max re-runs only the adaptive side.
 
-use crate::complexity::{ComplexityBudget, ComplexityEngine, ScorerKind, ScoringArgs};
+use super::hub_poll::DownloadPoller;
+use super::protocol::{Command, Event, JobId, ModelInfo, Side, SideResult};
+use super::worker_stats::{StatsSnapshot, WorkerStats};
+use crate::complexity::{ComplexityBudget, ComplexityEngine, Scoring};
+use crate::job::{BaselineKey, InputsKey, Job, ModelKey, Pass};
 use crate::model::ModelSource;
-use crate::pipeline::{self, LoadedModel, Prepared, Request};
-use crate::sampler::{
-    Cancelled, EarlyStop, RunTrace, SchedulerKind, SkipPolicy, StepEvent, StepRecord,
-};
+use crate::pipeline::{self, LoadedModel, Prepared};
+use crate::sampler::{Cancelled, StepEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use image::RgbImage;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Identifies one Generate request; every event carries the id of the job it belongs to.
-pub type JobId = u64;
-
 /// How many baselines the worker keeps.
 const BASELINE_CACHE: usize = 8;
-
-/// Everything one comparison needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
-    /// Where the weights come from.
-    pub model: ModelSource,
-    /// Stay on the CPU even when a GPU is available.
-    pub force_cpu: bool,
-    /// The prompt.
-    pub prompt: String,
-    /// The negative prompt ("" = none).
-    pub negative: String,
-    /// The scheduler.
-    pub scheduler: SchedulerKind,
-    /// The step budget.
-    pub steps: usize,
-    /// Classifier-free guidance scale.
-    pub guidance: f64,
-    /// Seed of the initial noise.
-    pub seed: u64,
-    /// Width in pixels (None: the model's native size).
-    pub width: Option<usize>,
-    /// Height in pixels (None: the model's native size).
-    pub height: Option<usize>,
-    /// δ of the adaptive side.
-    pub delta: f64,
-    /// C_max of the adaptive side.
-    pub max_skips: usize,
-    /// Early stop of the adaptive side.
-    pub early_stop: Option<EarlyStop>,
-    /// Take the adaptive side's step budget from the prompt's complexity (the baseline
-    /// keeps `steps`).
-    pub complexity: Option<ComplexitySetup>,
-}
-
-/// Which complexity scorer decides the adaptive step budget.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ComplexitySetup {
-    /// Heuristic (offline) or Ollama (falls back to the heuristic, visibly).
-    pub scorer: ScorerKind,
-    /// Ollama server.
-    pub ollama_url: String,
-    /// Ollama model.
-    pub ollama_model: String,
-    /// Also scale δ and C_max with the complexity level.
-    pub scale_policy: bool,
-}
-
-impl ComplexitySetup {
-    fn args(&self) -> ScoringArgs {
-        ScoringArgs {
-            scorer: self.scorer,
-            ollama_url: self.ollama_url.clone(),
-            ollama_model: self.ollama_model.clone(),
-            ollama_timeout: crate::complexity::ollama::DEFAULT_TIMEOUT_S,
-            budget_map: None,
-            scale_policy: self.scale_policy,
-        }
-    }
-}
-
-impl JobSpec {
-    /// The adaptive side's skip policy.
-    pub fn policy(&self) -> SkipPolicy {
-        SkipPolicy::Adaptive {
-            delta: self.delta,
-            max_skips: self.max_skips,
-        }
-    }
-
-    /// The key of the baseline this job needs.
-    pub fn baseline_key(&self) -> BaselineKey {
-        BaselineKey {
-            model: self.model_key(),
-            prompt: self.prompt.clone(),
-            negative: self.negative.clone(),
-            seed: self.seed,
-            scheduler: self.scheduler,
-            steps: self.steps,
-            guidance_bits: self.guidance.to_bits(),
-            width: self.width,
-            height: self.height,
-        }
-    }
-
-    fn model_key(&self) -> ModelKey {
-        ModelKey {
-            source: self.model.clone(),
-            force_cpu: self.force_cpu,
-        }
-    }
-
-    fn prepare_key(&self) -> PrepareKey {
-        PrepareKey {
-            model: self.model_key(),
-            prompt: self.prompt.clone(),
-            negative: self.negative.clone(),
-            guidance_bits: self.guidance.to_bits(),
-            seed: self.seed,
-            width: self.width,
-            height: self.height,
-        }
-    }
-
-    /// The pipeline request of this job.
-    pub fn request(&self) -> Request {
-        Request {
-            model: self.model.clone(),
-            prompt: self.prompt.clone(),
-            negative: self.negative.clone(),
-            scheduler: self.scheduler,
-            steps: self.steps,
-            guidance: self.guidance,
-            seed: self.seed,
-            width: self.width,
-            height: self.height,
-            policy: self.policy(),
-            early_stop: self.early_stop,
-            init_latents: None,
-            // The GUI truncates with a visible note rather than refusing to run.
-            truncate: true,
-            force_cpu: self.force_cpu,
-            dtype: None,
-            budget: None,
-        }
-    }
-
-    /// Check the settings before anything is sent to the worker.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.prompt.trim().is_empty() {
-            anyhow::bail!("the prompt is empty: describe the image to generate");
-        }
-        if self.steps == 0 {
-            anyhow::bail!("steps must be at least 1");
-        }
-        for (what, v) in [("width", self.width), ("height", self.height)] {
-            if let Some(v) = v
-                && (v == 0 || v % 8 != 0)
-            {
-                anyhow::bail!("{what} {v} is not a positive multiple of 8");
-            }
-        }
-        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
-            anyhow::bail!("guidance must be a finite number ≥ 0");
-        }
-        self.policy().validate()?;
-        if let Some(es) = &self.early_stop {
-            es.validate()?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ModelKey {
-    source: ModelSource,
-    force_cpu: bool,
-}
-
-/// What makes two baselines identical.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaselineKey {
-    model: ModelKey,
-    prompt: String,
-    negative: String,
-    seed: u64,
-    scheduler: SchedulerKind,
-    steps: usize,
-    guidance_bits: u64,
-    width: Option<usize>,
-    height: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PrepareKey {
-    model: ModelKey,
-    prompt: String,
-    negative: String,
-    guidance_bits: u64,
-    seed: u64,
-    width: Option<usize>,
-    height: Option<usize>,
-}
-
-/// Which pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    /// Every step calls the noise predictor.
-    Baseline,
-    /// Third-order step skipping.
-    Adaptive,
-}
-
-impl Side {
-    /// `"baseline"` or `"adaptive"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Side::Baseline => "baseline",
-            Side::Adaptive => "adaptive",
-        }
-    }
-}
-
-/// What the worker tells the UI about the loaded model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelInfo {
-    /// Where it came from.
-    pub origin: String,
-    /// Device, e.g. `Cpu` or `Cuda`.
-    pub device: String,
-    /// Load time, milliseconds.
-    pub load_ms: f64,
-    /// The model's native image size (width, height).
-    pub native_size: (usize, usize),
-    /// SDXL (two text encoders) or not.
-    pub sdxl: bool,
-}
-
-/// One finished side.
-#[derive(Debug, Clone)]
-pub struct SideResult {
-    /// Which side.
-    pub side: Side,
-    /// The decoded image.
-    pub image: RgbImage,
-    /// The run's trace.
-    pub trace: RunTrace,
-    /// VAE decode time, milliseconds.
-    pub decode_ms: f64,
-    /// Model origin.
-    pub model: String,
-}
-
-/// Adaptive vs baseline, computed on the worker once both sides are done.
-#[derive(Debug, Clone)]
-pub struct Comparison {
-    /// PSNR of the adaptive image against the baseline, dB.
-    pub psnr_db: f64,
-    /// SSIM of the adaptive image against the baseline (when the metric is available).
-    pub ssim: Option<f64>,
-    /// |adaptive − baseline| per channel.
-    pub diff: Arc<RgbImage>,
-}
-
-/// Commands to the worker.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Run a comparison; supersedes whatever runs.
-    Generate(JobId, Box<JobSpec>),
-    /// Stop this job at the next step boundary.
-    Cancel(JobId),
-    /// Stop the worker.
-    Shutdown,
-}
-
-/// Events from the worker, each tagged with its job.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// The job's model is being loaded (or downloaded).
-    Loading {
-        /// The job.
-        job: JobId,
-        /// The model being loaded.
-        model: String,
-    },
-    /// Download progress of a hub model, polled from the Hugging Face cache.
-    Download {
-        /// The job.
-        job: JobId,
-        /// Files of the model already in the cache.
-        files_done: usize,
-        /// Files the model needs.
-        files_total: usize,
-        /// Bytes in the repository's cache folder (finished and partial files).
-        bytes: u64,
-    },
-    /// The model is loaded.
-    ModelReady {
-        /// The job.
-        job: JobId,
-        /// About the model.
-        info: ModelInfo,
-    },
-    /// Something the user should know about the job (not an error).
-    Warning {
-        /// The job.
-        job: JobId,
-        /// The message.
-        message: String,
-    },
-    /// The prompt's complexity and the adaptive budget chosen from it.
-    Budget {
-        /// The job.
-        job: JobId,
-        /// Score, scorer (and any fallback) and budget.
-        budget: Box<ComplexityBudget>,
-    },
-    /// A side starts (from scratch, not from the cache).
-    Started {
-        /// The job.
-        job: JobId,
-        /// Which side.
-        side: Side,
-        /// The step budget.
-        budget: usize,
-    },
-    /// A side finished one step.
-    Step {
-        /// The job.
-        job: JobId,
-        /// Which side.
-        side: Side,
-        /// The step's numbers.
-        record: StepRecord,
-        /// A cheap preview of the predicted clean image, now and then.
-        preview: Option<Arc<RgbImage>>,
-    },
-    /// A side is done.
-    Finished {
-        /// The job.
-        job: JobId,
-        /// The result.
-        result: Arc<SideResult>,
-        /// Served from the baseline cache.
-        from_cache: bool,
-    },
-    /// Both sides are done; the quality numbers.
-    Compared {
-        /// The job.
-        job: JobId,
-        /// The numbers.
-        comparison: Comparison,
-    },
-    /// The job is complete.
-    Done {
-        /// The job.
-        job: JobId,
-    },
-    /// The job stopped early: cancelled, or superseded by a newer job.
-    Cancelled {
-        /// The job.
-        job: JobId,
-        /// Superseded by a newer Generate (rather than an explicit cancel).
-        superseded: bool,
-    },
-    /// The job failed.
-    Failed {
-        /// The job.
-        job: JobId,
-        /// What went wrong, on one line.
-        message: String,
-    },
-}
-
-impl Event {
-    /// The job an event belongs to.
-    pub fn job(&self) -> JobId {
-        match self {
-            Event::Loading { job, .. }
-            | Event::Download { job, .. }
-            | Event::ModelReady { job, .. }
-            | Event::Budget { job, .. }
-            | Event::Warning { job, .. }
-            | Event::Started { job, .. }
-            | Event::Step { job, .. }
-            | Event::Finished { job, .. }
-            | Event::Compared { job, .. }
-            | Event::Done { job }
-            | Event::Cancelled { job, .. }
-            | Event::Failed { job, .. } => *job,
-        }
-    }
-}
-
-/// Counters of what the worker actually ran (tests and the debug overlay read them).
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    jobs: AtomicUsize,
-    model_loads: AtomicUsize,
-    baseline_runs: AtomicUsize,
-    baseline_cache_hits: AtomicUsize,
-    adaptive_runs: AtomicUsize,
-    cancelled: AtomicUsize,
-    failed: AtomicUsize,
-    busy: AtomicBool,
-}
-
-/// A copy of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Generate commands started.
-    pub jobs: usize,
-    /// Models loaded.
-    pub model_loads: usize,
-    /// Baseline runs started (not counting cache hits).
-    pub baseline_runs: usize,
-    /// Baselines served from the cache.
-    pub baseline_cache_hits: usize,
-    /// Adaptive runs started.
-    pub adaptive_runs: usize,
-    /// Jobs cancelled or superseded.
-    pub cancelled: usize,
-    /// Jobs failed.
-    pub failed: usize,
-    /// A job is being processed right now.
-    pub busy: bool,
-}
-
-impl WorkerStats {
-    fn snapshot(&self) -> StatsSnapshot {
-        let g = |a: &AtomicUsize| a.load(Ordering::SeqCst);
-        StatsSnapshot {
-            jobs: g(&self.jobs),
-            model_loads: g(&self.model_loads),
-            baseline_runs: g(&self.baseline_runs),
-            baseline_cache_hits: g(&self.baseline_cache_hits),
-            adaptive_runs: g(&self.adaptive_runs),
-            cancelled: g(&self.cancelled),
-            failed: g(&self.failed),
-            busy: self.busy.load(Ordering::SeqCst),
-        }
-    }
-
-    fn inc(a: &AtomicUsize) {
-        a.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// The UI's handle on the worker thread.
 pub struct WorkerHandle {
@@ -502,7 +70,7 @@ impl WorkerHandle {
     }
 
     /// Submit a comparison; returns its id. A running job is superseded.
-    pub fn submit(&mut self, spec: JobSpec) -> JobId {
+    pub fn submit(&mut self, spec: Job) -> JobId {
         let job = self.next_job;
         self.next_job += 1;
         let _ = self.tx.send(Command::Generate(job, Box::new(spec)));
@@ -545,12 +113,12 @@ struct Worker {
     notify: Box<dyn Fn() + Send>,
     stats: Arc<WorkerStats>,
     model: Option<(ModelKey, LoadedModel)>,
-    prepared: Option<(PrepareKey, Prepared)>,
+    prepared: Option<(InputsKey, Prepared)>,
     baselines: VecDeque<(BaselineKey, Arc<SideResult>)>,
     /// A command that arrived while a job ran.
     pending: Option<Command>,
     warmed_up: bool,
-    scorer: Option<(ComplexitySetup, ComplexityEngine)>,
+    scorer: Option<(Scoring, ComplexityEngine)>,
 }
 
 /// Why a job stopped before the end.
@@ -567,30 +135,9 @@ struct Inbox {
     shutdown: bool,
 }
 
-/// Run the model at a lower scheduling priority than the UI (Linux: nice 10 for this
-/// thread and the compute threads it spawns, e.g. rayon's pool), so that the window keeps
-/// drawing while every core computes. `ADIFF_WORKER_NICE` overrides the value (0: off).
-fn lower_priority() {
-    let nice: i32 = std::env::var("ADIFF_WORKER_NICE")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(10);
-    #[cfg(target_os = "linux")]
-    if nice != 0 {
-        // SAFETY: setpriority has no memory-safety preconditions; on Linux, `who = 0` with
-        // PRIO_PROCESS applies to the calling thread only.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) };
-        if rc != 0 {
-            tracing::debug!("could not lower the worker's priority");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
-
 impl Worker {
     fn run(mut self) {
-        lower_priority();
+        super::thread_priority::lower_priority();
         loop {
             let cmd = match self.pending.take() {
                 Some(c) => c,
@@ -620,7 +167,7 @@ impl Worker {
                             WorkerStats::inc(&self.stats.failed);
                             self.send(Event::Failed {
                                 job,
-                                message: crate::cli::one_line(&e),
+                                message: super::wording::one_line(&e),
                             });
                         }
                         Err(panic) => {
@@ -714,78 +261,30 @@ impl Worker {
         inbox.cancel.then(|| Self::stop_from(&inbox))
     }
 
-    fn job(&mut self, job: JobId, spec: &JobSpec) -> anyhow::Result<Option<Stop>> {
+    fn job(&mut self, job: JobId, spec: &Job) -> anyhow::Result<Option<Stop>> {
         spec.validate()?;
         self.ensure_model(job, spec)?;
         if let Some(stop) = self.check(job) {
             return Ok(Some(stop));
         }
-        let mut req = spec.request();
-        if let Some(setup) = &spec.complexity {
-            let budget = self.complexity_budget(setup, spec)?;
-            self.send(Event::Budget {
-                job,
-                budget: Box::new(budget.clone()),
-            });
-            req.budget = Some(budget);
-            if let Some(stop) = self.check(job) {
-                return Ok(Some(stop));
-            }
-        }
-        let prep_key = spec.prepare_key();
-        if self.prepared.as_ref().is_none_or(|(k, _)| *k != prep_key) {
-            self.prepared = None;
-            let (_, model) = self.model.as_ref().expect("model loaded above");
-            let prepared = pipeline::prepare(model, &req)?;
-            for message in &prepared.warnings {
-                self.send(Event::Warning {
+        let budget = match &spec.budget {
+            Some(scoring) => {
+                let budget = self.complexity_budget(scoring, spec)?;
+                self.send(Event::Budget {
                     job,
-                    message: message.clone(),
+                    budget: Box::new(budget.clone()),
                 });
-            }
-            self.prepared = Some((prep_key, prepared));
-        }
-        if !self.warmed_up {
-            let (_, model) = self.model.as_ref().expect("model loaded above");
-            let (_, prepared) = self.prepared.as_ref().expect("prepared above");
-            pipeline::warm_up(model, &req, prepared)?;
-            self.warmed_up = true;
-        }
-
-        // Baseline: from the cache, or run it.
-        let key = spec.baseline_key();
-        let cached = self
-            .baselines
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, r)| r.clone());
-        let baseline = match cached {
-            Some(r) => {
-                WorkerStats::inc(&self.stats.baseline_cache_hits);
-                self.send(Event::Finished {
-                    job,
-                    result: r.clone(),
-                    from_cache: true,
-                });
-                r
-            }
-            None => {
-                WorkerStats::inc(&self.stats.baseline_runs);
-                match self.run_side(job, &req, Side::Baseline, SkipPolicy::Baseline, None, &key)? {
-                    Ok(r) => {
-                        self.baselines.retain(|(k, _)| *k != key);
-                        self.baselines.push_front((key.clone(), r.clone()));
-                        self.baselines.truncate(BASELINE_CACHE);
-                        self.send(Event::Finished {
-                            job,
-                            result: r.clone(),
-                            from_cache: false,
-                        });
-                        r
-                    }
-                    Err(stop) => return Ok(Some(stop)),
+                if let Some(stop) = self.check(job) {
+                    return Ok(Some(stop));
                 }
+                Some(budget)
             }
+            None => None,
+        };
+        self.prepare(job, spec)?;
+        let baseline = match self.baseline(job, spec)? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Some(stop)),
         };
         // A newer job that arrived during the baseline (and let it finish) takes over now.
         if let Some(Command::Generate(..)) = &self.pending {
@@ -794,46 +293,104 @@ impl Worker {
         if let Some(stop) = self.check(job) {
             return Ok(Some(stop));
         }
-
         WorkerStats::inc(&self.stats.adaptive_runs);
-        let policy = match &req.budget {
-            Some(b) => b.budget.policy(),
-            None => spec.policy(),
+        let pass = spec.method_pass(budget.as_ref());
+        let adaptive = match self.run_side(job, spec, Side::Adaptive, &pass)? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Some(stop)),
         };
-        let adaptive =
-            match self.run_side(job, &req, Side::Adaptive, policy, spec.early_stop, &key)? {
-                Ok(r) => r,
-                Err(stop) => return Ok(Some(stop)),
-            };
         self.send(Event::Finished {
             job,
             result: adaptive.clone(),
             from_cache: false,
         });
-        let comparison = compare(&baseline.image, &adaptive.image)?;
+        let comparison = super::quality::compare(&baseline.image, &adaptive.image)?;
         self.send(Event::Compared { job, comparison });
         Ok(None)
     }
 
-    /// Score the prompt and choose the adaptive budget (scorer verdicts are cached).
-    fn complexity_budget(
-        &mut self,
-        setup: &ComplexitySetup,
-        spec: &JobSpec,
-    ) -> anyhow::Result<ComplexityBudget> {
-        let args = setup.args();
-        if self.scorer.as_ref().is_none_or(|(s, _)| s != setup) {
-            self.scorer = Some((setup.clone(), args.engine()?));
+    /// Encode the prompt and make the initial noise, unless the last job's are the same;
+    /// warm the model up once.
+    fn prepare(&mut self, job: JobId, spec: &Job) -> anyhow::Result<()> {
+        let key = spec.inputs_key();
+        let (_, model) = self.model.as_ref().expect("model loaded before");
+        if self.prepared.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.prepared = None;
+            let prepared = pipeline::prepare(model, spec)?;
+            for w in &prepared.warnings {
+                let message = super::wording::one_line(&anyhow::Error::new(w.clone()));
+                self.send(Event::Warning { job, message });
+            }
+            self.prepared = Some((key, prepared));
         }
-        let (_, engine) = self.scorer.as_ref().expect("set above");
-        let complexity = engine.score(&spec.prompt);
-        let budget = args
-            .mapping()?
-            .decide(complexity.score, spec.steps, spec.policy());
-        Ok(ComplexityBudget { complexity, budget })
+        if !self.warmed_up {
+            let (_, model) = self.model.as_ref().expect("model loaded before");
+            let (_, prepared) = self.prepared.as_ref().expect("prepared above");
+            pipeline::warm_up(model, spec, prepared)?;
+            self.warmed_up = true;
+        }
+        Ok(())
     }
 
-    fn ensure_model(&mut self, job: JobId, spec: &JobSpec) -> anyhow::Result<()> {
+    /// The job's baseline: from the cache, or run (and cached); the inner `Err` is a stop.
+    fn baseline(
+        &mut self,
+        job: JobId,
+        spec: &Job,
+    ) -> anyhow::Result<Result<Arc<SideResult>, Stop>> {
+        let key = spec.baseline_key();
+        let cached = self
+            .baselines
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone());
+        if let Some(r) = cached {
+            WorkerStats::inc(&self.stats.baseline_cache_hits);
+            self.send(Event::Finished {
+                job,
+                result: r.clone(),
+                from_cache: true,
+            });
+            return Ok(Ok(r));
+        }
+        WorkerStats::inc(&self.stats.baseline_runs);
+        let r = match self.run_side(job, spec, Side::Baseline, &spec.baseline_pass())? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        self.baselines.retain(|(k, _)| *k != key);
+        self.baselines.push_front((key, r.clone()));
+        self.baselines.truncate(BASELINE_CACHE);
+        self.send(Event::Finished {
+            job,
+            result: r.clone(),
+            from_cache: false,
+        });
+        Ok(Ok(r))
+    }
+
+    /// Score the prompt and choose the method's budget (the engine, and so the scorer's
+    /// verdicts, are kept while the scoring settings stay the same).
+    fn complexity_budget(
+        &mut self,
+        scoring: &Scoring,
+        spec: &Job,
+    ) -> anyhow::Result<ComplexityBudget> {
+        if self.scorer.as_ref().is_none_or(|(s, _)| s != scoring) {
+            self.scorer = Some((scoring.clone(), scoring.engine()?));
+        }
+        let (_, engine) = self.scorer.as_ref().expect("set above");
+        let map = scoring.mapping()?;
+        Ok(Scoring::decide(
+            engine,
+            &map,
+            &spec.prompt,
+            spec.steps,
+            spec.method,
+        ))
+    }
+
+    fn ensure_model(&mut self, job: JobId, spec: &Job) -> anyhow::Result<()> {
         let key = spec.model_key();
         if self.model.as_ref().is_some_and(|(k, _)| *k == key) {
             return Ok(());
@@ -856,7 +413,7 @@ impl Worker {
             )),
             ModelSource::Local(_) => None,
         };
-        let loaded = pipeline::load_model(&spec.model, spec.force_cpu, None);
+        let loaded = pipeline::load_job_model(spec);
         drop(poller);
         let model = loaded?;
         if let Some(note) = &model.device_note {
@@ -882,18 +439,17 @@ impl Worker {
     fn run_side(
         &mut self,
         job: JobId,
-        req: &Request,
+        spec: &Job,
         side: Side,
-        policy: SkipPolicy,
-        early_stop: Option<EarlyStop>,
-        baseline_key: &BaselineKey,
+        pass: &Pass,
     ) -> anyhow::Result<Result<Arc<SideResult>, Stop>> {
+        let baseline_key: BaselineKey = spec.baseline_key();
         let (_, model) = self.model.as_ref().expect("model loaded");
         let (_, prepared) = self.prepared.as_ref().expect("prepared");
         self.send(Event::Started {
             job,
             side,
-            budget: req.steps_for(&policy),
+            budget: pass.steps,
         });
         let sdxl = model.sd.family() == crate::model::Family::Sdxl;
         let rx = &self.rx;
@@ -931,14 +487,14 @@ impl Worker {
             let keep_going = side == Side::Baseline
                 && inbox.superseded
                 && !inbox.shutdown
-                && matches!(&*pending, Some(Command::Generate(_, s)) if s.baseline_key() == *baseline_key);
+                && matches!(&*pending, Some(Command::Generate(_, s)) if s.baseline_key() == baseline_key);
             if inbox.cancel && !keep_going {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         };
-        let out = pipeline::generate(model, req, prepared, policy, early_stop, &mut observe);
+        let out = pipeline::generate(model, spec, prepared, pass, &mut observe);
         match out {
             Ok(g) => Ok(Ok(Arc::new(SideResult {
                 side,
@@ -953,141 +509,15 @@ impl Worker {
     }
 }
 
-/// PSNR (and SSIM when the metric exists) plus the difference image.
-fn compare(baseline: &RgbImage, adaptive: &RgbImage) -> anyhow::Result<Comparison> {
-    let psnr_db = crate::metrics::psnr(adaptive, baseline)?;
-    let ssim = ssim(adaptive, baseline);
-    let diff = RgbImage::from_fn(baseline.width(), baseline.height(), |x, y| {
-        let a = adaptive.get_pixel(x, y).0;
-        let b = baseline.get_pixel(x, y).0;
-        image::Rgb([
-            a[0].abs_diff(b[0]),
-            a[1].abs_diff(b[1]),
-            a[2].abs_diff(b[2]),
-        ])
-    });
-    Ok(Comparison {
-        psnr_db,
-        ssim,
-        diff: Arc::new(diff),
-    })
-}
-
-/// SSIM of the adaptive image against the baseline (`None` when it cannot be computed,
-/// e.g. for images smaller than the 11×11 window).
-fn ssim(adaptive: &RgbImage, baseline: &RgbImage) -> Option<f64> {
-    crate::metrics::ssim(adaptive, baseline).ok()
-}
-
-/// Polls the Hugging Face cache folder of a hub model while it downloads.
-struct DownloadPoller {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl DownloadPoller {
-    fn start(model: crate::model::HubModel, job: JobId, tx: Sender<Event>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("adiff-download-poll".into())
-            .spawn(move || {
-                let Ok(cache_dir) = crate::model::HubOptions::default().resolved_cache_dir() else {
-                    return;
-                };
-                let files = model.files();
-                let repo_dir: PathBuf =
-                    cache_dir.join(format!("models--{}", model.repo().replace('/', "--")));
-                let cache = hf_hub::Cache::new(cache_dir);
-                let cached = cache.model(model.repo().to_string());
-                while !flag.load(Ordering::SeqCst) {
-                    let files_done = files.iter().filter(|f| cached.get(f).is_some()).count();
-                    let bytes = dir_size(&repo_dir.join("blobs"));
-                    if tx
-                        .send(Event::Download {
-                            job,
-                            files_done,
-                            files_total: files.len(),
-                            bytes,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-            })
-            .ok();
-        Self { stop, thread }
-    }
-}
-
-impl Drop for DownloadPoller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec() -> JobSpec {
-        JobSpec {
-            model: ModelSource::Local("x".into()),
-            force_cpu: true,
-            prompt: "a fox".into(),
-            negative: String::new(),
-            scheduler: SchedulerKind::Ddim,
-            steps: 10,
-            guidance: 7.5,
-            seed: 1,
-            width: None,
-            height: None,
-            delta: 0.01,
-            max_skips: 4,
-            early_stop: None,
-            complexity: None,
-        }
-    }
-
-    #[test]
-    fn baseline_key_ignores_adaptive_settings_only() {
-        let a = spec();
-        let mut b = a.clone();
-        b.delta = 0.05;
-        b.max_skips = 2;
-        b.early_stop = Some(EarlyStop::default());
-        assert_eq!(a.baseline_key(), b.baseline_key());
-        for change in [
-            |s: &mut JobSpec| s.seed += 1,
-            |s: &mut JobSpec| s.steps += 1,
-            |s: &mut JobSpec| s.guidance += 0.5,
-            |s: &mut JobSpec| s.prompt.push('!'),
-            |s: &mut JobSpec| s.negative.push('x'),
-            |s: &mut JobSpec| s.scheduler = SchedulerKind::Euler,
-            |s: &mut JobSpec| s.width = Some(64),
-            |s: &mut JobSpec| s.model = ModelSource::Local("y".into()),
-        ] {
-            let mut c = a.clone();
-            change(&mut c);
-            assert_ne!(a.baseline_key(), c.baseline_key(), "{c:?}");
-        }
+    fn spec() -> Job {
+        let mut j = Job::new(ModelSource::Local("x".into()), "a fox");
+        j.force_cpu = true;
+        j.steps = 10;
+        j
     }
 
     #[test]
@@ -1123,25 +553,6 @@ mod tests {
         cmd_tx.send(Command::Cancel(1)).unwrap();
         assert!(Worker::poll_inbox(&cmd_rx, &ev_tx, &stats, &mut pending, 1).cancel);
         assert_eq!(stats.snapshot().cancelled, 2);
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let mut s = spec();
-        s.prompt = "  ".into();
-        assert!(s.validate().unwrap_err().to_string().contains("prompt"));
-        let mut s = spec();
-        s.width = Some(65);
-        assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("multiple of 8")
-        );
-        let mut s = spec();
-        s.max_skips = 0;
-        assert!(s.validate().is_err());
-        assert!(spec().validate().is_ok());
     }
 
     #[test]

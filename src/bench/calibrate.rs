@@ -13,10 +13,10 @@
 
 use super::prompts::BenchPrompt;
 use super::records::csv_field;
-use crate::complexity::{BudgetLevel, BudgetMap, ScoringArgs, warn_fallback};
-use crate::model::ModelSource;
-use crate::pipeline::{self, Request};
-use crate::sampler::{SchedulerKind, SkipPolicy};
+use crate::complexity::{BudgetLevel, BudgetMap, Scoring};
+use crate::job::{Job, Pass};
+use crate::pipeline;
+use crate::sampler::Method;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
@@ -25,24 +25,13 @@ use std::path::PathBuf;
 /// A validated calibration request.
 #[derive(Debug, Clone)]
 pub struct CalibrateOptions {
+    /// What every run shares: model, device, scheduler, full-step baseline steps,
+    /// guidance, negative prompt, size, truncation. Prompt, seed and method vary per run.
+    pub job: Job,
     /// The prompts.
     pub prompts: Vec<BenchPrompt>,
-    /// The model.
-    pub model: ModelSource,
-    /// The scheduler.
-    pub scheduler: SchedulerKind,
     /// Seeds.
     pub seeds: Vec<u64>,
-    /// Full-step baseline steps.
-    pub steps: usize,
-    /// Guidance.
-    pub guidance: f64,
-    /// Negative prompt.
-    pub negative: String,
-    /// Width.
-    pub width: Option<usize>,
-    /// Height.
-    pub height: Option<usize>,
     /// C_max.
     pub max_skips: usize,
     /// PSNR target, dB.
@@ -54,11 +43,7 @@ pub struct CalibrateOptions {
     /// Budget grid, ascending.
     pub budgets: Vec<usize>,
     /// Scorer and mapping.
-    pub scoring: ScoringArgs,
-    /// Truncate long prompts.
-    pub truncate: bool,
-    /// Stay on the CPU.
-    pub force_cpu: bool,
+    pub scoring: Scoring,
     /// Output folder.
     pub out: PathBuf,
     /// Draw a progress bar.
@@ -230,76 +215,59 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let engine = opts.scoring.engine()?;
     let base_map = opts.scoring.mapping()?;
-    let model = pipeline::load_model(&opts.model, opts.force_cpu, None)?;
-    model.print_device_note();
-    let per_sample = 1 + opts.deltas.len() + opts.budgets.len();
-    let bar =
-        indicatif::ProgressBar::new((opts.prompts.len() * opts.seeds.len() * per_sample) as u64);
-    if opts.progress {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "calibrate [{bar:30}] {pos}/{len} runs (at most), {elapsed} elapsed, ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let model = pipeline::load_job_model(&opts.job)?;
+    if let Some(note) = &model.device_note {
+        eprintln!("adiff: {note}");
     }
+    let steps = opts.job.steps;
+    let per_sample = 1 + opts.deltas.len() + opts.budgets.len();
+    let bar = crate::progress::bar(
+        (opts.prompts.len() * opts.seeds.len() * per_sample) as u64,
+        "calibrate [{bar:30}] {pos}/{len} runs (at most), {elapsed} elapsed, ETA {eta}",
+        opts.progress,
+    );
     let mut samples = Vec::new();
     let mut warned = false;
     for (pi, p) in opts.prompts.iter().enumerate() {
         let c = engine.score(&p.text);
-        if !warned && c.fallback.is_some() {
-            warn_fallback(&c);
+        if let Some(why) = c.fallback.as_ref().filter(|_| !warned) {
+            eprintln!("warning: {why}; using the heuristic scorer");
             warned = true;
         }
         let level = base_map.level_of(c.score) + 1;
         for &seed in &opts.seeds {
-            let req = Request {
-                model: opts.model.clone(),
+            let job = Job {
                 prompt: p.text.clone(),
-                negative: opts.negative.clone(),
-                scheduler: opts.scheduler,
-                steps: opts.steps,
-                guidance: opts.guidance,
                 seed,
-                width: opts.width,
-                height: opts.height,
-                policy: SkipPolicy::Baseline,
-                early_stop: None,
-                init_latents: None,
-                truncate: opts.truncate,
-                force_cpu: opts.force_cpu,
-                dtype: None,
-                budget: None,
+                ..opts.job.clone()
             };
-            let prepared = pipeline::prepare(&model, &req)
+            let prepared = pipeline::prepare(&model, &job)
                 .with_context(|| format!("prompt #{pi} ({}): \"{}\"", p.origin, p.text))?;
             let mut quiet = |_: crate::sampler::StepEvent<'_>| ControlFlow::Continue(());
-            let base = pipeline::generate(
-                &model,
-                &req,
-                &prepared,
-                SkipPolicy::Baseline,
-                None,
-                &mut quiet,
-            )?;
+            let mut run = |method: Method, steps: usize| {
+                let pass = Pass {
+                    method,
+                    steps,
+                    early_stop: None,
+                };
+                pipeline::generate(&model, &job, &prepared, &pass, &mut quiet)
+            };
+            let base = run(Method::Baseline, steps)?;
             bar.inc(1);
             let mut delta_probes = Vec::new();
             let mut largest_delta = None;
             for &d in &opts.deltas {
-                let policy = SkipPolicy::Adaptive {
+                let method = Method::Adaptive {
                     delta: d,
                     max_skips: opts.max_skips,
                 };
-                let g = pipeline::generate(&model, &req, &prepared, policy, None, &mut quiet)?;
+                let g = run(method, steps)?;
                 bar.inc(1);
                 let pr = probe(
                     crate::metrics::psnr(&g.image, &base.image)?,
                     opts.psnr_target,
                     d,
-                    opts.steps,
+                    steps,
                     g.trace.unet_calls,
                 );
                 let passes = pr.passes;
@@ -309,24 +277,20 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                 }
                 largest_delta = Some(d);
             }
-            let policy = SkipPolicy::Adaptive {
+            let method = Method::Adaptive {
                 delta: opts.delta,
                 max_skips: opts.max_skips,
             };
             let mut budget_probes = Vec::new();
-            let mut min_budget = opts.steps;
+            let mut min_budget = steps;
             let mut full_budget_passes = false;
             let mut budgets: Vec<usize> = opts.budgets.clone();
-            if !budgets.contains(&opts.steps) {
-                budgets.push(opts.steps);
+            if !budgets.contains(&steps) {
+                budgets.push(steps);
             }
             budgets.sort_unstable_by(|a, b| b.cmp(a));
             for &b in &budgets {
-                let r = Request {
-                    steps: b,
-                    ..req.clone()
-                };
-                let g = pipeline::generate(&model, &r, &prepared, policy, None, &mut quiet)?;
+                let g = run(method, b)?;
                 bar.inc(1);
                 let pr = probe(
                     crate::metrics::psnr(&g.image, &base.image)?,
@@ -340,7 +304,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                 if !passes {
                     break;
                 }
-                if b == opts.steps {
+                if b == steps {
                     full_budget_passes = true;
                 }
                 min_budget = b;
@@ -360,7 +324,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
         }
     }
     bar.finish_and_clear();
-    let (map, levels) = fit_mapping(&base_map, &samples, opts.steps, opts.delta);
+    let (map, levels) = fit_mapping(&base_map, &samples, steps, opts.delta);
     map.validate()
         .context("the fitted budget mapping is invalid")?;
     let mut ld: Vec<f64> = samples.iter().filter_map(|s| s.largest_delta).collect();
@@ -371,8 +335,8 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
         command: super::command_line(),
         created_utc: super::utc_now(),
         model: model.origin.clone(),
-        scheduler: opts.scheduler.name().into(),
-        steps: opts.steps,
+        scheduler: opts.job.scheduler.name().into(),
+        steps,
         psnr_target: opts.psnr_target,
         delta: opts.delta,
         scorer: opts.scoring.scorer.name().into(),

@@ -392,7 +392,10 @@ fn cell_rgb(c: char) -> [u8; 3] {
 type HeatRow = (String, Vec<[u8; 3]>);
 
 fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
-    let mut adaptive: Vec<&RunRow> = rows.iter().filter(|r| r.mode == "adaptive").collect();
+    let mut adaptive: Vec<&RunRow> = rows
+        .iter()
+        .filter(|r| r.mode == crate::sampler::MethodKind::Adaptive)
+        .collect();
     let mut sch_order: Vec<&str> = Vec::new();
     for r in &adaptive {
         if !sch_order.contains(&r.scheduler.as_str()) {

@@ -2,6 +2,7 @@
 //! interrupted benchmark loses nothing and `--resume` continues it. Reports are computed
 //! from this file alone.
 
+use crate::sampler::MethodKind;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -27,8 +28,8 @@ pub struct RunRow {
     pub scheduler: String,
     /// `baseline`, `budget` (the complexity budget without skipping) or `delta=…`.
     pub setting: String,
-    /// `baseline` or `adaptive`.
-    pub mode: String,
+    /// The kind of method (`baseline`, `adaptive`).
+    pub mode: MethodKind,
     /// δ of an adaptive run.
     pub delta: Option<f64>,
     /// C_max of an adaptive run.
@@ -138,7 +139,7 @@ impl RunRow {
             self.seed.to_string(),
             self.scheduler.clone(),
             self.setting.clone(),
-            self.mode.clone(),
+            self.mode.name().to_string(),
             optf(self.delta),
             opt(&self.max_skips),
             self.early_stop.to_string(),
@@ -215,7 +216,7 @@ impl RunRow {
             seed: parse(req("seed")?, "seed", line)?,
             scheduler: req("scheduler")?.to_string(),
             setting: req("setting")?.to_string(),
-            mode: req("mode")?.to_string(),
+            mode: parse(req("mode")?, "mode", line)?,
             delta: optp("delta")?,
             max_skips: optu("max_skips")?,
             early_stop: parse(req("early_stop")?, "early_stop", line)?,
@@ -367,7 +368,7 @@ mod tests {
             seed: 42,
             scheduler: "ddim".into(),
             setting: "delta=0.01".into(),
-            mode: "adaptive".into(),
+            mode: MethodKind::Adaptive,
             delta: Some(0.01),
             max_skips: Some(4),
             early_stop: false,

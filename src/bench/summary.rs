@@ -3,6 +3,7 @@
 //! of the rows, so a report can always be rebuilt from `runs.csv`.
 
 use super::records::RunRow;
+use crate::sampler::MethodKind;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -56,8 +57,8 @@ pub struct GroupSummary {
     pub scheduler: String,
     /// `baseline`, `budget` or `delta=…`.
     pub setting: String,
-    /// `baseline` or `adaptive`.
-    pub mode: String,
+    /// The kind of method (`baseline`, `adaptive`).
+    pub mode: MethodKind,
     /// Nominal δ of the setting.
     pub delta: Option<f64>,
     /// C_max.
@@ -167,7 +168,7 @@ pub fn summarize(rows: &[RunRow]) -> Vec<GroupSummary> {
             GroupSummary {
                 scheduler: key.0.clone(),
                 setting: key.1.clone(),
-                mode: first.mode.clone(),
+                mode: first.mode,
                 delta: first.delta,
                 max_skips: first.max_skips,
                 runs: rs.len(),
@@ -278,11 +279,10 @@ mod tests {
             scheduler: "ddim".into(),
             setting: setting.into(),
             mode: if delta.is_some() {
-                "adaptive"
+                MethodKind::Adaptive
             } else {
-                "baseline"
-            }
-            .into(),
+                MethodKind::Baseline
+            },
             delta,
             max_skips: delta.map(|_| 4),
             early_stop: false,

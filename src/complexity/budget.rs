@@ -7,8 +7,9 @@
 //! shifts C_max: simple prompts may skip more, complex ones less.
 
 use super::engine::Complexity;
-use crate::sampler::SkipPolicy;
-use anyhow::{Context, Result, bail};
+use crate::field::{Field, FieldError, NAME};
+use crate::sampler::Method;
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -93,11 +94,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The skip policy of the adaptive run.
-    pub fn policy(&self) -> SkipPolicy {
+    /// The method of the adaptive run.
+    pub fn method(&self) -> Method {
         match (self.delta, self.max_skips) {
-            (Some(delta), Some(max_skips)) => SkipPolicy::Adaptive { delta, max_skips },
-            _ => SkipPolicy::Baseline,
+            (Some(delta), Some(max_skips)) => Method::Adaptive { delta, max_skips },
+            _ => Method::Baseline,
         }
     }
 }
@@ -115,16 +116,17 @@ pub struct ComplexityBudget {
 impl BudgetMap {
     /// Read a mapping from a JSON file and check it.
     pub fn from_file(path: &Path) -> Result<Self> {
+        let field = |problem: String| FieldError::new(Field::BudgetMap, problem);
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --budget-map {}", path.display()))?;
-        let map: Self = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "--budget-map {} is not a budget mapping (JSON with reference_steps, min_steps, max_steps, levels)",
+            .map_err(|e| field(format!("cannot read {NAME} {}: {e}", path.display())))?;
+        let map: Self = serde_json::from_str(&text).map_err(|e| {
+            field(format!(
+                "{} is not a budget mapping (JSON with reference_steps, min_steps, max_steps, levels): {e}",
                 path.display()
-            )
+            ))
         })?;
         map.validate()
-            .with_context(|| format!("--budget-map {}", path.display()))?;
+            .map_err(|e| field(format!("{}: {e}", path.display())))?;
         Ok(map)
     }
 
@@ -202,8 +204,8 @@ impl BudgetMap {
     }
 
     /// The budget for a score, relative to the fixed budget `baseline_steps`, from the
-    /// adaptive policy given on the command line.
-    pub fn decide(&self, score: f64, baseline_steps: usize, policy: SkipPolicy) -> Budget {
+    /// adaptive method the job asked for.
+    pub fn decide(&self, score: f64, baseline_steps: usize, method: Method) -> Budget {
         let i = self.level_of(score);
         let level = &self.levels[i];
         let lo = self
@@ -213,13 +215,13 @@ impl BudgetMap {
             .scale(self.max_steps, baseline_steps)
             .clamp(lo, baseline_steps.max(lo));
         let steps = self.scale(level.steps, baseline_steps).clamp(lo, hi);
-        let (delta, max_skips) = match policy {
-            SkipPolicy::Adaptive { delta, max_skips } if self.scale_policy => (
+        let (delta, max_skips) = match method {
+            Method::Adaptive { delta, max_skips } if self.scale_policy => (
                 Some(delta * level.delta_scale),
                 Some((max_skips as i64 + i64::from(level.max_skips_offset)).max(1) as usize),
             ),
-            SkipPolicy::Adaptive { delta, max_skips } => (Some(delta), Some(max_skips)),
-            SkipPolicy::Baseline => (None, None),
+            Method::Adaptive { delta, max_skips } => (Some(delta), Some(max_skips)),
+            Method::Baseline => (None, None),
         };
         Budget {
             level: i + 1,
@@ -248,7 +250,7 @@ mod tests {
     fn reference_levels_at_50_and_scaled() {
         let m = BudgetMap::default();
         m.validate().unwrap();
-        let p = SkipPolicy::DEFAULT_ADAPTIVE;
+        let p = crate::job::defaults::ADAPTIVE;
         let steps: Vec<usize> = [0.0, 0.2, 0.45, 0.7, 1.0]
             .iter()
             .map(|&s| m.decide(s, 50, p).steps)
@@ -275,15 +277,15 @@ mod tests {
             scale_policy: true,
             ..BudgetMap::default()
         };
-        let p = SkipPolicy::DEFAULT_ADAPTIVE;
+        let p = crate::job::defaults::ADAPTIVE;
         let lo = m.decide(0.0, 50, p);
         let hi = m.decide(0.9, 50, p);
         assert_eq!(lo.max_skips, Some(5));
         assert_eq!(hi.max_skips, Some(3));
         assert!(lo.delta.unwrap() > 0.01 && hi.delta.unwrap() < 0.01);
         assert!(matches!(
-            hi.policy(),
-            SkipPolicy::Adaptive { delta, max_skips: 3 } if (delta - 0.007).abs() < 1e-12
+            hi.method(),
+            Method::Adaptive { delta, max_skips: 3 } if (delta - 0.007).abs() < 1e-12
         ));
 
         let mut bad = BudgetMap::default();

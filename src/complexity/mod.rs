@@ -18,20 +18,20 @@
 //! the prompt as a quoted JSON string, and the LLM's factors are kept within a band around
 //! what the prompt's content supports (see [`OllamaConfig::max_deviation`]).
 
-pub mod args;
 pub mod budget;
 pub mod engine;
 pub mod graded;
 pub mod heuristic;
 pub mod ollama;
 pub mod sanitize;
+pub mod scoring;
 
-pub use args::{BudgetMode, ComplexityArgs, ScorerKind, ScoringArgs, warn_fallback};
 pub use budget::{Budget, BudgetLevel, BudgetMap, ComplexityBudget};
 pub use engine::{Complexity, ComplexityEngine};
 pub use heuristic::HeuristicScorer;
 pub use ollama::{OllamaConfig, OllamaScorer};
 pub use sanitize::{Sanitized, sanitize};
+pub use scoring::{BudgetMode, ScorerKind, Scoring};
 
 use serde::{Deserialize, Serialize};
 

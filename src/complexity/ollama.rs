@@ -14,7 +14,8 @@
 use super::heuristic::HeuristicScorer;
 use super::sanitize::sanitize;
 use super::{Assessment, FACTOR_MAX, Factors, ScoreError, Scorer, ScorerKind};
-use anyhow::{Context, Result, bail};
+use crate::field::{Field, FieldError};
+use anyhow::{Context, Result};
 use ollama_rs::Ollama;
 use ollama_rs::error::OllamaError;
 use ollama_rs::generation::chat::ChatMessage;
@@ -161,7 +162,11 @@ impl OllamaScorer {
     pub fn new(cfg: OllamaConfig) -> Result<Self> {
         let url = cfg.url.trim();
         if url.is_empty() {
-            bail!("--ollama-url is empty (default {DEFAULT_URL})");
+            return Err(FieldError::new(
+                Field::OllamaUrl,
+                format!("is empty (default {DEFAULT_URL})"),
+            )
+            .into());
         }
         // ollama-rs appends "api/chat" to the URL: make sure it ends with a slash.
         let with_slash = if url.ends_with('/') {
@@ -170,21 +175,38 @@ impl OllamaScorer {
             format!("{url}/")
         };
         let client = Ollama::try_new(with_slash.as_str()).map_err(|e| {
-            anyhow::anyhow!("--ollama-url '{url}' is not a valid URL ({e}); e.g. {DEFAULT_URL}")
+            FieldError::new(
+                Field::OllamaUrl,
+                format!("'{url}' is not a valid URL ({e}); e.g. {DEFAULT_URL}"),
+            )
         })?;
         let scheme = client.url().scheme().to_owned();
         if scheme != "http" && scheme != "https" {
-            bail!("--ollama-url '{url}' must start with http:// (e.g. {DEFAULT_URL})");
+            return Err(FieldError::new(
+                Field::OllamaUrl,
+                format!("'{url}' must start with http:// (e.g. {DEFAULT_URL})"),
+            )
+            .into());
         }
         if client.url().host_str().is_none_or(str::is_empty) {
-            bail!("--ollama-url '{url}' has no host (e.g. {DEFAULT_URL})");
+            return Err(FieldError::new(
+                Field::OllamaUrl,
+                format!("'{url}' has no host (e.g. {DEFAULT_URL})"),
+            )
+            .into());
         }
         if cfg.model.trim().is_empty() {
-            bail!("--ollama-model is empty (default {DEFAULT_MODEL})");
+            return Err(FieldError::new(
+                Field::OllamaModel,
+                format!("is empty (default {DEFAULT_MODEL})"),
+            )
+            .into());
         }
         let secs = cfg.timeout.as_secs_f64();
         if secs <= 0.0 {
-            bail!("--ollama-timeout must be more than 0 seconds");
+            return Err(
+                FieldError::new(Field::OllamaTimeout, "must be more than 0 seconds").into(),
+            );
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 /// A model-layer failure that a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// `--model NAME` named no known Hugging Face pipeline.
-    #[error(
-        "unknown model '{name}'; valid names: {valid} (or pass --weights DIR with a local diffusers folder)"
-    )]
+    /// A model name named no known Hugging Face pipeline.
+    #[error("unknown model '{name}'; valid names: {valid}")]
     UnknownModel {
         /// What the user typed.
         name: String,
@@ -41,7 +39,7 @@ pub enum ModelError {
 
     /// The hub could not be reached (or refused a file).
     #[error(
-        "could not reach huggingface.co to download {repo}/{file}: {cause}; check your network or pass --weights DIR with a local diffusers folder"
+        "could not reach huggingface.co to download {repo}/{file}: {cause}; check your network"
     )]
     Download {
         /// The repository, e.g. `stable-diffusion-v1-5/stable-diffusion-v1-5`.
@@ -73,6 +71,17 @@ pub enum ModelError {
         /// The required factor.
         factor: usize,
     },
+}
+
+impl ModelError {
+    /// What a front end can suggest in its own words: a local folder instead of the hub.
+    pub fn fix(&self) -> Option<crate::field::Fix> {
+        matches!(
+            self,
+            ModelError::UnknownModel { .. } | ModelError::Download { .. }
+        )
+        .then_some(crate::field::Fix::LocalFolder)
+    }
 }
 
 /// The folder layout reported with a missing-file error.

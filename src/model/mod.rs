@@ -29,7 +29,7 @@ mod reference_tests;
 pub use error::ModelError;
 pub use sd::{
     Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport, best_device,
-    default_dtype, device, latent_shape, to_rgb,
+    best_device_noted, default_dtype, device, latent_shape, to_rgb,
 };
 pub use source::{
     BUILTIN_SHAPES, ComponentFiles, HubModel, HubOptions, ModelFiles, ModelSource,

@@ -437,7 +437,7 @@ pub fn builtin_shapes_dir() -> PathBuf {
 }
 
 impl ModelSource {
-    /// `--model NAME`: `shapes` (the built-in model, a local folder) or a hub model.
+    /// A model name: `shapes` (the built-in model, a local folder) or a hub model.
     pub fn from_name(name: &str) -> Result<Self> {
         if name.trim().eq_ignore_ascii_case(BUILTIN_SHAPES) {
             return Ok(ModelSource::Local(builtin_shapes_dir()));
@@ -445,7 +445,7 @@ impl ModelSource {
         Ok(ModelSource::Hub(name.parse()?))
     }
 
-    /// The model used when neither `--model` nor `--weights` is given: Stable Diffusion 1.5
+    /// The model used when a front end is given none: Stable Diffusion 1.5
     /// when it is complete in the hub cache (no download is started), else the built-in
     /// `shapes` model, so that a fresh offline machine works. Returns the source and a
     /// one-line explanation for the user.
@@ -456,15 +456,14 @@ impl ModelSource {
             return (
                 ModelSource::Hub(HubModel::Sd15),
                 format!(
-                    "no --model or --weights given: using Stable Diffusion 1.5 from the hub cache {}",
+                    "using Stable Diffusion 1.5 from the hub cache {}",
                     cache_dir.display()
                 ),
             );
         }
         (
             ModelSource::Local(builtin_shapes_dir()),
-            "no --model or --weights given and no Stable Diffusion weights in the hub cache: \
-             using the built-in shapes model (pass --model sd15 to download Stable Diffusion 1.5)"
+            "no Stable Diffusion weights in the hub cache: using the built-in shapes model"
                 .to_string(),
         )
     }
@@ -497,13 +496,11 @@ impl hf_hub::api::Progress for Bar {
 }
 
 fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
+    crate::progress::bar(
+        0,
         "{msg:<40} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+        true,
+    )
 }
 
 /// Whether every file `model` needs is in the hub cache at `cache_dir`.
@@ -637,7 +634,8 @@ mod tests {
         let err = "sd3".parse::<HubModel>().unwrap_err().to_string();
         assert!(err.contains("unknown model 'sd3'"), "{err}");
         assert!(err.contains("sd15, sd21, sdxl, sd-turbo"), "{err}");
-        assert!(err.contains("--weights"), "{err}");
+        let e = "sd3".parse::<HubModel>().unwrap_err();
+        assert_eq!(e.fix(), Some(crate::field::Fix::LocalFolder));
     }
 
     #[test]
@@ -661,7 +659,8 @@ mod tests {
         let err = ModelSource::Hub(HubModel::Sd15).resolve(&opts).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("could not reach huggingface.co to download stable-diffusion-v1-5/stable-diffusion-v1-5/"), "{msg}");
-        assert!(msg.contains("--weights DIR"), "{msg}");
+        let fix = err.downcast_ref::<ModelError>().and_then(ModelError::fix);
+        assert_eq!(fix, Some(crate::field::Fix::LocalFolder), "{msg}");
     }
 
     #[test]

@@ -21,19 +21,19 @@ pub struct EarlyStop {
     pub output_x0: bool,
 }
 
-impl Default for EarlyStop {
-    fn default() -> Self {
+impl EarlyStop {
+    /// The criterion with threshold `tau` and the published patience (3 steps), minimum
+    /// (8 steps), arming point (75 % of the budget) and predicted-x0 output.
+    pub fn with_tau(tau: f64) -> Self {
         Self {
-            tau: 0.03,
+            tau,
             patience: 3,
             min_steps: 8,
             arm_fraction: 0.75,
             output_x0: true,
         }
     }
-}
 
-impl EarlyStop {
     /// Check the settings.
     pub fn validate(&self) -> Result<()> {
         if !(self.tau > 0.0 && self.tau.is_finite()) {
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn stops_only_when_armed_and_patient() {
-        let mut s = EarlyStopState::new(EarlyStop::default(), 20);
+        let mut s = EarlyStopState::new(EarlyStop::with_tau(0.03), 20);
         // 75 % of 20 = 15 steps must have run before counting starts.
         let mut stop_at = None;
         for i in 0..20 {
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn a_large_change_resets_patience() {
         // Budget 24: counting starts once 18 steps ran (index 17).
-        let mut s = EarlyStopState::new(EarlyStop::default(), 24);
+        let mut s = EarlyStopState::new(EarlyStop::with_tau(0.03), 24);
         let changes = [0.001, 0.001, 0.5, 0.001, 0.001, 0.001, 0.001];
         let stop_at = changes
             .iter()
@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn never_stops_above_tau() {
-        let mut s = EarlyStopState::new(EarlyStop::default(), 10);
+        let mut s = EarlyStopState::new(EarlyStop::with_tau(0.03), 10);
         assert!((0..10).all(|i| !s.observe(i, 0.2)));
     }
 }

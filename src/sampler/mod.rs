@@ -2,15 +2,15 @@
 //!
 //! Nothing here knows about Stable Diffusion: the loop only sees a [`Denoiser`] that turns a
 //! latent into a noise prediction, a [`Scheduler`] that turns a prediction into the next
-//! latent, and a [`SkipPolicy`] that decides whether the next step calls the denoiser at all.
+//! latent, and a [`Method`] that decides whether the next step calls the denoiser at all.
 
 pub mod ddim;
 pub mod denoise;
 pub mod dpm;
 pub mod early_stop;
 pub mod euler;
+pub mod method;
 pub mod noise;
-pub mod policy;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;
@@ -18,7 +18,7 @@ pub mod trace;
 
 pub use denoise::{Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
-pub use policy::SkipPolicy;
+pub use method::{Method, MethodError, MethodKind};
 pub use run::{Cancelled, RunOutput, RunSettings, StepEvent, run};
 pub use schedule::SchedulerConfig;
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};

@@ -1,9 +1,9 @@
-//! The denoising loop: scheduler × skip policy × early stop over any [`Denoiser`].
+//! The denoising loop: scheduler × method × early stop over any [`Denoiser`].
 
 use super::SchedulerConfig;
 use super::denoise::{Denoiser, RawPrediction};
 use super::early_stop::{EarlyStop, EarlyStopState};
-use super::policy::{SkipController, SkipPolicy};
+use super::method::{Method, SkipController};
 use super::scheduler::{SchedulerKind, build_scheduler};
 use super::trace::{RunTrace, StepRecord};
 use anyhow::{Result, bail};
@@ -20,8 +20,8 @@ pub struct RunSettings {
     pub steps: usize,
     /// Classifier-free guidance scale (≤ 1 disables guidance).
     pub guidance: f64,
-    /// Skip policy.
-    pub policy: SkipPolicy,
+    /// How steps may skip the noise predictor.
+    pub method: Method,
     /// Early stop, when enabled.
     pub early_stop: Option<EarlyStop>,
 }
@@ -75,18 +75,18 @@ pub fn run(
     init_latents: &Tensor,
     observe: &mut dyn FnMut(StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<RunOutput> {
-    settings.policy.validate()?;
+    settings.method.validate()?;
     if let Some(es) = &settings.early_stop {
         es.validate()?;
     }
     if !settings.guidance.is_finite() || settings.guidance < 0.0 {
         bail!(
-            "--guidance must be a finite number ≥ 0 (got {})",
+            "the guidance scale must be a finite number ≥ 0 (got {})",
             settings.guidance
         );
     }
     let mut scheduler = build_scheduler(settings.scheduler, schedule, settings.steps)?;
-    let mut controller = SkipController::new(settings.policy);
+    let mut controller = SkipController::new(settings.method);
     let mut stopper = settings
         .early_stop
         .map(|es| EarlyStopState::new(es, settings.steps));
@@ -153,12 +153,8 @@ pub fn run(
         records.push(record);
         if stop {
             stopped_early_at = Some(i);
-            let es = settings.early_stop.unwrap_or_default();
-            output = Some(if es.output_x0 {
-                out.pred_original
-            } else {
-                x.clone()
-            });
+            let x0 = settings.early_stop.is_none_or(|es| es.output_x0);
+            output = Some(if x0 { out.pred_original } else { x.clone() });
             break;
         }
         if flow.is_break() && i + 1 < timesteps.len() {
@@ -167,18 +163,10 @@ pub fn run(
     }
 
     let trace = RunTrace {
-        mode: settings.policy.mode_name().into(),
+        method: settings.method,
         scheduler: settings.scheduler.name().into(),
         budget: settings.steps,
         guidance: settings.guidance,
-        delta: match settings.policy {
-            SkipPolicy::Adaptive { delta, .. } => Some(delta),
-            SkipPolicy::Baseline => None,
-        },
-        max_skips: match settings.policy {
-            SkipPolicy::Adaptive { max_skips, .. } => Some(max_skips),
-            SkipPolicy::Baseline => None,
-        },
         early_stop: settings.early_stop,
         stopped_early_at,
         unet_calls,

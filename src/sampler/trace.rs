@@ -56,18 +56,15 @@ pub struct StepRecord {
 /// A whole run: settings, totals and every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunTrace {
-    /// `baseline` or `adaptive`.
-    pub mode: String,
+    /// The method that ran (serialised as `mode`, `delta`, `max_skips`).
+    #[serde(flatten)]
+    pub method: super::Method,
     /// Scheduler name (`ddim`, `euler`, `dpm++`).
     pub scheduler: String,
     /// The step budget.
     pub budget: usize,
     /// Classifier-free guidance scale.
     pub guidance: f64,
-    /// δ, for adaptive runs.
-    pub delta: Option<f64>,
-    /// C_max, for adaptive runs.
-    pub max_skips: Option<usize>,
     /// Early-stop settings, when enabled.
     pub early_stop: Option<super::EarlyStop>,
     /// Step index after which the run stopped early, if it did.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::probe::color_centre;
 use crate::model::StableDiffusion;
-use crate::sampler::{self, RunSettings, SchedulerConfig, SchedulerKind, SkipPolicy};
+use crate::sampler::{self, RunSettings, SchedulerConfig, SchedulerKind};
 use crate::shapes::check;
 use crate::shapes::dataset::{eval_prompt, held_out_pairs, held_out_single};
 use crate::shapes::{SIZE, Scene};
@@ -32,7 +32,7 @@ impl Generator {
         Ok(Self { sd, schedule })
     }
 
-    /// One image: baseline policy, `steps` steps of `scheduler`, guidance `guidance`.
+    /// One image: the baseline, `steps` steps of `scheduler`, guidance `guidance`.
     pub fn generate(
         &self,
         prompt: &str,
@@ -50,7 +50,7 @@ impl Generator {
             scheduler,
             steps,
             guidance,
-            policy: SkipPolicy::Baseline,
+            method: sampler::Method::Baseline,
             early_stop: None,
         };
         let mut den = self.sd.denoiser(&cond);

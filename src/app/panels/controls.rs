@@ -1,8 +1,8 @@
 //! The left panel: prompt, model, sampling and adaptive settings, Generate / Cancel, export.
 
 use super::super::export::ExportKind;
+use super::super::protocol::Side;
 use super::super::state::{ModelChoice, hub_label};
-use super::super::worker::Side;
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;

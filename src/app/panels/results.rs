@@ -2,8 +2,8 @@
 //! progress and numbers, the quality metrics, and the per-step plots.
 
 use super::super::compose::{key_numbers, palette};
+use super::super::protocol::Side;
 use super::super::state::{SideStatus, SideView, ViewMode};
-use super::super::worker::Side;
 use super::super::{GuiApp, egui};
 use super::{Slot, color};
 use egui::{Color32, Rect, RichText, Sense, pos2, vec2};
@@ -215,7 +215,10 @@ fn title(side: Side, s: &super::super::state::Session) -> (String, Color32) {
         Side::Baseline => ("Baseline: every step".into(), color(palette::BASELINE)),
         Side::Adaptive => {
             let t = match &s.spec {
-                Some(spec) => format!("Adaptive: δ {} · C_max {}", spec.delta, spec.max_skips),
+                Some(spec) => format!(
+                    "Adaptive: {}",
+                    super::super::compose::method_settings(&spec.method)
+                ),
                 None => "Adaptive".into(),
             };
             (t, color(palette::ADAPTIVE))

@@ -1,12 +1,15 @@
-//! Command-line options of `adiff bench` and `adiff calibrate`.
+//! Command-line options of `adiff bench` and `adiff calibrate`, and the two commands.
 
-use super::prompts::{self, PromptFormat};
-use super::{BenchOptions, calibrate::CalibrateOptions};
-use crate::complexity::{BudgetMode, ScoringArgs};
+use super::complexity::ScoringArgs;
+use super::run_args::ModelArgs;
+use crate::bench::prompts::{self, PromptFormat};
+use crate::bench::{BenchOptions, calibrate::CalibrateOptions};
+use crate::complexity::BudgetMode;
+use crate::job::{self, Job, defaults};
 use crate::metrics::ClipSource;
 use crate::metrics::clip::DEFAULT_CLIP_REPO;
 use crate::model::ModelSource;
-use crate::sampler::{EarlyStop, SchedulerKind, SkipPolicy};
+use crate::sampler::{Method, SchedulerKind};
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
@@ -24,20 +27,17 @@ pub struct BenchInputArgs {
     /// Use only the first N prompts.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// A local diffusers-format pipeline folder.
-    #[arg(long, conflicts_with = "model")]
-    pub weights: Option<PathBuf>,
-    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the built-in model (default when neither this nor --weights is given and no SD weights are cached).
-    #[arg(long)]
-    pub model: Option<String>,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Seeds of the initial noise (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "42")]
+    #[arg(long, value_delimiter = ',', default_values_t = [defaults::SEED])]
     pub seeds: Vec<u64>,
     /// Steps of the full-step baseline (and of the adaptive runs with --budget fixed).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults::STEPS)]
     pub steps: usize,
     /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 7.5)]
+    #[arg(long, default_value_t = defaults::GUIDANCE)]
     pub guidance: f64,
     /// Negative prompt.
     #[arg(long, default_value = "")]
@@ -49,7 +49,7 @@ pub struct BenchInputArgs {
     #[arg(long)]
     pub height: Option<usize>,
     /// C_max, the most consecutive skipped steps.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults::MAX_SKIPS)]
     pub max_skips: usize,
     /// Truncate prompts longer than 77 tokens instead of failing.
     #[arg(long)]
@@ -60,39 +60,42 @@ pub struct BenchInputArgs {
 }
 
 impl BenchInputArgs {
-    fn model_source(&self) -> Result<ModelSource> {
-        Ok(match (&self.weights, &self.model) {
-            (Some(dir), _) => ModelSource::Local(dir.clone()),
-            (None, Some(name)) => ModelSource::from_name(name)?,
-            (None, None) => {
-                let (source, why) = ModelSource::default_for(&crate::model::HubOptions::default());
-                eprintln!("note: {why}");
-                source
-            }
-        })
-    }
-
     fn check(&self) -> Result<()> {
-        if self.steps < 1 {
-            bail!("--steps must be at least 1 (got {})", self.steps);
-        }
         if self.seeds.is_empty() {
             bail!("--seeds is empty");
         }
         if self.limit == Some(0) {
             bail!("--limit must be at least 1");
         }
-        for (name, v) in [("--width", self.width), ("--height", self.height)] {
-            if let Some(v) = v
-                && (v == 0 || v % 8 != 0)
-            {
-                bail!("{name} {v} is not a positive multiple of 8");
-            }
-        }
-        if self.max_skips == 0 {
-            bail!("--max-skips must be at least 1");
-        }
         Ok(())
+    }
+
+    /// The template job of every run (prompt and seed are set per run), validated.
+    fn job(
+        &self,
+        scheduler: SchedulerKind,
+        early_stop: Option<crate::sampler::EarlyStop>,
+    ) -> Result<Job> {
+        let mut job = Job::new(
+            ModelSource::Local(PathBuf::new()),
+            "(each prompt of the set)",
+        );
+        job.scheduler = scheduler;
+        job.steps = self.steps;
+        job.guidance = self.guidance;
+        job.negative = self.negative.clone();
+        job.width = self.width;
+        job.height = self.height;
+        job.method = Method::Adaptive {
+            delta: defaults::DELTA,
+            max_skips: self.max_skips,
+        };
+        job.early_stop = early_stop;
+        job.truncate = self.truncate;
+        job.force_cpu = self.cpu;
+        job.validate()?;
+        job.model = self.model.source()?;
+        Ok(job)
     }
 }
 
@@ -107,12 +110,8 @@ fn dedup<T: PartialEq + Clone>(v: &[T]) -> Vec<T> {
 }
 
 fn check_deltas(deltas: &[f64], max_skips: usize) -> Result<()> {
-    for &d in deltas {
-        SkipPolicy::Adaptive {
-            delta: d,
-            max_skips,
-        }
-        .validate()?;
+    for &delta in deltas {
+        job::validate_method(&Method::Adaptive { delta, max_skips })?;
     }
     Ok(())
 }
@@ -145,7 +144,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub early_stop: bool,
     /// τ of the early stop.
-    #[arg(long, default_value_t = 0.03)]
+    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU)]
     pub early_stop_tau: f64,
     /// CLIP model for prompt alignment: a hub repository (owner/name, or
     /// owner/name@revision) or a local transformers CLIP folder. Default: for a local model
@@ -173,7 +172,6 @@ impl BenchArgs {
     pub fn to_options(&self) -> Result<BenchOptions> {
         let i = &self.input;
         i.check()?;
-        let model = i.model_source()?;
         let schedulers: Vec<SchedulerKind> = dedup(&self.schedulers)
             .iter()
             .map(|s| s.trim().parse().map_err(anyhow::Error::msg))
@@ -186,22 +184,20 @@ impl BenchArgs {
             bail!("--deltas is empty: give at least one δ (e.g. --deltas 0.01)");
         }
         check_deltas(&deltas, i.max_skips)?;
-        let early_stop = self.early_stop.then_some(EarlyStop {
-            tau: self.early_stop_tau,
-            ..EarlyStop::default()
-        });
-        if let Some(es) = &early_stop {
-            es.validate()?;
-        }
+        let job = i.job(
+            schedulers[0],
+            job::early_stop(self.early_stop, self.early_stop_tau),
+        )?;
         // fail on a bad scorer/mapping before loading anything
-        self.scoring.engine()?;
-        self.scoring.mapping()?;
+        let scoring = self.scoring.scoring();
+        scoring.engine()?;
+        scoring.mapping()?;
         let clip = if self.no_clip {
             None
         } else {
             Some(match &self.clip {
                 Some(c) => c.parse::<ClipSource>()?,
-                None => default_clip(&model)?,
+                None => default_clip(&job.model)?,
             })
         };
         let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
@@ -219,29 +215,21 @@ impl BenchArgs {
             bail!("--out {} is a file; give a folder", self.out.display());
         }
         Ok(BenchOptions {
+            job,
             prompts,
             prompts_file: i.prompts.clone(),
-            model,
             schedulers,
             seeds: dedup(&i.seeds),
-            steps: i.steps,
-            guidance: i.guidance,
-            negative: i.negative.clone(),
-            width: i.width,
-            height: i.height,
             deltas,
             max_skips: i.max_skips,
             budget: self.budget,
-            scoring: self.scoring.clone(),
-            early_stop,
+            scoring,
             clip,
             save_images: self.save_images,
             resume: self.resume,
-            truncate: i.truncate,
-            force_cpu: i.cpu,
             out: self.out.clone(),
             progress: true,
-            command: super::command_line(),
+            command: crate::bench::command_line(),
         })
     }
 }
@@ -253,7 +241,7 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     pub input: BenchInputArgs,
     /// The scheduler.
-    #[arg(long, default_value = "ddim")]
+    #[arg(long, default_value = defaults::SCHEDULER.name())]
     pub scheduler: String,
     /// The PSNR (dB, vs the full-step baseline) every kept setting must reach.
     #[arg(long, default_value_t = 25.0)]
@@ -266,7 +254,7 @@ pub struct CalibrateArgs {
     )]
     pub deltas: Vec<f64>,
     /// δ of the adaptive runs in the budget search (what `--budget auto` runs with).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = defaults::DELTA)]
     pub delta: f64,
     /// Budgets searched (comma-separated step counts; default: 20 %, 30 %, … 100 % of --steps).
     #[arg(long, value_delimiter = ',')]
@@ -285,8 +273,8 @@ impl CalibrateArgs {
     pub fn to_options(&self) -> Result<CalibrateOptions> {
         let i = &self.input;
         i.check()?;
-        let model = i.model_source()?;
         let scheduler: SchedulerKind = self.scheduler.trim().parse().map_err(anyhow::Error::msg)?;
+        let job = i.job(scheduler, None)?;
         if !(self.psnr_target.is_finite() && self.psnr_target > 0.0) {
             bail!(
                 "--psnr-target must be a positive number of dB (got {})",
@@ -302,40 +290,33 @@ impl CalibrateArgs {
         check_deltas(&[self.delta], i.max_skips)?;
         let mut budgets = if self.budgets.is_empty() {
             (2..=10)
-                .map(|k| ((i.steps * k) as f64 / 10.0).round().max(1.0) as usize)
+                .map(|k| ((job.steps * k) as f64 / 10.0).round().max(1.0) as usize)
                 .collect()
         } else {
             dedup(&self.budgets)
         };
-        if let Some(&b) = budgets.iter().find(|&&b| b == 0 || b > i.steps) {
-            bail!("--budgets {b} is outside 1..={}", i.steps);
+        if let Some(&b) = budgets.iter().find(|&&b| b == 0 || b > job.steps) {
+            bail!("--budgets {b} is outside 1..={}", job.steps);
         }
         budgets.sort_unstable();
         budgets.dedup();
-        self.scoring.engine()?;
-        self.scoring.mapping()?;
+        let scoring = self.scoring.scoring();
+        scoring.engine()?;
+        scoring.mapping()?;
         let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
         if self.out.is_file() {
             bail!("--out {} is a file; give a folder", self.out.display());
         }
         Ok(CalibrateOptions {
+            job,
             prompts,
-            model,
-            scheduler,
             seeds: dedup(&i.seeds),
-            steps: i.steps,
-            guidance: i.guidance,
-            negative: i.negative.clone(),
-            width: i.width,
-            height: i.height,
             max_skips: i.max_skips,
             psnr_target: self.psnr_target,
             deltas,
             delta: self.delta,
             budgets,
-            scoring: self.scoring.clone(),
-            truncate: i.truncate,
-            force_cpu: i.cpu,
+            scoring,
             out: self.out.clone(),
             progress: true,
         })
@@ -345,8 +326,12 @@ impl CalibrateArgs {
 /// `adiff bench`: run, then print where the report is.
 pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
     let opts = a.to_options()?;
-    let s = super::run_bench(&opts)?;
-    for g in s.groups.iter().filter(|g| g.setting != "baseline") {
+    let s = crate::bench::run_bench(&opts)?;
+    for g in s
+        .groups
+        .iter()
+        .filter(|g| g.setting != crate::bench::plan::BASELINE)
+    {
         eprintln!(
             "{} {}: {} runs, speedup {}, NFE {:.1}, PSNR {}, SSIM {}",
             g.scheduler,
@@ -374,8 +359,8 @@ pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
 /// `adiff calibrate`.
 pub fn run_calibrate_cmd(a: &CalibrateArgs) -> Result<()> {
     let opts = a.to_options()?;
-    let cal = super::calibrate::run_calibrate(&opts)?;
-    super::calibrate::print_summary(&cal, &opts.out);
+    let cal = crate::bench::calibrate::run_calibrate(&opts)?;
+    crate::bench::calibrate::print_summary(&cal, &opts.out);
     Ok(())
 }
 

@@ -5,54 +5,24 @@
 //! back to the heuristic, with a warning on stderr and a `fallback` entry in the JSON, when
 //! Ollama cannot answer.
 
-use super::budget::{BudgetMap, ComplexityBudget};
-use super::engine::{Complexity, ComplexityEngine};
-use super::graded::{load_graded, spearman};
-use super::ollama::{DEFAULT_MODEL, DEFAULT_TIMEOUT_S, DEFAULT_URL, OllamaConfig};
-use crate::sampler::SkipPolicy;
+use crate::complexity::graded::{load_graded, spearman};
+use crate::complexity::ollama::{DEFAULT_MODEL, DEFAULT_TIMEOUT_S, DEFAULT_URL};
+use crate::complexity::{
+    BudgetMap, Complexity, ComplexityBudget, ComplexityEngine, Factors, ScorerKind, Scoring,
+};
+use crate::job::defaults;
+use crate::sampler::Method;
 use anyhow::{Result, bail};
-use clap::{Args, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::Args;
+use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Duration;
-
-/// Which scorer rates the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ScorerKind {
-    /// A local LLM through Ollama (falls back to the heuristic when unavailable).
-    Ollama,
-    /// Offline word lists and counts: instant and deterministic.
-    Heuristic,
-}
-
-impl ScorerKind {
-    /// `"ollama"` or `"heuristic"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScorerKind::Ollama => "ollama",
-            ScorerKind::Heuristic => "heuristic",
-        }
-    }
-}
-
-/// How the adaptive run's step count is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetMode {
-    /// `--steps` as given.
-    #[default]
-    Fixed,
-    /// From the prompt's complexity score, relative to `--steps` (the baseline keeps `--steps`).
-    Auto,
-}
 
 /// Scorer and budget-mapping options, shared by `generate`, `compare` and `complexity`.
 #[derive(Debug, Clone, Args)]
 pub struct ScoringArgs {
     /// Prompt-complexity scorer: heuristic (offline, deterministic) or ollama (a local LLM;
     /// falls back to the heuristic, with a warning, when Ollama cannot answer).
-    #[arg(long, value_enum, default_value_t = ScorerKind::Heuristic)]
+    #[arg(long, value_enum, default_value_t = Scoring::default().scorer)]
     pub scorer: ScorerKind,
     /// Ollama server for --scorer ollama.
     #[arg(long, default_value = DEFAULT_URL)]
@@ -73,59 +43,16 @@ pub struct ScoringArgs {
 }
 
 impl ScoringArgs {
-    /// The scorer front end these options ask for.
-    pub fn engine(&self) -> Result<ComplexityEngine> {
-        if !(self.ollama_timeout > 0.0 && self.ollama_timeout.is_finite()) {
-            bail!(
-                "--ollama-timeout must be a positive number of seconds (got {})",
-                self.ollama_timeout
-            );
+    /// The scoring settings these options give.
+    pub fn scoring(&self) -> Scoring {
+        Scoring {
+            scorer: self.scorer,
+            ollama_url: self.ollama_url.clone(),
+            ollama_model: self.ollama_model.clone(),
+            ollama_timeout_s: self.ollama_timeout,
+            budget_map: self.budget_map.clone(),
+            scale_policy: self.scale_policy,
         }
-        match self.scorer {
-            ScorerKind::Heuristic => Ok(ComplexityEngine::heuristic()),
-            ScorerKind::Ollama => ComplexityEngine::ollama(OllamaConfig {
-                url: self.ollama_url.clone(),
-                model: self.ollama_model.clone(),
-                timeout: Duration::from_secs_f64(self.ollama_timeout),
-                ..OllamaConfig::default()
-            }),
-        }
-    }
-
-    /// The budget mapping these options ask for.
-    pub fn mapping(&self) -> Result<BudgetMap> {
-        let mut map = match &self.budget_map {
-            Some(p) => BudgetMap::from_file(p)?,
-            None => BudgetMap::default(),
-        };
-        map.scale_policy |= self.scale_policy;
-        Ok(map)
-    }
-
-    /// `--budget auto`: score the prompt and choose the adaptive run's budget relative to
-    /// `baseline_steps`. Prints the decision (and any fallback warning) on stderr.
-    pub fn auto_budget(
-        &self,
-        prompt: &str,
-        baseline_steps: usize,
-        policy: SkipPolicy,
-    ) -> Result<ComplexityBudget> {
-        let map = self.mapping()?;
-        let engine = self.engine()?;
-        let complexity = engine.score(prompt);
-        warn_fallback(&complexity);
-        let budget = map.decide(complexity.score, baseline_steps, policy);
-        eprintln!(
-            "complexity {:.2} (level {} of {}, {}): {} → adaptive budget {} of {} steps",
-            complexity.score,
-            budget.level,
-            budget.levels,
-            complexity.scorer.name(),
-            complexity.factors.describe(),
-            budget.steps,
-            budget.baseline_steps
-        );
-        Ok(ComplexityBudget { complexity, budget })
     }
 }
 
@@ -150,13 +77,13 @@ pub struct ComplexityArgs {
     #[arg(long)]
     pub json: bool,
     /// The fixed budget the adaptive budget is chosen relative to.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = defaults::STEPS)]
     pub steps: usize,
     /// δ of the adaptive run (shown scaled with --scale-policy).
-    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::DELTA, allow_negative_numbers = true)]
     pub delta: f64,
     /// C_max of the adaptive run (shown shifted with --scale-policy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults::MAX_SKIPS)]
     pub max_skips: usize,
     /// Scorer and mapping.
     #[command(flatten)]
@@ -169,7 +96,7 @@ struct GradedRow {
     grade: u8,
     prompt: String,
     score: f64,
-    factors: super::Factors,
+    factors: Factors,
     level: usize,
     steps: usize,
     scorer: ScorerKind,
@@ -180,15 +107,16 @@ pub fn run(a: &ComplexityArgs) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be at least 1 (got {})", a.steps);
     }
-    let policy = SkipPolicy::Adaptive {
+    let method = Method::Adaptive {
         delta: a.delta,
         max_skips: a.max_skips,
     };
-    policy.validate()?;
-    let map = a.scoring.mapping()?;
-    let engine = a.scoring.engine()?;
+    crate::job::validate_method(&method)?;
+    let scoring = a.scoring.scoring();
+    let map = scoring.mapping()?;
+    let engine = scoring.engine()?;
     if let Some(path) = &a.graded {
-        return run_graded(a, path, &engine, &map, policy);
+        return run_graded(a, path, &engine, &map, method);
     }
     let prompt = a.prompt.as_deref().unwrap_or_default();
     if prompt.trim().is_empty() {
@@ -196,7 +124,7 @@ pub fn run(a: &ComplexityArgs) -> Result<()> {
     }
     let complexity = engine.score(prompt);
     warn_fallback(&complexity);
-    let budget = map.decide(complexity.score, a.steps, policy);
+    let budget = map.decide(complexity.score, a.steps, method);
     if a.json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -251,7 +179,7 @@ fn run_graded(
     path: &std::path::Path,
     engine: &ComplexityEngine,
     map: &BudgetMap,
-    policy: SkipPolicy,
+    method: Method,
 ) -> Result<()> {
     let set = load_graded(path)?;
     let mut rows = Vec::with_capacity(set.len());
@@ -264,7 +192,7 @@ fn run_graded(
                 warn_fallback(&c);
             }
         }
-        let b = map.decide(c.score, a.steps, policy);
+        let b = map.decide(c.score, a.steps, method);
         rows.push(GradedRow {
             grade: g.grade,
             prompt: g.prompt.clone(),

@@ -1,0 +1,192 @@
+//! What a benchmark runs: its options (a template [`Job`] and the lists it is crossed with),
+//! its settings, and the [`Pass`] each setting runs for a prompt.
+
+use super::BenchSettings;
+use super::prompts::BenchPrompt;
+use crate::complexity::{BudgetMap, BudgetMode, Complexity, ComplexityBudget, Scoring};
+use crate::job::{Job, Pass};
+use crate::metrics::ClipSource;
+use crate::sampler::{Method, SchedulerKind};
+use std::path::PathBuf;
+
+/// The label of the full-step baseline setting, the reference of every other.
+pub const BASELINE: &str = "baseline";
+
+/// A validated benchmark request.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// What every run shares: model, device, negative prompt, baseline steps, guidance,
+    /// size, early stop of the non-baseline runs, truncation. Prompt, seed, scheduler and
+    /// method vary per run.
+    pub job: Job,
+    /// The prompts.
+    pub prompts: Vec<BenchPrompt>,
+    /// The prompt file (for the report).
+    pub prompts_file: PathBuf,
+    /// Schedulers.
+    pub schedulers: Vec<SchedulerKind>,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+    /// δ values.
+    pub deltas: Vec<f64>,
+    /// C_max.
+    pub max_skips: usize,
+    /// Fixed or complexity budget.
+    pub budget: BudgetMode,
+    /// Scorer and mapping (the complexity is recorded for every prompt).
+    pub scoring: Scoring,
+    /// CLIP model (`None`: not measured).
+    pub clip: Option<ClipSource>,
+    /// Save every image, not only the baselines.
+    pub save_images: bool,
+    /// Continue an interrupted benchmark.
+    pub resume: bool,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// One setting, run for every prompt × seed × scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// `baseline`, `budget` or `delta=…`.
+    pub label: String,
+    /// The method.
+    pub method: Method,
+    /// The steps come from the prompt's complexity (`--budget auto`).
+    pub budgeted: bool,
+}
+
+impl Setting {
+    /// The full-step baseline, the reference of the other settings.
+    pub fn is_reference(&self) -> bool {
+        self.method == Method::Baseline && !self.budgeted
+    }
+
+    /// The run of this setting in `job` (a prompt's job), for a prompt of `complexity`:
+    /// the pass, and the budget decision when the steps come from it.
+    pub fn pass(
+        &self,
+        job: &Job,
+        map: &BudgetMap,
+        complexity: &Complexity,
+    ) -> (Pass, Option<ComplexityBudget>) {
+        if self.is_reference() {
+            return (job.baseline_pass(), None);
+        }
+        if !self.budgeted {
+            let pass = Pass {
+                method: self.method,
+                steps: job.steps,
+                early_stop: job.early_stop,
+            };
+            return (pass, None);
+        }
+        let budget = map.decide(complexity.score, job.steps, self.method);
+        let decision = ComplexityBudget {
+            complexity: complexity.clone(),
+            budget,
+        };
+        let pass = Pass {
+            method: decision.budget.method(),
+            steps: decision.budget.steps,
+            early_stop: job.early_stop,
+        };
+        (pass, Some(decision))
+    }
+}
+
+impl BenchOptions {
+    /// The settings: baseline, (budget), one per δ.
+    pub fn settings(&self) -> Vec<Setting> {
+        let auto = self.budget == BudgetMode::Auto;
+        let mut v = vec![Setting {
+            label: BASELINE.into(),
+            method: Method::Baseline,
+            budgeted: false,
+        }];
+        if auto {
+            v.push(Setting {
+                label: "budget".into(),
+                method: Method::Baseline,
+                budgeted: true,
+            });
+        }
+        for &delta in &self.deltas {
+            v.push(Setting {
+                label: format!("delta={delta}"),
+                method: Method::Adaptive {
+                    delta,
+                    max_skips: self.max_skips,
+                },
+                budgeted: auto,
+            });
+        }
+        v
+    }
+
+    /// The job of one prompt, seed and scheduler.
+    pub fn job_for(&self, prompt: &BenchPrompt, seed: u64, scheduler: SchedulerKind) -> Job {
+        Job {
+            prompt: prompt.text.clone(),
+            seed,
+            scheduler,
+            ..self.job.clone()
+        }
+    }
+
+    /// The settings recorded in `bench.json`.
+    pub fn bench_settings(&self) -> BenchSettings {
+        let j = &self.job;
+        BenchSettings {
+            prompts_file: self.prompts_file.clone(),
+            prompt_count: self.prompts.len(),
+            model: j.model.to_string(),
+            schedulers: self
+                .schedulers
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect(),
+            seeds: self.seeds.clone(),
+            steps: j.steps,
+            guidance: j.guidance,
+            negative: j.negative.clone(),
+            width: j.width,
+            height: j.height,
+            deltas: self.deltas.clone(),
+            max_skips: self.max_skips,
+            budget: match self.budget {
+                BudgetMode::Fixed => "fixed".into(),
+                BudgetMode::Auto => "auto".into(),
+            },
+            scorer: self.scoring.scorer.name().into(),
+            scale_policy: self.scoring.scale_policy,
+            early_stop: j.early_stop,
+            clip: self.clip.as_ref().map(ToString::to_string),
+        }
+    }
+
+    /// The run ids of every planned run, in the order they run.
+    pub fn planned_ids(&self) -> Vec<String> {
+        let settings = self.settings();
+        let mut ids = Vec::with_capacity(self.expected_runs());
+        for pi in 0..self.prompts.len() {
+            for &seed in &self.seeds {
+                for sch in &self.schedulers {
+                    for s in &settings {
+                        ids.push(super::run_id(pi, seed, sch.name(), &s.label));
+                    }
+                }
+            }
+        }
+        ids
+    }
+
+    /// Runs planned.
+    pub fn expected_runs(&self) -> usize {
+        self.prompts.len() * self.seeds.len() * self.schedulers.len() * self.settings().len()
+    }
+}

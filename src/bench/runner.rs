@@ -1,0 +1,409 @@
+//! Running a benchmark: open (or resume) its folder, then for each prompt × seed ×
+//! scheduler group run the baseline once and every other setting from the same prepared
+//! inputs, appending each finished run to `runs.csv` at once.
+
+use super::plan::{BenchOptions, Setting};
+use super::prompts::BenchPrompt;
+use super::records::{CsvAppender, RunRow, read_rows};
+use super::{
+    BENCH_JSON, BenchMeta, ClipStatus, IMAGES_DIR, Machine, RUNS_CSV, check_same_settings, pattern,
+    peak_rss_mb, report, reset_peak_rss, run_id, utc_now,
+};
+use crate::complexity::{BudgetMap, Complexity, ComplexityEngine};
+use crate::job::{Job, Pass};
+use crate::metrics::ClipScorer;
+use crate::model::HubOptions;
+use crate::pipeline::{self, Generation, LoadedModel, Prepared};
+use crate::sampler::SchedulerKind;
+use anyhow::{Context, Result, bail};
+use image::RgbImage;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Run (or continue) a benchmark and write its reports.
+pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
+    let out = &opts.out;
+    let csv_path = out.join(RUNS_CSV);
+    if csv_path.exists() && !opts.resume {
+        bail!(
+            "{} already holds a benchmark (runs.csv); pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out.join(IMAGES_DIR))
+        .with_context(|| format!("cannot create {}", out.join(IMAGES_DIR).display()))?;
+    let engine = opts.scoring.engine()?;
+    let map = opts.scoring.mapping()?;
+    let complexities = score_prompts(&opts.prompts, &engine);
+    let meta_path = out.join(BENCH_JSON);
+    let mut meta = open_meta(opts, &meta_path)?;
+    let done = done_runs(opts, &csv_path)?;
+    let remaining = opts
+        .planned_ids()
+        .iter()
+        .filter(|id| !done.contains_key(*id))
+        .count();
+    if remaining == 0 {
+        crate::output::write_json(&meta_path, &meta)?;
+        let rows = read_rows(&csv_path).unwrap_or_default();
+        return report::write_reports_from(out, meta, &rows);
+    }
+
+    let model = pipeline::load_job_model(&opts.job)?;
+    if let Some(note) = &model.device_note {
+        eprintln!("adiff: {note}");
+    }
+    meta.device = format!("{:?}", model.sd.device().location());
+    meta.machine = Machine::detect();
+    let clip = load_clip(opts, &model, &mut meta);
+    crate::output::write_json(&meta_path, &meta)?;
+
+    let expected = opts.expected_runs();
+    let bar = crate::progress::bar(
+        expected as u64,
+        "bench [{bar:30}] {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
+        opts.progress,
+    );
+    bar.set_position((expected - remaining) as u64);
+    bar.reset_eta();
+    let mut runner = Runner {
+        opts,
+        model: &model,
+        clip: clip.as_ref(),
+        map,
+        settings: opts.settings(),
+        done: &done,
+        csv: CsvAppender::open(&csv_path)?,
+        bar,
+        warmed: false,
+    };
+    let mut last_report = Instant::now();
+    for (pi, prompt) in opts.prompts.iter().enumerate() {
+        for &seed in &opts.seeds {
+            for &scheduler in &opts.schedulers {
+                let group = Group {
+                    pi,
+                    prompt,
+                    complexity: &complexities[pi],
+                    seed,
+                    scheduler,
+                };
+                runner.run_group(&group, &mut meta)?;
+                if last_report.elapsed() > Duration::from_secs(60) {
+                    let rows = read_rows(&csv_path)?;
+                    report::write_reports_from(out, meta.clone(), &rows)?;
+                    last_report = Instant::now();
+                }
+            }
+        }
+    }
+    runner.bar.finish_and_clear();
+    crate::output::write_json(&meta_path, &meta)?;
+    let rows = read_rows(&csv_path)?;
+    report::write_reports_from(out, meta, &rows)
+}
+
+/// The complexity of every prompt (cheap for the heuristic; cached for Ollama); a fallback
+/// of the requested scorer is said once.
+fn score_prompts(prompts: &[BenchPrompt], engine: &ComplexityEngine) -> Vec<Complexity> {
+    let mut warned = false;
+    prompts
+        .iter()
+        .map(|p| {
+            let c = engine.score(&p.text);
+            if let Some(why) = c.fallback.as_ref().filter(|_| !warned) {
+                eprintln!("warning: {why}; using the heuristic scorer");
+                warned = true;
+            }
+            c
+        })
+        .collect()
+}
+
+/// The benchmark's `bench.json`: the stored one when resuming (its settings must match),
+/// else a new one.
+fn open_meta(opts: &BenchOptions, meta_path: &Path) -> Result<BenchMeta> {
+    let bench_settings = opts.bench_settings();
+    if opts.resume && meta_path.exists() {
+        let text = std::fs::read_to_string(meta_path)?;
+        let mut m: BenchMeta = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench.json", meta_path.display()))?;
+        check_same_settings(&m.settings, &bench_settings)?;
+        m.resumed_utc.push(utc_now());
+        return Ok(m);
+    }
+    Ok(BenchMeta {
+        adiff_version: env!("CARGO_PKG_VERSION").into(),
+        command: opts.command.clone(),
+        started_utc: utc_now(),
+        resumed_utc: Vec::new(),
+        machine: Machine::detect(),
+        device: String::new(),
+        image_size: None,
+        settings: bench_settings,
+        clip: ClipStatus {
+            measured: false,
+            model: None,
+            note: "no run yet".into(),
+        },
+        expected_runs: opts.expected_runs(),
+    })
+}
+
+/// The runs already in `runs.csv`, by run id; each must still be of the same prompt.
+fn done_runs(opts: &BenchOptions, csv_path: &Path) -> Result<HashMap<String, RunRow>> {
+    if !csv_path.exists() {
+        return Ok(HashMap::new());
+    }
+    let done: HashMap<String, RunRow> = read_rows(csv_path)?
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    for r in done.values() {
+        match opts.prompts.get(r.prompt_index) {
+            Some(p) if p.text == r.prompt => {}
+            _ => bail!(
+                "runs.csv row {} has prompt #{} \"{}\", which is not prompt #{} of {} any more; use the original prompt file or another --out",
+                r.run_id,
+                r.prompt_index,
+                r.prompt,
+                r.prompt_index,
+                opts.prompts_file.display()
+            ),
+        }
+    }
+    Ok(done)
+}
+
+/// The CLIP scorer, or why alignment is not measured (recorded in `meta`).
+fn load_clip(opts: &BenchOptions, model: &LoadedModel, meta: &mut BenchMeta) -> Option<ClipScorer> {
+    let not_measured = |note: String| ClipStatus {
+        measured: false,
+        model: None,
+        note,
+    };
+    let Some(src) = &opts.clip else {
+        meta.clip = not_measured("disabled with --no-clip".into());
+        return None;
+    };
+    let hub = HubOptions {
+        progress: opts.progress,
+        ..HubOptions::default()
+    };
+    match ClipScorer::load(src, &hub, model.sd.device()) {
+        Ok(c) => {
+            meta.clip = ClipStatus {
+                measured: true,
+                model: Some(c.origin().to_string()),
+                note: String::new(),
+            };
+            Some(c)
+        }
+        Err(e) => {
+            let why = crate::field::one_line(&e, &crate::field::Plain);
+            eprintln!(
+                "warning: CLIP alignment not measured: {why} (give --clip a local transformers CLIP folder, or --no-clip)"
+            );
+            meta.clip = not_measured(format!("no CLIP weights could be loaded: {why}"));
+            None
+        }
+    }
+}
+
+/// One prompt × seed × scheduler: the runs that share prepared inputs.
+struct Group<'a> {
+    pi: usize,
+    prompt: &'a BenchPrompt,
+    complexity: &'a Complexity,
+    seed: u64,
+    scheduler: SchedulerKind,
+}
+
+impl Group<'_> {
+    fn run_id(&self, setting: &Setting) -> String {
+        run_id(self.pi, self.seed, self.scheduler.name(), &setting.label)
+    }
+}
+
+/// What one run measured.
+struct Measured {
+    output: Generation,
+    peak_rss_mb: Option<f64>,
+    clip_cosine: Option<f64>,
+}
+
+/// The reference a run is compared with: the baseline's image and CLIP cosine.
+struct Reference<'a> {
+    image: &'a RgbImage,
+    clip_cosine: Option<f64>,
+}
+
+/// What the groups share.
+struct Runner<'a> {
+    opts: &'a BenchOptions,
+    model: &'a LoadedModel,
+    clip: Option<&'a ClipScorer>,
+    map: BudgetMap,
+    settings: Vec<Setting>,
+    done: &'a HashMap<String, RunRow>,
+    csv: CsvAppender,
+    bar: indicatif::ProgressBar,
+    warmed: bool,
+}
+
+impl Runner<'_> {
+    /// Run the group's missing runs: the baseline (or its saved image), then each setting.
+    fn run_group(&mut self, g: &Group<'_>, meta: &mut BenchMeta) -> Result<()> {
+        let ids: Vec<String> = self.settings.iter().map(|s| g.run_id(s)).collect();
+        if ids.iter().all(|id| self.done.contains_key(id)) {
+            return Ok(());
+        }
+        let job = self.opts.job_for(g.prompt, g.seed, g.scheduler);
+        let prepared = pipeline::prepare(self.model, &job).with_context(|| {
+            format!(
+                "prompt #{} ({}): \"{}\"",
+                g.pi, g.prompt.origin, g.prompt.text
+            )
+        })?;
+        meta.image_size.get_or_insert(prepared.size);
+        for w in &prepared.warnings {
+            eprintln!("warning: prompt #{}: {w}", g.pi);
+        }
+        if !self.warmed {
+            pipeline::warm_up(self.model, &job, &prepared)?;
+            self.warmed = true;
+        }
+        let (base_image, base_cos) = self.baseline(g, &job, &prepared, &ids[0])?;
+        let reference = Reference {
+            image: &base_image,
+            clip_cosine: base_cos,
+        };
+        let settings = self.settings.clone();
+        for (s, id) in settings.iter().zip(&ids).skip(1) {
+            if self.done.contains_key(id) {
+                continue;
+            }
+            let (pass, _) = s.pass(&job, &self.map, g.complexity);
+            let m = self.run_one(&job, &prepared, &pass)?;
+            if self.opts.save_images {
+                crate::output::write_png(&self.image_path(id), &m.output.image)?;
+            }
+            let row = make_row(g, s, &m, Some(&reference))?;
+            self.csv.append(&row)?;
+            self.bar.set_message(format!(
+                "last: {} {} {} calls, PSNR {}",
+                g.scheduler.name(),
+                s.label,
+                row.unet_calls,
+                row.psnr_db.map_or("-".into(), |p| format!("{p:.1}"))
+            ));
+            self.bar.inc(1);
+        }
+        Ok(())
+    }
+
+    fn image_path(&self, id: &str) -> std::path::PathBuf {
+        self.opts.out.join(IMAGES_DIR).join(format!("{id}.png"))
+    }
+
+    /// The group's baseline image and CLIP cosine: reloaded when it ran before, else run,
+    /// saved and recorded.
+    fn baseline(
+        &mut self,
+        g: &Group<'_>,
+        job: &Job,
+        prepared: &Prepared,
+        id: &str,
+    ) -> Result<(RgbImage, Option<f64>)> {
+        let png = self.image_path(id);
+        let prev = self.done.get(id);
+        if let Some(row) = prev
+            && png.is_file()
+        {
+            let img = image::open(&png)
+                .with_context(|| format!("cannot read {}", png.display()))?
+                .to_rgb8();
+            return Ok((img, row.clip_cosine));
+        }
+        let m = self.run_one(job, prepared, &job.baseline_pass())?;
+        crate::output::write_png(&png, &m.output.image)?;
+        if prev.is_none() {
+            let row = make_row(g, &self.settings[0], &m, None)?;
+            self.csv.append(&row)?;
+            self.bar.inc(1);
+        }
+        Ok((m.output.image, m.clip_cosine))
+    }
+
+    /// One run with its peak memory and CLIP alignment.
+    fn run_one(&self, job: &Job, prepared: &Prepared, pass: &Pass) -> Result<Measured> {
+        let rss = reset_peak_rss();
+        let output = pipeline::generate(self.model, job, prepared, pass, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
+        let peak_rss_mb = if rss { peak_rss_mb() } else { None };
+        let clip_cosine = match self.clip {
+            Some(c) => Some(c.score(&output.image, &job.prompt)?.cosine),
+            None => None,
+        };
+        Ok(Measured {
+            output,
+            peak_rss_mb,
+            clip_cosine,
+        })
+    }
+}
+
+/// The `runs.csv` row of a run of `setting` in group `g`, compared with `reference` (none
+/// for the baseline itself).
+fn make_row(
+    g: &Group<'_>,
+    setting: &Setting,
+    m: &Measured,
+    reference: Option<&Reference<'_>>,
+) -> Result<RunRow> {
+    let t = &m.output.trace;
+    let (psnr_db, ssim) = match reference {
+        Some(r) => (
+            Some(crate::metrics::psnr(&m.output.image, r.image)?),
+            Some(crate::metrics::ssim(&m.output.image, r.image)?),
+        ),
+        None => (None, None),
+    };
+    Ok(RunRow {
+        run_id: g.run_id(setting),
+        prompt_index: g.pi,
+        prompt: g.prompt.text.clone(),
+        grade: g.prompt.grade,
+        complexity: Some(g.complexity.score),
+        seed: g.seed,
+        scheduler: g.scheduler.name().into(),
+        setting: setting.label.clone(),
+        mode: t.method.kind(),
+        delta: t.method.delta(),
+        max_skips: t.method.max_skips(),
+        early_stop: t.early_stop.is_some(),
+        budget: t.budget,
+        steps_run: t.steps_run,
+        unet_calls: t.unet_calls,
+        stopped_early_at: t.stopped_early_at,
+        loop_ms: t.elapsed_ms,
+        decode_ms: m.output.decode_ms,
+        total_ms: t.elapsed_ms + m.output.decode_ms,
+        peak_rss_mb: m.peak_rss_mb,
+        psnr_db,
+        ssim,
+        clip_cosine: m.clip_cosine,
+        clip_score: m
+            .clip_cosine
+            .map(|c| crate::metrics::ClipAlignment::from_cosine(c).clip_score),
+        clip_delta: match (m.clip_cosine, reference.and_then(|r| r.clip_cosine)) {
+            (Some(c), Some(b)) => Some(c - b),
+            _ => None,
+        },
+        pattern: pattern(t),
+        finished_at: utc_now(),
+    })
+}

@@ -1,0 +1,200 @@
+//! The `adiff` command line: parses the arguments, builds a [`crate::job::Job`] (or a
+//! benchmark, a measurement) from them, runs it and reports on the terminal. The only
+//! front end that names flags: [`Flags`] words the library's field errors with them.
+//!
+//! * [`run_args`] — the options of `generate` and `compare`, turned into a job.
+//! * [`runs`] — `generate` and `compare`: progress bars, outputs, the summary line.
+//! * [`progress`] — the one progress-bar style.
+//! * [`measure`] — `overhead` and `unet-call`.
+//! * [`bench`] — `bench` and `calibrate` options.
+//! * [`complexity`] — the scorer options and `adiff complexity`.
+
+pub mod bench;
+pub mod complexity;
+pub mod measure;
+pub mod progress;
+pub mod run_args;
+pub mod runs;
+
+use crate::field::{Field, Fix, Wording};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub use run_args::{CommonArgs, CompareArgs, DTypeArg, GenerateArgs, ModelArgs};
+
+/// Adaptive Diffusion: run a fixed-step baseline and an adaptive step-skipping pipeline on
+/// the same prompt, seed and initial noise, and measure what the skipping saved and cost.
+#[derive(Debug, Parser)]
+#[command(name = "adiff", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (none: open the desktop app).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open the desktop app: baseline and adaptive side by side with live curves (the
+    /// default when no command is given).
+    Gui,
+    /// Generate one image with the baseline or the adaptive pipeline.
+    Generate(GenerateArgs),
+    /// Run baseline and adaptive from the same noise; write a side-by-side PNG and both traces.
+    Compare(CompareArgs),
+    /// Measure the adaptive controller's per-step cost next to one noise-predictor call on
+    /// a UNet of Stable Diffusion 1.5 size with random weights.
+    Overhead(measure::OverheadArgs),
+    /// Time one CFG call of a diffusers UNet folder on inputs from a file and report peak
+    /// memory (the adiff side of tools/perf/unet_vs_torch.sh).
+    UnetCall(measure::UNetCallArgs),
+    /// Rate a prompt's complexity (score, factors, rationale) and show the adaptive step
+    /// budget it leads to with --budget auto.
+    Complexity(complexity::ComplexityArgs),
+    /// Benchmark baseline vs adaptive over a prompt set: latency, noise-predictor calls,
+    /// PSNR, SSIM and CLIP alignment; writes runs.csv, summary.json, report.md and plots.
+    Bench(bench::BenchArgs),
+    /// Find per prompt the largest δ and smallest budget that keep a PSNR target, and fit
+    /// the complexity → budget mapping read by --budget auto --budget-map.
+    Calibrate(bench::CalibrateArgs),
+    /// Train the built-in "shapes" model (resumable), export it, time it, score it.
+    Train(crate::train::cli::TrainArgs),
+}
+
+/// The command line's names: a setting is its flag.
+pub struct Flags;
+
+impl Wording for Flags {
+    fn name(&self, field: Field) -> String {
+        match field {
+            Field::Prompt => "--prompt",
+            Field::Negative => "--negative",
+            Field::Model => "--model",
+            Field::Scheduler => "--scheduler",
+            Field::Steps => "--steps",
+            Field::Guidance => "--guidance",
+            Field::Width => "--width",
+            Field::Height => "--height",
+            Field::Delta => "--delta",
+            Field::MaxSkips => "--max-skips",
+            Field::EarlyStopTau => "--early-stop-tau",
+            Field::InitLatents => "--init-latents",
+            Field::OllamaUrl => "--ollama-url",
+            Field::OllamaModel => "--ollama-model",
+            Field::OllamaTimeout => "--ollama-timeout",
+            Field::BudgetMap => "--budget-map",
+            Field::Clip => "--clip",
+        }
+        .to_string()
+    }
+
+    fn fix(&self, fix: Fix) -> Option<String> {
+        Some(
+            match fix {
+                Fix::Truncate => "or pass --truncate to drop them",
+                Fix::LocalFolder => "or pass --weights DIR with a local diffusers folder",
+            }
+            .to_string(),
+        )
+    }
+}
+
+/// An error on one line, settings named by their flags.
+pub fn one_line(e: &anyhow::Error) -> String {
+    crate::field::one_line(e, &Flags)
+}
+
+/// Print a library warning about a setting.
+pub fn warn(w: &crate::field::FieldError) {
+    eprintln!("warning: {}", one_line(&anyhow::Error::new(w.clone())));
+}
+
+/// Entry point of the `adiff` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    #[cfg(not(feature = "gui"))]
+    if cli.command.is_none() {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        eprintln!(
+            "\nerror: this adiff was built without the desktop app (feature `gui`): give a command"
+        );
+        return ExitCode::from(2);
+    }
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print clap's message as one line (help and version print in full).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("error: {first} (see 'adiff --help')");
+    ExitCode::from(2)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Some(command) = cli.command else {
+        return run_gui();
+    };
+    match command {
+        Command::Gui => run_gui(),
+        Command::Generate(a) => runs::generate_cmd(&a),
+        Command::Compare(a) => runs::compare_cmd(&a),
+        Command::Complexity(a) => complexity::run(&a),
+        Command::Bench(a) => bench::run_bench_cmd(&a),
+        Command::Calibrate(a) => bench::run_calibrate_cmd(&a),
+        Command::Train(a) => crate::train::cli::run(&a),
+        Command::Overhead(a) => measure::overhead_cmd(&a),
+        Command::UnetCall(a) => measure::unet_call_cmd(&a),
+    }
+}
+
+#[cfg(feature = "gui")]
+fn run_gui() -> Result<()> {
+    crate::app::run()
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_gui() -> Result<()> {
+    anyhow::bail!(
+        "this adiff was built without the desktop app (feature `gui`); rebuild with default features, or use generate / compare (see 'adiff --help')"
+    )
+}

@@ -1,0 +1,240 @@
+//! The options of `generate` and `compare`, and the [`Job`] they describe.
+
+use super::complexity::ScoringArgs;
+use crate::complexity::{BudgetMode, ComplexityBudget, Scoring};
+use crate::job::{self, Job, defaults};
+use crate::model::{HubOptions, ModelSource};
+use crate::sampler::{Method, MethodKind, SchedulerKind};
+use anyhow::{Result, bail};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+/// Where the weights come from (shared by every command that loads a pipeline).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A local diffusers-format pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long, conflicts_with = "model")]
+    pub weights: Option<PathBuf>,
+    /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the
+    /// built-in offline model (assets/models/shapes), the default when neither --model nor
+    /// --weights is given and Stable Diffusion 1.5 is not in the hub cache.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model these options name; without either, the default model, with a note on
+    /// stderr saying which and why.
+    pub fn source(&self) -> Result<ModelSource> {
+        Ok(match (&self.weights, &self.model) {
+            (Some(dir), _) => ModelSource::Local(dir.clone()),
+            (None, Some(name)) => ModelSource::from_name(name)?,
+            (None, None) => {
+                let (source, why) = ModelSource::default_for(&HubOptions::default());
+                let hint = match &source {
+                    ModelSource::Local(_) => {
+                        " (pass --model sd15 to download Stable Diffusion 1.5)"
+                    }
+                    ModelSource::Hub(_) => "",
+                };
+                eprintln!("note: no --model or --weights given: {why}{hint}");
+                source
+            }
+        })
+    }
+}
+
+/// A number format for the model weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DTypeArg {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::F16 => candle_core::DType::F16,
+            DTypeArg::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+/// Options shared by `generate` and `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// The negative prompt (empty: unconditional).
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Scheduler: ddim, euler or dpm++.
+    #[arg(long, default_value = defaults::SCHEDULER.name())]
+    pub scheduler: String,
+    /// Number of denoising steps (the budget).
+    #[arg(long, default_value_t = defaults::STEPS)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 turns guidance off).
+    #[arg(long, default_value_t = defaults::GUIDANCE)]
+    pub guidance: f64,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = defaults::SEED)]
+    pub seed: u64,
+    /// Image width in pixels (multiple of 8; default: the model's native size).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height in pixels (multiple of 8; default: the model's native size).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// δ, the adaptive rule's relative threshold.
+    #[arg(long, default_value_t = defaults::DELTA, allow_negative_numbers = true)]
+    pub delta: f64,
+    /// C_max, the most consecutive skipped steps.
+    #[arg(long, default_value_t = defaults::MAX_SKIPS)]
+    pub max_skips: usize,
+    /// Stop when the latent has converged (relative change below τ for 3 steps, armed after
+    /// 75 % of the budget) and output the predicted clean image.
+    #[arg(long)]
+    pub early_stop: bool,
+    /// τ of the early stop.
+    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU)]
+    pub early_stop_tau: f64,
+    /// Start from these latents (safetensors, f32 NCHW tensor `latents`, already scaled by
+    /// the scheduler's initial σ) instead of seeded noise.
+    #[arg(long)]
+    pub init_latents: Option<PathBuf>,
+    /// Write the final latents (before VAE decoding) to this safetensors file.
+    #[arg(long)]
+    pub latents_out: Option<PathBuf>,
+    /// Truncate prompts longer than the text encoder's 77 tokens instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    pub cpu: bool,
+    /// The UNet's number format [default: f32 on the CPU, f16 on a GPU].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
+    /// The output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write the per-step trace as JSON here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Step budget of the adaptive run: fixed (--steps) or auto (from the prompt's
+    /// complexity score, relative to --steps; the baseline keeps --steps).
+    #[arg(long, value_enum, default_value_t = BudgetMode::Fixed)]
+    pub budget: BudgetMode,
+    /// Complexity scorer and budget mapping (used with --budget auto).
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+/// `--mode`: the names of the method kinds.
+fn method_kind_parser() -> impl TypedValueParser<Value = MethodKind> {
+    PossibleValuesParser::new(MethodKind::ALL.map(MethodKind::name))
+        .try_map(|s| s.parse::<MethodKind>())
+}
+
+/// `adiff generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// baseline or adaptive.
+    #[arg(long, value_parser = method_kind_parser(), default_value = "adaptive")]
+    pub mode: MethodKind,
+}
+
+/// `adiff compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl CommonArgs {
+    /// The method of the given kind with these options' settings.
+    pub fn method(&self, kind: MethodKind) -> Method {
+        match kind {
+            MethodKind::Baseline => Method::Baseline,
+            MethodKind::Adaptive => Method::Adaptive {
+                delta: self.delta,
+                max_skips: self.max_skips,
+            },
+        }
+    }
+
+    /// The job these options describe, validated: every check that needs no model happens
+    /// here, before anything is loaded.
+    pub fn to_job(&self, method: Method) -> Result<Job> {
+        let scheduler: SchedulerKind = self.scheduler.parse().map_err(anyhow::Error::msg)?;
+        let mut job = Job::new(ModelSource::Local(PathBuf::new()), self.prompt.clone());
+        job.negative = self.negative.clone();
+        job.scheduler = scheduler;
+        job.steps = self.steps;
+        job.guidance = self.guidance;
+        job.seed = self.seed;
+        job.width = self.width;
+        job.height = self.height;
+        job.method = method;
+        job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
+        job.init_latents = self.init_latents.clone();
+        job.truncate = self.truncate;
+        job.force_cpu = self.cpu;
+        job.dtype = self.dtype.map(DTypeArg::dtype);
+        if self.budget == BudgetMode::Auto {
+            if method == Method::Baseline {
+                bail!(
+                    "--budget auto chooses the adaptive run's steps; with --mode baseline give the budget with --steps"
+                );
+            }
+            job.budget = Some(self.scoring.scoring());
+        }
+        job.validate()?;
+        job.model = self.model.source()?;
+        Ok(job)
+    }
+
+    /// The output files of the command.
+    pub fn outputs(&self) -> Vec<&PathBuf> {
+        std::iter::once(&self.out)
+            .chain(self.trace.iter())
+            .chain(self.latents_out.iter())
+            .collect()
+    }
+}
+
+/// `--budget auto`: score the prompt and choose the method's budget; print the decision
+/// (and any fallback warning) on stderr.
+pub fn decide_budget(job: &Job) -> Result<Option<ComplexityBudget>> {
+    let Some(scoring) = &job.budget else {
+        return Ok(None);
+    };
+    let (engine, map) = (scoring.engine()?, scoring.mapping()?);
+    let decision = Scoring::decide(&engine, &map, &job.prompt, job.steps, job.method);
+    super::complexity::warn_fallback(&decision.complexity);
+    let (c, b) = (&decision.complexity, &decision.budget);
+    eprintln!(
+        "complexity {:.2} (level {} of {}, {}): {} → adaptive budget {} of {} steps",
+        c.score,
+        b.level,
+        b.levels,
+        c.scorer.name(),
+        c.factors.describe(),
+        b.steps,
+        b.baseline_steps
+    );
+    Ok(Some(decision))
+}

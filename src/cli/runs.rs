@@ -1,0 +1,152 @@
+//! `adiff generate` and `adiff compare`: build the job, run it with progress bars, write the
+//! outputs and print the summary line.
+
+use super::progress::StepBars;
+use super::run_args::{CommonArgs, CompareArgs, GenerateArgs, decide_budget};
+use crate::complexity::ComplexityBudget;
+use crate::job::Job;
+use crate::output;
+use crate::pipeline::{
+    self, CompareReport, GenerateReport, LoadedModel, Prepared, Progress, RunInfo, SideReport,
+};
+use anyhow::Result;
+
+/// A validated job, its complexity budget, its loaded model and prepared inputs.
+struct Ready {
+    job: Job,
+    budget: Option<ComplexityBudget>,
+    model: LoadedModel,
+    prepared: Prepared,
+}
+
+/// Validate, decide the budget, check the outputs, load and prepare; notes and warnings go
+/// to stderr.
+fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
+    let budget = decide_budget(&job)?;
+    for p in common.outputs() {
+        output::check_writable(p)?;
+    }
+    let model = pipeline::load_job_model(&job)?;
+    if let Some(note) = &model.device_note {
+        eprintln!("adiff: {note}");
+    }
+    let prepared = pipeline::prepare(&model, &job)?;
+    for w in &prepared.warnings {
+        super::warn(w);
+    }
+    Ok(Ready {
+        job,
+        budget,
+        model,
+        prepared,
+    })
+}
+
+/// `adiff generate`.
+pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
+    let c = &a.common;
+    let r = ready(c, c.to_job(c.method(a.mode))?)?;
+    let pass = r.job.method_pass(r.budget.as_ref());
+    let mut bars = StepBars::new();
+    bars.start(&pass, pass.steps, 0);
+    let g = pipeline::generate(&r.model, &r.job, &r.prepared, &pass, &mut |ev| {
+        bars.step(ev)
+    })?;
+    bars.finish();
+    output::write_png(&c.out, &g.image)?;
+    if let Some(p) = &c.trace {
+        let report = GenerateReport {
+            info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
+            trace: g.trace.clone(),
+            decode_ms: g.decode_ms,
+        };
+        output::write_json(p, &report)?;
+    }
+    if let Some(p) = &c.latents_out {
+        output::write_tensors(p, [("latents", &g.latents)])?;
+    }
+    eprintln!(
+        "{}: {} of {} steps called the noise predictor, {:.0} ms; wrote {}",
+        g.trace.method.name(),
+        g.trace.unet_calls,
+        g.trace.budget,
+        g.trace.elapsed_ms,
+        c.out.display()
+    );
+    Ok(())
+}
+
+/// `adiff compare`.
+pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
+    let c = &a.common;
+    let r = ready(c, c.to_job(c.method(crate::sampler::MethodKind::Adaptive))?)?;
+    let pass = r.job.method_pass(r.budget.as_ref());
+    let (base, fast, summary) =
+        pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
+    output::write_png(&c.out, &side_by_side(&base.image, &fast.image))?;
+    if let Some(p) = &c.trace {
+        let report = CompareReport {
+            info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
+            baseline: SideReport::of(&base),
+            adaptive: SideReport::of(&fast),
+            summary: summary.clone(),
+        };
+        output::write_json(p, &report)?;
+    }
+    if let Some(p) = &c.latents_out {
+        output::write_tensors(
+            p,
+            [("baseline", &base.latents), ("adaptive", &fast.latents)],
+        )?;
+    }
+    eprintln!(
+        "baseline {}/{} calls {:.0} ms | adaptive {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {:.2} dB; wrote {}",
+        base.trace.unet_calls,
+        base.trace.budget,
+        base.trace.elapsed_ms,
+        fast.trace.unet_calls,
+        fast.trace.budget,
+        fast.trace.elapsed_ms,
+        summary.nfe_speedup,
+        summary.wall_speedup,
+        summary.psnr_db,
+        c.out.display()
+    );
+    Ok(())
+}
+
+/// Images smaller than this (e.g. the built-in model's 32×32) are enlarged by an integer
+/// factor, pixel for pixel, in the side-by-side picture so that they can be seen.
+const MIN_SIDE_BY_SIDE: u32 = 256;
+
+/// Put two images side by side (baseline left) with a gap; small images are enlarged by
+/// an integer factor with nearest-neighbour sampling (every model pixel stays visible).
+pub fn side_by_side(left: &image::RgbImage, right: &image::RgbImage) -> image::RgbImage {
+    let smallest = left
+        .width()
+        .min(left.height())
+        .min(right.width())
+        .min(right.height())
+        .max(1);
+    let factor = MIN_SIDE_BY_SIDE.div_ceil(smallest).max(1);
+    let enlarge = |img: &image::RgbImage| {
+        if factor == 1 {
+            img.clone()
+        } else {
+            image::imageops::resize(
+                img,
+                img.width() * factor,
+                img.height() * factor,
+                image::imageops::FilterType::Nearest,
+            )
+        }
+    };
+    let (left, right) = (&enlarge(left), &enlarge(right));
+    let gap = (left.width() / 32).max(4);
+    let w = left.width() + gap + right.width();
+    let h = left.height().max(right.height());
+    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([24, 24, 24]));
+    image::imageops::replace(&mut img, left, 0, 0);
+    image::imageops::replace(&mut img, right, (left.width() + gap) as i64, 0);
+    img
+}

@@ -1,0 +1,210 @@
+//! Errors about one user setting, named by what the setting *is* ([`Field`]), not by how a
+//! front end spells it: the command line words a [`FieldError`] with its flag (`--steps`),
+//! the desktop app with its control ("Steps"). Library modules return these and never name a
+//! flag; [`one_line`] renders any error chain on one line with the front end's names.
+
+use std::fmt;
+
+/// A setting of a run, a model source or a scorer that a user gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The prompt.
+    Prompt,
+    /// The negative prompt.
+    Negative,
+    /// The model (a hub name, a folder).
+    Model,
+    /// The scheduler name.
+    Scheduler,
+    /// The number of denoising steps.
+    Steps,
+    /// The classifier-free guidance scale.
+    Guidance,
+    /// The image width.
+    Width,
+    /// The image height.
+    Height,
+    /// δ of the adaptive method.
+    Delta,
+    /// C_max of the adaptive method.
+    MaxSkips,
+    /// τ of the early stop.
+    EarlyStopTau,
+    /// A file of initial latents.
+    InitLatents,
+    /// The Ollama server URL.
+    OllamaUrl,
+    /// The Ollama model name.
+    OllamaModel,
+    /// Seconds to wait for Ollama.
+    OllamaTimeout,
+    /// A score-to-budget mapping file.
+    BudgetMap,
+    /// The CLIP model of the alignment metric.
+    Clip,
+}
+
+impl Field {
+    /// A plain name, for messages no front end words (logs, library tests).
+    pub fn noun(self) -> &'static str {
+        match self {
+            Field::Prompt => "the prompt",
+            Field::Negative => "the negative prompt",
+            Field::Model => "the model",
+            Field::Scheduler => "the scheduler",
+            Field::Steps => "steps",
+            Field::Guidance => "the guidance scale",
+            Field::Width => "width",
+            Field::Height => "height",
+            Field::Delta => "δ",
+            Field::MaxSkips => "C_max",
+            Field::EarlyStopTau => "the early-stop τ",
+            Field::InitLatents => "the initial latents",
+            Field::OllamaUrl => "the Ollama URL",
+            Field::OllamaModel => "the Ollama model",
+            Field::OllamaTimeout => "the Ollama timeout",
+            Field::BudgetMap => "the budget map",
+            Field::Clip => "the CLIP model",
+        }
+    }
+}
+
+/// What a front end may add to a [`FieldError`] in its own words: the control or flag that
+/// fixes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Truncating the prompt to the text encoder's length would let it run.
+    Truncate,
+    /// A local model folder instead of a hub download.
+    LocalFolder,
+}
+
+/// Where a problem text puts the setting's name; without it the name comes first.
+pub const NAME: &str = "{name}";
+
+/// One setting is wrong: `problem` reads after the setting's name ("must be at least 1"), or
+/// holds [`NAME`] where the name goes ("cannot read {name} map.json").
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct FieldError {
+    /// Which setting.
+    pub field: Field,
+    /// What is wrong, worded to follow the setting's name (or with [`NAME`] in it).
+    pub problem: String,
+    /// A fix a front end can name in its own terms.
+    pub fix: Option<Fix>,
+}
+
+impl FieldError {
+    /// `field` has `problem`.
+    pub fn new(field: Field, problem: impl Into<String>) -> Self {
+        Self {
+            field,
+            problem: problem.into(),
+            fix: None,
+        }
+    }
+
+    /// The same error with a fix to suggest.
+    pub fn with_fix(mut self, fix: Fix) -> Self {
+        self.fix = Some(fix);
+        self
+    }
+
+    /// The message with the setting called `name` (e.g. `--steps`, "Steps").
+    pub fn worded(&self, name: &str) -> String {
+        if self.problem.contains(NAME) {
+            self.problem.replace(NAME, name)
+        } else {
+            format!("{name} {}", self.problem)
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.worded(self.field.noun()))
+    }
+}
+
+/// How a front end names settings and fixes.
+pub trait Wording {
+    /// The name of a setting (a flag, a control).
+    fn name(&self, field: Field) -> String;
+    /// The advice for a fix, appended after `; ` (none: nothing is added).
+    fn fix(&self, fix: Fix) -> Option<String>;
+}
+
+/// The library's own names ([`Field::noun`]), no fixes.
+pub struct Plain;
+
+impl Wording for Plain {
+    fn name(&self, field: Field) -> String {
+        field.noun().to_string()
+    }
+    fn fix(&self, _: Fix) -> Option<String> {
+        None
+    }
+}
+
+/// The error and its causes on one line, each [`FieldError`] and
+/// [`crate::model::ModelError`] worded by `wording`.
+pub fn one_line(e: &anyhow::Error, wording: &dyn Wording) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = match cause.downcast_ref::<FieldError>() {
+            Some(fe) => {
+                let mut s = fe.worded(&wording.name(fe.field));
+                if let Some(advice) = fe.fix.and_then(|f| wording.fix(f)) {
+                    s.push_str("; ");
+                    s.push_str(&advice);
+                }
+                s
+            }
+            None => match cause
+                .downcast_ref::<crate::model::ModelError>()
+                .and_then(|m| m.fix())
+                .and_then(|f| wording.fix(f))
+            {
+                Some(advice) => format!("{cause}; {advice}"),
+                None => cause.to_string(),
+            },
+        };
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Flags;
+    impl Wording for Flags {
+        fn name(&self, field: Field) -> String {
+            format!("--{field:?}").to_lowercase()
+        }
+        fn fix(&self, fix: Fix) -> Option<String> {
+            (fix == Fix::Truncate).then(|| "pass --truncate".into())
+        }
+    }
+
+    #[test]
+    fn field_errors_are_worded_by_the_front_end_anywhere_in_the_chain() {
+        let e = anyhow::Error::new(
+            FieldError::new(Field::Prompt, "is too long").with_fix(Fix::Truncate),
+        )
+        .context("prompt #3");
+        assert_eq!(
+            one_line(&e, &Flags),
+            "prompt #3: --prompt is too long; pass --truncate"
+        );
+        assert_eq!(one_line(&e, &Plain), "prompt #3: the prompt is too long");
+        let e = FieldError::new(Field::BudgetMap, "cannot read {name} m.json");
+        assert_eq!(e.worded("--budget-map"), "cannot read --budget-map m.json");
+        assert_eq!(e.to_string(), "cannot read the budget map m.json");
+        let e = anyhow::anyhow!("line one\nline two").context("outer");
+        assert_eq!(one_line(&e, &Plain), "outer: line one line two");
+    }
+}

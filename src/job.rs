@@ -1,0 +1,360 @@
+//! One description of a run: [`Job`]. The command line, the desktop app and the benchmark
+//! each build a `Job` from their own inputs, [`Job::validate`] checks it once (its errors
+//! name the *setting*, each front end words them), and [`crate::pipeline`] runs it. The
+//! defaults of every setting live here, in [`defaults`], and nowhere else.
+//!
+//! A job compares the fixed-step baseline with one acceleration [`Method`]; what actually
+//! runs is a list of [`Pass`]es: the baseline's, and the method's (with the step budget the
+//! prompt's complexity chose, when [`Job::budget`] asks for one).
+
+use crate::complexity::{ComplexityBudget, Scoring};
+use crate::field::{Field, FieldError};
+use crate::model::ModelSource;
+use crate::sampler::{EarlyStop, Method, MethodError, SchedulerKind};
+use candle_core::DType;
+use std::path::PathBuf;
+
+/// The default of every setting of a run.
+pub mod defaults {
+    use crate::sampler::{Method, SchedulerKind};
+
+    /// Denoising steps.
+    pub const STEPS: usize = 50;
+    /// Classifier-free guidance scale.
+    pub const GUIDANCE: f64 = 7.5;
+    /// Seed of the initial noise.
+    pub const SEED: u64 = 42;
+    /// δ of AdaptiveDiffusion (the published default).
+    pub const DELTA: f64 = 0.01;
+    /// C_max of AdaptiveDiffusion (the published default).
+    pub const MAX_SKIPS: usize = 4;
+    /// τ of the early stop.
+    pub const EARLY_STOP_TAU: f64 = 0.03;
+    /// The scheduler.
+    pub const SCHEDULER: SchedulerKind = SchedulerKind::Ddim;
+    /// AdaptiveDiffusion with its published δ and C_max.
+    pub const ADAPTIVE: Method = Method::Adaptive {
+        delta: DELTA,
+        max_skips: MAX_SKIPS,
+    };
+}
+
+/// Everything that defines one run (or one baseline/method comparison).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Where the weights come from.
+    pub model: ModelSource,
+    /// Stay on the CPU even when a GPU is available.
+    pub force_cpu: bool,
+    /// The UNet's number format (`None`: f32 on the CPU, f16 on GPUs).
+    pub dtype: Option<DType>,
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt ("" = none).
+    pub negative: String,
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+    /// The step budget.
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 turns guidance off).
+    pub guidance: f64,
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// Width in pixels (`None`: the model's native width, or the initial latents').
+    pub width: Option<usize>,
+    /// Height in pixels.
+    pub height: Option<usize>,
+    /// The acceleration method compared with the baseline (or the only run of `generate`).
+    pub method: Method,
+    /// Early stop of the method's run.
+    pub early_stop: Option<EarlyStop>,
+    /// Take the method's step budget from the prompt's complexity (the baseline keeps
+    /// `steps`); `None`: every run has `steps`.
+    pub budget: Option<Scoring>,
+    /// Initial latents from a file instead of seeded noise.
+    pub init_latents: Option<PathBuf>,
+    /// Truncate over-long prompts (with a warning) instead of failing.
+    pub truncate: bool,
+}
+
+impl Job {
+    /// A job with every setting at its default.
+    pub fn new(model: ModelSource, prompt: impl Into<String>) -> Self {
+        Self {
+            model,
+            force_cpu: false,
+            dtype: None,
+            prompt: prompt.into(),
+            negative: String::new(),
+            scheduler: defaults::SCHEDULER,
+            steps: defaults::STEPS,
+            guidance: defaults::GUIDANCE,
+            seed: defaults::SEED,
+            width: None,
+            height: None,
+            method: defaults::ADAPTIVE,
+            early_stop: None,
+            budget: None,
+            init_latents: None,
+            truncate: false,
+        }
+    }
+
+    /// Check every setting that needs no model; the first problem, named by its field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.prompt.trim().is_empty() {
+            return Err(FieldError::new(
+                Field::Prompt,
+                "is empty: describe the image to generate, e.g. \"a red fox in the snow\"",
+            ));
+        }
+        if self.steps < 1 {
+            return Err(FieldError::new(
+                Field::Steps,
+                format!("must be at least 1 (got {})", self.steps),
+            ));
+        }
+        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+            return Err(FieldError::new(
+                Field::Guidance,
+                format!("must be a finite number ≥ 0 (got {})", self.guidance),
+            ));
+        }
+        for (field, v) in [(Field::Width, self.width), (Field::Height, self.height)] {
+            if let Some(v) = v
+                && (v == 0 || v % 8 != 0)
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{v} is not a positive multiple of 8 (try {})",
+                        (v / 8).max(1) * 8
+                    ),
+                ));
+            }
+        }
+        validate_method(&self.method)?;
+        if let Some(es) = &self.early_stop {
+            validate_early_stop(es)?;
+        }
+        Ok(())
+    }
+
+    /// The full-step baseline run.
+    pub fn baseline_pass(&self) -> Pass {
+        Pass {
+            method: Method::Baseline,
+            steps: self.steps,
+            early_stop: None,
+        }
+    }
+
+    /// The method's run: with the complexity budget's steps (and, when it scales them, its
+    /// δ and C_max) when there is one.
+    pub fn method_pass(&self, budget: Option<&ComplexityBudget>) -> Pass {
+        match budget {
+            Some(b) => Pass {
+                method: b.budget.method(),
+                steps: b.budget.steps,
+                early_stop: self.early_stop,
+            },
+            None => Pass {
+                method: self.method,
+                steps: self.steps,
+                early_stop: self.early_stop,
+            },
+        }
+    }
+
+    /// What makes two baselines identical (the method's settings do not enter).
+    pub fn baseline_key(&self) -> BaselineKey {
+        BaselineKey {
+            inputs: self.inputs_key(),
+            scheduler: self.scheduler,
+            steps: self.steps,
+        }
+    }
+
+    /// What makes two jobs' encoded prompt and initial noise identical.
+    pub fn inputs_key(&self) -> InputsKey {
+        InputsKey {
+            model: self.model_key(),
+            prompt: self.prompt.clone(),
+            negative: self.negative.clone(),
+            guidance_bits: self.guidance.to_bits(),
+            seed: self.seed,
+            width: self.width,
+            height: self.height,
+            init_latents: self.init_latents.clone(),
+        }
+    }
+
+    /// What makes two jobs' loaded model identical.
+    pub fn model_key(&self) -> ModelKey {
+        ModelKey {
+            source: self.model.clone(),
+            force_cpu: self.force_cpu,
+            dtype: self.dtype.map(|d| d.as_str()),
+        }
+    }
+}
+
+/// δ and C_max, named as fields.
+pub fn validate_method(method: &Method) -> Result<(), FieldError> {
+    method.validate().map_err(|e| match e {
+        MethodError::Delta(d) => FieldError::new(
+            Field::Delta,
+            format!("must be a finite number ≥ 0 (got {d})"),
+        ),
+        MethodError::MaxSkips => FieldError::new(
+            Field::MaxSkips,
+            "must be at least 1 (it caps consecutive skipped steps; the baseline never skips)",
+        ),
+    })
+}
+
+/// τ (and the fixed settings) of an early stop, named as a field.
+pub fn validate_early_stop(es: &EarlyStop) -> Result<(), FieldError> {
+    es.validate()
+        .map_err(|e| FieldError::new(Field::EarlyStopTau, format!("is not usable: {e}")))
+}
+
+/// The early stop a front end's "on" switch and τ describe.
+pub fn early_stop(enabled: bool, tau: f64) -> Option<EarlyStop> {
+    enabled.then(|| EarlyStop::with_tau(tau))
+}
+
+/// One sampling run of a job: what the sampler is given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    /// The method.
+    pub method: Method,
+    /// The step budget.
+    pub steps: usize,
+    /// Early stop, when enabled.
+    pub early_stop: Option<EarlyStop>,
+}
+
+/// Identifies a loaded model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelKey {
+    source: ModelSource,
+    force_cpu: bool,
+    dtype: Option<&'static str>,
+}
+
+/// Identifies the encoded prompt and the initial latents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputsKey {
+    model: ModelKey,
+    prompt: String,
+    negative: String,
+    guidance_bits: u64,
+    seed: u64,
+    width: Option<usize>,
+    height: Option<usize>,
+    init_latents: Option<PathBuf>,
+}
+
+/// Identifies a baseline run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaselineKey {
+    inputs: InputsKey,
+    scheduler: SchedulerKind,
+    steps: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        let mut j = Job::new(ModelSource::Local("x".into()), "a fox");
+        j.force_cpu = true;
+        j.steps = 10;
+        j.seed = 1;
+        j
+    }
+
+    #[test]
+    fn baseline_key_ignores_the_method_settings_only() {
+        let a = job();
+        let mut b = a.clone();
+        b.method = Method::Adaptive {
+            delta: 0.05,
+            max_skips: 2,
+        };
+        b.early_stop = early_stop(true, 0.03);
+        assert_eq!(a.baseline_key(), b.baseline_key());
+        for change in [
+            |s: &mut Job| s.seed += 1,
+            |s: &mut Job| s.steps += 1,
+            |s: &mut Job| s.guidance += 0.5,
+            |s: &mut Job| s.prompt.push('!'),
+            |s: &mut Job| s.negative.push('x'),
+            |s: &mut Job| s.scheduler = SchedulerKind::Euler,
+            |s: &mut Job| s.width = Some(64),
+            |s: &mut Job| s.model = ModelSource::Local("y".into()),
+            |s: &mut Job| s.force_cpu = false,
+            |s: &mut Job| s.init_latents = Some("l.safetensors".into()),
+        ] {
+            let mut c = a.clone();
+            change(&mut c);
+            assert_ne!(a.baseline_key(), c.baseline_key(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let field = |f: fn(&mut Job)| {
+            let mut j = job();
+            f(&mut j);
+            j.validate().unwrap_err().field
+        };
+        assert_eq!(field(|j| j.prompt = "  ".into()), Field::Prompt);
+        assert_eq!(field(|j| j.steps = 0), Field::Steps);
+        assert_eq!(field(|j| j.guidance = f64::NAN), Field::Guidance);
+        assert_eq!(field(|j| j.width = Some(65)), Field::Width);
+        assert_eq!(field(|j| j.height = Some(0)), Field::Height);
+        assert_eq!(
+            field(|j| j.method = Method::Adaptive {
+                delta: -1.0,
+                max_skips: 4
+            }),
+            Field::Delta
+        );
+        assert_eq!(
+            field(|j| j.method = Method::Adaptive {
+                delta: 0.01,
+                max_skips: 0
+            }),
+            Field::MaxSkips
+        );
+        assert_eq!(
+            field(|j| j.early_stop = early_stop(true, 0.0)),
+            Field::EarlyStopTau
+        );
+        let mut j = job();
+        j.width = Some(100);
+        let e = j.validate().unwrap_err();
+        assert_eq!(
+            e.worded("--width"),
+            "--width 100 is not a positive multiple of 8 (try 96)"
+        );
+        assert!(job().validate().is_ok());
+    }
+
+    #[test]
+    fn the_method_pass_takes_the_complexity_budget() {
+        let j = job();
+        assert_eq!(j.baseline_pass().method, Method::Baseline);
+        assert_eq!(j.baseline_pass().steps, 10);
+        assert_eq!(j.method_pass(None).method, defaults::ADAPTIVE);
+        let engine = crate::complexity::ComplexityEngine::heuristic();
+        let map = crate::complexity::BudgetMap::default();
+        let b = Scoring::decide(&engine, &map, "a red circle", 10, j.method);
+        let pass = j.method_pass(Some(&b));
+        assert_eq!(pass.steps, b.budget.steps);
+        assert!(pass.steps < 10, "a simple prompt gets a smaller budget");
+    }
+}

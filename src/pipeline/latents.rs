@@ -1,0 +1,64 @@
+//! Initial latents from a safetensors file (instead of seeded noise).
+
+use crate::field::{Field, FieldError, NAME};
+use crate::model::StableDiffusion;
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use std::path::Path;
+
+fn problem(text: String) -> anyhow::Error {
+    FieldError::new(Field::InitLatents, text).into()
+}
+
+/// Read the f32 NCHW tensor `latents` from a safetensors file.
+pub fn read_latents(path: &Path) -> Result<Tensor> {
+    let shown = path.display();
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        problem(format!(
+            "cannot read {NAME} {shown} (expected a safetensors file): {e}"
+        ))
+    })?;
+    let Some(x) = tensors.get("latents") else {
+        let mut names: Vec<_> = tensors.keys().cloned().collect();
+        names.sort();
+        return Err(problem(format!(
+            "{shown} has no tensor named 'latents' (found: {})",
+            names.join(", ")
+        )));
+    };
+    if x.rank() != 4 || x.dim(0)? != 1 {
+        return Err(problem(format!(
+            "{shown}: 'latents' must be a (1, C, H, W) tensor, got shape {:?}",
+            x.dims()
+        )));
+    }
+    Ok(x.to_dtype(DType::F32)?)
+}
+
+/// The image size of latents `x` from `path`: the requested one, which must match the
+/// latents' shape, or the one the shape gives.
+pub fn check_shape(
+    sd: &StableDiffusion,
+    x: &Tensor,
+    path: &Path,
+    width: Option<usize>,
+    height: Option<usize>,
+) -> Result<(usize, usize)> {
+    let scale = sd.vae_scale();
+    let dims = x.dims().to_vec();
+    let size = (
+        width.unwrap_or(dims[3] * scale),
+        height.unwrap_or(dims[2] * scale),
+    );
+    let want = sd.latent_shape(size.0, size.1)?;
+    let want = [want.0, want.1, want.2, want.3];
+    if dims != want {
+        return Err(problem(format!(
+            "{} has shape {dims:?} but a {}x{} image with this model needs {want:?}; give a matching width and height, or other latents",
+            path.display(),
+            size.0,
+            size.1,
+        )));
+    }
+    Ok(size)
+}

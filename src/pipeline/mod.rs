@@ -1,0 +1,272 @@
+//! A [`Job`] end to end: load its model, encode its prompt, make its initial latents, run
+//! each [`Pass`] through the sampler, decode. It joins the model layer and the sampler
+//! without either knowing the other, and does no terminal I/O: progress goes to the caller's
+//! observer, warnings come back as data ([`Prepared::warnings`]).
+//!
+//! * [`latents`] — initial latents from a file.
+//! * [`reports`] — the JSON written for a run or a comparison.
+
+pub mod latents;
+pub mod reports;
+
+use crate::field::{Field, FieldError, Fix};
+use crate::job::{Job, Pass};
+use crate::model::{ModelSource, StableDiffusion, sd};
+use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport};
+
+/// A loaded pipeline plus its schedule.
+pub struct LoadedModel {
+    /// The pipeline.
+    pub sd: StableDiffusion,
+    /// Its `scheduler_config.json`.
+    pub schedule: SchedulerConfig,
+    /// Where it came from, for reports.
+    pub origin: String,
+    /// Load time, milliseconds.
+    pub load_ms: f64,
+    /// Why the model runs on the CPU although a GPU backend is compiled in (shown once).
+    pub device_note: Option<String>,
+}
+
+/// Load a model (downloading hub weights when needed) on the CPU or the best device.
+pub fn load_model(
+    source: &ModelSource,
+    force_cpu: bool,
+    dtype: Option<DType>,
+) -> Result<LoadedModel> {
+    let t0 = Instant::now();
+    let (device, device_note) = if force_cpu {
+        (Device::Cpu, None)
+    } else {
+        sd::best_device_noted()
+    };
+    let dtype = dtype.unwrap_or_else(|| sd::default_dtype(&device));
+    let hub = crate::model::HubOptions::default();
+    let sd = StableDiffusion::from_source(source, &hub, &device, dtype)?;
+    let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
+    Ok(LoadedModel {
+        sd,
+        schedule,
+        origin: source.to_string(),
+        load_ms: t0.elapsed().as_secs_f64() * 1e3,
+        device_note,
+    })
+}
+
+/// The model a job names.
+pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
+    load_model(&job.model, job.force_cpu, job.dtype)
+}
+
+/// Inputs shared by every pass of a job: the encoded prompt and the initial latents.
+pub struct Prepared {
+    cond: sd::Conditioning,
+    /// Unscaled N(0, 1) noise, or the file's latents (already scaled).
+    noise: Tensor,
+    noise_is_scaled: bool,
+    /// Final width and height.
+    pub size: (usize, usize),
+    /// Things the user should know about a setting (words the model's vocabulary lacks, a
+    /// truncated prompt), for the front end to word and show.
+    pub warnings: Vec<FieldError>,
+}
+
+/// Words of the prompts that the model's vocabulary does not know.
+fn unknown_word_warnings(sd: &StableDiffusion, job: &Job) -> Result<Vec<FieldError>> {
+    let mut warnings = vec![];
+    for (field, text) in [
+        (Field::Prompt, &job.prompt),
+        (Field::Negative, &job.negative),
+    ] {
+        let unknown = sd.unknown_words(text)?;
+        if !unknown.is_empty() {
+            let words: Vec<String> = unknown.iter().map(|w| format!("\"{w}\"")).collect();
+            warnings.push(FieldError::new(
+                field,
+                format!(
+                    "has words this model's vocabulary does not know: {}; they are read as an unknown word",
+                    words.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Encode the prompt of a job: a prompt longer than the text encoder's window is an error,
+/// or with [`Job::truncate`] a warning.
+fn encode(
+    sd: &StableDiffusion,
+    job: &Job,
+    warnings: &mut Vec<FieldError>,
+) -> Result<sd::Conditioning> {
+    let negative = (!job.negative.is_empty()).then_some(job.negative.as_str());
+    let cond = sd.encode_prompt(&job.prompt, negative, job.guidance)?;
+    if let Some(t) = cond.truncation.first() {
+        let field = match t.role {
+            sd::PromptRole::Positive => Field::Prompt,
+            sd::PromptRole::Negative => Field::Negative,
+        };
+        let (n, text) = (t.truncated.dropped_tokens, &t.truncated.dropped_text);
+        if job.truncate {
+            warnings.push(FieldError::new(
+                field,
+                format!("is longer than the text encoder's 77 tokens: {n} token(s) were dropped: \"{text}\""),
+            ));
+        } else {
+            return Err(FieldError::new(
+                field,
+                format!("is longer than the text encoder's 77 tokens: {n} token(s) would be dropped: \"{text}\"; shorten it"),
+            )
+            .with_fix(Fix::Truncate)
+            .into());
+        }
+    }
+    Ok(cond)
+}
+
+/// Encode the prompt and prepare the initial latents of a job.
+pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
+    let sd = &model.sd;
+    let mut warnings = unknown_word_warnings(sd, job)?;
+    let cond = encode(sd, job, &mut warnings)?;
+    let (noise, noise_is_scaled, size) = match &job.init_latents {
+        Some(path) => {
+            let x = latents::read_latents(path)?;
+            let size = latents::check_shape(sd, &x, path, job.width, job.height)?;
+            (x.to_device(sd.device())?, true, size)
+        }
+        None => {
+            let (dw, dh) = sd.default_size();
+            let size = (job.width.unwrap_or(dw), job.height.unwrap_or(dh));
+            let s = sd.latent_shape(size.0, size.1)?;
+            let noise = sampler::noise::gaussian(job.seed, &[s.0, s.1, s.2, s.3], sd.device())?;
+            (noise, false, size)
+        }
+    };
+    Ok(Prepared {
+        cond,
+        noise,
+        noise_is_scaled,
+        size,
+        warnings,
+    })
+}
+
+/// One finished run.
+pub struct Generation {
+    /// The decoded image.
+    pub image: image::RgbImage,
+    /// The latents that were decoded.
+    pub latents: Tensor,
+    /// The per-step trace.
+    pub trace: RunTrace,
+    /// VAE decode time, milliseconds.
+    pub decode_ms: f64,
+}
+
+/// The scheduler of a pass, with a step count the model's schedule cannot give named as
+/// the steps setting.
+fn scheduler_for(
+    model: &LoadedModel,
+    job: &Job,
+    steps: usize,
+) -> Result<Box<dyn sampler::Scheduler>> {
+    sampler::build_scheduler(job.scheduler, &model.schedule, steps)
+        .map_err(|e| FieldError::new(Field::Steps, format!("{steps}: {e}")).into())
+}
+
+/// Run one pass from the prepared inputs; `observe` sees every step and may cancel.
+pub fn generate(
+    model: &LoadedModel,
+    job: &Job,
+    prepared: &Prepared,
+    pass: &Pass,
+    observe: &mut dyn FnMut(StepEvent<'_>) -> ControlFlow<()>,
+) -> Result<Generation> {
+    let settings = RunSettings {
+        scheduler: job.scheduler,
+        steps: pass.steps,
+        guidance: job.guidance,
+        method: pass.method,
+        early_stop: pass.early_stop,
+    };
+    let init = if prepared.noise_is_scaled {
+        prepared.noise.clone()
+    } else {
+        let sigma = scheduler_for(model, job, pass.steps)?.init_noise_sigma();
+        (&prepared.noise * sigma)?
+    };
+    let mut denoiser = model.sd.denoiser(&prepared.cond);
+    let out = sampler::run(&mut denoiser, &model.schedule, &settings, &init, observe)?;
+    let t0 = Instant::now();
+    let decoded = model.sd.decode(&out.latents)?;
+    let image = model.sd.to_rgb(&decoded)?;
+    Ok(Generation {
+        image,
+        latents: out.latents,
+        trace: out.trace,
+        decode_ms: t0.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// One discarded noise-predictor call, so that one-time costs (allocations, kernel
+/// selection, page faults of memory-mapped weights) do not land on whichever pass runs first.
+pub fn warm_up(model: &LoadedModel, job: &Job, prepared: &Prepared) -> Result<()> {
+    use crate::sampler::Denoiser;
+    let sch = scheduler_for(model, job, job.steps)?;
+    let x = sch.scale_model_input(&prepared.noise, 0)?;
+    model
+        .sd
+        .denoiser(&prepared.cond)
+        .predict(&x, sch.timesteps()[0])?;
+    Ok(())
+}
+
+/// What a caller shows while a comparison runs.
+pub trait Progress {
+    /// A pass of `steps` steps starts, `then` steps of later passes follow it.
+    fn start(&mut self, pass: &Pass, steps: usize, then: usize);
+    /// One step finished; `Break` cancels.
+    fn step(&mut self, ev: StepEvent<'_>) -> ControlFlow<()>;
+    /// The pass finished.
+    fn finish(&mut self);
+}
+
+/// Shows nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&mut self, _: &Pass, _: usize, _: usize) {}
+    fn step(&mut self, _: StepEvent<'_>) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    fn finish(&mut self) {}
+}
+
+/// Run the baseline and the method from the same inputs (after one warm-up call).
+pub fn compare(
+    model: &LoadedModel,
+    job: &Job,
+    prepared: &Prepared,
+    method: &Pass,
+    progress: &mut dyn Progress,
+) -> Result<(Generation, Generation, CompareSummary)> {
+    let mut run = |pass: &Pass, then: usize| -> Result<Generation> {
+        progress.start(pass, pass.steps, then);
+        let g = generate(model, job, prepared, pass, &mut |ev| progress.step(ev))?;
+        progress.finish();
+        Ok(g)
+    };
+    warm_up(model, job, prepared)?;
+    let base = run(&job.baseline_pass(), method.steps)?;
+    let fast = run(method, 0)?;
+    let summary = CompareSummary::of(&base, &fast)?;
+    Ok((base, fast, summary))
+}

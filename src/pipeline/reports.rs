@@ -1,0 +1,141 @@
+//! The JSON written by `adiff generate --trace` and `adiff compare --trace` (and the app's
+//! export): the settings that reproduce a run, its trace, and what the method saved.
+
+use super::{Generation, LoadedModel, Prepared};
+use crate::complexity::ComplexityBudget;
+use crate::job::Job;
+use crate::sampler::RunTrace;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The settings echoed into every JSON report, so a result can be reproduced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// `adiff` version.
+    pub adiff_version: String,
+    /// Model origin (folder or hub repository).
+    pub model: String,
+    /// Device name.
+    pub device: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt.
+    pub negative: String,
+    /// Seed of the initial noise.
+    pub seed: u64,
+    /// File the initial latents came from, if any.
+    pub init_latents: Option<PathBuf>,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Model load time, milliseconds.
+    pub load_ms: f64,
+    /// `--budget auto`: score, factors, rationale, the scorer that decided (and any
+    /// fallback) and the adaptive side's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<ComplexityBudget>,
+}
+
+impl RunInfo {
+    /// The settings of `job` as run on `model`, with the complexity budget it was given.
+    pub fn new(
+        model: &LoadedModel,
+        job: &Job,
+        prepared: &Prepared,
+        budget: Option<&ComplexityBudget>,
+    ) -> Self {
+        Self {
+            adiff_version: env!("CARGO_PKG_VERSION").into(),
+            model: model.origin.clone(),
+            device: format!("{:?}", model.sd.device().location()),
+            prompt: job.prompt.clone(),
+            negative: job.negative.clone(),
+            seed: job.seed,
+            init_latents: job.init_latents.clone(),
+            width: prepared.size.0,
+            height: prepared.size.1,
+            load_ms: model.load_ms,
+            complexity: budget.cloned(),
+        }
+    }
+}
+
+/// The JSON written by `adiff generate --trace`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateReport {
+    /// Settings.
+    #[serde(flatten)]
+    pub info: RunInfo,
+    /// The run's trace (`unet_calls`, `elapsed_ms`, `steps`, ...).
+    #[serde(flatten)]
+    pub trace: RunTrace,
+    /// VAE decode time, milliseconds.
+    pub decode_ms: f64,
+}
+
+/// One side of a comparison in the JSON written by `adiff compare --trace`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SideReport {
+    /// The run's trace.
+    #[serde(flatten)]
+    pub trace: RunTrace,
+    /// VAE decode time, milliseconds.
+    pub decode_ms: f64,
+}
+
+/// What the method saved and cost, relative to the baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareSummary {
+    /// Noise-predictor calls avoided.
+    pub unet_calls_saved: usize,
+    /// Baseline calls / adaptive calls.
+    pub nfe_speedup: f64,
+    /// Baseline loop time / adaptive loop time (wall clock, same process).
+    pub wall_speedup: f64,
+    /// PSNR of the adaptive image against the baseline image, dB (0–255 scale).
+    pub psnr_db: f64,
+}
+
+/// The JSON written by `adiff compare --trace`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareReport {
+    /// Settings.
+    #[serde(flatten)]
+    pub info: RunInfo,
+    /// The fixed-step baseline.
+    pub baseline: SideReport,
+    /// The adaptive pipeline.
+    pub adaptive: SideReport,
+    /// Savings and quality.
+    pub summary: CompareSummary,
+}
+
+impl CompareSummary {
+    /// The method's run `fast` against the baseline run `base`.
+    pub fn of(base: &Generation, fast: &Generation) -> Result<Self> {
+        let psnr_db = crate::metrics::psnr(&fast.image, &base.image)?;
+        Ok(Self::of_traces(&base.trace, &fast.trace, psnr_db))
+    }
+
+    /// From the two traces and the PSNR of the method's image against the baseline's.
+    pub fn of_traces(base: &RunTrace, fast: &RunTrace, psnr_db: f64) -> Self {
+        Self {
+            unet_calls_saved: base.unet_calls.saturating_sub(fast.unet_calls),
+            nfe_speedup: base.unet_calls as f64 / fast.unet_calls.max(1) as f64,
+            wall_speedup: base.elapsed_ms / fast.elapsed_ms.max(1e-9),
+            psnr_db,
+        }
+    }
+}
+
+impl SideReport {
+    /// The report of one finished run.
+    pub fn of(g: &Generation) -> Self {
+        Self {
+            trace: g.trace.clone(),
+            decode_ms: g.decode_ms,
+        }
+    }
+}
