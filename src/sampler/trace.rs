@@ -238,3 +238,41 @@ mod estimate_tests {
         assert_eq!(human_duration(3900.0), "1 h 05 min");
     }
 }
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+    use crate::sampler::Method;
+
+    /// A trace as every earlier version wrote it: the method as `mode`, `delta`, `max_skips`.
+    fn old_json(mode: &str, delta: &str, max_skips: &str) -> String {
+        format!(
+            r#"{{"mode":"{mode}","scheduler":"ddim","budget":2,"guidance":7.5,"delta":{delta},"max_skips":{max_skips},"early_stop":null,"stopped_early_at":null,"unet_calls":2,"steps_run":0,"elapsed_ms":1.0,"steps":[]}}"#
+        )
+    }
+
+    #[test]
+    fn the_method_reads_and_writes_the_keys_of_earlier_traces() {
+        for (json, method) in [
+            (old_json("baseline", "null", "null"), Method::Baseline),
+            (
+                old_json("adaptive", "0.02", "3"),
+                Method::Adaptive {
+                    delta: 0.02,
+                    max_skips: 3,
+                },
+            ),
+        ] {
+            let t: RunTrace = serde_json::from_str(&json).unwrap();
+            assert_eq!(t.method, method);
+            let back: serde_json::Value = serde_json::to_value(&t).unwrap();
+            let want: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, want);
+        }
+        let bad = old_json("adaptive", "null", "3");
+        let e = serde_json::from_str::<RunTrace>(&bad).unwrap_err();
+        assert!(e.to_string().contains("delta"), "{e}");
+        let unknown = old_json("warp", "null", "null");
+        assert!(serde_json::from_str::<RunTrace>(&unknown).is_err());
+    }
+}
