@@ -33,6 +33,88 @@ fn unsupported(file: &Path, field: &str, reason: impl Into<String>) -> anyhow::E
     .into()
 }
 
+/// The number of blocks (`block_out_channels` entries); none is refused.
+fn block_count(file: &Path, block_out_channels: &[usize]) -> Result<usize> {
+    match block_out_channels.len() {
+        0 => Err(unsupported(file, "block_out_channels", "is empty")),
+        n => Ok(n),
+    }
+}
+
+/// Refuse `value` of `field` unless it is `allowed`, the one value implemented.
+fn require_value(file: &Path, field: &str, value: &str, allowed: &str) -> Result<()> {
+    if value == allowed {
+        Ok(())
+    } else {
+        Err(unsupported(
+            file,
+            field,
+            format!("'{value}' (only '{allowed}' is implemented)"),
+        ))
+    }
+}
+
+/// Refuse `field` when it is `present`: only null is implemented.
+fn require_null(file: &Path, field: &str, present: bool) -> Result<()> {
+    if present {
+        Err(unsupported(file, field, "is set; only null is implemented"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuse a switch `field` that is on: only false is implemented.
+fn require_false(file: &Path, field: &str, on: bool) -> Result<()> {
+    if on {
+        Err(unsupported(file, field, "true is not implemented"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuse a block type list unless it is `n` times `kind`.
+fn require_all(file: &Path, field: &str, types: &[String], n: usize, kind: &str) -> Result<()> {
+    if types.len() != n || types.iter().any(|t| t != kind) {
+        return Err(unsupported(
+            file,
+            field,
+            format!("expected {n} × {kind}, found {types:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an optional JSON value is there and not `null`.
+fn is_set(value: Option<&Value>) -> bool {
+    value.is_some_and(|v| !v.is_null())
+}
+
+/// `norm_num_groups`, which must be set and divide every entry of `block_out_channels`.
+fn norm_groups(
+    file: &Path,
+    norm_num_groups: Option<usize>,
+    block_out_channels: &[usize],
+) -> Result<usize> {
+    let groups = norm_num_groups
+        .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
+    match block_out_channels
+        .iter()
+        .find(|&&c| !c.is_multiple_of(groups))
+    {
+        Some(c) => Err(unsupported(
+            file,
+            "norm_num_groups",
+            format!("{groups} does not divide block_out_channels entry {c}"),
+        )),
+        None => Ok(groups),
+    }
+}
+
+/// Whether `heads` attention heads split `width` evenly (no heads never do).
+fn heads_divide(heads: usize, width: usize) -> bool {
+    heads != 0 && width.is_multiple_of(heads)
+}
+
 /// A JSON field that is either one value for every block or one value per block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -297,332 +379,19 @@ impl UNetConfig {
 
     /// Resolve a parsed config; `file` is named in errors.
     pub fn from_json(j: &UNetJson, file: &Path) -> Result<Self> {
-        let n = j.block_out_channels.len();
-        if n == 0 {
-            return Err(unsupported(file, "block_out_channels", "is empty"));
-        }
-        if j.down_block_types.len() != n {
-            return Err(unsupported(
-                file,
-                "down_block_types",
-                format!(
-                    "has {} entries but block_out_channels has {n}",
-                    j.down_block_types.len()
-                ),
-            ));
-        }
-        if j.up_block_types.len() != n {
-            return Err(unsupported(
-                file,
-                "up_block_types",
-                format!(
-                    "has {} entries but block_out_channels has {n}",
-                    j.up_block_types.len()
-                ),
-            ));
-        }
-        let check_str = |field: &str, value: &str, allowed: &str| -> Result<()> {
-            if value == allowed {
-                Ok(())
-            } else {
-                Err(unsupported(
-                    file,
-                    field,
-                    format!("'{value}' (only '{allowed}' is implemented)"),
-                ))
-            }
-        };
-        check_str("act_fn", &j.act_fn, "silu")?;
-        check_str(
-            "resnet_time_scale_shift",
-            &j.resnet_time_scale_shift,
-            "default",
-        )?;
-        check_str("time_embedding_type", &j.time_embedding_type, "positional")?;
-        check_str("attention_type", &j.attention_type, "default")?;
-        match j.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") => {}
-            other => {
-                return Err(unsupported(
-                    file,
-                    "mid_block_type",
-                    format!("{other:?} (only UNetMidBlock2DCrossAttn is implemented)"),
-                ));
-            }
-        }
-        let none_or = |field: &str, present: bool| -> Result<()> {
-            if present {
-                Err(unsupported(file, field, "is set; only null is implemented"))
-            } else {
-                Ok(())
-            }
-        };
-        none_or("class_embed_type", j.class_embed_type.is_some())?;
-        none_or(
-            "num_class_embeds",
-            j.num_class_embeds.as_ref().is_some_and(|v| !v.is_null()),
-        )?;
-        none_or(
-            "encoder_hid_dim",
-            j.encoder_hid_dim.as_ref().is_some_and(|v| !v.is_null()),
-        )?;
-        none_or(
-            "time_cond_proj_dim (LCM-distilled UNet)",
-            j.time_cond_proj_dim.is_some(),
-        )?;
-        none_or("timestep_post_act", j.timestep_post_act.is_some())?;
-        none_or("cross_attention_norm", j.cross_attention_norm.is_some())?;
-        none_or(
-            "reverse_transformer_layers_per_block",
-            j.reverse_transformer_layers_per_block
-                .as_ref()
-                .is_some_and(|v| !v.is_null()),
-        )?;
-        if let Some(act) = &j.time_embedding_act_fn {
-            return Err(unsupported(
-                file,
-                "time_embedding_act_fn",
-                format!("'{act}' (only null is implemented)"),
-            ));
-        }
-        if j.dual_cross_attention {
-            return Err(unsupported(
-                file,
-                "dual_cross_attention",
-                "true is not implemented",
-            ));
-        }
-        if j.class_embeddings_concat {
-            return Err(unsupported(
-                file,
-                "class_embeddings_concat",
-                "true is not implemented",
-            ));
-        }
-        if j.resnet_skip_time_act {
-            return Err(unsupported(
-                file,
-                "resnet_skip_time_act",
-                "true is not implemented",
-            ));
-        }
-        if j.resnet_out_scale_factor != 1.0 {
-            return Err(unsupported(
-                file,
-                "resnet_out_scale_factor",
-                "only 1.0 is implemented",
-            ));
-        }
-        if j.mid_block_only_cross_attention == Some(true) {
-            return Err(unsupported(
-                file,
-                "mid_block_only_cross_attention",
-                "true is not implemented",
-            ));
-        }
-        let only_cross = match &j.only_cross_attention {
-            Value::Bool(b) => *b,
-            Value::Array(a) => a.iter().any(|v| v.as_bool() != Some(false)),
-            _ => true,
-        };
-        if only_cross {
-            return Err(unsupported(
-                file,
-                "only_cross_attention",
-                "true is not implemented",
-            ));
-        }
-        if j.conv_in_kernel != 3 || j.conv_out_kernel != 3 {
-            return Err(unsupported(
-                file,
-                "conv_in_kernel/conv_out_kernel",
-                "only 3 is implemented",
-            ));
-        }
-        let groups = j
-            .norm_num_groups
-            .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
-        for &c in &j.block_out_channels {
-            if !c.is_multiple_of(groups) {
-                return Err(unsupported(
-                    file,
-                    "norm_num_groups",
-                    format!("{groups} does not divide block_out_channels entry {c}"),
-                ));
-            }
-        }
-
-        let layers = j.layers_per_block.resolve(n, file, "layers_per_block")?;
-        let cross_dims = j
-            .cross_attention_dim
-            .resolve(n, file, "cross_attention_dim")?;
-        // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim` — the
-        // historical `attention_head_dim` field holds the number of heads.
-        let heads = match &j.num_attention_heads {
-            Some(h) => h.resolve(n, file, "num_attention_heads")?,
-            None => j
-                .attention_head_dim
-                .resolve(n, file, "attention_head_dim")?,
-        };
-        let transformer_layers: Vec<usize> = match &j.transformer_layers_per_block {
-            Value::Number(x) => {
-                let d = x.as_u64().ok_or_else(|| {
-                    unsupported(
-                        file,
-                        "transformer_layers_per_block",
-                        "is not a positive integer",
-                    )
-                })?;
-                vec![d as usize; n]
-            }
-            Value::Array(a) if a.len() == n => a
-                .iter()
-                .map(|v| v.as_u64().map(|d| d as usize))
-                .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    unsupported(
-                        file,
-                        "transformer_layers_per_block",
-                        "nested per-layer lists are not implemented",
-                    )
-                })?,
-            _ => {
-                return Err(unsupported(
-                    file,
-                    "transformer_layers_per_block",
-                    format!("expected an integer or a list of {n} integers"),
-                ));
-            }
-        };
-
-        let mut down = Vec::with_capacity(n);
-        for (i, kind) in j.down_block_types.iter().enumerate() {
-            let cross_attn = match kind.as_str() {
-                "CrossAttnDownBlock2D" => Some(transformer_layers[i]),
-                "DownBlock2D" => None,
-                other => {
-                    return Err(unsupported(
-                        file,
-                        &format!("down_block_types[{i}]"),
-                        format!(
-                            "'{other}' (only CrossAttnDownBlock2D and DownBlock2D are implemented)"
-                        ),
-                    ));
-                }
-            };
-            let out_channels = j.block_out_channels[i];
-            if cross_attn.is_some() && (heads[i] == 0 || !out_channels.is_multiple_of(heads[i])) {
-                return Err(unsupported(
-                    file,
-                    "attention_head_dim",
-                    format!(
-                        "{} heads do not divide {out_channels} channels of down block {i}",
-                        heads[i]
-                    ),
-                ));
-            }
-            down.push(UNetBlock {
-                out_channels,
-                layers: layers[i],
-                cross_attn,
-                heads: heads[i],
-                cross_attention_dim: cross_dims[i],
-            });
-        }
-        let mut up = Vec::with_capacity(n);
-        for (i, kind) in j.up_block_types.iter().enumerate() {
-            let r = n - 1 - i;
-            let cross_attn = match kind.as_str() {
-                "CrossAttnUpBlock2D" => Some(transformer_layers[r]),
-                "UpBlock2D" => None,
-                other => {
-                    return Err(unsupported(
-                        file,
-                        &format!("up_block_types[{i}]"),
-                        format!(
-                            "'{other}' (only CrossAttnUpBlock2D and UpBlock2D are implemented)"
-                        ),
-                    ));
-                }
-            };
-            let out_channels = j.block_out_channels[r];
-            if cross_attn.is_some() && (heads[r] == 0 || !out_channels.is_multiple_of(heads[r])) {
-                return Err(unsupported(
-                    file,
-                    "attention_head_dim",
-                    format!(
-                        "{} heads do not divide {out_channels} channels of up block {i}",
-                        heads[r]
-                    ),
-                ));
-            }
-            up.push(UNetBlock {
-                out_channels,
-                layers: layers[r] + 1,
-                cross_attn,
-                heads: heads[r],
-                cross_attention_dim: cross_dims[r],
-            });
-        }
-        let last = n - 1;
-        let mid = UNetBlock {
-            out_channels: j.block_out_channels[last],
-            layers: 1,
-            cross_attn: Some(transformer_layers[last]),
-            heads: heads[last],
-            cross_attention_dim: cross_dims[last],
-        };
-        if mid.heads == 0 || !mid.out_channels.is_multiple_of(mid.heads) {
-            return Err(unsupported(
-                file,
-                "attention_head_dim",
-                "the mid block heads do not divide its channels",
-            ));
-        }
-
+        let n = block_count(file, &j.block_out_channels)?;
+        check_block_type_counts(j, file, n)?;
+        check_implemented_kinds(j, file)?;
+        check_null_options(j, file)?;
+        check_disabled_features(j, file)?;
+        let groups = norm_groups(file, j.norm_num_groups, &j.block_out_channels)?;
+        let blocks = BlockSettings::resolve(j, file, n)?;
+        let down = blocks.down_blocks(&j.down_block_types, file)?;
+        let up = blocks.up_blocks(&j.up_block_types, file)?;
+        let mid = blocks.mid_block(file)?;
         let time_embed_dim = j.time_embedding_dim.unwrap_or(j.block_out_channels[0] * 4);
-        let text_time = match j.addition_embed_type.as_deref() {
-            None => None,
-            Some("text_time") => {
-                let time_embed_dim = j.addition_time_embed_dim.ok_or_else(|| {
-                    unsupported(
-                        file,
-                        "addition_time_embed_dim",
-                        "is required with addition_embed_type \"text_time\"",
-                    )
-                })?;
-                let input_dim = j.projection_class_embeddings_input_dim.ok_or_else(|| {
-                    unsupported(
-                        file,
-                        "projection_class_embeddings_input_dim",
-                        "is required with addition_embed_type \"text_time\"",
-                    )
-                })?;
-                Some(TextTimeConfig {
-                    time_embed_dim,
-                    input_dim,
-                })
-            }
-            Some(other) => {
-                return Err(unsupported(
-                    file,
-                    "addition_embed_type",
-                    format!("'{other}' (only null and \"text_time\" are implemented)"),
-                ));
-            }
-        };
-        let sample_size = match &j.sample_size {
-            None => None,
-            Some(PerBlock::One(s)) => Some((*s, *s)),
-            Some(PerBlock::Each(v)) if v.len() == 2 => Some((v[0], v[1])),
-            Some(PerBlock::Each(_)) => {
-                return Err(unsupported(
-                    file,
-                    "sample_size",
-                    "expected an integer or [h, w]",
-                ));
-            }
-        };
+        let text_time = text_time_config(j, file)?;
+        let sample_size = latent_sample_size(j, file)?;
         Ok(Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
@@ -651,6 +420,337 @@ impl UNetConfig {
             .find(|b| b.cross_attn.is_some())
             .unwrap_or(&self.mid)
             .cross_attention_dim
+    }
+}
+
+/// `down_block_types` and `up_block_types` must name one type per block.
+fn check_block_type_counts(j: &UNetJson, file: &Path, n: usize) -> Result<()> {
+    for (field, types) in [
+        ("down_block_types", &j.down_block_types),
+        ("up_block_types", &j.up_block_types),
+    ] {
+        if types.len() != n {
+            return Err(unsupported(
+                file,
+                field,
+                format!("has {} entries but block_out_channels has {n}", types.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The named choices (activation, time embedding, attention, mid block) of which one
+/// value each is implemented.
+fn check_implemented_kinds(j: &UNetJson, file: &Path) -> Result<()> {
+    require_value(file, "act_fn", &j.act_fn, "silu")?;
+    require_value(
+        file,
+        "resnet_time_scale_shift",
+        &j.resnet_time_scale_shift,
+        "default",
+    )?;
+    require_value(
+        file,
+        "time_embedding_type",
+        &j.time_embedding_type,
+        "positional",
+    )?;
+    require_value(file, "attention_type", &j.attention_type, "default")?;
+    match j.mid_block_type.as_deref() {
+        Some("UNetMidBlock2DCrossAttn") => Ok(()),
+        other => Err(unsupported(
+            file,
+            "mid_block_type",
+            format!("{other:?} (only UNetMidBlock2DCrossAttn is implemented)"),
+        )),
+    }
+}
+
+/// The optional extras (class and encoder-hidden conditioning, LCM, extra activations)
+/// implemented only as absent (`null`).
+fn check_null_options(j: &UNetJson, file: &Path) -> Result<()> {
+    require_null(file, "class_embed_type", j.class_embed_type.is_some())?;
+    require_null(
+        file,
+        "num_class_embeds",
+        is_set(j.num_class_embeds.as_ref()),
+    )?;
+    require_null(file, "encoder_hid_dim", is_set(j.encoder_hid_dim.as_ref()))?;
+    require_null(
+        file,
+        "time_cond_proj_dim (LCM-distilled UNet)",
+        j.time_cond_proj_dim.is_some(),
+    )?;
+    require_null(file, "timestep_post_act", j.timestep_post_act.is_some())?;
+    require_null(
+        file,
+        "cross_attention_norm",
+        j.cross_attention_norm.is_some(),
+    )?;
+    require_null(
+        file,
+        "reverse_transformer_layers_per_block",
+        is_set(j.reverse_transformer_layers_per_block.as_ref()),
+    )?;
+    match &j.time_embedding_act_fn {
+        Some(act) => Err(unsupported(
+            file,
+            "time_embedding_act_fn",
+            format!("'{act}' (only null is implemented)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The architecture switches implemented only in their default setting.
+fn check_disabled_features(j: &UNetJson, file: &Path) -> Result<()> {
+    require_false(file, "dual_cross_attention", j.dual_cross_attention)?;
+    require_false(file, "class_embeddings_concat", j.class_embeddings_concat)?;
+    require_false(file, "resnet_skip_time_act", j.resnet_skip_time_act)?;
+    if j.resnet_out_scale_factor != 1.0 {
+        return Err(unsupported(
+            file,
+            "resnet_out_scale_factor",
+            "only 1.0 is implemented",
+        ));
+    }
+    require_false(
+        file,
+        "mid_block_only_cross_attention",
+        j.mid_block_only_cross_attention == Some(true),
+    )?;
+    let only_cross = match &j.only_cross_attention {
+        Value::Bool(b) => *b,
+        Value::Array(a) => a.iter().any(|v| v.as_bool() != Some(false)),
+        _ => true,
+    };
+    require_false(file, "only_cross_attention", only_cross)?;
+    if j.conv_in_kernel != 3 || j.conv_out_kernel != 3 {
+        return Err(unsupported(
+            file,
+            "conv_in_kernel/conv_out_kernel",
+            "only 3 is implemented",
+        ));
+    }
+    Ok(())
+}
+
+/// `transformer_layers_per_block`: one depth for every block, or one per block.
+fn transformer_depths(value: &Value, n: usize, file: &Path) -> Result<Vec<usize>> {
+    match value {
+        Value::Number(x) => {
+            let d = x.as_u64().ok_or_else(|| {
+                unsupported(
+                    file,
+                    "transformer_layers_per_block",
+                    "is not a positive integer",
+                )
+            })?;
+            Ok(vec![d as usize; n])
+        }
+        Value::Array(a) if a.len() == n => a
+            .iter()
+            .map(|v| v.as_u64().map(|d| d as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                unsupported(
+                    file,
+                    "transformer_layers_per_block",
+                    "nested per-layer lists are not implemented",
+                )
+            }),
+        _ => Err(unsupported(
+            file,
+            "transformer_layers_per_block",
+            format!("expected an integer or a list of {n} integers"),
+        )),
+    }
+}
+
+/// The two block types one side of the UNet is built from, as `*_block_types` names them.
+struct BlockKinds {
+    /// `down` or `up`.
+    side: &'static str,
+    /// The type whose resnets are each followed by a transformer.
+    cross_attn: &'static str,
+    /// The type with resnets only.
+    plain: &'static str,
+}
+
+const DOWN_KINDS: BlockKinds = BlockKinds {
+    side: "down",
+    cross_attn: "CrossAttnDownBlock2D",
+    plain: "DownBlock2D",
+};
+
+const UP_KINDS: BlockKinds = BlockKinds {
+    side: "up",
+    cross_attn: "CrossAttnUpBlock2D",
+    plain: "UpBlock2D",
+};
+
+/// The per-block settings of the UNet, one entry per block, top (full resolution) first.
+struct BlockSettings {
+    out_channels: Vec<usize>,
+    layers: Vec<usize>,
+    cross_attention_dims: Vec<usize>,
+    heads: Vec<usize>,
+    transformer_depths: Vec<usize>,
+}
+
+impl BlockSettings {
+    /// Resolve the one-or-per-block fields for `n` blocks.
+    fn resolve(j: &UNetJson, file: &Path, n: usize) -> Result<Self> {
+        let layers = j.layers_per_block.resolve(n, file, "layers_per_block")?;
+        let cross_attention_dims = j
+            .cross_attention_dim
+            .resolve(n, file, "cross_attention_dim")?;
+        // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim` — the
+        // historical `attention_head_dim` field holds the number of heads.
+        let heads = match &j.num_attention_heads {
+            Some(h) => h.resolve(n, file, "num_attention_heads")?,
+            None => j
+                .attention_head_dim
+                .resolve(n, file, "attention_head_dim")?,
+        };
+        let transformer_depths = transformer_depths(&j.transformer_layers_per_block, n, file)?;
+        Ok(Self {
+            out_channels: j.block_out_channels.clone(),
+            layers,
+            cross_attention_dims,
+            heads,
+            transformer_depths,
+        })
+    }
+
+    /// Block `i` of one side, of type `kind`, built from the settings of block `r`.
+    fn block(
+        &self,
+        file: &Path,
+        kinds: &BlockKinds,
+        i: usize,
+        kind: &str,
+        r: usize,
+    ) -> Result<UNetBlock> {
+        let cross_attn = if kind == kinds.cross_attn {
+            Some(self.transformer_depths[r])
+        } else if kind == kinds.plain {
+            None
+        } else {
+            return Err(unsupported(
+                file,
+                &format!("{}_block_types[{i}]", kinds.side),
+                format!(
+                    "'{kind}' (only {} and {} are implemented)",
+                    kinds.cross_attn, kinds.plain
+                ),
+            ));
+        };
+        let (out_channels, heads) = (self.out_channels[r], self.heads[r]);
+        if cross_attn.is_some() && !heads_divide(heads, out_channels) {
+            return Err(unsupported(
+                file,
+                "attention_head_dim",
+                format!(
+                    "{heads} heads do not divide {out_channels} channels of {} block {i}",
+                    kinds.side
+                ),
+            ));
+        }
+        Ok(UNetBlock {
+            out_channels,
+            layers: self.layers[r],
+            cross_attn,
+            heads,
+            cross_attention_dim: self.cross_attention_dims[r],
+        })
+    }
+
+    /// The down blocks from `down_block_types`, top first.
+    fn down_blocks(&self, types: &[String], file: &Path) -> Result<Vec<UNetBlock>> {
+        let block = |(i, kind): (usize, &String)| self.block(file, &DOWN_KINDS, i, kind, i);
+        types.iter().enumerate().map(block).collect()
+    }
+
+    /// The up blocks from `up_block_types`, in execution order: up block `i` mirrors down
+    /// block `n - 1 - i` and has one resnet more.
+    fn up_blocks(&self, types: &[String], file: &Path) -> Result<Vec<UNetBlock>> {
+        let last = self.out_channels.len() - 1;
+        let block = |(i, kind): (usize, &String)| {
+            let b = self.block(file, &UP_KINDS, i, kind, last - i)?;
+            Ok(UNetBlock {
+                layers: b.layers + 1,
+                ..b
+            })
+        };
+        types.iter().enumerate().map(block).collect()
+    }
+
+    /// The mid block: one attention between two resnets, with the lowest block's settings.
+    fn mid_block(&self, file: &Path) -> Result<UNetBlock> {
+        let last = self.out_channels.len() - 1;
+        let mid = UNetBlock {
+            out_channels: self.out_channels[last],
+            layers: 1,
+            cross_attn: Some(self.transformer_depths[last]),
+            heads: self.heads[last],
+            cross_attention_dim: self.cross_attention_dims[last],
+        };
+        if !heads_divide(mid.heads, mid.out_channels) {
+            return Err(unsupported(
+                file,
+                "attention_head_dim",
+                "the mid block heads do not divide its channels",
+            ));
+        }
+        Ok(mid)
+    }
+}
+
+/// SDXL's added conditioning (`addition_embed_type: "text_time"`) and its two widths.
+fn text_time_config(j: &UNetJson, file: &Path) -> Result<Option<TextTimeConfig>> {
+    match j.addition_embed_type.as_deref() {
+        None => Ok(None),
+        Some("text_time") => {
+            let time_embed_dim = j.addition_time_embed_dim.ok_or_else(|| {
+                unsupported(
+                    file,
+                    "addition_time_embed_dim",
+                    "is required with addition_embed_type \"text_time\"",
+                )
+            })?;
+            let input_dim = j.projection_class_embeddings_input_dim.ok_or_else(|| {
+                unsupported(
+                    file,
+                    "projection_class_embeddings_input_dim",
+                    "is required with addition_embed_type \"text_time\"",
+                )
+            })?;
+            Ok(Some(TextTimeConfig {
+                time_embed_dim,
+                input_dim,
+            }))
+        }
+        Some(other) => Err(unsupported(
+            file,
+            "addition_embed_type",
+            format!("'{other}' (only null and \"text_time\" are implemented)"),
+        )),
+    }
+}
+
+/// `sample_size` as (height, width): one side for a square, or `[h, w]`.
+fn latent_sample_size(j: &UNetJson, file: &Path) -> Result<Option<(usize, usize)>> {
+    match &j.sample_size {
+        None => Ok(None),
+        Some(PerBlock::One(s)) => Ok(Some((*s, *s))),
+        Some(PerBlock::Each(v)) if v.len() == 2 => Ok(Some((v[0], v[1]))),
+        Some(PerBlock::Each(_)) => Err(unsupported(
+            file,
+            "sample_size",
+            "expected an integer or [h, w]",
+        )),
     }
 }
 
@@ -733,39 +833,22 @@ impl VaeConfig {
 
     /// Resolve a parsed config; `file` is named in errors.
     pub fn from_json(j: &VaeJson, file: &Path) -> Result<Self> {
-        let n = j.block_out_channels.len();
-        if n == 0 {
-            return Err(unsupported(file, "block_out_channels", "is empty"));
-        }
-        if j.act_fn != "silu" {
-            return Err(unsupported(
-                file,
-                "act_fn",
-                format!("'{}' (only 'silu' is implemented)", j.act_fn),
-            ));
-        }
-        if j.down_block_types.len() != n
-            || j.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
-        {
-            return Err(unsupported(
-                file,
-                "down_block_types",
-                format!(
-                    "expected {n} × DownEncoderBlock2D, found {:?}",
-                    j.down_block_types
-                ),
-            ));
-        }
-        if j.up_block_types.len() != n || j.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
-            return Err(unsupported(
-                file,
-                "up_block_types",
-                format!(
-                    "expected {n} × UpDecoderBlock2D, found {:?}",
-                    j.up_block_types
-                ),
-            ));
-        }
+        let n = block_count(file, &j.block_out_channels)?;
+        require_value(file, "act_fn", &j.act_fn, "silu")?;
+        require_all(
+            file,
+            "down_block_types",
+            &j.down_block_types,
+            n,
+            "DownEncoderBlock2D",
+        )?;
+        require_all(
+            file,
+            "up_block_types",
+            &j.up_block_types,
+            n,
+            "UpDecoderBlock2D",
+        )?;
         if !j.mid_block_add_attention {
             return Err(unsupported(
                 file,
@@ -780,29 +863,14 @@ impl VaeConfig {
                 "a non-zero shift is not implemented",
             ));
         }
-        if j.latents_mean.as_ref().is_some_and(|v| !v.is_null())
-            || j.latents_std.as_ref().is_some_and(|v| !v.is_null())
-        {
+        if is_set(j.latents_mean.as_ref()) || is_set(j.latents_std.as_ref()) {
             return Err(unsupported(
                 file,
                 "latents_mean/latents_std",
                 "per-channel latent statistics are not implemented",
             ));
         }
-        let groups = j
-            .norm_num_groups
-            .ok_or_else(|| unsupported(file, "norm_num_groups", "null is not implemented"))?;
-        if let Some(c) = j
-            .block_out_channels
-            .iter()
-            .find(|&&c| !c.is_multiple_of(groups))
-        {
-            return Err(unsupported(
-                file,
-                "norm_num_groups",
-                format!("{groups} does not divide block_out_channels entry {c}"),
-            ));
-        }
+        let groups = norm_groups(file, j.norm_num_groups, &j.block_out_channels)?;
         Ok(Self {
             in_channels: j.in_channels,
             out_channels: j.out_channels,
@@ -939,7 +1007,7 @@ impl ClipConfig {
                 ));
             }
         };
-        if j.num_attention_heads == 0 || !j.hidden_size.is_multiple_of(j.num_attention_heads) {
+        if !heads_divide(j.num_attention_heads, j.hidden_size) {
             return Err(unsupported(
                 file,
                 "num_attention_heads",

@@ -9,17 +9,34 @@ use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
 type CResult<T> = candle_core::Result<T>;
 
+/// Which kernels a model's forward pass is built from: chosen once when the model is built
+/// and handed down to every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernels {
+    /// Inference: the fused kernels (`cpu_kernels` and `cpu_conv` on the CPU, candle's fused
+    /// softmax and layer norm), which have no backward pass.
+    Fused,
+    /// Training with candle's autograd: only ops that have a backward pass (composed softmax
+    /// and layer norm, convolutions as patches × weights); same results, slower.
+    Autograd,
+}
+
 /// A linear layer: the fused CPU kernel for inference, candle's otherwise.
-pub(crate) fn linear(l: &Linear, x: &Tensor, diff: bool) -> CResult<Tensor> {
-    if !diff && cpu_kernels::applies(&[x, l.weight()]) {
+pub(crate) fn linear(l: &Linear, x: &Tensor, kernels: Kernels) -> CResult<Tensor> {
+    if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight()]) {
         return cpu_kernels::linear(x, l.weight(), l.bias(), None);
     }
     l.forward(x)
 }
 
 /// `linear(x) + residual`; on the CPU the product starts from the residual (one pass).
-pub(crate) fn linear_add(l: &Linear, x: &Tensor, residual: &Tensor, diff: bool) -> CResult<Tensor> {
-    if !diff && cpu_kernels::applies(&[x, l.weight(), residual]) {
+pub(crate) fn linear_add(
+    l: &Linear,
+    x: &Tensor,
+    residual: &Tensor,
+    kernels: Kernels,
+) -> CResult<Tensor> {
+    if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight(), residual]) {
         return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
     }
     l.forward(x)? + residual
@@ -47,8 +64,8 @@ impl Norm {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, silu: bool, diff: bool) -> CResult<Tensor> {
-        if !diff && cpu_kernels::applies(&[x, &self.weight]) {
+    pub(crate) fn forward(&self, x: &Tensor, silu: bool, kernels: Kernels) -> CResult<Tensor> {
+        if kernels == Kernels::Fused && cpu_kernels::applies(&[x, &self.weight]) {
             return cpu_kernels::group_norm(
                 x,
                 self.groups,
@@ -73,7 +90,7 @@ pub(crate) fn conv3x3(
     stride: usize,
     padding: usize,
     vb: VarBuilder,
-    diff: bool,
+    kernels: Kernels,
 ) -> CResult<Conv> {
     let cfg = Conv2dConfig {
         padding,
@@ -82,14 +99,14 @@ pub(crate) fn conv3x3(
     };
     Ok(Conv {
         conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
-        diff,
+        kernels,
     })
 }
 
-pub(crate) fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, diff: bool) -> CResult<Conv> {
+pub(crate) fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, kernels: Kernels) -> CResult<Conv> {
     Ok(Conv {
         conv: candle_nn::conv2d(cin, cout, 1, Default::default(), vb)?,
-        diff,
+        kernels,
     })
 }
 
@@ -98,7 +115,7 @@ pub(crate) fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, diff: bool) -> CR
 /// (candle's CPU convolution backward is very slow for these sizes).
 pub(crate) struct Conv {
     pub(crate) conv: Conv2d,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl Conv {
@@ -109,7 +126,7 @@ impl Conv {
     /// `forward(x) + residual` (the fused CPU path starts the product from the residual).
     pub(crate) fn forward_add(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let cfg = self.conv.config();
-        if !self.diff
+        if self.kernels == Kernels::Fused
             && cpu_conv::applies(x)
             && residual.dtype() == DType::F32
             && cfg.groups == 1
@@ -146,7 +163,7 @@ impl Conv {
     /// for the 1×1 projections).
     pub(crate) fn fused(&self, x: &Tensor) -> bool {
         let cfg = self.conv.config();
-        !self.diff
+        self.kernels == Kernels::Fused
             && cpu_conv::enabled()
             && cpu_kernels::applies(&[x, self.conv.weight()])
             && cfg.groups == 1
@@ -154,7 +171,7 @@ impl Conv {
     }
 
     fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
-        if !self.diff {
+        if self.kernels == Kernels::Fused {
             let cfg = self.conv.config();
             if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
                 return cpu_conv::conv2d(

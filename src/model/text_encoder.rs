@@ -11,6 +11,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use super::checkpoint::{self, CheckedFile};
 use super::config::{ClipActivation, ClipConfig};
+use super::layers::Kernels;
 
 struct Attention {
     q: Linear,
@@ -19,11 +20,11 @@ struct Attention {
     out: Linear,
     heads: usize,
     scale: f64,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
+    fn new(vb: VarBuilder, c: &ClipConfig, kernels: Kernels) -> candle_core::Result<Self> {
         let d = c.hidden_size;
         Ok(Self {
             q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
@@ -32,7 +33,7 @@ impl Attention {
             out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
             heads: c.num_attention_heads,
             scale: ((d / c.num_attention_heads) as f64).powf(-0.5),
-            diff,
+            kernels,
         })
     }
 
@@ -49,7 +50,7 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = super::unet::softmax_last(&scores, self.diff)?;
+        let probs = super::unet::softmax_last(&scores, self.kernels)?;
         let o = probs
             .matmul(&v)?
             .reshape((b, self.heads, n, hd))?
@@ -66,24 +67,28 @@ pub(crate) struct EncoderLayer {
     fc1: Linear,
     fc2: Linear,
     act: ClipActivation,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl EncoderLayer {
-    pub(crate) fn new(vb: VarBuilder, c: &ClipConfig, diff: bool) -> candle_core::Result<Self> {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        c: &ClipConfig,
+        kernels: Kernels,
+    ) -> candle_core::Result<Self> {
         Ok(Self {
             ln1: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            attn: Attention::new(vb.pp("self_attn"), c, diff)?,
+            attn: Attention::new(vb.pp("self_attn"), c, kernels)?,
             ln2: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("layer_norm2"))?,
             fc1: candle_nn::linear(c.hidden_size, c.intermediate_size, vb.pp("mlp").pp("fc1"))?,
             fc2: candle_nn::linear(c.intermediate_size, c.hidden_size, vb.pp("mlp").pp("fc2"))?,
             act: c.activation,
-            diff,
+            kernels,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let ln = |n: &LayerNorm, t: &Tensor| super::unet::layer_norm(n, t, self.diff);
+        let ln = |n: &LayerNorm, t: &Tensor| super::unet::layer_norm(n, t, self.kernels);
         let h = (x + self.attn.forward(&ln(&self.ln1, x)?, mask)?)?;
         let m = self.fc1.forward(&ln(&self.ln2, &h)?)?;
         let m = match self.act {
@@ -117,7 +122,7 @@ pub struct ClipTextEncoder {
     config: ClipConfig,
     device: Device,
     dtype: DType,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for ClipTextEncoder {
@@ -137,7 +142,7 @@ impl ClipTextEncoder {
         projection_vb: VarBuilder,
         config: &ClipConfig,
     ) -> candle_core::Result<Self> {
-        Self::build(vb, projection_vb, config, false)
+        Self::build(vb, projection_vb, config, Kernels::Fused)
     }
 
     /// As [`ClipTextEncoder::new`], for training: only ops with a backward pass on the
@@ -147,14 +152,14 @@ impl ClipTextEncoder {
         projection_vb: VarBuilder,
         config: &ClipConfig,
     ) -> candle_core::Result<Self> {
-        Self::build(vb, projection_vb, config, true)
+        Self::build(vb, projection_vb, config, Kernels::Autograd)
     }
 
     fn build(
         vb: VarBuilder,
         projection_vb: VarBuilder,
         config: &ClipConfig,
-        diff: bool,
+        kernels: Kernels,
     ) -> candle_core::Result<Self> {
         let c = config;
         let emb = vb.pp("embeddings");
@@ -167,7 +172,7 @@ impl ClipTextEncoder {
         )?;
         let lv = vb.pp("encoder").pp("layers");
         let layers = (0..c.num_hidden_layers)
-            .map(|i| EncoderLayer::new(lv.pp(i), c, diff))
+            .map(|i| EncoderLayer::new(lv.pp(i), c, kernels))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let final_norm =
             candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, vb.pp("final_layer_norm"))?;
@@ -188,7 +193,7 @@ impl ClipTextEncoder {
             config: c.clone(),
             device: vb.device().clone(),
             dtype: vb.dtype(),
-            diff,
+            kernels,
         })
     }
 
@@ -268,7 +273,7 @@ impl ClipTextEncoder {
             }
             x = layer.forward(&x, &mask)?;
         }
-        let last_hidden_state = super::unet::layer_norm(&self.final_norm, &x, self.diff)?;
+        let last_hidden_state = super::unet::layer_norm(&self.final_norm, &x, self.kernels)?;
         let text_embeds = match &self.projection {
             None => None,
             Some(p) => {

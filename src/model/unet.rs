@@ -8,7 +8,7 @@
 //! diffusers' structure and weight names one to one, including SDXL's `add_embedding`.
 
 use super::cpu_kernels;
-use super::layers::{Conv, Norm, conv1x1, conv3x3, linear, linear_add};
+use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
 use super::profile::time;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
@@ -57,7 +57,7 @@ struct Resnet {
     time_emb_proj: Linear,
     conv_shortcut: Option<Conv>,
     output_scale_factor: f64,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl Resnet {
@@ -66,7 +66,9 @@ impl Resnet {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let h = time("groupnorm+silu", || self.norm1.forward(x, true, self.diff))?;
+        let h = time("groupnorm+silu", || {
+            self.norm1.forward(x, true, self.kernels)
+        })?;
         let h = self.conv1.forward(&h)?;
         let h = time("resnet temb add", || {
             self.time_emb_proj
@@ -75,7 +77,9 @@ impl Resnet {
                 .unsqueeze(D::Minus1)?
                 .broadcast_add(&h)
         })?;
-        let h = time("groupnorm+silu", || self.norm2.forward(&h, true, self.diff))?;
+        let h = time("groupnorm+silu", || {
+            self.norm2.forward(&h, true, self.kernels)
+        })?;
         if self.output_scale_factor == 1.0 {
             return self.conv2.forward_add(&h, &shortcut);
         }
@@ -98,23 +102,21 @@ struct Attention {
     heads: usize,
     scale: f64,
     upcast: bool,
-    /// Use only ops with a backward pass (training).
-    diff: bool,
+    kernels: Kernels,
 }
 
 /// Softmax over the last dim: candle's fused kernel, or (for training) the composed op
 /// that autograd can differentiate.
-pub(crate) fn softmax_last(x: &Tensor, diff: bool) -> CResult<Tensor> {
-    if diff {
-        candle_nn::ops::softmax(x, D::Minus1)
-    } else {
-        candle_nn::ops::softmax_last_dim(x)
+pub(crate) fn softmax_last(x: &Tensor, kernels: Kernels) -> CResult<Tensor> {
+    match kernels {
+        Kernels::Fused => candle_nn::ops::softmax_last_dim(x),
+        Kernels::Autograd => candle_nn::ops::softmax(x, D::Minus1),
     }
 }
 
 /// A layer norm: candle's fused kernel, or (for training) the same formula from basic ops.
-pub(crate) fn layer_norm(ln: &LayerNorm, x: &Tensor, diff: bool) -> CResult<Tensor> {
-    if !diff {
+pub(crate) fn layer_norm(ln: &LayerNorm, x: &Tensor, kernels: Kernels) -> CResult<Tensor> {
+    if kernels == Kernels::Fused {
         return ln.forward(x);
     }
     let eps = ln.eps();
@@ -136,7 +138,7 @@ impl Attention {
         context_dim: usize,
         heads: usize,
         upcast: bool,
-        diff: bool,
+        kernels: Kernels,
     ) -> CResult<Self> {
         let head_dim = dim / heads;
         Ok(Self {
@@ -147,7 +149,7 @@ impl Attention {
             heads,
             scale: (head_dim as f64).powf(-0.5),
             upcast,
-            diff,
+            kernels,
         })
     }
 
@@ -163,12 +165,12 @@ impl Attention {
                 .contiguous()?
                 .reshape((b * self.heads, len, hd))
         };
-        let d = self.diff;
+        let kernels = self.kernels;
         let (q, k, v) = time("attn q/k/v", || {
             CResult::Ok((
-                linear(&self.to_q, x, d)?,
-                linear(&self.to_k, ctx, d)?,
-                linear(&self.to_v, ctx, d)?,
+                linear(&self.to_q, x, kernels)?,
+                linear(&self.to_k, ctx, kernels)?,
+                linear(&self.to_v, ctx, kernels)?,
             ))
         })?;
         let core = if context.is_some() {
@@ -176,11 +178,13 @@ impl Attention {
         } else {
             "attn core (self)"
         };
-        if !d && cpu_kernels::applies(&[&q, &k, &v]) {
+        if kernels == Kernels::Fused && cpu_kernels::applies(&[&q, &k, &v]) {
             let o = time(core, || {
                 cpu_kernels::attention(&q, &k, &v, self.heads, self.scale as f32)
             })?;
-            return time("attn out", || linear_add(&self.to_out, &o, residual, d));
+            return time("attn out", || {
+                linear_add(&self.to_out, &o, residual, kernels)
+            });
         }
         let (q, k, v) = time("attn split heads", || {
             CResult::Ok((split(q, n)?, split(k, m)?, split(v, m)?))
@@ -191,7 +195,9 @@ impl Attention {
                 .transpose(1, 2)?
                 .reshape((b, n, dim))
         })?;
-        time("attn out", || linear_add(&self.to_out, &o, residual, d))
+        time("attn out", || {
+            linear_add(&self.to_out, &o, residual, kernels)
+        })
     }
 
     fn core(
@@ -214,7 +220,7 @@ impl Attention {
             let len = rows.min(n - start);
             let qs = q.narrow(1, start, len)?;
             let scores = (qs.to_dtype(work)? * self.scale)?.matmul(&kt)?;
-            let probs = softmax_last(&scores, self.diff)?.to_dtype(dtype)?;
+            let probs = softmax_last(&scores, self.kernels)?.to_dtype(dtype)?;
             outs.push(probs.matmul(&v)?);
         }
         if outs.len() == 1 {
@@ -229,27 +235,27 @@ impl Attention {
 struct FeedForward {
     proj: Linear,
     out: Linear,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl FeedForward {
-    fn new(vb: VarBuilder, dim: usize, diff: bool) -> CResult<Self> {
+    fn new(vb: VarBuilder, dim: usize, kernels: Kernels) -> CResult<Self> {
         let inner = dim * 4;
         let vb = vb.pp("net");
         Ok(Self {
             proj: candle_nn::linear(dim, inner * 2, vb.pp("0").pp("proj"))?,
             out: candle_nn::linear(inner, dim, vb.pp("2"))?,
-            diff,
+            kernels,
         })
     }
 
     /// The feed-forward of `x`, plus `residual`.
     fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
-        let d = self.diff;
-        let h = time("ff proj", || linear(&self.proj, x, d))?;
-        if !d && cpu_kernels::applies(&[&h]) {
+        let kernels = self.kernels;
+        let h = time("ff proj", || linear(&self.proj, x, kernels))?;
+        if kernels == Kernels::Fused && cpu_kernels::applies(&[&h]) {
             let h = time("ff geglu", || cpu_kernels::geglu(&h))?;
-            return time("ff out", || linear_add(&self.out, &h, residual, d));
+            return time("ff out", || linear_add(&self.out, &h, residual, kernels));
         }
         let h = time("ff geglu", || {
             let half = h.dim(D::Minus1)? / 2;
@@ -257,7 +263,7 @@ impl FeedForward {
             let gate = h.narrow(D::Minus1, half, half)?;
             value * gate.gelu_erf()?
         })?;
-        time("ff out", || linear_add(&self.out, &h, residual, d))
+        time("ff out", || linear_add(&self.out, &h, residual, kernels))
     }
 }
 
@@ -268,7 +274,7 @@ struct TransformerBlock {
     attn2: Attention,
     norm3: LayerNorm,
     ff: FeedForward,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl TransformerBlock {
@@ -278,22 +284,22 @@ impl TransformerBlock {
         context_dim: usize,
         heads: usize,
         upcast: bool,
-        diff: bool,
+        kernels: Kernels,
     ) -> CResult<Self> {
         Ok(Self {
             norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
-            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast, diff)?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, upcast, kernels)?,
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, upcast, diff)?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, upcast, kernels)?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff: FeedForward::new(vb.pp("ff"), dim, diff)?,
-            diff,
+            ff: FeedForward::new(vb.pp("ff"), dim, kernels)?,
+            kernels,
         })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
-        let d = self.diff;
-        let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, d));
+        let kernels = self.kernels;
+        let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, kernels));
         let x = self.attn1.forward(&ln(&self.norm1, x)?, None, x)?;
         let x = self
             .attn2
@@ -313,7 +319,7 @@ struct Transformer2D {
     proj_in: Proj,
     blocks: Vec<TransformerBlock>,
     proj_out: Proj,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl Transformer2D {
@@ -323,7 +329,7 @@ impl Transformer2D {
         block: &UNetBlock,
         depth: usize,
         cfg: &UNetConfig,
-        diff: bool,
+        kernels: Kernels,
     ) -> CResult<Self> {
         let norm = Norm::new(cfg.norm_num_groups, channels, 1e-6, vb.pp("norm"))?;
         let (proj_in, proj_out) = if cfg.use_linear_projection {
@@ -333,8 +339,8 @@ impl Transformer2D {
             )
         } else {
             (
-                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_in"), diff)?),
-                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_out"), diff)?),
+                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_in"), kernels)?),
+                Proj::Conv(conv1x1(channels, channels, vb.pp("proj_out"), kernels)?),
             )
         };
         let bv = vb.pp("transformer_blocks");
@@ -346,7 +352,7 @@ impl Transformer2D {
                     block.cross_attention_dim,
                     block.heads,
                     cfg.upcast_attention,
-                    diff,
+                    kernels,
                 )
             })
             .collect::<CResult<Vec<_>>>()?;
@@ -355,15 +361,15 @@ impl Transformer2D {
             proj_in,
             blocks,
             proj_out,
-            diff,
+            kernels,
         })
     }
 
     fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
-        let d = self.diff;
-        let x = time("groupnorm", || self.norm.forward(x, false, d))?;
+        let kernels = self.kernels;
+        let x = time("groupnorm", || self.norm.forward(x, false, kernels))?;
         let to_tokens = |t: &Tensor| {
             time("to tokens", || {
                 t.permute((0, 2, 3, 1))?.reshape((b, h * w, c))
@@ -374,7 +380,7 @@ impl Transformer2D {
                 cpu_kernels::pointwise_to_tokens(&x, p.conv.weight(), p.conv.bias())
             })?,
             Proj::Conv(p) => to_tokens(&p.forward(&x)?)?,
-            Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, d))?,
+            Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, kernels))?,
         };
         for block in &self.blocks {
             x = block.forward(&x, context)?;
@@ -396,7 +402,7 @@ impl Transformer2D {
         }
         let x = match &self.proj_out {
             Proj::Conv(p) => p.forward(&time("to image", || to_image(&x)?.contiguous())?)?,
-            Proj::Linear(p) => to_image(&time("proj in/out", || linear(p, &x, d))?)?,
+            Proj::Linear(p) => to_image(&time("proj in/out", || linear(p, &x, kernels))?)?,
         };
         time("residual add", || x + residual)
     }
@@ -439,22 +445,22 @@ fn resnet(
     cout: usize,
     cfg: &UNetConfig,
     scale: f64,
-    diff: bool,
+    kernels: Kernels,
 ) -> CResult<Resnet> {
     let g = cfg.norm_num_groups;
     Ok(Resnet {
         norm1: Norm::new(g, cin, cfg.norm_eps, vb.pp("norm1"))?,
-        conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), diff)?,
+        conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), kernels)?,
         norm2: Norm::new(g, cout, cfg.norm_eps, vb.pp("norm2"))?,
-        conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), diff)?,
+        conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), kernels)?,
         time_emb_proj: candle_nn::linear(cfg.time_embed_dim, cout, vb.pp("time_emb_proj"))?,
         conv_shortcut: if cin != cout {
-            Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), diff)?)
+            Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), kernels)?)
         } else {
             None
         },
         output_scale_factor: scale,
-        diff,
+        kernels,
     })
 }
 
@@ -472,7 +478,7 @@ impl DownBlock {
         block: &UNetBlock,
         is_last: bool,
         cfg: &UNetConfig,
-        diff: bool,
+        kernels: Kernels,
     ) -> CResult<Self> {
         let cout = block.out_channels;
         let resnets = (0..block.layers)
@@ -483,7 +489,7 @@ impl DownBlock {
                     cout,
                     cfg,
                     1.0,
-                    diff,
+                    kernels,
                 )
             })
             .collect::<CResult<Vec<_>>>()?;
@@ -491,7 +497,7 @@ impl DownBlock {
             None => vec![],
             Some(depth) => (0..block.layers)
                 .map(|i| {
-                    Transformer2D::new(vb.pp("attentions").pp(i), cout, block, depth, cfg, diff)
+                    Transformer2D::new(vb.pp("attentions").pp(i), cout, block, depth, cfg, kernels)
                 })
                 .collect::<CResult<Vec<_>>>()?,
         };
@@ -506,7 +512,7 @@ impl DownBlock {
                     2,
                     p,
                     vb.pp("downsamplers").pp("0").pp("conv"),
-                    diff,
+                    kernels,
                 )?,
                 pad_right_bottom: p == 0,
             })
@@ -556,7 +562,7 @@ impl UpBlock {
         skip_in: usize,
         add_upsample: bool,
         cfg: &UNetConfig,
-        diff: bool,
+        kernels: Kernels,
     ) -> CResult<Self> {
         let cout = block.out_channels;
         let n = block.layers;
@@ -564,14 +570,21 @@ impl UpBlock {
             .map(|j| {
                 let res_skip = if j == n - 1 { skip_in } else { cout };
                 let rin = if j == 0 { prev_out } else { cout };
-                resnet(vb.pp("resnets").pp(j), rin + res_skip, cout, cfg, 1.0, diff)
+                resnet(
+                    vb.pp("resnets").pp(j),
+                    rin + res_skip,
+                    cout,
+                    cfg,
+                    1.0,
+                    kernels,
+                )
             })
             .collect::<CResult<Vec<_>>>()?;
         let attentions = match block.cross_attn {
             None => vec![],
             Some(depth) => (0..n)
                 .map(|j| {
-                    Transformer2D::new(vb.pp("attentions").pp(j), cout, block, depth, cfg, diff)
+                    Transformer2D::new(vb.pp("attentions").pp(j), cout, block, depth, cfg, kernels)
                 })
                 .collect::<CResult<Vec<_>>>()?,
         };
@@ -583,7 +596,7 @@ impl UpBlock {
                     1,
                     1,
                     vb.pp("upsamplers").pp("0").pp("conv"),
-                    diff,
+                    kernels,
                 )?,
             })
         } else {
@@ -628,15 +641,17 @@ struct MidBlock {
 }
 
 impl MidBlock {
-    fn new(vb: VarBuilder, cfg: &UNetConfig, diff: bool) -> CResult<Self> {
+    fn new(vb: VarBuilder, cfg: &UNetConfig, kernels: Kernels) -> CResult<Self> {
         let c = cfg.mid.out_channels;
         let depth = cfg.mid.cross_attn.unwrap_or(1);
         let scale = cfg.mid_block_scale_factor;
         let resnets = (0..=cfg.mid.layers)
-            .map(|i| resnet(vb.pp("resnets").pp(i), c, c, cfg, scale, diff))
+            .map(|i| resnet(vb.pp("resnets").pp(i), c, c, cfg, scale, kernels))
             .collect::<CResult<Vec<_>>>()?;
         let attentions = (0..cfg.mid.layers)
-            .map(|i| Transformer2D::new(vb.pp("attentions").pp(i), c, &cfg.mid, depth, cfg, diff))
+            .map(|i| {
+                Transformer2D::new(vb.pp("attentions").pp(i), c, &cfg.mid, depth, cfg, kernels)
+            })
             .collect::<CResult<Vec<_>>>()?;
         Ok(Self {
             resnets,
@@ -680,7 +695,7 @@ pub struct UNet {
     conv_out: Conv,
     config: UNetConfig,
     dtype: DType,
-    diff: bool,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for UNet {
@@ -695,18 +710,20 @@ impl std::fmt::Debug for UNet {
 impl UNet {
     /// Build from diffusers weights (`vb` rooted at the checkpoint).
     pub fn new(vb: VarBuilder, config: &UNetConfig) -> Result<Self> {
-        Self::build(vb, config, false).context("the UNet weights do not match unet/config.json")
+        Self::build(vb, config, Kernels::Fused)
+            .context("the UNet weights do not match unet/config.json")
     }
 
     /// Build for training: every op on the forward path has a backward pass (composed
     /// softmax and layer norm instead of candle's fused kernels; same results).
     pub fn new_trainable(vb: VarBuilder, config: &UNetConfig) -> Result<Self> {
-        Self::build(vb, config, true).context("the UNet weights do not match unet/config.json")
+        Self::build(vb, config, Kernels::Autograd)
+            .context("the UNet weights do not match unet/config.json")
     }
 
-    fn build(vb: VarBuilder, cfg: &UNetConfig, diff: bool) -> CResult<Self> {
+    fn build(vb: VarBuilder, cfg: &UNetConfig, kernels: Kernels) -> CResult<Self> {
         let c0 = cfg.down[0].out_channels;
-        let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"), diff)?;
+        let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"), kernels)?;
         let time_embedding =
             TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim)?;
         let text_time = match &cfg.text_time {
@@ -730,11 +747,11 @@ impl UNet {
                 block,
                 i == n - 1,
                 cfg,
-                diff,
+                kernels,
             )?);
             cin = block.out_channels;
         }
-        let mid = MidBlock::new(vb.pp("mid_block"), cfg, diff)?;
+        let mid = MidBlock::new(vb.pp("mid_block"), cfg, kernels)?;
         let reversed: Vec<usize> = cfg.down.iter().rev().map(|b| b.out_channels).collect();
         let mut up = Vec::with_capacity(n);
         let mut prev_out = reversed[0];
@@ -747,7 +764,7 @@ impl UNet {
                 skip_in,
                 i < n - 1,
                 cfg,
-                diff,
+                kernels,
             )?);
             prev_out = block.out_channels;
         }
@@ -757,7 +774,7 @@ impl UNet {
             cfg.norm_eps,
             vb.pp("conv_norm_out"),
         )?;
-        let conv_out = conv3x3(c0, cfg.out_channels, 1, 1, vb.pp("conv_out"), diff)?;
+        let conv_out = conv3x3(c0, cfg.out_channels, 1, 1, vb.pp("conv_out"), kernels)?;
         Ok(Self {
             conv_in,
             time_embedding,
@@ -769,7 +786,7 @@ impl UNet {
             conv_out,
             config: cfg.clone(),
             dtype: vb.dtype(),
-            diff,
+            kernels,
         })
     }
 
@@ -885,7 +902,7 @@ impl UNet {
             x = block.forward(&x, &mut skips, &emb, &context, upsample_size)?;
         }
         // 5. out
-        let x = self.norm_out.forward(&x, true, self.diff)?;
+        let x = self.norm_out.forward(&x, true, self.kernels)?;
         Ok(self.conv_out.forward(&x)?)
     }
 }

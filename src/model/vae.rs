@@ -11,7 +11,7 @@
 
 use super::config::VaeConfig;
 use super::cpu_kernels;
-use super::layers::{Conv, Norm, conv1x1, conv3x3};
+use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3};
 use super::profile::time;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -31,11 +31,11 @@ impl Resnet {
     fn new(vb: VarBuilder, cin: usize, cout: usize, groups: usize) -> CResult<Self> {
         Ok(Self {
             norm1: Norm::new(groups, cin, 1e-6, vb.pp("norm1"))?,
-            conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), false)?,
+            conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), Kernels::Fused)?,
             norm2: Norm::new(groups, cout, 1e-6, vb.pp("norm2"))?,
-            conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), false)?,
+            conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), Kernels::Fused)?,
             shortcut: if cin != cout {
-                Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), false)?)
+                Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), Kernels::Fused)?)
             } else {
                 None
             },
@@ -49,10 +49,14 @@ impl Resnet {
             Some(c) => c.forward(&x)?,
             None => x.clone(),
         };
-        let h = time("groupnorm+silu", || self.norm1.forward(&x, true, false))?;
+        let h = time("groupnorm+silu", || {
+            self.norm1.forward(&x, true, Kernels::Fused)
+        })?;
         drop(x);
         let h = self.conv1.forward(&h)?;
-        let h = time("groupnorm+silu", || self.norm2.forward(&h, true, false))?;
+        let h = time("groupnorm+silu", || {
+            self.norm2.forward(&h, true, Kernels::Fused)
+        })?;
         self.conv2.forward_add(&h, &shortcut)
     }
 }
@@ -96,7 +100,7 @@ impl Attention {
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let xn = time("groupnorm", || self.norm.forward(x, false, false))?;
+        let xn = time("groupnorm", || self.norm.forward(x, false, Kernels::Fused))?;
         let scale = 1.0 / (self.channels as f64).sqrt();
         if cpu_kernels::applies(&[x, self.q.weight()]) {
             // Tokens straight from the image, attention, and back with the residual.
@@ -155,7 +159,12 @@ impl VaeDecoder {
         let blocks = &c.block_out_channels;
         let top = *blocks.last().expect("validated: at least one block");
         let post_quant_conv = if c.use_post_quant_conv {
-            Some(conv1x1(latent, latent, vb.pp("post_quant_conv"), false)?)
+            Some(conv1x1(
+                latent,
+                latent,
+                vb.pp("post_quant_conv"),
+                Kernels::Fused,
+            )?)
         } else {
             None
         };
@@ -188,7 +197,7 @@ impl VaeDecoder {
                     1,
                     1,
                     vbi.pp("upsamplers").pp(0).pp("conv"),
-                    false,
+                    Kernels::Fused,
                 )?)
             } else {
                 None
@@ -197,11 +206,18 @@ impl VaeDecoder {
         }
         Ok(Self {
             post_quant_conv,
-            conv_in: conv3x3(latent, top, 1, 1, vb.pp("conv_in"), false)?,
+            conv_in: conv3x3(latent, top, 1, 1, vb.pp("conv_in"), Kernels::Fused)?,
             mid,
             up,
             norm_out: Norm::new(groups, blocks[0], 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv3x3(blocks[0], cfg.out_channels, 1, 1, vb.pp("conv_out"), false)?,
+            conv_out: conv3x3(
+                blocks[0],
+                cfg.out_channels,
+                1,
+                1,
+                vb.pp("conv_out"),
+                Kernels::Fused,
+            )?,
         })
     }
 
@@ -226,7 +242,9 @@ impl VaeDecoder {
                 x = conv.forward(&up)?;
             }
         }
-        let x = time("groupnorm+silu", || self.norm_out.forward(&x, true, false))?;
+        let x = time("groupnorm+silu", || {
+            self.norm_out.forward(&x, true, Kernels::Fused)
+        })?;
         self.conv_out.forward(&x)
     }
 }

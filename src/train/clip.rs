@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::metrics::clip::{ClipPreprocess, ClipScorer, cosine};
 use crate::model::config::{ClipConfig, ClipJson};
+use crate::model::layers::Kernels;
 use crate::model::text_encoder::{ClipTextEncoder, EncoderLayer};
 use crate::model::tokenizer::ClipTokenizer;
 use crate::model::{cpu_conv, unet};
@@ -174,7 +175,13 @@ impl VisionTower {
             )?,
             pre_ln: candle_nn::layer_norm(w, 1e-5, vb.pp("pre_layrnorm"))?,
             layers: (0..arch.layers)
-                .map(|i| EncoderLayer::new(vb.pp("encoder").pp("layers").pp(i), layer_config, true))
+                .map(|i| {
+                    EncoderLayer::new(
+                        vb.pp("encoder").pp("layers").pp(i),
+                        layer_config,
+                        Kernels::Autograd,
+                    )
+                })
                 .collect::<candle_core::Result<Vec<_>>>()?,
             post_ln: candle_nn::layer_norm(w, 1e-5, vb.pp("post_layernorm"))?,
             patch: p,
@@ -197,14 +204,14 @@ impl VisionTower {
             .broadcast_as((b, 1, w))?
             .contiguous()?;
         let x = Tensor::cat(&[&cls, &e], 1)?.broadcast_add(&self.position_embedding)?;
-        let mut x = unet::layer_norm(&self.pre_ln, &x, true)?;
+        let mut x = unet::layer_norm(&self.pre_ln, &x, Kernels::Autograd)?;
         let n = x.dim(1)?;
         let mask = Tensor::zeros((1, n, n), x.dtype(), x.device())?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask)?;
         }
         let pooled = x.i((.., 0, ..))?;
-        Ok(unet::layer_norm(&self.post_ln, &pooled, true)?)
+        Ok(unet::layer_norm(&self.post_ln, &pooled, Kernels::Autograd)?)
     }
 }
 
