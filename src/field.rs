@@ -42,6 +42,10 @@ pub enum Field {
     BudgetMap,
     /// The CLIP model of the alignment metric.
     Clip,
+    /// The image size of a measurement.
+    Size,
+    /// The number of timed calls of a measurement.
+    Calls,
 }
 
 impl Field {
@@ -65,6 +69,8 @@ impl Field {
             Field::OllamaTimeout => "the Ollama timeout",
             Field::BudgetMap => "the budget map",
             Field::Clip => "the CLIP model",
+            Field::Size => "the image size",
+            Field::Calls => "the number of timed calls",
         }
     }
 }

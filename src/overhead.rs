@@ -6,11 +6,12 @@
 //! prediction. All of it is measured here on latents of the real shape, and compared with
 //! the wall time of one classifier-free-guidance UNet call (batch 2).
 
+use crate::field::{Field, FieldError};
 use crate::model::config::{UNetConfig, UNetJson};
 use crate::model::unet::UNet;
 use crate::sampler::method::SkipController;
 use crate::sampler::{RawPrediction, run::rel_change};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
@@ -74,10 +75,14 @@ pub fn measure(
     controller_iters: usize,
 ) -> Result<OverheadReport> {
     if image_size == 0 || !image_size.is_multiple_of(64) {
-        bail!("--size must be a positive multiple of 64 (got {image_size})");
+        return Err(FieldError::new(
+            Field::Size,
+            format!("must be a positive multiple of 64 (got {image_size})"),
+        )
+        .into());
     }
     if calls == 0 {
-        bail!("--calls must be at least 1");
+        return Err(FieldError::new(Field::Calls, "must be at least 1").into());
     }
     let dtype = crate::model::default_dtype(device);
     let cfg = parse_sd15()?;

@@ -6,7 +6,7 @@
 use crate::model::checkpoint;
 use crate::model::config::UNetConfig;
 use crate::model::unet::{AddedCond, UNet};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -65,7 +65,11 @@ pub fn measure(
     profile: bool,
 ) -> Result<(Tensor, UNetCallReport)> {
     if calls == 0 {
-        bail!("--calls must be at least 1");
+        return Err(crate::field::FieldError::new(
+            crate::field::Field::Calls,
+            "must be at least 1",
+        )
+        .into());
     }
     let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(inputs, device)
         .with_context(|| format!("reading inputs {}", inputs.display()))?;

@@ -25,6 +25,8 @@ impl Wording for Controls {
             Field::OllamaTimeout => "the Ollama timeout",
             Field::BudgetMap => "the budget map",
             Field::Clip => "the CLIP model",
+            Field::Size => "the image size",
+            Field::Calls => "the number of timed calls",
         }
         .to_string()
     }

@@ -85,6 +85,8 @@ impl Wording for Flags {
             Field::OllamaTimeout => "--ollama-timeout",
             Field::BudgetMap => "--budget-map",
             Field::Clip => "--clip",
+            Field::Size => "--size",
+            Field::Calls => "--calls",
         }
         .to_string()
     }

@@ -250,7 +250,10 @@ mod tests {
     fn reference_levels_at_50_and_scaled() {
         let m = BudgetMap::default();
         m.validate().unwrap();
-        let p = crate::job::defaults::ADAPTIVE;
+        let p = Method::Adaptive {
+            delta: 0.01,
+            max_skips: 4,
+        };
         let steps: Vec<usize> = [0.0, 0.2, 0.45, 0.7, 1.0]
             .iter()
             .map(|&s| m.decide(s, 50, p).steps)
@@ -277,7 +280,10 @@ mod tests {
             scale_policy: true,
             ..BudgetMap::default()
         };
-        let p = crate::job::defaults::ADAPTIVE;
+        let p = Method::Adaptive {
+            delta: 0.01,
+            max_skips: 4,
+        };
         let lo = m.decide(0.0, 50, p);
         let hi = m.decide(0.9, 50, p);
         assert_eq!(lo.max_skips, Some(5));

@@ -114,9 +114,11 @@ impl FromStr for ClipSource {
         };
         let parts: Vec<&str> = repo.split('/').collect();
         if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) || s.starts_with('.') {
-            bail!(
-                "--clip '{s}' is neither an existing folder nor a hub repository 'owner/name[@revision]' (default {DEFAULT_CLIP_REPO})"
-            );
+            return Err(crate::field::FieldError::new(
+                crate::field::Field::Clip,
+                format!("'{s}' is neither an existing folder nor a hub repository 'owner/name[@revision]' (default {DEFAULT_CLIP_REPO})"),
+            )
+            .into());
         }
         Ok(ClipSource::Hub {
             repo: repo.to_string(),

@@ -179,7 +179,7 @@ fn scheduler_for(
     steps: usize,
 ) -> Result<Box<dyn sampler::Scheduler>> {
     sampler::build_scheduler(job.scheduler, &model.schedule, steps)
-        .map_err(|e| FieldError::new(Field::Steps, format!("{steps}: {e}")).into())
+        .map_err(|e| FieldError::new(Field::Steps, format!("is not usable: {e}")).into())
 }
 
 /// Run one pass from the prepared inputs; `observe` sees every step and may cancel.

@@ -69,7 +69,7 @@ impl DpmPlusPlus2M {
         let timesteps = dpm_timesteps(cfg, steps);
         if timesteps.windows(2).any(|w| w[0] == w[1]) {
             bail!(
-                "--steps {steps} is too many for DPM-Solver++ with this timestep spacing (timesteps repeat)"
+                "{steps} steps are too many for DPM-Solver++ with this timestep spacing (timesteps repeat)"
             );
         }
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&ts| interp(&table, ts)).collect();

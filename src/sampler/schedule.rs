@@ -261,11 +261,11 @@ pub fn round_half_even(x: f64) -> f64 {
 /// Check an inference step count against the training schedule.
 pub fn check_steps(steps: usize, cfg: &SchedulerConfig) -> Result<()> {
     if steps < 1 {
-        bail!("--steps must be at least 1");
+        bail!("a run needs at least 1 step");
     }
     if steps > cfg.num_train_timesteps {
         bail!(
-            "--steps {steps} exceeds the model's {} training timesteps",
+            "{steps} steps exceed the model's {} training timesteps",
             cfg.num_train_timesteps
         );
     }
