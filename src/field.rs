@@ -138,6 +138,11 @@ pub trait Wording {
     fn name(&self, field: Field) -> String;
     /// The advice for a fix, appended after `; ` (none: nothing is added).
     fn fix(&self, fix: Fix) -> Option<String>;
+    /// The fix that an error other than a [`FieldError`] offers (a model error's, say),
+    /// for front ends that know such errors.
+    fn fix_of(&self, _cause: &(dyn std::error::Error + 'static)) -> Option<Fix> {
+        None
+    }
 }
 
 /// The library's own names ([`Field::noun`]), no fixes.
@@ -152,8 +157,8 @@ impl Wording for Plain {
     }
 }
 
-/// The error and its causes on one line, each [`FieldError`] and
-/// [`crate::model::ModelError`] worded by `wording`.
+/// The error and its causes on one line, each [`FieldError`] (and each fix
+/// [`Wording::fix_of`] finds) worded by `wording`.
 pub fn one_line(e: &anyhow::Error, wording: &dyn Wording) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
@@ -166,11 +171,7 @@ pub fn one_line(e: &anyhow::Error, wording: &dyn Wording) -> String {
                 }
                 s
             }
-            None => match cause
-                .downcast_ref::<crate::model::ModelError>()
-                .and_then(|m| m.fix())
-                .and_then(|f| wording.fix(f))
-            {
+            None => match wording.fix_of(cause).and_then(|f| wording.fix(f)) {
                 Some(advice) => format!("{cause}; {advice}"),
                 None => cause.to_string(),
             },

@@ -38,6 +38,12 @@ impl Wording for Controls {
             Fix::LocalFolder => Some("or pick \"Local folder…\" in the model list".into()),
         }
     }
+
+    fn fix_of(&self, cause: &(dyn std::error::Error + 'static)) -> Option<Fix> {
+        cause
+            .downcast_ref::<crate::model::ModelError>()
+            .and_then(crate::model::ModelError::fix)
+    }
 }
 
 /// An error on one line, settings named by their controls.

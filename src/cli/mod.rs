@@ -17,6 +17,7 @@ pub mod run_args;
 pub mod runs;
 
 use crate::field::{Field, Fix, Wording};
+use crate::model::ModelError;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -99,6 +100,10 @@ impl Wording for Flags {
             }
             .to_string(),
         )
+    }
+
+    fn fix_of(&self, cause: &(dyn std::error::Error + 'static)) -> Option<Fix> {
+        cause.downcast_ref::<ModelError>().and_then(ModelError::fix)
     }
 }
 
