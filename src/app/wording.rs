@@ -8,25 +8,14 @@ pub struct Controls;
 impl Wording for Controls {
     fn name(&self, field: Field) -> String {
         match field {
-            Field::Prompt => "the prompt",
-            Field::Negative => "the negative prompt",
-            Field::Model => "the model",
             Field::Scheduler => "Scheduler",
             Field::Steps => "Steps",
             Field::Guidance => "Guidance",
             Field::Width => "Width",
             Field::Height => "Height",
-            Field::Delta => "δ",
-            Field::MaxSkips => "C_max",
             Field::EarlyStopTau => "Early stop τ",
-            Field::InitLatents => "the initial latents",
-            Field::OllamaUrl => "the Ollama URL",
-            Field::OllamaModel => "the Ollama model",
-            Field::OllamaTimeout => "the Ollama timeout",
-            Field::BudgetMap => "the budget map",
-            Field::Clip => "the CLIP model",
-            Field::Size => "the image size",
-            Field::Calls => "the number of timed calls",
+            // The rest read as the library's own names ("the prompt", "δ", "C_max").
+            other => other.noun(),
         }
         .to_string()
     }

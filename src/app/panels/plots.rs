@@ -20,6 +20,35 @@ fn log_axis(mark: GridMark, _range: &RangeInclusive<f64>) -> String {
     }
 }
 
+/// A plot on the shared step axis (0..=`x_max`, linked cursor) of height `h`.
+fn step_plot(id: &str, h: f32, group: egui::Id, x_max: f64) -> Plot<'static> {
+    Plot::new(id)
+        .height(h)
+        .legend(Legend::default())
+        .link_axis(group, [true, false])
+        .link_cursor(group, [true, false])
+        .include_x(0.0)
+        .include_x(x_max)
+}
+
+/// A step plot of log10 values labelled `label`, showing 10⁻³…1 while `empty` (instead of
+/// egui_plot's ±10²⁰), without its own x labels (the bottom plot has them).
+fn log_step_plot(
+    id: &str,
+    h: f32,
+    group: egui::Id,
+    x_max: f64,
+    label: &str,
+    empty: bool,
+) -> Plot<'static> {
+    step_plot(id, h, group, x_max)
+        .y_axis_formatter(log_axis)
+        .y_axis_label(label.to_string())
+        .include_y(if empty { -3.0 } else { f64::NAN })
+        .include_y(if empty { 0.0 } else { f64::NAN })
+        .show_x(false)
+}
+
 /// The numbers of step `k` as a hover text.
 fn describe(k: usize, base: &[StepRecord], adapt: &[StepRecord]) -> String {
     let mut s = format!("step {k}");
@@ -85,21 +114,9 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
             .collect()
     };
     let (bd, ad) = (d_line(&base), d_line(&adapt));
-    // Empty plots show a sensible range (10⁻³…1) instead of egui_plot's ±10²⁰.
     let (empty_d, empty_t) = (base.len() + adapt.len() < 2, adapt.len() < 5);
     let adapt_for_markers = adapt.clone();
-    Plot::new("plot_d")
-        .height(h)
-        .legend(Legend::default())
-        .link_axis(group, [true, false])
-        .link_cursor(group, [true, false])
-        .include_x(0.0)
-        .include_x(x_max)
-        .y_axis_formatter(log_axis)
-        .y_axis_label("d_k (log)")
-        .include_y(if empty_d { -3.0 } else { f64::NAN })
-        .include_y(if empty_d { 0.0 } else { f64::NAN })
-        .show_x(false)
+    log_step_plot("plot_d", h, group, x_max, "d_k (log)", empty_d)
         .label_formatter(hover.clone())
         .show(ui, |p| {
             p.line(
@@ -155,18 +172,7 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
                 )
             })
             .collect();
-    Plot::new("plot_test")
-        .height(h)
-        .legend(Legend::default())
-        .link_axis(group, [true, false])
-        .link_cursor(group, [true, false])
-        .include_x(0.0)
-        .include_x(x_max)
-        .y_axis_formatter(log_axis)
-        .y_axis_label("3rd order (log)")
-        .include_y(if empty_t { -3.0 } else { f64::NAN })
-        .include_y(if empty_t { 0.0 } else { f64::NAN })
-        .show_x(false)
+    log_step_plot("plot_test", h, group, x_max, "3rd order (log)", empty_t)
         .label_formatter(hover.clone())
         .show(ui, |p| {
             p.span(warmup.clone());
@@ -205,13 +211,7 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
             .collect()
     };
     let (bm, am) = (ms(&base), ms(&adapt));
-    Plot::new("plot_ms")
-        .height(h)
-        .legend(Legend::default())
-        .link_axis(group, [true, false])
-        .link_cursor(group, [true, false])
-        .include_x(0.0)
-        .include_x(x_max)
+    step_plot("plot_ms", h, group, x_max)
         .include_y(0.0)
         .include_y(1.0)
         .y_axis_label("predictor ms")
