@@ -209,6 +209,26 @@ pub fn fit_mapping(
     (map, fits)
 }
 
+/// Probe `settings` in order until the first that misses the target: every probe made,
+/// and the last setting that met it.
+fn search<T: Copy>(
+    settings: &[T],
+    mut probe_one: impl FnMut(T) -> Result<Probe>,
+) -> Result<(Vec<Probe>, Option<T>)> {
+    let mut probes = Vec::new();
+    let mut last_pass = None;
+    for &x in settings {
+        let pr = probe_one(x)?;
+        let passes = pr.passes;
+        probes.push(pr);
+        if !passes {
+            break;
+        }
+        last_pass = Some(x);
+    }
+    Ok((probes, last_pass))
+}
+
 /// Run the calibration and write `calibration.json`, `calibration.csv`, `budget_map.json`.
 pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
     std::fs::create_dir_all(&opts.out)
@@ -250,65 +270,40 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                     steps,
                     early_stop: None,
                 };
-                pipeline::generate(&model, &job, &prepared, &pass, &mut quiet)
+                let g = pipeline::generate(&model, &job, &prepared, &pass, &mut quiet);
+                bar.inc(1);
+                g
             };
             let base = run(Method::Baseline, steps)?;
-            bar.inc(1);
-            let mut delta_probes = Vec::new();
-            let mut largest_delta = None;
-            for &d in &opts.deltas {
-                let method = Method::Adaptive {
-                    delta: d,
-                    max_skips: opts.max_skips,
-                };
-                let g = run(method, steps)?;
-                bar.inc(1);
-                let pr = probe(
-                    crate::metrics::psnr(&g.image, &base.image)?,
-                    opts.psnr_target,
-                    d,
-                    steps,
-                    g.trace.unet_calls,
-                );
-                let passes = pr.passes;
-                delta_probes.push(pr);
-                if !passes {
-                    break;
-                }
-                largest_delta = Some(d);
-            }
-            let method = Method::Adaptive {
-                delta: opts.delta,
+            let adaptive = |delta| Method::Adaptive {
+                delta,
                 max_skips: opts.max_skips,
             };
-            let mut budget_probes = Vec::new();
-            let mut min_budget = steps;
-            let mut full_budget_passes = false;
+            // δ ascending at the full budget.
+            let (delta_probes, largest_delta) = search(&opts.deltas, |d| {
+                let g = run(adaptive(d), steps)?;
+                let psnr = crate::metrics::psnr(&g.image, &base.image)?;
+                Ok(probe(psnr, opts.psnr_target, d, steps, g.trace.unet_calls))
+            })?;
+            // Budgets descending, from the full one, at `--delta`.
             let mut budgets: Vec<usize> = opts.budgets.clone();
             if !budgets.contains(&steps) {
                 budgets.push(steps);
             }
             budgets.sort_unstable_by(|a, b| b.cmp(a));
-            for &b in &budgets {
-                let g = run(method, b)?;
-                bar.inc(1);
-                let pr = probe(
-                    crate::metrics::psnr(&g.image, &base.image)?,
+            let (budget_probes, smallest) = search(&budgets, |b| {
+                let g = run(adaptive(opts.delta), b)?;
+                let psnr = crate::metrics::psnr(&g.image, &base.image)?;
+                Ok(probe(
+                    psnr,
                     opts.psnr_target,
                     opts.delta,
                     b,
                     g.trace.unet_calls,
-                );
-                let passes = pr.passes;
-                budget_probes.push(pr);
-                if !passes {
-                    break;
-                }
-                if b == steps {
-                    full_budget_passes = true;
-                }
-                min_budget = b;
-            }
+                ))
+            })?;
+            let full_budget_passes = smallest.is_some();
+            let min_budget = smallest.unwrap_or(steps);
             samples.push(PromptCalibration {
                 prompt_index: pi,
                 prompt: p.text.clone(),
