@@ -492,38 +492,114 @@ pub fn key_numbers(
 /// Render the comparison picture.
 pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
     let fonts = Fonts::new()?;
-    let (b, a) = (input.baseline, input.adaptive);
-    let side = b.image.width().max(b.image.height()).clamp(448, 640);
-    let margin = 24u32;
-    let width = 2 * side + 3 * margin;
-    let header_h = 118u32;
-    let label_h = 54u32;
-    let plot_h = 190u32;
-    let plots = 3u32;
-    let footer_h = 34u32;
-    let height = header_h + label_h + side + 44 + plots * (plot_h + 12) + footer_h;
-    let mut img = RgbImage::from_pixel(width, height, Rgb(BG));
-
-    let spec = input.spec;
-    let mx = margin as f32;
+    let layout = Layout::of(input.baseline);
+    let mut img = RgbImage::from_pixel(layout.width, layout.height, Rgb(BG));
+    draw_header(&mut img, &fonts, &layout, input);
+    draw_sides(&mut img, &fonts, &layout, input.baseline, input.adaptive);
     fonts.draw(
         &mut img,
+        Layout::MARGIN as f32,
+        layout.y_numbers() as f32,
+        20.0,
+        TEXT,
+        &key_numbers(input.baseline, input.adaptive, input.psnr_db, input.ssim),
+    );
+    draw_plots(&mut img, &fonts, &layout, input);
+    draw_footer(&mut img, &fonts, &layout);
+    Ok(img)
+}
+
+/// Where the composite's sections go, top to bottom: the header (title, prompt, settings),
+/// the two sides' labels, their images, the key numbers, the plots and the footer.
+struct Layout {
+    /// Side of each image's square panel.
+    side: u32,
+    /// Width of the picture.
+    width: u32,
+    /// Height of the picture.
+    height: u32,
+}
+
+impl Layout {
+    /// Margin around and between the columns.
+    const MARGIN: u32 = 24;
+    const HEADER_H: u32 = 118;
+    const LABEL_H: u32 = 54;
+    /// From the bottom of the images to the top of the key numbers.
+    const NUMBERS_GAP: u32 = 10;
+    /// From the top of the key numbers to the top of the first plot.
+    const NUMBERS_H: u32 = 34;
+    const PLOT_H: u32 = 190;
+    const PLOTS: u32 = 3;
+    /// Space below each plot.
+    const PLOT_GAP: u32 = 12;
+    const FOOTER_H: u32 = 34;
+
+    /// The layout for images the size of the baseline's.
+    fn of(baseline: &SideResult) -> Self {
+        let side = baseline
+            .image
+            .width()
+            .max(baseline.image.height())
+            .clamp(448, 640);
+        let height = Self::HEADER_H
+            + Self::LABEL_H
+            + side
+            + Self::NUMBERS_GAP
+            + Self::NUMBERS_H
+            + Self::PLOTS * (Self::PLOT_H + Self::PLOT_GAP)
+            + Self::FOOTER_H;
+        Self {
+            side,
+            width: 2 * side + 3 * Self::MARGIN,
+            height,
+        }
+    }
+
+    /// Top of the images.
+    fn y_images(&self) -> u32 {
+        Self::HEADER_H + Self::LABEL_H
+    }
+
+    /// Top of the key-numbers line.
+    fn y_numbers(&self) -> u32 {
+        self.y_images() + self.side + Self::NUMBERS_GAP
+    }
+
+    /// Top of the first plot.
+    fn y_plots(&self) -> u32 {
+        self.y_numbers() + Self::NUMBERS_H
+    }
+
+    /// Width of the text lines and plots (all but the margins).
+    fn inner_width(&self) -> u32 {
+        self.width - 2 * Self::MARGIN
+    }
+}
+
+/// The title, the prompt and the line of settings.
+fn draw_header(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
+    let spec = input.spec;
+    let mx = Layout::MARGIN as f32;
+    fonts.draw(
+        img,
         mx,
         14.0,
         28.0,
         TEXT,
         "Adaptive Diffusion: baseline vs adaptive",
     );
-    let tw = width as f32 - 2.0 * mx;
+    let tw = layout.inner_width() as f32;
     fonts.draw_clipped(
-        &mut img,
+        img,
         (mx, 52.0),
         18.0,
         TEXT,
         &format!("“{}”", spec.prompt),
         tw,
     );
-    let size = format!("{}×{}", b.image.width(), b.image.height());
+    let b = &input.baseline.image;
+    let size = format!("{}×{}", b.width(), b.height());
     let mut line = format!(
         "{} · {} · {} steps · CFG {} · seed {} · {}",
         input.model,
@@ -543,24 +619,37 @@ pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
     if !spec.negative.is_empty() {
         line.push_str(&format!(" · negative: {}", spec.negative));
     }
-    fonts.draw_clipped(&mut img, (mx, 80.0), 15.0, DIM, &line, tw);
+    fonts.draw_clipped(img, (mx, 80.0), 15.0, DIM, &line, tw);
+}
 
-    let y_img = header_h + label_h;
+/// Each side's column: its title, its counts and times, and its image centred on a panel.
+fn draw_sides(
+    img: &mut RgbImage,
+    fonts: &Fonts,
+    layout: &Layout,
+    baseline: &SideResult,
+    adaptive: &SideResult,
+) {
+    let (side, header_h, y_img) = (layout.side, Layout::HEADER_H, layout.y_images());
     for (i, (r, title, color)) in [
-        (b, "Baseline (every step)", palette::BASELINE),
-        (a, "Adaptive (third-order skipping)", palette::ADAPTIVE),
+        (baseline, "Baseline (every step)", palette::BASELINE),
+        (
+            adaptive,
+            "Adaptive (third-order skipping)",
+            palette::ADAPTIVE,
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        let x0 = margin + i as u32 * (side + margin);
-        fonts.draw(&mut img, x0 as f32, header_h as f32, 20.0, color, title);
+        let x0 = Layout::MARGIN + i as u32 * (side + Layout::MARGIN);
+        fonts.draw(img, x0 as f32, header_h as f32, 20.0, color, title);
         let stats = format!(
             "{} / {} predictor calls · {} steps run · {:.0} ms loop + {:.0} ms decode",
             r.trace.unet_calls, r.trace.budget, r.trace.steps_run, r.trace.elapsed_ms, r.decode_ms
         );
         fonts.draw_clipped(
-            &mut img,
+            img,
             (x0 as f32, header_h as f32 + 27.0),
             14.0,
             DIM,
@@ -571,147 +660,154 @@ pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
         let ox = x0 + (side - shown.width()) / 2;
         let oy = y_img + (side - shown.height()) / 2;
         fill_rect(
-            &mut img,
+            img,
             x0 as i32,
             y_img as i32,
             side as i32,
             side as i32,
             PANEL,
         );
-        image::imageops::replace(&mut img, &shown, ox as i64, oy as i64);
+        image::imageops::replace(img, &shown, ox as i64, oy as i64);
     }
-    let y_num = y_img + side + 10;
-    fonts.draw(
-        &mut img,
-        mx,
-        y_num as f32,
-        20.0,
-        TEXT,
-        &key_numbers(b, a, input.psnr_db, input.ssim),
-    );
+}
 
-    let x_max = (spec.steps.max(2) - 1) as f64;
-    let pw = (width - 2 * margin) as i32;
-    let mut py = (y_num + 34) as i32;
-    let tests = test_points(&a.trace.steps);
-    let plots_spec = [
-        PlotSpec {
-            title: "Latent change d_k = mean |x_k − x_(k−1)| (log scale)",
-            log_y: true,
-            x_max,
-            series: vec![
-                Series {
-                    name: "baseline".into(),
-                    color: palette::BASELINE,
-                    width: 2.2,
-                    style: Style::Line,
-                    points: d_points(&b.trace.steps),
-                },
-                Series {
-                    name: "adaptive".into(),
-                    color: palette::ADAPTIVE,
-                    width: 1.1,
-                    style: Style::Line,
-                    points: d_points(&a.trace.steps),
-                },
-            ],
-            legend_extra: vec![],
-        },
-        PlotSpec {
-            title: "Third-order test at the step it decides: skip when value ≤ δ·d_(k−1)",
-            log_y: true,
-            x_max,
-            series: vec![
-                Series {
-                    name: "third-order".into(),
-                    color: palette::ADAPTIVE,
-                    width: 1.1,
-                    style: Style::Line,
-                    points: tests.iter().map(|t| (t.0, t.1, None)).collect(),
-                },
-                Series {
-                    name: "threshold δ·d".into(),
-                    color: palette::THRESHOLD,
-                    width: 1.1,
-                    style: Style::Dashed,
-                    points: tests.iter().map(|t| (t.0, t.2, None)).collect(),
-                },
-                Series {
-                    name: String::new(),
-                    color: palette::COMPUTED,
-                    width: 1.1,
-                    style: Style::Markers,
-                    points: tests
-                        .iter()
-                        .map(|t| (t.0, t.1, Some(decision_color(t.3))))
-                        .collect(),
-                },
-            ],
-            legend_extra: vec![
-                (palette::COMPUTED, "computed"),
-                (palette::REUSED, "reused"),
-                (palette::FORCED, "forced"),
-            ],
-        },
-        PlotSpec {
-            title: "Noise-predictor time per step (ms; 0 = reused)",
-            log_y: false,
-            x_max,
-            series: vec![
-                Series {
-                    name: "baseline".into(),
-                    color: palette::BASELINE,
-                    width: 2.2,
-                    style: Style::Line,
-                    points: b
-                        .trace
-                        .steps
-                        .iter()
-                        .map(|r| (r.index as f64, r.predictor_ms, None))
-                        .collect(),
-                },
-                Series {
-                    name: "adaptive".into(),
-                    color: palette::ADAPTIVE,
-                    width: 1.1,
-                    style: Style::Line,
-                    points: a
-                        .trace
-                        .steps
-                        .iter()
-                        .map(|r| (r.index as f64, r.predictor_ms, None))
-                        .collect(),
-                },
-                Series {
-                    name: String::new(),
-                    color: palette::ADAPTIVE,
-                    width: 1.1,
-                    style: Style::Markers,
-                    points: a
-                        .trace
-                        .steps
-                        .iter()
-                        .map(|r| {
-                            (
-                                r.index as f64,
-                                r.predictor_ms,
-                                Some(decision_color(r.decision)),
-                            )
-                        })
-                        .collect(),
-                },
-            ],
-            legend_extra: vec![],
-        },
+/// The three plots, one under the other below the key numbers.
+fn draw_plots(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
+    let (b, a) = (input.baseline, input.adaptive);
+    let x_max = (input.spec.steps.max(2) - 1) as f64;
+    let specs = [
+        latent_change_plot(b, a, x_max),
+        third_order_plot(a, x_max),
+        predictor_time_plot(b, a, x_max),
     ];
-    for p in &plots_spec {
-        draw_plot(&mut img, &fonts, (margin as i32, py, pw, plot_h as i32), p);
-        py += plot_h as i32 + 12;
+    let (pw, ph) = (layout.inner_width() as i32, Layout::PLOT_H as i32);
+    let mut py = layout.y_plots() as i32;
+    for p in &specs {
+        draw_plot(img, fonts, (Layout::MARGIN as i32, py, pw, ph), p);
+        py += ph + Layout::PLOT_GAP as i32;
     }
+}
+
+/// The baseline's and the adaptive side's curves of one quantity (the baseline wider, so
+/// that the adaptive curve drawn over it shows where they agree).
+fn side_curves(
+    baseline: Vec<(f64, f64, Option<[u8; 3]>)>,
+    adaptive: Vec<(f64, f64, Option<[u8; 3]>)>,
+) -> [Series; 2] {
+    [
+        Series {
+            name: "baseline".into(),
+            color: palette::BASELINE,
+            width: 2.2,
+            style: Style::Line,
+            points: baseline,
+        },
+        Series {
+            name: "adaptive".into(),
+            color: palette::ADAPTIVE,
+            width: 1.1,
+            style: Style::Line,
+            points: adaptive,
+        },
+    ]
+}
+
+/// d_k of both sides.
+fn latent_change_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'static> {
+    PlotSpec {
+        title: "Latent change d_k = mean |x_k − x_(k−1)| (log scale)",
+        log_y: true,
+        x_max,
+        series: side_curves(d_points(&b.trace.steps), d_points(&a.trace.steps)).into(),
+        legend_extra: vec![],
+    }
+}
+
+/// The adaptive side's third-order test values against the threshold, each marked with
+/// the decision it made.
+fn third_order_plot(a: &SideResult, x_max: f64) -> PlotSpec<'static> {
+    let tests = test_points(&a.trace.steps);
+    PlotSpec {
+        title: "Third-order test at the step it decides: skip when value ≤ δ·d_(k−1)",
+        log_y: true,
+        x_max,
+        series: vec![
+            Series {
+                name: "third-order".into(),
+                color: palette::ADAPTIVE,
+                width: 1.1,
+                style: Style::Line,
+                points: tests.iter().map(|t| (t.0, t.1, None)).collect(),
+            },
+            Series {
+                name: "threshold δ·d".into(),
+                color: palette::THRESHOLD,
+                width: 1.1,
+                style: Style::Dashed,
+                points: tests.iter().map(|t| (t.0, t.2, None)).collect(),
+            },
+            Series {
+                name: String::new(),
+                color: palette::COMPUTED,
+                width: 1.1,
+                style: Style::Markers,
+                points: tests
+                    .iter()
+                    .map(|t| (t.0, t.1, Some(decision_color(t.3))))
+                    .collect(),
+            },
+        ],
+        legend_extra: vec![
+            (palette::COMPUTED, "computed"),
+            (palette::REUSED, "reused"),
+            (palette::FORCED, "forced"),
+        ],
+    }
+}
+
+/// Noise-predictor time per step of both sides, the adaptive side's marked by decision.
+fn predictor_time_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'static> {
+    let ms = |r: &SideResult| -> Vec<_> {
+        r.trace
+            .steps
+            .iter()
+            .map(|r| (r.index as f64, r.predictor_ms, None))
+            .collect()
+    };
+    let [baseline, adaptive] = side_curves(ms(b), ms(a));
+    let decisions = Series {
+        name: String::new(),
+        color: palette::ADAPTIVE,
+        width: 1.1,
+        style: Style::Markers,
+        points: a
+            .trace
+            .steps
+            .iter()
+            .map(|r| {
+                (
+                    r.index as f64,
+                    r.predictor_ms,
+                    Some(decision_color(r.decision)),
+                )
+            })
+            .collect(),
+    };
+    PlotSpec {
+        title: "Noise-predictor time per step (ms; 0 = reused)",
+        log_y: false,
+        x_max,
+        series: vec![baseline, adaptive, decisions],
+        legend_extra: vec![],
+    }
+}
+
+/// The version and where the settings and traces are stored.
+fn draw_footer(img: &mut RgbImage, fonts: &Fonts, layout: &Layout) {
     fonts.draw(
-        &mut img,
-        mx,
-        (height - footer_h + 8) as f32,
+        img,
+        Layout::MARGIN as f32,
+        (layout.height - Layout::FOOTER_H + 8) as f32,
         13.0,
         DIM,
         &format!(
@@ -719,5 +815,4 @@ pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
             env!("CARGO_PKG_VERSION")
         ),
     );
-    Ok(img)
 }

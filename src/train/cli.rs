@@ -1,8 +1,6 @@
 //! `adiff train ...`.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
@@ -65,18 +63,33 @@ pub struct ClipArgs {
     /// Seed of the data stream (new runs only).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Log the mean loss every N steps.
-    #[arg(long, default_value_t = 50)]
-    pub log_every: usize,
-    /// Checkpoint every N minutes (and at the end).
-    #[arg(long, default_value_t = 3.0)]
-    pub ckpt_minutes: f64,
+    /// How often the run logs and checkpoints.
+    #[command(flatten)]
+    pub progress: ProgressArgs,
     /// After training, export a transformers CLIPModel folder here (for `--clip DIR`).
     #[arg(long)]
     pub export: Option<PathBuf>,
     /// Train on the CPU even when a GPU is available.
     #[arg(long)]
     pub cpu: bool,
+}
+
+/// How often `adiff train shapes` and `adiff train clip` log and checkpoint.
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArgs {
+    /// Log the mean loss every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: usize,
+    /// Checkpoint every N minutes (and at the end).
+    #[arg(long, default_value_t = 3.0)]
+    pub ckpt_minutes: f64,
+}
+
+impl ProgressArgs {
+    /// The checkpoint interval in seconds.
+    pub fn ckpt_every_s(&self) -> f64 {
+        self.ckpt_minutes * 60.0
+    }
 }
 
 /// `adiff train clip-eval`.
@@ -162,12 +175,9 @@ pub struct ShapesArgs {
     /// binding of each colour and shape to its place. Given, it also changes a resumed run.
     #[arg(long, value_parser = parse_objects, value_name = "P1,P2,P3")]
     pub objects: Option<ObjectMix>,
-    /// Log the mean loss every N steps.
-    #[arg(long, default_value_t = 50)]
-    pub log_every: usize,
-    /// Checkpoint every N minutes (and at the end).
-    #[arg(long, default_value_t = 3.0)]
-    pub ckpt_minutes: f64,
+    /// How often the run logs and checkpoints.
+    #[command(flatten)]
+    pub progress: ProgressArgs,
     /// After training, export the EMA weights here.
     #[arg(long)]
     pub export: Option<PathBuf>,
@@ -339,244 +349,300 @@ fn parse_lr_decay(s: &str) -> std::result::Result<LrDecay, String> {
 pub fn run(args: &TrainArgs) -> Result<()> {
     keep_freed_memory();
     match &args.what {
-        TrainCommand::Shapes(a) => {
-            let config = TrainConfig {
-                arch: Arch::parse(&a.arch)?,
-                batch: a.batch,
-                lr: a.lr.unwrap_or(1e-3),
-                seed: a.seed,
-                ..TrainConfig::default()
-            };
-            if let Some(o) = a.offset_noise {
-                ensure!(
-                    (0.0..=1.0).contains(&o),
-                    "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
-                );
-            }
-            let device = crate::model::device(a.cpu)?;
-            let on = if device.is_cpu() { "CPU" } else { "GPU" };
-            let mut t = Trainer::open_on(&a.out, config, device)?;
-            if let Some(o) = a.offset_noise {
-                t.config.offset_noise = o;
-            }
-            if let Some(LrDecay(d)) = a.lr_decay {
-                t.config.lr_decay = d;
-            }
-            if let Some(lr) = a.lr {
-                ensure!(
-                    lr.is_finite() && lr > 0.0 && lr <= 0.1,
-                    "--lr {lr} is out of range: give a learning rate in (0, 0.1] (e.g. 1e-3)"
-                );
-                t.config.lr = lr;
-            }
-            if let Some(d) = a.pyramid_noise {
-                ensure!(
-                    (0.0..1.0).contains(&d),
-                    "--pyramid-noise {d} is out of range: give a discount in 0..1 (0 = plain noise, e.g. 0.9)"
-                );
-                t.config.pyramid_noise = d;
-            }
-            if let Some(Focus(f)) = a.high_noise_focus {
-                t.config.high_noise_focus = f;
-            }
-            if let Some(ObjectMix(m)) = a.objects {
-                t.config.objects = m;
-            }
-            if let Some(k) = a.high_noise_weight {
-                ensure!(
-                    k.is_finite() && (1.0..=1000.0).contains(&k),
-                    "--high-noise-weight {k} is out of range: give a cap in 1..=1000 (1 = the plain ε loss, e.g. 50)"
-                );
-                t.config.high_noise_weight = k;
-            }
-            let focus = match t.config.high_noise_focus {
-                Some((from, share)) => {
-                    format!("{:.0} % of timesteps from {from}..999", share * 100.0)
-                }
-                None => "uniform timesteps".into(),
-            };
-            let decay = match t.config.lr_decay {
-                Some((from, to)) => format!("cosine decay {from}→{to}"),
-                None => "no decay".into(),
-            };
-            let [p1, p2, p3] = t.config.objects;
-            eprintln!(
-                "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
-                t.num_parameters(),
-                t.step,
-                a.steps,
-                t.config.batch,
-                t.config.offset_noise,
-                t.config.pyramid_noise,
-                t.config.high_noise_weight,
-                t.config.lr,
-                a.out.display()
-            );
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            let stop_file = a.out.join("STOP");
-            let _ = std::fs::remove_file(&stop_file);
-            t.run(
-                &a.out,
-                a.steps,
-                a.log_every,
-                a.ckpt_minutes * 60.0,
-                &move || flag.load(Ordering::Relaxed) || stop_file.exists(),
-            )?;
-            eprintln!(
-                "stopped at step {} ({:.0} s trained)",
-                t.step, t.train_seconds
-            );
-            if let Some(dir) = &a.export {
-                t.export(dir, true)?;
-                eprintln!("exported the EMA weights to {}", dir.display());
-            }
-            Ok(())
-        }
-        TrainCommand::Export(a) => {
-            super::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
-            eprintln!("exported {} to {}", a.from.display(), a.to.display());
-            Ok(())
-        }
-        TrainCommand::Clip(a) => {
-            let device = crate::model::device(a.cpu)?;
-            let config = super::clip::ClipTrainConfig {
-                arch: super::clip::ClipArch::parse(&a.arch)?,
-                batch: a.batch,
-                lr: a.lr,
-                seed: a.seed,
-                ..Default::default()
-            };
-            let mut t = super::clip::ClipTrainer::open(&a.out, config, device)?;
-            eprintln!(
-                "tiny CLIP: {} parameters; step {} of {}; batch {}; checkpoints in {}",
-                t.num_parameters(),
-                t.step,
-                a.steps,
-                t.config.batch,
-                a.out.display()
-            );
-            t.run(&a.out, a.steps, a.log_every, a.ckpt_minutes * 60.0)?;
-            if let Some(dir) = &a.export {
-                t.export(dir)?;
-                eprintln!("exported the CLIP to {}", dir.display());
-            }
-            Ok(())
-        }
-        TrainCommand::ClipEval(a) => {
-            let scorer =
-                crate::metrics::clip::ClipScorer::from_dir(&a.model, &candle_core::Device::Cpu)?;
-            let scores =
-                super::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
-            for s in &scores {
-                println!(
-                    "{:<6} true caption first among {}: {} / {} ({:.1} %)",
-                    s.group,
-                    s.candidates,
-                    s.top1,
-                    s.renders,
-                    100.0 * s.top1 as f64 / s.renders.max(1) as f64
-                );
-            }
-            let (top1, n) = scores
-                .iter()
-                .fold((0, 0), |(a, b), s| (a + s.top1, b + s.renders));
-            println!(
-                "all    {top1} / {n} ({:.1} %)",
-                100.0 * top1 as f64 / n.max(1) as f64
-            );
-            Ok(())
-        }
+        TrainCommand::Shapes(a) => train_shapes(a),
+        TrainCommand::Export(a) => export(a),
+        TrainCommand::Clip(a) => train_clip(a),
+        TrainCommand::ClipEval(a) => clip_eval(a),
         TrainCommand::Measure(a) => measure(a),
-        TrainCommand::Pack(a) => {
-            super::pack_checkpoint(&a.from, &a.to)?;
-            eprintln!("packed {} into {}", a.from.display(), a.to.display());
-            Ok(())
-        }
-        TrainCommand::Probe(a) => {
-            let g = super::eval::Generator::load(&a.model)?;
-            let rows = super::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
-            println!(
-                "position probe of {} ({} seeds × 5 positions, guidance {}): distance (px) from the colour's centre to the named position",
-                a.model.display(),
-                a.seeds,
-                a.guidance
-            );
-            for r in &rows {
-                println!(
-                    "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  corners' sides {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
-                    r.timestep,
-                    r.distance,
-                    r.distance_if_ignored,
-                    r.spread,
-                    r.nearest_right,
-                    r.prompts,
-                    r.sides_right,
-                    r.sides,
-                    r.trace_right,
-                    r.prompts
-                );
-            }
-            Ok(())
-        }
-        TrainCommand::Eval(a) => {
-            let g = super::eval::Generator::load(&a.model)?;
-            if let Some(d) = &a.images {
-                std::fs::create_dir_all(d)?;
-            }
-            let dir = a.images.clone();
-            let scores = super::eval::score_held_out(
-                &g,
-                a.single,
-                a.pairs,
-                a.steps,
-                a.guidance,
-                &mut |prompt, i, img, ok| {
-                    if let Some(d) = &dir {
-                        let name = format!(
-                            "{}-{i:03}-{}.png",
-                            if ok { "ok" } else { "bad" },
-                            prompt.replace(' ', "_")
-                        );
-                        if let Err(e) = img.save(d.join(&name)) {
-                            eprintln!("warning: could not write {name} to {}: {e}", d.display());
-                        }
-                    }
-                },
-            )?;
-            for s in &scores {
-                println!(
-                    "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image{}",
-                    s.group,
-                    s.images,
-                    100.0 * s.all_right as f64 / s.images as f64,
-                    100.0 * s.background_right as f64 / s.images as f64,
-                    100.0 * s.objects_right as f64 / s.objects.max(1) as f64,
-                    s.extra_objects as f64 / s.images as f64,
-                    s.seconds_per_image,
-                    if s.corner_sides > 0 {
-                        format!(
-                            "  corners' sides {:.1} % (one side of two: 50 %)",
-                            100.0 * s.corner_sides_right as f64 / s.corner_sides as f64
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            if let Some(d) = &a.images {
-                std::fs::write(
-                    d.join("summary.json"),
-                    serde_json::to_string_pretty(&scores)?,
-                )?;
-            }
-            Ok(())
-        }
+        TrainCommand::Pack(a) => pack(a),
+        TrainCommand::Probe(a) => probe(a),
+        TrainCommand::Eval(a) => eval(a),
     }
 }
 
+/// `adiff train shapes`: start or resume the run in `--out`, apply the options that also
+/// change a resumed run, train until `--steps` (or until a file STOP appears in `--out`),
+/// then export if asked.
+fn train_shapes(a: &ShapesArgs) -> Result<()> {
+    let config = TrainConfig {
+        arch: Arch::parse(&a.arch)?,
+        batch: a.batch,
+        lr: a.lr.unwrap_or(1e-3),
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    if let Some(o) = a.offset_noise {
+        ensure!(
+            (0.0..=1.0).contains(&o),
+            "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
+        );
+    }
+    let device = crate::model::device(a.cpu)?;
+    let on = if device.is_cpu() { "CPU" } else { "GPU" };
+    let mut t = Trainer::open_on(&a.out, config, device)?;
+    apply_run_options(&mut t.config, a)?;
+    eprintln!("{}", shapes_run_summary(&t, a, on));
+    t.run(
+        &a.out,
+        a.steps,
+        a.progress.log_every,
+        a.progress.ckpt_every_s(),
+        &super::steps::stop_file(&a.out),
+    )?;
+    eprintln!(
+        "stopped at step {} ({:.0} s trained)",
+        t.step, t.train_seconds
+    );
+    if let Some(dir) = &a.export {
+        t.export(dir, true)?;
+        eprintln!("exported the EMA weights to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Set the options of `adiff train shapes` that, given, also change a resumed run (whose
+/// `config` comes from its checkpoint); checks their ranges (`--offset-noise` is checked
+/// before the run is opened).
+fn apply_run_options(config: &mut TrainConfig, a: &ShapesArgs) -> Result<()> {
+    if let Some(o) = a.offset_noise {
+        config.offset_noise = o;
+    }
+    if let Some(LrDecay(d)) = a.lr_decay {
+        config.lr_decay = d;
+    }
+    if let Some(lr) = a.lr {
+        ensure!(
+            lr.is_finite() && lr > 0.0 && lr <= 0.1,
+            "--lr {lr} is out of range: give a learning rate in (0, 0.1] (e.g. 1e-3)"
+        );
+        config.lr = lr;
+    }
+    if let Some(d) = a.pyramid_noise {
+        ensure!(
+            (0.0..1.0).contains(&d),
+            "--pyramid-noise {d} is out of range: give a discount in 0..1 (0 = plain noise, e.g. 0.9)"
+        );
+        config.pyramid_noise = d;
+    }
+    if let Some(Focus(f)) = a.high_noise_focus {
+        config.high_noise_focus = f;
+    }
+    if let Some(ObjectMix(m)) = a.objects {
+        config.objects = m;
+    }
+    if let Some(k) = a.high_noise_weight {
+        ensure!(
+            k.is_finite() && (1.0..=1000.0).contains(&k),
+            "--high-noise-weight {k} is out of range: give a cap in 1..=1000 (1 = the plain ε loss, e.g. 50)"
+        );
+        config.high_noise_weight = k;
+    }
+    Ok(())
+}
+
+/// The line that opens a shapes run: its size, where it stands and its settings.
+fn shapes_run_summary(t: &Trainer, a: &ShapesArgs, on: &str) -> String {
+    let c = &t.config;
+    let focus = match c.high_noise_focus {
+        Some((from, share)) => {
+            format!("{:.0} % of timesteps from {from}..999", share * 100.0)
+        }
+        None => "uniform timesteps".into(),
+    };
+    let decay = match c.lr_decay {
+        Some((from, to)) => format!("cosine decay {from}→{to}"),
+        None => "no decay".into(),
+    };
+    let [p1, p2, p3] = c.objects;
+    format!(
+        "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        c.batch,
+        c.offset_noise,
+        c.pyramid_noise,
+        c.high_noise_weight,
+        c.lr,
+        a.out.display()
+    )
+}
+
+/// `adiff train export`.
+fn export(a: &ExportArgs) -> Result<()> {
+    super::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
+    eprintln!("exported {} to {}", a.from.display(), a.to.display());
+    Ok(())
+}
+
+/// `adiff train pack`.
+fn pack(a: &PackArgs) -> Result<()> {
+    super::pack_checkpoint(&a.from, &a.to)?;
+    eprintln!("packed {} into {}", a.from.display(), a.to.display());
+    Ok(())
+}
+
+/// `adiff train clip`: start or resume the tiny-CLIP run in `--out`, train, export if asked.
+fn train_clip(a: &ClipArgs) -> Result<()> {
+    let device = crate::model::device(a.cpu)?;
+    let config = super::clip::ClipTrainConfig {
+        arch: super::clip::ClipArch::parse(&a.arch)?,
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut t = super::clip::ClipTrainer::open(&a.out, config, device)?;
+    eprintln!(
+        "tiny CLIP: {} parameters; step {} of {}; batch {}; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        t.config.batch,
+        a.out.display()
+    );
+    t.run(
+        &a.out,
+        a.steps,
+        a.progress.log_every,
+        a.progress.ckpt_every_s(),
+    )?;
+    if let Some(dir) = &a.export {
+        t.export(dir)?;
+        eprintln!("exported the CLIP to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `adiff train clip-eval`: how often each held-out render's true caption ranks first.
+fn clip_eval(a: &ClipEvalArgs) -> Result<()> {
+    let scorer = crate::metrics::clip::ClipScorer::from_dir(&a.model, &Device::Cpu)?;
+    let scores = super::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
+    for s in &scores {
+        println!(
+            "{:<6} true caption first among {}: {} / {} ({:.1} %)",
+            s.group,
+            s.candidates,
+            s.top1,
+            s.renders,
+            100.0 * s.top1 as f64 / s.renders.max(1) as f64
+        );
+    }
+    let (top1, n) = scores
+        .iter()
+        .fold((0, 0), |(a, b), s| (a + s.top1, b + s.renders));
+    println!(
+        "all    {top1} / {n} ({:.1} %)",
+        100.0 * top1 as f64 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `adiff train probe`: one line per probed timestep.
+fn probe(a: &ProbeArgs) -> Result<()> {
+    let g = super::eval::Generator::load(&a.model)?;
+    let rows = super::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
+    println!(
+        "position probe of {} ({} seeds × 5 positions, guidance {}): distance (px) from the colour's centre to the named position",
+        a.model.display(),
+        a.seeds,
+        a.guidance
+    );
+    for r in &rows {
+        println!(
+            "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  corners' sides {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
+            r.timestep,
+            r.distance,
+            r.distance_if_ignored,
+            r.spread,
+            r.nearest_right,
+            r.prompts,
+            r.sides_right,
+            r.sides,
+            r.trace_right,
+            r.prompts
+        );
+    }
+    Ok(())
+}
+
+/// `adiff train eval`: score held-out prompts; with `--images`, keep each image (named by
+/// its verdict and prompt) and the scores as `summary.json`.
+fn eval(a: &EvalArgs) -> Result<()> {
+    let g = super::eval::Generator::load(&a.model)?;
+    if let Some(d) = &a.images {
+        std::fs::create_dir_all(d)?;
+    }
+    let scores = super::eval::score_held_out(
+        &g,
+        a.single,
+        a.pairs,
+        a.steps,
+        a.guidance,
+        &mut |prompt, i, img, ok| {
+            if let Some(d) = &a.images {
+                save_eval_image(d, prompt, i, img, ok);
+            }
+        },
+    )?;
+    for s in &scores {
+        println!("{}", eval_score_line(s));
+    }
+    if let Some(d) = &a.images {
+        std::fs::write(
+            d.join("summary.json"),
+            serde_json::to_string_pretty(&scores)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// Write one evaluated image into `dir` as `ok|bad-III-PROMPT.png` (a failure is a warning).
+fn save_eval_image(dir: &Path, prompt: &str, i: usize, img: &image::RgbImage, ok: bool) {
+    let name = format!(
+        "{}-{i:03}-{}.png",
+        if ok { "ok" } else { "bad" },
+        prompt.replace(' ', "_")
+    );
+    if let Err(e) = img.save(dir.join(&name)) {
+        eprintln!("warning: could not write {name} to {}: {e}", dir.display());
+    }
+}
+
+/// One group's line of `adiff train eval`.
+fn eval_score_line(s: &super::eval::GroupScore) -> String {
+    format!(
+        "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image{}",
+        s.group,
+        s.images,
+        100.0 * s.all_right as f64 / s.images as f64,
+        100.0 * s.background_right as f64 / s.images as f64,
+        100.0 * s.objects_right as f64 / s.objects.max(1) as f64,
+        s.extra_objects as f64 / s.images as f64,
+        s.seconds_per_image,
+        if s.corner_sides > 0 {
+            format!(
+                "  corners' sides {:.1} % (one side of two: 50 %)",
+                100.0 * s.corner_sides_right as f64 / s.corner_sides as f64
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `adiff train measure`: time a guided UNet call and, unless `--batch 0`, a training step.
 fn measure(a: &MeasureArgs) -> Result<()> {
     let arch = Arch::parse(&a.arch)?;
+    measure_unet_call(&arch, a.calls)?;
+    if a.batch > 0 {
+        measure_train_step(arch, a.batch, a.train_steps)?;
+    }
+    Ok(())
+}
+
+/// Time a batch-2 UNet call of `arch` (`calls` times with each convolution path).
+fn measure_unet_call(arch: &Arch, calls: usize) -> Result<()> {
     let (ucfg, _) = arch.configs()?;
     let dev = Device::Cpu;
     let vm = VarMap::new();
@@ -589,18 +655,12 @@ fn measure(a: &MeasureArgs) -> Result<()> {
         (2, super::vocab::MAX_LEN, arch.text_hidden),
         &dev,
     )?;
-    // Alternate the two convolution paths so that both see the same machine load.
-    let mut ms = [0.0f64; 2];
-    for round in 0..2 * a.calls.max(1) + 2 {
-        let fast = round % 2 == 0;
-        crate::model::cpu_conv::set_enabled(fast);
-        let t0 = Instant::now();
+    // Two untimed rounds first, one with each path.
+    let secs = time_both_convolutions(calls.max(1), 2, || {
         unet.forward(&x, 500.0, &ctx, None)?;
-        if round >= 2 {
-            ms[usize::from(!fast)] += t0.elapsed().as_secs_f64() * 1e3 / a.calls.max(1) as f64;
-        }
-    }
-    crate::model::cpu_conv::set_enabled(true);
+        Ok(())
+    })?;
+    let ms = secs.map(|s| s * 1e3);
     println!(
         "arch {:?}: UNet {n} parameters; batch-2 call {:.2} ms; 50 guided steps ≈ {:.2} s \
          (candle's own CPU convolution: {:.2} ms, {:.2}× slower)",
@@ -610,41 +670,58 @@ fn measure(a: &MeasureArgs) -> Result<()> {
         ms[1],
         ms[1] / ms[0]
     );
-    if a.batch > 0 {
-        let dir = tempfile_dir()?;
-        let mut t = Trainer::new(
-            TrainConfig {
-                arch,
-                batch: a.batch,
-                ..TrainConfig::default()
-            },
-            &dir,
-        )?;
-        t.train_step()?;
-        // Alternate the patch-op convolution with the one composed of basic ops.
-        let mut secs = [0.0f64; 2];
-        let n = a.train_steps.max(1);
-        for round in 0..2 * n {
-            let fast = round % 2 == 0;
-            crate::model::cpu_conv::set_enabled(fast);
-            let t0 = Instant::now();
-            t.train_step()?;
-            secs[usize::from(!fast)] += t0.elapsed().as_secs_f64() / n as f64;
-        }
-        crate::model::cpu_conv::set_enabled(true);
-        println!(
-            "training: {} parameters in all; batch {}: {:.3} s/step = {:.2} steps/s \
-             (convolutions composed of basic ops: {:.3} s/step, {:.2}× slower)",
-            t.num_parameters(),
-            a.batch,
-            secs[0],
-            1.0 / secs[0],
-            secs[1],
-            secs[1] / secs[0]
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     Ok(())
+}
+
+/// Time a training step of `arch` on a batch of `batch` (`steps` times with each
+/// convolution path), in a throw-away checkpoint folder.
+fn measure_train_step(arch: Arch, batch: usize, steps: usize) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let mut t = Trainer::new(
+        TrainConfig {
+            arch,
+            batch,
+            ..TrainConfig::default()
+        },
+        &dir,
+    )?;
+    t.train_step()?;
+    // The slow path is the convolution composed of basic ops.
+    let secs = time_both_convolutions(steps.max(1), 0, || t.train_step().map(drop))?;
+    println!(
+        "training: {} parameters in all; batch {}: {:.3} s/step = {:.2} steps/s \
+         (convolutions composed of basic ops: {:.3} s/step, {:.2}× slower)",
+        t.num_parameters(),
+        batch,
+        secs[0],
+        1.0 / secs[0],
+        secs[1],
+        secs[1] / secs[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Mean seconds of one `f()` with the CPU patch-op convolution and without it
+/// (`[with, without]`), `runs` of each, alternating the two so that both see the same
+/// machine load, after `untimed` rounds (alternating too). Leaves the patch-op convolution on.
+fn time_both_convolutions(
+    runs: usize,
+    untimed: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<[f64; 2]> {
+    let mut secs = [0.0f64; 2];
+    for round in 0..2 * runs + untimed {
+        let fast = round % 2 == 0;
+        crate::model::cpu_conv::set_enabled(fast);
+        let t0 = Instant::now();
+        f()?;
+        if round >= untimed {
+            secs[usize::from(!fast)] += t0.elapsed().as_secs_f64() / runs as f64;
+        }
+    }
+    crate::model::cpu_conv::set_enabled(true);
+    Ok(secs)
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{D, DType, Device, IndexOp, Module, Tensor, Var};
@@ -22,10 +21,10 @@ use crate::model::layers::Kernels;
 use crate::model::text_encoder::{ClipTextEncoder, EncoderLayer};
 use crate::model::tokenizer::ClipTokenizer;
 use crate::model::{cpu_conv, unet};
-use crate::shapes::dataset::{
-    StreamConfig, eval_prompt, held_out_pairs, held_out_single, training_caption, training_scene,
-};
+use crate::shapes::dataset::{StreamConfig, eval_prompt, training_caption, training_scene};
 use crate::shapes::{self, Rng, Scene, vocab};
+
+use super::{checkpoint, steps};
 
 /// Sizes of the tiny CLIP (both towers share width, depth and heads).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,8 +269,11 @@ struct ClipCheckpointMeta {
     train_seconds: f64,
 }
 
-const CKPT: &str = "clip-checkpoint.safetensors";
-const CKPT_META: &str = "clip-checkpoint.json";
+const FILES: checkpoint::Files = checkpoint::Files {
+    tensors: "clip-checkpoint.safetensors",
+    meta: "clip-checkpoint.json",
+    loss_plot: "clip-loss.png",
+};
 
 /// A tiny-CLIP training run.
 pub struct ClipTrainer {
@@ -321,19 +323,8 @@ impl ClipTrainer {
         vocab::save_tokenizer(tokenizer_dir)?;
         let mut tokenizer = ClipTokenizer::from_dir(tokenizer_dir)?;
         tokenizer.clamp_max_len(vocab::MAX_LEN);
-        let mut params: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let m = params
-            .iter()
-            .map(|(_, v)| zeros(v))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let params = checkpoint::sorted_params(&varmap);
+        let m = checkpoint::zeros_like(&params)?;
         let v = m.clone();
         let rng = Rng::new(config.seed ^ 0xC11F);
         Ok(Self {
@@ -362,28 +353,16 @@ impl ClipTrainer {
 
     /// Resume from `dir` when it holds a checkpoint, else start a new run there.
     pub fn open(dir: &Path, config: ClipTrainConfig, device: Device) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let meta_path = dir.join(CKPT_META);
-        if !meta_path.is_file() {
+        let Some(meta) = checkpoint::read_meta::<ClipCheckpointMeta>(dir, &FILES)? else {
             return Self::new(config, &dir.join("tokenizer"), device);
-        }
-        let meta: ClipCheckpointMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
-            .with_context(|| format!("cannot parse {}", meta_path.display()))?;
-        let mut t = Self::new(meta.config.clone(), &dir.join("tokenizer"), device)?;
-        let path = dir.join(CKPT);
-        let map = candle_core::safetensors::load(&path, &t.device)
-            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-        let get = |k: &str| -> Result<Tensor> {
-            Ok(map
-                .get(k)
-                .with_context(|| format!("checkpoint {} lacks {k}", path.display()))?
-                .to_dtype(DType::F32)?)
         };
-        for (i, (name, var)) in t.params.iter().enumerate() {
-            var.set(&get(&format!("param/{name}"))?)?;
-            t.m[i] = get(&format!("adam_m/{name}"))?;
-            t.v[i] = get(&format!("adam_v/{name}"))?;
-        }
+        let mut t = Self::new(meta.config.clone(), &dir.join("tokenizer"), device)?;
+        checkpoint::restore(
+            &dir.join(FILES.tensors),
+            &t.device,
+            &t.params,
+            &mut [("adam_m", &mut t.m), ("adam_v", &mut t.v)],
+        )?;
         t.step = meta.step;
         t.rng = Rng::from_state(meta.rng_state);
         t.loss_log = meta.loss_log;
@@ -510,45 +489,12 @@ impl ClipTrainer {
         log_every: usize,
         ckpt_every_s: f64,
     ) -> Result<()> {
-        let stop_file = dir.join("STOP");
-        let _ = std::fs::remove_file(&stop_file);
-        let mut last_ckpt = Instant::now();
-        let (mut acc, mut count, mut t_log) = (0.0, 0usize, Instant::now());
-        while self.step < total_steps && !stop_file.exists() {
-            let t0 = Instant::now();
-            acc += self.train_step()?;
-            self.train_seconds += t0.elapsed().as_secs_f64();
-            count += 1;
-            if self.step.is_multiple_of(log_every.max(1)) {
-                let mean = acc / count as f64;
-                self.loss_log.push((self.step, mean));
-                eprintln!(
-                    "clip step {:>6}  loss {:.4}  lr {:.2e}  {:.2} steps/s",
-                    self.step,
-                    mean,
-                    self.lr(),
-                    count as f64 / t_log.elapsed().as_secs_f64()
-                );
-                (acc, count, t_log) = (0.0, 0, Instant::now());
-            }
-            if last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
-                self.save_checkpoint(dir)?;
-                last_ckpt = Instant::now();
-            }
-        }
-        self.save_checkpoint(dir)
+        let stop = steps::stop_file(dir);
+        steps::run(self, dir, total_steps, log_every, ckpt_every_s, &stop)
     }
 
     /// Write the checkpoint (weights, AdamW moments, data position) atomically.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        for (i, (name, var)) in self.params.iter().enumerate() {
-            map.insert(format!("param/{name}"), var.as_tensor().clone());
-            map.insert(format!("adam_m/{name}"), self.m[i].clone());
-            map.insert(format!("adam_v/{name}"), self.v[i].clone());
-        }
-        super::save_safetensors_atomic(&map, &dir.join(CKPT))?;
         let meta = ClipCheckpointMeta {
             step: self.step,
             rng_state: self.rng.state(),
@@ -556,14 +502,14 @@ impl ClipTrainer {
             loss_log: self.loss_log.clone(),
             train_seconds: self.train_seconds,
         };
-        crate::output::write_atomic(
-            &dir.join(CKPT_META),
-            serde_json::to_string_pretty(&meta)?.as_bytes(),
-        )?;
-        if self.loss_log.len() >= 2 {
-            super::plot::loss_plot(&self.loss_log, &dir.join("clip-loss.png"))?;
-        }
-        Ok(())
+        checkpoint::write(
+            dir,
+            &FILES,
+            &self.params,
+            &[("adam_m", &self.m), ("adam_v", &self.v)],
+            &meta,
+            &self.loss_log,
+        )
     }
 
     /// Write a transformers `CLIPModel` folder: `config.json`, `model.safetensors`,
@@ -592,6 +538,35 @@ impl ClipTrainer {
     }
 }
 
+impl steps::Steps for ClipTrainer {
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn train_step(&mut self) -> Result<f64> {
+        ClipTrainer::train_step(self)
+    }
+
+    fn add_train_seconds(&mut self, seconds: f64) {
+        self.train_seconds += seconds;
+    }
+
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) {
+        self.loss_log.push((self.step, mean));
+        eprintln!(
+            "clip step {:>6}  loss {:.4}  lr {:.2e}  {:.2} steps/s",
+            self.step,
+            mean,
+            self.lr(),
+            steps_per_s
+        );
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        ClipTrainer::save_checkpoint(self, dir)
+    }
+}
+
 /// How often the true caption ranks first.
 #[derive(Debug, Clone, Serialize)]
 pub struct RankScore {
@@ -617,18 +592,10 @@ pub fn rank_accuracy(
     seed: u64,
 ) -> Result<Vec<RankScore>> {
     ensure!(candidates >= 2, "ranking needs at least 2 candidates");
-    let singles = held_out_single();
-    let single: Vec<Scene> = (0..n_single)
-        .map(|i| singles[i % singles.len()].clone())
-        .collect();
-    let pairs = held_out_pairs(n_pairs, seed ^ 0x5EED);
     let mut rng = Rng::new(seed);
     let mut text_cache: HashMap<String, Tensor> = HashMap::new();
     let mut out = vec![];
-    for (group, scenes) in [("single", single), ("pair", pairs)] {
-        if scenes.is_empty() {
-            continue;
-        }
+    for (group, scenes) in super::eval::held_out_groups(n_single, n_pairs, seed ^ 0x5EED) {
         let mut score = RankScore {
             group: group.into(),
             renders: 0,
@@ -667,6 +634,7 @@ pub fn rank_accuracy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shapes::dataset::held_out_single;
 
     fn tiny_trainer(dir: &Path) -> ClipTrainer {
         ClipTrainer::new(

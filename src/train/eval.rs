@@ -88,6 +88,25 @@ pub struct GroupScore {
     pub seconds_per_image: f64,
 }
 
+/// The held-out scenes by group, empty groups left out: `"single"`, `n_single` one-object
+/// scenes cycling through every held-out combination, and `"pair"`, `n_pairs` two-object
+/// scenes drawn from `pairs_seed`.
+pub(super) fn held_out_groups(
+    n_single: usize,
+    n_pairs: usize,
+    pairs_seed: u64,
+) -> Vec<(&'static str, Vec<Scene>)> {
+    let singles = held_out_single();
+    let single: Vec<Scene> = (0..n_single)
+        .map(|i| singles[i % singles.len()].clone())
+        .collect();
+    let pairs = held_out_pairs(n_pairs, pairs_seed);
+    [("single", single), ("pair", pairs)]
+        .into_iter()
+        .filter(|(_, scenes)| !scenes.is_empty())
+        .collect()
+}
+
 /// Score held-out prompts: `n_single` single-object prompts (cycling through the held-out
 /// set) and `n_pairs` two-object prompts, one seed each. `save` receives each image.
 pub fn score_held_out(
@@ -98,16 +117,8 @@ pub fn score_held_out(
     guidance: f64,
     save: &mut dyn FnMut(&str, usize, &image::RgbImage, bool),
 ) -> Result<Vec<GroupScore>> {
-    let singles = held_out_single();
-    let single: Vec<Scene> = (0..n_single)
-        .map(|i| singles[i % singles.len()].clone())
-        .collect();
-    let pairs = held_out_pairs(n_pairs, 11);
     let mut out = vec![];
-    for (name, scenes) in [("single", single), ("pair", pairs)] {
-        if scenes.is_empty() {
-            continue;
-        }
+    for (name, scenes) in held_out_groups(n_single, n_pairs, 11) {
         let mut g = GroupScore {
             group: name.into(),
             images: 0,

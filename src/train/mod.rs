@@ -10,16 +10,17 @@
 //! * [`Trainer::export`] writes a diffusers-style folder (EMA weights) that
 //!   [`crate::model::StableDiffusion::load_dir`] loads like any other.
 
+mod checkpoint;
 pub mod cli;
 pub mod clip;
 pub mod eval;
 pub mod plot;
 pub mod probe;
 pub mod seeded_init;
+mod steps;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{DType, Device, Tensor, Var};
@@ -508,6 +509,11 @@ pub struct Trainer {
 
 const CKPT: &str = "checkpoint.safetensors";
 const CKPT_META: &str = "checkpoint.json";
+const FILES: checkpoint::Files = checkpoint::Files {
+    tensors: CKPT,
+    meta: CKPT_META,
+    loss_plot: "loss.png",
+};
 
 impl Trainer {
     /// A fresh run (weights initialised from `config.seed`). `tokenizer_dir` receives the
@@ -527,22 +533,10 @@ impl Trainer {
         vocab::save_tokenizer(tokenizer_dir)?;
         let mut tokenizer = ClipTokenizer::from_dir(tokenizer_dir)?;
         tokenizer.clamp_max_len(ccfg.max_position_embeddings);
-        let mut params: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = checkpoint::sorted_params(&varmap);
         reseed(&params, config.seed)?;
-        let zeros = |p: &[(String, Var)]| -> Result<Vec<Tensor>> {
-            Ok(p.iter()
-                .map(|(_, v)| v.as_tensor().zeros_like())
-                .collect::<candle_core::Result<_>>()?)
-        };
-        let m = zeros(&params)?;
-        let v = zeros(&params)?;
+        let m = checkpoint::zeros_like(&params)?;
+        let v = checkpoint::zeros_like(&params)?;
         let ema = params
             .iter()
             .map(|(_, v)| v.as_tensor().copy())
@@ -574,15 +568,20 @@ impl Trainer {
 
     /// [`Trainer::open`] on `device`; a checkpoint written on one device resumes on another.
     pub fn open_on(dir: &Path, config: TrainConfig, device: Device) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let meta_path = dir.join(CKPT_META);
-        if !meta_path.is_file() {
+        let Some(meta) = checkpoint::read_meta::<CheckpointMeta>(dir, &FILES)? else {
             return Self::new_on(config, &dir.join("tokenizer"), device);
-        }
-        let meta: CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
-            .with_context(|| format!("cannot parse {}", meta_path.display()))?;
+        };
         let mut t = Self::new_on(meta.config.clone(), &dir.join("tokenizer"), device)?;
-        t.load_checkpoint(&dir.join(CKPT))?;
+        checkpoint::restore(
+            &dir.join(CKPT),
+            &t.device,
+            &t.params,
+            &mut [
+                ("ema", &mut t.ema),
+                ("adam_m", &mut t.m),
+                ("adam_v", &mut t.v),
+            ],
+        )?;
         t.step = meta.step;
         t.rng = Rng::from_state(meta.rng_state);
         t.loss_log = meta.loss_log;
@@ -723,48 +722,11 @@ impl Trainer {
         ckpt_every_s: f64,
         stop: &dyn Fn() -> bool,
     ) -> Result<()> {
-        let mut last_ckpt = Instant::now();
-        let mut acc = 0.0;
-        let mut count = 0;
-        let mut t_log = Instant::now();
-        while self.step < total_steps && !stop() {
-            let t0 = Instant::now();
-            acc += self.train_step()?;
-            self.train_seconds += t0.elapsed().as_secs_f64();
-            count += 1;
-            if self.step.is_multiple_of(log_every.max(1)) {
-                let mean = acc / count as f64;
-                self.loss_log.push((self.step, mean));
-                eprintln!(
-                    "step {:>7}  loss {:.5}  lr {:.2e}  {:.2} steps/s",
-                    self.step,
-                    mean,
-                    self.lr(),
-                    count as f64 / t_log.elapsed().as_secs_f64()
-                );
-                acc = 0.0;
-                count = 0;
-                t_log = Instant::now();
-            }
-            if last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
-                self.save_checkpoint(dir)?;
-                last_ckpt = Instant::now();
-            }
-        }
-        self.save_checkpoint(dir)
+        steps::run(self, dir, total_steps, log_every, ckpt_every_s, stop)
     }
 
     /// Write `checkpoint.safetensors` + `checkpoint.json` (and the loss plot) atomically.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        for (i, (name, var)) in self.params.iter().enumerate() {
-            map.insert(format!("param/{name}"), var.as_tensor().clone());
-            map.insert(format!("ema/{name}"), self.ema[i].clone());
-            map.insert(format!("adam_m/{name}"), self.m[i].clone());
-            map.insert(format!("adam_v/{name}"), self.v[i].clone());
-        }
-        save_safetensors_atomic(&map, &dir.join(CKPT))?;
         let meta = CheckpointMeta {
             step: self.step,
             rng_state: self.rng.state(),
@@ -772,33 +734,14 @@ impl Trainer {
             loss_log: self.loss_log.clone(),
             train_seconds: self.train_seconds,
         };
-        crate::output::write_atomic(
-            &dir.join(CKPT_META),
-            serde_json::to_string_pretty(&meta)?.as_bytes(),
-        )?;
-        if self.loss_log.len() >= 2 {
-            plot::loss_plot(&self.loss_log, &dir.join("loss.png"))?;
-        }
-        Ok(())
-    }
-
-    fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let map = candle_core::safetensors::load(path, &self.device)
-            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-        // Packed checkpoints keep the moments in bf16 ([`pack_checkpoint`]).
-        let get = |k: &str| -> Result<Tensor> {
-            Ok(map
-                .get(k)
-                .with_context(|| format!("checkpoint {} lacks {k}", path.display()))?
-                .to_dtype(DType::F32)?)
-        };
-        for (i, (name, var)) in self.params.iter().enumerate() {
-            var.set(&get(&format!("param/{name}"))?)?;
-            self.ema[i] = get(&format!("ema/{name}"))?;
-            self.m[i] = get(&format!("adam_m/{name}"))?;
-            self.v[i] = get(&format!("adam_v/{name}"))?;
-        }
-        Ok(())
+        checkpoint::write(
+            dir,
+            &FILES,
+            &self.params,
+            &[("ema", &self.ema), ("adam_m", &self.m), ("adam_v", &self.v)],
+            &meta,
+            &self.loss_log,
+        )
     }
 
     /// Export the EMA weights (or the raw weights with `ema = false`) as a diffusers-style
@@ -818,6 +761,35 @@ impl Trainer {
                 )
             }),
         )
+    }
+}
+
+impl steps::Steps for Trainer {
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn train_step(&mut self) -> Result<f64> {
+        Trainer::train_step(self)
+    }
+
+    fn add_train_seconds(&mut self, seconds: f64) {
+        self.train_seconds += seconds;
+    }
+
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) {
+        self.loss_log.push((self.step, mean));
+        eprintln!(
+            "step {:>7}  loss {:.5}  lr {:.2e}  {:.2} steps/s",
+            self.step,
+            mean,
+            self.lr(),
+            steps_per_s
+        );
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        Trainer::save_checkpoint(self, dir)
     }
 }
 
