@@ -54,25 +54,12 @@ pub struct UNetCallArgs {
     pub dtype: Option<DTypeArg>,
 }
 
-/// The CPU with `--cpu`, else the best device, saying on stderr why a GPU build runs on the
-/// CPU if it does.
-fn device(cpu: bool) -> candle_core::Device {
-    if cpu {
-        return candle_core::Device::Cpu;
-    }
-    let (device, note) = crate::model::best_device_noted();
-    if let Some(note) = note {
-        eprintln!("adiff: {note}");
-    }
-    device
-}
-
 /// `adiff overhead`.
 pub fn overhead_cmd(a: &OverheadArgs) -> Result<()> {
     if let Some(p) = &a.json {
         crate::output::check_writable(p)?;
     }
-    let device = device(a.cpu);
+    let device = super::device(a.cpu);
     let r = crate::overhead::measure(&device, a.size, a.calls, a.iters)?;
     println!(
         "device {} | UNet {:.0} M parameters, {}x{} image, latent {:?}",
@@ -103,7 +90,7 @@ pub fn unet_call_cmd(a: &UNetCallArgs) -> Result<()> {
     if let Some(p) = &a.out {
         crate::output::check_writable(p)?;
     }
-    let device = device(a.cpu);
+    let device = super::device(a.cpu);
     let inputs = a
         .inputs
         .clone()

@@ -8,6 +8,7 @@
 //! * [`measure`] — `overhead` and `unet-call`.
 //! * [`bench`] — `bench` and `calibrate` options.
 //! * [`complexity`] — the scorer options and `adiff complexity`.
+//! * [`train`] — `adiff train`: the built-in model's training, export, evaluation.
 
 pub mod bench;
 pub mod complexity;
@@ -15,6 +16,7 @@ pub mod measure;
 pub mod progress;
 pub mod run_args;
 pub mod runs;
+pub mod train;
 
 use crate::field::{Field, Fix, Wording};
 use crate::model::ModelError;
@@ -60,7 +62,7 @@ pub enum Command {
     /// the complexity → budget mapping read by --budget auto --budget-map.
     Calibrate(bench::CalibrateArgs),
     /// Train the built-in "shapes" model (resumable), export it, time it, score it.
-    Train(crate::train::cli::TrainArgs),
+    Train(train::TrainArgs),
 }
 
 /// The command line's names: a setting is its flag.
@@ -105,6 +107,16 @@ impl Wording for Flags {
     fn fix_of(&self, cause: &(dyn std::error::Error + 'static)) -> Option<Fix> {
         cause.downcast_ref::<ModelError>().and_then(ModelError::fix)
     }
+}
+
+/// The CPU with `--cpu`, else the best device, saying on stderr why a GPU build runs on the
+/// CPU if it does.
+pub fn device(cpu: bool) -> candle_core::Device {
+    let (device, note) = crate::model::device(cpu);
+    if let Some(note) = note {
+        eprintln!("adiff: {note}");
+    }
+    device
 }
 
 /// An error on one line, settings named by their flags.
@@ -188,7 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Complexity(a) => complexity::run(&a),
         Command::Bench(a) => bench::run_bench_cmd(&a),
         Command::Calibrate(a) => bench::run_calibrate_cmd(&a),
-        Command::Train(a) => crate::train::cli::run(&a),
+        Command::Train(a) => train::run(&a),
         Command::Overhead(a) => measure::overhead_cmd(&a),
         Command::UnetCall(a) => measure::unet_call_cmd(&a),
     }

@@ -28,7 +28,7 @@ mod reference_tests;
 
 pub use error::ModelError;
 pub use sd::{
-    Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport, best_device,
+    Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport,
     best_device_noted, default_dtype, device, latent_shape, to_rgb,
 };
 pub use source::{

@@ -48,18 +48,14 @@ fn one_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// The CPU when `cpu` (a `--cpu` flag), else [`best_device`].
-pub fn device(cpu: bool) -> Result<Device> {
-    if cpu { Ok(Device::Cpu) } else { best_device() }
-}
-
-/// [`best_device_noted`], printing the fallback note (if any) on stderr.
-pub fn best_device() -> Result<Device> {
-    let (device, note) = best_device_noted();
-    if let Some(note) = note {
-        eprintln!("adiff: {note}");
+/// The CPU when `cpu`, else [`best_device_noted`]: the device and why a GPU build runs on
+/// the CPU, if it does (for the caller to show).
+pub fn device(cpu: bool) -> (Device, Option<String>) {
+    if cpu {
+        (Device::Cpu, None)
+    } else {
+        best_device_noted()
     }
-    Ok(device)
 }
 
 /// The UNet dtype used on a device: f32 on the CPU, f16 on accelerators.

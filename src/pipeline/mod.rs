@@ -14,7 +14,7 @@ use crate::job::{Job, Pass};
 use crate::model::{ModelSource, StableDiffusion, sd};
 use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -41,11 +41,7 @@ pub fn load_model(
     dtype: Option<DType>,
 ) -> Result<LoadedModel> {
     let t0 = Instant::now();
-    let (device, device_note) = if force_cpu {
-        (Device::Cpu, None)
-    } else {
-        sd::best_device_noted()
-    };
+    let (device, device_note) = crate::model::device(force_cpu);
     let dtype = dtype.unwrap_or_else(|| sd::default_dtype(&device));
     let hub = crate::model::HubOptions::default();
     let sd = StableDiffusion::from_source(source, &hub, &device, dtype)?;

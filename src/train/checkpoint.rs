@@ -74,7 +74,7 @@ pub(super) fn write(
             map.insert(format!("{prefix}/{name}"), tensors[i].clone());
         }
     }
-    super::save_safetensors_atomic(&map, &dir.join(files.tensors))?;
+    super::write_map(&map, &dir.join(files.tensors))?;
     crate::output::write_atomic(
         &dir.join(files.meta),
         serde_json::to_string_pretty(meta)?.as_bytes(),

@@ -521,7 +521,7 @@ impl ClipTrainer {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        super::save_safetensors_atomic(&weights, &out.join("model.safetensors"))?;
+        super::write_map(&weights, &out.join("model.safetensors"))?;
         crate::output::write_atomic(
             &out.join("config.json"),
             serde_json::to_string_pretty(&self.config.arch.config_json())?.as_bytes(),

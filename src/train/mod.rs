@@ -11,13 +11,12 @@
 //!   [`crate::model::StableDiffusion::load_dir`] loads like any other.
 
 mod checkpoint;
-pub mod cli;
 pub mod clip;
 pub mod eval;
 pub mod plot;
 pub mod probe;
 pub mod seeded_init;
-mod steps;
+pub mod steps;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -814,9 +813,9 @@ pub fn export_folder(
         std::fs::create_dir_all(out.join(d))?;
     }
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(String::into_bytes);
-    save_safetensors_atomic(&unet, &out.join("unet/diffusion_pytorch_model.safetensors"))?;
+    write_map(&unet, &out.join("unet/diffusion_pytorch_model.safetensors"))?;
     crate::output::write_atomic(&out.join("unet/config.json"), &pretty(&arch.unet_json())?)?;
-    save_safetensors_atomic(&text, &out.join("text_encoder/model.safetensors"))?;
+    write_map(&text, &out.join("text_encoder/model.safetensors"))?;
     crate::output::write_atomic(
         &out.join("text_encoder/config.json"),
         &pretty(&arch.text_json())?,
@@ -843,15 +842,9 @@ pub fn export_folder(
     Ok(())
 }
 
-/// Save tensors (f32, CPU) to a safetensors file atomically.
-pub fn save_safetensors_atomic(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let map: HashMap<String, Tensor> = map
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::tensor::serialize(&map, None)
-        .with_context(|| format!("cannot encode {}", path.display()))?;
-    crate::output::write_atomic(path, &bytes)
+/// Save named tensors (as f32) to a safetensors file atomically.
+pub(crate) fn write_map(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    crate::output::write_tensors(path, map.iter().map(|(k, t)| (k.as_str(), t)))
 }
 
 /// Copy the checkpoint folder `from` to `to` with the AdamW moments stored in bf16

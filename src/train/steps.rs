@@ -52,7 +52,7 @@ pub(super) fn run(
 
 /// Remove a leftover `dir/STOP` and return a poll for a new one: creating the file stops a
 /// run at its next step (with a checkpoint).
-pub(super) fn stop_file(dir: &Path) -> impl Fn() -> bool + use<> {
+pub fn stop_file(dir: &Path) -> impl Fn() -> bool + use<> {
     let stop_file = dir.join("STOP");
     let _ = std::fs::remove_file(&stop_file);
     move || stop_file.exists()

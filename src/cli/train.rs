@@ -8,8 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
 
-use super::{Arch, TrainConfig, Trainer};
 use crate::model::unet::UNet;
+use crate::train::{Arch, TrainConfig, Trainer};
 
 /// `adiff train`.
 #[derive(Debug, Clone, Args)]
@@ -377,7 +377,7 @@ fn train_shapes(a: &ShapesArgs) -> Result<()> {
             "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
         );
     }
-    let device = crate::model::device(a.cpu)?;
+    let device = super::device(a.cpu);
     let on = if device.is_cpu() { "CPU" } else { "GPU" };
     let mut t = Trainer::open_on(&a.out, config, device)?;
     apply_run_options(&mut t.config, a)?;
@@ -387,7 +387,7 @@ fn train_shapes(a: &ShapesArgs) -> Result<()> {
         a.steps,
         a.progress.log_every,
         a.progress.ckpt_every_s(),
-        &super::steps::stop_file(&a.out),
+        &crate::train::steps::stop_file(&a.out),
     )?;
     eprintln!(
         "stopped at step {} ({:.0} s trained)",
@@ -470,29 +470,29 @@ fn shapes_run_summary(t: &Trainer, a: &ShapesArgs, on: &str) -> String {
 
 /// `adiff train export`.
 fn export(a: &ExportArgs) -> Result<()> {
-    super::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
+    crate::train::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
     eprintln!("exported {} to {}", a.from.display(), a.to.display());
     Ok(())
 }
 
 /// `adiff train pack`.
 fn pack(a: &PackArgs) -> Result<()> {
-    super::pack_checkpoint(&a.from, &a.to)?;
+    crate::train::pack_checkpoint(&a.from, &a.to)?;
     eprintln!("packed {} into {}", a.from.display(), a.to.display());
     Ok(())
 }
 
 /// `adiff train clip`: start or resume the tiny-CLIP run in `--out`, train, export if asked.
 fn train_clip(a: &ClipArgs) -> Result<()> {
-    let device = crate::model::device(a.cpu)?;
-    let config = super::clip::ClipTrainConfig {
-        arch: super::clip::ClipArch::parse(&a.arch)?,
+    let device = super::device(a.cpu);
+    let config = crate::train::clip::ClipTrainConfig {
+        arch: crate::train::clip::ClipArch::parse(&a.arch)?,
         batch: a.batch,
         lr: a.lr,
         seed: a.seed,
         ..Default::default()
     };
-    let mut t = super::clip::ClipTrainer::open(&a.out, config, device)?;
+    let mut t = crate::train::clip::ClipTrainer::open(&a.out, config, device)?;
     eprintln!(
         "tiny CLIP: {} parameters; step {} of {}; batch {}; checkpoints in {}",
         t.num_parameters(),
@@ -517,7 +517,8 @@ fn train_clip(a: &ClipArgs) -> Result<()> {
 /// `adiff train clip-eval`: how often each held-out render's true caption ranks first.
 fn clip_eval(a: &ClipEvalArgs) -> Result<()> {
     let scorer = crate::metrics::clip::ClipScorer::from_dir(&a.model, &Device::Cpu)?;
-    let scores = super::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
+    let scores =
+        crate::train::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
     for s in &scores {
         println!(
             "{:<6} true caption first among {}: {} / {} ({:.1} %)",
@@ -540,8 +541,8 @@ fn clip_eval(a: &ClipEvalArgs) -> Result<()> {
 
 /// `adiff train probe`: one line per probed timestep.
 fn probe(a: &ProbeArgs) -> Result<()> {
-    let g = super::eval::Generator::load(&a.model)?;
-    let rows = super::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
+    let g = crate::train::eval::Generator::load(&a.model)?;
+    let rows = crate::train::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
     println!(
         "position probe of {} ({} seeds × 5 positions, guidance {}): distance (px) from the colour's centre to the named position",
         a.model.display(),
@@ -569,11 +570,11 @@ fn probe(a: &ProbeArgs) -> Result<()> {
 /// `adiff train eval`: score held-out prompts; with `--images`, keep each image (named by
 /// its verdict and prompt) and the scores as `summary.json`.
 fn eval(a: &EvalArgs) -> Result<()> {
-    let g = super::eval::Generator::load(&a.model)?;
+    let g = crate::train::eval::Generator::load(&a.model)?;
     if let Some(d) = &a.images {
         std::fs::create_dir_all(d)?;
     }
-    let scores = super::eval::score_held_out(
+    let scores = crate::train::eval::score_held_out(
         &g,
         a.single,
         a.pairs,
@@ -610,7 +611,7 @@ fn save_eval_image(dir: &Path, prompt: &str, i: usize, img: &image::RgbImage, ok
 }
 
 /// One group's line of `adiff train eval`.
-fn eval_score_line(s: &super::eval::GroupScore) -> String {
+fn eval_score_line(s: &crate::train::eval::GroupScore) -> String {
     format!(
         "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image{}",
         s.group,
@@ -652,7 +653,7 @@ fn measure_unet_call(arch: &Arch, calls: usize) -> Result<()> {
     let ctx = Tensor::randn(
         0f32,
         1.0,
-        (2, super::vocab::MAX_LEN, arch.text_hidden),
+        (2, crate::shapes::vocab::MAX_LEN, arch.text_hidden),
         &dev,
     )?;
     // Two untimed rounds first, one with each path.
