@@ -86,9 +86,13 @@ pub struct ProgressArgs {
 }
 
 impl ProgressArgs {
-    /// The checkpoint interval in seconds.
-    pub fn ckpt_every_s(&self) -> f64 {
-        self.ckpt_minutes * 60.0
+    /// A run of `total_steps` logged and checkpointed as these options say.
+    pub fn schedule(&self, total_steps: usize) -> crate::train::steps::Schedule {
+        crate::train::steps::Schedule {
+            total_steps,
+            log_every: self.log_every,
+            ckpt_every_s: self.ckpt_minutes * 60.0,
+        }
     }
 }
 
@@ -384,10 +388,9 @@ fn train_shapes(a: &ShapesArgs) -> Result<()> {
     eprintln!("{}", shapes_run_summary(&t, a, on));
     t.run(
         &a.out,
-        a.steps,
-        a.progress.log_every,
-        a.progress.ckpt_every_s(),
+        &a.progress.schedule(a.steps),
         &crate::train::steps::stop_file(&a.out),
+        &mut |line| eprintln!("{line}"),
     )?;
     eprintln!(
         "stopped at step {} ({:.0} s trained)",
@@ -501,12 +504,9 @@ fn train_clip(a: &ClipArgs) -> Result<()> {
         t.config.batch,
         a.out.display()
     );
-    t.run(
-        &a.out,
-        a.steps,
-        a.progress.log_every,
-        a.progress.ckpt_every_s(),
-    )?;
+    t.run(&a.out, &a.progress.schedule(a.steps), &mut |line| {
+        eprintln!("{line}")
+    })?;
     if let Some(dir) = &a.export {
         t.export(dir)?;
         eprintln!("exported the CLIP to {}", dir.display());

@@ -480,17 +480,16 @@ impl ClipTrainer {
         Ok(value)
     }
 
-    /// Train until `total_steps` (or until a file `STOP` appears in `dir`), logging and
-    /// checkpointing into `dir`.
+    /// Train as `schedule` says (or until a file `STOP` appears in `dir`), checkpointing
+    /// into `dir`; `log` gets the loss lines.
     pub fn run(
         &mut self,
         dir: &Path,
-        total_steps: usize,
-        log_every: usize,
-        ckpt_every_s: f64,
+        schedule: &steps::Schedule,
+        log: &mut dyn FnMut(&str),
     ) -> Result<()> {
         let stop = steps::stop_file(dir);
-        steps::run(self, dir, total_steps, log_every, ckpt_every_s, &stop)
+        steps::run(self, dir, schedule, &stop, log)
     }
 
     /// Write the checkpoint (weights, AdamW moments, data position) atomically.
@@ -551,15 +550,15 @@ impl steps::Steps for ClipTrainer {
         self.train_seconds += seconds;
     }
 
-    fn log_loss(&mut self, mean: f64, steps_per_s: f64) {
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) -> String {
         self.loss_log.push((self.step, mean));
-        eprintln!(
+        format!(
             "clip step {:>6}  loss {:.4}  lr {:.2e}  {:.2} steps/s",
             self.step,
             mean,
             self.lr(),
             steps_per_s
-        );
+        )
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {

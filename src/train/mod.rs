@@ -711,17 +711,16 @@ impl Trainer {
         Ok(value)
     }
 
-    /// Run until `total_steps`, logging every `log_every` steps and checkpointing into
-    /// `dir` every `ckpt_every_s` seconds (and at the end). `stop` is polled each step.
+    /// Train as `schedule` says, checkpointing into `dir`; `stop` is polled each step and
+    /// `log` gets the loss lines.
     pub fn run(
         &mut self,
         dir: &Path,
-        total_steps: usize,
-        log_every: usize,
-        ckpt_every_s: f64,
+        schedule: &steps::Schedule,
         stop: &dyn Fn() -> bool,
+        log: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        steps::run(self, dir, total_steps, log_every, ckpt_every_s, stop)
+        steps::run(self, dir, schedule, stop, log)
     }
 
     /// Write `checkpoint.safetensors` + `checkpoint.json` (and the loss plot) atomically.
@@ -776,15 +775,15 @@ impl steps::Steps for Trainer {
         self.train_seconds += seconds;
     }
 
-    fn log_loss(&mut self, mean: f64, steps_per_s: f64) {
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) -> String {
         self.loss_log.push((self.step, mean));
-        eprintln!(
+        format!(
             "step {:>7}  loss {:.5}  lr {:.2e}  {:.2} steps/s",
             self.step,
             mean,
             self.lr(),
             steps_per_s
-        );
+        )
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {

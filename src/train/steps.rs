@@ -5,6 +5,17 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+/// How long a run trains, how often it logs and checkpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// Train until this many steps are done.
+    pub total_steps: usize,
+    /// Log the mean loss every this many steps.
+    pub log_every: usize,
+    /// Checkpoint every this many seconds (and at the end).
+    pub ckpt_every_s: f64,
+}
+
 /// A trainer that [`run`] drives.
 pub(super) trait Steps {
     /// Steps done.
@@ -13,23 +24,27 @@ pub(super) trait Steps {
     fn train_step(&mut self) -> Result<f64>;
     /// Count `seconds` more of training.
     fn add_train_seconds(&mut self, seconds: f64);
-    /// Record the mean loss of the steps since the last log and print it with their rate.
-    fn log_loss(&mut self, mean: f64, steps_per_s: f64);
+    /// Record the mean loss of the steps since the last log; the log line, with their rate.
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) -> String;
     /// Write the checkpoint into `dir`.
     fn save_checkpoint(&self, dir: &Path) -> Result<()>;
 }
 
-/// Train until `total_steps` or until `stop()` (polled before each step), logging the mean
-/// loss every `log_every` steps and checkpointing into `dir` every `ckpt_every_s` seconds
-/// and at the end.
+/// Train until `total_steps` or until `stop()` (polled before each step), giving `log` the
+/// mean loss every `log_every` steps and checkpointing into `dir` every `ckpt_every_s`
+/// seconds and at the end.
 pub(super) fn run(
     t: &mut impl Steps,
     dir: &Path,
-    total_steps: usize,
-    log_every: usize,
-    ckpt_every_s: f64,
+    schedule: &Schedule,
     stop: &dyn Fn() -> bool,
+    log: &mut dyn FnMut(&str),
 ) -> Result<()> {
+    let Schedule {
+        total_steps,
+        log_every,
+        ckpt_every_s,
+    } = *schedule;
     let mut last_ckpt = Instant::now();
     let (mut acc, mut count, mut t_log) = (0.0, 0usize, Instant::now());
     while t.steps_done() < total_steps && !stop() {
@@ -39,7 +54,7 @@ pub(super) fn run(
         count += 1;
         if t.steps_done().is_multiple_of(log_every.max(1)) {
             let steps_per_s = count as f64 / t_log.elapsed().as_secs_f64();
-            t.log_loss(acc / count as f64, steps_per_s);
+            log(&t.log_loss(acc / count as f64, steps_per_s));
             (acc, count, t_log) = (0.0, 0, Instant::now());
         }
         if last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
