@@ -385,9 +385,10 @@ fn bad_configuration_is_an_error_not_a_fallback() {
         timeout: Duration::ZERO,
         ..config("http://127.0.0.1:1")
     })
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("--ollama-timeout"), "{err}");
+    .unwrap_err();
+    // The library names the setting; the command line words it as its flag.
+    let text = adaptive_diffusion::cli::one_line(&err);
+    assert!(text.contains("--ollama-timeout"), "{text}");
 }
 
 const INJECTIONS: &[&str] = &[
