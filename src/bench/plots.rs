@@ -2,6 +2,7 @@
 //! without a plotting dependency: speedup vs PSNR per δ, noise-predictor calls vs prompt
 //! complexity, and the per-step skip pattern.
 
+use super::plan::BASELINE;
 use super::records::RunRow;
 use super::summary::GroupSummary;
 use std::fmt::Write as _;
@@ -275,7 +276,7 @@ pub fn xy_plot(
 pub fn speedup_vs_psnr(groups: &[GroupSummary]) -> String {
     let mut series: Vec<Series> = Vec::new();
     let mut identical_only = false;
-    for g in groups.iter().filter(|g| g.setting != "baseline") {
+    for g in groups.iter().filter(|g| g.setting != BASELINE) {
         let (Some(sp), Some(p)) = (g.speedup, g.psnr_db.mean) else {
             identical_only |= g.identical > 0;
             continue;
@@ -327,7 +328,7 @@ pub fn steps_vs_complexity(rows: &[RunRow]) -> String {
     let mut settings: Vec<String> = Vec::new();
     let mut schedulers: Vec<String> = Vec::new();
     let mut series: Vec<Series> = Vec::new();
-    for r in rows.iter().filter(|r| r.setting != "baseline") {
+    for r in rows.iter().filter(|r| r.setting != BASELINE) {
         let x = if use_complexity {
             r.complexity
         } else if use_grade {

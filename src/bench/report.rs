@@ -1,6 +1,7 @@
 //! The report files of a benchmark folder: `summary.json`, `report.md` and the plots,
 //! rebuilt from `runs.csv` and `bench.json`.
 
+use super::plan::BASELINE;
 use super::plots;
 use super::records::{RunRow, read_rows};
 use super::summary::{GroupSummary, Stat, summarize};
@@ -89,7 +90,7 @@ fn mean_median(s: &Stat, prec: usize) -> String {
 
 fn setting_label(g: &GroupSummary) -> String {
     match (g.setting.as_str(), g.delta) {
-        ("baseline", _) => "baseline".into(),
+        (BASELINE, _) => BASELINE.into(),
         ("budget", _) => "complexity budget, no skipping".into(),
         (_, Some(d)) => format!("δ = {d}"),
         (s, None) => s.into(),
@@ -201,7 +202,7 @@ pub fn markdown(s: &Summary, rows: &[RunRow]) -> String {
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
         );
         for g in s.groups.iter().filter(|g| g.scheduler == *sch) {
-            let base = g.setting == "baseline";
+            let base = g.setting == BASELINE;
             let psnr = if base {
                 "—".to_string()
             } else {

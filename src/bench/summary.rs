@@ -2,6 +2,7 @@
 //! CLIP, and the Pareto front of speedup against PSNR. Everything here is a pure function
 //! of the rows, so a report can always be rebuilt from `runs.csv`.
 
+use super::plan::BASELINE;
 use super::records::RunRow;
 use crate::sampler::MethodKind;
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,7 @@ impl GroupSummary {
 /// Order of settings in tables: baseline, budget, then δ ascending.
 fn setting_order(s: &GroupSummary) -> (u8, f64) {
     match s.setting.as_str() {
-        "baseline" => (0, 0.0),
+        BASELINE => (0, 0.0),
         "budget" => (1, 0.0),
         _ => (2, s.delta.unwrap_or(f64::INFINITY)),
     }
@@ -126,7 +127,7 @@ fn setting_order(s: &GroupSummary) -> (u8, f64) {
 pub fn summarize(rows: &[RunRow]) -> Vec<GroupSummary> {
     let baseline: HashMap<(usize, u64, &str), &RunRow> = rows
         .iter()
-        .filter(|r| r.setting == "baseline")
+        .filter(|r| r.setting == BASELINE)
         .map(|r| ((r.prompt_index, r.seed, r.scheduler.as_str()), r))
         .collect();
     let mut order: Vec<(String, String)> = Vec::new();
@@ -226,7 +227,7 @@ pub fn mark_pareto(groups: &mut [GroupSummary]) {
     let points: Vec<Option<(String, f64, f64)>> = groups
         .iter()
         .map(|g| {
-            (g.setting != "baseline")
+            (g.setting != BASELINE)
                 .then_some(())
                 .and(g.speedup)
                 .map(|s| (g.scheduler.clone(), s, g.psnr_key()))
