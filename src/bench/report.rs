@@ -99,9 +99,40 @@ fn setting_label(g: &GroupSummary) -> String {
 
 /// `report.md`.
 pub fn markdown(s: &Summary, rows: &[RunRow]) -> String {
+    let mut o = String::new();
+    write_header(&mut o, s);
+    let mut schedulers: Vec<&str> = Vec::new();
+    for g in &s.groups {
+        if !schedulers.contains(&g.scheduler.as_str()) {
+            schedulers.push(&g.scheduler);
+        }
+    }
+    for sch in &schedulers {
+        write_scheduler_table(&mut o, s, sch);
+    }
+    if rows.is_empty() {
+        let _ = writeln!(o, "No runs yet.\n");
+    }
+    let _ = writeln!(o, "## Plots\n");
+    let _ = writeln!(o, "![speedup vs PSNR]({})\n", PLOTS[0]);
+    let _ = writeln!(o, "![steps vs complexity]({})\n", PLOTS[1]);
+    let _ = writeln!(o, "![skip pattern]({})\n", PLOTS[2]);
+    let _ = writeln!(o, "## How to read this\n");
+    let _ = writeln!(
+        o,
+        "- Every adaptive run starts from the same initial noise as its baseline (same prompt, seed and scheduler); quality is measured against that full-step baseline image.\n\
+         - Latency is the wall time of the denoising loop (VAE decode excluded; `runs.csv` has `decode_ms` and `total_ms`), measured after one discarded warm-up call. Speedup is the mean baseline latency over the mean adaptive latency of the same prompt × seed pairs; NFE speedup is the ratio of noise-predictor calls.\n\
+         - PSNR is on 8-bit RGB (0–255), as in the AdaptiveDiffusion paper; images identical to the baseline (PSNR = ∞) are counted apart, not averaged. SSIM: 11×11 Gaussian window, σ = 1.5, mean over R, G, B.\n\
+         - CLIP cos is the cosine of CLIP's image and prompt embeddings, Δ the adaptive image's minus its baseline's; CLIPScore = 100·max(cos, 0) (torchmetrics' convention). The reference project printed (cos + 1)/2.\n\
+         - All numbers are recomputed from `runs.csv` (one row per run)."
+    );
+    o
+}
+
+/// The command, machine, date, model, prompts and settings of the benchmark.
+fn write_header(o: &mut String, s: &Summary) {
     let m = &s.meta;
     let st = &m.settings;
-    let mut o = String::new();
     let _ = writeln!(o, "# adiff bench report\n");
     let _ = writeln!(o, "- Command: `{}`", m.command);
     let _ = writeln!(
@@ -184,127 +215,109 @@ pub fn markdown(s: &Summary, rows: &[RunRow]) -> String {
             " (incomplete: continue with --resume)"
         }
     );
+}
 
-    let mut schedulers: Vec<&str> = Vec::new();
-    for g in &s.groups {
-        if !schedulers.contains(&g.scheduler.as_str()) {
-            schedulers.push(&g.scheduler);
-        }
-    }
-    for sch in &schedulers {
-        let _ = writeln!(o, "## {sch}\n");
-        let _ = writeln!(
-            o,
-            "| setting | runs | steps | latency mean / median (ms) | speedup | NFE | NFE speedup | PSNR mean / median (dB) | SSIM mean | CLIP cos (Δ) | CLIPScore | Pareto |"
-        );
-        let _ = writeln!(
-            o,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
-        );
-        for g in s.groups.iter().filter(|g| g.scheduler == *sch) {
-            let base = g.setting == BASELINE;
-            let psnr = if base {
-                "—".to_string()
-            } else {
-                let mut t = mean_median(&g.psnr_db, 2);
-                if g.identical > 0 {
-                    t = if g.psnr_db.n == 0 {
-                        format!("∞ (all {} identical)", g.identical)
-                    } else {
-                        format!("{t} (+{} identical)", g.identical)
-                    };
-                }
-                t
-            };
-            let measured = m.clip.measured && g.clip_cosine.n > 0;
-            let clip = if !measured {
-                "not measured".to_string()
-            } else if base {
-                f(g.clip_cosine.mean, 4)
-            } else {
-                format!(
-                    "{} ({:+.4})",
-                    f(g.clip_cosine.mean, 4),
-                    g.clip_delta.mean.unwrap_or(0.0)
-                )
-            };
-            let clip_score = if measured {
-                f(g.clip_score.mean, 2)
-            } else {
-                "not measured".to_string()
-            };
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                setting_label(g),
-                g.runs,
-                f(g.budget.mean, 1),
-                mean_median(&g.latency_ms, 1),
-                if base {
-                    "1.00×".into()
-                } else {
-                    g.speedup.map(|x| format!("{x:.2}×")).unwrap_or("—".into())
-                },
-                f(g.nfe.mean, 1),
-                if base {
-                    "1.00×".into()
-                } else {
-                    g.nfe_speedup
-                        .map(|x| format!("{x:.2}×"))
-                        .unwrap_or("—".into())
-                },
-                psnr,
-                if base {
-                    "—".into()
-                } else {
-                    f(g.ssim.mean, 4)
-                },
-                clip,
-                clip_score,
-                if g.pareto { "★" } else { "" }
-            );
-        }
-        let front: Vec<String> = s
-            .groups
-            .iter()
-            .filter(|g| g.scheduler == *sch && g.pareto)
-            .map(|g| {
-                let p = match g.psnr_db.mean {
-                    Some(p) => format!("{p:.2} dB"),
-                    None => "PSNR ∞".into(),
-                };
-                format!(
-                    "{} ({}, {p})",
-                    setting_label(g),
-                    g.speedup.map(|x| format!("{x:.2}×")).unwrap_or_default()
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            o,
-            "\nPareto front of speedup vs mean PSNR: {}\n",
-            if front.is_empty() {
-                "—".into()
-            } else {
-                front.join("; ")
-            }
-        );
-    }
-    if rows.is_empty() {
-        let _ = writeln!(o, "No runs yet.\n");
-    }
-    let _ = writeln!(o, "## Plots\n");
-    let _ = writeln!(o, "![speedup vs PSNR]({})\n", PLOTS[0]);
-    let _ = writeln!(o, "![steps vs complexity]({})\n", PLOTS[1]);
-    let _ = writeln!(o, "![skip pattern]({})\n", PLOTS[2]);
-    let _ = writeln!(o, "## How to read this\n");
+/// One scheduler's table of settings and its Pareto front.
+fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
+    let _ = writeln!(o, "## {sch}\n");
     let _ = writeln!(
         o,
-        "- Every adaptive run starts from the same initial noise as its baseline (same prompt, seed and scheduler); quality is measured against that full-step baseline image.\n\
-         - Latency is the wall time of the denoising loop (VAE decode excluded; `runs.csv` has `decode_ms` and `total_ms`), measured after one discarded warm-up call. Speedup is the mean baseline latency over the mean adaptive latency of the same prompt × seed pairs; NFE speedup is the ratio of noise-predictor calls.\n\
-         - PSNR is on 8-bit RGB (0–255), as in the AdaptiveDiffusion paper; images identical to the baseline (PSNR = ∞) are counted apart, not averaged. SSIM: 11×11 Gaussian window, σ = 1.5, mean over R, G, B.\n\
-         - CLIP cos is the cosine of CLIP's image and prompt embeddings, Δ the adaptive image's minus its baseline's; CLIPScore = 100·max(cos, 0) (torchmetrics' convention). The reference project printed (cos + 1)/2.\n\
-         - All numbers are recomputed from `runs.csv` (one row per run)."
+        "| setting | runs | steps | latency mean / median (ms) | speedup | NFE | NFE speedup | PSNR mean / median (dB) | SSIM mean | CLIP cos (Δ) | CLIPScore | Pareto |"
     );
-    o
+    let _ = writeln!(
+        o,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
+    );
+    for g in s.groups.iter().filter(|g| g.scheduler == sch) {
+        let _ = writeln!(o, "{}", table_row(g, s.meta.clip.measured));
+    }
+    let front: Vec<String> = s
+        .groups
+        .iter()
+        .filter(|g| g.scheduler == sch && g.pareto)
+        .map(|g| {
+            let p = match g.psnr_db.mean {
+                Some(p) => format!("{p:.2} dB"),
+                None => "PSNR ∞".into(),
+            };
+            format!(
+                "{} ({}, {p})",
+                setting_label(g),
+                g.speedup.map(|x| format!("{x:.2}×")).unwrap_or_default()
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "\nPareto front of speedup vs mean PSNR: {}\n",
+        if front.is_empty() {
+            "—".into()
+        } else {
+            front.join("; ")
+        }
+    );
+}
+
+/// One setting's row of a scheduler's table.
+fn table_row(g: &GroupSummary, clip_measured: bool) -> String {
+    let base = g.setting == BASELINE;
+    let psnr = if base {
+        "—".to_string()
+    } else {
+        let mut t = mean_median(&g.psnr_db, 2);
+        if g.identical > 0 {
+            t = if g.psnr_db.n == 0 {
+                format!("∞ (all {} identical)", g.identical)
+            } else {
+                format!("{t} (+{} identical)", g.identical)
+            };
+        }
+        t
+    };
+    let measured = clip_measured && g.clip_cosine.n > 0;
+    let clip = if !measured {
+        "not measured".to_string()
+    } else if base {
+        f(g.clip_cosine.mean, 4)
+    } else {
+        format!(
+            "{} ({:+.4})",
+            f(g.clip_cosine.mean, 4),
+            g.clip_delta.mean.unwrap_or(0.0)
+        )
+    };
+    let clip_score = if measured {
+        f(g.clip_score.mean, 2)
+    } else {
+        "not measured".to_string()
+    };
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        setting_label(g),
+        g.runs,
+        f(g.budget.mean, 1),
+        mean_median(&g.latency_ms, 1),
+        if base {
+            "1.00×".into()
+        } else {
+            g.speedup.map(|x| format!("{x:.2}×")).unwrap_or("—".into())
+        },
+        f(g.nfe.mean, 1),
+        if base {
+            "1.00×".into()
+        } else {
+            g.nfe_speedup
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or("—".into())
+        },
+        psnr,
+        if base {
+            "—".into()
+        } else {
+            f(g.ssim.mean, 4)
+        },
+        clip,
+        clip_score,
+        if g.pareto { "★" } else { "" }
+    )
 }
