@@ -39,6 +39,24 @@ pub mod defaults {
     };
 }
 
+/// The largest values of the settings that can still give a finite, meaningful image.
+pub mod limits {
+    /// Classifier-free guidance: at 100 the guided prediction is already a hundred times
+    /// the model's own text direction and every image saturates; far beyond it the f32
+    /// latents overflow (a black image).
+    pub const GUIDANCE: f64 = 100.0;
+    /// δ: at 10 the third-order test (which is never larger than the largest of the last
+    /// three latent changes) passes unless consecutive changes differ tenfold; above it
+    /// only C_max decides.
+    pub const DELTA: f64 = 10.0;
+    /// τ: a relative change of 1 means the latent moved by its own size; τ ≥ 1 stops at
+    /// the first armed step whatever the image does.
+    pub const EARLY_STOP_TAU: f64 = 1.0;
+    /// Image side in pixels: larger than any supported model was trained for many times
+    /// over (SDXL: 1024).
+    pub const SIDE: usize = 8192;
+}
+
 /// Everything that defines one run (or one baseline/method comparison).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -114,10 +132,14 @@ impl Job {
                 format!("must be at least 1 (got {})", self.steps),
             ));
         }
-        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+        if !(self.guidance.is_finite() && (0.0..=limits::GUIDANCE).contains(&self.guidance)) {
             return Err(FieldError::new(
                 Field::Guidance,
-                format!("must be a finite number ≥ 0 (got {})", self.guidance),
+                format!(
+                    "must be a number from 0 to {} (got {}): larger scales saturate every image and overflow the latents; typical values are 1–15",
+                    limits::GUIDANCE,
+                    self.guidance
+                ),
             ));
         }
         for (field, v) in [(Field::Width, self.width), (Field::Height, self.height)] {
@@ -129,6 +151,17 @@ impl Job {
                     format!(
                         "{v} is not a positive multiple of 8 (try {})",
                         (v / 8).max(1) * 8
+                    ),
+                ));
+            }
+            if let Some(v) = v
+                && v > limits::SIDE
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{v} is larger than {} pixels, many times what any supported model was trained for",
+                        limits::SIDE
                     ),
                 ));
             }
@@ -201,6 +234,18 @@ impl Job {
 
 /// δ and C_max, named as fields.
 pub fn validate_method(method: &Method) -> Result<(), FieldError> {
+    if let Some(delta) = method.delta()
+        && delta > limits::DELTA
+    {
+        return Err(FieldError::new(
+            Field::Delta,
+            format!(
+                "must be at most {} (got {delta}): at {} the test already passes unless consecutive latent changes differ tenfold; C_max is what limits skipping then",
+                limits::DELTA,
+                limits::DELTA
+            ),
+        ));
+    }
     method.validate().map_err(|e| match e {
         MethodError::Delta(d) => FieldError::new(
             Field::Delta,
@@ -215,6 +260,16 @@ pub fn validate_method(method: &Method) -> Result<(), FieldError> {
 
 /// τ (and the fixed settings) of an early stop, named as a field.
 pub fn validate_early_stop(es: &EarlyStop) -> Result<(), FieldError> {
+    if es.tau >= limits::EARLY_STOP_TAU {
+        return Err(FieldError::new(
+            Field::EarlyStopTau,
+            format!(
+                "must be below {} (got {}): a relative change of 1 means the latent moved by its own size, so τ ≥ 1 stops at the first armed step whatever the image does",
+                limits::EARLY_STOP_TAU,
+                es.tau
+            ),
+        ));
+    }
     es.validate()
         .map_err(|e| FieldError::new(Field::EarlyStopTau, format!("is not usable: {e}")))
 }
@@ -314,6 +369,20 @@ mod tests {
         assert_eq!(field(|j| j.prompt = "  ".into()), Field::Prompt);
         assert_eq!(field(|j| j.steps = 0), Field::Steps);
         assert_eq!(field(|j| j.guidance = f64::NAN), Field::Guidance);
+        assert_eq!(field(|j| j.guidance = 1e30), Field::Guidance);
+        assert_eq!(field(|j| j.guidance = -1.0), Field::Guidance);
+        assert_eq!(field(|j| j.width = Some(100_000)), Field::Width);
+        assert_eq!(
+            field(|j| j.method = Method::Adaptive {
+                delta: 1e6,
+                max_skips: 4
+            }),
+            Field::Delta
+        );
+        assert_eq!(
+            field(|j| j.early_stop = early_stop(true, 2.0)),
+            Field::EarlyStopTau
+        );
         assert_eq!(field(|j| j.width = Some(65)), Field::Width);
         assert_eq!(field(|j| j.height = Some(0)), Field::Height);
         assert_eq!(

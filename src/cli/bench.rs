@@ -341,7 +341,7 @@ pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
             g.nfe.mean.unwrap_or(0.0),
             match (g.psnr_db.mean, g.identical) {
                 (Some(p), _) => format!("{p:.2} dB"),
-                (None, n) if n > 0 => "inf (identical)".into(),
+                (None, n) if n > 0 => "identical".into(),
                 _ => "-".into(),
             },
             g.ssim.mean.map_or("-".into(), |x| format!("{x:.4}"))

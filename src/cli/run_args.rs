@@ -8,7 +8,7 @@ use crate::sampler::{Method, MethodKind, SchedulerKind};
 use anyhow::{Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the weights come from (shared by every command that loads a pipeline).
 #[derive(Debug, Clone, Args)]
@@ -207,12 +207,12 @@ impl CommonArgs {
         Ok(job)
     }
 
-    /// The output files of the command.
-    pub fn outputs(&self) -> Vec<&PathBuf> {
-        std::iter::once(&self.out)
-            .chain(self.trace.iter())
-            .chain(self.latents_out.iter())
-            .collect()
+    /// The output files of the command, each with its flag.
+    pub fn outputs(&self) -> Vec<(&'static str, &Path)> {
+        let mut v = vec![("--out", self.out.as_path())];
+        v.extend(self.trace.as_deref().map(|p| ("--trace", p)));
+        v.extend(self.latents_out.as_deref().map(|p| ("--latents-out", p)));
+        v
     }
 }
 

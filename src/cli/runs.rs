@@ -5,27 +5,27 @@ use super::progress::StepBars;
 use super::run_args::{CommonArgs, CompareArgs, GenerateArgs, decide_budget};
 use crate::complexity::ComplexityBudget;
 use crate::job::Job;
-use crate::output;
+use crate::output::{self, Outputs};
 use crate::pipeline::{
     self, CompareReport, GenerateReport, LoadedModel, Prepared, Progress, RunInfo, SideReport,
 };
 use anyhow::Result;
 
-/// A validated job, its complexity budget, its loaded model and prepared inputs.
+/// A validated job, its complexity budget, its loaded model and prepared inputs, and the
+/// command's planned outputs.
 struct Ready {
     job: Job,
     budget: Option<ComplexityBudget>,
     model: LoadedModel,
     prepared: Prepared,
+    outputs: Outputs,
 }
 
-/// Validate, decide the budget, check the outputs, load and prepare; notes and warnings go
+/// Validate, decide the budget, plan the outputs, load and prepare; notes and warnings go
 /// to stderr.
 fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
+    let outputs = Outputs::plan(common.outputs())?;
     let budget = decide_budget(&job)?;
-    for p in common.outputs() {
-        output::check_writable(p)?;
-    }
     let model = pipeline::load_job_model(&job)?;
     if let Some(note) = &model.device_note {
         eprintln!("adiff: {note}");
@@ -39,13 +39,14 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
         budget,
         model,
         prepared,
+        outputs,
     })
 }
 
 /// `adiff generate`.
 pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let c = &a.common;
-    let r = ready(c, c.to_job(c.method(a.mode))?)?;
+    let mut r = ready(c, c.to_job(c.method(a.mode))?)?;
     let pass = r.job.method_pass(r.budget.as_ref());
     let mut bars = StepBars::new();
     bars.start(&pass, pass.steps, 0);
@@ -53,18 +54,20 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         bars.step(ev)
     })?;
     bars.finish();
-    output::write_png(&c.out, &g.image)?;
+    r.outputs.stage(&c.out, output::png_bytes(&g.image)?)?;
     if let Some(p) = &c.trace {
         let report = GenerateReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
             trace: g.trace.clone(),
             decode_ms: g.decode_ms,
         };
-        output::write_json(p, &report)?;
+        r.outputs.stage(p, output::json_bytes(&report)?)?;
     }
     if let Some(p) = &c.latents_out {
-        output::write_tensors(p, [("latents", &g.latents)])?;
+        r.outputs
+            .stage(p, output::tensor_bytes([("latents", &g.latents)])?)?;
     }
+    r.outputs.commit()?;
     eprintln!(
         "{}: {} of {} steps called the noise predictor, {:.0} ms; wrote {}",
         g.trace.method.name(),
@@ -79,11 +82,12 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
 /// `adiff compare`.
 pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     let c = &a.common;
-    let r = ready(c, c.to_job(c.method(crate::sampler::MethodKind::Adaptive))?)?;
+    let mut r = ready(c, c.to_job(c.method(crate::sampler::MethodKind::Adaptive))?)?;
     let pass = r.job.method_pass(r.budget.as_ref());
     let (base, fast, summary) =
         pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
-    output::write_png(&c.out, &side_by_side(&base.image, &fast.image))?;
+    let picture = side_by_side(&base.image, &fast.image);
+    r.outputs.stage(&c.out, output::png_bytes(&picture)?)?;
     if let Some(p) = &c.trace {
         let report = CompareReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
@@ -91,16 +95,15 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
             adaptive: SideReport::of(&fast),
             summary: summary.clone(),
         };
-        output::write_json(p, &report)?;
+        r.outputs.stage(p, output::json_bytes(&report)?)?;
     }
     if let Some(p) = &c.latents_out {
-        output::write_tensors(
-            p,
-            [("baseline", &base.latents), ("adaptive", &fast.latents)],
-        )?;
+        let latents = [("baseline", &base.latents), ("adaptive", &fast.latents)];
+        r.outputs.stage(p, output::tensor_bytes(latents)?)?;
     }
+    r.outputs.commit()?;
     eprintln!(
-        "baseline {}/{} calls {:.0} ms | adaptive {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {:.2} dB; wrote {}",
+        "baseline {}/{} calls {:.0} ms | adaptive {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {}; wrote {}",
         base.trace.unet_calls,
         base.trace.budget,
         base.trace.elapsed_ms,
@@ -109,7 +112,7 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
         fast.trace.elapsed_ms,
         summary.nfe_speedup,
         summary.wall_speedup,
-        summary.psnr_db,
+        crate::metrics::psnr_text(summary.psnr_db),
         c.out.display()
     );
     Ok(())

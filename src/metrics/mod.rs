@@ -15,5 +15,5 @@ pub mod psnr;
 pub mod ssim;
 
 pub use clip::{ClipAlignment, ClipScorer, ClipSource};
-pub use psnr::psnr;
+pub use psnr::{psnr, psnr_text};
 pub use ssim::ssim;

@@ -34,9 +34,24 @@ pub fn psnr(a: &RgbImage, b: &RgbImage) -> Result<f64> {
     })
 }
 
+/// A PSNR for people: `"31.42 dB"`, or `"identical"` for identical images (∞).
+pub fn psnr_text(db: f64) -> String {
+    if db.is_infinite() && db > 0.0 {
+        "identical".into()
+    } else {
+        format!("{db:.2} dB")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_images_read_as_identical() {
+        assert_eq!(psnr_text(f64::INFINITY), "identical");
+        assert_eq!(psnr_text(31.4159), "31.42 dB");
+    }
 
     #[test]
     fn known_values() {

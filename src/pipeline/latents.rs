@@ -32,7 +32,35 @@ pub fn read_latents(path: &Path) -> Result<Tensor> {
             x.dims()
         )));
     }
-    Ok(x.to_dtype(DType::F32)?)
+    if x.dtype() != DType::F32 {
+        return Err(problem(format!(
+            "{shown}: 'latents' is {:?}; give f32 latents",
+            x.dtype()
+        )));
+    }
+    Ok(x.clone())
+}
+
+/// Latents to start from must be finite and of the size of the scheduler's initial noise
+/// (scaled by its σ, whose values stay within about 6σ): anything far beyond cannot give a
+/// finite image.
+pub fn check_values(x: &Tensor, path: &Path, init_sigma: f64) -> Result<()> {
+    let shown = path.display();
+    let x = x.to_dtype(DType::F64)?.flatten_all()?;
+    let finite = x.sqr()?.sum_all()?.to_scalar::<f64>()?.is_finite();
+    if !finite {
+        return Err(problem(format!(
+            "{shown} holds values that are not finite numbers (NaN or ∞)"
+        )));
+    }
+    let largest = x.abs()?.max(0)?.to_scalar::<f64>()?;
+    let bound = 100.0 * init_sigma;
+    if largest > bound {
+        return Err(problem(format!(
+            "{shown} holds values up to {largest:e}, beyond {bound:e} = 100 × the scheduler's initial noise σ ({init_sigma:.4}; noise at σ stays within about 6σ): pass latents already scaled by σ"
+        )));
+    }
+    Ok(())
 }
 
 /// The image size of latents `x` from `path`: the requested one, which must match the

@@ -136,6 +136,22 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
         Some(path) => {
             let x = latents::read_latents(path)?;
             let size = latents::check_shape(sd, &x, path, job.width, job.height)?;
+            let sigma = scheduler_for(model, job, job.steps)?.init_noise_sigma();
+            latents::check_values(&x, path, sigma)?;
+            let native = sd.default_size();
+            if (job.width, job.height) == (None, None) && size != native {
+                warnings.push(FieldError::new(
+                    Field::InitLatents,
+                    format!(
+                        "{} gives a {}x{} image (this model's native size is {}x{})",
+                        path.display(),
+                        size.0,
+                        size.1,
+                        native.0,
+                        native.1
+                    ),
+                ));
+            }
             (x.to_device(sd.device())?, true, size)
         }
         None => {

@@ -19,7 +19,7 @@ pub mod trace;
 pub use denoise::{Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
 pub use method::{Method, MethodError, MethodKind};
-pub use run::{Cancelled, RunOutput, RunSettings, StepEvent, run};
+pub use run::{Cancelled, NonFinite, RunOutput, RunSettings, StepEvent, run};
 pub use schedule::SchedulerConfig;
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};
 pub use trace::{Decision, Estimate, RunTrace, StepRecord};

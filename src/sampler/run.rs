@@ -55,6 +55,34 @@ pub struct Cancelled {
     pub after_step: usize,
 }
 
+/// A step produced latents that are not finite numbers.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "step {step} of {steps} produced latents that are not finite numbers (NaN or ∞): the guidance scale or the initial latents are too large for this model, or the model's weights are broken"
+)]
+pub struct NonFinite {
+    /// The step, 1-based.
+    pub step: usize,
+    /// Steps of the run.
+    pub steps: usize,
+}
+
+/// Fail with [`NonFinite`] when `x` (the latents after step `i`) holds NaN or ∞: one
+/// reduction in f64, where any non-finite value (or an f32 value too large to square and
+/// add) makes the sum non-finite.
+fn check_finite(x: &Tensor, i: usize, steps: usize) -> Result<()> {
+    let energy = x
+        .to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    if energy.is_finite() {
+        Ok(())
+    } else {
+        Err(NonFinite { step: i + 1, steps }.into())
+    }
+}
+
 /// The early-stop criterion ‖x − prev‖₂ / ‖prev‖₂ (computed in f64).
 pub fn rel_change(x: &Tensor, prev: &Tensor) -> Result<f64> {
     let x = x.to_dtype(DType::F64)?;
@@ -122,6 +150,7 @@ pub fn run(
         };
         let eps = pred.guided(settings.guidance)?;
         let out = scheduler.step(&eps, i, &x)?;
+        check_finite(&out.prev_sample, i, timesteps.len())?;
 
         let c0 = Instant::now();
         let obs = controller.observe(i, &out.prev_sample)?;
@@ -178,4 +207,67 @@ pub fn run(
         latents: output.unwrap_or(x),
         trace,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{Method, SchedulerKind};
+    use candle_core::Device;
+
+    /// Predicts `value` everywhere from step `from` on, zero before.
+    struct Fixed {
+        calls: usize,
+        from: usize,
+        value: f32,
+    }
+
+    impl Denoiser for Fixed {
+        fn predict(&mut self, x: &Tensor, _: f64) -> Result<RawPrediction> {
+            let v = if self.calls >= self.from {
+                self.value
+            } else {
+                0.0
+            };
+            self.calls += 1;
+            Ok(RawPrediction {
+                uncond: None,
+                cond: (x.zeros_like()? + f64::from(v))?,
+            })
+        }
+    }
+
+    fn run_with(value: f32, from: usize) -> Result<RunOutput> {
+        let settings = RunSettings {
+            scheduler: SchedulerKind::Ddim,
+            steps: 10,
+            guidance: 1.0,
+            method: Method::Baseline,
+            early_stop: None,
+        };
+        let init = Tensor::ones((1, 4, 8, 8), DType::F32, &Device::Cpu)?;
+        let mut d = Fixed {
+            calls: 0,
+            from,
+            value,
+        };
+        run(
+            &mut d,
+            &SchedulerConfig::stable_diffusion(),
+            &settings,
+            &init,
+            &mut |_| ControlFlow::Continue(()),
+        )
+    }
+
+    #[test]
+    fn a_non_finite_step_is_an_error_naming_the_step() {
+        assert!(run_with(0.5, 0).is_ok());
+        let e = run_with(f32::NAN, 3).unwrap_err();
+        let nf = e.downcast_ref::<NonFinite>().expect("a NonFinite error");
+        assert_eq!((nf.step, nf.steps), (4, 10));
+        assert!(e.to_string().contains("step 4 of 10"), "{e}");
+        let e = run_with(f32::INFINITY, 0).unwrap_err();
+        assert!(e.downcast_ref::<NonFinite>().is_some(), "{e}");
+    }
 }
