@@ -46,6 +46,8 @@ pub enum Field {
     Size,
     /// The number of timed calls of a measurement.
     Calls,
+    /// The number of controller iterations of a measurement.
+    Iters,
 }
 
 impl Field {
@@ -71,6 +73,7 @@ impl Field {
             Field::Clip => "the CLIP model",
             Field::Size => "the image size",
             Field::Calls => "the number of timed calls",
+            Field::Iters => "the number of controller iterations",
         }
     }
 }
@@ -157,6 +160,45 @@ impl Wording for Plain {
     }
 }
 
+/// At most `keep` words of `text`, then a count of the rest (`a b c … (+97 more words)`).
+pub fn cut_words(text: &str, keep: usize) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() <= keep {
+        return words.join(" ");
+    }
+    format!(
+        "{} … (+{} more words)",
+        words[..keep].join(" "),
+        words.len() - keep
+    )
+}
+
+/// At most `keep` items joined with ", ", then a count of the rest (`a, b and 7 more`).
+pub fn cut_list(items: &[String], keep: usize) -> String {
+    if items.len() <= keep {
+        return items.join(", ");
+    }
+    format!(
+        "{} and {} more",
+        items[..keep].join(", "),
+        items.len() - keep
+    )
+}
+
+/// `text` with its control characters (escape sequences, bells, carriage returns) shown as
+/// escapes, so that printing it cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The error and its causes on one line, each [`FieldError`] (and each fix
 /// [`Wording::fix_of`] finds) worded by `wording`.
 pub fn one_line(e: &anyhow::Error, wording: &dyn Wording) -> String {
@@ -195,6 +237,15 @@ mod tests {
         fn fix(&self, fix: Fix) -> Option<String> {
             (fix == Fix::Truncate).then(|| "pass --truncate".into())
         }
+    }
+
+    #[test]
+    fn long_texts_are_cut_with_a_count_and_controls_escaped() {
+        assert_eq!(cut_words("a b c d e", 3), "a b c … (+2 more words)");
+        assert_eq!(cut_words("a  b", 3), "a b");
+        let items: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+        assert_eq!(cut_list(&items, 3), "0, 1, 2 and 9 more");
+        assert_eq!(printable("red\x1b[31m\x07fox"), "red\\u{1b}[31m\\u{7}fox");
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub fn measure(
     if calls == 0 {
         return Err(FieldError::new(Field::Calls, "must be at least 1").into());
     }
+    if controller_iters == 0 {
+        return Err(FieldError::new(Field::Iters, "must be at least 1").into());
+    }
     let dtype = crate::model::default_dtype(device);
     let cfg = parse_sd15()?;
     let varmap = candle_nn::VarMap::new();

@@ -143,8 +143,8 @@ pub struct BenchArgs {
     /// Early stopping on the non-baseline runs (latent convergence, predicted-x0 output).
     #[arg(long)]
     pub early_stop: bool,
-    /// τ of the early stop.
-    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU)]
+    /// τ of the early stop (with --early-stop).
+    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU, requires = "early_stop")]
     pub early_stop_tau: f64,
     /// CLIP model for prompt alignment: a hub repository (owner/name, or
     /// owner/name@revision) or a local transformers CLIP folder. Default: for a local model

@@ -90,6 +90,7 @@ impl Wording for Flags {
             Field::Clip => "--clip",
             Field::Size => "--size",
             Field::Calls => "--calls",
+            Field::Iters => "--iters",
         }
         .to_string()
     }
@@ -119,9 +120,9 @@ pub fn device(cpu: bool) -> candle_core::Device {
     device
 }
 
-/// An error on one line, settings named by their flags.
+/// An error on one line, settings named by their flags, control characters escaped.
 pub fn one_line(e: &anyhow::Error) -> String {
-    crate::field::one_line(e, &Flags)
+    crate::field::printable(&crate::field::one_line(e, &Flags))
 }
 
 /// Print a library warning about a setting.
@@ -169,14 +170,36 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let text = e.render().to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("error: {first} (see 'adiff --help')");
+    eprintln!(
+        "error: {} (see 'adiff --help')",
+        usage_line(&e.render().to_string())
+    );
     ExitCode::from(2)
+}
+
+/// clap's message on one line, whole: the problem, the arguments it names, the allowed
+/// values and its tip; the usage block and the help pointer are left out.
+fn usage_line(text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        parts.push(if line.starts_with("tip:") {
+            format!("({line})")
+        } else {
+            line.to_string()
+        });
+    }
+    if parts.is_empty() {
+        return "invalid arguments".into();
+    }
+    crate::field::printable(&parts.join(" "))
 }
 
 fn init_logging() {
@@ -203,6 +226,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(&a),
         Command::Overhead(a) => measure::overhead_cmd(&a),
         Command::UnetCall(a) => measure::unet_call_cmd(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(args: &[&str]) -> String {
+        let e = Cli::try_parse_from(args).unwrap_err();
+        usage_line(&e.render().to_string())
+    }
+
+    #[test]
+    fn clap_errors_reach_the_user_whole() {
+        let missing = usage(&["adiff", "generate", "--model", "shapes"]);
+        assert!(missing.contains("--prompt <PROMPT>"), "{missing}");
+        assert!(missing.contains("--out <OUT>"), "{missing}");
+        let bad = usage(&[
+            "adiff", "generate", "--prompt", "a", "--out", "x", "--mode", "basline",
+        ]);
+        assert!(
+            bad.contains("[possible values: baseline, adaptive]"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("tip: a similar value exists: 'baseline'"),
+            "{bad}"
+        );
+        assert!(!bad.contains("Usage"), "{bad}");
     }
 }
 

@@ -107,8 +107,8 @@ pub struct CommonArgs {
     /// 75 % of the budget) and output the predicted clean image.
     #[arg(long)]
     pub early_stop: bool,
-    /// τ of the early stop.
-    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU)]
+    /// τ of the early stop (with --early-stop).
+    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU, requires = "early_stop")]
     pub early_stop_tau: f64,
     /// Start from these latents (safetensors, f32 NCHW tensor `latents`, already scaled by
     /// the scheduler's initial σ) instead of seeded noise.

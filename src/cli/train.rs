@@ -368,6 +368,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 /// change a resumed run, train until `--steps` (or until a file STOP appears in `--out`),
 /// then export if asked.
 fn train_shapes(a: &ShapesArgs) -> Result<()> {
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
     let config = TrainConfig {
         arch: Arch::parse(&a.arch)?,
         batch: a.batch,
@@ -487,6 +488,7 @@ fn pack(a: &PackArgs) -> Result<()> {
 
 /// `adiff train clip`: start or resume the tiny-CLIP run in `--out`, train, export if asked.
 fn train_clip(a: &ClipArgs) -> Result<()> {
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
     let device = super::device(a.cpu);
     let config = crate::train::clip::ClipTrainConfig {
         arch: crate::train::clip::ClipArch::parse(&a.arch)?,

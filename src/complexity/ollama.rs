@@ -151,6 +151,45 @@ impl std::fmt::Debug for OllamaScorer {
     }
 }
 
+/// `text` with the user name and password of every URL in it (`http://user:pass@host`)
+/// replaced by `***`, so that no secret is printed or stored.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '\'')
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a server said, for a message: an HTML page is named, not pasted; anything else is
+/// cut to 200 characters (with secrets in URLs redacted).
+fn reply_excerpt(body: &str) -> String {
+    let t = body.trim();
+    let lower = t.to_ascii_lowercase();
+    if lower.starts_with("<!doctype") || lower.starts_with("<html") || lower.contains("<body") {
+        return "an HTML page instead of Ollama's JSON (is another server listening at this URL?)"
+            .into();
+    }
+    let mut cut: String = t.chars().take(200).collect();
+    if t.chars().count() > 200 {
+        cut.push('…');
+    }
+    redact_urls(&cut)
+}
+
 /// One failed attempt: retry on a bad reply, give up otherwise.
 enum Attempt {
     BadReply(String),
@@ -174,24 +213,28 @@ impl OllamaScorer {
         } else {
             format!("{url}/")
         };
+        let shown = redact_urls(url);
         let client = Ollama::try_new(with_slash.as_str()).map_err(|e| {
             FieldError::new(
                 Field::OllamaUrl,
-                format!("'{url}' is not a valid URL ({e}); e.g. {DEFAULT_URL}"),
+                format!(
+                    "'{shown}' is not a valid URL ({}); e.g. {DEFAULT_URL}",
+                    redact_urls(&e.to_string())
+                ),
             )
         })?;
         let scheme = client.url().scheme().to_owned();
         if scheme != "http" && scheme != "https" {
             return Err(FieldError::new(
                 Field::OllamaUrl,
-                format!("'{url}' must start with http:// (e.g. {DEFAULT_URL})"),
+                format!("'{shown}' must start with http:// (e.g. {DEFAULT_URL})"),
             )
             .into());
         }
         if client.url().host_str().is_none_or(str::is_empty) {
             return Err(FieldError::new(
                 Field::OllamaUrl,
-                format!("'{url}' has no host (e.g. {DEFAULT_URL})"),
+                format!("'{shown}' has no host (e.g. {DEFAULT_URL})"),
             )
             .into());
         }
@@ -243,7 +286,7 @@ impl OllamaScorer {
                 tokio::time::timeout(timeout, fut)
                     .await
                     .map_err(|_| ScoreError::Timeout {
-                        url: self.cfg.url.clone(),
+                        url: redact_urls(&self.cfg.url),
                         secs: timeout.as_secs_f64(),
                     })
             })
@@ -252,7 +295,7 @@ impl OllamaScorer {
             std::thread::scope(|s| match s.spawn(run).join() {
                 Ok(r) => r,
                 Err(_) => Err(ScoreError::Server {
-                    url: self.cfg.url.clone(),
+                    url: redact_urls(&self.cfg.url),
                     message: "the client thread panicked".into(),
                 }),
             })
@@ -269,7 +312,7 @@ impl OllamaScorer {
     }
 
     fn map_error(&self, e: OllamaError) -> ScoreError {
-        let url = self.cfg.url.clone();
+        let url = redact_urls(&self.cfg.url);
         match e {
             OllamaError::ReqwestError(e) => {
                 // The innermost cause says most ("Connection refused (os error 111)").
@@ -283,7 +326,7 @@ impl OllamaScorer {
                 }
                 let text = match io_kind {
                     Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
-                    _ => cause.to_string(),
+                    _ => redact_urls(&cause.to_string()),
                 };
                 if e.is_connect() || io_kind.is_some() || e.is_builder() {
                     ScoreError::Unreachable { url, cause: text }
@@ -295,7 +338,7 @@ impl OllamaScorer {
                 let message = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned))
-                    .unwrap_or_else(|| body.trim().chars().take(200).collect());
+                    .unwrap_or_else(|| reply_excerpt(&body));
                 let lower = message.to_lowercase();
                 if lower.contains("not found") || lower.contains("pull") {
                     let available = match self.available_models() {
@@ -314,11 +357,11 @@ impl OllamaScorer {
             }
             OllamaError::InternalError(e) => ScoreError::Server {
                 url,
-                message: e.message,
+                message: reply_excerpt(&e.message),
             },
             other => ScoreError::Server {
                 url,
-                message: other.to_string(),
+                message: reply_excerpt(&other.to_string()),
             },
         }
     }
@@ -422,5 +465,35 @@ impl OllamaScorer {
             }
         }
         Factors::from_values(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        assert_eq!(
+            redact_urls("http://user:s3cret@host:11434/api"),
+            "http://***@host:11434/api"
+        );
+        assert_eq!(
+            redact_urls("error sending request for url (http://a:b@h/x) and https://c@d"),
+            "error sending request for url (http://***@h/x) and https://***@d"
+        );
+        assert_eq!(redact_urls("http://host/a@b"), "http://host/a@b");
+        assert_eq!(redact_urls("no url here"), "no url here");
+    }
+
+    #[test]
+    fn an_html_page_is_named_not_pasted() {
+        let page = format!(
+            "<!DOCTYPE html><html><body>{}</body></html>",
+            "x".repeat(5000)
+        );
+        assert!(reply_excerpt(&page).starts_with("an HTML page"));
+        let long = "y".repeat(1000);
+        assert_eq!(reply_excerpt(&long).chars().count(), 201);
     }
 }

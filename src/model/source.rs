@@ -442,7 +442,14 @@ impl ModelSource {
         if name.trim().eq_ignore_ascii_case(BUILTIN_SHAPES) {
             return Ok(ModelSource::Local(builtin_shapes_dir()));
         }
-        Ok(ModelSource::Hub(name.parse()?))
+        let hub = name.parse().map_err(|e| match e {
+            ModelError::UnknownModel { name, valid } => ModelError::UnknownModel {
+                name,
+                valid: format!("{valid}, {BUILTIN_SHAPES} (built in)"),
+            },
+            other => other,
+        })?;
+        Ok(ModelSource::Hub(hub))
     }
 
     /// The model used when a front end is given none: Stable Diffusion 1.5

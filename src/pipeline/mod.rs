@@ -87,7 +87,7 @@ fn unknown_word_warnings(sd: &StableDiffusion, job: &Job) -> Result<Vec<FieldErr
                 field,
                 format!(
                     "has words this model's vocabulary does not know: {}; they are read as an unknown word",
-                    words.join(", ")
+                    crate::field::cut_list(&words, 10)
                 ),
             ));
         }
@@ -109,7 +109,8 @@ fn encode(
             sd::PromptRole::Positive => Field::Prompt,
             sd::PromptRole::Negative => Field::Negative,
         };
-        let (n, text) = (t.truncated.dropped_tokens, &t.truncated.dropped_text);
+        let n = t.truncated.dropped_tokens;
+        let text = crate::field::cut_words(&t.truncated.dropped_text, 12);
         if job.truncate {
             warnings.push(FieldError::new(
                 field,
