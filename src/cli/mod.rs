@@ -229,6 +229,18 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+#[cfg(feature = "gui")]
+fn run_gui() -> Result<()> {
+    crate::app::run()
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_gui() -> Result<()> {
+    anyhow::bail!(
+        "this adiff was built without the desktop app (feature `gui`); rebuild with default features, or use generate / compare (see 'adiff --help')"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,16 +268,4 @@ mod tests {
         );
         assert!(!bad.contains("Usage"), "{bad}");
     }
-}
-
-#[cfg(feature = "gui")]
-fn run_gui() -> Result<()> {
-    crate::app::run()
-}
-
-#[cfg(not(feature = "gui"))]
-fn run_gui() -> Result<()> {
-    anyhow::bail!(
-        "this adiff was built without the desktop app (feature `gui`); rebuild with default features, or use generate / compare (see 'adiff --help')"
-    )
 }
