@@ -4,9 +4,11 @@
 //! observer, warnings come back as data ([`Prepared::warnings`]).
 //!
 //! * [`latents`] — initial latents from a file.
+//! * [`memory`] — whether a run's size fits in the machine's memory, checked before loading.
 //! * [`reports`] — the JSON written for a run or a comparison.
 
 pub mod latents;
+pub mod memory;
 pub mod reports;
 
 use crate::field::{Field, FieldError, Fix};
@@ -55,8 +57,13 @@ pub fn load_model(
     })
 }
 
-/// The model a job names.
+/// The model a job names; a size given that cannot fit in memory is refused first (a side
+/// not given counts as 1024, the largest native size).
 pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
+    if job.width.is_some() || job.height.is_some() {
+        let (w, h) = (job.width.unwrap_or(1024), job.height.unwrap_or(1024));
+        memory::check_fits(&job.model, w, h)?;
+    }
     load_model(&job.model, job.force_cpu, job.dtype)
 }
 
@@ -137,6 +144,7 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
         Some(path) => {
             let x = latents::read_latents(path)?;
             let size = latents::check_shape(sd, &x, path, job.width, job.height)?;
+            memory::check_fits(&job.model, size.0, size.1)?;
             let sigma = scheduler_for(model, job, job.steps)?.init_noise_sigma();
             latents::check_values(&x, path, sigma)?;
             let native = sd.default_size();
@@ -158,6 +166,7 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
         None => {
             let (dw, dh) = sd.default_size();
             let size = (job.width.unwrap_or(dw), job.height.unwrap_or(dh));
+            memory::check_fits(&job.model, size.0, size.1)?;
             let s = sd.latent_shape(size.0, size.1)?;
             let noise = sampler::noise::gaussian(job.seed, &[s.0, s.1, s.2, s.3], sd.device())?;
             (noise, false, size)
