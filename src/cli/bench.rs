@@ -34,10 +34,10 @@ pub struct BenchInputArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [defaults::SEED])]
     pub seeds: Vec<u64>,
     /// Steps of the full-step baseline (and of the adaptive runs with --budget fixed).
-    #[arg(long, default_value_t = defaults::STEPS)]
+    #[arg(long, default_value_t = defaults::STEPS, allow_negative_numbers = true)]
     pub steps: usize,
     /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = defaults::GUIDANCE)]
+    #[arg(long, default_value_t = defaults::GUIDANCE, allow_negative_numbers = true)]
     pub guidance: f64,
     /// Negative prompt.
     #[arg(long, default_value = "")]
@@ -49,7 +49,7 @@ pub struct BenchInputArgs {
     #[arg(long)]
     pub height: Option<usize>,
     /// C_max, the most consecutive skipped steps.
-    #[arg(long, default_value_t = defaults::MAX_SKIPS)]
+    #[arg(long, default_value_t = defaults::MAX_SKIPS, allow_negative_numbers = true)]
     pub max_skips: usize,
     /// Truncate prompts longer than 77 tokens instead of failing.
     #[arg(long)]

@@ -83,32 +83,37 @@ pub struct CommonArgs {
     #[arg(long, default_value = defaults::SCHEDULER.name())]
     pub scheduler: String,
     /// Number of denoising steps (the budget).
-    #[arg(long, default_value_t = defaults::STEPS)]
+    #[arg(long, default_value_t = defaults::STEPS, allow_negative_numbers = true)]
     pub steps: usize,
     /// Classifier-free guidance scale (≤ 1 turns guidance off).
-    #[arg(long, default_value_t = defaults::GUIDANCE)]
+    #[arg(long, default_value_t = defaults::GUIDANCE, allow_negative_numbers = true)]
     pub guidance: f64,
     /// Seed of the initial noise.
-    #[arg(long, default_value_t = defaults::SEED)]
+    #[arg(long, default_value_t = defaults::SEED, allow_negative_numbers = true)]
     pub seed: u64,
     /// Image width in pixels (multiple of 8; default: the model's native size).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub width: Option<usize>,
     /// Image height in pixels (multiple of 8; default: the model's native size).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub height: Option<usize>,
     /// δ, the adaptive rule's relative threshold.
     #[arg(long, default_value_t = defaults::DELTA, allow_negative_numbers = true)]
     pub delta: f64,
     /// C_max, the most consecutive skipped steps.
-    #[arg(long, default_value_t = defaults::MAX_SKIPS)]
+    #[arg(long, default_value_t = defaults::MAX_SKIPS, allow_negative_numbers = true)]
     pub max_skips: usize,
     /// Stop when the latent has converged (relative change below τ for 3 steps, armed after
     /// 75 % of the budget) and output the predicted clean image.
     #[arg(long)]
     pub early_stop: bool,
     /// τ of the early stop (with --early-stop).
-    #[arg(long, default_value_t = defaults::EARLY_STOP_TAU, requires = "early_stop")]
+    #[arg(
+        long,
+        default_value_t = defaults::EARLY_STOP_TAU,
+        requires = "early_stop",
+        allow_negative_numbers = true
+    )]
     pub early_stop_tau: f64,
     /// Start from these latents (safetensors, f32 NCHW tensor `latents`, already scaled by
     /// the scheduler's initial σ) instead of seeded noise.

@@ -1,0 +1,728 @@
+//! The robustness suite: bad inputs and faults across `generate`, `compare`, `bench`,
+//! `complexity` and `overhead`. Every case asserts the exit code, that the one error line
+//! names the problem, that nothing panicked, and that no output or temporary file was left
+//! behind or replaced. The special cases (symlinks, FIFOs, a full device, secrets in URLs,
+//! an HTML-speaking "Ollama") follow the table.
+//!
+//! Runs on the tiny random pipeline `tests/fixtures/tiny-sd`; most cases fail before a model
+//! is loaded, the others load the tiny one.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd")
+}
+
+fn adiff_in(dir: &Path, args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .current_dir(dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("ADIFF_LOG")
+        .output()
+        .expect("run adiff")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Every file below `dir` with its size and content hash (a changed file shows).
+fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else if m.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+                });
+                out.insert(p, (m.len(), hash));
+            } else {
+                out.insert(p, (0, 0));
+            }
+        }
+    }
+    out
+}
+
+/// The files a case starts with, in its own folder.
+#[derive(Clone, Copy)]
+enum Setup {
+    None,
+    /// `old.png` (an existing output that must survive).
+    OldPng,
+    /// `lat.safetensors` with a tensor `latents` of this kind.
+    Latents(Lat),
+    /// `not.safetensors`: text, not a safetensors file.
+    NotSafetensors,
+    /// `prompts.txt` with two prompts, and a file `afile`.
+    Prompts,
+    /// `tiny/`: a copy of the pipeline with a truncated UNet file.
+    TruncatedUnet,
+    /// `link.json` → `old.png`.
+    LinkToOld,
+    /// `map.json`: a budget map whose steps decrease.
+    BadMap,
+}
+
+#[derive(Clone, Copy)]
+enum Lat {
+    Nan,
+    Inf,
+    Huge,
+    F16,
+    F64,
+    Rank3,
+    Named,
+}
+
+fn setup(dir: &Path, s: Setup) {
+    use candle_core::{DType, Device, Tensor};
+    let save = |name: &str, t: Tensor| {
+        let map = std::collections::HashMap::from([(name.to_string(), t)]);
+        candle_core::safetensors::save(&map, dir.join("lat.safetensors")).unwrap();
+    };
+    let lat = |v: f32| Tensor::full(v, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    match s {
+        Setup::None => {}
+        Setup::OldPng => std::fs::write(dir.join("old.png"), b"old bytes").unwrap(),
+        Setup::Latents(kind) => match kind {
+            Lat::Nan => save("latents", lat(f32::NAN)),
+            Lat::Inf => save("latents", lat(f32::INFINITY)),
+            Lat::Huge => save("latents", lat(1e30)),
+            Lat::F16 => save("latents", lat(0.5).to_dtype(DType::F16).unwrap()),
+            Lat::F64 => save("latents", lat(0.5).to_dtype(DType::F64).unwrap()),
+            Lat::Rank3 => save(
+                "latents",
+                Tensor::zeros((4, 8, 8), DType::F32, &Device::Cpu).unwrap(),
+            ),
+            Lat::Named => save("noise", lat(0.5)),
+        },
+        Setup::NotSafetensors => std::fs::write(dir.join("not.safetensors"), b"hello").unwrap(),
+        Setup::Prompts => {
+            std::fs::write(dir.join("prompts.txt"), "a red circle\na blue square\n").unwrap();
+            std::fs::write(dir.join("afile"), b"x").unwrap();
+        }
+        Setup::TruncatedUnet => {
+            let copy = dir.join("tiny");
+            copy_dir(&fixture(), &copy);
+            let unet = copy.join("unet/diffusion_pytorch_model.safetensors");
+            let bytes = std::fs::read(&unet).unwrap();
+            std::fs::write(&unet, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        Setup::LinkToOld => {
+            std::fs::write(dir.join("old.png"), b"old bytes").unwrap();
+            std::os::unix::fs::symlink("old.png", dir.join("link.json")).unwrap();
+        }
+        Setup::BadMap => std::fs::write(
+            dir.join("map.json"),
+            r#"{"reference_steps":50,"min_steps":5,"max_steps":50,"levels":[{"min_score":0.0,"steps":30},{"min_score":0.5,"steps":20}]}"#,
+        )
+        .unwrap(),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// One bad input: the command line (`{w}` is the tiny pipeline, `{d}` the case's folder),
+/// the words the error must contain, and the exit code (2: an argument clap refused).
+struct Case {
+    args: &'static str,
+    needle: &'static str,
+    code: i32,
+    setup: Setup,
+}
+
+const fn case(args: &'static str, needle: &'static str) -> Case {
+    Case {
+        args,
+        needle,
+        code: 1,
+        setup: Setup::None,
+    }
+}
+
+const fn usage(args: &'static str, needle: &'static str) -> Case {
+    Case {
+        args,
+        needle,
+        code: 2,
+        setup: Setup::None,
+    }
+}
+
+const fn with(args: &'static str, needle: &'static str, setup: Setup) -> Case {
+    Case {
+        args,
+        needle,
+        code: 1,
+        setup,
+    }
+}
+
+const G: &str = "generate --weights {w} --out {d}/out.png --prompt";
+
+fn cases() -> Vec<Case> {
+    let g = |rest: &str| format!("{G} {rest}");
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut v = vec![
+        // prompts and text
+        case(leak(g("''")), "--prompt is empty"),
+        case(leak(g("'   '")), "--prompt is empty"),
+        // numbers
+        case(leak(g("a --steps 0")), "--steps must be at least 1"),
+        usage(leak(g("a --steps -1")), "invalid value '-1' for '--steps"),
+        usage(leak(g("a --steps abc")), "invalid value 'abc' for '--steps"),
+        case(
+            leak(g("a --steps 5000")),
+            "--steps is not usable: 5000 steps exceed",
+        ),
+        case(
+            leak(g("a --guidance 1e39")),
+            "--guidance must be a number from 0 to 100",
+        ),
+        case(
+            leak(g("a --guidance 1e30")),
+            "--guidance must be a number from 0 to 100",
+        ),
+        case(leak(g("a --guidance -1")), "--guidance"),
+        case(leak(g("a --guidance nan")), "--guidance"),
+        case(leak(g("a --guidance inf")), "--guidance"),
+        case(leak(g("a --delta -0.5")), "--delta must be a finite number"),
+        case(leak(g("a --delta nan")), "--delta"),
+        case(leak(g("a --delta 1e6")), "--delta must be at most 10"),
+        case(leak(g("a --max-skips 0")), "--max-skips must be at least 1"),
+        usage(
+            leak(g("a --max-skips -1")),
+            "invalid value '-1' for '--max-skips",
+        ),
+        case(
+            leak(g("a --early-stop --early-stop-tau 0")),
+            "--early-stop-tau",
+        ),
+        case(
+            leak(g("a --early-stop --early-stop-tau 2")),
+            "--early-stop-tau must be below 1",
+        ),
+        usage(leak(g("a --early-stop-tau 0.1")), "--early-stop"),
+        case(
+            leak(g("a --width 100")),
+            "--width 100 is not a positive multiple of 8 (try 96)",
+        ),
+        case(
+            leak(g("a --width 0")),
+            "--width 0 is not a positive multiple of 8",
+        ),
+        case(leak(g("a --height 7")), "--height 7 is not"),
+        case(
+            leak(g("a --width 100000")),
+            "--width 100000 is larger than 8192",
+        ),
+        usage(leak(g("a --seed -5")), "invalid value '-5' for '--seed"),
+        case(leak(g("a --scheduler pndm")), "unknown scheduler 'pndm'"),
+        usage(
+            leak(g("a --mode fast")),
+            "[possible values: baseline, adaptive]",
+        ),
+        usage(
+            leak(g("a --mode basline")),
+            "a similar value exists: 'baseline'",
+        ),
+        case(
+            leak(g("a --budget auto --mode baseline")),
+            "--budget auto chooses",
+        ),
+        usage(
+            leak(g("a --budget sometimes")),
+            "[possible values: fixed, auto]",
+        ),
+        usage(leak(g("a --dtype f64")), "--dtype"),
+        // models
+        case(
+            "generate --weights /nonexistent/weights --prompt a --out {d}/out.png",
+            "/nonexistent/weights",
+        ),
+        case(
+            "generate --model sd99 --prompt a --out {d}/out.png",
+            "valid names: sd15, sd21, sdxl, sd-turbo, shapes",
+        ),
+        usage(
+            "generate --weights {w} --model shapes --prompt a --out {d}/out.png",
+            "cannot be used with",
+        ),
+        with(
+            "generate --weights {d}/tiny --prompt a --out {d}/out.png",
+            "diffusion_pytorch_model.safetensors",
+            Setup::TruncatedUnet,
+        ),
+        // outputs
+        case(
+            "generate --weights {w} --prompt a --out /nonexistent-dir/x.png",
+            "does not exist",
+        ),
+        case(
+            "generate --weights {w} --prompt a --out {d}",
+            "is a directory",
+        ),
+        case(
+            "generate --weights {w} --prompt a --out {d}/x.png --trace {d}/x.png",
+            "--out and --trace name the same file",
+        ),
+        case(
+            "generate --weights {w} --prompt a --out {d}/x.png --latents-out {d}/x.png",
+            "--out and --latents-out name the same file",
+        ),
+        with(
+            "generate --weights {w} --prompt a --out {d}/old.png --trace {d}/link.json",
+            "name the same file",
+            Setup::LinkToOld,
+        ),
+        usage(
+            "generate --weights {w} --prompt a --out ''",
+            "a value is required for '--out <OUT>'",
+        ),
+        case(
+            "generate --weights {w} --prompt a --out {d}/o.png --latents-out {d}",
+            "is a directory",
+        ),
+        // initial latents
+        case(
+            leak(g("a --init-latents {d}/none.safetensors")),
+            "--init-latents",
+        ),
+        with(
+            leak(g("a --init-latents {d}/not.safetensors")),
+            "cannot read --init-latents",
+            Setup::NotSafetensors,
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "no tensor named 'latents' (found: noise)",
+            Setup::Latents(Lat::Named),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "must be a (1, C, H, W) tensor",
+            Setup::Latents(Lat::Rank3),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "is F16; give f32 latents",
+            Setup::Latents(Lat::F16),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "is F64; give f32 latents",
+            Setup::Latents(Lat::F64),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "not finite numbers",
+            Setup::Latents(Lat::Nan),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "not finite numbers",
+            Setup::Latents(Lat::Inf),
+        ),
+        with(
+            leak(g("a --init-latents {d}/lat.safetensors")),
+            "initial noise σ",
+            Setup::Latents(Lat::Huge),
+        ),
+        // compare
+        case(
+            "compare --weights {w} --prompt a --steps 0 --out {d}/c.png",
+            "--steps must be at least 1",
+        ),
+        case(
+            "compare --weights {w} --prompt a --out {d}/c.png --trace {d}/c.png",
+            "name the same file",
+        ),
+        case(
+            "compare --weights {w} --prompt a --guidance 1e39 --out {d}/c.png",
+            "--guidance",
+        ),
+        case(
+            "compare --weights {w} --prompt a --width 8 --height 8192000 --out {d}/c.png",
+            "--height 8192000 is larger than 8192",
+        ),
+        // complexity
+        case("complexity ''", "prompt is empty"),
+        case("complexity 'a red fox' --steps 0", "--steps"),
+        case(
+            "complexity 'a red fox' --scorer ollama --ollama-url ftp://host:1",
+            "--ollama-url 'ftp://host:1' must start with http://",
+        ),
+        case(
+            "complexity 'a red fox' --scorer ollama --ollama-timeout 0",
+            "--ollama-timeout",
+        ),
+        case(
+            "complexity 'a red fox' --budget-map {d}/none.json",
+            "cannot read --budget-map",
+        ),
+        with(
+            "complexity 'a red fox' --budget-map {d}/map.json",
+            "steps must not decrease",
+            Setup::BadMap,
+        ),
+        usage(
+            "complexity 'a red fox' --scorer gpt",
+            "[possible values: ollama, heuristic]",
+        ),
+        // bench
+        case(
+            "bench --weights {w} --prompts {d}/none.txt --out {d}/b",
+            "cannot read --prompts",
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --schedulers pndm --out {d}/b",
+            "unknown scheduler 'pndm'",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --out {d}/afile",
+            "is a file",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --steps 0 --out {d}/b",
+            "--steps must be at least 1",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --deltas -1 --out {d}/b",
+            "--delta",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --guidance 1e39 --out {d}/b",
+            "--guidance",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --limit 0 --out {d}/b",
+            "--limit must be at least 1",
+            Setup::Prompts,
+        ),
+        usage(
+            "bench --weights {w} --prompts {d}/prompts.txt --early-stop-tau 0.1 --out {d}/b",
+            "--early-stop",
+        ),
+        // overhead
+        case("overhead --iters 0", "--iters must be at least 1"),
+        case("overhead --calls 0", "--calls must be at least 1"),
+        case(
+            "overhead --size 100",
+            "--size must be a positive multiple of 64",
+        ),
+        case("overhead --json /nonexistent-dir/o.json", "does not exist"),
+        // arguments
+        usage("generate", "--prompt <PROMPT>"),
+        usage("generate --prompt a", "--out <OUT>"),
+        usage("frobnicate", "unrecognized subcommand 'frobnicate'"),
+    ];
+    // An existing output stays as it was when the command fails.
+    v.push(with(
+        "generate --weights {w} --prompt a --steps 0 --out {d}/old.png",
+        "--steps",
+        Setup::OldPng,
+    ));
+    v
+}
+
+/// Split a case's command line on spaces, keeping '…' groups, with `{w}` and `{d}` filled.
+fn argv(line: &str, dir: &Path) -> Vec<String> {
+    let line = line
+        .replace("{w}", fixture().to_str().unwrap())
+        .replace("{d}", dir.to_str().unwrap());
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[test]
+fn every_bad_input_gives_one_clear_error_and_leaves_no_file() {
+    let cases = cases();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let dir = tempfile::tempdir().unwrap();
+        setup(dir.path(), c.setup);
+        let before = listing(dir.path());
+        let args = argv(c.args, dir.path());
+        let o = adiff_in(dir.path(), &args);
+        let err = text(&o.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let after = listing(dir.path());
+        let problem = if o.status.code() != Some(c.code) {
+            Some(format!("exit {:?}, expected {}", o.status.code(), c.code))
+        } else if err.contains("panicked") {
+            Some("panicked".into())
+        } else if lines.len() != 1 || !lines[0].starts_with("error: ") {
+            Some("not one error line".into())
+        } else if !err.contains(c.needle) {
+            Some(format!("no '{}'", c.needle))
+        } else if before != after {
+            Some(format!("files changed: {before:?} → {after:?}"))
+        } else if err.len() > 600 {
+            Some(format!("a {}-byte message", err.len()))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            failures.push(format!("{}: {p}\n    stderr: {err}", c.args));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_very_long_prompt_is_refused_with_a_short_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = vec!["word"; 10_000].join(" ");
+    let mut args = argv(G, dir.path());
+    args.push(long.clone());
+    let o = adiff_in(dir.path(), &args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("77 tokens"), "{err}");
+    assert!(
+        err.contains("more words)"),
+        "the dropped words are counted: {err}"
+    );
+    assert!(err.len() < 600, "{} bytes: {err}", err.len());
+    // With --truncate it runs, and the warning is a plain line (no log format, no colour).
+    args.push("--truncate".into());
+    let o = adiff_in(dir.path(), &args);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: --prompt is longer than"), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains("WARN"), "{err}");
+}
+
+#[test]
+fn control_characters_are_escaped_when_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = argv("generate --model x --prompt a --out {d}/o.png", dir.path());
+    let mut args: Vec<String> = args;
+    args[2] = "sd\x1b[2J\x07".into();
+    let o = adiff_in(dir.path(), &args);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\u{1b}"), "{err}");
+}
+
+/// A run of the tiny pipeline with extra arguments, in `dir`.
+fn tiny_run(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = argv(
+        "generate --weights {w} --steps 3 --prompt 'a red circle'",
+        dir,
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    adiff_in(dir, &args)
+}
+
+#[test]
+fn a_full_disk_on_the_trace_leaves_no_image_and_names_the_path() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("skipped: this machine has no /dev/full");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old.png"), b"old bytes").unwrap();
+    let before = listing(dir.path());
+    let out = dir.path().join("old.png");
+    let o = tiny_run(
+        dir.path(),
+        &["--out", out.to_str().unwrap(), "--trace", "/dev/full"],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write /dev/full"), "{err}");
+    assert_eq!(
+        listing(dir.path()),
+        before,
+        "the old image stays, nothing is added"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(full)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+}
+
+#[test]
+fn a_symlinked_output_writes_its_target_and_stays_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("real/trace.json"), b"old").unwrap();
+    let link = dir.path().join("trace.json");
+    std::os::unix::fs::symlink("real/trace.json", &link).unwrap();
+    let out = dir.path().join("o.png");
+    let o = tiny_run(
+        dir.path(),
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--trace",
+            link.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("real/trace.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["budget"], 3);
+}
+
+#[test]
+fn a_fifo_output_is_written_to_its_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("trace.pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    let out = dir.path().join("o.png");
+    let o = tiny_run(
+        dir.path(),
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--trace",
+            fifo.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(j["steps"].as_array().unwrap().len(), 3);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn a_password_in_the_ollama_url_is_never_printed_or_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the scorer falls back to the heuristic, visibly.
+    let args = argv(
+        "complexity 'a red fox' --json --scorer ollama --ollama-url http://user:s3cret@127.0.0.1:1",
+        dir.path(),
+    );
+    let o = adiff_in(dir.path(), &args);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("using the heuristic scorer"), "{err}");
+    assert!(err.contains("http://***@127.0.0.1:1"), "{err}");
+    assert!(
+        !err.contains("s3cret") && !out.contains("s3cret"),
+        "{err}\n{out}"
+    );
+}
+
+#[test]
+fn an_html_reply_is_named_not_pasted() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let page = format!(
+                "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>{}</body></html>",
+                "<p>proxy</p>".repeat(500)
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = argv(
+        "complexity 'a red fox' --scorer ollama --ollama-url",
+        dir.path(),
+    );
+    args.push(url);
+    let o = adiff_in(dir.path(), &args);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("using the heuristic scorer"), "{err}");
+    assert!(!err.contains("<html") && !err.contains("<p>"), "{err}");
+    assert!(err.len() < 800, "{} bytes: {err}", err.len());
+}
