@@ -726,3 +726,33 @@ fn an_html_reply_is_named_not_pasted() {
     assert!(!err.contains("<html") && !err.contains("<p>"), "{err}");
     assert!(err.len() < 800, "{} bytes: {err}", err.len());
 }
+
+#[test]
+fn latents_of_another_size_say_so() {
+    use candle_core::{DType, Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let lat = dir.path().join("lat.safetensors");
+    let x = Tensor::zeros((1, 4, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latents".to_string(), x)]),
+        &lat,
+    )
+    .unwrap();
+    let out = dir.path().join("o.png");
+    let o = tiny_run(
+        dir.path(),
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--init-latents",
+            lat.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: --init-latents") && err.contains("gives a 128x128 image"),
+        "{err}"
+    );
+    assert_eq!(image::open(&out).unwrap().width(), 128);
+}

@@ -269,6 +269,7 @@ impl Runner<'_> {
         })?;
         meta.image_size.get_or_insert(prepared.size);
         for w in &prepared.warnings {
+            let w = crate::field::printable(&w.to_string());
             eprintln!("warning: prompt #{}: {w}", g.pi);
         }
         if !self.warmed {
