@@ -1,0 +1,178 @@
+//! Multiply-accumulates of a UNet call, counted from the layer shapes: the cost that
+//! compares methods making partial calls (cached blocks, dropped branches) with those that
+//! skip whole calls. Convolutions, linear layers and the two attention products (QKᵀ and
+//! the weighted sum of V) count; normalisations, activations and additions (a few percent)
+//! do not. For SD 1.5 at 512×512, batch 1, the layers alone give 339 G — the figure
+//! DeepCache's paper reports (its profiler counts layers, not the attention products) — and
+//! the attention products add 62 G more.
+
+use super::config::{UNetBlock, UNetConfig};
+
+/// A 3×3 (`k = 9`) or 1×1 (`k = 1`) convolution producing `hw` pixels.
+fn conv(hw: u64, cin: usize, cout: usize, k: u64) -> u64 {
+    hw * k * (cin * cout) as u64
+}
+
+/// A resnet from `cin` to `cout` channels at `hw` pixels (two 3×3 convs, a 1×1 shortcut when
+/// the widths differ, the time-embedding projection).
+fn resnet(hw: u64, cin: usize, cout: usize, temb: usize) -> u64 {
+    let shortcut = if cin == cout {
+        0
+    } else {
+        conv(hw, cin, cout, 1)
+    };
+    conv(hw, cin, cout, 9) + conv(hw, cout, cout, 9) + shortcut + (temb * cout) as u64
+}
+
+/// The attention products of a `Transformer2D` of `depth` layers on `c` channels at `n`
+/// tokens with `ctx_len` context tokens: QKᵀ and the weighted sum of V, in self- and
+/// cross-attention.
+fn attention_products(n: u64, c: usize, depth: usize, ctx_len: usize) -> u64 {
+    let c = c as u64;
+    depth as u64 * (2 * n * n * c + 2 * n * ctx_len as u64 * c)
+}
+
+/// The layers of a `Transformer2D` of `depth` layers on `c` channels at `n` tokens,
+/// cross-attending to `ctx_len` tokens of width `ctx_dim` (projections and the GEGLU
+/// feed-forward).
+fn transformer_layers(n: u64, c: usize, depth: usize, ctx_dim: usize, ctx_len: usize) -> u64 {
+    let c = c as u64;
+    let (ctx_dim, ctx_len) = (ctx_dim as u64, ctx_len as u64);
+    let proj = 2 * n * c * c;
+    let self_attn = 4 * n * c * c;
+    let cross_attn = 2 * n * c * c + 2 * ctx_len * ctx_dim * c;
+    let ff = 12 * n * c * c;
+    proj + depth as u64 * (self_attn + cross_attn + ff)
+}
+
+/// What the count includes.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    /// The batch.
+    batch: usize,
+    /// Context tokens.
+    ctx_len: usize,
+    /// Include the attention products (off only to compare with layer-only profilers).
+    products: bool,
+}
+
+/// A `Transformer2D`: its layers and (when counted) its attention products.
+fn transformer(n: u64, c: usize, depth: usize, ctx_dim: usize, k: Count) -> u64 {
+    let products = if k.products {
+        attention_products(n, c, depth, k.ctx_len)
+    } else {
+        0
+    };
+    transformer_layers(n, c, depth, ctx_dim, k.ctx_len) + products
+}
+
+/// The resnets (and transformers) of one block at `hw` pixels; `cin_of(j)` gives resnet
+/// `j`'s input width.
+fn block_layers(
+    hw: u64,
+    block: &UNetBlock,
+    temb: usize,
+    k: Count,
+    cin_of: impl Fn(usize) -> usize,
+) -> u64 {
+    (0..block.layers)
+        .map(|j| {
+            let attn = block.cross_attn.map_or(0, |depth| {
+                transformer(hw, block.out_channels, depth, block.cross_attention_dim, k)
+            });
+            resnet(hw, cin_of(j), block.out_channels, temb) + attn
+        })
+        .sum()
+}
+
+/// Multiply-accumulates of one UNet call on a `(batch, c, h, w)` latent with encoder states
+/// of `ctx_len` tokens.
+pub fn unet_call_macs(cfg: &UNetConfig, batch: usize, h: usize, w: usize, ctx_len: usize) -> u64 {
+    let k = Count {
+        batch,
+        ctx_len,
+        products: true,
+    };
+    count(cfg, h, w, k)
+}
+
+fn count(cfg: &UNetConfig, h: usize, w: usize, k: Count) -> u64 {
+    let temb = cfg.time_embed_dim;
+    let c0 = cfg.down[0].out_channels;
+    let n = cfg.down.len();
+    let mut hw = (h * w) as u64;
+    let mut total = conv(hw, cfg.in_channels, c0, 9) + (c0 * temb + temb * temb) as u64;
+    // Down path: the resolution halves after every block but the last.
+    let mut cin = c0;
+    for (i, block) in cfg.down.iter().enumerate() {
+        total += block_layers(hw, block, temb, k, |j| {
+            if j == 0 { cin } else { block.out_channels }
+        });
+        if i + 1 < n {
+            hw /= 4;
+            total += conv(hw, block.out_channels, block.out_channels, 9);
+        }
+        cin = block.out_channels;
+    }
+    // Mid block: resnet, transformer, resnet at the lowest resolution.
+    let mid = &cfg.mid;
+    total += 2 * resnet(hw, cin, mid.out_channels, temb)
+        + mid.cross_attn.map_or(0, |d| {
+            transformer(hw, mid.out_channels, d, mid.cross_attention_dim, k)
+        });
+    // Up path: each resnet also takes a skip connection; the resolution doubles after
+    // every block but the last.
+    let reversed: Vec<usize> = cfg.down.iter().rev().map(|b| b.out_channels).collect();
+    let mut prev = reversed[0];
+    for (i, block) in cfg.up.iter().enumerate() {
+        let skip_in = reversed[(i + 1).min(n - 1)];
+        let cout = block.out_channels;
+        let last = block.layers - 1;
+        total += block_layers(hw, block, temb, k, |j| {
+            (if j == 0 { prev } else { cout }) + if j == last { skip_in } else { cout }
+        });
+        if i + 1 < n {
+            hw *= 4;
+            total += conv(hw, cout, cout, 9);
+        }
+        prev = cout;
+    }
+    total += conv(hw, c0, cfg.out_channels, 9);
+    total * k.batch as u64
+}
+
+/// The unit of `unet_cost`: one classifier-free-guidance call (batch 2) of Stable
+/// Diffusion 1.5 at 512×512 (a 64×64 latent, 77 text tokens).
+pub fn reference_call_macs() -> u64 {
+    unet_call_macs(&sd15(), 2, 64, 64, 77)
+}
+
+fn sd15() -> UNetConfig {
+    let json: super::config::UNetJson = serde_json::from_str(crate::overhead::SD15_UNET_CONFIG)
+        .expect("the built-in SD 1.5 config parses");
+    UNetConfig::from_json(&json, std::path::Path::new("<SD 1.5>"))
+        .expect("the built-in SD 1.5 config resolves")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd15_at_512_is_the_published_339_gmacs_plus_the_attention_products() {
+        let all = reference_call_macs() / 2;
+        let k = Count {
+            batch: 1,
+            ctx_len: 77,
+            products: false,
+        };
+        let layers = count(&sd15(), 64, 64, k);
+        let g = layers as f64 / 1e9;
+        assert!((g - 339.23).abs() / 339.23 < 0.005, "layers: {g:.2} GMACs");
+        let products = (all - layers) as f64 / 1e9;
+        assert!(
+            (60.0..64.0).contains(&products),
+            "attention products: {products:.2} G"
+        );
+    }
+}
