@@ -24,6 +24,8 @@ pub enum Field {
     Width,
     /// The image height.
     Height,
+    /// The acceleration method (a spec such as `adaptive:delta=0.02`).
+    Method,
     /// δ of the adaptive method.
     Delta,
     /// C_max of the adaptive method.
@@ -62,6 +64,7 @@ impl Field {
             Field::Guidance => "the guidance scale",
             Field::Width => "width",
             Field::Height => "height",
+            Field::Method => "the method",
             Field::Delta => "δ",
             Field::MaxSkips => "C_max",
             Field::EarlyStopTau => "the early-stop τ",

@@ -9,7 +9,7 @@
 use crate::field::{Field, FieldError};
 use crate::model::config::{UNetConfig, UNetJson};
 use crate::model::unet::UNet;
-use crate::sampler::method::SkipController;
+use crate::sampler::adaptive::SkipController;
 use crate::sampler::{RawPrediction, run::rel_change};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};

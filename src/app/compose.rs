@@ -427,11 +427,15 @@ pub fn test_points(steps: &[StepRecord]) -> Vec<(f64, f64, f64, Decision)> {
 /// The settings of a method as the pictures show them (`δ 0.01 · C_max 4`; empty for the
 /// baseline).
 pub fn method_settings(method: &crate::sampler::Method) -> String {
+    use crate::sampler::Method;
     match method {
-        crate::sampler::Method::Baseline => String::new(),
-        crate::sampler::Method::Adaptive { delta, max_skips } => {
-            format!("δ {delta} · C_max {max_skips}")
+        Method::Baseline => String::new(),
+        Method::Adaptive { delta, max_skips } => format!("δ {delta} · C_max {max_skips}"),
+        Method::AdaptiveForecast { delta, max_skips } => {
+            format!("forecast · δ {delta} · C_max {max_skips}")
         }
+        Method::Steps { n } => format!("{n} steps"),
+        Method::UCache(u) => format!("ucache · threshold {}", u.threshold),
     }
 }
 

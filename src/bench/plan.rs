@@ -91,7 +91,7 @@ impl Setting {
             budget,
         };
         let pass = Pass {
-            method: decision.budget.method(),
+            method: decision.budget.method(self.method),
             steps: decision.budget.steps,
             early_stop: job.early_stop,
         };

@@ -79,6 +79,7 @@ impl Wording for Flags {
             Field::Guidance => "--guidance",
             Field::Width => "--width",
             Field::Height => "--height",
+            Field::Method => "--method",
             Field::Delta => "--delta",
             Field::MaxSkips => "--max-skips",
             Field::EarlyStopTau => "--early-stop-tau",

@@ -2,7 +2,7 @@
 
 use super::complexity::ScoringArgs;
 use crate::complexity::{BudgetMode, ComplexityBudget, Scoring};
-use crate::job::{self, Job, defaults};
+use crate::job::{self, Job, defaults, method_spec};
 use crate::model::{HubOptions, ModelSource};
 use crate::sampler::{Method, MethodKind, SchedulerKind};
 use anyhow::{Result, bail};
@@ -146,9 +146,9 @@ pub struct CommonArgs {
     pub scoring: ScoringArgs,
 }
 
-/// `--mode`: the names of the method kinds.
-fn method_kind_parser() -> impl TypedValueParser<Value = MethodKind> {
-    PossibleValuesParser::new(MethodKind::ALL.map(MethodKind::name))
+/// `--mode`: the old spelling of `--method` for its first two methods.
+fn mode_parser() -> impl TypedValueParser<Value = MethodKind> {
+    PossibleValuesParser::new([MethodKind::Baseline, MethodKind::Adaptive].map(MethodKind::name))
         .try_map(|s| s.parse::<MethodKind>())
 }
 
@@ -157,9 +157,26 @@ fn method_kind_parser() -> impl TypedValueParser<Value = MethodKind> {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// baseline or adaptive.
-    #[arg(long, value_parser = method_kind_parser(), default_value = "adaptive")]
-    pub mode: MethodKind,
+    /// baseline or adaptive (with --delta and --max-skips); --method names any method.
+    #[arg(long, value_parser = mode_parser(), conflicts_with = "method")]
+    pub mode: Option<MethodKind>,
+    /// The acceleration method as NAME[:KEY=VALUE,…]: baseline, adaptive[:delta=D,cmax=C],
+    /// steps:n=N, adaptive+forecast[:delta=D,cmax=C],
+    /// ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1] [default: adaptive
+    /// with --delta and --max-skips].
+    #[arg(long, conflicts_with_all = ["delta", "max_skips"])]
+    pub method: Option<String>,
+}
+
+impl GenerateArgs {
+    /// The method of the run: `--method`, or `--mode` with `--delta` / `--max-skips`.
+    pub fn method(&self) -> Result<Method> {
+        Ok(match (&self.method, self.mode) {
+            (Some(spec), _) => method_spec::parse(spec)?,
+            (None, Some(MethodKind::Baseline)) => Method::Baseline,
+            (None, _) => self.common.adaptive(),
+        })
+    }
 }
 
 /// `adiff compare`.
@@ -167,17 +184,32 @@ pub struct GenerateArgs {
 pub struct CompareArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// The left (reference) side's method, as for `generate --method`.
+    #[arg(long, default_value = "baseline")]
+    pub left: String,
+    /// The right side's method [default: adaptive with --delta and --max-skips].
+    #[arg(long, conflicts_with_all = ["delta", "max_skips"])]
+    pub right: Option<String>,
+}
+
+impl CompareArgs {
+    /// The left and right methods.
+    pub fn methods(&self) -> Result<(Method, Method)> {
+        let left = method_spec::parse(&self.left)?;
+        let right = match &self.right {
+            Some(spec) => method_spec::parse(spec)?,
+            None => self.common.adaptive(),
+        };
+        Ok((left, right))
+    }
 }
 
 impl CommonArgs {
-    /// The method of the given kind with these options' settings.
-    pub fn method(&self, kind: MethodKind) -> Method {
-        match kind {
-            MethodKind::Baseline => Method::Baseline,
-            MethodKind::Adaptive => Method::Adaptive {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
+    /// AdaptiveDiffusion with `--delta` and `--max-skips`.
+    pub fn adaptive(&self) -> Method {
+        Method::Adaptive {
+            delta: self.delta,
+            max_skips: self.max_skips,
         }
     }
 
@@ -200,7 +232,7 @@ impl CommonArgs {
         job.force_cpu = self.cpu;
         job.dtype = self.dtype.map(DTypeArg::dtype);
         if self.budget == BudgetMode::Auto {
-            if method == Method::Baseline {
+            if method.adaptive_rule().is_none() {
                 bail!(
                     "--budget auto chooses the adaptive run's steps; with --mode baseline give the budget with --steps"
                 );

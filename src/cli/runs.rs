@@ -46,7 +46,7 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
 /// `adiff generate`.
 pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let c = &a.common;
-    let mut r = ready(c, c.to_job(c.method(a.mode))?)?;
+    let mut r = ready(c, c.to_job(a.method()?)?)?;
     let pass = r.job.method_pass(r.budget.as_ref());
     let mut bars = StepBars::new();
     bars.start(&pass, pass.steps, 0);
@@ -82,7 +82,11 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
 /// `adiff compare`.
 pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     let c = &a.common;
-    let mut r = ready(c, c.to_job(c.method(crate::sampler::MethodKind::Adaptive))?)?;
+    let (left, right) = a.methods()?;
+    let mut job = c.to_job(right)?;
+    job.reference = left;
+    job.validate()?;
+    let mut r = ready(c, job)?;
     let pass = r.job.method_pass(r.budget.as_ref());
     let (base, fast, summary) =
         pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
@@ -103,10 +107,12 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     }
     r.outputs.commit()?;
     eprintln!(
-        "baseline {}/{} calls {:.0} ms | adaptive {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {}; wrote {}",
+        "{} {}/{} calls {:.0} ms | {} {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {}; wrote {}",
+        base.trace.method.name(),
         base.trace.unet_calls,
         base.trace.budget,
         base.trace.elapsed_ms,
+        fast.trace.method.name(),
         fast.trace.unet_calls,
         fast.trace.budget,
         fast.trace.elapsed_ms,

@@ -94,11 +94,11 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The method of the adaptive run.
-    pub fn method(&self) -> Method {
+    /// `method` (the run's method as asked) with this budget's δ and C_max.
+    pub fn method(&self, method: Method) -> Method {
         match (self.delta, self.max_skips) {
-            (Some(delta), Some(max_skips)) => Method::Adaptive { delta, max_skips },
-            _ => Method::Baseline,
+            (Some(delta), Some(max_skips)) => method.with_adaptive_rule(delta, max_skips),
+            _ => method,
         }
     }
 }
@@ -215,13 +215,13 @@ impl BudgetMap {
             .scale(self.max_steps, baseline_steps)
             .clamp(lo, baseline_steps.max(lo));
         let steps = self.scale(level.steps, baseline_steps).clamp(lo, hi);
-        let (delta, max_skips) = match method {
-            Method::Adaptive { delta, max_skips } if self.scale_policy => (
+        let (delta, max_skips) = match method.adaptive_rule() {
+            Some((delta, max_skips)) if self.scale_policy => (
                 Some(delta * level.delta_scale),
                 Some((max_skips as i64 + i64::from(level.max_skips_offset)).max(1) as usize),
             ),
-            Method::Adaptive { delta, max_skips } => (Some(delta), Some(max_skips)),
-            Method::Baseline => (None, None),
+            Some((delta, max_skips)) => (Some(delta), Some(max_skips)),
+            None => (None, None),
         };
         Budget {
             level: i + 1,
@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(hi.max_skips, Some(3));
         assert!(lo.delta.unwrap() > 0.01 && hi.delta.unwrap() < 0.01);
         assert!(matches!(
-            hi.method(),
+            hi.method(p),
             Method::Adaptive { delta, max_skips: 3 } if (delta - 0.007).abs() < 1e-12
         ));
 

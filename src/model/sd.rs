@@ -571,6 +571,18 @@ impl Denoiser for SdDenoiser<'_> {
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
         self.sd.predict(self.cond, x, timestep)
     }
+
+    fn call_macs(&self, x: &Tensor) -> Option<u64> {
+        let (_, _, h, w) = x.dims4().ok()?;
+        let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
+        Some(super::macs::unet_call_macs(
+            self.sd.unet.config(),
+            batch,
+            h,
+            w,
+            ctx_len,
+        ))
+    }
 }
 
 /// `(1, latent_channels, height / f, width / f)`, with a clear error when the size is not a

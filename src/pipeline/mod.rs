@@ -226,7 +226,11 @@ pub fn generate(
         (&prepared.noise * sigma)?
     };
     let mut denoiser = model.sd.denoiser(&prepared.cond);
-    let out = sampler::run(&mut denoiser, &model.schedule, &settings, &init, observe)?;
+    let mut out = sampler::run(&mut denoiser, &model.schedule, &settings, &init, observe)?;
+    out.trace.unet_cost = out
+        .trace
+        .unet_macs
+        .map(|m| m as f64 / crate::model::macs::reference_call_macs() as f64);
     let t0 = Instant::now();
     let decoded = model.sd.decode(&out.latents)?;
     let image = model.sd.to_rgb(&decoded)?;

@@ -31,4 +31,10 @@ pub trait Denoiser {
     /// Predict ε for the *scaled* model input `x` (the scheduler's `scale_model_input`
     /// output) at the scheduler timestep `timestep`.
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction>;
+
+    /// Multiply-accumulates of one [`Denoiser::predict`] call on `x`, when the
+    /// implementation can count them (the trace's cost of a run).
+    fn call_macs(&self, _x: &Tensor) -> Option<u64> {
+        None
+    }
 }

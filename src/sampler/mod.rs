@@ -4,6 +4,7 @@
 //! latent into a noise prediction, a [`Scheduler`] that turns a prediction into the next
 //! latent, and a [`Method`] that decides whether the next step calls the denoiser at all.
 
+pub mod adaptive;
 pub mod ddim;
 pub mod denoise;
 pub mod dpm;
@@ -15,10 +16,11 @@ pub mod run;
 pub mod schedule;
 pub mod scheduler;
 pub mod trace;
+pub mod ucache;
 
 pub use denoise::{Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
-pub use method::{Method, MethodError, MethodKind};
+pub use method::{Method, MethodError, MethodKind, UCacheSettings};
 pub use run::{Cancelled, NonFinite, RunOutput, RunSettings, StepEvent, run};
 pub use schedule::SchedulerConfig;
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};

@@ -1,11 +1,13 @@
 //! The denoising loop: scheduler × method × early stop over any [`Denoiser`].
 
 use super::SchedulerConfig;
+use super::adaptive::SkipController;
 use super::denoise::{Denoiser, RawPrediction};
 use super::early_stop::{EarlyStop, EarlyStopState};
-use super::method::{Method, SkipController};
+use super::method::Method;
 use super::scheduler::{SchedulerKind, build_scheduler};
-use super::trace::{RunTrace, StepRecord};
+use super::trace::{Decision, RunTrace, StepRecord};
+use super::ucache::{UCache, Verdict};
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 use std::ops::ControlFlow;
@@ -53,6 +55,79 @@ pub struct RunOutput {
 pub struct Cancelled {
     /// Steps completed before the cancel.
     pub after_step: usize,
+}
+
+/// The noise-predictor calls of a run: their count and cost, and the last two computed
+/// predictions (for reuse and first-order forecasts).
+struct Calls {
+    count: usize,
+    macs: Option<u64>,
+    last_ms: f64,
+    /// `(step, prediction)` of the last two computed steps, oldest first.
+    history: Vec<(usize, RawPrediction)>,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            macs: Some(0),
+            last_ms: 0.0,
+            history: Vec::new(),
+        }
+    }
+}
+
+impl Calls {
+    /// Call the noise predictor for step `i`.
+    fn predict(
+        &mut self,
+        denoiser: &mut dyn Denoiser,
+        model_in: &Tensor,
+        t: f64,
+        i: usize,
+    ) -> Result<RawPrediction> {
+        let t0 = Instant::now();
+        let p = denoiser.predict(model_in, t)?;
+        self.last_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.count += 1;
+        self.macs = self
+            .macs
+            .zip(denoiser.call_macs(model_in))
+            .map(|(a, b)| a + b);
+        if self.history.len() == 2 {
+            self.history.remove(0);
+        }
+        self.history.push((i, p.clone()));
+        Ok(p)
+    }
+
+    fn has_history(&self) -> bool {
+        !self.history.is_empty()
+    }
+
+    /// The prediction of skipped step `s`: the last computed one, or with `forecast` (and
+    /// two computed steps `c′ < c`) each half extrapolated to first order,
+    /// `ε_c + (ε_c − ε_c′)·(s − c)/(c − c′)`.
+    fn reuse(&self, s: usize, forecast: bool) -> Result<RawPrediction> {
+        let (c, last) = self.history.last().expect("reuse needs a computed step");
+        let [(c0, first), _] = self.history.as_slice() else {
+            return Ok(last.clone());
+        };
+        if !forecast {
+            return Ok(last.clone());
+        }
+        let w = (s - c) as f64 / (c - c0) as f64;
+        let ahead = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a + ((a - b)? * w)?)?) };
+        let uncond = match (&last.uncond, &first.uncond) {
+            (Some(a), Some(b)) => Some(ahead(a, b)?),
+            _ => None,
+        };
+        Ok(RawPrediction {
+            uncond,
+            cond: ahead(&last.cond, &first.cond)?,
+        })
+    }
 }
 
 /// A step produced latents that are not finite numbers.
@@ -115,6 +190,14 @@ pub fn run(
     }
     let mut scheduler = build_scheduler(settings.scheduler, schedule, settings.steps)?;
     let mut controller = SkipController::new(settings.method);
+    let forecast = matches!(settings.method, Method::AdaptiveForecast { .. });
+    let mut ucache = match settings.method {
+        Method::UCache(cfg) => {
+            let sigmas: Vec<f64> = (0..settings.steps).map(|i| scheduler.sigma(i)).collect();
+            Some(UCache::new(cfg, &sigmas))
+        }
+        _ => None,
+    };
     let mut stopper = settings
         .early_stop
         .map(|es| EarlyStopState::new(es, settings.steps));
@@ -122,31 +205,48 @@ pub fn run(
 
     let start = Instant::now();
     let mut x = init_latents.clone();
-    let mut last_pred: Option<RawPrediction> = None;
+    let mut calls = Calls::default();
     let mut records = Vec::with_capacity(settings.steps);
-    let mut unet_calls = 0;
     let mut stopped_early_at = None;
     let mut output = None;
 
     for (i, &t) in timesteps.iter().enumerate() {
         let step_start = Instant::now();
         let mut decision = controller.decide(i);
-        let mut predictor_ms = 0.0;
-        let pred = match (&last_pred, decision.computed()) {
-            (Some(p), false) => p.clone(),
-            (_, reuse_wanted) => {
-                if !reuse_wanted {
-                    // Nothing to reuse yet (cannot happen after warm-up): compute instead.
-                    decision = super::Decision::Computed;
+        let model_in = scheduler.scale_model_input(&x, i)?;
+        let calls_before = calls.count;
+        let (mut signal, mut signal_limit) = (None, None);
+        let pred = match ucache.as_mut() {
+            Some(cache) => match cache.before(scheduler.sigma(i), &model_in)? {
+                Verdict::Skip { error, threshold } => {
+                    (signal, signal_limit) = (Some(error), Some(threshold));
+                    decision = Decision::Reused;
+                    let (cond, uncond) = cache.reuse(&model_in)?;
+                    RawPrediction { uncond, cond }
                 }
-                let model_in = scheduler.scale_model_input(&x, i)?;
-                let t0 = Instant::now();
-                let p = denoiser.predict(&model_in, t)?;
-                predictor_ms = t0.elapsed().as_secs_f64() * 1e3;
-                unet_calls += 1;
-                last_pred = Some(p.clone());
-                p
+                verdict => {
+                    if let Verdict::ComputeTested { error, threshold } = verdict {
+                        (signal, signal_limit) = (Some(error), Some(threshold));
+                    }
+                    decision = Decision::Computed;
+                    let p = calls.predict(denoiser, &model_in, t, i)?;
+                    cache.after(&model_in, &p.cond, p.uncond.as_ref())?;
+                    p
+                }
+            },
+            None if !decision.computed() && calls.has_history() => calls.reuse(i, forecast)?,
+            None => {
+                // Nothing to reuse yet (cannot happen after warm-up): compute instead.
+                if !decision.computed() {
+                    decision = Decision::Computed;
+                }
+                calls.predict(denoiser, &model_in, t, i)?
             }
+        };
+        let predictor_ms = if calls.count > calls_before {
+            calls.last_ms
+        } else {
+            0.0
         };
         let eps = pred.guided(settings.guidance)?;
         let out = scheduler.step(&eps, i, &x)?;
@@ -168,6 +268,8 @@ pub fn run(
             d: obs.d,
             third_order: obs.third_order,
             threshold: obs.threshold,
+            signal,
+            signal_limit,
             rel_change: rel,
             predictor_ms,
             controller_ms,
@@ -198,7 +300,9 @@ pub fn run(
         guidance: settings.guidance,
         early_stop: settings.early_stop,
         stopped_early_at,
-        unet_calls,
+        unet_calls: calls.count,
+        unet_macs: calls.macs,
+        unet_cost: None,
         steps_run: records.len(),
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
         steps: records,

@@ -43,6 +43,13 @@ pub struct StepRecord {
     pub third_order: Option<f64>,
     /// δ · d_{i−1}: the step after this one is skipped when `third_order ≤ threshold`.
     pub threshold: Option<f64>,
+    /// The decision signal of a method other than AdaptiveDiffusion at this step (`ucache`:
+    /// the accumulated error), when it was tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<f64>,
+    /// The limit `signal` was tested against: the step was skipped when `signal < limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_limit: Option<f64>,
     /// ‖x_i − x_{i−1}‖₂ / ‖x_{i−1}‖₂, the early-stop criterion.
     pub rel_change: f64,
     /// Wall time of the noise-predictor call (0 when reused), milliseconds.
@@ -71,6 +78,13 @@ pub struct RunTrace {
     pub stopped_early_at: Option<usize>,
     /// Noise-predictor calls (one classifier-free-guidance batch counts once).
     pub unet_calls: usize,
+    /// Multiply-accumulates of the noise-predictor calls (when the model counts them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unet_macs: Option<u64>,
+    /// `unet_macs` in full-call equivalents: one classifier-free-guidance call of SD 1.5 at
+    /// 512×512 is 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unet_cost: Option<f64>,
     /// Steps executed (computed or reused).
     pub steps_run: usize,
     /// Wall time of the denoising loop, milliseconds (VAE decode excluded).
@@ -200,6 +214,8 @@ mod estimate_tests {
             d: None,
             third_order: None,
             threshold: None,
+            signal: None,
+            signal_limit: None,
             rel_change: 0.0,
             predictor_ms: 0.0,
             controller_ms: 0.0,

@@ -7,6 +7,8 @@
 //! runs is a list of [`Pass`]es: the baseline's, and the method's (with the step budget the
 //! prompt's complexity chose, when [`Job::budget`] asks for one).
 
+pub mod method_spec;
+
 use crate::complexity::{ComplexityBudget, Scoring};
 use crate::field::{Field, FieldError};
 use crate::model::ModelSource;
@@ -82,8 +84,11 @@ pub struct Job {
     pub width: Option<usize>,
     /// Height in pixels.
     pub height: Option<usize>,
-    /// The acceleration method compared with the baseline (or the only run of `generate`).
+    /// The acceleration method compared with the reference (or the only run of `generate`).
     pub method: Method,
+    /// The reference it is compared with: the full-step baseline unless a front end asks
+    /// for another (`compare --left`).
+    pub reference: Method,
     /// Early stop of the method's run.
     pub early_stop: Option<EarlyStop>,
     /// Take the method's step budget from the prompt's complexity (the baseline keeps
@@ -111,6 +116,7 @@ impl Job {
             width: None,
             height: None,
             method: defaults::ADAPTIVE,
+            reference: Method::Baseline,
             early_stop: None,
             budget: None,
             init_latents: None,
@@ -167,17 +173,18 @@ impl Job {
             }
         }
         validate_method(&self.method)?;
+        validate_method(&self.reference)?;
         if let Some(es) = &self.early_stop {
             validate_early_stop(es)?;
         }
         Ok(())
     }
 
-    /// The full-step baseline run.
+    /// The reference run: the full-step baseline unless [`Job::reference`] says otherwise.
     pub fn baseline_pass(&self) -> Pass {
         Pass {
-            method: Method::Baseline,
-            steps: self.steps,
+            method: self.reference,
+            steps: self.reference.own_steps().unwrap_or(self.steps),
             early_stop: None,
         }
     }
@@ -187,13 +194,13 @@ impl Job {
     pub fn method_pass(&self, budget: Option<&ComplexityBudget>) -> Pass {
         match budget {
             Some(b) => Pass {
-                method: b.budget.method(),
+                method: b.budget.method(self.method),
                 steps: b.budget.steps,
                 early_stop: self.early_stop,
             },
             None => Pass {
                 method: self.method,
-                steps: self.steps,
+                steps: self.method.own_steps().unwrap_or(self.steps),
                 early_stop: self.early_stop,
             },
         }
@@ -205,6 +212,7 @@ impl Job {
             inputs: self.inputs_key(),
             scheduler: self.scheduler,
             steps: self.steps,
+            reference: crate::job::method_spec::format(&self.reference),
         }
     }
 
@@ -255,6 +263,11 @@ pub fn validate_method(method: &Method) -> Result<(), FieldError> {
             Field::MaxSkips,
             "must be at least 1 (it caps consecutive skipped steps; the baseline never skips)",
         ),
+        MethodError::Setting {
+            method,
+            key,
+            problem,
+        } => FieldError::new(Field::Method, format!("{method}: {key} {problem}")),
     })
 }
 
@@ -317,6 +330,8 @@ pub struct BaselineKey {
     inputs: InputsKey,
     scheduler: SchedulerKind,
     steps: usize,
+    /// The reference method's spec (f64 settings make `Method` not `Eq`).
+    reference: String,
 }
 
 #[cfg(test)]
