@@ -64,6 +64,9 @@ pub struct BenchSettings {
     pub height: Option<usize>,
     /// δ values.
     pub deltas: Vec<f64>,
+    /// Further methods (`--method`, sweeps expanded; `steps:n=match` when asked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
     /// C_max.
     pub max_skips: usize,
     /// `fixed` or `auto`.

@@ -27,8 +27,13 @@ pub struct BenchOptions {
     pub schedulers: Vec<SchedulerKind>,
     /// Seeds.
     pub seeds: Vec<u64>,
-    /// δ values.
+    /// δ values (one AdaptiveDiffusion setting each).
     pub deltas: Vec<f64>,
+    /// Further methods, one setting each (`--method`, sweeps expanded).
+    pub methods: Vec<Method>,
+    /// Add a `steps:n=match` control after every setting that skips: as many full steps as
+    /// that setting's run of the same prompt, seed and scheduler called the noise predictor.
+    pub match_steps: bool,
     /// C_max.
     pub max_skips: usize,
     /// Fixed or complexity budget.
@@ -58,9 +63,20 @@ pub struct Setting {
     pub method: Method,
     /// The steps come from the prompt's complexity (`--budget auto`).
     pub budgeted: bool,
+    /// `steps:n=match`: the index of the setting whose calls give the step count.
+    pub matched: Option<usize>,
 }
 
 impl Setting {
+    /// Whether its runs may skip steps (what a `steps:n=match` control is matched to).
+    pub fn skips(&self) -> bool {
+        self.matched.is_none()
+            && matches!(
+                self.method,
+                Method::Adaptive { .. } | Method::AdaptiveForecast { .. } | Method::UCache(_)
+            )
+    }
+
     /// The full-step baseline, the reference of the other settings.
     pub fn is_reference(&self) -> bool {
         self.method == Method::Baseline && !self.budgeted
@@ -68,19 +84,31 @@ impl Setting {
 
     /// The run of this setting in `job` (a prompt's job), for a prompt of `complexity`:
     /// the pass, and the budget decision when the steps come from it.
+    /// `matched_calls`: the calls of the setting a `steps:n=match` control follows, in the
+    /// same group.
     pub fn pass(
         &self,
         job: &Job,
         map: &BudgetMap,
         complexity: &Complexity,
+        matched_calls: Option<usize>,
     ) -> (Pass, Option<ComplexityBudget>) {
         if self.is_reference() {
             return (job.baseline_pass(), None);
         }
+        if self.matched.is_some() {
+            let n = matched_calls.unwrap_or(job.steps).max(1);
+            let pass = Pass {
+                method: Method::Steps { n },
+                steps: n,
+                early_stop: None,
+            };
+            return (pass, None);
+        }
         if !self.budgeted {
             let pass = Pass {
                 method: self.method,
-                steps: job.steps,
+                steps: self.method.own_steps().unwrap_or(job.steps),
                 early_stop: job.early_stop,
             };
             return (pass, None);
@@ -103,27 +131,42 @@ impl BenchOptions {
     /// The settings: baseline, (budget), one per δ.
     pub fn settings(&self) -> Vec<Setting> {
         let auto = self.budget == BudgetMode::Auto;
-        let mut v = vec![Setting {
-            label: BASELINE.into(),
-            method: Method::Baseline,
-            budgeted: false,
-        }];
+        let setting = |label: String, method: Method, budgeted: bool| Setting {
+            label,
+            method,
+            budgeted,
+            matched: None,
+        };
+        let mut v = vec![setting(BASELINE.into(), Method::Baseline, false)];
         if auto {
-            v.push(Setting {
-                label: "budget".into(),
-                method: Method::Baseline,
-                budgeted: true,
-            });
+            v.push(setting("budget".into(), Method::Baseline, true));
         }
         for &delta in &self.deltas {
-            v.push(Setting {
-                label: format!("delta={delta}"),
-                method: Method::Adaptive {
-                    delta,
-                    max_skips: self.max_skips,
-                },
-                budgeted: auto,
-            });
+            let method = Method::Adaptive {
+                delta,
+                max_skips: self.max_skips,
+            };
+            v.push(setting(format!("delta={delta}"), method, auto));
+        }
+        for m in &self.methods {
+            let budgeted = auto && m.adaptive_rule().is_some();
+            v.push(setting(crate::job::method_spec::format(m), *m, budgeted));
+        }
+        if self.match_steps {
+            let skippers: Vec<(usize, String)> = v
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.skips())
+                .map(|(i, s)| (i, s.label.clone()))
+                .collect();
+            for (i, label) in skippers {
+                v.push(Setting {
+                    label: format!("steps:n=match({label})"),
+                    method: Method::Steps { n: 1 },
+                    budgeted: false,
+                    matched: Some(i),
+                });
+            }
         }
         v
     }
@@ -157,6 +200,12 @@ impl BenchOptions {
             width: j.width,
             height: j.height,
             deltas: self.deltas.clone(),
+            methods: self
+                .methods
+                .iter()
+                .map(crate::job::method_spec::format)
+                .chain(self.match_steps.then(|| "steps:n=match".to_string()))
+                .collect(),
             max_skips: self.max_skips,
             budget: match self.budget {
                 BudgetMode::Fixed => "fixed".into(),

@@ -28,8 +28,15 @@ pub struct RunRow {
     pub scheduler: String,
     /// `baseline`, `budget` (the complexity budget without skipping) or `delta=…`.
     pub setting: String,
-    /// The kind of method (`baseline`, `adaptive`).
+    /// The kind of method (`baseline`, `adaptive`, `steps`, …).
     pub mode: MethodKind,
+    /// The method with its settings, as a spec (`adaptive:delta=0.01,cmax=4`; empty in rows
+    /// written before methods had specs).
+    pub method: String,
+    /// Multiply-accumulates of the run's noise-predictor calls.
+    pub unet_macs: Option<u64>,
+    /// `unet_macs` in full SD 1.5 512×512 CFG calls.
+    pub unet_cost: Option<f64>,
     /// δ of an adaptive run.
     pub delta: Option<f64>,
     /// C_max of an adaptive run.
@@ -71,7 +78,7 @@ pub struct RunRow {
 }
 
 /// The column order of `runs.csv`.
-pub const COLUMNS: [&str; 28] = [
+pub const COLUMNS: [&str; 31] = [
     "run_id",
     "prompt_index",
     "prompt",
@@ -100,6 +107,9 @@ pub const COLUMNS: [&str; 28] = [
     "pattern",
     "finished_at",
     "version",
+    "method",
+    "unet_macs",
+    "unet_cost",
 ];
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -161,6 +171,9 @@ impl RunRow {
             self.pattern.clone(),
             self.finished_at.clone(),
             env!("CARGO_PKG_VERSION").to_string(),
+            self.method.clone(),
+            opt(&self.unet_macs),
+            optf(self.unet_cost),
         ]
     }
 
@@ -191,6 +204,13 @@ impl RunRow {
                 .map_err(|_| anyhow::anyhow!("runs.csv record {line}: bad {name} '{s}'"))
         }
         let req = |name: &str| -> Result<&str> { get(name) };
+        // Columns added later: absent in older files (and in their rows), read as empty.
+        let newer = |name: &str| -> &str {
+            header
+                .get(name)
+                .and_then(|&i| rec.get(i))
+                .map_or("", String::as_str)
+        };
         let optp = |name: &str| -> Result<Option<f64>> {
             let s = get(name)?;
             if s.trim().is_empty() {
@@ -235,6 +255,15 @@ impl RunRow {
             clip_delta: optp("clip_delta")?,
             pattern: req("pattern")?.to_string(),
             finished_at: req("finished_at")?.to_string(),
+            method: newer("method").to_string(),
+            unet_macs: match newer("unet_macs").trim() {
+                "" => None,
+                s => Some(parse(s, "unet_macs", line)?),
+            },
+            unet_cost: match newer("unet_cost").trim() {
+                "" => None,
+                s => Some(parse(s, "unet_cost", line)?),
+            },
         })
     }
 }
@@ -385,6 +414,9 @@ mod tests {
             clip_cosine: None,
             clip_score: None,
             clip_delta: None,
+            method: String::new(),
+            unet_macs: None,
+            unet_cost: None,
             pattern: "WWWWCSSC".into(),
             finished_at: "2025-01-01T00:00:00Z".into(),
         }

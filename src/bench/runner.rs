@@ -282,16 +282,27 @@ impl Runner<'_> {
             clip_cosine: base_cos,
         };
         let settings = self.settings.clone();
-        for (s, id) in settings.iter().zip(&ids).skip(1) {
+        // The calls of each setting's run in this group (a `steps:n=match` control reads them).
+        let mut calls: Vec<Option<usize>> = ids
+            .iter()
+            .map(|id| self.done.get(id).map(|r| r.unet_calls))
+            .collect();
+        for (k, (s, id)) in settings.iter().zip(&ids).enumerate().skip(1) {
             if self.done.contains_key(id) {
                 continue;
             }
-            let (pass, _) = s.pass(&job, &self.map, g.complexity);
+            let (pass, _) = s.pass(
+                &job,
+                &self.map,
+                g.complexity,
+                s.matched.and_then(|i| calls[i]),
+            );
             let m = self.run_one(&job, &prepared, &pass)?;
             if self.opts.save_images {
                 crate::output::write_png(&self.image_path(id), &m.output.image)?;
             }
             let row = make_row(g, s, &m, Some(&reference))?;
+            calls[k] = Some(row.unet_calls);
             self.csv.append(&row)?;
             self.bar.set_message(format!(
                 "last: {} {} {} calls, PSNR {}",
@@ -305,8 +316,19 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// The image of run `id`; a method spec's `:`, `,` and `/` become `_` in the name.
     fn image_path(&self, id: &str) -> std::path::PathBuf {
-        self.opts.out.join(IMAGES_DIR).join(format!("{id}.png"))
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if matches!(c, ':' | ',' | '/' | '\\') {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        self.opts.out.join(IMAGES_DIR).join(format!("{name}.png"))
     }
 
     /// The group's baseline image and CLIP cosine: reloaded when it ran before, else run,
@@ -383,6 +405,9 @@ fn make_row(
         scheduler: g.scheduler.name().into(),
         setting: setting.label.clone(),
         mode: t.method.kind(),
+        method: crate::job::method_spec::format(&t.method),
+        unet_macs: t.unet_macs,
+        unet_cost: t.unet_cost,
         delta: t.method.delta(),
         max_skips: t.method.max_skips(),
         early_stop: t.early_stop.is_some(),

@@ -300,6 +300,9 @@ mod tests {
             clip_cosine: None,
             clip_score: None,
             clip_delta: None,
+            method: String::new(),
+            unet_macs: None,
+            unet_cost: None,
             pattern: String::new(),
             finished_at: String::new(),
         }

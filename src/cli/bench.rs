@@ -5,7 +5,7 @@ use super::run_args::ModelArgs;
 use crate::bench::prompts::{self, PromptFormat};
 use crate::bench::{BenchOptions, calibrate::CalibrateOptions};
 use crate::complexity::BudgetMode;
-use crate::job::{self, Job, defaults};
+use crate::job::{self, Job, defaults, method_spec};
 use crate::metrics::ClipSource;
 use crate::metrics::clip::DEFAULT_CLIP_REPO;
 use crate::model::ModelSource;
@@ -109,6 +109,26 @@ fn dedup<T: PartialEq + Clone>(v: &[T]) -> Vec<T> {
     out
 }
 
+/// The methods of `--method` (sweeps expanded, repeats dropped) and whether
+/// `steps:n=match` was asked for.
+fn bench_methods(specs: &[String]) -> Result<(Vec<Method>, bool)> {
+    let mut methods: Vec<Method> = Vec::new();
+    let mut match_steps = false;
+    for spec in specs {
+        if spec.trim() == "steps:n=match" {
+            match_steps = true;
+            continue;
+        }
+        for one in method_spec::expand_sweep(spec) {
+            let m = method_spec::parse(&one)?;
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+    }
+    Ok((methods, match_steps))
+}
+
 fn check_deltas(deltas: &[f64], max_skips: usize) -> Result<()> {
     for &delta in deltas {
         job::validate_method(&Method::Adaptive { delta, max_skips })?;
@@ -125,14 +145,16 @@ pub struct BenchArgs {
     /// Schedulers (comma-separated): ddim, euler, dpm++.
     #[arg(long, value_delimiter = ',', default_value = "ddim")]
     pub schedulers: Vec<String>,
-    /// δ values of the adaptive settings (comma-separated); each runs against the baseline.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "0.005,0.01,0.02",
-        allow_negative_numbers = true
-    )]
-    pub deltas: Vec<f64>,
+    /// δ values of the adaptive settings (comma-separated); each runs against the baseline
+    /// [default: 0.005,0.01,0.02 unless --method is given].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub deltas: Option<Vec<f64>>,
+    /// A method to run against the baseline, as for `generate --method`; repeatable. A key
+    /// with several values separated by `/` sweeps them (`ucache:threshold=0.5/1/2`).
+    /// `steps:n=match` adds, after every setting that skips, the fewer-steps control with as
+    /// many steps as that setting's run called the noise predictor.
+    #[arg(long = "method")]
+    pub methods: Vec<String>,
     /// fixed: every run has --steps; auto: the adaptive runs get the prompt's complexity
     /// budget (and a "budget" setting runs that budget without skipping).
     #[arg(long, value_enum, default_value_t = BudgetMode::Fixed)]
@@ -179,9 +201,14 @@ impl BenchArgs {
         if schedulers.is_empty() {
             bail!("--schedulers is empty");
         }
-        let deltas = dedup(&self.deltas);
-        if deltas.is_empty() && self.budget == BudgetMode::Fixed {
-            bail!("--deltas is empty: give at least one δ (e.g. --deltas 0.01)");
+        let deltas = match &self.deltas {
+            Some(d) => dedup(d),
+            None if self.methods.is_empty() => vec![0.005, 0.01, 0.02],
+            None => vec![],
+        };
+        let (methods, match_steps) = bench_methods(&self.methods)?;
+        if deltas.is_empty() && methods.is_empty() && self.budget == BudgetMode::Fixed {
+            bail!("--deltas is empty: give at least one δ (e.g. --deltas 0.01) or a --method");
         }
         check_deltas(&deltas, i.max_skips)?;
         let job = i.job(
@@ -221,6 +248,8 @@ impl BenchArgs {
             schedulers,
             seeds: dedup(&i.seeds),
             deltas,
+            methods,
+            match_steps,
             max_skips: i.max_skips,
             budget: self.budget,
             scoring,
