@@ -458,3 +458,76 @@ fn calibrate_writes_a_budget_map_that_budget_auto_reads() {
     ok(&o);
     assert!(png.is_file());
 }
+
+#[test]
+fn bench_compares_methods_with_the_matched_fewer_steps_control() {
+    use adaptive_diffusion::bench::records::read_rows;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("prompts.txt");
+    std::fs::write(&p, "a red circle at the top left\n").unwrap();
+    let out = dir.path().join("b");
+    let w = root().join("tests/fixtures/tiny-sd");
+    let o = adiff(&[
+        "bench",
+        "--prompts",
+        p.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--steps",
+        "16",
+        "--no-clip",
+        "--method",
+        "adaptive:delta=0.02",
+        "--method",
+        "adaptive+forecast:delta=0.02",
+        "--method",
+        "ucache:threshold=1/3",
+        "--method",
+        "steps:n=match",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let rows = read_rows(&out.join("runs.csv")).unwrap();
+    let by = |setting: &str| {
+        rows.iter()
+            .find(|r| r.setting == setting)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no row {setting}: {:?}",
+                    rows.iter().map(|r| &r.setting).collect::<Vec<_>>()
+                )
+            })
+    };
+    // baseline, 2 adaptive kinds, 2 ucache thresholds, and one matched control each.
+    assert_eq!(rows.len(), 1 + 4 + 4, "{rows:?}");
+    let base = by("baseline");
+    assert_eq!(base.method, "baseline");
+    assert!(base.unet_cost.unwrap() > 0.0 && base.unet_macs.unwrap() > 0);
+    let adaptive = by("adaptive:delta=0.02,cmax=4");
+    assert_eq!(adaptive.mode.name(), "adaptive");
+    assert!(adaptive.unet_calls < base.unet_calls);
+    // Cost is per call: the same per-call MACs on both sides.
+    let per_call =
+        |r: &adaptive_diffusion::bench::records::RunRow| r.unet_macs.unwrap() / r.unet_calls as u64;
+    assert_eq!(per_call(adaptive), per_call(base));
+    let control = by("steps:n=match(adaptive:delta=0.02,cmax=4)");
+    assert_eq!(control.mode.name(), "steps");
+    assert_eq!(
+        control.budget, adaptive.unet_calls,
+        "matched to the adaptive run's calls"
+    );
+    assert_eq!(control.unet_calls, adaptive.unet_calls);
+    assert!(control.psnr_db.is_some());
+    let forecast = by("adaptive+forecast:delta=0.02,cmax=4");
+    assert_eq!(
+        forecast.pattern, adaptive.pattern,
+        "the same decisions as plain reuse"
+    );
+    assert!(
+        by("ucache:threshold=3,start=0.15,end=0.95,decay=1,relative=1,reset=1").unet_calls
+            <= by("ucache:threshold=1,start=0.15,end=0.95,decay=1,relative=1,reset=1").unet_calls
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("steps:n=match(ucache"), "{md}");
+}

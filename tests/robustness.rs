@@ -276,6 +276,33 @@ fn cases() -> Vec<Case> {
             "diffusion_pytorch_model.safetensors",
             Setup::TruncatedUnet,
         ),
+        // methods
+        case(
+            leak(g("a --method warp")),
+            "--method 'warp': no method is called 'warp'",
+        ),
+        case(
+            leak(g("a --method adaptive:interval=2")),
+            "adaptive has no key 'interval' (keys: delta, cmax)",
+        ),
+        case(leak(g("a --method steps:n=0")), "n must be at least 1"),
+        case(leak(g("a --method steps")), "steps needs n=N"),
+        case(
+            leak(g("a --method ucache:start=0.9,end=0.5")),
+            "start must be below end",
+        ),
+        usage(
+            leak(g("a --method adaptive --delta 0.02")),
+            "cannot be used with",
+        ),
+        usage(
+            leak(g("a --method adaptive --mode baseline")),
+            "cannot be used with",
+        ),
+        case(
+            "compare --weights {w} --prompt a --left warp --out {d}/c.png",
+            "--method 'warp'",
+        ),
         // outputs
         case(
             "generate --weights {w} --prompt a --out /nonexistent-dir/x.png",
@@ -420,6 +447,11 @@ fn cases() -> Vec<Case> {
         with(
             "bench --weights {w} --prompts {d}/prompts.txt --guidance 1e39 --out {d}/b",
             "--guidance",
+            Setup::Prompts,
+        ),
+        with(
+            "bench --weights {w} --prompts {d}/prompts.txt --method ucache:threshold=0/1 --out {d}/b",
+            "threshold must be a positive number",
             Setup::Prompts,
         ),
         with(

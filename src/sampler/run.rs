@@ -365,6 +365,36 @@ mod tests {
     }
 
     #[test]
+    fn a_forecast_extrapolates_each_half_from_the_last_two_computed_steps() {
+        let t = |v: f32| Tensor::new(&[v], &Device::Cpu).unwrap();
+        let mut calls = Calls::default();
+        let pred = |c: f32, u: f32| RawPrediction {
+            uncond: Some(t(u)),
+            cond: t(c),
+        };
+        calls.history = vec![(2, pred(1.0, 10.0)), (4, pred(2.0, 14.0))];
+        // Step 7: three steps past the last computed one, at the slope (2 − 1)/(4 − 2).
+        let f = calls.reuse(7, true).unwrap();
+        assert_eq!(f.cond.to_vec1::<f32>().unwrap(), [3.5]);
+        assert_eq!(f.uncond.unwrap().to_vec1::<f32>().unwrap(), [20.0]);
+        // Plain reuse, or one computed step only: the last prediction.
+        assert_eq!(
+            calls
+                .reuse(7, false)
+                .unwrap()
+                .cond
+                .to_vec1::<f32>()
+                .unwrap(),
+            [2.0]
+        );
+        calls.history.remove(0);
+        assert_eq!(
+            calls.reuse(7, true).unwrap().cond.to_vec1::<f32>().unwrap(),
+            [2.0]
+        );
+    }
+
+    #[test]
     fn a_non_finite_step_is_an_error_naming_the_step() {
         assert!(run_with(0.5, 0).is_ok());
         let e = run_with(f32::NAN, 3).unwrap_err();
