@@ -431,3 +431,50 @@ fn gui_custom_size_keeps_small_sizes() {
     h.step();
     assert_eq!((app(&h).settings.width, app(&h).settings.height), (32, 24));
 }
+
+#[test]
+fn gui_choosing_another_method_reruns_only_the_right_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.prompt = "a red circle".into();
+    let mut h = harness(s);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait_for(&mut h, "the first comparison", done);
+
+    // Pick the fewer-steps control from the method menu: the right side re-runs with it.
+    h.get_by_label("Method").click();
+    h.run_steps(3);
+    h.get_by_label("Fewer steps (control)").click();
+    h.run_steps(3);
+    h.get_by_role_and_label(Role::Slider, "steps")
+        .set_value_accesskit(5.0);
+    wait_for(&mut h, "the re-run with 5 steps", |a| {
+        done(a)
+            && a.session
+                .results()
+                .is_some_and(|(_, r)| r.trace.method.own_steps() == Some(5))
+    });
+    let a = app(&h);
+    let (_, right) = a.session.results().unwrap();
+    assert_eq!(right.trace.unet_calls, 5);
+    assert!(right.trace.unet_cost.is_some_and(|c| c > 0.0));
+    assert_eq!(
+        a.worker_stats().baseline_runs,
+        1,
+        "the baseline stays cached"
+    );
+    h.get_by_label_contains("Fewer steps: 5 steps");
+
+    // ucache has its own control.
+    h.get_by_label("Method").click();
+    h.run_steps(3);
+    h.get_by_label("ucache (stable-diffusion.cpp)").click();
+    h.run_steps(3);
+    h.get_by_role_and_label(Role::Slider, "threshold");
+    wait_for(&mut h, "the ucache run", |a| {
+        done(a)
+            && a.session
+                .results()
+                .is_some_and(|(_, r)| r.trace.method.name() == "ucache")
+    });
+}

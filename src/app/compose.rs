@@ -439,6 +439,17 @@ pub fn method_settings(method: &crate::sampler::Method) -> String {
     }
 }
 
+/// The title of a method's side: `Adaptive`, `Fewer steps`, `ucache`, …
+pub fn method_title(method: &crate::sampler::Method) -> &'static str {
+    use crate::sampler::MethodKind;
+    match method.kind() {
+        MethodKind::Baseline => "Baseline",
+        MethodKind::Adaptive | MethodKind::AdaptiveForecast => "Adaptive",
+        MethodKind::Steps => "Fewer steps",
+        MethodKind::UCache => "ucache",
+    }
+}
+
 /// Everything the composite shows.
 pub struct CompositeInput<'a> {
     /// The settings of the job.

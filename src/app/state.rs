@@ -5,7 +5,7 @@ use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
 use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
 use crate::job::{self, Job, defaults};
 use crate::model::{HubModel, ModelSource};
-use crate::sampler::{Method, SchedulerKind, StepRecord};
+use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord, UCacheSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,10 +194,16 @@ pub struct Settings {
     pub width: usize,
     /// Custom height.
     pub height: usize,
-    /// δ.
+    /// The right side's method (the left side is the full-step baseline).
+    pub method: MethodKind,
+    /// δ (adaptive methods).
     pub delta: f64,
-    /// C_max.
+    /// C_max (adaptive methods).
     pub max_skips: usize,
+    /// Step count of the `steps` method.
+    pub steps_n: usize,
+    /// Threshold of the `ucache` method.
+    pub ucache_threshold: f64,
     /// Early stop on the adaptive side.
     pub early_stop: bool,
     /// τ of the early stop.
@@ -253,8 +259,11 @@ impl Default for Settings {
             custom_size: false,
             width: 512,
             height: 512,
+            method: MethodKind::Adaptive,
             delta: defaults::DELTA,
             max_skips: defaults::MAX_SKIPS,
+            steps_n: defaults::STEPS / 2,
+            ucache_threshold: UCacheSettings::default().threshold,
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
@@ -279,6 +288,26 @@ fn default_export_dir() -> PathBuf {
 }
 
 impl Settings {
+    /// The right side's method with its settings.
+    pub fn right_method(&self) -> Method {
+        match self.method {
+            MethodKind::Baseline => Method::Baseline,
+            MethodKind::Adaptive => Method::Adaptive {
+                delta: self.delta,
+                max_skips: self.max_skips,
+            },
+            MethodKind::AdaptiveForecast => Method::AdaptiveForecast {
+                delta: self.delta,
+                max_skips: self.max_skips,
+            },
+            MethodKind::Steps => Method::Steps { n: self.steps_n },
+            MethodKind::UCache => Method::UCache(UCacheSettings {
+                threshold: self.ucache_threshold,
+                ..UCacheSettings::default()
+            }),
+        }
+    }
+
     /// The job these settings describe (with `steps` as the budget), validated.
     pub fn job(&self, steps: usize) -> anyhow::Result<Job> {
         let mut job = Job::new(self.model.source()?, self.prompt.clone());
@@ -290,10 +319,7 @@ impl Settings {
         job.seed = self.seed;
         job.width = self.custom_size.then_some(self.width);
         job.height = self.custom_size.then_some(self.height);
-        job.method = Method::Adaptive {
-            delta: self.delta,
-            max_skips: self.max_skips,
-        };
+        job.method = self.right_method();
         job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
         job.budget = self.complexity_budget.then(|| Scoring {
             scorer: self.scorer,

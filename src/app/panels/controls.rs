@@ -6,7 +6,7 @@ use super::super::state::{ModelChoice, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;
-use crate::sampler::SchedulerKind;
+use crate::sampler::{MethodKind, SchedulerKind};
 use egui::{Color32, RichText};
 
 pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
@@ -241,31 +241,74 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
     }
 }
 
+/// Menu label of a method.
+fn method_label(k: MethodKind) -> &'static str {
+    match k {
+        MethodKind::Baseline => "Baseline (every step)",
+        MethodKind::Adaptive => "AdaptiveDiffusion (reuse)",
+        MethodKind::AdaptiveForecast => "AdaptiveDiffusion + forecast",
+        MethodKind::Steps => "Fewer steps (control)",
+        MethodKind::UCache => "ucache (stable-diffusion.cpp)",
+    }
+}
+
+/// The right side's method and its own controls.
 fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
-    ui.label(RichText::new("Adaptive skipping").strong());
+    ui.label(RichText::new("Acceleration method").strong());
+    let before = app.settings.method;
+    egui::ComboBox::from_label("Method")
+        .selected_text(method_label(app.settings.method))
+        .show_ui(ui, |ui| {
+            for k in MethodKind::ALL
+                .into_iter()
+                .filter(|k| *k != MethodKind::Baseline)
+            {
+                ui.selectable_value(&mut app.settings.method, k, method_label(k));
+            }
+        });
+    let steps = app.settings.steps.max(1);
     let s = &mut app.settings;
-    let r1 = ui
-        .add(
-            egui::Slider::new(&mut s.delta, 0.0..=0.2)
-                .logarithmic(true)
-                .smallest_positive(1e-4)
-                .text("δ threshold"),
-        )
-        .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)");
-    let r2 = ui
-        .add(egui::Slider::new(&mut s.max_skips, 1..=10).text("C_max"))
-        .on_hover_text("At most this many skipped steps in a row");
+    let responses: Vec<egui::Response> = match s.method {
+        MethodKind::Adaptive | MethodKind::AdaptiveForecast | MethodKind::Baseline => vec![
+            ui.add(
+                egui::Slider::new(&mut s.delta, 0.0..=0.2)
+                    .logarithmic(true)
+                    .smallest_positive(1e-4)
+                    .text("δ threshold"),
+            )
+            .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)"),
+            ui.add(egui::Slider::new(&mut s.max_skips, 1..=10).text("C_max"))
+                .on_hover_text("At most this many skipped steps in a row"),
+        ],
+        MethodKind::Steps => vec![
+            ui.add(egui::Slider::new(&mut s.steps_n, 1..=steps).text("steps"))
+                .on_hover_text("The same scheduler with this many steps, every one computed"),
+        ],
+        MethodKind::UCache => vec![
+            ui.add(
+                egui::Slider::new(&mut s.ucache_threshold, 0.05..=5.0)
+                    .logarithmic(true)
+                    .text("threshold"),
+            )
+            .on_hover_text(
+                "Skip while the accumulated estimate of the output's change stays below it",
+            ),
+        ],
+    };
     // Re-run once the value settles: not while dragging, not while typing into the field.
-    if r1.changed() || r2.changed() || r1.drag_stopped() || r2.drag_stopped() {
+    let changed =
+        app.settings.method != before || responses.iter().any(|r| r.changed() || r.drag_stopped());
+    if changed {
         app.rerun_pending = true;
     }
-    let editing = r1.dragged() || r2.dragged() || ui.ctx().egui_wants_keyboard_input();
+    let editing =
+        responses.iter().any(egui::Response::dragged) || ui.ctx().egui_wants_keyboard_input();
     if app.rerun_pending && !editing {
         app.rerun_pending = false;
         app.rerun_requested = true;
     }
     let s = &mut app.settings;
-    ui.checkbox(&mut s.auto_rerun, "Re-run the adaptive side when δ or C_max change")
+    ui.checkbox(&mut s.auto_rerun, "Re-run the right side when its method or settings change")
         .on_hover_text("The baseline for the same prompt, seed and settings is cached, so only the adaptive side runs");
     ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)");
     complexity(app, ui);

@@ -216,7 +216,8 @@ fn title(side: Side, s: &super::super::state::Session) -> (String, Color32) {
         Side::Adaptive => {
             let t = match &s.spec {
                 Some(spec) => format!(
-                    "Adaptive: {}",
+                    "{}: {}",
+                    super::super::compose::method_title(&spec.method),
                     super::super::compose::method_settings(&spec.method)
                 ),
                 None => "Adaptive".into(),
