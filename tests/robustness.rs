@@ -291,6 +291,14 @@ fn cases() -> Vec<Case> {
             leak(g("a --method ucache:start=0.9,end=0.5")),
             "start must be below end",
         ),
+        case(
+            leak(g("a --method deepcache:interval=0")),
+            "interval must be at least 1",
+        ),
+        case(
+            leak(g("a --method deepcache:branch=6")),
+            "branch 6 names block 2 but this UNet has 2 down blocks (branches 0–5)",
+        ),
         usage(
             leak(g("a --method adaptive --delta 0.02")),
             "cannot be used with",

@@ -25,6 +25,8 @@ pub mod palette {
     pub const FORCED: [u8; 3] = [240, 70, 70];
     /// Warm-up steps.
     pub const WARMUP: [u8; 3] = [150, 150, 150];
+    /// Partial calls (DeepCache's shallow branch).
+    pub const PARTIAL: [u8; 3] = [240, 200, 60];
 }
 
 /// The colour of a decision marker.
@@ -34,6 +36,7 @@ pub fn decision_color(d: Decision) -> [u8; 3] {
         Decision::Computed => palette::COMPUTED,
         Decision::Reused => palette::REUSED,
         Decision::Forced => palette::FORCED,
+        Decision::Partial => palette::PARTIAL,
     }
 }
 
@@ -436,6 +439,9 @@ pub fn method_settings(method: &crate::sampler::Method) -> String {
         }
         Method::Steps { n } => format!("{n} steps"),
         Method::UCache(u) => format!("ucache · threshold {}", u.threshold),
+        Method::DeepCache { interval, branch } => {
+            format!("interval {interval} · branch {branch}")
+        }
     }
 }
 
@@ -447,6 +453,7 @@ pub fn method_title(method: &crate::sampler::Method) -> &'static str {
         MethodKind::Adaptive | MethodKind::AdaptiveForecast => "Adaptive",
         MethodKind::Steps => "Fewer steps",
         MethodKind::UCache => "ucache",
+        MethodKind::DeepCache => "DeepCache",
     }
 }
 

@@ -204,6 +204,10 @@ pub struct Settings {
     pub steps_n: usize,
     /// Threshold of the `ucache` method.
     pub ucache_threshold: f64,
+    /// `cache_interval` of DeepCache.
+    pub deepcache_interval: usize,
+    /// `cache_branch_id` of DeepCache.
+    pub deepcache_branch: usize,
     /// Early stop on the adaptive side.
     pub early_stop: bool,
     /// τ of the early stop.
@@ -264,6 +268,8 @@ impl Default for Settings {
             max_skips: defaults::MAX_SKIPS,
             steps_n: defaults::STEPS / 2,
             ucache_threshold: UCacheSettings::default().threshold,
+            deepcache_interval: crate::job::method_spec::DEEPCACHE_DEFAULTS.0,
+            deepcache_branch: crate::job::method_spec::DEEPCACHE_DEFAULTS.1,
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
@@ -301,6 +307,10 @@ impl Settings {
                 max_skips: self.max_skips,
             },
             MethodKind::Steps => Method::Steps { n: self.steps_n },
+            MethodKind::DeepCache => Method::DeepCache {
+                interval: self.deepcache_interval,
+                branch: self.deepcache_branch,
+            },
             MethodKind::UCache => Method::UCache(UCacheSettings {
                 threshold: self.ucache_threshold,
                 ..UCacheSettings::default()

@@ -215,7 +215,8 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The per-step pattern of a trace: `W` warm-up, `C` computed, `F` forced, `S` skipped.
+/// The per-step pattern of a trace: `W` warm-up, `C` computed, `F` forced, `S` skipped,
+/// `P` partial (DeepCache).
 pub fn pattern(trace: &RunTrace) -> String {
     trace
         .steps
@@ -225,6 +226,7 @@ pub fn pattern(trace: &RunTrace) -> String {
             Decision::Computed => 'C',
             Decision::Forced => 'F',
             Decision::Reused => 'S',
+            Decision::Partial => 'P',
         })
         .collect()
 }

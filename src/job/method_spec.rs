@@ -10,7 +10,11 @@ use crate::sampler::{Method, MethodKind, UCacheSettings};
 use std::fmt;
 
 /// Every method with its keys, for messages and `--help`.
-pub const METHODS_HELP: &str = "baseline, adaptive[:delta=D,cmax=C], steps:n=N, adaptive+forecast[:delta=D,cmax=C], ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1]";
+pub const METHODS_HELP: &str = "baseline, adaptive[:delta=D,cmax=C], steps:n=N, adaptive+forecast[:delta=D,cmax=C], ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1], deepcache[:interval=N,branch=B]";
+
+/// DeepCache's settings when a spec leaves them out: its README's `cache_interval=3,
+/// cache_branch_id=0` (the helper's own default interval, 1, would cache nothing).
+pub const DEEPCACHE_DEFAULTS: (usize, usize) = (3, 0);
 
 /// The keys of a method's spec.
 fn keys(kind: MethodKind) -> &'static [&'static str] {
@@ -19,6 +23,7 @@ fn keys(kind: MethodKind) -> &'static [&'static str] {
         MethodKind::Adaptive | MethodKind::AdaptiveForecast => &["delta", "cmax"],
         MethodKind::Steps => &["n"],
         MethodKind::UCache => &["threshold", "start", "end", "decay", "relative", "reset"],
+        MethodKind::DeepCache => &["interval", "branch"],
     }
 }
 
@@ -96,6 +101,10 @@ pub fn parse(spec: &str) -> Result<Method, FieldError> {
         MethodKind::Steps => Method::Steps {
             n: count("n", None)?,
         },
+        MethodKind::DeepCache => Method::DeepCache {
+            interval: count("interval", Some(DEEPCACHE_DEFAULTS.0))?,
+            branch: count("branch", Some(DEEPCACHE_DEFAULTS.1))?,
+        },
         MethodKind::UCache => {
             let d = UCacheSettings::default();
             Method::UCache(UCacheSettings {
@@ -128,6 +137,9 @@ pub fn format(method: &Method) -> String {
             format!("adaptive+forecast:delta={delta},cmax={max_skips}")
         }
         Method::Steps { n } => format!("steps:n={n}"),
+        Method::DeepCache { interval, branch } => {
+            format!("deepcache:interval={interval},branch={branch}")
+        }
         Method::UCache(u) => format!(
             "ucache:threshold={},start={},end={},decay={},relative={},reset={}",
             u.threshold,

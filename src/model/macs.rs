@@ -7,6 +7,7 @@
 //! the attention products add 62 G more.
 
 use super::config::{UNetBlock, UNetConfig};
+use crate::sampler::{DeepCachePlan, UNetPart};
 
 /// A 3×3 (`k = 9`) or 1×1 (`k = 1`) convolution producing `hw` pixels.
 fn conv(hw: u64, cin: usize, cout: usize, k: u64) -> u64 {
@@ -74,8 +75,10 @@ fn block_layers(
     temb: usize,
     k: Count,
     cin_of: impl Fn(usize) -> usize,
+    skipped: impl Fn(usize) -> bool,
 ) -> u64 {
     (0..block.layers)
+        .filter(|&j| !skipped(j))
         .map(|j| {
             let attn = block.cross_attn.map_or(0, |depth| {
                 transformer(hw, block.out_channels, depth, block.cross_attention_dim, k)
@@ -88,15 +91,35 @@ fn block_layers(
 /// Multiply-accumulates of one UNet call on a `(batch, c, h, w)` latent with encoder states
 /// of `ctx_len` tokens.
 pub fn unet_call_macs(cfg: &UNetConfig, batch: usize, h: usize, w: usize, ctx_len: usize) -> u64 {
+    unet_call_macs_planned(cfg, batch, h, w, ctx_len, None)
+}
+
+/// As [`unet_call_macs`], for a DeepCache call: the modules `plan` takes from the cache
+/// cost nothing.
+pub fn unet_call_macs_planned(
+    cfg: &UNetConfig,
+    batch: usize,
+    h: usize,
+    w: usize,
+    ctx_len: usize,
+    plan: Option<&DeepCachePlan>,
+) -> u64 {
     let k = Count {
         batch,
         ctx_len,
         products: true,
     };
-    count(cfg, h, w, k)
+    let skip = |part, block, layer| plan.is_some_and(|p| p.skips(part, block, layer));
+    count(cfg, h, w, k, &skip)
 }
 
-fn count(cfg: &UNetConfig, h: usize, w: usize, k: Count) -> u64 {
+fn count(
+    cfg: &UNetConfig,
+    h: usize,
+    w: usize,
+    k: Count,
+    skip: &dyn Fn(UNetPart, usize, usize) -> bool,
+) -> u64 {
     let temb = cfg.time_embed_dim;
     let c0 = cfg.down[0].out_channels;
     let n = cfg.down.len();
@@ -105,21 +128,33 @@ fn count(cfg: &UNetConfig, h: usize, w: usize, k: Count) -> u64 {
     // Down path: the resolution halves after every block but the last.
     let mut cin = c0;
     for (i, block) in cfg.down.iter().enumerate() {
-        total += block_layers(hw, block, temb, k, |j| {
-            if j == 0 { cin } else { block.out_channels }
-        });
+        let whole = skip(UNetPart::Down, i, 0);
+        if !whole {
+            total += block_layers(
+                hw,
+                block,
+                temb,
+                k,
+                |j| if j == 0 { cin } else { block.out_channels },
+                |j| skip(UNetPart::Down, i, j),
+            );
+        }
         if i + 1 < n {
             hw /= 4;
-            total += conv(hw, block.out_channels, block.out_channels, 9);
+            if !whole && !skip(UNetPart::Down, i, block.layers) {
+                total += conv(hw, block.out_channels, block.out_channels, 9);
+            }
         }
         cin = block.out_channels;
     }
     // Mid block: resnet, transformer, resnet at the lowest resolution.
     let mid = &cfg.mid;
-    total += 2 * resnet(hw, cin, mid.out_channels, temb)
-        + mid.cross_attn.map_or(0, |d| {
-            transformer(hw, mid.out_channels, d, mid.cross_attention_dim, k)
-        });
+    if !skip(UNetPart::Mid, 0, 0) {
+        total += 2 * resnet(hw, cin, mid.out_channels, temb)
+            + mid.cross_attn.map_or(0, |d| {
+                transformer(hw, mid.out_channels, d, mid.cross_attention_dim, k)
+            });
+    }
     // Up path: each resnet also takes a skip connection; the resolution doubles after
     // every block but the last.
     let reversed: Vec<usize> = cfg.down.iter().rev().map(|b| b.out_channels).collect();
@@ -128,12 +163,23 @@ fn count(cfg: &UNetConfig, h: usize, w: usize, k: Count) -> u64 {
         let skip_in = reversed[(i + 1).min(n - 1)];
         let cout = block.out_channels;
         let last = block.layers - 1;
-        total += block_layers(hw, block, temb, k, |j| {
-            (if j == 0 { prev } else { cout }) + if j == last { skip_in } else { cout }
-        });
+        let b_rev = n - 1 - i;
+        let whole = skip(UNetPart::Up, b_rev, 0);
+        if !whole {
+            total += block_layers(
+                hw,
+                block,
+                temb,
+                k,
+                |j| (if j == 0 { prev } else { cout }) + if j == last { skip_in } else { cout },
+                |j| skip(UNetPart::Up, b_rev, last - j),
+            );
+        }
         if i + 1 < n {
             hw *= 4;
-            total += conv(hw, cout, cout, 9);
+            if !whole && !skip(UNetPart::Up, b_rev, 0) {
+                total += conv(hw, cout, cout, 9);
+            }
         }
         prev = cout;
     }
@@ -166,7 +212,7 @@ mod tests {
             ctx_len: 77,
             products: false,
         };
-        let layers = count(&sd15(), 64, 64, k);
+        let layers = count(&sd15(), 64, 64, k, &|_, _, _| false);
         let g = layers as f64 / 1e9;
         assert!((g - 339.23).abs() / 339.23 < 0.005, "layers: {g:.2} GMACs");
         let products = (all - layers) as f64 / 1e9;
@@ -174,5 +220,20 @@ mod tests {
             (60.0..64.0).contains(&products),
             "attention products: {products:.2} G"
         );
+    }
+
+    #[test]
+    fn a_deepcache_call_costs_only_its_shallow_branch() {
+        let full = reference_call_macs();
+        let cost = |step, branch| {
+            let plan = DeepCachePlan::for_step(step, 3, branch);
+            unet_call_macs_planned(&sd15(), 2, 64, 64, 77, Some(&plan))
+        };
+        assert_eq!(cost(0, 0), full, "a full step");
+        // Branch 0 computes conv_in, the last up block's last layer and conv_out: a few
+        // percent of a call; deeper branches compute more.
+        let b0 = cost(1, 0) as f64 / full as f64;
+        assert!(b0 > 0.0 && b0 < 0.15, "{b0}");
+        assert!(cost(1, 0) < cost(1, 2) && cost(1, 2) < cost(1, 5) && cost(1, 5) < full);
     }
 }

@@ -12,9 +12,9 @@ use super::error::ModelError;
 use super::source::{HubOptions, ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
-use super::unet::{AddedCond, UNet};
+use super::unet::{AddedCond, ModuleCache, UNet};
 use super::vae::VaeDecoder;
-use crate::sampler::{Denoiser, RawPrediction};
+use crate::sampler::{DeepCachePlan, Denoiser, RawPrediction};
 
 /// The best available device: CUDA, then Metal (when built with those features), else
 /// the CPU. A GPU backend that is compiled in but cannot open a device (no GPU, no driver,
@@ -489,11 +489,27 @@ impl StableDiffusion {
 
     /// The noise predictor for one image, bound to its conditioning.
     pub fn denoiser<'a>(&'a self, cond: &'a Conditioning) -> SdDenoiser<'a> {
-        SdDenoiser { sd: self, cond }
+        SdDenoiser {
+            sd: self,
+            cond,
+            cache: ModuleCache::default(),
+        }
     }
 
     /// Run the UNet once on `x` (batch 1, scaled model input).
     pub fn predict(&self, cond: &Conditioning, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
+        self.predict_cached(cond, x, timestep, &mut ModuleCache::default())
+    }
+
+    /// As [`StableDiffusion::predict`], the UNet's module outputs kept in (and, where its
+    /// plan says, taken from) `cache`.
+    pub fn predict_cached(
+        &self,
+        cond: &Conditioning,
+        x: &Tensor,
+        timestep: f64,
+        cache: &mut ModuleCache,
+    ) -> Result<RawPrediction> {
         let (b, _, h, w) = x.dims4()?;
         ensure!(
             b == 1,
@@ -526,9 +542,10 @@ impl StableDiffusion {
                 })
             }
         };
+        let t = Tensor::full(timestep as f32, x_in.dim(0)?, x_in.device())?;
         let out = self
             .unet
-            .forward(&x_in, timestep, &cond.context, added.as_ref())?
+            .forward_cached(&x_in, &t, &cond.context, added.as_ref(), cache)?
             .to_dtype(out_dtype)?;
         if cond.guided {
             Ok(RawPrediction {
@@ -565,22 +582,31 @@ impl StableDiffusion {
 pub struct SdDenoiser<'a> {
     sd: &'a StableDiffusion,
     cond: &'a Conditioning,
+    /// DeepCache's module outputs and the plan of the next call.
+    cache: ModuleCache,
 }
 
 impl Denoiser for SdDenoiser<'_> {
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
-        self.sd.predict(self.cond, x, timestep)
+        self.sd
+            .predict_cached(self.cond, x, timestep, &mut self.cache)
+    }
+
+    fn plan_call(&mut self, plan: Option<DeepCachePlan>) -> Result<()> {
+        self.cache.set_plan(plan);
+        Ok(())
     }
 
     fn call_macs(&self, x: &Tensor) -> Option<u64> {
         let (_, _, h, w) = x.dims4().ok()?;
         let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
-        Some(super::macs::unet_call_macs(
+        Some(super::macs::unet_call_macs_planned(
             self.sd.unet.config(),
             batch,
             h,
             w,
             ctx_len,
+            self.cache.plan().as_ref(),
         ))
     }
 }

@@ -10,10 +10,12 @@
 use super::cpu_kernels;
 use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
 use super::profile::time;
+use crate::sampler::{DeepCachePlan, UNetPart};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding;
+use std::collections::HashMap;
 
 use super::config::{UNetBlock, UNetConfig};
 
@@ -524,24 +526,44 @@ impl DownBlock {
         })
     }
 
+    /// Block `b` of the down path; pushes its skip connections.
     fn forward(
         &self,
         x: &Tensor,
         temb: &Tensor,
         context: &Tensor,
         skips: &mut Vec<Tensor>,
+        cache: &mut ModuleCache,
+        b: usize,
     ) -> CResult<Tensor> {
+        if let Some(out) = cache.cached(UNetPart::Down, Wrapped::Block, b, 0) {
+            let out = out?;
+            skips.extend(out[1..].iter().cloned());
+            return Ok(out[0].clone());
+        }
+        let start = skips.len();
         let mut x = x.clone();
         for (i, r) in self.resnets.iter().enumerate() {
-            x = r.forward(&x, temb)?;
+            x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, || {
+                r.forward(&x, temb)
+            })?;
             if let Some(a) = self.attentions.get(i) {
-                x = a.forward(&x, context)?;
+                x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, || {
+                    a.forward(&x, context)
+                })?;
             }
             skips.push(x.clone());
         }
         if let Some(d) = &self.downsample {
-            x = d.forward(&x)?;
+            let layer = self.resnets.len();
+            x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, || d.forward(&x))?;
             skips.push(x.clone());
+        }
+        if cache.is_on() {
+            let out: Vec<Tensor> = std::iter::once(x.clone())
+                .chain(skips[start..].iter().cloned())
+                .collect();
+            cache.keep(UNetPart::Down, Wrapped::Block, b, 0, out);
         }
         Ok(x)
     }
@@ -609,27 +631,50 @@ impl UpBlock {
         })
     }
 
+    /// Up block `b` counted from the end (DeepCache's numbering); pops its skip
+    /// connections (also when its output comes from the cache, as diffusers slices them
+    /// before the call).
     fn forward(
         &self,
         x: &Tensor,
         skips: &mut Vec<Tensor>,
-        temb: &Tensor,
-        context: &Tensor,
+        (temb, context): (&Tensor, &Tensor),
         upsample_size: Option<(usize, usize)>,
+        cache: &mut ModuleCache,
+        b: usize,
     ) -> CResult<Tensor> {
+        let n = self.resnets.len();
+        let mut popped = Vec::with_capacity(n);
+        for _ in 0..n {
+            popped.push(
+                skips.pop().ok_or_else(|| {
+                    candle_core::Error::Msg("UNet skip connections ran out".into())
+                })?,
+            );
+        }
+        if let Some(out) = cache.cached(UNetPart::Up, Wrapped::Block, b, 0) {
+            return Ok(out?[0].clone());
+        }
         let mut x = x.clone();
-        for (j, r) in self.resnets.iter().enumerate() {
-            let skip = skips
-                .pop()
-                .ok_or_else(|| candle_core::Error::Msg("UNet skip connections ran out".into()))?;
-            x = time("cat skip", || Tensor::cat(&[&x, &skip], 1))?;
-            x = r.forward(&x, temb)?;
+        for (j, (r, skip)) in self.resnets.iter().zip(&popped).enumerate() {
+            let layer = n - 1 - j;
+            x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, || {
+                let cat = time("cat skip", || Tensor::cat(&[&x, skip], 1))?;
+                r.forward(&cat, temb)
+            })?;
             if let Some(a) = self.attentions.get(j) {
-                x = a.forward(&x, context)?;
+                x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, || {
+                    a.forward(&x, context)
+                })?;
             }
         }
         if let Some(u) = &self.upsample {
-            x = u.forward(&x, upsample_size)?;
+            x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, || {
+                u.forward(&x, upsample_size)
+            })?;
+        }
+        if cache.is_on() {
+            cache.keep(UNetPart::Up, Wrapped::Block, b, 0, vec![x.clone()]);
         }
         Ok(x)
     }
@@ -681,6 +726,110 @@ pub struct AddedCond {
 struct TextTimeEmbedding {
     time_dim: usize,
     embedding: TimestepEmbedding,
+}
+
+/// The modules DeepCache wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Wrapped {
+    Resnet,
+    Attention,
+    /// A down block's downsampler or an up block's upsampler.
+    Sampler,
+    /// A whole block.
+    Block,
+}
+
+/// Module outputs kept between UNet calls for DeepCache, and the plan of the next call.
+/// The default (no plan) keeps nothing and computes everything.
+#[derive(Default)]
+pub struct ModuleCache {
+    plan: Option<DeepCachePlan>,
+    store: HashMap<(UNetPart, Wrapped, usize, usize), Vec<Tensor>>,
+}
+
+impl ModuleCache {
+    /// The plan of the next call (`None`: compute everything, keep nothing).
+    pub fn set_plan(&mut self, plan: Option<DeepCachePlan>) {
+        self.plan = plan;
+    }
+
+    /// The plan of the next call.
+    pub fn plan(&self) -> Option<DeepCachePlan> {
+        self.plan
+    }
+
+    fn is_on(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// The branch must name a block of this UNet.
+    fn check_fits(&self, blocks: usize) -> Result<()> {
+        if let Some(p) = self.plan
+            && p.block >= blocks
+        {
+            bail!(
+                "deepcache: branch {} names block {} but this UNet has {blocks} down blocks (branches 0–{})",
+                p.block * 3 + p.layer,
+                p.block,
+                blocks * 3 - 1
+            );
+        }
+        Ok(())
+    }
+
+    /// The cached output of a module the plan skips (an error when none was kept yet).
+    fn cached(
+        &self,
+        part: UNetPart,
+        module: Wrapped,
+        block: usize,
+        layer: usize,
+    ) -> Option<CResult<Vec<Tensor>>> {
+        let plan = self.plan?;
+        if !plan.skips(part, block, layer) {
+            return None;
+        }
+        Some(
+            self.store
+                .get(&(part, module, block, layer))
+                .cloned()
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "deepcache: no cached output of {part:?} block {block} {module:?} {layer} (the first step must be full)"
+                    ))
+                }),
+        )
+    }
+
+    fn keep(
+        &mut self,
+        part: UNetPart,
+        module: Wrapped,
+        block: usize,
+        layer: usize,
+        out: Vec<Tensor>,
+    ) {
+        if self.is_on() {
+            self.store.insert((part, module, block, layer), out);
+        }
+    }
+
+    /// A module's output: from the cache when the plan skips it, else computed (and kept).
+    fn step(
+        &mut self,
+        part: UNetPart,
+        module: Wrapped,
+        block: usize,
+        layer: usize,
+        compute: impl FnOnce() -> CResult<Tensor>,
+    ) -> CResult<Tensor> {
+        if let Some(out) = self.cached(part, module, block, layer) {
+            return Ok(out?[0].clone());
+        }
+        let y = compute()?;
+        self.keep(part, module, block, layer, vec![y.clone()]);
+        Ok(y)
+    }
 }
 
 /// The conditional UNet.
@@ -826,6 +975,20 @@ impl UNet {
         context: &Tensor,
         added: Option<&AddedCond>,
     ) -> Result<Tensor> {
+        self.forward_cached(x, timesteps, context, added, &mut ModuleCache::default())
+    }
+
+    /// As [`UNet::forward_t`], the modules' outputs kept in (and, where its plan says,
+    /// taken from) `cache` (DeepCache).
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+        cache: &mut ModuleCache,
+    ) -> Result<Tensor> {
+        cache.check_fits(self.down.len())?;
         let (b, _, h, w) = x.dims4()?;
         if timesteps.dims1()? != b {
             bail!("{} timesteps for a batch of {b}", timesteps.dims1()?);
@@ -879,15 +1042,18 @@ impl UNet {
         // 2. down
         let mut x = self.conv_in.forward(&x)?;
         let mut skips = vec![x.clone()];
-        for block in &self.down {
-            x = block.forward(&x, &emb, &context, &mut skips)?;
+        for (i, block) in self.down.iter().enumerate() {
+            x = block.forward(&x, &emb, &context, &mut skips, cache, i)?;
         }
         // 3. mid
-        x = self.mid.forward(&x, &emb, &context)?;
+        x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, || {
+            self.mid.forward(&x, &emb, &context)
+        })?;
         // 4. up: with odd latent sizes, upsample to the skip connection's size
         let factor = 1usize << (self.down.len() - 1);
         let forward_size = h % factor != 0 || w % factor != 0;
-        for block in self.up.iter() {
+        let n_up = self.up.len();
+        for (i, block) in self.up.iter().enumerate() {
             let consumed = block.resnets.len();
             let upsample_size = if forward_size && block.upsample.is_some() {
                 skips
@@ -899,7 +1065,14 @@ impl UNet {
             } else {
                 None
             };
-            x = block.forward(&x, &mut skips, &emb, &context, upsample_size)?;
+            x = block.forward(
+                &x,
+                &mut skips,
+                (&emb, &context),
+                upsample_size,
+                cache,
+                n_up - 1 - i,
+            )?;
         }
         // 5. out
         let x = self.norm_out.forward(&x, true, self.kernels)?;

@@ -1,5 +1,6 @@
 //! The noise-predictor interface the sampler drives.
 
+use super::deepcache::DeepCachePlan;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -32,7 +33,19 @@ pub trait Denoiser {
     /// output) at the scheduler timestep `timestep`.
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction>;
 
-    /// Multiply-accumulates of one [`Denoiser::predict`] call on `x`, when the
+    /// Plan the next call: with `Some`, DeepCache's partial call (the modules the plan skips
+    /// return their outputs of the last full call). A noise predictor that cannot run
+    /// partial calls refuses.
+    fn plan_call(&mut self, plan: Option<DeepCachePlan>) -> Result<()> {
+        if plan.is_some() {
+            anyhow::bail!(
+                "deepcache needs the UNet's internals, which this noise predictor does not expose"
+            );
+        }
+        Ok(())
+    }
+
+    /// Multiply-accumulates of one [`Denoiser::predict`] call on `x` (as planned), when the
     /// implementation can count them (the trace's cost of a run).
     fn call_macs(&self, _x: &Tensor) -> Option<u64> {
         None

@@ -13,6 +13,7 @@
 //! * `adaptive+forecast` — AdaptiveDiffusion's decisions; a skipped step forecasts each
 //!   guidance half from the last two computed predictions instead of reusing the last one.
 //! * `ucache` — stable-diffusion.cpp's UNet cache ([`super::ucache`]).
+//! * `deepcache` — DeepCache: partial UNet calls between full ones ([`super::deepcache`]).
 
 /// How a run may save noise-predictor calls.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -41,6 +42,14 @@ pub enum Method {
     },
     /// stable-diffusion.cpp's UNet cache.
     UCache(UCacheSettings),
+    /// DeepCache: between full steps, the UNet's deep modules return their cached outputs.
+    DeepCache {
+        /// `cache_interval`: every `interval`-th step is full.
+        interval: usize,
+        /// `cache_branch_id`: where the shallow path ends (block `branch / 3`, layer
+        /// `branch % 3`).
+        branch: usize,
+    },
 }
 
 /// The settings of `ucache` (stable-diffusion.cpp's `UCacheConfig`, its names shortened).
@@ -90,16 +99,20 @@ pub enum MethodKind {
     /// [`Method::UCache`].
     #[serde(rename = "ucache")]
     UCache,
+    /// [`Method::DeepCache`].
+    #[serde(rename = "deepcache")]
+    DeepCache,
 }
 
 impl MethodKind {
     /// Every kind, in menu order.
-    pub const ALL: [MethodKind; 5] = [
+    pub const ALL: [MethodKind; 6] = [
         MethodKind::Baseline,
         MethodKind::Adaptive,
         MethodKind::Steps,
         MethodKind::AdaptiveForecast,
         MethodKind::UCache,
+        MethodKind::DeepCache,
     ];
 
     /// The name in specs, traces and CSV files.
@@ -110,6 +123,7 @@ impl MethodKind {
             MethodKind::Steps => "steps",
             MethodKind::AdaptiveForecast => "adaptive+forecast",
             MethodKind::UCache => "ucache",
+            MethodKind::DeepCache => "deepcache",
         }
     }
 }
@@ -178,6 +192,12 @@ impl Method {
                 }
                 Ok(())
             }
+            Method::DeepCache { interval, .. } => {
+                if interval == 0 {
+                    return Err(self.setting("interval", "must be at least 1".into()));
+                }
+                Ok(())
+            }
             Method::UCache(u) => {
                 let unit = |key, v: f64| {
                     if (0.0..=1.0).contains(&v) {
@@ -227,6 +247,7 @@ impl Method {
             Method::Steps { .. } => MethodKind::Steps,
             Method::AdaptiveForecast { .. } => MethodKind::AdaptiveForecast,
             Method::UCache(_) => MethodKind::UCache,
+            Method::DeepCache { .. } => MethodKind::DeepCache,
         }
     }
 
@@ -286,6 +307,10 @@ struct MethodFields {
     n: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ucache: Option<UCacheFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    branch: Option<usize>,
 }
 
 /// `ucache`'s settings in a trace.
@@ -317,6 +342,14 @@ impl From<Method> for MethodFields {
                 }),
                 _ => None,
             },
+            interval: match m {
+                Method::DeepCache { interval, .. } => Some(interval),
+                _ => None,
+            },
+            branch: match m {
+                Method::DeepCache { branch, .. } => Some(branch),
+                _ => None,
+            },
         }
     }
 }
@@ -343,6 +376,10 @@ impl TryFrom<MethodFields> for Method {
             }
             MethodKind::Steps => Method::Steps {
                 n: f.n.ok_or("a steps run needs `n`")?,
+            },
+            MethodKind::DeepCache => Method::DeepCache {
+                interval: f.interval.ok_or("a deepcache run needs `interval`")?,
+                branch: f.branch.ok_or("a deepcache run needs `branch`")?,
             },
             MethodKind::UCache => {
                 let u = f.ucache.ok_or("a ucache run needs its `ucache` settings")?;
@@ -408,6 +445,10 @@ mod tests {
                 max_skips: 4,
             },
             Method::UCache(UCacheSettings::default()),
+            Method::DeepCache {
+                interval: 3,
+                branch: 2,
+            },
         ] {
             let json = serde_json::to_value(m).unwrap();
             assert_eq!(json["mode"], m.name());

@@ -6,6 +6,7 @@
 
 pub mod adaptive;
 pub mod ddim;
+pub mod deepcache;
 pub mod denoise;
 pub mod dpm;
 pub mod early_stop;
@@ -18,6 +19,7 @@ pub mod scheduler;
 pub mod trace;
 pub mod ucache;
 
+pub use deepcache::{DeepCachePlan, UNetPart};
 pub use denoise::{Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
 pub use method::{Method, MethodError, MethodKind, UCacheSettings};

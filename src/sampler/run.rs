@@ -2,6 +2,7 @@
 
 use super::SchedulerConfig;
 use super::adaptive::SkipController;
+use super::deepcache::DeepCachePlan;
 use super::denoise::{Denoiser, RawPrediction};
 use super::early_stop::{EarlyStop, EarlyStopState};
 use super::method::Method;
@@ -216,6 +217,13 @@ pub fn run(
         let model_in = scheduler.scale_model_input(&x, i)?;
         let calls_before = calls.count;
         let (mut signal, mut signal_limit) = (None, None);
+        if let Method::DeepCache { interval, branch } = settings.method {
+            let plan = DeepCachePlan::for_step(i, interval, branch);
+            denoiser.plan_call(Some(plan))?;
+            if !plan.full {
+                decision = Decision::Partial;
+            }
+        }
         let pred = match ucache.as_mut() {
             Some(cache) => match cache.before(scheduler.sigma(i), &model_in)? {
                 Verdict::Skip { error, threshold } => {

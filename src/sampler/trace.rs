@@ -15,6 +15,8 @@ pub enum Decision {
     Reused,
     /// Computed because the last C_max decisions were all skips.
     Forced,
+    /// A partial call: DeepCache's shallow branch, the deep modules from the cache.
+    Partial,
 }
 
 impl Decision {

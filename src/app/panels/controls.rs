@@ -249,6 +249,7 @@ fn method_label(k: MethodKind) -> &'static str {
         MethodKind::AdaptiveForecast => "AdaptiveDiffusion + forecast",
         MethodKind::Steps => "Fewer steps (control)",
         MethodKind::UCache => "ucache (stable-diffusion.cpp)",
+        MethodKind::DeepCache => "DeepCache",
     }
 }
 
@@ -283,6 +284,12 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         MethodKind::Steps => vec![
             ui.add(egui::Slider::new(&mut s.steps_n, 1..=steps).text("steps"))
                 .on_hover_text("The same scheduler with this many steps, every one computed"),
+        ],
+        MethodKind::DeepCache => vec![
+            ui.add(egui::Slider::new(&mut s.deepcache_interval, 1..=10).text("interval"))
+                .on_hover_text("Every interval-th step runs the whole UNet; the others only its shallow branch"),
+            ui.add(egui::Slider::new(&mut s.deepcache_branch, 0..=11).text("branch"))
+                .on_hover_text("Where the shallow branch ends: block branch / 3, layer branch % 3"),
         ],
         MethodKind::UCache => vec![
             ui.add(
