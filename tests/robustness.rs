@@ -296,6 +296,14 @@ fn cases() -> Vec<Case> {
             "interval must be at least 1",
         ),
         case(
+            leak(g("a --method tgate:gate=0")),
+            "tgate: gate must be at least 1",
+        ),
+        case(
+            leak(g("a --method tgate:gate_step=3")),
+            "tgate has no key 'gate_step' (keys: gate, sp_interval, fi_interval, warm_up)",
+        ),
+        case(
             leak(g("a --method deepcache:branch=6")),
             "branch 6 names block 2 but this UNet has 2 down blocks (branches 0–5)",
         ),

@@ -442,6 +442,12 @@ pub fn method_settings(method: &crate::sampler::Method) -> String {
         Method::DeepCache { interval, branch } => {
             format!("interval {interval} · branch {branch}")
         }
+        Method::TGate {
+            gate,
+            sp_interval,
+            fi_interval,
+            warm_up,
+        } => format!("gate {gate} · sp {sp_interval} · fi {fi_interval} · warm-up {warm_up}"),
     }
 }
 
@@ -454,6 +460,7 @@ pub fn method_title(method: &crate::sampler::Method) -> &'static str {
         MethodKind::Steps => "Fewer steps",
         MethodKind::UCache => "ucache",
         MethodKind::DeepCache => "DeepCache",
+        MethodKind::TGate => "T-GATE",
     }
 }
 

@@ -208,6 +208,8 @@ pub struct Settings {
     pub deepcache_interval: usize,
     /// `cache_branch_id` of DeepCache.
     pub deepcache_branch: usize,
+    /// `gate_step` of T-GATE (its other settings keep their defaults).
+    pub tgate_gate: usize,
     /// Early stop on the adaptive side.
     pub early_stop: bool,
     /// τ of the early stop.
@@ -270,6 +272,7 @@ impl Default for Settings {
             ucache_threshold: UCacheSettings::default().threshold,
             deepcache_interval: crate::job::method_spec::DEEPCACHE_DEFAULTS.0,
             deepcache_branch: crate::job::method_spec::DEEPCACHE_DEFAULTS.1,
+            tgate_gate: crate::job::method_spec::TGATE_DEFAULTS.0,
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
@@ -307,6 +310,16 @@ impl Settings {
                 max_skips: self.max_skips,
             },
             MethodKind::Steps => Method::Steps { n: self.steps_n },
+            MethodKind::TGate => {
+                let (_, sp_interval, fi_interval, warm_up) =
+                    crate::job::method_spec::TGATE_DEFAULTS;
+                Method::TGate {
+                    gate: self.tgate_gate,
+                    sp_interval,
+                    fi_interval,
+                    warm_up,
+                }
+            }
             MethodKind::DeepCache => Method::DeepCache {
                 interval: self.deepcache_interval,
                 branch: self.deepcache_branch,

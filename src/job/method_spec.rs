@@ -10,7 +10,11 @@ use crate::sampler::{Method, MethodKind, UCacheSettings};
 use std::fmt;
 
 /// Every method with its keys, for messages and `--help`.
-pub const METHODS_HELP: &str = "baseline, adaptive[:delta=D,cmax=C], steps:n=N, adaptive+forecast[:delta=D,cmax=C], ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1], deepcache[:interval=N,branch=B]";
+pub const METHODS_HELP: &str = "baseline, adaptive[:delta=D,cmax=C], steps:n=N, adaptive+forecast[:delta=D,cmax=C], ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1], deepcache[:interval=N,branch=B], tgate[:gate=G,sp_interval=S,fi_interval=F,warm_up=W]";
+
+/// T-GATE's defaults (its `tgate_scheduler`'s): gate 10, sp_interval 5, fi_interval 1,
+/// warm_up 2.
+pub const TGATE_DEFAULTS: (usize, usize, usize, usize) = (10, 5, 1, 2);
 
 /// DeepCache's settings when a spec leaves them out: its README's `cache_interval=3,
 /// cache_branch_id=0` (the helper's own default interval, 1, would cache nothing).
@@ -24,6 +28,7 @@ fn keys(kind: MethodKind) -> &'static [&'static str] {
         MethodKind::Steps => &["n"],
         MethodKind::UCache => &["threshold", "start", "end", "decay", "relative", "reset"],
         MethodKind::DeepCache => &["interval", "branch"],
+        MethodKind::TGate => &["gate", "sp_interval", "fi_interval", "warm_up"],
     }
 }
 
@@ -101,6 +106,12 @@ pub fn parse(spec: &str) -> Result<Method, FieldError> {
         MethodKind::Steps => Method::Steps {
             n: count("n", None)?,
         },
+        MethodKind::TGate => Method::TGate {
+            gate: count("gate", Some(TGATE_DEFAULTS.0))?,
+            sp_interval: count("sp_interval", Some(TGATE_DEFAULTS.1))?,
+            fi_interval: count("fi_interval", Some(TGATE_DEFAULTS.2))?,
+            warm_up: count("warm_up", Some(TGATE_DEFAULTS.3))?,
+        },
         MethodKind::DeepCache => Method::DeepCache {
             interval: count("interval", Some(DEEPCACHE_DEFAULTS.0))?,
             branch: count("branch", Some(DEEPCACHE_DEFAULTS.1))?,
@@ -140,6 +151,14 @@ pub fn format(method: &Method) -> String {
         Method::DeepCache { interval, branch } => {
             format!("deepcache:interval={interval},branch={branch}")
         }
+        Method::TGate {
+            gate,
+            sp_interval,
+            fi_interval,
+            warm_up,
+        } => format!(
+            "tgate:gate={gate},sp_interval={sp_interval},fi_interval={fi_interval},warm_up={warm_up}"
+        ),
         Method::UCache(u) => format!(
             "ucache:threshold={},start={},end={},decay={},relative={},reset={}",
             u.threshold,
@@ -193,6 +212,22 @@ mod tests {
             }
         );
         assert_eq!(parse("steps:n=20").unwrap(), Method::Steps { n: 20 });
+        assert_eq!(
+            parse("deepcache:branch=4,interval=2").unwrap(),
+            Method::DeepCache {
+                interval: 2,
+                branch: 4
+            }
+        );
+        assert_eq!(
+            parse("tgate:gate=6").unwrap(),
+            Method::TGate {
+                gate: 6,
+                sp_interval: 5,
+                fi_interval: 1,
+                warm_up: 2
+            }
+        );
         let u = parse("ucache:threshold=0.5,relative=0").unwrap();
         assert_eq!(
             u,
@@ -204,6 +239,8 @@ mod tests {
         );
         for m in [
             Method::Baseline,
+            parse("deepcache").unwrap(),
+            parse("tgate").unwrap(),
             parse("adaptive+forecast:delta=0.03").unwrap(),
             parse("steps:n=7").unwrap(),
             u,

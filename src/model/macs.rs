@@ -7,7 +7,7 @@
 //! the attention products add 62 G more.
 
 use super::config::{UNetBlock, UNetConfig};
-use crate::sampler::{DeepCachePlan, UNetPart};
+use crate::sampler::{CallPlan, UNetPart};
 
 /// A 3×3 (`k = 9`) or 1×1 (`k = 1`) convolution producing `hw` pixels.
 fn conv(hw: u64, cin: usize, cout: usize, k: u64) -> u64 {
@@ -25,25 +25,19 @@ fn resnet(hw: u64, cin: usize, cout: usize, temb: usize) -> u64 {
     conv(hw, cin, cout, 9) + conv(hw, cout, cout, 9) + shortcut + (temb * cout) as u64
 }
 
-/// The attention products of a `Transformer2D` of `depth` layers on `c` channels at `n`
-/// tokens with `ctx_len` context tokens: QKᵀ and the weighted sum of V, in self- and
-/// cross-attention.
-fn attention_products(n: u64, c: usize, depth: usize, ctx_len: usize) -> u64 {
+/// A `Transformer2D` of `depth` layers on `c` channels at `n` tokens, cross-attending to
+/// `ctx_len` tokens of width `ctx_dim`: projections, the attention layers `k` computes
+/// (with their QKᵀ and weighted-sum products when counted), the GEGLU feed-forward.
+fn transformer(n: u64, c: usize, depth: usize, ctx_dim: usize, k: Count) -> u64 {
     let c = c as u64;
-    depth as u64 * (2 * n * n * c + 2 * n * ctx_len as u64 * c)
-}
-
-/// The layers of a `Transformer2D` of `depth` layers on `c` channels at `n` tokens,
-/// cross-attending to `ctx_len` tokens of width `ctx_dim` (projections and the GEGLU
-/// feed-forward).
-fn transformer_layers(n: u64, c: usize, depth: usize, ctx_dim: usize, ctx_len: usize) -> u64 {
-    let c = c as u64;
-    let (ctx_dim, ctx_len) = (ctx_dim as u64, ctx_len as u64);
+    let (ctx_dim, ctx_len) = (ctx_dim as u64, k.ctx_len as u64);
+    let products = u64::from(k.products);
     let proj = 2 * n * c * c;
-    let self_attn = 4 * n * c * c;
-    let cross_attn = 2 * n * c * c + 2 * ctx_len * ctx_dim * c;
+    let self_attn = 4 * n * c * c + products * 2 * n * n * c;
+    let cross_attn = 2 * n * c * c + 2 * ctx_len * ctx_dim * c + products * 2 * n * ctx_len * c;
     let ff = 12 * n * c * c;
-    proj + depth as u64 * (self_attn + cross_attn + ff)
+    let layer = u64::from(k.self_attn) * self_attn + u64::from(k.cross_attn) * cross_attn + ff;
+    proj + depth as u64 * layer
 }
 
 /// What the count includes.
@@ -55,16 +49,10 @@ struct Count {
     ctx_len: usize,
     /// Include the attention products (off only to compare with layer-only profilers).
     products: bool,
-}
-
-/// A `Transformer2D`: its layers and (when counted) its attention products.
-fn transformer(n: u64, c: usize, depth: usize, ctx_dim: usize, k: Count) -> u64 {
-    let products = if k.products {
-        attention_products(n, c, depth, k.ctx_len)
-    } else {
-        0
-    };
-    transformer_layers(n, c, depth, ctx_dim, k.ctx_len) + products
+    /// Self-attention computes (T-GATE reuses it on some steps).
+    self_attn: bool,
+    /// Cross-attention computes (T-GATE reuses it past the gate).
+    cross_attn: bool,
 }
 
 /// The resnets (and transformers) of one block at `hw` pixels; `cin_of(j)` gives resnet
@@ -94,22 +82,33 @@ pub fn unet_call_macs(cfg: &UNetConfig, batch: usize, h: usize, w: usize, ctx_le
     unet_call_macs_planned(cfg, batch, h, w, ctx_len, None)
 }
 
-/// As [`unet_call_macs`], for a DeepCache call: the modules `plan` takes from the cache
-/// cost nothing.
+/// As [`unet_call_macs`], for a partial call: the modules DeepCache takes from its cache
+/// and the attention layers T-GATE reuses cost nothing (`batch` is the call's own: one past
+/// T-GATE's gate).
 pub fn unet_call_macs_planned(
     cfg: &UNetConfig,
     batch: usize,
     h: usize,
     w: usize,
     ctx_len: usize,
-    plan: Option<&DeepCachePlan>,
+    plan: Option<&CallPlan>,
 ) -> u64 {
+    let (self_attn, cross_attn) = match plan {
+        Some(CallPlan::TGate(t)) => (!t.self_attn.reuse, !t.cross.reuse),
+        _ => (true, true),
+    };
     let k = Count {
         batch,
         ctx_len,
         products: true,
+        self_attn,
+        cross_attn,
     };
-    let skip = |part, block, layer| plan.is_some_and(|p| p.skips(part, block, layer));
+    let deep = match plan {
+        Some(CallPlan::DeepCache(p)) => Some(*p),
+        _ => None,
+    };
+    let skip = |part, block, layer| deep.is_some_and(|p| p.skips(part, block, layer));
     count(cfg, h, w, k, &skip)
 }
 
@@ -203,6 +202,7 @@ fn sd15() -> UNetConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::DeepCachePlan;
 
     #[test]
     fn sd15_at_512_is_the_published_339_gmacs_plus_the_attention_products() {
@@ -211,6 +211,8 @@ mod tests {
             batch: 1,
             ctx_len: 77,
             products: false,
+            self_attn: true,
+            cross_attn: true,
         };
         let layers = count(&sd15(), 64, 64, k, &|_, _, _| false);
         let g = layers as f64 / 1e9;
@@ -226,7 +228,7 @@ mod tests {
     fn a_deepcache_call_costs_only_its_shallow_branch() {
         let full = reference_call_macs();
         let cost = |step, branch| {
-            let plan = DeepCachePlan::for_step(step, 3, branch);
+            let plan = CallPlan::DeepCache(DeepCachePlan::for_step(step, 3, branch));
             unet_call_macs_planned(&sd15(), 2, 64, 64, 77, Some(&plan))
         };
         assert_eq!(cost(0, 0), full, "a full step");

@@ -14,7 +14,7 @@ use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, ModuleCache, UNet};
 use super::vae::VaeDecoder;
-use crate::sampler::{DeepCachePlan, Denoiser, RawPrediction};
+use crate::sampler::{CallPlan, Denoiser, RawPrediction};
 
 /// The best available device: CUDA, then Metal (when built with those features), else
 /// the CPU. A GPU backend that is compiled in but cannot open a device (no GPU, no driver,
@@ -100,6 +100,22 @@ pub struct Conditioning {
     pub guided: bool,
     /// Prompts that were longer than the tokenizer allows.
     pub truncation: Vec<TruncationReport>,
+}
+
+impl Conditioning {
+    /// The negative prompt's half of a guided conditioning, unguided (T-GATE past its gate).
+    pub fn negative_only(&self) -> Result<Conditioning> {
+        Ok(Conditioning {
+            context: self.context.narrow(0, 0, 1)?,
+            pooled: self
+                .pooled
+                .as_ref()
+                .map(|p| p.narrow(0, 0, 1))
+                .transpose()?,
+            guided: false,
+            truncation: vec![],
+        })
+    }
 }
 
 /// The SD family a loaded pipeline belongs to (informational).
@@ -586,13 +602,27 @@ pub struct SdDenoiser<'a> {
     cache: ModuleCache,
 }
 
+impl SdDenoiser<'_> {
+    /// Whether the next call is past T-GATE's gate.
+    fn after_gate(&self) -> bool {
+        matches!(self.cache.plan(), Some(CallPlan::TGate(t)) if t.after_gate)
+    }
+}
+
 impl Denoiser for SdDenoiser<'_> {
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
+        if self.after_gate() && self.cond.guided {
+            // T-GATE past its gate: one batch on the negative prompt, no guidance.
+            let negative = self.cond.negative_only()?;
+            return self
+                .sd
+                .predict_cached(&negative, x, timestep, &mut self.cache);
+        }
         self.sd
             .predict_cached(self.cond, x, timestep, &mut self.cache)
     }
 
-    fn plan_call(&mut self, plan: Option<DeepCachePlan>) -> Result<()> {
+    fn plan_call(&mut self, plan: Option<CallPlan>) -> Result<()> {
         self.cache.set_plan(plan);
         Ok(())
     }
@@ -600,6 +630,7 @@ impl Denoiser for SdDenoiser<'_> {
     fn call_macs(&self, x: &Tensor) -> Option<u64> {
         let (_, _, h, w) = x.dims4().ok()?;
         let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
+        let batch = if self.after_gate() { 1 } else { batch };
         Some(super::macs::unet_call_macs_planned(
             self.sd.unet.config(),
             batch,

@@ -10,7 +10,7 @@
 use super::cpu_kernels;
 use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
 use super::profile::time;
-use crate::sampler::{DeepCachePlan, UNetPart};
+use crate::sampler::{CallPlan, DeepCachePlan, UNetPart};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
@@ -155,8 +155,13 @@ impl Attention {
         })
     }
 
-    /// Attention of `x` over `context` (itself when `None`), plus `residual`.
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> CResult<Tensor> {
+    /// Attention of `x` over `context` (itself when `None`), plus `residual` when given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> CResult<Tensor> {
         let (b, n, dim) = x.dims3()?;
         let ctx = context.unwrap_or(x);
         let m = ctx.dim(1)?;
@@ -184,9 +189,7 @@ impl Attention {
             let o = time(core, || {
                 cpu_kernels::attention(&q, &k, &v, self.heads, self.scale as f32)
             })?;
-            return time("attn out", || {
-                linear_add(&self.to_out, &o, residual, kernels)
-            });
+            return time("attn out", || self.out(&o, residual));
         }
         let (q, k, v) = time("attn split heads", || {
             CResult::Ok((split(q, n)?, split(k, m)?, split(v, m)?))
@@ -197,9 +200,15 @@ impl Attention {
                 .transpose(1, 2)?
                 .reshape((b, n, dim))
         })?;
-        time("attn out", || {
-            linear_add(&self.to_out, &o, residual, kernels)
-        })
+        time("attn out", || self.out(&o, residual))
+    }
+
+    /// `to_out`, plus `residual` when given.
+    fn out(&self, o: &Tensor, residual: Option<&Tensor>) -> CResult<Tensor> {
+        match residual {
+            Some(r) => linear_add(&self.to_out, o, r, self.kernels),
+            None => linear(&self.to_out, o, self.kernels),
+        }
     }
 
     fn core(
@@ -299,13 +308,13 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
+    fn forward(&self, x: &Tensor, context: &Tensor, cache: &mut ModuleCache) -> CResult<Tensor> {
         let kernels = self.kernels;
         let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, kernels));
-        let x = self.attn1.forward(&ln(&self.norm1, x)?, None, x)?;
-        let x = self
-            .attn2
-            .forward(&ln(&self.norm2, &x)?, Some(context), &x)?;
+        let h = ln(&self.norm1, x)?;
+        let x = cache.attention(false, x, |r| self.attn1.forward(&h, None, r))?;
+        let h = ln(&self.norm2, &x)?;
+        let x = cache.attention(true, &x, |r| self.attn2.forward(&h, Some(context), r))?;
         self.ff.forward(&ln(&self.norm3, &x)?, &x)
     }
 }
@@ -367,7 +376,7 @@ impl Transformer2D {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> CResult<Tensor> {
+    fn forward(&self, x: &Tensor, context: &Tensor, cache: &mut ModuleCache) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
         let kernels = self.kernels;
@@ -385,7 +394,7 @@ impl Transformer2D {
             Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, kernels))?,
         };
         for block in &self.blocks {
-            x = block.forward(&x, context)?;
+            x = block.forward(&x, context, cache)?;
         }
         let to_image = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
         if let Proj::Conv(p) = &self.proj_out
@@ -544,19 +553,21 @@ impl DownBlock {
         let start = skips.len();
         let mut x = x.clone();
         for (i, r) in self.resnets.iter().enumerate() {
-            x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, || {
+            x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
                 r.forward(&x, temb)
             })?;
             if let Some(a) = self.attentions.get(i) {
-                x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, || {
-                    a.forward(&x, context)
+                x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
+                    a.forward(&x, context, c)
                 })?;
             }
             skips.push(x.clone());
         }
         if let Some(d) = &self.downsample {
             let layer = self.resnets.len();
-            x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, || d.forward(&x))?;
+            x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
+                d.forward(&x)
+            })?;
             skips.push(x.clone());
         }
         if cache.is_on() {
@@ -658,18 +669,18 @@ impl UpBlock {
         let mut x = x.clone();
         for (j, (r, skip)) in self.resnets.iter().zip(&popped).enumerate() {
             let layer = n - 1 - j;
-            x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, || {
+            x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
                 let cat = time("cat skip", || Tensor::cat(&[&x, skip], 1))?;
                 r.forward(&cat, temb)
             })?;
             if let Some(a) = self.attentions.get(j) {
-                x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, || {
-                    a.forward(&x, context)
+                x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
+                    a.forward(&x, context, c)
                 })?;
             }
         }
         if let Some(u) = &self.upsample {
-            x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, || {
+            x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
                 u.forward(&x, upsample_size)
             })?;
         }
@@ -704,10 +715,16 @@ impl MidBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> CResult<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        cache: &mut ModuleCache,
+    ) -> CResult<Tensor> {
         let mut x = self.resnets[0].forward(x, temb)?;
         for (a, r) in self.attentions.iter().zip(&self.resnets[1..]) {
-            x = a.forward(&x, context)?;
+            x = a.forward(&x, context, cache)?;
             x = r.forward(&x, temb)?;
         }
         Ok(x)
@@ -739,32 +756,82 @@ enum Wrapped {
     Block,
 }
 
-/// Module outputs kept between UNet calls for DeepCache, and the plan of the next call.
-/// The default (no plan) keeps nothing and computes everything.
+/// What partial UNet calls keep between calls — DeepCache's module outputs, T-GATE's
+/// attention outputs — and the plan of the next call. The default (no plan) keeps nothing
+/// and computes everything.
 #[derive(Default)]
 pub struct ModuleCache {
-    plan: Option<DeepCachePlan>,
+    plan: Option<CallPlan>,
     store: HashMap<(UNetPart, Wrapped, usize, usize), Vec<Tensor>>,
+    /// T-GATE: the kept output of every attention layer, in call order.
+    attention: Vec<Option<Tensor>>,
+    /// The next attention layer of the current call.
+    attention_index: usize,
 }
 
 impl ModuleCache {
     /// The plan of the next call (`None`: compute everything, keep nothing).
-    pub fn set_plan(&mut self, plan: Option<DeepCachePlan>) {
+    pub fn set_plan(&mut self, plan: Option<CallPlan>) {
         self.plan = plan;
     }
 
     /// The plan of the next call.
-    pub fn plan(&self) -> Option<DeepCachePlan> {
+    pub fn plan(&self) -> Option<CallPlan> {
         self.plan
     }
 
+    fn deepcache(&self) -> Option<DeepCachePlan> {
+        match self.plan {
+            Some(CallPlan::DeepCache(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     fn is_on(&self) -> bool {
-        self.plan.is_some()
+        self.deepcache().is_some()
+    }
+
+    fn begin_call(&mut self) {
+        self.attention_index = 0;
+    }
+
+    /// An attention layer's output plus `residual`: under T-GATE computed, kept or taken
+    /// from the cache as the plan says; `compute(r)` is the layer with residual `r` added
+    /// (or none).
+    fn attention(
+        &mut self,
+        cross: bool,
+        residual: &Tensor,
+        compute: impl FnOnce(Option<&Tensor>) -> CResult<Tensor>,
+    ) -> CResult<Tensor> {
+        let Some(CallPlan::TGate(plan)) = self.plan else {
+            return compute(Some(residual));
+        };
+        let index = self.attention_index;
+        self.attention_index += 1;
+        if self.attention.len() <= index {
+            self.attention.resize(index + 1, None);
+        }
+        let gate = if cross { plan.cross } else { plan.self_attn };
+        if gate.reuse
+            && let Some(kept) = &self.attention[index]
+        {
+            return kept + residual;
+        }
+        let out = compute(None)?;
+        if gate.cache {
+            self.attention[index] = Some(if plan.mean {
+                ((out.narrow(0, 0, 1)? + out.narrow(0, 1, 1)?)? / 2.0)?
+            } else {
+                out.clone()
+            });
+        }
+        out + residual
     }
 
     /// The branch must name a block of this UNet.
     fn check_fits(&self, blocks: usize) -> Result<()> {
-        if let Some(p) = self.plan
+        if let Some(p) = self.deepcache()
             && p.block >= blocks
         {
             bail!(
@@ -785,7 +852,7 @@ impl ModuleCache {
         block: usize,
         layer: usize,
     ) -> Option<CResult<Vec<Tensor>>> {
-        let plan = self.plan?;
+        let plan = self.deepcache()?;
         if !plan.skips(part, block, layer) {
             return None;
         }
@@ -821,12 +888,12 @@ impl ModuleCache {
         module: Wrapped,
         block: usize,
         layer: usize,
-        compute: impl FnOnce() -> CResult<Tensor>,
+        compute: impl FnOnce(&mut Self) -> CResult<Tensor>,
     ) -> CResult<Tensor> {
         if let Some(out) = self.cached(part, module, block, layer) {
             return Ok(out?[0].clone());
         }
-        let y = compute()?;
+        let y = compute(self)?;
         self.keep(part, module, block, layer, vec![y.clone()]);
         Ok(y)
     }
@@ -989,6 +1056,7 @@ impl UNet {
         cache: &mut ModuleCache,
     ) -> Result<Tensor> {
         cache.check_fits(self.down.len())?;
+        cache.begin_call();
         let (b, _, h, w) = x.dims4()?;
         if timesteps.dims1()? != b {
             bail!("{} timesteps for a batch of {b}", timesteps.dims1()?);
@@ -1046,8 +1114,8 @@ impl UNet {
             x = block.forward(&x, &emb, &context, &mut skips, cache, i)?;
         }
         // 3. mid
-        x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, || {
-            self.mid.forward(&x, &emb, &context)
+        x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, |c| {
+            self.mid.forward(&x, &emb, &context, c)
         })?;
         // 4. up: with odd latent sizes, upsample to the skip connection's size
         let factor = 1usize << (self.down.len() - 1);

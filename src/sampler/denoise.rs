@@ -1,6 +1,7 @@
 //! The noise-predictor interface the sampler drives.
 
 use super::deepcache::DeepCachePlan;
+use super::tgate::TGatePlan;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -24,6 +25,25 @@ impl RawPrediction {
     }
 }
 
+/// What a partial UNet call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPlan {
+    /// DeepCache: deep modules from the cache.
+    DeepCache(DeepCachePlan),
+    /// T-GATE: attention computed, cached or reused; one batch past the gate.
+    TGate(TGatePlan),
+}
+
+impl CallPlan {
+    /// The method that plans such calls.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            CallPlan::DeepCache(_) => "deepcache",
+            CallPlan::TGate(_) => "tgate",
+        }
+    }
+}
+
 /// A noise predictor (a UNet with its conditioning already bound).
 ///
 /// One call to [`Denoiser::predict`] is one noise-predictor call in the trace, even when the
@@ -33,13 +53,13 @@ pub trait Denoiser {
     /// output) at the scheduler timestep `timestep`.
     fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction>;
 
-    /// Plan the next call: with `Some`, DeepCache's partial call (the modules the plan skips
-    /// return their outputs of the last full call). A noise predictor that cannot run
-    /// partial calls refuses.
-    fn plan_call(&mut self, plan: Option<DeepCachePlan>) -> Result<()> {
-        if plan.is_some() {
+    /// Plan the next call: with `Some`, a partial call (DeepCache's cached modules, T-GATE's
+    /// cached attention). A noise predictor that cannot run partial calls refuses.
+    fn plan_call(&mut self, plan: Option<CallPlan>) -> Result<()> {
+        if let Some(p) = plan {
             anyhow::bail!(
-                "deepcache needs the UNet's internals, which this noise predictor does not expose"
+                "{} needs the UNet's internals, which this noise predictor does not expose",
+                p.method_name()
             );
         }
         Ok(())

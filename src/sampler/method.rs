@@ -42,6 +42,18 @@ pub enum Method {
     },
     /// stable-diffusion.cpp's UNet cache.
     UCache(UCacheSettings),
+    /// T-GATE: cross-attention cached after the gate step (and guidance dropped), self-
+    /// attention refreshed at intervals.
+    TGate {
+        /// `gate_step`.
+        gate: usize,
+        /// `sp_interval`: self-attention refresh before the gate.
+        sp_interval: usize,
+        /// `fi_interval`: self-attention refresh after the gate.
+        fi_interval: usize,
+        /// `warm_up`: steps that always compute self-attention.
+        warm_up: usize,
+    },
     /// DeepCache: between full steps, the UNet's deep modules return their cached outputs.
     DeepCache {
         /// `cache_interval`: every `interval`-th step is full.
@@ -102,17 +114,21 @@ pub enum MethodKind {
     /// [`Method::DeepCache`].
     #[serde(rename = "deepcache")]
     DeepCache,
+    /// [`Method::TGate`].
+    #[serde(rename = "tgate")]
+    TGate,
 }
 
 impl MethodKind {
     /// Every kind, in menu order.
-    pub const ALL: [MethodKind; 6] = [
+    pub const ALL: [MethodKind; 7] = [
         MethodKind::Baseline,
         MethodKind::Adaptive,
         MethodKind::Steps,
         MethodKind::AdaptiveForecast,
         MethodKind::UCache,
         MethodKind::DeepCache,
+        MethodKind::TGate,
     ];
 
     /// The name in specs, traces and CSV files.
@@ -124,6 +140,7 @@ impl MethodKind {
             MethodKind::AdaptiveForecast => "adaptive+forecast",
             MethodKind::UCache => "ucache",
             MethodKind::DeepCache => "deepcache",
+            MethodKind::TGate => "tgate",
         }
     }
 }
@@ -192,6 +209,23 @@ impl Method {
                 }
                 Ok(())
             }
+            Method::TGate {
+                gate,
+                sp_interval,
+                fi_interval,
+                ..
+            } => {
+                if gate == 0 {
+                    return Err(self.setting("gate", "must be at least 1".into()));
+                }
+                if sp_interval == 0 {
+                    return Err(self.setting("sp_interval", "must be at least 1".into()));
+                }
+                if fi_interval == 0 {
+                    return Err(self.setting("fi_interval", "must be at least 1".into()));
+                }
+                Ok(())
+            }
             Method::DeepCache { interval, .. } => {
                 if interval == 0 {
                     return Err(self.setting("interval", "must be at least 1".into()));
@@ -248,6 +282,7 @@ impl Method {
             Method::AdaptiveForecast { .. } => MethodKind::AdaptiveForecast,
             Method::UCache(_) => MethodKind::UCache,
             Method::DeepCache { .. } => MethodKind::DeepCache,
+            Method::TGate { .. } => MethodKind::TGate,
         }
     }
 
@@ -311,6 +346,17 @@ struct MethodFields {
     interval: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     branch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tgate: Option<TGateFields>,
+}
+
+/// T-GATE's settings in a trace (the official names).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TGateFields {
+    gate_step: usize,
+    sp_interval: usize,
+    fi_interval: usize,
+    warm_up: usize,
 }
 
 /// `ucache`'s settings in a trace.
@@ -350,6 +396,20 @@ impl From<Method> for MethodFields {
                 Method::DeepCache { branch, .. } => Some(branch),
                 _ => None,
             },
+            tgate: match m {
+                Method::TGate {
+                    gate,
+                    sp_interval,
+                    fi_interval,
+                    warm_up,
+                } => Some(TGateFields {
+                    gate_step: gate,
+                    sp_interval,
+                    fi_interval,
+                    warm_up,
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -377,6 +437,15 @@ impl TryFrom<MethodFields> for Method {
             MethodKind::Steps => Method::Steps {
                 n: f.n.ok_or("a steps run needs `n`")?,
             },
+            MethodKind::TGate => {
+                let t = f.tgate.ok_or("a tgate run needs its `tgate` settings")?;
+                Method::TGate {
+                    gate: t.gate_step,
+                    sp_interval: t.sp_interval,
+                    fi_interval: t.fi_interval,
+                    warm_up: t.warm_up,
+                }
+            }
             MethodKind::DeepCache => Method::DeepCache {
                 interval: f.interval.ok_or("a deepcache run needs `interval`")?,
                 branch: f.branch.ok_or("a deepcache run needs `branch`")?,
@@ -448,6 +517,12 @@ mod tests {
             Method::DeepCache {
                 interval: 3,
                 branch: 2,
+            },
+            Method::TGate {
+                gate: 10,
+                sp_interval: 5,
+                fi_interval: 1,
+                warm_up: 2,
             },
         ] {
             let json = serde_json::to_value(m).unwrap();

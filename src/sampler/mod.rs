@@ -16,14 +16,16 @@ pub mod noise;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;
+pub mod tgate;
 pub mod trace;
 pub mod ucache;
 
 pub use deepcache::{DeepCachePlan, UNetPart};
-pub use denoise::{Denoiser, RawPrediction};
+pub use denoise::{CallPlan, Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
 pub use method::{Method, MethodError, MethodKind, UCacheSettings};
 pub use run::{Cancelled, NonFinite, RunOutput, RunSettings, StepEvent, run};
 pub use schedule::SchedulerConfig;
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};
+pub use tgate::{AttentionGate, TGatePlan};
 pub use trace::{Decision, Estimate, RunTrace, StepRecord};

@@ -3,10 +3,12 @@
 use super::SchedulerConfig;
 use super::adaptive::SkipController;
 use super::deepcache::DeepCachePlan;
+use super::denoise::CallPlan;
 use super::denoise::{Denoiser, RawPrediction};
 use super::early_stop::{EarlyStop, EarlyStopState};
 use super::method::Method;
 use super::scheduler::{SchedulerKind, build_scheduler};
+use super::tgate::TGatePlan;
 use super::trace::{Decision, RunTrace, StepRecord};
 use super::ucache::{UCache, Verdict};
 use anyhow::{Result, bail};
@@ -217,12 +219,27 @@ pub fn run(
         let model_in = scheduler.scale_model_input(&x, i)?;
         let calls_before = calls.count;
         let (mut signal, mut signal_limit) = (None, None);
-        if let Method::DeepCache { interval, branch } = settings.method {
-            let plan = DeepCachePlan::for_step(i, interval, branch);
-            denoiser.plan_call(Some(plan))?;
-            if !plan.full {
-                decision = Decision::Partial;
+        match settings.method {
+            Method::DeepCache { interval, branch } => {
+                let plan = DeepCachePlan::for_step(i, interval, branch);
+                denoiser.plan_call(Some(CallPlan::DeepCache(plan)))?;
+                if !plan.full {
+                    decision = Decision::Partial;
+                }
             }
+            Method::TGate {
+                gate,
+                sp_interval,
+                fi_interval,
+                warm_up,
+            } => {
+                let plan = TGatePlan::for_step(i, gate, sp_interval, fi_interval, warm_up);
+                denoiser.plan_call(Some(CallPlan::TGate(plan)))?;
+                if plan.after_gate || plan.self_attn.reuse {
+                    decision = Decision::Partial;
+                }
+            }
+            _ => {}
         }
         let pred = match ucache.as_mut() {
             Some(cache) => match cache.before(scheduler.sigma(i), &model_in)? {

@@ -250,6 +250,7 @@ fn method_label(k: MethodKind) -> &'static str {
         MethodKind::Steps => "Fewer steps (control)",
         MethodKind::UCache => "ucache (stable-diffusion.cpp)",
         MethodKind::DeepCache => "DeepCache",
+        MethodKind::TGate => "T-GATE",
     }
 }
 
@@ -290,6 +291,10 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
                 .on_hover_text("Every interval-th step runs the whole UNet; the others only its shallow branch"),
             ui.add(egui::Slider::new(&mut s.deepcache_branch, 0..=11).text("branch"))
                 .on_hover_text("Where the shallow branch ends: block branch / 3, layer branch % 3"),
+        ],
+        MethodKind::TGate => vec![
+            ui.add(egui::Slider::new(&mut s.tgate_gate, 1..=steps).text("gate step"))
+                .on_hover_text("From this step on, cross-attention is cached and guidance dropped"),
         ],
         MethodKind::UCache => vec![
             ui.add(

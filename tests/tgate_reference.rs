@@ -1,0 +1,85 @@
+//! T-GATE against its official pipeline: `tools/reference/make_tgate_reference.py` ran PyPI
+//! `tgate` 1.0.0's `TgateSDLoader(pipe).tgate(...)` with diffusers on the tiny pipeline for
+//! five (scheduler, steps, gate_step, sp_interval, fi_interval, warm_up) cases, and
+//! `adiff generate --method tgate:…` must reach the same final latents from the same
+//! initial latents.
+
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn tgate_matches_the_official_pipeline() {
+    let refs = root().join("tests/fixtures/reference");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(refs.join("tgate.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(refs.join("tgate.safetensors"), &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = meta["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    let mut report = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let init = dir.path().join(format!("init{i}.safetensors"));
+        let x: &Tensor = &tensors[case["init"].as_str().unwrap()];
+        candle_core::safetensors::save(&HashMap::from([("latents".to_string(), x.clone())]), &init)
+            .unwrap();
+        let out = dir.path().join(format!("out{i}.safetensors"));
+        let spec = format!(
+            "tgate:gate={},sp_interval={},fi_interval={},warm_up={}",
+            case["gate_step"], case["sp_interval"], case["fi_interval"], case["warm_up"]
+        );
+        let o = Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(["generate", "--weights"])
+            .arg(root().join("tests/fixtures/tiny-sd"))
+            .args(["--prompt", meta["prompt"].as_str().unwrap()])
+            .args(["--negative", meta["negative_prompt"].as_str().unwrap()])
+            .args(["--guidance", "7.5"])
+            .args(["--scheduler", case["scheduler"].as_str().unwrap()])
+            .args(["--steps", &case["steps"].to_string()])
+            .args(["--method", &spec])
+            .arg("--init-latents")
+            .arg(&init)
+            .arg("--latents-out")
+            .arg(&out)
+            .arg("--out")
+            .arg(dir.path().join(format!("img{i}.png")))
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ours =
+            &candle_core::safetensors::load(Path::new(&out), &Device::Cpu).unwrap()["latents"];
+        let want = &tensors[case["tensor"].as_str().unwrap()];
+        let diff = (ours - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        report.push(format!(
+            "{} {spec}: max |Δ| {diff:.2e} of max |x| {scale:.2}",
+            case["scheduler"]
+        ));
+        assert!(diff <= 1e-3 * scale.max(1.0), "{}", report.join("\n"));
+    }
+    println!("{}", report.join("\n"));
+}
