@@ -32,19 +32,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `runs.csv` as maps column → value (the test prompts have no commas or quotes).
+/// `runs.csv` as maps column → value (RFC 4180: the method column quotes its commas).
 fn rows(path: &Path) -> Vec<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), head.len(), "{l}");
-            head.iter()
-                .zip(f)
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
+    let mut records = adaptive_diffusion::bench::records::parse_csv(&text).into_iter();
+    let head = records.next().unwrap();
+    records
+        .map(|f| {
+            assert_eq!(f.len(), head.len(), "{f:?}");
+            head.iter().cloned().zip(f).collect()
         })
         .collect()
 }
@@ -263,15 +259,12 @@ fn bench_resumes_after_an_interruption_without_rerunning() {
     let after = rows(&csv);
     assert_eq!(after.len(), 12);
     let before: Vec<HashMap<String, String>> = {
-        let head: Vec<&str> = lines[0].split(',').collect();
-        lines[1..5]
+        let text = format!("{}\n", lines[..5].join("\n"));
+        let records = adaptive_diffusion::bench::records::parse_csv(&text);
+        let head = &records[0];
+        records[1..]
             .iter()
-            .map(|l| {
-                head.iter()
-                    .zip(l.split(','))
-                    .map(|(h, v)| (h.to_string(), v.to_string()))
-                    .collect()
-            })
+            .map(|f| head.iter().cloned().zip(f.iter().cloned()).collect())
             .collect()
     };
     assert_eq!(

@@ -272,12 +272,31 @@ pub fn xy_plot(
     s
 }
 
-/// Speedup (x) against mean PSNR (y), one line per scheduler through its δ settings.
-pub fn speedup_vs_psnr(groups: &[GroupSummary]) -> String {
+/// Which speedup a plot's x axis shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeedupAxis {
+    /// Baseline loop time / loop time.
+    Wall,
+    /// Baseline multiply-accumulates / multiply-accumulates (the work, partial calls
+    /// included).
+    Macs,
+}
+
+/// Speedup against mean PSNR (y), every setting of every method, one series per scheduler
+/// (a line through them when the settings are a δ sweep of one method).
+pub fn speedup_vs_psnr(groups: &[GroupSummary], axis: SpeedupAxis) -> String {
     let mut series: Vec<Series> = Vec::new();
     let mut identical_only = false;
+    let sweep = groups
+        .iter()
+        .filter(|g| g.setting != BASELINE)
+        .all(|g| g.setting.starts_with("delta"));
     for g in groups.iter().filter(|g| g.setting != BASELINE) {
-        let (Some(sp), Some(p)) = (g.speedup, g.psnr_db.mean) else {
+        let x = match axis {
+            SpeedupAxis::Wall => g.speedup,
+            SpeedupAxis::Macs => g.macs_speedup,
+        };
+        let (Some(sp), Some(p)) = (x, g.psnr_db.mean) else {
             identical_only |= g.identical > 0;
             continue;
         };
@@ -297,7 +316,7 @@ pub fn speedup_vs_psnr(groups: &[GroupSummary]) -> String {
                 series.push(Series {
                     name: g.scheduler.clone(),
                     points: vec![(sp, p, Some(label))],
-                    line: true,
+                    line: sweep,
                     color: Some(k),
                     marker: Marker::ALL[k % Marker::ALL.len()],
                 })
@@ -311,13 +330,17 @@ pub fn speedup_vs_psnr(groups: &[GroupSummary]) -> String {
     } else {
         Some("mean PSNR vs the full-step baseline; ★ Pareto front")
     };
-    xy_plot(
-        "Speedup vs PSNR per δ",
-        "speedup (baseline loop time / adaptive loop time)",
-        "PSNR vs baseline (dB)",
-        &series,
-        note,
-    )
+    let (title, x_label) = match axis {
+        SpeedupAxis::Wall => (
+            "Speedup vs PSNR",
+            "speedup (baseline loop time / loop time)",
+        ),
+        SpeedupAxis::Macs => (
+            "Work saved vs PSNR",
+            "speedup in UNet multiply-accumulates (baseline / run)",
+        ),
+    };
+    xy_plot(title, x_label, "PSNR vs baseline (dB)", &series, note)
 }
 
 /// Noise-predictor calls per adaptive run against the prompt's complexity (or its grade).
@@ -394,10 +417,7 @@ fn cell_rgb(c: char) -> [u8; 3] {
 type HeatRow = (String, Vec<[u8; 3]>);
 
 fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
-    let mut adaptive: Vec<&RunRow> = rows
-        .iter()
-        .filter(|r| r.mode == crate::sampler::MethodKind::Adaptive)
-        .collect();
+    let mut adaptive: Vec<&RunRow> = rows.iter().filter(|r| r.setting != BASELINE).collect();
     let mut sch_order: Vec<&str> = Vec::new();
     for r in &adaptive {
         if !sch_order.contains(&r.scheduler.as_str()) {
@@ -409,6 +429,7 @@ fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
         rank(a)
             .cmp(&rank(b))
             .then(a.delta.unwrap_or(0.0).total_cmp(&b.delta.unwrap_or(0.0)))
+            .then(a.setting.cmp(&b.setting))
             .then(a.prompt_index.cmp(&b.prompt_index))
             .then(a.seed.cmp(&b.seed))
     });

@@ -28,11 +28,12 @@ pub struct Summary {
 }
 
 /// File names of the plots.
-pub const PLOTS: [&str; 4] = [
+pub const PLOTS: [&str; 5] = [
     "speedup_vs_psnr.svg",
     "steps_vs_complexity.svg",
     "skip_pattern.svg",
     "skip_pattern.png",
+    "macs_speedup_vs_psnr.svg",
 ];
 
 /// Rebuild `summary.json`, `report.md` and the plots of a benchmark folder.
@@ -64,7 +65,14 @@ pub fn write_reports_from(out: &Path, meta: BenchMeta, rows: &[RunRow]) -> Resul
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     w("report.md", markdown(&summary, rows).as_bytes())?;
-    w(PLOTS[0], plots::speedup_vs_psnr(&summary.groups).as_bytes())?;
+    w(
+        PLOTS[0],
+        plots::speedup_vs_psnr(&summary.groups, plots::SpeedupAxis::Wall).as_bytes(),
+    )?;
+    w(
+        PLOTS[4],
+        plots::speedup_vs_psnr(&summary.groups, plots::SpeedupAxis::Macs).as_bytes(),
+    )?;
     w(PLOTS[1], plots::steps_vs_complexity(rows).as_bytes())?;
     w(PLOTS[2], plots::skip_heatmap_svg(rows).as_bytes())?;
     let png = plots::skip_heatmap_png(rows);
@@ -115,6 +123,7 @@ pub fn markdown(s: &Summary, rows: &[RunRow]) -> String {
     }
     let _ = writeln!(o, "## Plots\n");
     let _ = writeln!(o, "![speedup vs PSNR]({})\n", PLOTS[0]);
+    let _ = writeln!(o, "![work saved vs PSNR]({})\n", PLOTS[4]);
     let _ = writeln!(o, "![steps vs complexity]({})\n", PLOTS[1]);
     let _ = writeln!(o, "![skip pattern]({})\n", PLOTS[2]);
     let _ = writeln!(o, "## How to read this\n");
@@ -222,11 +231,11 @@ fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
     let _ = writeln!(o, "## {sch}\n");
     let _ = writeln!(
         o,
-        "| setting | runs | steps | latency mean / median (ms) | speedup | NFE | NFE speedup | PSNR mean / median (dB) | SSIM mean | CLIP cos (Δ) | CLIPScore | Pareto |"
+        "| setting | runs | steps | latency mean / median (ms) | speedup | NFE | NFE speedup | MACs speedup | PSNR mean / median (dB) | SSIM mean | CLIP cos (Δ) | CLIPScore | Pareto |"
     );
     let _ = writeln!(
         o,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
     );
     for g in s.groups.iter().filter(|g| g.scheduler == sch) {
         let _ = writeln!(o, "{}", table_row(g, s.meta.clip.measured));
@@ -292,7 +301,7 @@ fn table_row(g: &GroupSummary, clip_measured: bool) -> String {
         "not measured".to_string()
     };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         setting_label(g),
         g.runs,
         f(g.budget.mean, 1),
@@ -307,6 +316,13 @@ fn table_row(g: &GroupSummary, clip_measured: bool) -> String {
             "1.00×".into()
         } else {
             g.nfe_speedup
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or("—".into())
+        },
+        if base {
+            "1.00×".into()
+        } else {
+            g.macs_speedup
                 .map(|x| format!("{x:.2}×"))
                 .unwrap_or("—".into())
         },

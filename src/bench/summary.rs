@@ -82,6 +82,13 @@ pub struct GroupSummary {
     pub nfe: Stat,
     /// Baseline calls / calls, summed over the matched runs.
     pub nfe_speedup: Option<f64>,
+    /// The noise predictor's work per run, in full SD 1.5 512×512 CFG calls (when counted).
+    #[serde(default)]
+    pub cost: Stat,
+    /// Baseline multiply-accumulates / multiply-accumulates, summed over the matched runs:
+    /// the speedup in work, which also compares partial calls (DeepCache, T-GATE).
+    #[serde(default)]
+    pub macs_speedup: Option<f64>,
     /// PSNR vs the baseline, dB (finite values; identical images are counted in
     /// `identical`, not averaged as infinity).
     pub psnr_db: Stat,
@@ -152,6 +159,17 @@ pub fn summarize(rows: &[RunRow]) -> Vec<GroupSummary> {
                         .map(|b| (*r, *b))
                 })
                 .collect();
+            let macs_speedup = {
+                let sum = |f: &dyn Fn(&(&RunRow, &RunRow)) -> Option<u64>| -> Option<u64> {
+                    pairs.iter().map(f).sum::<Option<u64>>()
+                };
+                let base = sum(&|(_, b)| b.unet_macs);
+                let own = sum(&|(r, _)| r.unet_macs);
+                match (base, own) {
+                    (Some(b), Some(o)) if o > 0 && !pairs.is_empty() => Some(b as f64 / o as f64),
+                    _ => None,
+                }
+            };
             let (speedup, speedup_median, nfe_speedup) = if pairs.is_empty() {
                 (None, None, None)
             } else {
@@ -181,6 +199,8 @@ pub fn summarize(rows: &[RunRow]) -> Vec<GroupSummary> {
                 speedup_median,
                 nfe: Stat::of(rs.iter().map(|r| r.unet_calls as f64)),
                 nfe_speedup,
+                cost: Stat::of(rs.iter().filter_map(|r| r.unet_cost)),
+                macs_speedup,
                 psnr_db: Stat::of(rs.iter().filter_map(|r| r.psnr_db)),
                 identical: rs
                     .iter()
