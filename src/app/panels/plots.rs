@@ -158,6 +158,17 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
         .iter()
         .filter_map(|t| Some([t.0, log(t.2)?]))
         .collect();
+    // Other methods' decision signal at the step it decides (ucache: the accumulated error
+    // against its threshold).
+    let signal: PlotPoints<'static> = adapt
+        .iter()
+        .filter_map(|r| Some([r.index as f64, log(r.signal?)?]))
+        .collect();
+    let signal_limit: PlotPoints<'static> = adapt
+        .iter()
+        .filter_map(|r| Some([r.index as f64, log(r.signal_limit?)?]))
+        .collect();
+    let has_signal = adapt.iter().any(|r| r.signal.is_some());
     let markers: Vec<(Decision, Vec<[f64; 2]>)> =
         [Decision::Computed, Decision::Reused, Decision::Forced]
             .into_iter()
@@ -187,6 +198,19 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
                     .style(LineStyle::dashed_loose())
                     .width(2.0),
             );
+            if has_signal {
+                p.line(
+                    Line::new("decision signal", signal)
+                        .color(color(palette::ADAPTIVE))
+                        .width(2.0),
+                );
+                p.line(
+                    Line::new("signal limit", signal_limit)
+                        .color(color(palette::THRESHOLD))
+                        .style(LineStyle::dashed_loose())
+                        .width(2.0),
+                );
+            }
             for (d, pts) in markers {
                 let name = match d {
                     Decision::Computed => "step computed",
