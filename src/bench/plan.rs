@@ -68,12 +68,16 @@ pub struct Setting {
 }
 
 impl Setting {
-    /// Whether its runs may skip steps (what a `steps:n=match` control is matched to).
+    /// Whether its runs save work (what a `steps:n=match` control is matched to).
     pub fn skips(&self) -> bool {
         self.matched.is_none()
             && matches!(
                 self.method,
-                Method::Adaptive { .. } | Method::AdaptiveForecast { .. } | Method::UCache(_)
+                Method::Adaptive { .. }
+                    | Method::AdaptiveForecast { .. }
+                    | Method::UCache(_)
+                    | Method::DeepCache { .. }
+                    | Method::TGate { .. }
             )
     }
 
@@ -84,8 +88,8 @@ impl Setting {
 
     /// The run of this setting in `job` (a prompt's job), for a prompt of `complexity`:
     /// the pass, and the budget decision when the steps come from it.
-    /// `matched_calls`: the calls of the setting a `steps:n=match` control follows, in the
-    /// same group.
+    /// `matched_calls`: the work of the setting a `steps:n=match` control follows, in the
+    /// same group, in full steps (calls, or for partial calls their MACs in full calls).
     pub fn pass(
         &self,
         job: &Job,

@@ -240,6 +240,35 @@ struct Reference<'a> {
     clip_cosine: Option<f64>,
 }
 
+/// The baseline's work in a group: its calls and their multiply-accumulates.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    calls: usize,
+    macs: Option<u64>,
+}
+
+impl Work {
+    fn of(row: &RunRow) -> Self {
+        Self {
+            calls: row.unet_calls,
+            macs: row.unet_macs,
+        }
+    }
+
+    /// The work of `row` in full baseline steps: its MACs over one full call's (partial
+    /// calls, DeepCache's and T-GATE's, count for what they computed), or its calls when
+    /// MACs were not counted.
+    fn full_steps(&self, row: &RunRow) -> usize {
+        match (self.macs, row.unet_macs) {
+            (Some(base), Some(own)) if base > 0 && self.calls > 0 => {
+                let per_call = base as f64 / self.calls as f64;
+                (own as f64 / per_call).round() as usize
+            }
+            _ => row.unet_calls,
+        }
+    }
+}
+
 /// What the groups share.
 struct Runner<'a> {
     opts: &'a BenchOptions,
@@ -276,16 +305,17 @@ impl Runner<'_> {
             pipeline::warm_up(self.model, &job, &prepared)?;
             self.warmed = true;
         }
-        let (base_image, base_cos) = self.baseline(g, &job, &prepared, &ids[0])?;
+        let (base_image, base_cos, base_work) = self.baseline(g, &job, &prepared, &ids[0])?;
         let reference = Reference {
             image: &base_image,
             clip_cosine: base_cos,
         };
         let settings = self.settings.clone();
-        // The calls of each setting's run in this group (a `steps:n=match` control reads them).
+        // The work of each setting's run in this group, in full steps (a `steps:n=match`
+        // control reads them).
         let mut calls: Vec<Option<usize>> = ids
             .iter()
-            .map(|id| self.done.get(id).map(|r| r.unet_calls))
+            .map(|id| self.done.get(id).map(|r| base_work.full_steps(r)))
             .collect();
         for (k, (s, id)) in settings.iter().zip(&ids).enumerate().skip(1) {
             if self.done.contains_key(id) {
@@ -302,7 +332,7 @@ impl Runner<'_> {
                 crate::output::write_png(&self.image_path(id), &m.output.image)?;
             }
             let row = make_row(g, s, &m, Some(&reference))?;
-            calls[k] = Some(row.unet_calls);
+            calls[k] = Some(base_work.full_steps(&row));
             self.csv.append(&row)?;
             self.bar.set_message(format!(
                 "last: {} {} {} calls, PSNR {}",
@@ -331,15 +361,15 @@ impl Runner<'_> {
         self.opts.out.join(IMAGES_DIR).join(format!("{name}.png"))
     }
 
-    /// The group's baseline image and CLIP cosine: reloaded when it ran before, else run,
-    /// saved and recorded.
+    /// The group's baseline image, CLIP cosine and work: reloaded when it ran before, else
+    /// run, saved and recorded.
     fn baseline(
         &mut self,
         g: &Group<'_>,
         job: &Job,
         prepared: &Prepared,
         id: &str,
-    ) -> Result<(RgbImage, Option<f64>)> {
+    ) -> Result<(RgbImage, Option<f64>, Work)> {
         let png = self.image_path(id);
         let prev = self.done.get(id);
         if let Some(row) = prev
@@ -348,16 +378,16 @@ impl Runner<'_> {
             let img = image::open(&png)
                 .with_context(|| format!("cannot read {}", png.display()))?
                 .to_rgb8();
-            return Ok((img, row.clip_cosine));
+            return Ok((img, row.clip_cosine, Work::of(row)));
         }
         let m = self.run_one(job, prepared, &job.baseline_pass())?;
         crate::output::write_png(&png, &m.output.image)?;
+        let row = make_row(g, &self.settings[0], &m, None)?;
         if prev.is_none() {
-            let row = make_row(g, &self.settings[0], &m, None)?;
             self.csv.append(&row)?;
             self.bar.inc(1);
         }
-        Ok((m.output.image, m.clip_cosine))
+        Ok((m.output.image, m.clip_cosine, Work::of(&row)))
     }
 
     /// One run with its peak memory and CLIP alignment.

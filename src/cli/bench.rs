@@ -151,8 +151,9 @@ pub struct BenchArgs {
     pub deltas: Option<Vec<f64>>,
     /// A method to run against the baseline, as for `generate --method`; repeatable. A key
     /// with several values separated by `/` sweeps them (`ucache:threshold=0.5/1/2`).
-    /// `steps:n=match` adds, after every setting that skips, the fewer-steps control with as
-    /// many steps as that setting's run called the noise predictor.
+    /// `steps:n=match` adds, after every setting that saves work, the fewer-steps control
+    /// with as many steps as that setting's run called the noise predictor (partial calls:
+    /// their multiply-accumulates in full calls).
     #[arg(long = "method")]
     pub methods: Vec<String>,
     /// fixed: every run has --steps; auto: the adaptive runs get the prompt's complexity
