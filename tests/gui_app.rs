@@ -478,3 +478,28 @@ fn gui_choosing_another_method_reruns_only_the_right_side() {
                 .is_some_and(|(_, r)| r.trace.method.name() == "ucache")
     });
 }
+
+#[test]
+fn gui_the_left_side_can_run_another_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.prompt = "a red circle".into();
+    s.steps_n = 6;
+    let mut h = harness(s);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait_for(&mut h, "the first comparison", done);
+    h.get_by_label("Left side").click();
+    h.run_steps(3);
+    h.get_by_label("Fewer steps (control)").click();
+    wait_for(&mut h, "the left side's 6-step run", |a| {
+        done(a)
+            && a.session
+                .results()
+                .is_some_and(|(l, _)| l.trace.method.own_steps() == Some(6))
+    });
+    let a = app(&h);
+    let (left, right) = a.session.results().unwrap();
+    assert_eq!(left.trace.unet_calls, 6);
+    assert_eq!(right.trace.method.name(), "adaptive");
+    h.get_by_label_contains("Fewer steps: 6 steps");
+}

@@ -194,8 +194,11 @@ pub struct Settings {
     pub width: usize,
     /// Custom height.
     pub height: usize,
-    /// The right side's method (the left side is the full-step baseline).
+    /// The right side's method.
     pub method: MethodKind,
+    /// The left (reference) side's method: the full-step baseline unless another is
+    /// chosen; it shares the method settings below with the right side.
+    pub left_method: MethodKind,
     /// δ (adaptive methods).
     pub delta: f64,
     /// C_max (adaptive methods).
@@ -266,6 +269,7 @@ impl Default for Settings {
             width: 512,
             height: 512,
             method: MethodKind::Adaptive,
+            left_method: MethodKind::Baseline,
             delta: defaults::DELTA,
             max_skips: defaults::MAX_SKIPS,
             steps_n: defaults::STEPS / 2,
@@ -299,7 +303,12 @@ fn default_export_dir() -> PathBuf {
 impl Settings {
     /// The right side's method with its settings.
     pub fn right_method(&self) -> Method {
-        match self.method {
+        self.method_of(self.method)
+    }
+
+    /// A method of the given kind with these settings.
+    pub fn method_of(&self, kind: MethodKind) -> Method {
+        match kind {
             MethodKind::Baseline => Method::Baseline,
             MethodKind::Adaptive => Method::Adaptive {
                 delta: self.delta,
@@ -343,6 +352,7 @@ impl Settings {
         job.width = self.custom_size.then_some(self.width);
         job.height = self.custom_size.then_some(self.height);
         job.method = self.right_method();
+        job.reference = self.method_of(self.left_method);
         job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
         job.budget = self.complexity_budget.then(|| Scoring {
             scorer: self.scorer,

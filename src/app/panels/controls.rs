@@ -257,7 +257,7 @@ fn method_label(k: MethodKind) -> &'static str {
 /// The right side's method and its own controls.
 fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.label(RichText::new("Acceleration method").strong());
-    let before = app.settings.method;
+    let before = (app.settings.method, app.settings.left_method);
     egui::ComboBox::from_label("Method")
         .selected_text(method_label(app.settings.method))
         .show_ui(ui, |ui| {
@@ -268,6 +268,17 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut app.settings.method, k, method_label(k));
             }
         });
+    egui::ComboBox::from_label("Left side")
+        .selected_text(method_label(app.settings.left_method))
+        .show_ui(ui, |ui| {
+            for k in MethodKind::ALL {
+                ui.selectable_value(&mut app.settings.left_method, k, method_label(k));
+            }
+        })
+        .response
+        .on_hover_text(
+            "The reference the right side is compared with (it shares the settings below)",
+        );
     let steps = app.settings.steps.max(1);
     let s = &mut app.settings;
     let responses: Vec<egui::Response> = match s.method {
@@ -308,8 +319,8 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         ],
     };
     // Re-run once the value settles: not while dragging, not while typing into the field.
-    let changed =
-        app.settings.method != before || responses.iter().any(|r| r.changed() || r.drag_stopped());
+    let changed = (app.settings.method, app.settings.left_method) != before
+        || responses.iter().any(|r| r.changed() || r.drag_stopped());
     if changed {
         app.rerun_pending = true;
     }

@@ -212,7 +212,17 @@ fn paint_fit(ui: &egui::Ui, tex: &egui::TextureHandle, rect: Rect, from: Option<
 
 fn title(side: Side, s: &super::super::state::Session) -> (String, Color32) {
     match side {
-        Side::Baseline => ("Baseline: every step".into(), color(palette::BASELINE)),
+        Side::Baseline => {
+            let t = match &s.spec {
+                Some(spec) if spec.reference != crate::sampler::Method::Baseline => format!(
+                    "{}: {}",
+                    super::super::compose::method_title(&spec.reference),
+                    super::super::compose::method_settings(&spec.reference)
+                ),
+                _ => "Baseline: every step".into(),
+            };
+            (t, color(palette::BASELINE))
+        }
         Side::Adaptive => {
             let t = match &s.spec {
                 Some(spec) => format!(
