@@ -235,6 +235,25 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
             .collect()
     };
     let (bm, am) = (ms(&base), ms(&adapt));
+    // Which steps of the right side were full, partial or skipped.
+    let kinds: Vec<(Decision, &str, Vec<[f64; 2]>)> = [
+        (Decision::Computed, "full call"),
+        (Decision::Partial, "partial call"),
+        (Decision::Reused, "skipped"),
+    ]
+    .into_iter()
+    .map(|(d, name)| {
+        let pts = adapt
+            .iter()
+            .filter(|r| match d {
+                Decision::Computed => r.computed && r.decision != Decision::Partial,
+                _ => r.decision == d,
+            })
+            .map(|r| [r.index as f64, r.predictor_ms])
+            .collect();
+        (d, name, pts)
+    })
+    .collect();
     step_plot("plot_ms", h, group, x_max)
         .include_y(0.0)
         .include_y(1.0)
@@ -252,5 +271,13 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
                     .color(color(palette::ADAPTIVE))
                     .width(2.0),
             );
+            for (d, name, pts) in kinds {
+                p.points(
+                    Points::new(name, pts)
+                        .color(color(decision_color(d)))
+                        .radius(3.0)
+                        .filled(true),
+                );
+            }
         });
 }
