@@ -6,7 +6,7 @@ horseee/DeepCache ``DeepCache/extension/deepcache.py``) with diffusers 0.42.1 on
 ``tests/fixtures/tiny-sd`` for several (scheduler, steps, cache_interval, cache_branch_id)
 cases and writes ``tests/fixtures/reference/deepcache.safetensors``: the initial latents
 ``init`` (already scaled by the scheduler's initial σ) and the final latents of every case
-(``case{i}``), with the cases in ``deepcache.json``. ``tests/deepcache_reference.rs`` runs
+(``case{i}``), with the cases in ``deepcache.json``. ``tests/method_references.rs`` runs
 the same cases through ``adiff generate --method deepcache:...`` and compares.
 
 The pipeline is reloaded for every case: the helper's ``disable()`` does not unwrap the

@@ -7,7 +7,7 @@ HaozheLiu-ST/T-GATE ``tgate/SD.py`` and ``tgate/tgate_utils.py``) with diffusers
 fi_interval, warm_up) cases and writes ``tests/fixtures/reference/tgate.safetensors``: the
 initial latents ``init_<scheduler>`` (scaled by the scheduler's initial σ, as adiff's
 ``--init-latents`` take them) and the final latents of every case (``case{i}``), with the
-cases in ``tgate.json``. ``tests/tgate_reference.rs`` runs the same cases through
+cases in ``tgate.json``. ``tests/method_references.rs`` runs the same cases through
 ``adiff generate --method tgate:...`` and compares.
 
     python tools/reference/make_tgate_reference.py   # CPU, float32, a few seconds
