@@ -25,6 +25,7 @@ pub mod model;
 pub mod output;
 pub mod overhead;
 pub mod pipeline;
+pub mod proc_info;
 pub mod progress;
 pub mod sampler;
 pub mod shapes;

@@ -38,18 +38,7 @@ pub struct UNetCallReport {
 
 /// The process's peak resident set (`VmHWM`), in bytes; 0 where /proc is not available.
 pub fn peak_rss_bytes() -> u64 {
-    proc_status_kib("VmHWM:").map_or(0, |k| k * 1024)
-}
-
-fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    crate::proc_info::peak_rss_bytes().unwrap_or(0)
 }
 
 /// Load `unet_dir` (config.json + safetensors weights), run `calls` timed CFG calls on

@@ -106,15 +106,8 @@ impl Machine {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| "unknown CPU".into());
-        let memory_gib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map(|kb| kb / (1024.0 * 1024.0));
+        let memory_gib =
+            crate::proc_info::memory_total_bytes().map(|b| b as f64 / (1u64 << 30) as f64);
         Self {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -197,22 +190,9 @@ pub fn utc_from_unix(secs: u64) -> String {
     )
 }
 
-/// Reset the kernel's peak-RSS counter of this process (Linux); false when unsupported.
-pub(crate) fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 /// Peak resident memory since the last reset, MiB (Linux).
 pub(crate) fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    crate::proc_info::peak_rss_bytes().map(|b| b as f64 / (1u64 << 20) as f64)
 }
 
 /// The per-step pattern of a trace: `W` warm-up, `C` computed, `F` forced, `S` skipped,

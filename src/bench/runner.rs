@@ -7,7 +7,7 @@ use super::prompts::BenchPrompt;
 use super::records::{CsvAppender, RunRow, read_rows};
 use super::{
     BENCH_JSON, BenchMeta, ClipStatus, IMAGES_DIR, Machine, RUNS_CSV, check_same_settings, pattern,
-    peak_rss_mb, report, reset_peak_rss, run_id, utc_now,
+    peak_rss_mb, report, run_id, utc_now,
 };
 use crate::complexity::{BudgetMap, Complexity, ComplexityEngine};
 use crate::job::{Job, Pass};
@@ -392,7 +392,7 @@ impl Runner<'_> {
 
     /// One run with its peak memory and CLIP alignment.
     fn run_one(&self, job: &Job, prepared: &Prepared, pass: &Pass) -> Result<Measured> {
-        let rss = reset_peak_rss();
+        let rss = crate::proc_info::reset_peak_rss();
         let output = pipeline::generate(self.model, job, prepared, pass, &mut |_| {
             ControlFlow::Continue(())
         })?;

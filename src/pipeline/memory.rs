@@ -57,19 +57,6 @@ fn largest_weights(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// This machine's memory in bytes (Linux; `None` elsewhere).
-pub fn machine_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 fn gb(bytes: u64) -> f64 {
     bytes as f64 / 1e9
 }
@@ -100,7 +87,7 @@ pub fn check_fits_in(
 
 /// Refuse a `width`×`height` run of `model` that cannot fit in this machine's memory.
 pub fn check_fits(model: &ModelSource, width: usize, height: usize) -> Result<()> {
-    match machine_bytes() {
+    match crate::proc_info::memory_total_bytes() {
         Some(total) => Ok(check_fits_in(model, width, height, total)?),
         None => Ok(()),
     }

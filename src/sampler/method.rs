@@ -65,7 +65,7 @@ pub enum Method {
 }
 
 /// The settings of `ucache` (stable-diffusion.cpp's `UCacheConfig`, its names shortened).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UCacheSettings {
     /// `reuse_threshold`: skip while the accumulated error stays below it.
     pub threshold: f64,
@@ -341,7 +341,7 @@ struct MethodFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    ucache: Option<UCacheFields>,
+    ucache: Option<UCacheSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interval: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -359,17 +359,6 @@ struct TGateFields {
     warm_up: usize,
 }
 
-/// `ucache`'s settings in a trace.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct UCacheFields {
-    threshold: f64,
-    start: f64,
-    end: f64,
-    decay: f64,
-    relative: bool,
-    reset: bool,
-}
-
 impl From<Method> for MethodFields {
     fn from(m: Method) -> Self {
         MethodFields {
@@ -378,14 +367,7 @@ impl From<Method> for MethodFields {
             max_skips: m.max_skips(),
             n: m.own_steps(),
             ucache: match m {
-                Method::UCache(u) => Some(UCacheFields {
-                    threshold: u.threshold,
-                    start: u.start,
-                    end: u.end,
-                    decay: u.decay,
-                    relative: u.relative,
-                    reset: u.reset,
-                }),
+                Method::UCache(u) => Some(u),
                 _ => None,
             },
             interval: match m {
@@ -451,15 +433,7 @@ impl TryFrom<MethodFields> for Method {
                 branch: f.branch.ok_or("a deepcache run needs `branch`")?,
             },
             MethodKind::UCache => {
-                let u = f.ucache.ok_or("a ucache run needs its `ucache` settings")?;
-                Method::UCache(UCacheSettings {
-                    threshold: u.threshold,
-                    start: u.start,
-                    end: u.end,
-                    decay: u.decay,
-                    relative: u.relative,
-                    reset: u.reset,
-                })
+                Method::UCache(f.ucache.ok_or("a ucache run needs its `ucache` settings")?)
             }
         })
     }
