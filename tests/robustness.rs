@@ -73,6 +73,8 @@ enum Setup {
     LinkToOld,
     /// `map.json`: a budget map whose steps decrease.
     BadMap,
+    /// `model.ckpt` (a pickle) and `model.safetensors` (a single-file checkpoint).
+    Checkpoints,
 }
 
 #[derive(Clone, Copy)]
@@ -123,6 +125,10 @@ fn setup(dir: &Path, s: Setup) {
         Setup::LinkToOld => {
             std::fs::write(dir.join("old.png"), b"old bytes").unwrap();
             std::os::unix::fs::symlink("old.png", dir.join("link.json")).unwrap();
+        }
+        Setup::Checkpoints => {
+            std::fs::write(dir.join("model.ckpt"), b"\x80\x02pickle").unwrap();
+            std::fs::write(dir.join("model.safetensors"), b"{}").unwrap();
         }
         Setup::BadMap => std::fs::write(
             dir.join("map.json"),
@@ -275,6 +281,16 @@ fn cases() -> Vec<Case> {
             "generate --weights {d}/tiny --prompt a --out {d}/out.png",
             "diffusion_pytorch_model.safetensors",
             Setup::TruncatedUnet,
+        ),
+        with(
+            "generate --weights {d}/model.ckpt --prompt a --out {d}/out.png",
+            "is a PyTorch pickle file; pickle files can run code when they are loaded",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {d}/model.safetensors --prompt a --out {d}/out.png",
+            "is a single-file checkpoint",
+            Setup::Checkpoints,
         ),
         // methods
         case(

@@ -28,6 +28,26 @@ pub enum ModelError {
         path: PathBuf,
     },
 
+    /// A PyTorch pickle file: never opened, since loading one can run code.
+    #[error(
+        "{path} is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: StableDiffusionPipeline.from_single_file(\"{path}\").save_pretrained(\"DIR\", safe_serialization=True)) and load the folder",
+        path = path.display()
+    )]
+    Pickle {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A single-file (original-layout) checkpoint, which is not loaded yet.
+    #[error(
+        "{path} is a single-file checkpoint; adiff loads diffusers-format pipeline folders so far: convert it with diffusers (StableDiffusionPipeline.from_single_file(\"{path}\").save_pretrained(\"DIR\")) and load the folder",
+        path = path.display()
+    )]
+    SingleFile {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// A weights file whose header or length does not add up.
     #[error("weights file {path} is truncated or corrupt: {reason}; delete it and download it again", path = path.display())]
     CorruptWeights {

@@ -233,6 +233,9 @@ impl ModelFiles {
 
     /// Resolve a local diffusers folder.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        if dir.is_file() {
+            return Err(single_file_error(dir).into());
+        }
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 what: "model folder".into(),
@@ -390,6 +393,27 @@ fn find_weights(
         }
     }
     Err(WeightsLookup::Missing)
+}
+
+/// Why a file given where a pipeline folder belongs cannot be loaded: pickles are never
+/// opened (loading one can run code); single-file checkpoints need converting first.
+fn single_file_error(path: &Path) -> ModelError {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "ckpt" | "pt" | "pth" | "bin" | "pkl" => ModelError::Pickle {
+            path: path.to_path_buf(),
+        },
+        "safetensors" => ModelError::SingleFile {
+            path: path.to_path_buf(),
+        },
+        _ => ModelError::MissingFile {
+            what: "model folder (this is a file)".into(),
+            path: path.to_path_buf(),
+        },
+    }
 }
 
 fn shards_of(
