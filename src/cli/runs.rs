@@ -107,7 +107,7 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     }
     r.outputs.commit()?;
     eprintln!(
-        "{} {}/{} calls {:.0} ms | {} {}/{} calls {:.0} ms | {:.2}x fewer calls, {:.2}x wall, PSNR {}; wrote {}",
+        "{} {}/{} calls {:.0} ms | {} {}/{} calls {:.0} ms | {:.2}x fewer calls, {} less work, {:.2}x wall, PSNR {}; wrote {}",
         base.trace.method.name(),
         base.trace.unet_calls,
         base.trace.budget,
@@ -117,6 +117,9 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
         fast.trace.budget,
         fast.trace.elapsed_ms,
         summary.nfe_speedup,
+        summary
+            .macs_speedup
+            .map_or("-".into(), |x| format!("{x:.2}x")),
         summary.wall_speedup,
         crate::metrics::psnr_text(summary.psnr_db),
         c.out.display()

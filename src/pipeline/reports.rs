@@ -92,6 +92,10 @@ pub struct CompareSummary {
     pub unet_calls_saved: usize,
     /// Baseline calls / adaptive calls.
     pub nfe_speedup: f64,
+    /// Baseline multiply-accumulates / the method's (partial calls count for what they
+    /// compute), when both were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs_speedup: Option<f64>,
     /// Baseline loop time / adaptive loop time (wall clock, same process).
     pub wall_speedup: f64,
     /// PSNR of the adaptive image against the baseline image, dB (0–255 scale).
@@ -124,6 +128,10 @@ impl CompareSummary {
         Self {
             unet_calls_saved: base.unet_calls.saturating_sub(fast.unet_calls),
             nfe_speedup: base.unet_calls as f64 / fast.unet_calls.max(1) as f64,
+            macs_speedup: match (base.unet_macs, fast.unet_macs) {
+                (Some(b), Some(f)) if f > 0 => Some(b as f64 / f as f64),
+                _ => None,
+            },
             wall_speedup: base.elapsed_ms / fast.elapsed_ms.max(1e-9),
             psnr_db,
         }
