@@ -505,6 +505,15 @@ pub fn key_numbers(
     let nfe = base.trace.unet_calls as f64 / adapt.trace.unet_calls.max(1) as f64;
     let wall = base.trace.elapsed_ms / adapt.trace.elapsed_ms.max(1e-9);
     let mut s = format!("{nfe:.2}× fewer predictor calls · {wall:.2}× faster loop");
+    // Partial calls (DeepCache, T-GATE) save work without saving calls: say how much.
+    if let (Some(b), Some(a)) = (base.trace.unet_macs, adapt.trace.unet_macs)
+        && a > 0
+    {
+        let work = b as f64 / a as f64;
+        if (work - nfe).abs() > 0.005 {
+            s.push_str(&format!(" · {work:.2}× less work"));
+        }
+    }
     if let Some(p) = psnr {
         if p.is_finite() {
             s.push_str(&format!(" · PSNR {p:.2} dB"));
