@@ -7,7 +7,7 @@
 //! the wall time of one classifier-free-guidance UNet call (batch 2).
 
 use crate::field::{Field, FieldError};
-use crate::model::config::{UNetConfig, UNetJson};
+use crate::model::config::{SD15_UNET_CONFIG, UNetConfig, UNetJson};
 use crate::model::unet::UNet;
 use crate::sampler::adaptive::SkipController;
 use crate::sampler::{RawPrediction, run::rel_change};
@@ -16,28 +16,6 @@ use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
-
-/// Stable Diffusion 1.5's `unet/config.json` (runwayml / stable-diffusion-v1-5).
-pub const SD15_UNET_CONFIG: &str = r#"{
-  "_class_name": "UNet2DConditionModel",
-  "act_fn": "silu",
-  "attention_head_dim": 8,
-  "block_out_channels": [320, 640, 1280, 1280],
-  "center_input_sample": false,
-  "cross_attention_dim": 768,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1,
-  "flip_sin_to_cos": true,
-  "freq_shift": 0,
-  "in_channels": 4,
-  "layers_per_block": 2,
-  "mid_block_scale_factor": 1,
-  "norm_eps": 1e-05,
-  "norm_num_groups": 32,
-  "out_channels": 4,
-  "sample_size": 64,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-}"#;
 
 /// The measurement.
 #[derive(Debug, Clone, Serialize)]

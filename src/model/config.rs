@@ -16,6 +16,28 @@ use serde_json::Value;
 
 use super::error::ModelError;
 
+/// Stable Diffusion 1.5's `unet/config.json` (runwayml / stable-diffusion-v1-5).
+pub const SD15_UNET_CONFIG: &str = r#"{
+  "_class_name": "UNet2DConditionModel",
+  "act_fn": "silu",
+  "attention_head_dim": 8,
+  "block_out_channels": [320, 640, 1280, 1280],
+  "center_input_sample": false,
+  "cross_attention_dim": 768,
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "downsample_padding": 1,
+  "flip_sin_to_cos": true,
+  "freq_shift": 0,
+  "in_channels": 4,
+  "layers_per_block": 2,
+  "mid_block_scale_factor": 1,
+  "norm_eps": 1e-05,
+  "norm_num_groups": 32,
+  "out_channels": 4,
+  "sample_size": 64,
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+}"#;
+
 /// Read and parse a JSON config, naming the file on failure.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)

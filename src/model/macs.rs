@@ -193,7 +193,7 @@ pub fn reference_call_macs() -> u64 {
 }
 
 fn sd15() -> UNetConfig {
-    let json: super::config::UNetJson = serde_json::from_str(crate::overhead::SD15_UNET_CONFIG)
+    let json: super::config::UNetJson = serde_json::from_str(super::config::SD15_UNET_CONFIG)
         .expect("the built-in SD 1.5 config parses");
     UNetConfig::from_json(&json, std::path::Path::new("<SD 1.5>"))
         .expect("the built-in SD 1.5 config resolves")

@@ -72,6 +72,69 @@ pub enum TokenizerSource {
     TokenizerJson,
     /// `vocab.json` + `merges.txt`.
     VocabMerges,
+    /// The CLIP vocabulary shipped in the binary ([`ClipTokenizer::builtin`]).
+    Builtin,
+}
+
+/// The 48 894 merges of OpenAI CLIP's BPE vocabulary (MIT licence; written by
+/// `tools/reference/make_clip_bpe.py` from the file the `open_clip_torch` wheel carries).
+const CLIP_MERGES: &str = include_str!("../../assets/tokenizers/clip-bpe-merges.txt");
+/// The size of every Stable Diffusion text encoder's vocabulary.
+pub const CLIP_VOCAB_SIZE: usize = 49_408;
+
+/// The padding of a Stable Diffusion family's tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipPad {
+    /// `<|endoftext|>` (SD 1.x's CLIP ViT-L/14, SDXL's first tokenizer).
+    EndOfText,
+    /// `!`, id 0 (OpenCLIP: SD 2.x, SDXL's second tokenizer).
+    Exclamation,
+}
+
+/// GPT-2's reversible map from bytes to printable characters, in CLIP's order: the
+/// printable Latin-1 bytes keep their character, the rest take 256, 257, … in byte order.
+fn byte_symbols() -> Vec<char> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut order: Vec<(u32, u32)> = (0..256).filter(|&b| printable(b)).map(|b| (b, b)).collect();
+    let mut next = 256;
+    for b in (0..256).filter(|&b| !printable(b)) {
+        order.push((b, next));
+        next += 1;
+    }
+    order
+        .into_iter()
+        .map(|(_, c)| char::from_u32(c).expect("code points below 512 are characters"))
+        .collect()
+}
+
+/// CLIP's vocabulary and merges, in id order: bytes, bytes + `</w>`, one token per
+/// merge, then `<|startoftext|>` and `<|endoftext|>`.
+fn builtin_vocab_merges() -> Result<(tokenizers::models::bpe::Vocab, Vec<(String, String)>)> {
+    let merges = CLIP_MERGES
+        .lines()
+        .map(|line| {
+            line.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| anyhow!("the built-in CLIP merges have a malformed line '{line}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let symbols = byte_symbols();
+    let tokens = symbols
+        .iter()
+        .map(|c| c.to_string())
+        .chain(symbols.iter().map(|c| format!("{c}</w>")))
+        .chain(merges.iter().map(|(a, b)| format!("{a}{b}")))
+        .chain([BOS.to_string(), EOS.to_string()]);
+    let vocab: tokenizers::models::bpe::Vocab =
+        tokens.enumerate().map(|(i, t)| (t, i as u32)).collect();
+    if vocab.len() != CLIP_VOCAB_SIZE {
+        bail!(
+            "the built-in CLIP vocabulary has {} distinct tokens, not {CLIP_VOCAB_SIZE}",
+            vocab.len()
+        );
+    }
+    Ok((vocab, merges))
 }
 
 /// What truncation removed from a prompt.
@@ -151,6 +214,12 @@ fn build_from_vocab_merges(vocab: &Path, merges: &Path, unk: &str) -> Result<Tok
                 merges.display()
             )
         })?;
+    clip_pipeline(bpe)
+}
+
+/// CLIP's normalisation and pre-tokenisation around a byte-level BPE model (what
+/// transformers' `CLIPTokenizerFast` writes into `tokenizer.json`).
+fn clip_pipeline(bpe: BPE) -> Result<Tokenizer> {
     let mut tok = Tokenizer::new(bpe);
     let normalizer = NormSequence::new(vec![
         NFC.into(),
@@ -178,6 +247,42 @@ fn build_from_vocab_merges(vocab: &Path, merges: &Path, unk: &str) -> Result<Tok
 }
 
 impl ClipTokenizer {
+    /// The CLIP tokenizer of Stable Diffusion's text encoders, from the vocabulary shipped
+    /// in the binary: what a single-file checkpoint (which carries no tokenizer) loads with,
+    /// offline. Ids agree with OpenAI CLIP's / open_clip's `SimpleTokenizer` and with
+    /// transformers' `CLIPTokenizerFast` on `openai/clip-vit-large-patch14`.
+    pub fn builtin(pad: ClipPad) -> Result<Self> {
+        let (vocab, merges) = builtin_vocab_merges()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .end_of_word_suffix("</w>".into())
+            .unk_token(EOS.into())
+            .build()
+            .map_err(|e| anyhow!("could not build the built-in CLIP BPE model: {e}"))?;
+        let mut inner = clip_pipeline(bpe)?;
+        inner.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+        inner.with_padding(None);
+        let id_of = |token: &str| {
+            inner
+                .token_to_id(token)
+                .ok_or_else(|| anyhow!("the built-in CLIP vocabulary has no '{token}'"))
+        };
+        let (bos_id, eos_id) = (id_of(BOS)?, id_of(EOS)?);
+        let pad_id = match pad {
+            ClipPad::EndOfText => eos_id,
+            ClipPad::Exclamation => id_of("!")?,
+        };
+        Ok(Self {
+            inner,
+            bos_id,
+            eos_id,
+            pad_id,
+            max_len: DEFAULT_MAX_LEN,
+            source: TokenizerSource::Builtin,
+            unk_id: None,
+        })
+    }
+
     /// Load from a `tokenizer/` folder.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let files = TokenizerFiles::in_dir(dir);
@@ -437,5 +542,47 @@ mod tests {
         let msg = format!("{:#}", ClipTokenizer::from_dir(dir.path()).unwrap_err());
         assert!(msg.contains("tokenizer.json"), "{msg}");
         assert!(msg.contains("merges.txt"), "{msg}");
+    }
+
+    /// The shipped vocabulary gives the ids of open_clip's own tokenizer
+    /// (`tests/fixtures/reference/clip_tokens.json`, `tools/reference/make_clip_bpe.py`).
+    #[test]
+    fn builtin_matches_open_clip() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/clip_tokens.json");
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let tok = ClipTokenizer::builtin(ClipPad::EndOfText).unwrap();
+        assert_eq!(tok.inner.get_vocab_size(true), CLIP_VOCAB_SIZE);
+        assert_eq!(u64::from(tok.bos_id()), reference["sot"].as_u64().unwrap());
+        assert_eq!(u64::from(tok.eos_id()), reference["eot"].as_u64().unwrap());
+        assert_eq!(tok.pad_id(), tok.eos_id());
+        assert_eq!(tok.source(), TokenizerSource::Builtin);
+        let cases = reference["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 10);
+        for case in cases {
+            let prompt = case["prompt"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(tok.content_ids(prompt).unwrap(), want, "{prompt:?}");
+        }
+    }
+
+    #[test]
+    fn builtin_pads_as_its_family() {
+        let clip = ClipTokenizer::builtin(ClipPad::EndOfText).unwrap();
+        let open_clip = ClipTokenizer::builtin(ClipPad::Exclamation).unwrap();
+        assert_eq!(open_clip.pad_id(), 0);
+        let t = open_clip.encode("a horse").unwrap();
+        assert_eq!(t.ids.len(), DEFAULT_MAX_LEN);
+        assert_eq!(&t.ids[..4], &[49406, 320, 4558, 49407]);
+        assert!(t.ids[4..].iter().all(|&id| id == 0));
+        let t = clip.encode("a horse").unwrap();
+        assert!(t.ids[4..].iter().all(|&id| id == 49407));
+        assert!(clip.unknown_words("zxqv jekyll").unwrap().is_empty());
     }
 }
