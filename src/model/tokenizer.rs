@@ -96,15 +96,11 @@ pub enum ClipPad {
 fn byte_symbols() -> Vec<char> {
     let printable =
         |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut order: Vec<(u32, u32)> = (0..256).filter(|&b| printable(b)).map(|b| (b, b)).collect();
-    let mut next = 256;
-    for b in (0..256).filter(|&b| !printable(b)) {
-        order.push((b, next));
-        next += 1;
-    }
-    order
-        .into_iter()
-        .map(|(_, c)| char::from_u32(c).expect("code points below 512 are characters"))
+    let kept = (0..256).filter(|&b| printable(b));
+    // The other bytes, in byte order, become 256, 257, …
+    let moved = 256..256 + (0..256).filter(|&b| !printable(b)).count() as u32;
+    kept.chain(moved)
+        .map(|c| char::from_u32(c).expect("code points below 512 are characters"))
         .collect()
 }
 
