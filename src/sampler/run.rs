@@ -148,6 +148,74 @@ pub struct NonFinite {
 /// Fail with [`NonFinite`] when `x` (the latents after step `i`) holds NaN or ∞: one
 /// reduction in f64, where any non-finite value (or an f32 value too large to square and
 /// add) makes the sum non-finite.
+/// One step's prediction, how it was obtained, and the signal of a rule that measured one.
+struct StepPrediction {
+    pred: RawPrediction,
+    decision: Decision,
+    signal: Option<f64>,
+    signal_limit: Option<f64>,
+}
+
+/// DeepCache and T-GATE tell the denoiser which parts of step `i`'s call to compute;
+/// true when the call will reuse any part (a partial call).
+fn plan_partial_call(method: Method, i: usize, denoiser: &mut dyn Denoiser) -> Result<bool> {
+    match method {
+        Method::DeepCache { interval, branch } => {
+            let plan = DeepCachePlan::for_step(i, interval, branch);
+            denoiser.plan_call(Some(CallPlan::DeepCache(plan)))?;
+            Ok(!plan.full)
+        }
+        Method::TGate {
+            gate,
+            sp_interval,
+            fi_interval,
+            warm_up,
+        } => {
+            let plan = TGatePlan::for_step(i, gate, sp_interval, fi_interval, warm_up);
+            denoiser.plan_call(Some(CallPlan::TGate(plan)))?;
+            Ok(plan.after_gate || plan.self_attn.reuse)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// A ucache step: its rule decides from the model input alone whether to reuse.
+fn cache_step(
+    cache: &mut UCache,
+    calls: &mut Calls,
+    denoiser: &mut dyn Denoiser,
+    model_in: &Tensor,
+    t: f64,
+    i: usize,
+    sigma: f64,
+) -> Result<StepPrediction> {
+    Ok(match cache.before(sigma, model_in)? {
+        Verdict::Skip { error, threshold } => {
+            let (cond, uncond) = cache.reuse(model_in)?;
+            StepPrediction {
+                pred: RawPrediction { uncond, cond },
+                decision: Decision::Reused,
+                signal: Some(error),
+                signal_limit: Some(threshold),
+            }
+        }
+        verdict => {
+            let (signal, signal_limit) = match verdict {
+                Verdict::ComputeTested { error, threshold } => (Some(error), Some(threshold)),
+                _ => (None, None),
+            };
+            let pred = calls.predict(denoiser, model_in, t, i)?;
+            cache.after(model_in, &pred.cond, pred.uncond.as_ref())?;
+            StepPrediction {
+                pred,
+                decision: Decision::Computed,
+                signal,
+                signal_limit,
+            }
+        }
+    })
+}
+
 fn check_finite(x: &Tensor, i: usize, steps: usize) -> Result<()> {
     let energy = x
         .to_dtype(DType::F64)?
@@ -181,16 +249,7 @@ pub fn run(
     init_latents: &Tensor,
     observe: &mut dyn FnMut(StepEvent<'_>) -> ControlFlow<()>,
 ) -> Result<RunOutput> {
-    settings.method.validate()?;
-    if let Some(es) = &settings.early_stop {
-        es.validate()?;
-    }
-    if !settings.guidance.is_finite() || settings.guidance < 0.0 {
-        bail!(
-            "the guidance scale must be a finite number ≥ 0 (got {})",
-            settings.guidance
-        );
-    }
+    settings.validate()?;
     let mut scheduler = build_scheduler(settings.scheduler, schedule, settings.steps)?;
     let mut controller = SkipController::new(settings.method);
     let forecast = matches!(settings.method, Method::AdaptiveForecast { .. });
@@ -216,58 +275,45 @@ pub fn run(
     for (i, &t) in timesteps.iter().enumerate() {
         let step_start = Instant::now();
         let mut decision = controller.decide(i);
+        if plan_partial_call(settings.method, i, denoiser)? {
+            decision = Decision::Partial;
+        }
         let model_in = scheduler.scale_model_input(&x, i)?;
         let calls_before = calls.count;
-        let (mut signal, mut signal_limit) = (None, None);
-        match settings.method {
-            Method::DeepCache { interval, branch } => {
-                let plan = DeepCachePlan::for_step(i, interval, branch);
-                denoiser.plan_call(Some(CallPlan::DeepCache(plan)))?;
-                if !plan.full {
-                    decision = Decision::Partial;
-                }
-            }
-            Method::TGate {
-                gate,
-                sp_interval,
-                fi_interval,
-                warm_up,
-            } => {
-                let plan = TGatePlan::for_step(i, gate, sp_interval, fi_interval, warm_up);
-                denoiser.plan_call(Some(CallPlan::TGate(plan)))?;
-                if plan.after_gate || plan.self_attn.reuse {
-                    decision = Decision::Partial;
-                }
-            }
-            _ => {}
-        }
-        let pred = match ucache.as_mut() {
-            Some(cache) => match cache.before(scheduler.sigma(i), &model_in)? {
-                Verdict::Skip { error, threshold } => {
-                    (signal, signal_limit) = (Some(error), Some(threshold));
-                    decision = Decision::Reused;
-                    let (cond, uncond) = cache.reuse(&model_in)?;
-                    RawPrediction { uncond, cond }
-                }
-                verdict => {
-                    if let Verdict::ComputeTested { error, threshold } = verdict {
-                        (signal, signal_limit) = (Some(error), Some(threshold));
-                    }
-                    decision = Decision::Computed;
-                    let p = calls.predict(denoiser, &model_in, t, i)?;
-                    cache.after(&model_in, &p.cond, p.uncond.as_ref())?;
-                    p
-                }
-            },
-            None if !decision.computed() && calls.has_history() => calls.reuse(i, forecast)?,
+        let step = match ucache.as_mut() {
+            Some(cache) => cache_step(
+                cache,
+                &mut calls,
+                denoiser,
+                &model_in,
+                t,
+                i,
+                scheduler.sigma(i),
+            )?,
             None => {
-                // Nothing to reuse yet (cannot happen after warm-up): compute instead.
-                if !decision.computed() {
-                    decision = Decision::Computed;
+                let pred = if !decision.computed() && calls.has_history() {
+                    calls.reuse(i, forecast)?
+                } else {
+                    // Nothing to reuse yet (cannot happen after warm-up): compute instead.
+                    if !decision.computed() {
+                        decision = Decision::Computed;
+                    }
+                    calls.predict(denoiser, &model_in, t, i)?
+                };
+                StepPrediction {
+                    pred,
+                    decision,
+                    signal: None,
+                    signal_limit: None,
                 }
-                calls.predict(denoiser, &model_in, t, i)?
             }
         };
+        let StepPrediction {
+            pred,
+            decision,
+            signal,
+            signal_limit,
+        } = step;
         let predictor_ms = if calls.count > calls_before {
             calls.last_ms
         } else {
@@ -318,24 +364,52 @@ pub fn run(
         }
     }
 
-    let trace = RunTrace {
-        method: settings.method,
-        scheduler: settings.scheduler.name().into(),
-        budget: settings.steps,
-        guidance: settings.guidance,
-        early_stop: settings.early_stop,
-        stopped_early_at,
-        unet_calls: calls.count,
-        unet_macs: calls.macs,
-        unet_cost: None,
-        steps_run: records.len(),
-        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
-        steps: records,
-    };
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(RunOutput {
         latents: output.unwrap_or(x),
-        trace,
+        trace: settings.trace(&calls, records, stopped_early_at, elapsed_ms),
     })
+}
+
+impl RunSettings {
+    /// The run's own preconditions (the front ends check more, with their wording).
+    fn validate(&self) -> Result<()> {
+        self.method.validate()?;
+        if let Some(es) = &self.early_stop {
+            es.validate()?;
+        }
+        if !self.guidance.is_finite() || self.guidance < 0.0 {
+            bail!(
+                "the guidance scale must be a finite number ≥ 0 (got {})",
+                self.guidance
+            );
+        }
+        Ok(())
+    }
+
+    /// The trace of a finished run of these settings.
+    fn trace(
+        &self,
+        calls: &Calls,
+        steps: Vec<StepRecord>,
+        stopped_early_at: Option<usize>,
+        elapsed_ms: f64,
+    ) -> RunTrace {
+        RunTrace {
+            method: self.method,
+            scheduler: self.scheduler.name().into(),
+            budget: self.steps,
+            guidance: self.guidance,
+            early_stop: self.early_stop,
+            stopped_early_at,
+            unet_calls: calls.count,
+            unet_macs: calls.macs,
+            unet_cost: None,
+            steps_run: steps.len(),
+            elapsed_ms,
+            steps,
+        }
+    }
 }
 
 #[cfg(test)]
