@@ -73,7 +73,8 @@ enum Setup {
     LinkToOld,
     /// `map.json`: a budget map whose steps decrease.
     BadMap,
-    /// `model.ckpt` (a pickle) and `model.safetensors` (a single-file checkpoint).
+    /// `model.ckpt` (a pickle), `model.safetensors` (a single-file SD 2.x checkpoint),
+    /// `lora.safetensors` (a LoRA) and `cut.safetensors` (a truncated checkpoint).
     Checkpoints,
 }
 
@@ -128,7 +129,26 @@ fn setup(dir: &Path, s: Setup) {
         }
         Setup::Checkpoints => {
             std::fs::write(dir.join("model.ckpt"), b"\x80\x02pickle").unwrap();
-            std::fs::write(dir.join("model.safetensors"), b"{}").unwrap();
+            let small = |c: usize| Tensor::zeros((c, 2), DType::F16, &Device::Cpu).unwrap();
+            let write = |file: &str, names: &[&str]| {
+                let map: std::collections::HashMap<String, Tensor> =
+                    names.iter().map(|n| (n.to_string(), small(4))).collect();
+                candle_core::safetensors::save(&map, dir.join(file)).unwrap();
+            };
+            write(
+                "model.safetensors",
+                &[
+                    "model.diffusion_model.input_blocks.0.0.weight",
+                    "cond_stage_model.model.token_embedding.weight",
+                    "first_stage_model.decoder.conv_out.weight",
+                ],
+            );
+            write(
+                "lora.safetensors",
+                &["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"],
+            );
+            let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+            std::fs::write(dir.join("cut.safetensors"), &bytes[..bytes.len() - 8]).unwrap();
         }
         Setup::BadMap => std::fs::write(
             dir.join("map.json"),
@@ -289,7 +309,17 @@ fn cases() -> Vec<Case> {
         ),
         with(
             "generate --weights {d}/model.safetensors --prompt a --out {d}/out.png",
-            "is a single-file checkpoint",
+            "is a single-file SD 2.x checkpoint (3 tensors, F16, UNet input 2 channels, with its VAE); adiff loads diffusers-format pipeline folders so far",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {d}/lora.safetensors --prompt a --out {d}/out.png",
+            "is not a Stable Diffusion checkpoint adiff recognises",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {d}/cut.safetensors --prompt a --out {d}/out.png",
+            "is truncated or corrupt",
             Setup::Checkpoints,
         ),
         // methods

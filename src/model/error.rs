@@ -40,12 +40,30 @@ pub enum ModelError {
 
     /// A single-file (original-layout) checkpoint, which is not loaded yet.
     #[error(
-        "{path} is a single-file checkpoint; adiff loads diffusers-format pipeline folders so far: convert it with diffusers (StableDiffusionPipeline.from_single_file(\"{path}\").save_pretrained(\"DIR\")) and load the folder",
+        "{path} is a single-file {what}; adiff loads diffusers-format pipeline folders so far: convert it with diffusers ({pipeline}.from_single_file(\"{path}\").save_pretrained(\"DIR\")) and load the folder",
         path = path.display()
     )]
     SingleFile {
         /// The file.
         path: PathBuf,
+        /// What it was recognised as ([`super::single_file::Detected::describe`]).
+        what: String,
+        /// The diffusers pipeline class that converts it.
+        pipeline: &'static str,
+    },
+
+    /// A safetensors file that is no Stable Diffusion checkpoint adiff recognises.
+    #[error(
+        "{path} is not a Stable Diffusion checkpoint adiff recognises: a checkpoint has its UNet under model.diffusion_model.* and a text encoder under cond_stage_model.transformer.* (SD 1.x), cond_stage_model.model.* (SD 2.x) or conditioner.embedders.* (SDXL), but {found}{hint}",
+        path = path.display()
+    )]
+    UnknownCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// The prefixes of the names it does hold.
+        found: String,
+        /// What the file looks like instead, or empty.
+        hint: String,
     },
 
     /// A weights file whose header or length does not add up.

@@ -18,6 +18,7 @@ pub(crate) mod layers;
 pub mod macs;
 pub mod profile;
 pub mod sd;
+pub mod single_file;
 pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;

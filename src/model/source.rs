@@ -234,7 +234,7 @@ impl ModelFiles {
     /// Resolve a local diffusers folder.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         if dir.is_file() {
-            return Err(single_file_error(dir).into());
+            return Err(single_file_error(dir));
         }
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
@@ -395,25 +395,38 @@ fn find_weights(
     Err(WeightsLookup::Missing)
 }
 
-/// Why a file given where a pipeline folder belongs cannot be loaded: pickles are never
-/// opened (loading one can run code); single-file checkpoints need converting first.
-fn single_file_error(path: &Path) -> ModelError {
+/// Why a file given where a model folder belongs does not load: a pickle (never opened), a
+/// single-file checkpoint (its family named), or something else.
+fn single_file_error(path: &Path) -> anyhow::Error {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    match ext.as_str() {
+    let err = match ext.as_str() {
         "ckpt" | "pt" | "pth" | "bin" | "pkl" => ModelError::Pickle {
             path: path.to_path_buf(),
         },
-        "safetensors" => ModelError::SingleFile {
-            path: path.to_path_buf(),
-        },
+        "safetensors" => {
+            // A truncated or corrupt file says so before anything else.
+            let checked = match super::checkpoint::check_safetensors(path) {
+                Ok(checked) => checked,
+                Err(e) => return e,
+            };
+            match super::single_file::detect(&checked) {
+                Ok(found) => ModelError::SingleFile {
+                    path: path.to_path_buf(),
+                    what: found.describe(),
+                    pipeline: found.family.pipeline_class(),
+                },
+                Err(e) => e,
+            }
+        }
         _ => ModelError::MissingFile {
             what: "model folder (this is a file)".into(),
             path: path.to_path_buf(),
         },
-    }
+    };
+    err.into()
 }
 
 fn shards_of(
