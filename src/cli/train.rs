@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::{Args, Subcommand};
@@ -370,7 +370,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 fn train_shapes(a: &ShapesArgs) -> Result<()> {
     ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
     let config = TrainConfig {
-        arch: Arch::parse(&a.arch)?,
+        arch: Arch::parse(&a.arch).context("--arch")?,
         batch: a.batch,
         lr: a.lr.unwrap_or(1e-3),
         seed: a.seed,
@@ -491,7 +491,7 @@ fn train_clip(a: &ClipArgs) -> Result<()> {
     ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
     let device = super::device(a.cpu);
     let config = crate::train::clip::ClipTrainConfig {
-        arch: crate::train::clip::ClipArch::parse(&a.arch)?,
+        arch: crate::train::clip::ClipArch::parse(&a.arch).context("--arch")?,
         batch: a.batch,
         lr: a.lr,
         seed: a.seed,
@@ -636,7 +636,7 @@ fn eval_score_line(s: &crate::train::eval::GroupScore) -> String {
 
 /// `adiff train measure`: time a guided UNet call and, unless `--batch 0`, a training step.
 fn measure(a: &MeasureArgs) -> Result<()> {
-    let arch = Arch::parse(&a.arch)?;
+    let arch = Arch::parse(&a.arch).context("--arch")?;
     measure_unet_call(&arch, a.calls)?;
     if a.batch > 0 {
         measure_train_step(arch, a.batch, a.train_steps)?;

@@ -103,17 +103,19 @@ impl Arch {
             .map(|c| c.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| {
-                format!("bad --arch '{s}': expected standard, tiny or C1,C2,C3[/TEXT]")
+                format!("'{s}' is not an architecture: expected standard, tiny or C1,C2,C3[/TEXT][@ATTN]")
             })?;
         let mut a = Self::standard();
         a.block_out_channels = block_out_channels;
         if !text.is_empty() {
-            a.text_hidden = text.parse().context("bad text width in --arch")?;
+            a.text_hidden = text
+                .parse()
+                .with_context(|| format!("'{text}' in '{s}' is not a text width"))?;
         }
         if !attn.is_empty() {
             a.attention_blocks = attn
                 .parse()
-                .context("bad attention block count in --arch")?;
+                .with_context(|| format!("'{attn}' in '{s}' is not a count of attention blocks"))?;
         }
         Ok(a)
     }
