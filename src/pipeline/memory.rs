@@ -1,25 +1,84 @@
-//! Will a run fit in this machine's memory? An estimate from the image size and the weight
-//! files, made before anything is loaded, so that a size no machine can hold is refused in
-//! a moment instead of after minutes of swapping.
+//! Will a run fit in this machine's memory? An estimate from the image size, the model's
+//! configs and its weight files, made before anything is loaded, so that a size no machine
+//! can hold is refused in a moment instead of after minutes of swapping.
 //!
 //! The estimate is deliberately simple and on the safe side for real models: the weights
 //! (their files' sizes, doubled for half-precision files, which the CPU runs in f32) plus
-//! the larger of the VAE decoder's full-resolution activations (three 256-channel f32
-//! maps: Stable Diffusion's decoder at 512×512 measured +0.64 GB over the loaded model,
-//! this gives 0.81 GB) and the UNet's (a CFG batch of two, 320 channels at 1/8 of the size,
-//! twelve such buffers alive at once; attention is computed in blocks and adds no
-//! quadratic term).
+//! the larger of the VAE decoder's full-resolution activations (three f32 maps as wide as
+//! its second block, which is upsampled into full resolution: 256 channels for Stable
+//! Diffusion, whose decoder at 512×512 measured +0.64 GB over the loaded model — this
+//! gives 0.81 GB) and the UNet's (a CFG batch of two, as wide as its first block at the
+//! latent size, twelve such buffers alive at once; attention is computed in blocks and
+//! adds no quadratic term). The widths and the VAE's downsampling come from the folder's
+//! `unet/` and `vae/` configs (a pixel-space model has no VAE and runs its UNet at full
+//! size); a model whose configs cannot be read yet (a hub model not downloaded) counts as
+//! Stable Diffusion.
 
 use crate::field::{Field, FieldError, NAME};
 use crate::model::ModelSource;
 use anyhow::Result;
 use std::path::Path;
 
-/// Bytes of the largest activations of a `width`×`height` run.
-pub fn activation_bytes(width: usize, height: usize) -> u64 {
+/// What sizes a model's activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Widths {
+    /// Channels of the UNet's first block.
+    pub unet: u64,
+    /// Pixels per latent along each side (8 for Stable Diffusion's VAE, 1 without a VAE).
+    pub factor: u64,
+    /// Channels of the VAE decoder at full resolution; `None` without a VAE.
+    pub vae: Option<u64>,
+}
+
+impl Widths {
+    /// Stable Diffusion 1.x / 2.x / SDXL.
+    pub const SD: Widths = Widths {
+        unet: 320,
+        factor: 8,
+        vae: Some(256),
+    };
+
+    /// The widths of a local pipeline folder, from its configs; Stable Diffusion's when
+    /// they cannot be read.
+    pub fn of(model: &ModelSource) -> Widths {
+        let ModelSource::Local(dir) = model else {
+            return Self::SD;
+        };
+        let channels = |component: &str| -> Option<Vec<u64>> {
+            let text = std::fs::read_to_string(dir.join(component).join("config.json")).ok()?;
+            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let list = json.get("block_out_channels")?.as_array()?;
+            let v: Vec<u64> = list.iter().filter_map(|c| c.as_u64()).collect();
+            (!v.is_empty() && v.len() == list.len()).then_some(v)
+        };
+        let Some(unet) = channels("unet") else {
+            return Self::SD;
+        };
+        let has_vae = dir.join("vae").is_dir();
+        match (has_vae, channels("vae")) {
+            (false, _) => Widths {
+                unet: unet[0],
+                factor: 1,
+                vae: None,
+            },
+            (true, Some(vae)) => Widths {
+                unet: unet[0],
+                factor: 1 << (vae.len() - 1).min(6),
+                vae: Some(vae[1.min(vae.len() - 1)]),
+            },
+            (true, None) => Widths {
+                unet: unet[0],
+                ..Self::SD
+            },
+        }
+    }
+}
+
+/// Bytes of the largest activations of a `width`×`height` run of a model of these widths.
+pub fn activation_bytes(widths: Widths, width: usize, height: usize) -> u64 {
     let pixels = (width * height) as u64;
-    let vae = pixels * 256 * 4 * 3;
-    let unet = pixels / 64 * 2 * 320 * 4 * 12;
+    let vae = widths.vae.map_or(0, |c| pixels * c * 4 * 3);
+    let unet = pixels / (widths.factor * widths.factor) * 2 * widths.unet * 4 * 12;
     vae.max(unet)
 }
 
@@ -68,7 +127,8 @@ pub fn check_fits_in(
     height: usize,
     available: u64,
 ) -> Result<(), FieldError> {
-    let (weights, act) = (weight_bytes(model), activation_bytes(width, height));
+    let widths = Widths::of(model);
+    let (weights, act) = (weight_bytes(model), activation_bytes(widths, width, height));
     let need = weights + act;
     if need <= available {
         return Ok(());
@@ -111,8 +171,49 @@ mod tests {
             "{e}"
         );
         // The estimate at 512×512 is above the measured 0.64 GB, not wildly so.
-        let act = activation_bytes(512, 512) as f64 / 1e9;
+        let act = activation_bytes(Widths::SD, 512, 512) as f64 / 1e9;
         assert!((0.64..1.0).contains(&act), "{act}");
+    }
+
+    #[test]
+    fn widths_come_from_the_folder_configs() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tiny = ModelSource::Local(repo.join("tests/fixtures/tiny-sd"));
+        // unet (32, 64); vae (16, 16, 16, 32): factor 8, 16 channels at full size.
+        assert_eq!(
+            Widths::of(&tiny),
+            Widths {
+                unet: 32,
+                factor: 8,
+                vae: Some(16)
+            }
+        );
+        // Pixel space: the UNet (16, 32, 64) runs at full size, no VAE.
+        let shapes = ModelSource::Local(repo.join("assets/models/shapes"));
+        let w = Widths::of(&shapes);
+        assert_eq!(
+            w,
+            Widths {
+                unet: 16,
+                factor: 1,
+                vae: None
+            }
+        );
+        assert_eq!(
+            activation_bytes(w, 64, 64),
+            64 * 64 * 2 * 16 * 4 * 12,
+            "the UNet's buffers at full size"
+        );
+        // Unknown folders count as Stable Diffusion.
+        assert_eq!(
+            Widths::of(&ModelSource::Local("/nonexistent".into())),
+            Widths::SD
+        );
+        // The tiny pipeline at 4096² needs far less than Stable Diffusion would.
+        let gib = 1u64 << 30;
+        assert!(check_fits_in(&tiny, 4096, 4096, 8 * gib).is_ok());
+        let m = ModelSource::Local("/nonexistent".into());
+        assert!(check_fits_in(&m, 4096, 4096, 8 * gib).is_err());
     }
 
     #[test]
