@@ -340,3 +340,78 @@ fn default_model_is_the_builtin_shapes_model_and_unknown_words_are_reported() {
     assert_eq!((img.width(), img.height()), (32, 32));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--vae FILE` replaces the model's VAE weights: the tiny pipeline's own VAE written in the
+/// original layout (accepted by diffusers' `from_single_file` as exactly that VAE, see
+/// `tools/reference/make_single_file_vae.py`) gives the same PNG byte for byte, and so does
+/// the folder's diffusers-layout file; a VAE whose weights differ changes the image; files
+/// that are no VAE are refused by name.
+#[test]
+fn a_separate_vae_file_replaces_the_models_vae() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = fixture();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ldm = root.join("tests/fixtures/single-file/tiny-vae-ldm.safetensors");
+    let run = |vae: Option<&Path>, name: &str| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "generate",
+            "--weights",
+            w.to_str().unwrap(),
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(v) = vae {
+            args.extend(["--vae", v.to_str().unwrap()]);
+        }
+        let o = adiff(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    let own = run(None, "own.png");
+    assert_eq!(run(Some(&ldm), "ldm.png"), own);
+    let diffusers = w.join("vae/diffusion_pytorch_model.safetensors");
+    assert_eq!(run(Some(&diffusers), "diffusers.png"), own);
+
+    // Another VAE (the same file with the decoder's output bias moved) changes the image.
+    let tensors = candle_core::safetensors::load(&ldm, &candle_core::Device::Cpu).unwrap();
+    let mut other = tensors.clone();
+    let bias = &tensors["decoder.conv_out.bias"];
+    other.insert("decoder.conv_out.bias".into(), (bias + 0.5).unwrap());
+    let other_path = dir.path().join("other-vae.safetensors");
+    candle_core::safetensors::save(&other, &other_path).unwrap();
+    assert_ne!(run(Some(&other_path), "other.png"), own);
+
+    let out = dir.path().join("never.png");
+    let bad = |vae: &Path, needle: &str| {
+        expect_error(
+            &[
+                "generate",
+                "--weights",
+                w.to_str().unwrap(),
+                "--prompt",
+                "a",
+                "--steps",
+                "2",
+                "--vae",
+                vae.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needle,
+            &out,
+        )
+    };
+    bad(
+        &w.join("unet/diffusion_pytorch_model.safetensors"),
+        "holds no VAE",
+    );
+    bad(&dir.path().join("none.safetensors"), "does not exist");
+    let pickle = dir.path().join("vae.ckpt");
+    std::fs::write(&pickle, b"\x80\x02").unwrap();
+    bad(&pickle, "PyTorch pickle file");
+}

@@ -312,6 +312,10 @@ fn cases() -> Vec<Case> {
             "is a single-file SD 2.x checkpoint (3 tensors, F16, UNet input 2 channels, with its VAE); adiff loads diffusers-format pipeline folders so far",
             Setup::Checkpoints,
         ),
+        case(
+            "generate --model shapes --vae {w}/vae/diffusion_pytorch_model.safetensors --prompt a --out {d}/out.png",
+            "works in pixel space and has no VAE to replace",
+        ),
         with(
             "generate --weights {d}/lora.safetensors --prompt a --out {d}/out.png",
             "is not a Stable Diffusion checkpoint adiff recognises",

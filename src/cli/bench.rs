@@ -95,6 +95,7 @@ impl BenchInputArgs {
         job.force_cpu = self.cpu;
         job.validate()?;
         job.model = self.model.source()?;
+        job.vae = self.model.vae.clone();
         Ok(job)
     }
 }

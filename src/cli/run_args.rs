@@ -21,6 +21,11 @@ pub struct ModelArgs {
     /// --weights is given and Stable Diffusion 1.5 is not in the hub cache.
     #[arg(long)]
     pub model: Option<String>,
+    /// A VAE weights file used instead of the model's own: a standalone VAE in the
+    /// original layout (e.g. vae-ft-mse-840000-ema-pruned.safetensors), a diffusers VAE's
+    /// diffusion_pytorch_model.safetensors, or a single-file checkpoint (its VAE is taken).
+    #[arg(long, value_name = "FILE")]
+    pub vae: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -241,6 +246,7 @@ impl CommonArgs {
         }
         job.validate()?;
         job.model = self.model.source()?;
+        job.vae = self.model.vae.clone();
         Ok(job)
     }
 

@@ -64,6 +64,8 @@ pub mod limits {
 pub struct Job {
     /// Where the weights come from.
     pub model: ModelSource,
+    /// A VAE file (original or diffusers layout) replacing the model's own VAE weights.
+    pub vae: Option<PathBuf>,
     /// Stay on the CPU even when a GPU is available.
     pub force_cpu: bool,
     /// The UNet's number format (`None`: f32 on the CPU, f16 on GPUs).
@@ -105,6 +107,7 @@ impl Job {
     pub fn new(model: ModelSource, prompt: impl Into<String>) -> Self {
         Self {
             model,
+            vae: None,
             force_cpu: false,
             dtype: None,
             prompt: prompt.into(),
@@ -234,6 +237,7 @@ impl Job {
     pub fn model_key(&self) -> ModelKey {
         ModelKey {
             source: self.model.clone(),
+            vae: self.vae.clone(),
             force_cpu: self.force_cpu,
             dtype: self.dtype.map(|d| d.as_str()),
         }
@@ -307,6 +311,7 @@ pub struct Pass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelKey {
     source: ModelSource,
+    vae: Option<PathBuf>,
     force_cpu: bool,
     dtype: Option<&'static str>,
 }

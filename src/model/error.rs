@@ -52,6 +52,18 @@ pub enum ModelError {
         pipeline: &'static str,
     },
 
+    /// A file given as a VAE that holds no VAE decoder.
+    #[error(
+        "{path} holds no VAE: a VAE file has decoder.* tensors (the original or the diffusers layout), or first_stage_model.decoder.* in a whole checkpoint, but {found}",
+        path = path.display()
+    )]
+    NotVae {
+        /// The file.
+        path: PathBuf,
+        /// The prefixes of the names it does hold.
+        found: String,
+    },
+
     /// A safetensors file that is no Stable Diffusion checkpoint adiff recognises.
     #[error(
         "{path} is not a Stable Diffusion checkpoint adiff recognises: a checkpoint has its UNet under model.diffusion_model.* and a text encoder under cond_stage_model.transformer.* (SD 1.x), cond_stage_model.model.* (SD 2.x) or conditioner.embedders.* (SDXL), but {found}{hint}",

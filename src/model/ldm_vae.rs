@@ -118,6 +118,27 @@ pub fn to_diffusers(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, Mod
     })
 }
 
+/// A VAE weights file as the model code reads it: a diffusers-layout file as it is, an
+/// original-layout one (a standalone VAE file, or a whole checkpoint's
+/// `first_stage_model.*`) renamed.
+pub fn as_diffusers(file: &CheckedFile) -> Result<CheckedFile, ModelError> {
+    let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
+    let renamed = if has("first_stage_model.") {
+        to_diffusers(file, "first_stage_model.")?
+    } else if has("decoder.up.") || has("encoder.down.") || has("decoder.mid.") {
+        to_diffusers(file, "")?
+    } else {
+        file.clone()
+    };
+    if !renamed.tensors.keys().any(|k| k.starts_with("decoder.")) {
+        return Err(ModelError::NotVae {
+            path: file.path.clone(),
+            found: super::single_file::top_prefixes(file),
+        });
+    }
+    Ok(renamed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +150,27 @@ mod tests {
 
     fn repo() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn a_file_without_a_decoder_is_named_not_a_vae() {
+        let unet = check_safetensors(
+            &repo().join("tests/fixtures/tiny-sd/unet/diffusion_pytorch_model.safetensors"),
+        )
+        .unwrap();
+        let msg = as_diffusers(&unet).unwrap_err().to_string();
+        assert!(msg.contains("holds no VAE"), "{msg}");
+        assert!(msg.contains("its names start with conv_in.*"), "{msg}");
+        // Both layouts of the VAE itself pass.
+        let ldm =
+            check_safetensors(&repo().join("tests/fixtures/single-file/tiny-vae-ldm.safetensors"))
+                .unwrap();
+        assert!(
+            as_diffusers(&ldm)
+                .unwrap()
+                .tensors
+                .contains_key("decoder.up_blocks.0.resnets.0.conv1.weight")
+        );
     }
 
     #[test]

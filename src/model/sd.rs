@@ -217,7 +217,10 @@ impl StableDiffusion {
         // Check every weights file before mapping any.
         let unet_weights = checkpoint::check_all(&files.unet.weights)?;
         let vae_weights = match &files.vae {
-            Some(v) => checkpoint::check_all(&v.weights)?,
+            Some(v) => checkpoint::check_all(&v.weights)?
+                .iter()
+                .map(super::ldm_vae::as_diffusers)
+                .collect::<Result<Vec<_>, _>>()?,
             None => vec![],
         };
         let mut encoder_weights = vec![];

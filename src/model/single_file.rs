@@ -92,6 +92,14 @@ impl Detected {
     }
 }
 
+/// Whether `path` is named as a PyTorch pickle (`.ckpt`, `.pt`, `.pth`, `.bin`, `.pkl`),
+/// which adiff never opens: loading one can run code.
+pub fn is_pickle(path: &std::path::Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "ckpt" | "pt" | "pth" | "bin" | "pkl"))
+}
+
 /// Recognise the family of a checked safetensors file from its tensor names.
 pub fn detect(file: &CheckedFile) -> Result<Detected, ModelError> {
     let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
@@ -143,7 +151,7 @@ pub fn detect(file: &CheckedFile) -> Result<Detected, ModelError> {
 }
 
 /// The first two dotted parts of the file's names, at most six, for an error message.
-fn top_prefixes(file: &CheckedFile) -> String {
+pub(crate) fn top_prefixes(file: &CheckedFile) -> String {
     let prefixes: BTreeSet<String> = file
         .tensors
         .keys()

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result};
 
 use super::error::ModelError;
+use super::single_file;
 use super::tokenizer::TokenizerFiles;
 
 /// The Hugging Face pipelines `--model` accepts.
@@ -226,6 +227,42 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// Take the VAE's weights from `file` (a safetensors file in the original or the
+    /// diffusers layout, or a whole single-file checkpoint's VAE) instead of the model's
+    /// own; the model's VAE config still describes it.
+    pub fn replace_vae(&mut self, file: &Path) -> Result<()> {
+        let Some(vae) = &mut self.vae else {
+            return Err(ModelError::Unsupported {
+                file: self.unet.config.clone(),
+                field: "VAE".into(),
+                reason: format!(
+                    "{} works in pixel space and has no VAE to replace",
+                    self.origin
+                ),
+            }
+            .into());
+        };
+        if !file.is_file() {
+            anyhow::bail!(
+                "the VAE weights file {} {}",
+                file.display(),
+                if file.exists() {
+                    "is not a file"
+                } else {
+                    "does not exist"
+                }
+            );
+        }
+        if single_file::is_pickle(file) {
+            return Err(ModelError::Pickle {
+                path: file.to_path_buf(),
+            }
+            .into());
+        }
+        vae.weights = vec![file.to_path_buf()];
+        Ok(())
+    }
+
     /// Whether this is a two-encoder (SDXL) pipeline.
     pub fn is_sdxl(&self) -> bool {
         self.text_encoders.len() == 2
@@ -403,7 +440,7 @@ fn single_file_error(path: &Path) -> anyhow::Error {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let err = match ext.as_str() {
-        "ckpt" | "pt" | "pth" | "bin" | "pkl" => ModelError::Pickle {
+        _ if single_file::is_pickle(path) => ModelError::Pickle {
             path: path.to_path_buf(),
         },
         "safetensors" => {
@@ -412,7 +449,7 @@ fn single_file_error(path: &Path) -> anyhow::Error {
                 Ok(checked) => checked,
                 Err(e) => return e,
             };
-            match super::single_file::detect(&checked) {
+            match single_file::detect(&checked) {
                 Ok(found) => ModelError::SingleFile {
                     path: path.to_path_buf(),
                     what: found.describe(),

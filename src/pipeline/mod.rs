@@ -18,6 +18,7 @@ use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use std::ops::ControlFlow;
+use std::path::Path;
 use std::time::Instant;
 
 pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport};
@@ -39,6 +40,7 @@ pub struct LoadedModel {
 /// Load a model (downloading hub weights when needed) on the CPU or the best device.
 pub fn load_model(
     source: &ModelSource,
+    vae: Option<&Path>,
     force_cpu: bool,
     dtype: Option<DType>,
 ) -> Result<LoadedModel> {
@@ -46,7 +48,11 @@ pub fn load_model(
     let (device, device_note) = crate::model::device(force_cpu);
     let dtype = dtype.unwrap_or_else(|| sd::default_dtype(&device));
     let hub = crate::model::HubOptions::default();
-    let sd = StableDiffusion::from_source(source, &hub, &device, dtype)?;
+    let mut files = source.resolve(&hub)?;
+    if let Some(vae) = vae {
+        files.replace_vae(vae)?;
+    }
+    let sd = StableDiffusion::load(&files, &device, dtype)?;
     let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
     Ok(LoadedModel {
         sd,
@@ -64,7 +70,7 @@ pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
         let (w, h) = (job.width.unwrap_or(1024), job.height.unwrap_or(1024));
         memory::check_fits(&job.model, w, h)?;
     }
-    load_model(&job.model, job.force_cpu, job.dtype)
+    load_model(&job.model, job.vae.as_deref(), job.force_cpu, job.dtype)
 }
 
 /// Inputs shared by every pass of a job: the encoded prompt and the initial latents.
