@@ -413,5 +413,8 @@ fn a_separate_vae_file_replaces_the_models_vae() {
     bad(&dir.path().join("none.safetensors"), "does not exist");
     let pickle = dir.path().join("vae.ckpt");
     std::fs::write(&pickle, b"\x80\x02").unwrap();
-    bad(&pickle, "PyTorch pickle file");
+    bad(
+        &pickle,
+        "pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: AutoencoderKL.from_single_file",
+    );
 }

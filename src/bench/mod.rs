@@ -48,6 +48,9 @@ pub struct BenchSettings {
     pub prompt_count: usize,
     /// Model origin.
     pub model: String,
+    /// The VAE file used instead of the model's own (`--vae`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<String>,
     /// Scheduler names.
     pub schedulers: Vec<String>,
     /// Seeds.
@@ -243,12 +246,15 @@ pub(crate) fn check_same_settings(old: &BenchSettings, new: &BenchSettings) -> R
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return Ok(());
     };
-    let diffs: Vec<String> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, v)| {
+    // Keys in either (a setting written only when used, such as `vae`, counts too).
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
             format!(
-                "{k}: was {v}, now {}",
+                "{k}: was {}, now {}",
+                a.get(k).cloned().unwrap_or_default(),
                 b.get(k).cloned().unwrap_or_default()
             )
         })
@@ -271,6 +277,26 @@ mod tests {
         assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_from_unix(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_from_unix(1_763_923_935), "2025-11-23T18:52:15Z");
+    }
+
+    #[test]
+    fn resuming_with_another_vae_is_refused_either_way() {
+        let settings: BenchSettings = serde_json::from_value(serde_json::json!({
+            "prompts_file": "p.txt", "prompt_count": 2, "model": "tiny", "schedulers": ["ddim"],
+            "seeds": [42], "steps": 10, "guidance": 7.5, "negative": "", "width": null,
+            "height": null, "deltas": [0.01], "max_skips": 4, "budget": "fixed",
+            "scorer": "heuristic", "scale_policy": false, "early_stop": null, "clip": null
+        }))
+        .unwrap();
+        assert!(check_same_settings(&settings, &settings).is_ok());
+        let with_vae = BenchSettings {
+            vae: Some("v.safetensors".into()),
+            ..settings.clone()
+        };
+        for (old, new) in [(&settings, &with_vae), (&with_vae, &settings)] {
+            let msg = check_same_settings(old, new).unwrap_err().to_string();
+            assert!(msg.contains("vae: was"), "{msg}");
+        }
     }
 
     #[test]

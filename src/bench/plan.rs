@@ -192,6 +192,7 @@ impl BenchOptions {
             prompts_file: self.prompts_file.clone(),
             prompt_count: self.prompts.len(),
             model: j.model.to_string(),
+            vae: j.vae.as_ref().map(|v| v.display().to_string()),
             schedulers: self
                 .schedulers
                 .iter()

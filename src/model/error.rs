@@ -30,12 +30,16 @@ pub enum ModelError {
 
     /// A PyTorch pickle file: never opened, since loading one can run code.
     #[error(
-        "{path} is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: StableDiffusionPipeline.from_single_file(\"{path}\").save_pretrained(\"DIR\", safe_serialization=True)) and load the folder",
-        path = path.display()
+        "{path} is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: {class}.from_single_file(\"{path}\").save_pretrained(\"DIR\", safe_serialization=True)) and {then}",
+        path = path.display(),
+        class = if *vae { "AutoencoderKL" } else { "StableDiffusionPipeline" },
+        then = if *vae { "use DIR/diffusion_pytorch_model.safetensors" } else { "load the folder" }
     )]
     Pickle {
         /// The file.
         path: PathBuf,
+        /// Given as a VAE (the conversion differs).
+        vae: bool,
     },
 
     /// A single-file (original-layout) checkpoint, which is not loaded yet.

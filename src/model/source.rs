@@ -256,6 +256,7 @@ impl ModelFiles {
         if single_file::is_pickle(file) {
             return Err(ModelError::Pickle {
                 path: file.to_path_buf(),
+                vae: true,
             }
             .into());
         }
@@ -442,6 +443,7 @@ fn single_file_error(path: &Path) -> anyhow::Error {
     let err = match ext.as_str() {
         _ if single_file::is_pickle(path) => ModelError::Pickle {
             path: path.to_path_buf(),
+            vae: false,
         },
         "safetensors" => {
             // A truncated or corrupt file says so before anything else.
