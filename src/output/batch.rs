@@ -106,7 +106,8 @@ impl Outputs {
     }
 
     /// Make the staged outputs appear: devices and FIFOs are written, then the files
-    /// renamed into place. On a failure the files already renamed are removed again.
+    /// renamed into place. On a failure the files already renamed are put back as they
+    /// were: a file they replaced is restored, a new one removed.
     pub fn commit(mut self) -> Result<()> {
         for p in &mut self.planned {
             if let Some(Staged::Bytes(bytes)) = &p.staged {
@@ -121,22 +122,51 @@ impl Outputs {
                 p.staged = None;
             }
         }
-        let mut renamed: Vec<PathBuf> = Vec::new();
+        // Each file replaced keeps a hard link to its old contents until every rename has
+        // succeeded, so that a failed rename can put the earlier ones back as they were.
+        let mut renamed: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
         for p in &mut self.planned {
             if let Some(Staged::Temp(tmp)) = &p.staged {
                 let real = p.target.path().to_path_buf();
+                let old = keep_old(&real);
                 if let Err(e) = std::fs::rename(tmp, &real) {
-                    for r in &renamed {
-                        std::fs::remove_file(r).ok();
+                    if let Some(old) = old {
+                        std::fs::remove_file(old).ok();
+                    }
+                    for (r, old) in renamed.iter().rev() {
+                        match old {
+                            Some(old) => std::fs::rename(old, r).ok(),
+                            None => std::fs::remove_file(r).ok(),
+                        };
                     }
                     return Err(e).with_context(|| format!("cannot write {}", p.path.display()));
                 }
                 p.staged = None;
-                renamed.push(real);
+                renamed.push((real, old));
+            }
+        }
+        for (_, old) in renamed {
+            if let Some(old) = old {
+                std::fs::remove_file(old).ok();
             }
         }
         Ok(())
     }
+}
+
+/// A hard link to the file at `real` (beside it), when there is one to keep; `None` when
+/// there is no old file or the file system cannot link (then a failed commit removes the
+/// new file instead of restoring the old one).
+fn keep_old(real: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(real).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let name = real.file_name()?.to_string_lossy();
+    let old = real.with_file_name(format!(".{name}.adiff-old-{}", std::process::id()));
+    std::fs::remove_file(&old).ok();
+    std::fs::hard_link(real, &old).ok()?;
+    Some(old)
 }
 
 impl Drop for Outputs {
@@ -176,6 +206,45 @@ mod tests {
         out.commit().unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"png");
         assert_eq!(names(dir.path()), ["a.png", "b.json"]);
+    }
+
+    #[test]
+    fn a_rename_that_fails_puts_the_earlier_outputs_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a.png"),
+            dir.path().join("b.json"),
+            dir.path().join("c.json"),
+        );
+        std::fs::write(&a, b"old a").unwrap();
+        let mut out = Outputs::plan([
+            ("--out", a.as_path()),
+            ("--trace", b.as_path()),
+            ("--latents-out", c.as_path()),
+        ])
+        .unwrap();
+        out.stage(&a, b"new a".to_vec()).unwrap();
+        out.stage(&b, b"new b".to_vec()).unwrap();
+        out.stage(&c, b"new c".to_vec()).unwrap();
+        // The third rename fails: its staged file is gone.
+        let Some(Staged::Temp(tmp)) = &out.planned[2].staged else {
+            panic!("c is staged in a temporary file");
+        };
+        std::fs::remove_file(tmp).unwrap();
+        let e = out.commit().unwrap_err();
+        assert!(format!("{e:#}").contains("c.json"), "{e:#}");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            b"old a",
+            "the replaced file is back"
+        );
+        assert_eq!(names(dir.path()), ["a.png"], "nothing else is left");
+        // A commit that succeeds leaves no kept copies.
+        let mut out = Outputs::plan([("--out", a.as_path())]).unwrap();
+        out.stage(&a, b"newer".to_vec()).unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"newer");
+        assert_eq!(names(dir.path()), ["a.png"]);
     }
 
     #[test]
