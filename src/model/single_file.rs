@@ -23,7 +23,7 @@ pub const VAE_PREFIX: &str = "first_stage_model.";
 
 /// A Stable Diffusion family, as its single-file checkpoints are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub enum CheckpointFamily {
     /// SD 1.x (1.4, 1.5 and their fine-tunes).
     Sd1,
     /// SD 2.x (2.0, 2.1; 512 px ε-prediction or 768 px v-prediction).
@@ -34,23 +34,23 @@ pub enum Family {
     SdxlRefiner,
 }
 
-impl Family {
+impl CheckpointFamily {
     /// The family's name, as users know it.
     pub fn name(self) -> &'static str {
         match self {
-            Family::Sd1 => "SD 1.x",
-            Family::Sd2 => "SD 2.x",
-            Family::SdxlBase => "SDXL base",
-            Family::SdxlRefiner => "SDXL refiner",
+            CheckpointFamily::Sd1 => "SD 1.x",
+            CheckpointFamily::Sd2 => "SD 2.x",
+            CheckpointFamily::SdxlBase => "SDXL base",
+            CheckpointFamily::SdxlRefiner => "SDXL refiner",
         }
     }
 
     /// The diffusers pipeline class that loads the family's single files.
     pub fn pipeline_class(self) -> &'static str {
         match self {
-            Family::Sd1 | Family::Sd2 => "StableDiffusionPipeline",
-            Family::SdxlBase => "StableDiffusionXLPipeline",
-            Family::SdxlRefiner => "StableDiffusionXLImg2ImgPipeline",
+            CheckpointFamily::Sd1 | CheckpointFamily::Sd2 => "StableDiffusionPipeline",
+            CheckpointFamily::SdxlBase => "StableDiffusionXLPipeline",
+            CheckpointFamily::SdxlRefiner => "StableDiffusionXLImg2ImgPipeline",
         }
     }
 }
@@ -59,7 +59,7 @@ impl Family {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detected {
     /// The family.
-    pub family: Family,
+    pub family: CheckpointFamily,
     /// How many tensors the file holds.
     pub tensors: usize,
     /// The UNet's stored dtype (the most common one among its tensors).
@@ -104,13 +104,13 @@ pub fn is_pickle(path: &std::path::Path) -> bool {
 pub fn detect(file: &CheckedFile) -> Result<Detected, ModelError> {
     let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
     let text = if has(SD1_TEXT_PREFIX) {
-        Some(Family::Sd1)
+        Some(CheckpointFamily::Sd1)
     } else if has(SD2_TEXT_PREFIX) {
-        Some(Family::Sd2)
+        Some(CheckpointFamily::Sd2)
     } else if has(&format!("{SDXL_TEXT_PREFIX}1.")) {
-        Some(Family::SdxlBase)
+        Some(CheckpointFamily::SdxlBase)
     } else if has(&format!("{SDXL_TEXT_PREFIX}0.model.")) {
-        Some(Family::SdxlRefiner)
+        Some(CheckpointFamily::SdxlRefiner)
     } else {
         None
     };
@@ -227,19 +227,22 @@ mod tests {
 
     #[test]
     fn families_are_told_apart_by_their_text_encoders() {
-        let cases: [(&str, Family); 4] = [
+        let cases: [(&str, CheckpointFamily); 4] = [
             (
                 "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
-                Family::Sd1,
+                CheckpointFamily::Sd1,
             ),
-            ("cond_stage_model.model.token_embedding.weight", Family::Sd2),
+            (
+                "cond_stage_model.model.token_embedding.weight",
+                CheckpointFamily::Sd2,
+            ),
             (
                 "conditioner.embedders.1.model.token_embedding.weight",
-                Family::SdxlBase,
+                CheckpointFamily::SdxlBase,
             ),
             (
                 "conditioner.embedders.0.model.token_embedding.weight",
-                Family::SdxlRefiner,
+                CheckpointFamily::SdxlRefiner,
             ),
         ];
         for (text_key, family) in cases {
