@@ -47,7 +47,7 @@ pub struct CheckedFile {
     pub tensors: BTreeMap<String, TensorInfo>,
 }
 
-fn dtype_size(dtype: &str) -> Option<u64> {
+pub(crate) fn dtype_size(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
         "I16" | "U16" | "F16" | "BF16" => 2,

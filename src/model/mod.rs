@@ -15,6 +15,7 @@ pub mod cpu_conv;
 pub mod cpu_kernels;
 pub mod error;
 pub(crate) mod layers;
+pub mod ldm_text;
 pub mod ldm_unet;
 pub mod ldm_vae;
 pub mod macs;
