@@ -47,6 +47,35 @@ pub struct CheckedFile {
     pub tensors: BTreeMap<String, TensorInfo>,
 }
 
+impl CheckedFile {
+    /// The same file under other names, nothing read or copied: `names` gives each entry
+    /// its new entries (none to leave it out, several to view parts of its bytes). Two
+    /// entries given one name are an error naming it (`what`: the component, for the
+    /// message).
+    pub fn relabel(
+        &self,
+        what: &str,
+        mut names: impl FnMut(&str, &TensorInfo) -> Result<Vec<(String, TensorInfo)>, ModelError>,
+    ) -> Result<CheckedFile, ModelError> {
+        let mut tensors = BTreeMap::new();
+        for (key, info) in &self.tensors {
+            for (new, info) in names(key, info)? {
+                if tensors.contains_key(&new) {
+                    return Err(ModelError::CorruptWeights {
+                        path: self.path.clone(),
+                        reason: format!("two {what} tensors are both {new} once renamed"),
+                    });
+                }
+                tensors.insert(new, info);
+            }
+        }
+        Ok(CheckedFile {
+            path: self.path.clone(),
+            tensors,
+        })
+    }
+}
+
 pub(crate) fn dtype_size(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
@@ -349,6 +378,44 @@ mod tests {
         assert!(vb.get(2, "c").is_err());
         let vb16 = var_builder(&checked, DType::F16, &Device::Cpu).unwrap();
         assert_eq!(vb16.get((3, 4), "a").unwrap().dtype(), DType::F16);
+    }
+
+    #[test]
+    fn relabelled_entries_read_the_same_bytes_and_collisions_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        write_sample(&path);
+        let checked = check_safetensors(&path).unwrap();
+        // "a" viewed as its second row under a new name; "b" left out.
+        let row = checked
+            .relabel("test", |name, info| {
+                Ok(match name {
+                    "a" => vec![(
+                        "a.row1".to_string(),
+                        TensorInfo {
+                            shape: vec![4],
+                            file_offset: info.file_offset + 16,
+                            ..info.clone()
+                        },
+                    )],
+                    _ => vec![],
+                })
+            })
+            .unwrap();
+        assert_eq!(row.tensors.keys().collect::<Vec<_>>(), ["a.row1"]);
+        let vb = var_builder(&[row], DType::F32, &Device::Cpu).unwrap();
+        let got: Vec<f32> = vb.get(4, "a.row1").unwrap().to_vec1().unwrap();
+        assert_eq!(got, [4.0, 5.0, 6.0, 7.0]);
+        let e = checked
+            .relabel("test", |_, info| {
+                Ok(vec![("same".to_string(), info.clone())])
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("two test tensors are both same once renamed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,22 +7,18 @@
 //! OpenCLIP's `text_projection` is stored transposed relative to transformers and is left
 //! out: relabelling cannot transpose (SDXL's pooled projection will need a copy).
 
-use std::collections::BTreeMap;
-
 use super::checkpoint::{CheckedFile, TensorInfo, dtype_size};
 use super::error::ModelError;
 
 /// The entries under `prefix` with the prefix removed (SD 1.x: transformers' own names).
-pub fn clip_names(file: &CheckedFile, prefix: &str) -> CheckedFile {
-    let tensors = file
-        .tensors
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
-        .collect();
-    CheckedFile {
-        path: file.path.clone(),
-        tensors,
-    }
+pub fn clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, ModelError> {
+    file.relabel("text encoder", |key, info| {
+        Ok(key
+            .strip_prefix(prefix)
+            .map(|name| (name.to_string(), info.clone()))
+            .into_iter()
+            .collect())
+    })
 }
 
 /// transformers' name of an OpenCLIP tensor (after the prefix), for the names that map
@@ -58,20 +54,19 @@ pub fn open_clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, 
         path: file.path.clone(),
         reason,
     };
-    let mut tensors = BTreeMap::new();
-    for (key, info) in &file.tensors {
+    file.relabel("text encoder", |key, info| {
         let Some(name) = key.strip_prefix(prefix) else {
-            continue;
+            return Ok(vec![]);
         };
         if let Some(new) = open_clip_name(name) {
-            tensors.insert(new, info.clone());
-            continue;
+            return Ok(vec![(new, info.clone())]);
         }
         let fused = name
             .strip_prefix("transformer.resblocks.")
             .and_then(|r| r.split_once(".attn.in_proj_"));
         let Some((layer, param)) = fused else {
-            continue; // text_projection, logit_scale, attn_mask: not part of the text model
+            // text_projection, logit_scale, attn_mask: not part of the text model.
+            return Ok(vec![]);
         };
         let rows = info.shape.first().copied().unwrap_or(0);
         if rows % 3 != 0 || rows == 0 {
@@ -85,20 +80,20 @@ pub fn open_clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, 
         let size = dtype_size(&info.dtype)
             .ok_or_else(|| corrupt(format!("{key} has an unknown dtype {}", info.dtype)))?;
         let part_bytes = part_shape.iter().product::<usize>() as u64 * size;
-        for (i, qkv) in ["q", "k", "v"].iter().enumerate() {
-            tensors.insert(
-                format!("text_model.encoder.layers.{layer}.self_attn.{qkv}_proj.{param}"),
-                TensorInfo {
-                    dtype: info.dtype.clone(),
-                    shape: part_shape.clone(),
-                    file_offset: info.file_offset + i as u64 * part_bytes,
-                },
-            );
-        }
-    }
-    Ok(CheckedFile {
-        path: file.path.clone(),
-        tensors,
+        Ok(["q", "k", "v"]
+            .iter()
+            .enumerate()
+            .map(|(i, qkv)| {
+                (
+                    format!("text_model.encoder.layers.{layer}.self_attn.{qkv}_proj.{param}"),
+                    TensorInfo {
+                        dtype: info.dtype.clone(),
+                        shape: part_shape.clone(),
+                        file_offset: info.file_offset + i as u64 * part_bytes,
+                    },
+                )
+            })
+            .collect())
     })
 }
 
@@ -125,7 +120,10 @@ mod tests {
         )
         .unwrap();
         let renamed = [
-            ("sd1.", clip_names(&ldm, "cond_stage_model.transformer.")),
+            (
+                "sd1.",
+                clip_names(&ldm, "cond_stage_model.transformer.").unwrap(),
+            ),
             (
                 "sd2.",
                 open_clip_names(&ldm, "cond_stage_model.model.").unwrap(),

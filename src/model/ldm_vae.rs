@@ -9,9 +9,7 @@
 //! `single_file_utils.convert_ldm_vae_checkpoint` is the reference the tests hold it to
 //! (`tools/reference/make_single_file_vae.py`).
 
-use std::collections::BTreeMap;
-
-use super::checkpoint::{CheckedFile, TensorInfo};
+use super::checkpoint::CheckedFile;
 use super::error::ModelError;
 
 /// diffusers' name of an original-layout VAE tensor (without any prefix); `up_blocks` is
@@ -91,13 +89,12 @@ pub fn to_diffusers(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, Mod
         .filter_map(|i| i.parse::<usize>().ok())
         .max()
         .map_or(0, |i| i + 1);
-    let mut tensors = BTreeMap::new();
-    for (name, info) in &file.tensors {
+    file.relabel("VAE", |name, info| {
         let Some(ldm) = name.strip_prefix(prefix) else {
-            continue;
+            return Ok(vec![]);
         };
         let new = diffusers_name(ldm, up_blocks);
-        let mut info: TensorInfo = info.clone();
+        let mut info = info.clone();
         let is_attn_matrix = new.contains(".mid_block.attentions.0.to_")
             && new.ends_with(".weight")
             && info.shape.len() == 4
@@ -105,16 +102,7 @@ pub fn to_diffusers(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, Mod
         if is_attn_matrix {
             info.shape.truncate(2);
         }
-        if tensors.insert(new.clone(), info).is_some() {
-            return Err(ModelError::CorruptWeights {
-                path: file.path.clone(),
-                reason: format!("two VAE tensors are both {new} once renamed"),
-            });
-        }
-    }
-    Ok(CheckedFile {
-        path: file.path.clone(),
-        tensors,
+        Ok(vec![(new, info)])
     })
 }
 
