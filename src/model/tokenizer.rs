@@ -255,9 +255,8 @@ impl ClipTokenizer {
             .unk_token(EOS.into())
             .build()
             .map_err(|e| anyhow!("could not build the built-in CLIP BPE model: {e}"))?;
-        let mut inner = clip_pipeline(bpe)?;
-        inner.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
-        inner.with_padding(None);
+        // A new tokenizer neither truncates nor pads: `encode` does both, reporting drops.
+        let inner = clip_pipeline(bpe)?;
         let id_of = |token: &str| {
             inner
                 .token_to_id(token)
