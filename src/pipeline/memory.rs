@@ -44,12 +44,16 @@ impl Widths {
         let ModelSource::Local(dir) = model else {
             return Self::SD;
         };
+        #[derive(serde::Deserialize)]
+        struct Blocks {
+            block_out_channels: Vec<u64>,
+        }
         let channels = |component: &str| -> Option<Vec<u64>> {
-            let text = std::fs::read_to_string(dir.join(component).join("config.json")).ok()?;
-            let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-            let list = json.get("block_out_channels")?.as_array()?;
-            let v: Vec<u64> = list.iter().filter_map(|c| c.as_u64()).collect();
-            (!v.is_empty() && v.len() == list.len()).then_some(v)
+            let path = dir.join(component).join("config.json");
+            let v = crate::model::config::read_json::<Blocks>(&path)
+                .ok()?
+                .block_out_channels;
+            (!v.is_empty()).then_some(v)
         };
         let Some(unet) = channels("unet") else {
             return Self::SD;
