@@ -18,22 +18,9 @@ them twice.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
 from DeepCache import DeepCacheSDHelper
-from safetensors.torch import save_file
+from tiny_runs import run_cases
 
-REPO = Path(__file__).resolve().parents[2]
-MODEL_DIR = REPO / "tests" / "fixtures" / "tiny-sd"
-OUT = REPO / "tests" / "fixtures" / "reference"
-
-PROMPT = "a red circle at the top left"
-NEGATIVE = "blurry"
-GUIDANCE = 7.5
-SEED = 7
 # (scheduler, steps, cache_interval, cache_branch_id): every branch of the tiny UNet's two
 # blocks (ids 0–5), intervals 2–4, both schedulers.
 CASES = [
@@ -46,69 +33,22 @@ CASES = [
     ("euler", 10, 3, 0),
     ("euler", 10, 2, 2),
 ]
-SCHEDULERS = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
 
 
-def pipeline(scheduler: str) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(MODEL_DIR), torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
-    return pipe
+def run(pipe, case, call):
+    helper = DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(cache_interval=case["cache_interval"], cache_branch_id=case["cache_branch_id"])
+    helper.enable()
+    out = pipe(**call).images
+    helper.disable()
+    return out
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(SEED))
-    tensors = {}
-    cases = []
-    for i, (scheduler, steps, interval, branch) in enumerate(CASES):
-        pipe = pipeline(scheduler)
-        pipe.scheduler.set_timesteps(steps)
-        # diffusers scales the latents it is given by the initial σ (prepare_latents);
-        # adiff's --init-latents take them scaled.
-        tensors[f"init_{scheduler}"] = (noise * pipe.scheduler.init_noise_sigma).contiguous()
-        helper = DeepCacheSDHelper(pipe=pipe)
-        helper.set_params(cache_interval=interval, cache_branch_id=branch)
-        helper.enable()
-        out = pipe(
-            PROMPT,
-            negative_prompt=NEGATIVE,
-            height=64,
-            width=64,
-            num_inference_steps=steps,
-            guidance_scale=GUIDANCE,
-            latents=noise.clone(),
-            output_type="latent",
-        ).images
-        helper.disable()
-        tensors[f"case{i}"] = out.contiguous()
-        cases.append(
-            {
-                "tensor": f"case{i}",
-                "init": f"init_{scheduler}",
-                "scheduler": scheduler,
-                "steps": steps,
-                "cache_interval": interval,
-                "cache_branch_id": branch,
-            }
-        )
-        print(f"case {i}: {scheduler} {steps} steps, interval {interval}, branch {branch}: |x| max {out.abs().max():.4f}")
-    save_file(tensors, str(OUT / "deepcache.safetensors"))
-    meta = {
-        "generator": "tools/reference/make_deepcache_reference.py",
-        "deepcache": "DeepCache 0.1.1 (PyPI), DeepCacheSDHelper",
-        "diffusers": __import__("diffusers").__version__,
-        "torch": torch.__version__,
-        "prompt": PROMPT,
-        "negative_prompt": NEGATIVE,
-        "guidance_scale": GUIDANCE,
-        "cases": cases,
-    }
-    (OUT / "deepcache.json").write_text(json.dumps(meta, indent=2) + "\n")
+    cases = [
+        {"scheduler": s, "steps": n, "cache_interval": i, "cache_branch_id": b} for s, n, i, b in CASES
+    ]
+    run_cases("deepcache", ("deepcache", "DeepCache 0.1.1 (PyPI), DeepCacheSDHelper"), cases, run)
 
 
 if __name__ == "__main__":
