@@ -317,6 +317,11 @@ fn cases() -> Vec<Case> {
             "works in pixel space and has no VAE to replace",
         ),
         with(
+            "generate --weights {d}/afile --prompt a --out {d}/out.png",
+            "missing model folder (this is a file): expected",
+            Setup::Prompts,
+        ),
+        with(
             "generate --weights {d}/lora.safetensors --prompt a --out {d}/out.png",
             "is not a Stable Diffusion checkpoint adiff recognises",
             Setup::Checkpoints,

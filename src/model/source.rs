@@ -436,36 +436,37 @@ fn find_weights(
 /// Why a file given where a model folder belongs does not load: a pickle (never opened), a
 /// single-file checkpoint (its family named), or something else.
 fn single_file_error(path: &Path) -> anyhow::Error {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let err = match ext.as_str() {
-        _ if single_file::is_pickle(path) => ModelError::Pickle {
+    if single_file::is_pickle(path) {
+        return ModelError::Pickle {
             path: path.to_path_buf(),
             vae: false,
-        },
-        "safetensors" => {
-            // A truncated or corrupt file says so before anything else.
-            let checked = match super::checkpoint::check_safetensors(path) {
-                Ok(checked) => checked,
-                Err(e) => return e,
-            };
-            match single_file::detect(&checked) {
-                Ok(found) => ModelError::SingleFile {
-                    path: path.to_path_buf(),
-                    what: found.describe(),
-                    pipeline: found.family.pipeline_class(),
-                },
-                Err(e) => e,
-            }
         }
-        _ => ModelError::MissingFile {
+        .into();
+    }
+    let safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if !safetensors {
+        return ModelError::MissingFile {
             what: "model folder (this is a file)".into(),
             path: path.to_path_buf(),
-        },
+        }
+        .into();
+    }
+    // A truncated or corrupt file says so before anything else.
+    let checked = match super::checkpoint::check_safetensors(path) {
+        Ok(checked) => checked,
+        Err(e) => return e,
     };
-    err.into()
+    match single_file::detect(&checked) {
+        Ok(found) => ModelError::SingleFile {
+            path: path.to_path_buf(),
+            what: found.describe(),
+            pipeline: found.family.pipeline_class(),
+        },
+        Err(e) => e,
+    }
+    .into()
 }
 
 fn shards_of(
