@@ -44,6 +44,8 @@ pub struct ModelInfo {
     pub native_size: (usize, usize),
     /// SDXL (two text encoders) or not.
     pub sdxl: bool,
+    /// What loading found: the checkpoint detected, each LoRA merged.
+    pub notes: Vec<String>,
 }
 
 /// One finished side.

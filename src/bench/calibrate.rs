@@ -236,7 +236,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
     let engine = opts.scoring.engine()?;
     let base_map = opts.scoring.mapping()?;
     let model = pipeline::load_job_model(&opts.job)?;
-    if let Some(note) = &model.device_note {
+    for note in model.messages() {
         eprintln!("adiff: {note}");
     }
     let steps = opts.job.steps;

@@ -51,6 +51,12 @@ pub struct BenchSettings {
     /// The VAE file used instead of the model's own (`--vae`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<String>,
+    /// The LoRAs merged (`--lora`), as `FILE:SCALE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<String>,
+    /// The prediction type given (`--prediction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
     /// Scheduler names.
     pub schedulers: Vec<String>,
     /// Seeds.

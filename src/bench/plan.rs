@@ -193,6 +193,8 @@ impl BenchOptions {
             prompt_count: self.prompts.len(),
             model: j.model.to_string(),
             vae: j.vae.as_ref().map(|v| v.display().to_string()),
+            loras: j.loras.iter().map(|l| l.to_string()).collect(),
+            prediction: j.prediction.map(|p| format!("{p:?}")),
             schedulers: self
                 .schedulers
                 .iter()

@@ -52,7 +52,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
     }
 
     let model = pipeline::load_job_model(&opts.job)?;
-    if let Some(note) = &model.device_note {
+    for note in model.messages() {
         eprintln!("adiff: {note}");
     }
     meta.device = format!("{:?}", model.sd.device().location());

@@ -94,8 +94,7 @@ impl BenchInputArgs {
         job.truncate = self.truncate;
         job.force_cpu = self.cpu;
         job.validate()?;
-        job.model = self.model.source()?;
-        job.vae = self.model.vae.clone();
+        self.model.apply_to(&mut job)?;
         Ok(job)
     }
 }

@@ -3,8 +3,9 @@
 use super::complexity::ScoringArgs;
 use crate::complexity::{BudgetMode, ComplexityBudget, Scoring};
 use crate::job::{self, Job, defaults, method_spec};
+use crate::model::lora::LoraSpec;
 use crate::model::{HubOptions, ModelSource};
-use crate::sampler::{Method, MethodKind, SchedulerKind};
+use crate::sampler::{Method, MethodKind, PredictionType, SchedulerKind};
 use anyhow::{Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// Where the weights come from (shared by every command that loads a pipeline).
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// A local diffusers-format pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    /// A local model: a single-file checkpoint (SD 1.x, 2.x or SDXL, e.g.
+    /// v1-5-pruned-emaonly.safetensors, as AUTOMATIC1111 / ComfyUI keep them) or a
+    /// diffusers-format pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long, conflicts_with = "model")]
     pub weights: Option<PathBuf>,
     /// A model from the Hugging Face hub: sd15, sd21, sdxl or sd-turbo; or `shapes`, the
@@ -26,6 +29,43 @@ pub struct ModelArgs {
     /// diffusion_pytorch_model.safetensors, or a single-file checkpoint (its VAE is taken).
     #[arg(long, value_name = "FILE")]
     pub vae: Option<PathBuf>,
+    /// A LoRA merged into the weights at load, with its scale (default 1): kohya /
+    /// AUTOMATIC1111 (lora_unet_*, lora_te_*) or diffusers / PEFT (unet.*.lora_A.weight)
+    /// format. Repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = parse_lora)]
+    pub loras: Vec<LoraSpec>,
+    /// What the model predicts, when its config does not say or says wrong: `v` for SD 2.x
+    /// 768-px and other v-prediction models, `epsilon` for the rest. Single-file SD 2.x
+    /// checkpoints are taken as `v` unless told.
+    #[arg(long, value_enum)]
+    pub prediction: Option<PredictionArg>,
+}
+
+/// `--prediction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PredictionArg {
+    /// The noise ε (SD 1.x, SD 2.x base, SDXL).
+    Epsilon,
+    /// v = α·ε − σ·x₀ (SD 2.x 768-px).
+    V,
+}
+
+fn parse_lora(s: &str) -> Result<LoraSpec, String> {
+    s.parse()
+}
+
+impl ModelArgs {
+    /// Set the job's model, VAE, LoRAs and prediction type from these options.
+    pub fn apply_to(&self, job: &mut Job) -> Result<()> {
+        job.model = self.source()?;
+        job.vae = self.vae.clone();
+        job.loras = self.loras.clone();
+        job.prediction = self.prediction.map(|p| match p {
+            PredictionArg::Epsilon => PredictionType::Epsilon,
+            PredictionArg::V => PredictionType::VPrediction,
+        });
+        Ok(())
+    }
 }
 
 impl ModelArgs {
@@ -245,8 +285,7 @@ impl CommonArgs {
             job.budget = Some(self.scoring.scoring());
         }
         job.validate()?;
-        job.model = self.model.source()?;
-        job.vae = self.model.vae.clone();
+        self.model.apply_to(&mut job)?;
         Ok(job)
     }
 

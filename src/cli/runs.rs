@@ -27,7 +27,7 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
     let outputs = Outputs::plan(common.outputs())?;
     let budget = decide_budget(&job)?;
     let model = pipeline::load_job_model(&job)?;
-    if let Some(note) = &model.device_note {
+    for note in model.messages() {
         eprintln!("adiff: {note}");
     }
     let prepared = pipeline::prepare(&model, &job)?;

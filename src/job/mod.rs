@@ -12,7 +12,8 @@ pub mod method_spec;
 use crate::complexity::{ComplexityBudget, Scoring};
 use crate::field::{Field, FieldError};
 use crate::model::ModelSource;
-use crate::sampler::{EarlyStop, Method, MethodError, SchedulerKind};
+use crate::model::lora::LoraSpec;
+use crate::sampler::{EarlyStop, Method, MethodError, PredictionType, SchedulerKind};
 use candle_core::DType;
 use std::path::PathBuf;
 
@@ -66,6 +67,11 @@ pub struct Job {
     pub model: ModelSource,
     /// A VAE file (original or diffusers layout) replacing the model's own VAE weights.
     pub vae: Option<PathBuf>,
+    /// LoRA files merged into the weights at load, in order.
+    pub loras: Vec<LoraSpec>,
+    /// What the UNet predicts, when the user says (`None`: the model's scheduler config,
+    /// or a checkpoint family's default).
+    pub prediction: Option<PredictionType>,
     /// Stay on the CPU even when a GPU is available.
     pub force_cpu: bool,
     /// The UNet's number format (`None`: f32 on the CPU, f16 on GPUs).
@@ -108,6 +114,8 @@ impl Job {
         Self {
             model,
             vae: None,
+            loras: vec![],
+            prediction: None,
             force_cpu: false,
             dtype: None,
             prompt: prompt.into(),
@@ -238,6 +246,12 @@ impl Job {
         ModelKey {
             source: self.model.clone(),
             vae: self.vae.clone(),
+            loras: self
+                .loras
+                .iter()
+                .map(|l| (l.path.clone(), l.scale.to_bits()))
+                .collect(),
+            prediction: self.prediction,
             force_cpu: self.force_cpu,
             dtype: self.dtype.map(|d| d.as_str()),
         }
@@ -312,6 +326,8 @@ pub struct Pass {
 pub struct ModelKey {
     source: ModelSource,
     vae: Option<PathBuf>,
+    loras: Vec<(PathBuf, u64)>,
+    prediction: Option<PredictionType>,
     force_cpu: bool,
     dtype: Option<&'static str>,
 }

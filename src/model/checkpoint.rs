@@ -36,6 +36,64 @@ pub struct TensorInfo {
     pub shape: Vec<usize>,
     /// Where the tensor's bytes start in the file.
     pub file_offset: u64,
+    /// The file stores the transpose of this 2-D entry (`shape` is the entry's own, the
+    /// stored one is reversed): OpenCLIP's `text_projection`.
+    pub transposed: bool,
+}
+
+/// A low-rank update merged into a weight as it is read (a LoRA module):
+/// `W += scale · up · down`, the product reshaped to `W`'s shape (1×1 and k×k convolutions
+/// as well as linear layers).
+#[derive(Debug, Clone)]
+pub struct LowRank {
+    /// `(out, rank)` or `(out, rank, 1, 1)`, f32 on the CPU.
+    pub up: Tensor,
+    /// `(rank, in)` or `(rank, in, kh, kw)`, f32 on the CPU.
+    pub down: Tensor,
+    /// The LoRA's scale times its `alpha / rank`.
+    pub scale: f64,
+}
+
+/// Weight name → the low-rank updates merged into it.
+pub type Merges = HashMap<String, Vec<LowRank>>;
+
+impl LowRank {
+    /// `(out, rank, inner)` when `up · down` makes a weight of shape `dims`, else why not.
+    pub fn check(&self, dims: &[usize]) -> Result<(usize, usize, usize), String> {
+        let out = self.up.dims().first().copied().unwrap_or(0);
+        let rank = self.up.elem_count() / out.max(1);
+        let down_rank = self.down.dims().first().copied().unwrap_or(0);
+        let inner = self.down.elem_count() / down_rank.max(1);
+        let numel: usize = dims.iter().product();
+        if rank != down_rank {
+            return Err(format!(
+                "up {:?} has rank {rank} but down {:?} rank {down_rank}",
+                self.up.dims(),
+                self.down.dims()
+            ));
+        }
+        if dims.first() != Some(&out) || out * inner != numel {
+            return Err(format!(
+                "up {:?} × down {:?} does not make the model's {dims:?} weight",
+                self.up.dims(),
+                self.down.dims()
+            ));
+        }
+        Ok((out, rank, inner))
+    }
+
+    /// `scale · up · down` in the shape `dims`, or why it does not fit them.
+    pub fn delta(&self, dims: &[usize]) -> Result<Tensor, String> {
+        let (out, rank, inner) = self.check(dims)?;
+        let product = || -> candle_core::Result<Tensor> {
+            self.up
+                .reshape((out, rank))?
+                .matmul(&self.down.reshape((rank, inner))?)?
+                .affine(self.scale, 0.0)?
+                .reshape(dims)
+        };
+        product().map_err(|e| e.to_string())
+    }
 }
 
 /// A validated safetensors file: its path and what it holds.
@@ -173,6 +231,7 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
                 dtype,
                 shape,
                 file_offset: 8 + header_len + begin,
+                transposed: false,
             },
         );
     }
@@ -195,7 +254,19 @@ pub fn var_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
-    let backend = ReadBackend::open(files)?;
+    var_builder_merged(files, &Merges::new(), dtype, device)
+}
+
+/// As [`var_builder`], with low-rank updates merged into the weights they name as each is
+/// read (in f32, before the conversion to `dtype`).
+pub fn var_builder_merged(
+    files: &[CheckedFile],
+    merges: &Merges,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    let mut backend = ReadBackend::open(files)?;
+    backend.merges = merges.clone();
     Ok(VarBuilder::from_backend(
         Box::new(backend),
         dtype,
@@ -208,6 +279,8 @@ pub struct ReadBackend {
     files: Vec<(File, PathBuf)>,
     /// Tensor name → (index into `files`, its entry).
     index: HashMap<String, (usize, TensorInfo)>,
+    /// Low-rank updates merged into the weights they name.
+    merges: Merges,
 }
 
 impl ReadBackend {
@@ -227,6 +300,7 @@ impl ReadBackend {
         Ok(Self {
             files: opened,
             index,
+            merges: Merges::new(),
         })
     }
 
@@ -253,7 +327,12 @@ impl ReadBackend {
             ),
         };
         let n: usize = info.shape.iter().product();
-        let shape = Shape::from(info.shape.clone());
+        let stored: Vec<usize> = if info.transposed {
+            info.shape.iter().rev().copied().collect()
+        } else {
+            info.shape.clone()
+        };
+        let shape = Shape::from(stored);
         let read_err = |e: std::io::Error| {
             candle_core::Error::Msg(format!(
                 "could not read tensor '{name}' from {}: {e}",
@@ -267,11 +346,36 @@ impl ReadBackend {
             let bytes =
                 unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), n * 4) };
             read_at(file, bytes, info.file_offset).map_err(read_err)?;
-            return Tensor::from_vec(values, shape, device);
+            return self.finish(name, info, Tensor::from_vec(values, shape, device)?);
         }
         let mut bytes = vec![0u8; n * dtype.size_in_bytes()];
         read_at(file, &mut bytes, info.file_offset).map_err(read_err)?;
-        Tensor::from_raw_buffer(&bytes, dtype, shape.dims(), device)
+        self.finish(
+            name,
+            info,
+            Tensor::from_raw_buffer(&bytes, dtype, shape.dims(), device)?,
+        )
+    }
+
+    /// A stored tensor as its entry describes it: transposed back where stored transposed,
+    /// with its low-rank updates merged in (in f32).
+    fn finish(&self, name: &str, info: &TensorInfo, t: Tensor) -> candle_core::Result<Tensor> {
+        let t = if info.transposed {
+            t.t()?.contiguous()?
+        } else {
+            t
+        };
+        let Some(updates) = self.merges.get(name) else {
+            return Ok(t);
+        };
+        let mut w = t.to_dtype(DType::F32)?;
+        for u in updates {
+            let delta = u
+                .delta(&info.shape)
+                .map_err(|e| candle_core::Error::Msg(format!("LoRA update of {name}: {e}")))?;
+            w = (w + delta.to_device(t.device())?)?;
+        }
+        Ok(w)
     }
 }
 
@@ -398,7 +502,8 @@ mod tests {
                             ..info.clone()
                         },
                     )],
-                    _ => vec![],
+                    "b" => vec![],
+                    _ => unreachable!(),
                 })
             })
             .unwrap();
@@ -406,6 +511,47 @@ mod tests {
         let vb = var_builder(&[row], DType::F32, &Device::Cpu).unwrap();
         let got: Vec<f32> = vb.get(4, "a.row1").unwrap().to_vec1().unwrap();
         assert_eq!(got, [4.0, 5.0, 6.0, 7.0]);
+        // "a" (3×4) read as its transpose.
+        let t = checked
+            .relabel("test", |name, info| {
+                Ok(match name {
+                    "a" => vec![(
+                        "a.t".to_string(),
+                        TensorInfo {
+                            shape: vec![4, 3],
+                            transposed: true,
+                            ..info.clone()
+                        },
+                    )],
+                    _ => vec![],
+                })
+            })
+            .unwrap();
+        // With a rank-1 update merged in: + 0.5 · [1 2 3 4]ᵀ · [1 0 −1].
+        let up = Tensor::new(&[[1f32], [2.], [3.], [4.]], &Device::Cpu).unwrap();
+        let down = Tensor::new(&[[1f32, 0., -1.]], &Device::Cpu).unwrap();
+        let merges = Merges::from([(
+            "a.t".to_string(),
+            vec![LowRank {
+                up,
+                down,
+                scale: 0.5,
+            }],
+        )]);
+        let vb = var_builder_merged(&[t.clone()], &merges, DType::F32, &Device::Cpu).unwrap();
+        let got: Vec<Vec<f32>> = vb.get((4, 3), "a.t").unwrap().to_vec2().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![0.5, 4., 7.5],
+                vec![2., 5., 8.],
+                vec![3.5, 6., 8.5],
+                vec![5., 7., 9.]
+            ]
+        );
+        let plain = var_builder(&[t], DType::F32, &Device::Cpu).unwrap();
+        let got: Vec<Vec<f32>> = plain.get((4, 3), "a.t").unwrap().to_vec2().unwrap();
+        assert_eq!(got[0], [0., 4., 8.]);
         let e = checked
             .relabel("test", |_, info| {
                 Ok(vec![("same".to_string(), info.clone())])

@@ -42,9 +42,9 @@ pub enum ModelError {
         vae: bool,
     },
 
-    /// A single-file (original-layout) checkpoint, which is not loaded yet.
+    /// A single-file (original-layout) checkpoint where a pipeline folder was expected.
     #[error(
-        "{path} is a single-file {what}; adiff loads diffusers-format pipeline folders so far: convert it with diffusers ({pipeline}.from_single_file(\"{path}\").save_pretrained(\"DIR\")) and load the folder",
+        "{path} is a single-file {what}, not a pipeline folder: load it as a file (adiff … --weights {path}); diffusers reads it with {pipeline}.from_single_file",
         path = path.display()
     )]
     SingleFile {
@@ -66,6 +66,24 @@ pub enum ModelError {
         path: PathBuf,
         /// The prefixes of the names it does hold.
         found: String,
+    },
+
+    /// A VAE file whose shape does not fit the model.
+    #[error("{path} does not fit this model as its VAE: {problem}", path = path.display())]
+    WrongVae {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        problem: String,
+    },
+
+    /// A LoRA file that cannot be applied to the model.
+    #[error("LoRA {path}: {problem}", path = path.display())]
+    Lora {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
     },
 
     /// A safetensors file that is no Stable Diffusion checkpoint adiff recognises.

@@ -61,6 +61,18 @@ pub fn open_clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, 
         if let Some(new) = open_clip_name(name) {
             return Ok(vec![(new, info.clone())]);
         }
+        if name == "text_projection" && info.shape.len() == 2 {
+            // Stored (width, projection): a matrix applied as x·P, where the
+            // transformers layer holds Pᵀ.
+            return Ok(vec![(
+                "text_projection.weight".to_string(),
+                TensorInfo {
+                    shape: vec![info.shape[1], info.shape[0]],
+                    transposed: true,
+                    ..info.clone()
+                },
+            )]);
+        }
         let fused = name
             .strip_prefix("transformer.resblocks.")
             .and_then(|r| r.split_once(".attn.in_proj_"));
@@ -90,6 +102,7 @@ pub fn open_clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, 
                         dtype: info.dtype.clone(),
                         shape: part_shape.clone(),
                         file_offset: info.file_offset + i as u64 * part_bytes,
+                        transposed: false,
                     },
                 )
             })
@@ -131,7 +144,13 @@ mod tests {
         ];
         for (tag, file) in renamed {
             let expected: Vec<&String> = want.keys().filter(|k| k.starts_with(tag)).collect();
-            assert_eq!(file.tensors.len(), expected.len(), "{tag}");
+            let projection = file.tensors.contains_key("text_projection.weight");
+            assert_eq!(projection, tag == "sd2.", "{tag}");
+            assert_eq!(
+                file.tensors.len(),
+                expected.len() + usize::from(projection),
+                "{tag}"
+            );
             let vb = var_builder(&[file], DType::F32, &Device::Cpu).unwrap();
             for key in expected {
                 let t = &want[key];
@@ -141,6 +160,15 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{key}: {e}"));
                 let diff = (&got - t).unwrap().abs().unwrap().max_all().unwrap();
                 assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{key}");
+            }
+            if projection {
+                // Read back as the transpose of what the file stores.
+                let stored = candle_core::safetensors::load(&ldm.path, &Device::Cpu).unwrap()
+                    ["cond_stage_model.model.text_projection"]
+                    .clone();
+                let got = vb.get((32, 32), "text_projection.weight").unwrap();
+                let diff = (&got - stored.t().unwrap()).unwrap().abs().unwrap();
+                assert_eq!(diff.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
             }
         }
     }

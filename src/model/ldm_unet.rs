@@ -82,6 +82,54 @@ pub fn diffusers_name(ldm: &str, layers: usize) -> Option<String> {
     })
 }
 
+/// A kohya LoRA module stem that names a UNet layer in the original layout, as SDXL
+/// trainers write them (`input_blocks_4_1_transformer_blocks_0_attn1_to_k`), as the
+/// diffusers module path with underscores (`down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k`);
+/// `None` when it names no block layer.
+pub fn kohya_stem(stem: &str, layers: usize) -> Option<String> {
+    let (head, rest) = ["input_blocks", "middle_block", "output_blocks"]
+        .iter()
+        .find_map(|h| Some((*h, stem.strip_prefix(h)?.strip_prefix('_')?)))?;
+    let mut parts = rest.splitn(if head == "middle_block" { 2 } else { 3 }, '_');
+    let n = if head == "middle_block" {
+        None
+    } else {
+        Some(parts.next()?.parse::<usize>().ok()?)
+    };
+    let k: usize = parts.next()?.parse().ok()?;
+    let tail = parts.next().unwrap_or("");
+    let block = match n {
+        Some(n) => format!("{head}.{n}.{k}"),
+        None => format!("{head}.{k}"),
+    };
+    let dotted = match tail {
+        "in_layers_0" | "in_layers_2" | "emb_layers_1" | "out_layers_0" | "out_layers_3" => {
+            let (a, b) = tail.rsplit_once('_')?;
+            Some(format!("{a}.{b}"))
+        }
+        "skip_connection" | "op" | "conv" | "" => Some(tail.to_string()),
+        _ => None,
+    };
+    match dotted {
+        Some(d) => {
+            let ldm = [block.as_str(), d.as_str(), "weight"]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(".");
+            let name = diffusers_name(&ldm, layers)?;
+            Some(name.strip_suffix(".weight")?.replace('.', "_"))
+        }
+        None => {
+            // A layer inside an attention block: the block moves, the layer's path stays.
+            let name = diffusers_name(&format!("{block}.x.weight"), layers)?;
+            let prefix = name.strip_suffix("x.weight")?;
+            Some(format!("{}{tail}", prefix.replace('.', "_")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +154,41 @@ mod tests {
                     "{family}: {ldm}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn kohya_stems_in_the_original_layout_name_diffusers_modules() {
+        for (stem, want) in [
+            (
+                "input_blocks_4_1_transformer_blocks_0_attn1_to_k",
+                Some("down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_k"),
+            ),
+            (
+                "output_blocks_2_1_proj_in",
+                Some("up_blocks_0_attentions_2_proj_in"),
+            ),
+            (
+                "middle_block_1_transformer_blocks_0_ff_net_0_proj",
+                Some("mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj"),
+            ),
+            (
+                "middle_block_2_in_layers_2",
+                Some("mid_block_resnets_1_conv1"),
+            ),
+            (
+                "input_blocks_3_0_op",
+                Some("down_blocks_0_downsamplers_0_conv"),
+            ),
+            (
+                "output_blocks_5_2_conv",
+                Some("up_blocks_1_upsamplers_0_conv"),
+            ),
+            ("input_blocks_0_0", Some("conv_in")),
+            ("down_blocks_0_attentions_0_proj_in", None),
+            ("input_blocks_x_1_proj_in", None),
+        ] {
+            assert_eq!(kohya_stem(stem, 2).as_deref(), want, "{stem}");
         }
     }
 

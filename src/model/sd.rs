@@ -1,20 +1,20 @@
 //! A loaded Stable Diffusion pipeline (1.x, 2.x, SD-Turbo, SDXL): prompt encoding, the
 //! noise predictor behind the sampler's [`Denoiser`] trait, and VAE decoding.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use super::checkpoint;
-use super::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig};
+use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
+use super::parts::Parts;
 use super::source::{HubOptions, ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, ModuleCache, UNet};
 use super::vae::VaeDecoder;
-use crate::sampler::{CallPlan, Denoiser, RawPrediction};
+use crate::sampler::{CallPlan, Denoiser, RawPrediction, SchedulerConfig};
 
 /// The best available device: CUDA, then Metal (when built with those features), else
 /// the CPU. A GPU backend that is compiled in but cannot open a device (no GPU, no driver,
@@ -137,15 +137,16 @@ pub struct StableDiffusion {
     unet: UNet,
     /// `None`: pixel space (decode is the identity).
     vae: Option<(VaeDecoder, VaeConfig)>,
-    scheduler_config: PathBuf,
+    schedule: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
-    files: ModelFiles,
+    origin: String,
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StableDiffusion")
-            .field("origin", &self.files.origin)
+            .field("origin", &self.origin)
             .field("device", &self.device)
             .field("dtype", &self.dtype)
             .field("family", &self.family())
@@ -173,139 +174,52 @@ impl StableDiffusion {
     /// Load resolved files. `dtype` is the UNet's; text encoders run in f32, and the VAE in
     /// f32 unless its config sets `force_upcast: false`.
     pub fn load(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
-        let index = ModelIndex::from_optional(files.model_index.as_ref())?;
-        if index.requires_aesthetics_score == Some(true) {
-            return Err(ModelError::Unsupported {
-                file: files.model_index.clone().unwrap_or_default(),
-                field: "requires_aesthetics_score".into(),
-                reason: "SDXL refiner pipelines are not supported".into(),
-            }
-            .into());
-        }
-        let unet_config = UNetConfig::from_file(&files.unet.config)?;
-        let vae_config = files
-            .vae
-            .as_ref()
-            .map(|v| VaeConfig::from_file(&v.config))
-            .transpose()?;
-        if vae_config.is_none() && (unet_config.in_channels != 3 || unet_config.out_channels != 3) {
-            return Err(ModelError::MissingFile {
-                what: "VAE config (a UNet without a VAE must have 3 in and out channels)".into(),
-                path: files
-                    .unet
-                    .config
-                    .parent()
-                    .and_then(Path::parent)
-                    .map_or_else(|| "vae/config.json".into(), |d| d.join("vae/config.json")),
-            }
-            .into());
-        }
-        let sdxl = files.is_sdxl();
-        if sdxl != unet_config.text_time.is_some() {
-            return Err(ModelError::Unsupported {
-                file: files.unet.config.clone(),
-                field: "addition_embed_type".into(),
-                reason: if sdxl {
-                    "the pipeline has two text encoders but the UNet has no \"text_time\" conditioning".into()
-                } else {
-                    "the UNet wants SDXL \"text_time\" conditioning but the pipeline has no text_encoder_2".into()
-                },
-            }
-            .into());
-        }
+        Self::from_parts(Parts::folder(files)?, device, dtype)
+    }
 
-        // Check every weights file before mapping any.
-        let unet_weights = checkpoint::check_all(&files.unet.weights)?;
-        let vae_weights = match &files.vae {
-            Some(v) => checkpoint::check_all(&v.weights)?
-                .iter()
-                .map(super::ldm_vae::as_diffusers)
-                .collect::<Result<Vec<_>, _>>()?,
-            None => vec![],
-        };
-        let mut encoder_weights = vec![];
-        for te in &files.text_encoders {
-            encoder_weights.push(checkpoint::check_all(&te.weights)?);
-        }
+    /// Load a single-file checkpoint (original layout) with its own VAE and the family's
+    /// scheduler.
+    pub fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_parts(super::ldm_pipeline::parts(path, None, None)?, device, dtype)
+    }
 
+    /// Build the pipeline from its parts, checking that they fit together first.
+    pub fn from_parts(parts: Parts, device: &Device, dtype: DType) -> Result<Self> {
+        check_fit(&parts)?;
         let mut tokenizers = vec![];
         let mut text_encoders = vec![];
-        for ((te, checked), tok_files) in files
-            .text_encoders
-            .iter()
-            .zip(&encoder_weights)
-            .zip(&files.tokenizers)
-        {
-            let config = ClipConfig::from_file(&te.config)?;
-            let encoder = ClipTextEncoder::from_checked(&config, checked, DType::F32, device)?;
-            let mut tok = ClipTokenizer::load(tok_files)?;
-            tok.clamp_max_len(config.max_position_embeddings);
-            tokenizers.push(tok);
-            text_encoders.push(encoder);
+        for part in parts.text {
+            text_encoders.push(ClipTextEncoder::from_merged(
+                &part.config,
+                &part.weights.files,
+                &part.weights.merges,
+                DType::F32,
+                device,
+            )?);
+            tokenizers.push(part.tokenizer);
         }
-        let context_width: usize = if sdxl {
-            text_encoders.iter().map(|t| t.config().hidden_size).sum()
-        } else {
-            text_encoders[0].config().hidden_size
-        };
-        if context_width != unet_config.context_dim() {
-            return Err(ModelError::Unsupported {
-                file: files.unet.config.clone(),
-                field: "cross_attention_dim".into(),
-                reason: format!(
-                    "{} but the text encoder{} produce{} {context_width}-wide states",
-                    unet_config.context_dim(),
-                    if sdxl { "s" } else { "" },
-                    if sdxl { "" } else { "s" },
-                ),
-            }
-            .into());
-        }
-        if sdxl {
-            let pooled = text_encoders[1].config().projection_dim.ok_or_else(|| {
-                ModelError::Unsupported {
-                    file: files.text_encoders[1].config.clone(),
-                    field: "architectures".into(),
-                    reason: "SDXL's second text encoder must be CLIPTextModelWithProjection".into(),
-                }
-            })?;
-            let tt = unet_config.text_time.as_ref().expect("checked above");
-            if pooled + 6 * tt.time_embed_dim != tt.input_dim {
-                return Err(ModelError::Unsupported {
-                    file: files.unet.config.clone(),
-                    field: "projection_class_embeddings_input_dim".into(),
-                    reason: format!(
-                        "{} ≠ pooled width {pooled} + 6 time ids × {}",
-                        tt.input_dim, tt.time_embed_dim
-                    ),
-                }
-                .into());
-            }
-        }
+        let vb = parts.unet.var_builder(dtype, device)?;
+        let unet = UNet::new(vb, &parts.unet_config)
+            .with_context(|| format!("while loading {}", parts.unet.describe()))?;
 
-        let vb = checkpoint::var_builder(&unet_weights, dtype, device)?;
-        let unet = UNet::new(vb, &unet_config)
-            .with_context(|| format!("while loading {}", describe(&files.unet.weights)))?;
-
-        let (vae, vae_dtype) = match (vae_config, &files.vae) {
-            (Some(vae_config), Some(vae_files)) => {
-                let vae_dtype = if vae_config.force_upcast {
+        let (vae, vae_dtype) = match &parts.vae {
+            Some(v) => {
+                let vae_dtype = if v.config.force_upcast {
                     DType::F32
                 } else {
                     dtype
                 };
-                let vb = checkpoint::var_builder(&vae_weights, vae_dtype, device)?;
-                let vae = VaeDecoder::new(vb, &vae_config).with_context(|| {
+                let vb = v.weights.var_builder(vae_dtype, device)?;
+                let vae = VaeDecoder::new(vb, &v.config).with_context(|| {
                     format!(
-                        "the VAE weights {} do not match vae/config.json",
-                        describe(&vae_files.weights)
+                        "the VAE weights {} do not match the VAE config",
+                        v.weights.describe()
                     )
                 })?;
-                (Some((vae, vae_config)), vae_dtype)
+                (Some((vae, v.config.clone())), vae_dtype)
             }
-            _ => (None, DType::F32),
+            None => (None, DType::F32),
         };
-
         Ok(Self {
             device: device.clone(),
             dtype,
@@ -314,9 +228,10 @@ impl StableDiffusion {
             text_encoders,
             unet,
             vae,
-            scheduler_config: files.scheduler_config.clone(),
-            force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(sdxl),
-            files: files.clone(),
+            schedule: parts.schedule,
+            force_zeros_for_empty_prompt: parts.force_zeros_for_empty_prompt,
+            origin: parts.origin,
+            notes: parts.notes,
         })
     }
 
@@ -344,14 +259,20 @@ impl StableDiffusion {
         }
     }
 
-    /// The resolved files.
-    pub fn files(&self) -> &ModelFiles {
-        &self.files
+    /// What was loaded (a folder, a repository, a file).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
-    /// `scheduler/scheduler_config.json` (for the sampler's scheduler settings).
-    pub fn scheduler_config_path(&self) -> &Path {
-        &self.scheduler_config
+    /// What loading found, one line each (a checkpoint's family, the LoRAs merged).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The scheduler settings (the folder's `scheduler_config.json`, or a checkpoint
+    /// family's published one).
+    pub fn schedule(&self) -> &SchedulerConfig {
+        &self.schedule
     }
 
     /// The VAE's latent scaling factor (0.18215 for SD 1.x/2.x, 0.13025 for SDXL; 1 in
@@ -689,10 +610,72 @@ pub fn to_rgb(decoded: &Tensor) -> Result<image::RgbImage> {
     image::RgbImage::from_raw(w as u32, h as u32, bytes).context("image buffer size mismatch")
 }
 
-fn describe(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The parts must fit together: SDXL's two encoders with a `text_time` UNet, the encoders'
+/// width the UNet's cross-attention width, the pooled width its added conditioning.
+fn check_fit(parts: &Parts) -> Result<()> {
+    let unsupported = |field: &str, reason: String| -> anyhow::Error {
+        ModelError::Unsupported {
+            file: parts.unet_file.clone(),
+            field: field.into(),
+            reason,
+        }
+        .into()
+    };
+    let config = &parts.unet_config;
+    if parts.vae.is_none() && (config.in_channels != 3 || config.out_channels != 3) {
+        return Err(unsupported(
+            "VAE",
+            "a UNet without a VAE must have 3 in and out channels".into(),
+        ));
+    }
+    let sdxl = parts.is_sdxl();
+    if sdxl != config.text_time.is_some() {
+        return Err(unsupported(
+            "addition_embed_type",
+            if sdxl {
+                "the pipeline has two text encoders but the UNet has no \"text_time\" conditioning"
+                    .into()
+            } else {
+                "the UNet wants SDXL \"text_time\" conditioning but the pipeline has no text_encoder_2".into()
+            },
+        ));
+    }
+    let context_width: usize = if sdxl {
+        parts.text.iter().map(|t| t.config.hidden_size).sum()
+    } else {
+        parts.text[0].config.hidden_size
+    };
+    if context_width != config.context_dim() {
+        return Err(unsupported(
+            "cross_attention_dim",
+            format!(
+                "{} but the text encoder{} produce{} {context_width}-wide states",
+                config.context_dim(),
+                if sdxl { "s" } else { "" },
+                if sdxl { "" } else { "s" },
+            ),
+        ));
+    }
+    if sdxl {
+        let pooled =
+            parts.text[1]
+                .config
+                .projection_dim
+                .ok_or_else(|| ModelError::Unsupported {
+                    file: parts.text[1].config_file.clone(),
+                    field: "architectures".into(),
+                    reason: "SDXL's second text encoder must be CLIPTextModelWithProjection".into(),
+                })?;
+        let tt = config.text_time.as_ref().expect("checked above");
+        if pooled + 6 * tt.time_embed_dim != tt.input_dim {
+            return Err(unsupported(
+                "projection_class_embeddings_input_dim",
+                format!(
+                    "{} ≠ pooled width {pooled} + 6 time ids × {}",
+                    tt.input_dim, tt.time_embed_dim
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

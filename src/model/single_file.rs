@@ -212,6 +212,7 @@ mod tests {
                         dtype: d.to_string(),
                         shape: s.to_vec(),
                         file_offset: 0,
+                        transposed: false,
                     },
                 )
             })

@@ -216,6 +216,17 @@ impl ClipTextEncoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::from_merged(config, checked, &checkpoint::Merges::new(), dtype, device)
+    }
+
+    /// Load from validated files with low-rank updates (LoRAs) merged into the weights.
+    pub fn from_merged(
+        config: &ClipConfig,
+        checked: &[CheckedFile],
+        merges: &checkpoint::Merges,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let names = || checked.iter().flat_map(|f| f.tensors.keys());
         let prefixed = names().any(|k| k.starts_with("text_model."));
         let bare = names().any(|k| k.starts_with("embeddings.") || k.starts_with("encoder."));
@@ -225,7 +236,7 @@ impl ClipTextEncoder {
                 describe(checked)
             );
         }
-        let root = checkpoint::var_builder(checked, dtype, device)?;
+        let root = checkpoint::var_builder_merged(checked, merges, dtype, device)?;
         let vb = if prefixed {
             root.pp("text_model")
         } else {

@@ -92,6 +92,15 @@ pub fn weight_bytes(model: &ModelSource) -> u64 {
     let ModelSource::Local(dir) = model else {
         return 0;
     };
+    if dir.is_file() {
+        // A single-file checkpoint: its tensors as f32.
+        return crate::model::checkpoint::check_safetensors(dir).map_or(0, |f| {
+            f.tensors
+                .values()
+                .map(|t| t.shape.iter().product::<usize>() as u64 * 4)
+                .sum()
+        });
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

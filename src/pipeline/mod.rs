@@ -13,12 +13,12 @@ pub mod reports;
 
 use crate::field::{Field, FieldError, Fix};
 use crate::job::{Job, Pass};
-use crate::model::{ModelSource, StableDiffusion, sd};
+use crate::model::parts::Parts;
+use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd};
 use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::time::Instant;
 
 pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport};
@@ -27,7 +27,7 @@ pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideRe
 pub struct LoadedModel {
     /// The pipeline.
     pub sd: StableDiffusion,
-    /// Its `scheduler_config.json`.
+    /// Its scheduler settings (`--prediction` applied).
     pub schedule: SchedulerConfig,
     /// Where it came from, for reports.
     pub origin: String,
@@ -35,29 +35,54 @@ pub struct LoadedModel {
     pub load_ms: f64,
     /// Why the model runs on the CPU although a GPU backend is compiled in (shown once).
     pub device_note: Option<String>,
+    /// What loading found, one line each: a checkpoint's detected family, each LoRA merged.
+    pub notes: Vec<String>,
 }
 
-/// Load a model (downloading hub weights when needed) on the CPU or the best device.
-pub fn load_model(
-    source: &ModelSource,
-    vae: Option<&Path>,
-    force_cpu: bool,
-    dtype: Option<DType>,
-) -> Result<LoadedModel> {
-    let t0 = Instant::now();
-    let (device, device_note) = crate::model::device(force_cpu);
-    let dtype = dtype.unwrap_or_else(|| sd::default_dtype(&device));
-    let hub = crate::model::HubOptions::default();
-    let mut files = source.resolve(&hub)?;
-    if let Some(vae) = vae {
-        files.replace_vae(vae)?;
+impl LoadedModel {
+    /// What the user should read about the load, one line each: why a GPU build runs on
+    /// the CPU, the checkpoint detected, each LoRA merged.
+    pub fn messages(&self) -> impl Iterator<Item = &String> {
+        self.device_note.iter().chain(&self.notes)
     }
-    let sd = StableDiffusion::load(&files, &device, dtype)?;
-    let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
+}
+
+/// The parts of the model a job names: a single-file checkpoint or a folder (downloading
+/// hub weights when needed), with its VAE replaced, its LoRAs merged and its prediction
+/// type set as the job says.
+pub fn model_parts(job: &Job) -> Result<Parts> {
+    let mut parts = match &job.model {
+        ModelSource::Local(path) if path.is_file() => {
+            ldm_pipeline::parts(path, job.vae.as_deref(), job.prediction)?
+        }
+        source => {
+            let hub = crate::model::HubOptions::default();
+            let mut parts = Parts::folder(&source.resolve(&hub)?)?;
+            if let Some(vae) = &job.vae {
+                parts.replace_vae(vae)?;
+            }
+            if let Some(p) = job.prediction {
+                parts.set_prediction(p);
+            }
+            parts
+        }
+    };
+    lora::apply_all(&mut parts, &job.loras)?;
+    Ok(parts)
+}
+
+/// Load the model a job names on the CPU or the best device.
+pub fn load_model(job: &Job) -> Result<LoadedModel> {
+    let t0 = Instant::now();
+    let (device, device_note) = crate::model::device(job.force_cpu);
+    let dtype = job.dtype.unwrap_or_else(|| sd::default_dtype(&device));
+    let parts = model_parts(job)?;
+    let sd = StableDiffusion::from_parts(parts, &device, dtype)?;
     Ok(LoadedModel {
+        schedule: sd.schedule().clone(),
+        notes: sd.notes().to_vec(),
         sd,
-        schedule,
-        origin: source.to_string(),
+        origin: job.model.to_string(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
         device_note,
     })
@@ -70,7 +95,7 @@ pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
         let (w, h) = (job.width.unwrap_or(1024), job.height.unwrap_or(1024));
         memory::check_fits(&job.model, w, h)?;
     }
-    load_model(&job.model, job.vae.as_deref(), job.force_cpu, job.dtype)
+    load_model(job)
 }
 
 /// Inputs shared by every pass of a job: the encoded prompt and the initial latents.

@@ -25,7 +25,7 @@ pub use denoise::{CallPlan, Denoiser, RawPrediction};
 pub use early_stop::EarlyStop;
 pub use method::{Method, MethodError, MethodKind, UCacheSettings};
 pub use run::{Cancelled, NonFinite, RunOutput, RunSettings, StepEvent, run};
-pub use schedule::SchedulerConfig;
+pub use schedule::{PredictionType, SchedulerConfig};
 pub use scheduler::{Scheduler, SchedulerKind, StepOutput, build_scheduler};
 pub use tgate::{AttentionGate, TGatePlan};
 pub use trace::{Decision, Estimate, RunTrace, StepRecord};

@@ -28,7 +28,7 @@ impl Generator {
     /// Load a diffusers-style folder on the CPU in f32.
     pub fn load(dir: &Path) -> Result<Self> {
         let sd = StableDiffusion::load_dir(dir, &Device::Cpu, DType::F32)?;
-        let schedule = SchedulerConfig::from_file(sd.scheduler_config_path())?;
+        let schedule = sd.schedule().clone();
         Ok(Self { sd, schedule })
     }
 

@@ -82,12 +82,21 @@ pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
                     ui.label(format!("Loading {model}…"));
                 }
                 (_, Some(m)) => {
-                    ui.label(format!(
-                        "Model: {} · {} · loaded in {:.1} s",
+                    let loras = m.notes.iter().filter(|n| n.starts_with("LoRA ")).count();
+                    let label = ui.label(format!(
+                        "Model: {} · {} · loaded in {:.1} s{}",
                         short(&m.origin, 60),
                         m.device,
-                        m.load_ms / 1e3
+                        m.load_ms / 1e3,
+                        match loras {
+                            0 => String::new(),
+                            1 => " · 1 LoRA".into(),
+                            n => format!(" · {n} LoRAs"),
+                        }
                     ));
+                    if !m.notes.is_empty() {
+                        label.on_hover_text(m.notes.join("\n"));
+                    }
                 }
                 (_, None) => {
                     ui.label("No model loaded yet: press Generate (Ctrl+Enter)");

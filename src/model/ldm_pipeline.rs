@@ -1,0 +1,239 @@
+//! A single-file checkpoint in the original (LDM) layout as pipeline [`Parts`]: the family
+//! detected from its keys ([`super::single_file`]), each component's entries renamed to
+//! diffusers' names without reading them ([`super::ldm_unet`], [`super::ldm_vae`],
+//! [`super::ldm_text`]), configs read off the shapes ([`super::infer_config`]), the built-in
+//! CLIP tokenizer, and the family's published scheduler.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::checkpoint::{self, CheckedFile};
+use super::error::ModelError;
+use super::infer_config::{self, Heads, TextFamily, UNetFamily};
+use super::parts::{Parts, TextPart, VaePart, Weights};
+use super::single_file::{self, CheckpointFamily, Detected};
+use super::tokenizer::{ClipPad, ClipTokenizer};
+use super::{ldm_text, ldm_unet, ldm_vae};
+use crate::sampler::{PredictionType, SchedulerConfig};
+
+/// `scheduler_config.json` of runwayml/stable-diffusion-v1-5.
+pub const SD1_SCHEDULER: &str = r#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "clip_sample": false, "trained_betas": null, "prediction_type": "epsilon"}"#;
+/// `scheduler_config.json` of stabilityai/stable-diffusion-2-1 (768 px, v-prediction).
+pub const SD2_SCHEDULER: &str = r#"{"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "clip_sample": false, "trained_betas": null, "prediction_type": "v_prediction"}"#;
+/// `scheduler_config.json` of stabilityai/stable-diffusion-xl-base-1.0.
+pub const SDXL_SCHEDULER: &str = r#"{"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "interpolation_type": "linear", "sample_max_value": 1.0, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "clip_sample": false, "timestep_spacing": "leading", "trained_betas": null, "use_karras_sigmas": false, "prediction_type": "epsilon"}"#;
+
+/// One text encoder of a family: where it sits and how it is read.
+struct TextSlot {
+    prefix: &'static str,
+    open_clip: bool,
+    family: TextFamily,
+    pad: ClipPad,
+}
+
+const CLIP_L: TextFamily = TextFamily {
+    activation: "quick_gelu",
+    drop_last: 0,
+    projection: false,
+};
+
+fn text_slots(family: CheckpointFamily) -> Vec<TextSlot> {
+    match family {
+        CheckpointFamily::Sd1 => vec![TextSlot {
+            prefix: single_file::SD1_TEXT_PREFIX,
+            open_clip: false,
+            family: CLIP_L,
+            pad: ClipPad::EndOfText,
+        }],
+        // SD 2.x runs OpenCLIP's penultimate layer: the last is never used.
+        CheckpointFamily::Sd2 => vec![TextSlot {
+            prefix: single_file::SD2_TEXT_PREFIX,
+            open_clip: true,
+            family: TextFamily {
+                activation: "gelu",
+                drop_last: 1,
+                projection: false,
+            },
+            pad: ClipPad::Exclamation,
+        }],
+        CheckpointFamily::SdxlBase | CheckpointFamily::SdxlRefiner => vec![
+            TextSlot {
+                prefix: "conditioner.embedders.0.transformer.",
+                open_clip: false,
+                family: CLIP_L,
+                pad: ClipPad::EndOfText,
+            },
+            TextSlot {
+                prefix: "conditioner.embedders.1.model.",
+                open_clip: true,
+                family: TextFamily {
+                    activation: "gelu",
+                    drop_last: 0,
+                    projection: true,
+                },
+                pad: ClipPad::Exclamation,
+            },
+        ],
+    }
+}
+
+/// The parts of the single-file checkpoint `path`; `vae`: a VAE file used instead of the
+/// checkpoint's own (required when it has none); `prediction`: what the UNet predicts
+/// when the user says (else the family's default, or `v` when the file is marked `v_pred`).
+pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>) -> Result<Parts> {
+    if single_file::is_pickle(path) {
+        return Err(ModelError::Pickle {
+            path: path.to_path_buf(),
+            vae: false,
+        }
+        .into());
+    }
+    let file = checkpoint::check_safetensors(path)?;
+    let found = single_file::detect(&file)?;
+    refuse_unsupported(path, &found)?;
+    let family = found.family;
+
+    let mut text = vec![];
+    for slot in text_slots(family) {
+        let renamed = if slot.open_clip {
+            ldm_text::open_clip_names(&file, slot.prefix)?
+        } else {
+            ldm_text::clip_names(&file, slot.prefix)?
+        };
+        let config = infer_config::clip(&renamed, slot.family)?;
+        let mut tokenizer = ClipTokenizer::builtin(slot.pad)?;
+        tokenizer.clamp_max_len(config.max_position_embeddings);
+        text.push(TextPart {
+            config,
+            config_file: path.to_path_buf(),
+            weights: Weights::plain(vec![renamed]),
+            tokenizer,
+        });
+    }
+
+    let marked_v = file.tensors.contains_key("v_pred");
+    let (scheduler, sample_size, scaling, heads) = match family {
+        CheckpointFamily::Sd1 => (SD1_SCHEDULER, 64, 0.18215, Heads::Fixed(8)),
+        CheckpointFamily::Sd2 => (SD2_SCHEDULER, 96, 0.18215, Heads::Width(64)),
+        _ => (SDXL_SCHEDULER, 128, 0.13025, Heads::Width(64)),
+    };
+    let mut schedule = SchedulerConfig::from_json(scheduler)?;
+    if marked_v {
+        schedule.prediction_type = PredictionType::VPrediction;
+    }
+    if let Some(p) = prediction {
+        schedule.prediction_type = p;
+    }
+    // SD 2.x: the 768-px models predict v, the 512-px base ε.
+    let sample_size =
+        if family == CheckpointFamily::Sd2 && schedule.prediction_type == PredictionType::Epsilon {
+            64
+        } else {
+            sample_size
+        };
+
+    let unet = unet_names(&file)?;
+    let pooled = text.get(1).and_then(|t| t.config.projection_dim);
+    let unet_config = infer_config::unet(
+        &unet,
+        UNetFamily {
+            heads,
+            sample_size,
+            upcast_attention: family == CheckpointFamily::Sd2,
+            pooled,
+        },
+    )?;
+
+    let own_vae = match (vae, found.has_vae) {
+        (Some(_), _) | (None, false) => None,
+        (None, true) => Some(ldm_vae::to_diffusers(&file, single_file::VAE_PREFIX)?),
+    };
+    let vae_part = match (own_vae, vae) {
+        (Some(renamed), _) => Some(vae_part(renamed, scaling)?),
+        (None, Some(v)) => Some(vae_part(super::parts::read_vae_file(v)?, scaling)?),
+        (None, None) => {
+            return Err(ModelError::NotVae {
+                path: path.to_path_buf(),
+                found: "the checkpoint has no first_stage_model.* tensors: pass the VAE it was made for with --vae FILE".into(),
+            }
+            .into());
+        }
+    };
+    let mut notes = vec![format!("{}: {}", path.display(), found.describe())];
+    if family == CheckpointFamily::Sd2 && prediction.is_none() && !marked_v {
+        notes.push(
+            "SD 2.x: v-prediction at 768×768 assumed (the 2.0 / 2.1 768-px models); pass --prediction epsilon for a 512-px base model".into(),
+        );
+    }
+    Ok(Parts {
+        origin: path.display().to_string(),
+        unet_file: path.to_path_buf(),
+        unet_config,
+        unet: Weights::plain(vec![unet]),
+        vae: vae_part,
+        text,
+        schedule,
+        force_zeros_for_empty_prompt: matches!(family, CheckpointFamily::SdxlBase),
+        notes,
+    })
+}
+
+/// Refiners and inpainting models: named, not half-loaded.
+fn refuse_unsupported(path: &Path, found: &Detected) -> Result<(), ModelError> {
+    let unsupported = |field: &str, reason: String| ModelError::Unsupported {
+        file: path.to_path_buf(),
+        field: field.into(),
+        reason,
+    };
+    if found.family == CheckpointFamily::SdxlRefiner {
+        return Err(unsupported(
+            "family",
+            "an SDXL refiner checkpoint (refiners are not supported yet; load the SDXL base model)"
+                .into(),
+        ));
+    }
+    match found.in_channels {
+        Some(9) => Err(unsupported(
+            "UNet input channels",
+            "9: an inpainting checkpoint; inpainting is not supported yet".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The UNet's entries under diffusers' names.
+fn unet_names(file: &CheckedFile) -> Result<CheckedFile, ModelError> {
+    let prefix = single_file::UNET_PREFIX;
+    // Layers per block: input_blocks 1..=layers are the first block's.
+    let layers = file
+        .tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix("input_blocks."))
+        .filter(|rest| rest.contains(".0.op.") || rest.contains(".0.conv."))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .min()
+        .map_or(2, |first_down| first_down - 1);
+    file.relabel("UNet", |key, info| {
+        Ok(key
+            .strip_prefix(prefix)
+            .and_then(|ldm| ldm_unet::diffusers_name(ldm, layers))
+            .map(|name| (name, info.clone()))
+            .into_iter()
+            .collect())
+    })
+}
+
+fn vae_part(renamed: CheckedFile, scaling: f64) -> Result<VaePart> {
+    Ok(VaePart {
+        config: infer_config::vae(
+            &renamed,
+            infer_config::VaeFamily {
+                scaling_factor: scaling,
+                force_upcast: true,
+                groups: 32,
+            },
+        )?,
+        weights: Weights::plain(vec![renamed]),
+    })
+}

@@ -1,0 +1,354 @@
+//! LoRA files merged into a pipeline's weights at load (`--lora FILE[:SCALE]`).
+//!
+//! Two formats are read:
+//! * kohya / AUTOMATIC1111: `lora_unet_<module>`, `lora_te_<module>` (SD 1.x / 2.x),
+//!   `lora_te1_` / `lora_te2_` (SDXL), each with `.lora_down.weight`, `.lora_up.weight`
+//!   and an optional `.alpha`; UNet modules in diffusers' naming or, as SDXL trainers
+//!   write them, the original layout's (`input_blocks_4_1_…`);
+//! * diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` (or the older
+//!   `.lora.down.weight` / `.lora.up.weight`), `text_encoder.` and `text_encoder_2.`.
+//!
+//! Each module's update `scale · alpha / rank · up · down` is added to its weight as the
+//! weight is read ([`super::checkpoint::LowRank`]), as diffusers' `fuse_lora` does. A key
+//! that names no module of the model is an error listing it, never skipped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+
+use super::checkpoint::{self, LowRank};
+use super::error::ModelError;
+use super::parts::{Parts, Weights};
+
+/// One `--lora` argument: a file and the scale its update is merged with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// The safetensors file.
+    pub path: PathBuf,
+    /// How much of the update is merged (1: as trained).
+    pub scale: f64,
+}
+
+impl FromStr for LoraSpec {
+    type Err = String;
+
+    /// `FILE` or `FILE:SCALE` (a suffix that is not a number stays part of the path, so
+    /// `C:\loras\a.safetensors` is a path).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("expected FILE or FILE:SCALE".into());
+        }
+        let (path, scale) = match s.rsplit_once(':') {
+            Some((p, scale)) if !p.is_empty() && scale.trim().parse::<f64>().is_ok() => {
+                (p, scale.trim().parse::<f64>().expect("checked"))
+            }
+            _ => (s, 1.0),
+        };
+        if !scale.is_finite() {
+            return Err(format!("the scale of {path} must be a finite number"));
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            scale,
+        })
+    }
+}
+
+impl fmt::Display for LoraSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.scale)
+    }
+}
+
+/// Which part of the pipeline a LoRA key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Unet,
+    /// Text encoder 0 or 1.
+    Text(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Down,
+    Up,
+    Alpha,
+}
+
+/// A parsed key: the component, the module stem (kohya: underscores; PEFT: dots), the role.
+struct Key<'a> {
+    target: Target,
+    module: &'a str,
+    kohya: bool,
+    role: Role,
+}
+
+fn parse_key(key: &str) -> Option<Key<'_>> {
+    const KOHYA: [(&str, Target); 4] = [
+        ("lora_unet_", Target::Unet),
+        ("lora_te1_", Target::Text(0)),
+        ("lora_te2_", Target::Text(1)),
+        ("lora_te_", Target::Text(0)),
+    ];
+    const PEFT: [(&str, Target); 3] = [
+        ("unet.", Target::Unet),
+        ("text_encoder.", Target::Text(0)),
+        ("text_encoder_2.", Target::Text(1)),
+    ];
+    const ROLES: [(&str, Role); 7] = [
+        (".lora_down.weight", Role::Down),
+        (".lora_up.weight", Role::Up),
+        (".lora_A.weight", Role::Down),
+        (".lora_B.weight", Role::Up),
+        (".lora.down.weight", Role::Down),
+        (".lora.up.weight", Role::Up),
+        (".alpha", Role::Alpha),
+    ];
+    let (rest, role) = ROLES
+        .iter()
+        .find_map(|(suffix, role)| Some((key.strip_suffix(suffix)?, *role)))?;
+    if let Some((module, target)) = KOHYA
+        .iter()
+        .find_map(|(p, t)| Some((rest.strip_prefix(p)?, *t)))
+    {
+        return Some(Key {
+            target,
+            module,
+            kohya: true,
+            role,
+        });
+    }
+    PEFT.iter()
+        .find_map(|(p, t)| Some((rest.strip_prefix(p)?, *t)))
+        .map(|(module, target)| Key {
+            target,
+            module,
+            kohya: false,
+            role,
+        })
+}
+
+/// A component's weights by module, underscored (`text_model_` in front of a text
+/// encoder's, whatever its file does): `down_blocks_0_…_to_q` → the `….weight` entry.
+fn module_index(weights: &Weights, text: bool) -> BTreeMap<String, String> {
+    weights
+        .names()
+        .filter_map(|name| {
+            let module = name.strip_suffix(".weight")?;
+            let key = if text {
+                format!("text_model.{}", module.trim_start_matches("text_model."))
+            } else {
+                module.to_string()
+            };
+            Some((key.replace('.', "_"), name.clone()))
+        })
+        .collect()
+}
+
+/// The module key of a parsed LoRA key in [`module_index`]'s form.
+fn index_key(key: &Key, layers: usize) -> Vec<String> {
+    match (key.target, key.kohya) {
+        (Target::Unet, true) => {
+            let mut keys = vec![key.module.to_string()];
+            keys.extend(super::ldm_unet::kohya_stem(key.module, layers));
+            keys
+        }
+        (Target::Unet, false) => vec![key.module.replace('.', "_")],
+        (Target::Text(_), true) => {
+            let m = key.module.trim_start_matches("text_model_");
+            vec![format!("text_model_{m}")]
+        }
+        (Target::Text(_), false) => {
+            let m = key.module.trim_start_matches("text_model.");
+            vec![format!("text_model_{}", m.replace('.', "_"))]
+        }
+    }
+}
+
+/// Merge the LoRA `spec` into `parts` (nothing is read from the model's weights; the
+/// updates are added as they are). Returns the line reporting what it touched.
+pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
+    let path = &spec.path;
+    let fail = |problem: String| -> anyhow::Error {
+        ModelError::Lora {
+            path: path.clone(),
+            problem,
+        }
+        .into()
+    };
+    if super::single_file::is_pickle(path) {
+        return Err(ModelError::Pickle {
+            path: path.clone(),
+            vae: false,
+        }
+        .into());
+    }
+    if !path.is_file() {
+        return Err(fail(
+            if path.exists() {
+                "is not a file"
+            } else {
+                "does not exist"
+            }
+            .into(),
+        ));
+    }
+    checkpoint::check_safetensors(path)?;
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| fail(format!("could not read it: {e}")))?;
+
+    let mut unknown = vec![];
+    let mut modules: BTreeMap<(Target, String), [Option<&Tensor>; 3]> = BTreeMap::new();
+    let mut kinds = (false, false); // (SD-style lora_te_ / text_encoder., SDXL-style te1/te2)
+    for (name, t) in &tensors {
+        let Some(key) = parse_key(name) else {
+            unknown.push(name.clone());
+            continue;
+        };
+        match key.target {
+            Target::Text(1) => kinds.1 = true,
+            Target::Text(_) if name.starts_with("lora_te1_") => kinds.1 = true,
+            Target::Text(_) => kinds.0 = true,
+            Target::Unet => {}
+        }
+        let slot = match key.role {
+            Role::Down => 0,
+            Role::Up => 1,
+            Role::Alpha => 2,
+        };
+        let module = format!("{}{}", if key.kohya { "k:" } else { "p:" }, key.module);
+        modules.entry((key.target, module)).or_default()[slot] = Some(t);
+    }
+    check_family(parts, kinds).map_err(fail)?;
+
+    let layers = parts.unet_config.down.first().map_or(2, |b| b.layers);
+    let unet_index = module_index(&parts.unet, false);
+    let text_index: Vec<_> = parts
+        .text
+        .iter()
+        .map(|t| module_index(&t.weights, true))
+        .collect();
+    let mut touched: BTreeMap<Target, usize> = BTreeMap::new();
+    let mut problems = vec![];
+    for ((target, module), [down, up, alpha]) in &modules {
+        let (kohya, stem) = (module.starts_with("k:"), &module[2..]);
+        let key = Key {
+            target: *target,
+            module: stem,
+            kohya,
+            role: Role::Down,
+        };
+        let index = match target {
+            Target::Unet => Some(&unet_index),
+            Target::Text(i) => text_index.get(*i),
+        };
+        let found = index.and_then(|ix| {
+            index_key(&key, layers)
+                .iter()
+                .find_map(|k| ix.get(k).cloned())
+        });
+        let (Some(weight), Some(down), Some(up)) = (found, down, up) else {
+            let what = match (down, up) {
+                (Some(_), Some(_)) => "names no module of this model",
+                (None, _) => "has no down (A) matrix",
+                (_, None) => "has no up (B) matrix",
+            };
+            unknown.push(format!("{stem} ({what})"));
+            continue;
+        };
+        let rank = down.dim(0)?;
+        let alpha = match alpha {
+            Some(a) => a
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .get(0)?
+                .to_scalar::<f64>()?,
+            None => rank as f64,
+        };
+        let update = LowRank {
+            up: up.to_dtype(DType::F32)?,
+            down: down.to_dtype(DType::F32)?,
+            scale: spec.scale * alpha / rank as f64,
+        };
+        let weights = match target {
+            Target::Unet => &mut parts.unet,
+            Target::Text(i) => &mut parts.text[*i].weights,
+        };
+        let dims = weights.shape(&weight).expect("indexed").to_vec();
+        if let Err(e) = update.check(&dims) {
+            problems.push(format!("{stem}: {e}"));
+            continue;
+        }
+        weights.merges.entry(weight).or_default().push(update);
+        *touched.entry(*target).or_default() += 1;
+    }
+    if !problems.is_empty() {
+        return Err(fail(format!(
+            "its rank or shape does not fit this model: {}",
+            crate::field::cut_list(&problems, 5)
+        )));
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(fail(format!(
+            "{} of its keys match no module of this model (is it made for another model?): {}",
+            unknown.len(),
+            crate::field::cut_list(&unknown, 8)
+        )));
+    }
+    if touched.is_empty() {
+        return Err(fail("it holds no LoRA modules".into()));
+    }
+    let parts_line: Vec<String> = touched
+        .iter()
+        .map(|(t, n)| {
+            let name = match t {
+                Target::Unet => "UNet".to_string(),
+                Target::Text(0) if parts.text.len() == 1 => "text encoder".to_string(),
+                Target::Text(i) => format!("text encoder {}", i + 1),
+            };
+            format!("{name} {n}")
+        })
+        .collect();
+    let total: usize = touched.values().sum();
+    Ok(format!(
+        "LoRA {} ×{}: merged into {total} modules ({})",
+        path.display(),
+        spec.scale,
+        parts_line.join(", ")
+    ))
+}
+
+/// SDXL LoRAs (`lora_te1_` / `lora_te2_` / `text_encoder_2.`) on SDXL, SD ones
+/// (`lora_te_`) on SD 1.x / 2.x.
+fn check_family(parts: &Parts, (sd, xl): (bool, bool)) -> Result<(), String> {
+    let model = if parts.is_sdxl() {
+        "SDXL"
+    } else {
+        "SD 1.x / 2.x"
+    };
+    if xl && !parts.is_sdxl() {
+        return Err(format!(
+            "it is made for SDXL (it has keys for two text encoders) but the model is {model}"
+        ));
+    }
+    if sd && !xl && parts.is_sdxl() {
+        return Err(format!(
+            "it is made for SD 1.x / 2.x (one text encoder, lora_te_* keys) but the model is {model}"
+        ));
+    }
+    Ok(())
+}
+
+/// Merge every LoRA of `specs` into `parts`, noting each.
+pub fn apply_all(parts: &mut Parts, specs: &[LoraSpec]) -> Result<()> {
+    for spec in specs {
+        let note = apply(parts, spec)?;
+        parts.notes.push(note);
+    }
+    Ok(())
+}

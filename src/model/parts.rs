@@ -1,0 +1,273 @@
+//! What a pipeline is built from, however its weights are kept: a diffusers folder (configs
+//! beside the weights) or one original-layout checkpoint (configs read off the tensors;
+//! [`super::ldm_pipeline`]). A separate VAE and LoRAs ([`super::lora`]) change the parts
+//! before anything is read.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use super::checkpoint::{self, CheckedFile, Merges};
+use super::config::{ClipConfig, ModelIndex, UNetConfig, VaeConfig};
+use super::error::ModelError;
+use super::source::ModelFiles;
+use super::tokenizer::ClipTokenizer;
+use crate::sampler::{PredictionType, SchedulerConfig};
+
+/// A component's validated weights files, and the low-rank updates merged into them.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// The files, entries under the names the model code reads.
+    pub files: Vec<CheckedFile>,
+    /// LoRA updates by weight name.
+    pub merges: Merges,
+}
+
+impl Weights {
+    /// Weights with nothing merged.
+    pub fn plain(files: Vec<CheckedFile>) -> Self {
+        Self {
+            files,
+            merges: Merges::new(),
+        }
+    }
+
+    /// A reader of the weights in `dtype` on `device`.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+        checkpoint::var_builder_merged(&self.files, &self.merges, dtype, device)
+    }
+
+    /// The shape of an entry, if any file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.files
+            .iter()
+            .rev()
+            .find_map(|f| f.tensors.get(name))
+            .map(|i| i.shape.as_slice())
+    }
+
+    /// Every entry name.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.files.iter().flat_map(|f| f.tensors.keys())
+    }
+
+    /// The files, for messages.
+    pub fn describe(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A text encoder with its tokenizer.
+pub struct TextPart {
+    /// Its config.
+    pub config: ClipConfig,
+    /// Where the config came from (a config.json, or the checkpoint), for messages.
+    pub config_file: PathBuf,
+    /// Its weights.
+    pub weights: Weights,
+    /// Its tokenizer.
+    pub tokenizer: ClipTokenizer,
+}
+
+/// The VAE.
+#[derive(Debug, Clone)]
+pub struct VaePart {
+    /// Its config.
+    pub config: VaeConfig,
+    /// Its weights.
+    pub weights: Weights,
+}
+
+/// Everything a [`super::StableDiffusion`] is built from.
+pub struct Parts {
+    /// What was loaded (a folder, a repository, a file), for messages.
+    pub origin: String,
+    /// Named in errors about the UNet: its config.json, or the checkpoint.
+    pub unet_file: PathBuf,
+    /// The UNet's config.
+    pub unet_config: UNetConfig,
+    /// The UNet's weights.
+    pub unet: Weights,
+    /// `None`: pixel space.
+    pub vae: Option<VaePart>,
+    /// One text encoder, or two (SDXL).
+    pub text: Vec<TextPart>,
+    /// The scheduler settings.
+    pub schedule: SchedulerConfig,
+    /// SDXL: zero embeddings for an empty negative prompt.
+    pub force_zeros_for_empty_prompt: bool,
+    /// What was found on the way (the checkpoint's family, each LoRA merged), one line
+    /// each, for the front end to show.
+    pub notes: Vec<String>,
+}
+
+impl Parts {
+    /// A diffusers-format folder's (or hub repository's) parts; nothing is read but headers
+    /// and configs.
+    pub fn folder(files: &ModelFiles) -> Result<Self> {
+        let index = ModelIndex::from_optional(files.model_index.as_ref())?;
+        if index.requires_aesthetics_score == Some(true) {
+            return Err(ModelError::Unsupported {
+                file: files.model_index.clone().unwrap_or_default(),
+                field: "requires_aesthetics_score".into(),
+                reason: "SDXL refiner pipelines are not supported".into(),
+            }
+            .into());
+        }
+        let unet_config = UNetConfig::from_file(&files.unet.config)?;
+        let vae_config = files
+            .vae
+            .as_ref()
+            .map(|v| VaeConfig::from_file(&v.config))
+            .transpose()?;
+        if vae_config.is_none() && (unet_config.in_channels != 3 || unet_config.out_channels != 3) {
+            return Err(ModelError::MissingFile {
+                what: "VAE config (a UNet without a VAE must have 3 in and out channels)".into(),
+                path: files
+                    .unet
+                    .config
+                    .parent()
+                    .and_then(Path::parent)
+                    .map_or_else(|| "vae/config.json".into(), |d| d.join("vae/config.json")),
+            }
+            .into());
+        }
+        // Every weights file is checked before any is read.
+        let unet = Weights::plain(checkpoint::check_all(&files.unet.weights)?);
+        let vae = match (vae_config, &files.vae) {
+            (Some(config), Some(v)) => {
+                let files = checkpoint::check_all(&v.weights)?
+                    .iter()
+                    .map(super::ldm_vae::as_diffusers)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(VaePart {
+                    config,
+                    weights: Weights::plain(files),
+                })
+            }
+            _ => None,
+        };
+        let mut text = vec![];
+        for (te, tok_files) in files.text_encoders.iter().zip(&files.tokenizers) {
+            let weights = Weights::plain(checkpoint::check_all(&te.weights)?);
+            let config = ClipConfig::from_file(&te.config)?;
+            let mut tokenizer = ClipTokenizer::load(tok_files)?;
+            tokenizer.clamp_max_len(config.max_position_embeddings);
+            text.push(TextPart {
+                config,
+                config_file: te.config.clone(),
+                weights,
+                tokenizer,
+            });
+        }
+        let schedule = SchedulerConfig::from_file(&files.scheduler_config)?;
+        let sdxl = files.is_sdxl();
+        Ok(Self {
+            origin: files.origin.clone(),
+            unet_file: files.unet.config.clone(),
+            unet_config,
+            unet,
+            vae,
+            text,
+            schedule,
+            force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt.unwrap_or(sdxl),
+            notes: vec![],
+        })
+    }
+
+    /// Take the VAE's weights from `file`: a standalone VAE in the original layout, a
+    /// diffusers VAE file, or a whole single-file checkpoint's VAE. The model's VAE config
+    /// still describes it; a VAE of another shape (other latent channels, other widths) is
+    /// refused.
+    pub fn replace_vae(&mut self, file: &Path) -> Result<()> {
+        let Some(vae) = &mut self.vae else {
+            return Err(ModelError::Unsupported {
+                file: self.unet_file.clone(),
+                field: "VAE".into(),
+                reason: format!(
+                    "{} works in pixel space and has no VAE to replace",
+                    self.origin
+                ),
+            }
+            .into());
+        };
+        let renamed = read_vae_file(file)?;
+        let found = super::infer_config::vae(
+            &renamed,
+            super::infer_config::VaeFamily {
+                scaling_factor: vae.config.scaling_factor,
+                force_upcast: vae.config.force_upcast,
+                groups: vae.config.candle.norm_num_groups,
+            },
+        )?;
+        let (want, got) = (&vae.config.candle, &found.candle);
+        let problem = if got.latent_channels != want.latent_channels {
+            Some(format!(
+                "it makes {}-channel latents but the model's UNet works on {}",
+                got.latent_channels, want.latent_channels
+            ))
+        } else if got.block_out_channels != want.block_out_channels
+            || got.layers_per_block != want.layers_per_block
+        {
+            Some(format!(
+                "its blocks are {:?} wide with {} layers, the model's VAE {:?} with {}",
+                got.block_out_channels,
+                got.layers_per_block,
+                want.block_out_channels,
+                want.layers_per_block
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(ModelError::WrongVae {
+                path: file.to_path_buf(),
+                problem,
+            }
+            .into());
+        }
+        vae.weights = Weights::plain(vec![renamed]);
+        Ok(())
+    }
+
+    /// Override what the UNet predicts (`--prediction`).
+    pub fn set_prediction(&mut self, prediction: PredictionType) {
+        self.schedule.prediction_type = prediction;
+    }
+
+    /// Whether this is a two-encoder (SDXL) pipeline.
+    pub fn is_sdxl(&self) -> bool {
+        self.text.len() == 2
+    }
+}
+
+/// A VAE weights file, validated and renamed to diffusers' names; pickles are refused
+/// unopened.
+pub fn read_vae_file(file: &Path) -> Result<CheckedFile> {
+    if super::single_file::is_pickle(file) {
+        return Err(ModelError::Pickle {
+            path: file.to_path_buf(),
+            vae: true,
+        }
+        .into());
+    }
+    if !file.is_file() {
+        anyhow::bail!(
+            "the VAE weights file {} {}",
+            file.display(),
+            if file.exists() {
+                "is not a file"
+            } else {
+                "does not exist"
+            }
+        );
+    }
+    let checked = checkpoint::check_safetensors(file)?;
+    Ok(super::ldm_vae::as_diffusers(&checked)?)
+}
