@@ -4,7 +4,7 @@
 #![cfg(feature = "gui")]
 
 use adaptive_diffusion::app::{
-    ExportKind, GuiApp, ModelChoice, Phase, Settings, SideStatus, egui, export,
+    ExportKind, GuiApp, LoraEntry, ModelChoice, Phase, Settings, SideStatus, egui, export,
 };
 use egui::accesskit::Role;
 use egui_kittest::Harness;
@@ -414,6 +414,57 @@ fn gui_shows_errors_instead_of_crashing() {
     h.step();
     h.get_by_label_contains("the prompt is empty");
     assert_eq!(app(&h).worker_stats().jobs, 1);
+    h.run();
+}
+
+/// A single-file checkpoint with a LoRA from the list (an unticked one stays out), then a
+/// LoRA made for another family shown in red.
+#[test]
+fn gui_loads_a_single_file_checkpoint_with_a_listed_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut s = settings(dir.path());
+    s.prompt = "a red circle".into();
+    s.steps = 4;
+    s.custom_size = true;
+    (s.width, s.height) = (64, 64);
+    s.model = ModelChoice::LocalFile(files.join("tiny-sd1.safetensors"));
+    s.loras = vec![
+        LoraEntry {
+            path: files.join("lora-sd1-kohya.safetensors"),
+            scale: 0.8,
+            enabled: true,
+        },
+        LoraEntry {
+            path: files.join("lora-sd1-peft.safetensors"),
+            scale: 1.0,
+            enabled: false,
+        },
+    ];
+    let mut h = harness(s);
+    h.get_by_label("lora-sd1-kohya.safetensors");
+    h.get_by_label("lora-sd1-peft.safetensors");
+    assert!(
+        h.get_all_by_label("scale").count() >= 2,
+        "a scale slider per LoRA"
+    );
+    h.get_by_label("Add LoRA…");
+    h.get_by_label("Checkpoint file");
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    let notes = &app(&h).session.model.as_ref().unwrap().notes;
+    assert!(notes[0].contains("SD 1.x checkpoint ("), "{notes:?}");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[1].contains("lora-sd1-kohya.safetensors ×0.8: merged into 170 modules"),
+        "{notes:?}"
+    );
+    h.get_by_label_contains("· 1 LoRA");
+
+    app_mut(&mut h).settings.model = ModelChoice::LocalFile(files.join("tiny-sdxl.safetensors"));
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the failure", |a| a.session.phase == Phase::Failed);
+    h.get_by_label_contains("made for SD 1.x / 2.x");
     h.run();
 }
 

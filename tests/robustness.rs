@@ -73,8 +73,11 @@ enum Setup {
     LinkToOld,
     /// `map.json`: a budget map whose steps decrease.
     BadMap,
-    /// `model.ckpt` (a pickle), `model.safetensors` (a single-file SD 2.x checkpoint),
-    /// `lora.safetensors` (a LoRA) and `cut.safetensors` (a truncated checkpoint).
+    /// `model.ckpt` (a pickle), `model.safetensors` (a single-file SD 1.x inpainting
+    /// checkpoint), `lora.safetensors` (a LoRA), `cut.safetensors` (a truncated checkpoint),
+    /// `badrank.safetensors` (a LoRA whose matrices do not fit the tiny SD 1.x file),
+    /// `stray.safetensors` (a LoRA naming a module no model has) and `vae8.safetensors`
+    /// (a VAE making 8-channel latents).
     Checkpoints,
 }
 
@@ -135,12 +138,42 @@ fn setup(dir: &Path, s: Setup) {
                     names.iter().map(|n| (n.to_string(), small(4))).collect();
                 candle_core::safetensors::save(&map, dir.join(file)).unwrap();
             };
-            write(
+            let save = |file: &str, tensors: &[(&str, &[usize])]| {
+                let map: std::collections::HashMap<String, Tensor> = tensors
+                    .iter()
+                    .map(|(n, s)| {
+                        let t = Tensor::zeros(*s, DType::F32, &Device::Cpu).unwrap();
+                        (n.to_string(), t)
+                    })
+                    .collect();
+                candle_core::safetensors::save(&map, dir.join(file)).unwrap();
+            };
+            save(
                 "model.safetensors",
                 &[
-                    "model.diffusion_model.input_blocks.0.0.weight",
-                    "cond_stage_model.model.token_embedding.weight",
-                    "first_stage_model.decoder.conv_out.weight",
+                    ("model.diffusion_model.input_blocks.0.0.weight", &[4, 9, 1, 1]),
+                    ("cond_stage_model.transformer.text_model.final_layer_norm.weight", &[4]),
+                    ("first_stage_model.decoder.conv_out.weight", &[3, 4, 1, 1]),
+                ],
+            );
+            let q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+            let (qd, qu) = (format!("{q}.lora_down.weight"), format!("{q}.lora_up.weight"));
+            save("badrank.safetensors", &[(&qd, &[2, 7]), (&qu, &[32, 2])]);
+            save(
+                "stray.safetensors",
+                &[
+                    ("lora_unet_no_such_block_proj.lora_down.weight", &[2, 32]),
+                    ("lora_unet_no_such_block_proj.lora_up.weight", &[32, 2]),
+                ],
+            );
+            save(
+                "vae8.safetensors",
+                &[
+                    ("decoder.conv_in.weight", &[32, 8, 3, 3]),
+                    ("decoder.conv_out.weight", &[3, 32, 3, 3]),
+                    ("decoder.up_blocks.0.resnets.0.conv2.weight", &[32, 32, 3, 3]),
+                    ("decoder.up_blocks.0.resnets.1.conv2.weight", &[32, 32, 3, 3]),
+                    ("decoder.mid_block.attentions.0.to_q.weight", &[32, 32]),
                 ],
             );
             write(
@@ -309,7 +342,26 @@ fn cases() -> Vec<Case> {
         ),
         with(
             "generate --weights {d}/model.safetensors --prompt a --out {d}/out.png",
-            "is a single-file SD 2.x checkpoint (3 tensors, F16, UNet input 2 channels, with its VAE); adiff loads diffusers-format pipeline folders so far",
+            "UNet input channels: 9: an inpainting checkpoint; inpainting is not supported yet",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/badrank.safetensors:0.5 --prompt a --out {d}/out.png",
+            "badrank.safetensors: its rank or shape does not fit this model: down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q: up [32, 2] × down [2, 7] does not make the model's [32, 32] weight",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/stray.safetensors --prompt a --out {d}/out.png",
+            "1 of its keys match no module of this model (is it made for another model?): no_such_block_proj (names no module of this model)",
+            Setup::Checkpoints,
+        ),
+        case(
+            "generate --weights {w}/../single-file/tiny-sdxl.safetensors --lora {w}/../single-file/lora-sd1-kohya.safetensors --prompt a --out {d}/out.png",
+            "lora-sd1-kohya.safetensors: it is made for SD 1.x / 2.x (one text encoder, lora_te_* keys) but the model is SDXL",
+        ),
+        with(
+            "generate --weights {w} --vae {d}/vae8.safetensors --prompt a --out {d}/out.png",
+            "vae8.safetensors does not fit this model as its VAE: it makes 8-channel latents but the model's UNet works on 4",
             Setup::Checkpoints,
         ),
         case(

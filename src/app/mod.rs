@@ -32,7 +32,7 @@ pub mod worker_stats;
 pub use eframe::egui;
 pub use export::{ExportData, ExportKind};
 pub use protocol::{JobId, Side};
-pub use state::{ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
+pub use state::{LoraEntry, ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
 pub use worker::WorkerHandle;
 pub use worker_stats::StatsSnapshot;
 
@@ -58,6 +58,9 @@ pub struct ExportOutcome {
 #[derive(Debug)]
 enum Picked {
     ModelFolder(PathBuf),
+    ModelFile(PathBuf),
+    Vae(PathBuf),
+    Lora(PathBuf),
     ExportDir(PathBuf),
     SaveAs(ExportKind, PathBuf),
 }
@@ -263,6 +266,15 @@ impl GuiApp {
                     .set_title("Choose a diffusers-format pipeline folder")
                     .pick_folder()
                     .map(Picked::ModelFolder),
+                DialogKind::ModelFile => safetensors_dialog("Choose a single-file checkpoint")
+                    .pick_file()
+                    .map(Picked::ModelFile),
+                DialogKind::Vae => safetensors_dialog("Choose a VAE file")
+                    .pick_file()
+                    .map(Picked::Vae),
+                DialogKind::Lora => safetensors_dialog("Choose a LoRA file")
+                    .pick_file()
+                    .map(Picked::Lora),
                 DialogKind::ExportDir => rfd::FileDialog::new()
                     .set_title("Choose the export folder")
                     .set_directory(&start_dir)
@@ -299,6 +311,13 @@ impl GuiApp {
             self.dialog_open = false;
             match picked {
                 Picked::ModelFolder(p) => self.settings.model = ModelChoice::Local(p),
+                Picked::ModelFile(p) => self.settings.model = ModelChoice::LocalFile(p),
+                Picked::Vae(p) => self.settings.vae = Some(p),
+                Picked::Lora(p) => self.settings.loras.push(state::LoraEntry {
+                    path: p,
+                    scale: 1.0,
+                    enabled: true,
+                }),
                 Picked::ExportDir(p) if !p.as_os_str().is_empty() => self.settings.export_dir = p,
                 Picked::ExportDir(_) => {}
                 Picked::SaveAs(kind, p) => self.export(kind, Some(p)),
@@ -378,9 +397,19 @@ impl GuiApp {
     }
 }
 
+/// A file dialog for safetensors files.
+fn safetensors_dialog(title: &str) -> rfd::FileDialog {
+    rfd::FileDialog::new()
+        .set_title(title)
+        .add_filter("safetensors", &["safetensors"])
+}
+
 #[derive(Debug, Clone, Copy)]
 enum DialogKind {
     ModelFolder,
+    ModelFile,
+    Vae,
+    Lora,
     ExportDir,
     SaveAs(ExportKind),
 }

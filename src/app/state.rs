@@ -4,6 +4,7 @@
 use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
 use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
 use crate::job::{self, Job, defaults};
+use crate::model::lora::LoraSpec;
 use crate::model::{HubModel, ModelSource};
 use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord, UCacheSettings};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,19 @@ pub enum ModelChoice {
     Hub(String),
     /// A local diffusers-format folder.
     Local(PathBuf),
+    /// A local single-file checkpoint (`.safetensors`, original layout).
+    LocalFile(PathBuf),
+}
+
+/// A LoRA in the app's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraEntry {
+    /// The file.
+    pub path: PathBuf,
+    /// Its scale.
+    pub scale: f64,
+    /// Merged into the next load (unticked ones stay listed).
+    pub enabled: bool,
 }
 
 impl ModelChoice {
@@ -31,6 +45,12 @@ impl ModelChoice {
             ModelChoice::Builtin(p) | ModelChoice::Local(p) => {
                 if p.as_os_str().is_empty() {
                     anyhow::bail!("no local model folder chosen: pick one with Browse…");
+                }
+                ModelSource::Local(p.clone())
+            }
+            ModelChoice::LocalFile(p) => {
+                if p.as_os_str().is_empty() {
+                    anyhow::bail!("no checkpoint file chosen: pick one with Browse…");
                 }
                 ModelSource::Local(p.clone())
             }
@@ -48,6 +68,8 @@ impl ModelChoice {
             },
             ModelChoice::Local(p) if p.as_os_str().is_empty() => "Local folder…".into(),
             ModelChoice::Local(p) => format!("Local: {}", short_path(p)),
+            ModelChoice::LocalFile(p) if p.as_os_str().is_empty() => "Local file…".into(),
+            ModelChoice::LocalFile(p) => format!("File: {}", short_path(p)),
         }
     }
 }
@@ -180,6 +202,10 @@ pub struct Settings {
     pub negative: String,
     /// The model.
     pub model: ModelChoice,
+    /// A VAE file used instead of the model's own.
+    pub vae: Option<PathBuf>,
+    /// LoRAs merged into the model at load.
+    pub loras: Vec<LoraEntry>,
     /// The scheduler.
     pub scheduler: SchedulerKind,
     /// Step budget.
@@ -261,6 +287,8 @@ impl Default for Settings {
             prompt: prompt.into(),
             negative: String::new(),
             model,
+            vae: None,
+            loras: vec![],
             scheduler: defaults::SCHEDULER,
             steps: defaults::STEPS,
             guidance: defaults::GUIDANCE,
@@ -343,6 +371,16 @@ impl Settings {
     /// The job these settings describe (with `steps` as the budget), validated.
     pub fn job(&self, steps: usize) -> anyhow::Result<Job> {
         let mut job = Job::new(self.model.source()?, self.prompt.clone());
+        job.vae = self.vae.clone();
+        job.loras = self
+            .loras
+            .iter()
+            .filter(|l| l.enabled)
+            .map(|l| LoraSpec {
+                path: l.path.clone(),
+                scale: l.scale,
+            })
+            .collect();
         job.force_cpu = self.force_cpu;
         job.negative = self.negative.clone();
         job.scheduler = self.scheduler;

@@ -68,6 +68,20 @@ pub enum ModelError {
         found: String,
     },
 
+    /// A checkpoint that lacks a tensor its layout must have.
+    #[error(
+        "{path} has no {name} ({what}): the checkpoint is incomplete, or of a layout adiff does not read",
+        path = path.display()
+    )]
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// The missing entry (under its diffusers name).
+        name: String,
+        /// The component.
+        what: String,
+    },
+
     /// A VAE file whose shape does not fit the model.
     #[error("{path} does not fit this model as its VAE: {problem}", path = path.display())]
     WrongVae {

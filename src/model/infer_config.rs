@@ -24,9 +24,10 @@ fn shape<'a>(file: &'a CheckedFile, name: &str) -> Option<&'a [usize]> {
 
 /// The shape of `name`, or an error naming what is missing.
 fn need<'a>(file: &'a CheckedFile, name: &str, what: &str) -> Result<&'a [usize], ModelError> {
-    shape(file, name).ok_or_else(|| ModelError::CorruptWeights {
+    shape(file, name).ok_or_else(|| ModelError::Incomplete {
         path: file.path.clone(),
-        reason: format!("the {what} has no {name} (an incomplete or unusual checkpoint)"),
+        name: name.to_string(),
+        what: format!("the {what}"),
     })
 }
 

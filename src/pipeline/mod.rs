@@ -52,7 +52,8 @@ impl LoadedModel {
 /// type set as the job says.
 pub fn model_parts(job: &Job) -> Result<Parts> {
     let mut parts = match &job.model {
-        ModelSource::Local(path) if path.is_file() => {
+        // Pickles and other files go the folder way, which names what they are.
+        ModelSource::Local(path) if path.is_file() && is_safetensors(path) => {
             ldm_pipeline::parts(path, job.vae.as_deref(), job.prediction)?
         }
         source => {
@@ -69,6 +70,11 @@ pub fn model_parts(job: &Job) -> Result<Parts> {
     };
     lora::apply_all(&mut parts, &job.loras)?;
     Ok(parts)
+}
+
+fn is_safetensors(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 /// Load the model a job names on the CPU or the best device.

@@ -120,6 +120,11 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
         _ => ModelChoice::Local(Default::default()),
     };
     choices.push(local);
+    let file = match &current {
+        ModelChoice::LocalFile(p) => ModelChoice::LocalFile(p.clone()),
+        _ => ModelChoice::LocalFile(Default::default()),
+    };
+    choices.push(file);
     let combo = egui::ComboBox::from_id_salt("model")
         .selected_text(current.label())
         .width(ui.available_width() - 8.0)
@@ -131,34 +136,38 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
                         .map(|m| hub_label(m).to_string())
                         .unwrap_or_else(|_| name.clone()),
                     ModelChoice::Local(_) => "Local folder…".to_string(),
+                    ModelChoice::LocalFile(_) => "Local file… (single-file checkpoint)".to_string(),
                     other => other.label(),
                 };
                 let selected = std::mem::discriminant(&c) == std::mem::discriminant(&current)
-                    && (matches!(c, ModelChoice::Local(_)) || c == current);
+                    && (matches!(c, ModelChoice::Local(_) | ModelChoice::LocalFile(_))
+                        || c == current);
                 if ui.selectable_label(selected, label).clicked() {
                     app.settings.model = c;
                 }
             }
         });
     combo.response.labelled_by(heading.id);
-    if let ModelChoice::Local(path) = &app.settings.model {
-        let mut text = path.display().to_string();
-        ui.horizontal(|ui| {
-            let l = ui.label("Model folder");
-            let r = ui
-                .add(
-                    egui::TextEdit::singleline(&mut text)
-                        .desired_width(ui.available_width() - 80.0),
-                )
-                .labelled_by(l.id);
-            if r.changed() {
-                app.settings.model = ModelChoice::Local(text.clone().into());
+    match &app.settings.model {
+        ModelChoice::Local(path) => {
+            if let Some(p) = path_row(ui, "Model folder", path) {
+                app.settings.model = ModelChoice::Local(p);
             }
-            if ui.button("Browse…").clicked() {
+            if browse_clicked(ui) {
                 app.open_dialog(DialogKind::ModelFolder);
             }
-        });
+        }
+        ModelChoice::LocalFile(path) => {
+            if let Some(p) = path_row(ui, "Checkpoint file", path) {
+                app.settings.model = ModelChoice::LocalFile(p);
+            }
+            if browse_clicked(ui) {
+                app.open_dialog(DialogKind::ModelFile);
+            }
+        }
+        _ => {}
     }
+    weight_files(app, ui);
     if let ModelChoice::Hub(_) = &app.settings.model {
         ui.label(
             RichText::new(
@@ -184,6 +193,88 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
         );
     }
     ui.checkbox(&mut app.settings.force_cpu, "CPU only (ignore GPUs)");
+}
+
+/// A labelled path field; the new path when it was edited.
+fn path_row(ui: &mut egui::Ui, label: &str, path: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut text = path.display().to_string();
+    let changed = ui
+        .horizontal(|ui| {
+            let l = ui.label(label);
+            ui.add(egui::TextEdit::singleline(&mut text).desired_width(ui.available_width() - 8.0))
+                .labelled_by(l.id)
+                .changed()
+        })
+        .inner;
+    changed.then(|| text.into())
+}
+
+fn browse_clicked(ui: &mut egui::Ui) -> bool {
+    ui.horizontal(|ui| ui.button("Browse…").clicked()).inner
+}
+
+/// The VAE replacing the model's own, and the LoRAs merged at load.
+fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    let mut open = None;
+    ui.horizontal(|ui| {
+        ui.label("VAE");
+        match &s.vae {
+            Some(p) => {
+                ui.label(short_file(p))
+                    .on_hover_text(p.display().to_string());
+                if ui
+                    .small_button("Remove")
+                    .on_hover_text("Use the model's own VAE")
+                    .clicked()
+                {
+                    s.vae = None;
+                }
+            }
+            None => {
+                ui.label(RichText::new("the model's own").weak());
+            }
+        }
+        if ui.small_button("Choose…").clicked() {
+            open = Some(DialogKind::Vae);
+        }
+    });
+    ui.label("LoRAs");
+    let mut remove = None;
+    for (i, lora) in s.loras.iter_mut().enumerate() {
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut lora.enabled, short_file(&lora.path))
+                .on_hover_text(lora.path.display().to_string());
+            ui.add(
+                egui::Slider::new(&mut lora.scale, -1.0..=2.0)
+                    .step_by(0.05)
+                    .text("scale"),
+            );
+            if ui
+                .small_button("Remove")
+                .on_hover_text("Remove from the list")
+                .clicked()
+            {
+                remove = Some(i);
+            }
+        });
+    }
+    if let Some(i) = remove {
+        s.loras.remove(i);
+    }
+    if ui.button("Add LoRA…").clicked() {
+        open = Some(DialogKind::Lora);
+    }
+    if let Some(kind) = open {
+        app.open_dialog(kind);
+    }
+}
+
+fn short_file(p: &std::path::Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
