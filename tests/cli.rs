@@ -418,3 +418,49 @@ fn a_separate_vae_file_replaces_the_models_vae() {
         "pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: AutoencoderKL.from_single_file",
     );
 }
+
+/// `compare --weights FILE --lora FILE:SCALE` end to end on the tiny single-file SD 1.x
+/// checkpoint: both images and the report, which records the LoRA and what loading found.
+#[test]
+fn compare_runs_a_single_file_checkpoint_with_a_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let model = files.join("tiny-sd1.safetensors");
+    let lora = format!("{}:0.8", files.join("lora-sd1-kohya.safetensors").display());
+    let out = dir.path().join("cmp.png");
+    let trace = dir.path().join("cmp.json");
+    let o = adiff(&[
+        "compare",
+        "--weights",
+        model.to_str().unwrap(),
+        "--lora",
+        &lora,
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "6",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("SD 1.x checkpoint (897 tensors, F16"), "{err}");
+    assert!(
+        err.contains("merged into 170 modules (UNet 160, text encoder 10)"),
+        "{err}"
+    );
+    let img = image::open(&out).unwrap();
+    assert!(img.width() >= 128, "two 64-px images side by side");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("lora-sd1-kohya.safetensors:0.8"), "{text}");
+    assert!(text.contains("tiny-sd1.safetensors"), "{text}");
+}

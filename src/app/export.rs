@@ -23,6 +23,8 @@ pub struct ExportData {
     pub spec: Job,
     /// Model origin.
     pub model: String,
+    /// What loading found (checkpoint family, LoRAs merged).
+    pub model_notes: Vec<String>,
     /// Device name.
     pub device: String,
     /// Model load time, ms.
@@ -173,6 +175,9 @@ impl ExportData {
             info: RunInfo {
                 adiff_version: env!("CARGO_PKG_VERSION").into(),
                 model: self.model.clone(),
+                vae: self.spec.vae.clone(),
+                loras: self.spec.loras.iter().map(|l| l.to_string()).collect(),
+                model_notes: self.model_notes.clone(),
                 device: self.device.clone(),
                 prompt: self.spec.prompt.clone(),
                 negative: self.spec.negative.clone(),

@@ -213,6 +213,7 @@ impl GuiApp {
         Some(ExportData {
             spec,
             model: baseline.model.clone(),
+            model_notes: model.as_ref().map(|m| m.notes.clone()).unwrap_or_default(),
             device: model.as_ref().map(|m| m.device.clone()).unwrap_or_default(),
             load_ms: model.as_ref().map(|m| m.load_ms).unwrap_or_default(),
             baseline,

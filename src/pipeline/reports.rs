@@ -14,8 +14,17 @@ use std::path::PathBuf;
 pub struct RunInfo {
     /// `adiff` version.
     pub adiff_version: String,
-    /// Model origin (folder or hub repository).
+    /// Model origin (folder, checkpoint file or hub repository).
     pub model: String,
+    /// The VAE file used instead of the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<PathBuf>,
+    /// The LoRAs merged, as `FILE:SCALE`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<String>,
+    /// What loading found: the checkpoint family detected, each LoRA's modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_notes: Vec<String>,
     /// Device name.
     pub device: String,
     /// The prompt.
@@ -49,6 +58,9 @@ impl RunInfo {
         Self {
             adiff_version: env!("CARGO_PKG_VERSION").into(),
             model: model.origin.clone(),
+            vae: job.vae.clone(),
+            loras: job.loras.iter().map(|l| l.to_string()).collect(),
+            model_notes: model.notes.clone(),
             device: format!("{:?}", model.sd.device().location()),
             prompt: job.prompt.clone(),
             negative: job.negative.clone(),
