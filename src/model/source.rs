@@ -227,43 +227,6 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Take the VAE's weights from `file` (a safetensors file in the original or the
-    /// diffusers layout, or a whole single-file checkpoint's VAE) instead of the model's
-    /// own; the model's VAE config still describes it.
-    pub fn replace_vae(&mut self, file: &Path) -> Result<()> {
-        let Some(vae) = &mut self.vae else {
-            return Err(ModelError::Unsupported {
-                file: self.unet.config.clone(),
-                field: "VAE".into(),
-                reason: format!(
-                    "{} works in pixel space and has no VAE to replace",
-                    self.origin
-                ),
-            }
-            .into());
-        };
-        if !file.is_file() {
-            anyhow::bail!(
-                "the VAE weights file {} {}",
-                file.display(),
-                if file.exists() {
-                    "is not a file"
-                } else {
-                    "does not exist"
-                }
-            );
-        }
-        if single_file::is_pickle(file) {
-            return Err(ModelError::Pickle {
-                path: file.to_path_buf(),
-                vae: true,
-            }
-            .into());
-        }
-        vae.weights = vec![file.to_path_buf()];
-        Ok(())
-    }
-
     /// Whether this is a two-encoder (SDXL) pipeline.
     pub fn is_sdxl(&self) -> bool {
         self.text_encoders.len() == 2
