@@ -209,11 +209,14 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
             unknown.push(name.clone());
             continue;
         };
-        match key.target {
-            Target::Text(1) => kinds.1 = true,
-            Target::Text(_) if name.starts_with("lora_te1_") => kinds.1 = true,
-            Target::Text(_) => kinds.0 = true,
-            Target::Unet => {}
+        // kohya names say the family (an SDXL LoRA with only its first encoder's PEFT
+        // keys looks like an SD one, so those do not count).
+        if name.starts_with("lora_te1_") || name.starts_with("lora_te2_") {
+            kinds.1 = true;
+        } else if name.starts_with("lora_te_") {
+            kinds.0 = true;
+        } else if key.target == Target::Text(1) {
+            kinds.1 = true;
         }
         let slot = match key.role {
             Role::Down => 0,
@@ -351,4 +354,63 @@ pub fn apply_all(parts: &mut Parts, specs: &[LoraSpec]) -> Result<()> {
         parts.notes.push(note);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_take_an_optional_scale_after_the_last_colon() {
+        let spec = |s: &str| s.parse::<LoraSpec>().unwrap();
+        assert_eq!(spec("a.safetensors").scale, 1.0);
+        assert_eq!(spec("a.safetensors:0.8").scale, 0.8);
+        assert_eq!(spec("a.safetensors:-0.5").scale, -0.5);
+        let windows = spec(r"C:\loras\a.safetensors");
+        assert_eq!(
+            (windows.path, windows.scale),
+            (PathBuf::from(r"C:\loras\a.safetensors"), 1.0)
+        );
+        let both = spec(r"C:\loras\a.safetensors:2");
+        assert_eq!(
+            (both.path, both.scale),
+            (PathBuf::from(r"C:\loras\a.safetensors"), 2.0)
+        );
+        assert!("".parse::<LoraSpec>().is_err());
+        assert!("a.safetensors:inf".parse::<LoraSpec>().is_err());
+        assert_eq!(spec("a.safetensors:0.8").to_string(), "a.safetensors:0.8");
+    }
+
+    #[test]
+    fn keys_of_both_formats_are_parsed() {
+        let k = parse_key("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight").unwrap();
+        assert_eq!(
+            (k.target, k.module, k.kohya, k.role),
+            (
+                Target::Text(1),
+                "text_model_encoder_layers_0_mlp_fc1",
+                true,
+                Role::Up
+            )
+        );
+        let k = parse_key("unet.mid_block.attentions.0.proj_in.lora_A.weight").unwrap();
+        assert_eq!(
+            (k.target, k.module, k.kohya, k.role),
+            (
+                Target::Unet,
+                "mid_block.attentions.0.proj_in",
+                false,
+                Role::Down
+            )
+        );
+        let k = parse_key("lora_unet_input_blocks_1_1_proj_in.alpha").unwrap();
+        assert_eq!((k.target, k.role), (Target::Unet, Role::Alpha));
+        for key in [
+            "lora_unet_x.dora_scale",
+            "lora_unet_x.hada_w1_a",
+            "model.diffusion_model.conv_in.weight",
+        ] {
+            assert!(parse_key(key).is_none(), "{key}");
+        }
+    }
 }
