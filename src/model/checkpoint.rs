@@ -538,7 +538,8 @@ mod tests {
                 scale: 0.5,
             }],
         )]);
-        let vb = var_builder_merged(&[t.clone()], &merges, DType::F32, &Device::Cpu).unwrap();
+        let vb = var_builder_merged(std::slice::from_ref(&t), &merges, DType::F32, &Device::Cpu)
+            .unwrap();
         let got: Vec<Vec<f32>> = vb.get((4, 3), "a.t").unwrap().to_vec2().unwrap();
         assert_eq!(
             got,

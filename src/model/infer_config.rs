@@ -155,7 +155,7 @@ pub fn unet(file: &CheckedFile, family: UNetFamily) -> Result<UNetConfig> {
     if let Some(add) = shape(file, "add_embedding.linear_1.weight") {
         let pooled = family.pooled.unwrap_or(0);
         let input = add[1];
-        if input <= pooled || (input - pooled) % 6 != 0 {
+        if input <= pooled || !(input - pooled).is_multiple_of(6) {
             return Err(ModelError::CorruptWeights {
                 path: file.path.clone(),
                 reason: format!(
