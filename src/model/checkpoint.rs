@@ -103,6 +103,8 @@ pub struct CheckedFile {
     pub path: PathBuf,
     /// Tensor name → dtype and shape.
     pub tensors: BTreeMap<String, TensorInfo>,
+    /// The header's `__metadata__` (string → string), empty when it has none.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl CheckedFile {
@@ -130,6 +132,7 @@ impl CheckedFile {
         Ok(CheckedFile {
             path: self.path.clone(),
             tensors,
+            metadata: self.metadata.clone(),
         })
     }
 }
@@ -180,9 +183,17 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
 
     let data_len = file_len - 8 - header_len;
     let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
     let mut data_end = 0u64;
     for (name, entry) in header {
         if name == "__metadata__" {
+            // The format makes it a string → string map; anything else is ignored.
+            if let serde_json::Value::Object(map) = entry {
+                metadata = map
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect();
+            }
             continue;
         }
         let bad = |what: &str| corrupt(format!("tensor '{name}': {what}"));
@@ -244,6 +255,7 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
     Ok(CheckedFile {
         path: path.to_path_buf(),
         tensors,
+        metadata,
     })
 }
 

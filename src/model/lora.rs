@@ -197,7 +197,8 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
             .into(),
         ));
     }
-    checkpoint::check_safetensors(path)?;
+    let checked = checkpoint::check_safetensors(path)?;
+    let configs = adapter_configs(&checked).map_err(&fail)?;
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| fail(format!("could not read it: {e}")))?;
 
@@ -264,18 +265,23 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
             continue;
         };
         let rank = down.dim(0)?;
-        let alpha = match alpha {
-            Some(a) => a
-                .to_dtype(DType::F64)?
-                .flatten_all()?
-                .get(0)?
-                .to_scalar::<f64>()?,
-            None => rank as f64,
+        let factor = match (alpha, &configs) {
+            (Some(a), _) => {
+                a.to_dtype(DType::F64)?
+                    .flatten_all()?
+                    .get(0)?
+                    .to_scalar::<f64>()?
+                    / rank as f64
+            }
+            (None, Some(configs)) if !kohya => {
+                peft_factor(configs, component_name(*target), stem, rank).map_err(&fail)?
+            }
+            (None, _) => 1.0,
         };
         let update = LowRank {
             up: up.to_dtype(DType::F32)?,
             down: down.to_dtype(DType::F32)?,
-            scale: spec.scale * alpha / rank as f64,
+            scale: spec.scale * factor,
         };
         let weights = match target {
             Target::Unet => &mut parts.unet,
@@ -324,6 +330,60 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
         spec.scale,
         parts_line.join(", ")
     ))
+}
+
+/// The PEFT adapter configs diffusers writes into a LoRA file's `lora_adapter_metadata`
+/// (`unet.lora_alpha`, `unet.alpha_pattern`, `text_encoder.use_rslora`, …), if any.
+fn adapter_configs(
+    file: &checkpoint::CheckedFile,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+    let Some(text) = file.metadata.get("lora_adapter_metadata") else {
+        return Ok(None);
+    };
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(Some(map)),
+        _ => Err("its lora_adapter_metadata is not a JSON object".into()),
+    }
+}
+
+/// The PEFT component name of a target.
+fn component_name(target: Target) -> &'static str {
+    match target {
+        Target::Unet => "unet",
+        Target::Text(0) => "text_encoder",
+        Target::Text(_) => "text_encoder_2",
+    }
+}
+
+/// `alpha / rank` (`alpha / √rank` with rsLoRA) of the PEFT module `module` of
+/// `component`, as PEFT's `LoraConfig` in the metadata sets it: `alpha_pattern` entries
+/// match a module by its name or a dotted suffix, else `lora_alpha`, else the rank.
+fn peft_factor(
+    configs: &serde_json::Map<String, serde_json::Value>,
+    component: &str,
+    module: &str,
+    rank: usize,
+) -> Result<f64, String> {
+    let get = |key: &str| configs.get(&format!("{component}.{key}"));
+    if get("use_dora").and_then(|v| v.as_bool()) == Some(true) {
+        return Err("it is a DoRA (use_dora), which is not supported".into());
+    }
+    let pattern = get("alpha_pattern")
+        .and_then(|p| p.as_object())
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| module == *k || module.ends_with(&format!(".{k}")))
+                .and_then(|(_, v)| v.as_f64())
+        });
+    let alpha = pattern
+        .or_else(|| get("lora_alpha").and_then(|v| v.as_f64()))
+        .unwrap_or(rank as f64);
+    let rs = get("use_rslora").and_then(|v| v.as_bool()) == Some(true);
+    Ok(if rs {
+        alpha / (rank as f64).sqrt()
+    } else {
+        alpha / rank as f64
+    })
 }
 
 /// SDXL LoRAs (`lora_te1_` / `lora_te2_` / `text_encoder_2.`) on SDXL, SD ones
@@ -379,6 +439,35 @@ mod tests {
         assert!("".parse::<LoraSpec>().is_err());
         assert!("a.safetensors:inf".parse::<LoraSpec>().is_err());
         assert_eq!(spec("a.safetensors:0.8").to_string(), "a.safetensors:0.8");
+    }
+
+    #[test]
+    fn peft_metadata_alphas_follow_the_adapter_config() {
+        let configs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"unet.r": 4, "unet.lora_alpha": 2, "unet.alpha_pattern": {"to_k": 6},
+                "text_encoder.lora_alpha": 8, "text_encoder.use_rslora": true,
+                "text_encoder_2.use_dora": true}"#,
+        )
+        .unwrap();
+        let f = |component, module| peft_factor(&configs, component, module, 4);
+        assert_eq!(f("unet", "mid_block.attentions.0.proj_in"), Ok(0.5));
+        assert_eq!(
+            f(
+                "unet",
+                "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k"
+            ),
+            Ok(1.5)
+        );
+        // "to_k" is a whole name, not any suffix.
+        assert_eq!(f("unet", "x.attn1.add_to_k"), Ok(0.5));
+        assert_eq!(
+            f("text_encoder", "text_model.encoder.layers.0.mlp.fc1"),
+            Ok(4.0)
+        );
+        assert!(f("text_encoder_2", "x").unwrap_err().contains("DoRA"));
+        // No config for a component: alpha = rank.
+        let none = serde_json::Map::new();
+        assert_eq!(peft_factor(&none, "unet", "x", 8), Ok(1.0));
     }
 
     #[test]

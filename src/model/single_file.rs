@@ -220,6 +220,7 @@ mod tests {
         CheckedFile {
             path: PathBuf::from("m.safetensors"),
             tensors,
+            metadata: Default::default(),
         }
     }
 
