@@ -415,7 +415,7 @@ fn a_separate_vae_file_replaces_the_models_vae() {
     std::fs::write(&pickle, b"\x80\x02").unwrap();
     bad(
         &pickle,
-        "pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: AutoencoderKL.from_single_file",
+        "pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first, on a machine where you trust it (with diffusers: AutoencoderKL.from_single_file",
     );
 }
 

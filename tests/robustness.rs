@@ -341,6 +341,16 @@ fn cases() -> Vec<Case> {
             Setup::Checkpoints,
         ),
         with(
+            "generate --weights {w} --lora {d}/model.ckpt:0.5 --prompt a --out {d}/out.png",
+            "model.ckpt is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first, on a machine where you trust it (with PyTorch: safetensors.torch.save_file(torch.load(",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {w} --lora {d}/missing.safetensors --prompt a --out {d}/out.png",
+            "missing.safetensors: does not exist",
+            Setup::Checkpoints,
+        ),
+        with(
             "generate --weights {d}/model.safetensors --prompt a --out {d}/out.png",
             "UNet input channels: 9: an inpainting checkpoint; inpainting is not supported yet",
             Setup::Checkpoints,

@@ -30,16 +30,15 @@ pub enum ModelError {
 
     /// A PyTorch pickle file: never opened, since loading one can run code.
     #[error(
-        "{path} is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first (with diffusers: {class}.from_single_file(\"{path}\").save_pretrained(\"DIR\", safe_serialization=True)) and {then}",
+        "{path} is a PyTorch pickle file; pickle files can run code when they are loaded, so adiff never opens them: convert it to safetensors first, {how}",
         path = path.display(),
-        class = if *vae { "AutoencoderKL" } else { "StableDiffusionPipeline" },
-        then = if *vae { "use DIR/diffusion_pytorch_model.safetensors" } else { "load the folder" }
+        how = kind.conversion(path)
     )]
     Pickle {
         /// The file.
         path: PathBuf,
-        /// Given as a VAE (the conversion differs).
-        vae: bool,
+        /// What it was given as (the conversion differs).
+        kind: PickleKind,
     },
 
     /// A single-file (original-layout) checkpoint where a pipeline folder was expected.
@@ -157,6 +156,35 @@ pub enum ModelError {
         /// The required factor.
         factor: usize,
     },
+}
+
+/// What a refused pickle file was given as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickleKind {
+    /// A model (`--weights`).
+    Model,
+    /// A VAE (`--vae`).
+    Vae,
+    /// A LoRA (`--lora`).
+    Lora,
+}
+
+impl PickleKind {
+    /// How to convert such a file to safetensors.
+    fn conversion(self, path: &std::path::Path) -> String {
+        let p = path.display();
+        match self {
+            PickleKind::Model => format!(
+                "on a machine where you trust it (with diffusers: StableDiffusionPipeline.from_single_file(\"{p}\").save_pretrained(\"DIR\", safe_serialization=True)) and load the folder"
+            ),
+            PickleKind::Vae => format!(
+                "on a machine where you trust it (with diffusers: AutoencoderKL.from_single_file(\"{p}\").save_pretrained(\"DIR\", safe_serialization=True)) and use DIR/diffusion_pytorch_model.safetensors"
+            ),
+            PickleKind::Lora => format!(
+                "on a machine where you trust it (with PyTorch: safetensors.torch.save_file(torch.load(\"{p}\", weights_only=True), \"lora.safetensors\")) and use lora.safetensors"
+            ),
+        }
+    }
 }
 
 impl ModelError {

@@ -85,7 +85,7 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
     if single_file::is_pickle(path) {
         return Err(ModelError::Pickle {
             path: path.to_path_buf(),
-            vae: false,
+            kind: super::error::PickleKind::Model,
         }
         .into());
     }

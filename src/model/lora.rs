@@ -183,7 +183,7 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
     if super::single_file::is_pickle(path) {
         return Err(ModelError::Pickle {
             path: path.clone(),
-            vae: false,
+            kind: super::error::PickleKind::Lora,
         }
         .into());
     }

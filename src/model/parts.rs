@@ -253,7 +253,7 @@ pub fn read_vae_file(file: &Path) -> Result<CheckedFile> {
     if super::single_file::is_pickle(file) {
         return Err(ModelError::Pickle {
             path: file.to_path_buf(),
-            vae: true,
+            kind: super::error::PickleKind::Vae,
         }
         .into());
     }

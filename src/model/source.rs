@@ -402,7 +402,7 @@ fn single_file_error(path: &Path) -> anyhow::Error {
     if single_file::is_pickle(path) {
         return ModelError::Pickle {
             path: path.to_path_buf(),
-            vae: false,
+            kind: super::error::PickleKind::Model,
         }
         .into();
     }
