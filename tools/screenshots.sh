@@ -6,6 +6,7 @@
 #   tools/screenshots.sh                 # screenshots (tiny random-weight pipeline, 128×128)
 #   tools/screenshots.sh --frame-times   # also measure UI frame times during a heavier run
 #   tools/screenshots.sh --frame-times-only
+#   tools/screenshots.sh --checkpoint-only   # only 09: a single-file checkpoint with LoRAs
 #
 # Needs Xvfb, xdotool and ImageMagick's `import`:
 #   apt-get install -y xvfb xdotool imagemagick x11-utils
@@ -21,12 +22,14 @@ cd "$(dirname "$0")/.."
 
 FRAME_TIMES=0
 SHOTS=1
+CHECKPOINT=1
 case "${1:-}" in
 --frame-times) FRAME_TIMES=1 ;;
---frame-times-only) FRAME_TIMES=1 SHOTS=0 ;;
+--frame-times-only) FRAME_TIMES=1 SHOTS=0 CHECKPOINT=0 ;;
+--checkpoint-only) SHOTS=0 ;;
 "") ;;
 *)
-    echo "usage: $0 [--frame-times | --frame-times-only]" >&2
+    echo "usage: $0 [--frame-times | --frame-times-only | --checkpoint-only]" >&2
     exit 2
     ;;
 esac
@@ -151,6 +154,28 @@ shot 07-frame-overlay
 xdotool key ctrl+q
 wait "$APP" || true
 APP=""
+fi
+
+if ((CHECKPOINT)); then
+    # 9. Model → Local file…: the tiny single-file SD 1.x checkpoint with two LoRAs in the
+    # list (one ticked at 0.8, one unticked), run; the model line says "1 LoRA".
+    SF=$PWD/tests/fixtures/single-file
+    cat >"$tmp/settings.json" <<EOF
+{"prompt": "a lighthouse on a cliff at sunset",
+ "model": {"kind": "local_file", "value": "$SF/tiny-sd1.safetensors"},
+ "loras": [{"path": "$SF/lora-sd1-kohya.safetensors", "scale": 0.8, "enabled": true},
+           {"path": "$SF/lora-sd1-peft.safetensors", "scale": 1.0, "enabled": false}],
+ "scheduler": "ddim", "steps": 25, "guidance": 7.5, "seed": 42, "custom_size": true,
+ "width": 128, "height": 128, "force_cpu": true, "view": "side_by_side",
+ "export_dir": "$tmp/exports", "ui_scale": 1.0, "auto_rerun": true}
+EOF
+    start_app
+    xdotool key ctrl+Return
+    wait_title done 300
+    shot 09-own-checkpoint
+    xdotool key ctrl+q
+    wait "$APP" || true
+    APP=""
 fi
 
 if ((FRAME_TIMES)); then
