@@ -237,3 +237,74 @@ fn vae_part(renamed: CheckedFile, scaling: f64) -> Result<VaePart> {
         weights: Weights::plain(vec![renamed]),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/single-file")
+            .join(name)
+    }
+
+    #[test]
+    fn sd2_files_predict_v_at_768_unless_told() {
+        let v = parts(&fixture("tiny-sd2.safetensors"), None, None).unwrap();
+        assert_eq!(v.schedule.prediction_type, PredictionType::VPrediction);
+        assert_eq!(v.unet_config.sample_size, Some((96, 96)));
+        assert!(v.unet_config.upcast_attention);
+        assert!(v.notes.iter().any(|n| n.contains("--prediction epsilon")));
+        // 24 resblocks in the file, 23 used; OpenCLIP's gelu.
+        assert_eq!(v.text[0].config.num_hidden_layers, 23);
+        let eps = parts(
+            &fixture("tiny-sd2.safetensors"),
+            None,
+            Some(PredictionType::Epsilon),
+        )
+        .unwrap();
+        assert_eq!(eps.schedule.prediction_type, PredictionType::Epsilon);
+        assert_eq!(eps.unet_config.sample_size, Some((64, 64)));
+        assert_eq!(eps.notes.len(), 1, "{:?}", eps.notes);
+    }
+
+    #[test]
+    fn sdxl_files_read_both_encoders_and_the_added_conditioning() {
+        let p = parts(&fixture("tiny-sdxl.safetensors"), None, None).unwrap();
+        assert!(p.is_sdxl() && p.force_zeros_for_empty_prompt);
+        assert_eq!(p.unet_config.sample_size, Some((128, 128)));
+        let (te1, te2) = (&p.text[0].config, &p.text[1].config);
+        assert_eq!((te1.hidden_size, te2.hidden_size), (16, 24));
+        assert_eq!((te1.projection_dim, te2.projection_dim), (None, Some(20)));
+        let tt = p.unet_config.text_time.as_ref().unwrap();
+        assert_eq!((tt.time_embed_dim, tt.input_dim), (8, 20 + 6 * 8));
+        assert_eq!(p.unet_config.context_dim(), 16 + 24);
+        assert_eq!(p.vae.as_ref().unwrap().config.scaling_factor, 0.13025);
+        assert_eq!(
+            p.schedule.timestep_spacing,
+            Some(crate::sampler::schedule::TimestepSpacing::Leading)
+        );
+    }
+
+    #[test]
+    fn a_file_marked_v_pred_predicts_v() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = candle_core::safetensors::load(
+            fixture("tiny-sd1.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let plain = parts(&fixture("tiny-sd1.safetensors"), None, None).unwrap();
+        assert_eq!(plain.schedule.prediction_type, PredictionType::Epsilon);
+        // The marker some v-prediction fine-tunes carry: an empty tensor named v_pred.
+        let marker =
+            candle_core::Tensor::zeros(0, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        tensors.insert("v_pred".into(), marker);
+        let marked = dir.path().join("marked.safetensors");
+        candle_core::safetensors::save(&tensors, &marked).unwrap();
+        let p = parts(&marked, None, None).unwrap();
+        assert_eq!(p.schedule.prediction_type, PredictionType::VPrediction);
+    }
+}
