@@ -12,7 +12,7 @@
 //! weight is read ([`super::checkpoint::LowRank`]), as diffusers' `fuse_lora` does. A key
 //! that names no module of the model is an error listing it, never skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -169,49 +169,62 @@ fn index_key(key: &Key, layers: usize) -> Vec<String> {
     }
 }
 
-/// Merge the LoRA `spec` into `parts` (nothing is read from the model's weights; the
-/// updates are added as they are). Returns the line reporting what it touched.
-pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
-    let path = &spec.path;
-    let fail = |problem: String| -> anyhow::Error {
-        ModelError::Lora {
-            path: path.clone(),
-            problem,
-        }
-        .into()
-    };
+/// A LoRA file's modules: (target, kohya naming, stem) → [down, up, alpha].
+type Modules<'a> = BTreeMap<(Target, bool, String), [Option<&'a Tensor>; 3]>;
+
+/// The tensors of a LoRA file (refused unopened when a pickle) and its PEFT adapter
+/// configs, if it carries them.
+type Read = (
+    HashMap<String, Tensor>,
+    Option<serde_json::Map<String, serde_json::Value>>,
+);
+
+fn lora_error(path: &std::path::Path, problem: String) -> anyhow::Error {
+    ModelError::Lora {
+        path: path.to_path_buf(),
+        problem,
+    }
+    .into()
+}
+
+fn read(path: &std::path::Path) -> Result<Read> {
     if super::single_file::is_pickle(path) {
         return Err(ModelError::Pickle {
-            path: path.clone(),
+            path: path.to_path_buf(),
             kind: super::error::PickleKind::Lora,
         }
         .into());
     }
     if !path.is_file() {
-        return Err(fail(
-            if path.exists() {
-                "is not a file"
-            } else {
-                "does not exist"
-            }
-            .into(),
-        ));
+        let what = if path.exists() {
+            "is not a file"
+        } else {
+            "does not exist"
+        };
+        return Err(lora_error(path, what.into()));
     }
     let checked = checkpoint::check_safetensors(path)?;
-    let configs = adapter_configs(&checked).map_err(&fail)?;
+    let configs = adapter_configs(&checked).map_err(|e| lora_error(path, e))?;
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| fail(format!("could not read it: {e}")))?;
+        .map_err(|e| lora_error(path, format!("could not read it: {e}")))?;
+    Ok((tensors, configs))
+}
 
-    let mut unknown = vec![];
-    let mut modules: BTreeMap<(Target, String), [Option<&Tensor>; 3]> = BTreeMap::new();
-    let mut kinds = (false, false); // (SD-style lora_te_ / text_encoder., SDXL-style te1/te2)
-    for (name, t) in &tensors {
+/// Group a LoRA's tensors by module; keys of no known format go to `unknown`. Also says
+/// whether kohya names mark it as an SD 1.x / 2.x LoRA (`lora_te_`) and as an SDXL one
+/// (`lora_te1_`/`lora_te2_`, or PEFT `text_encoder_2.`); an SDXL LoRA with only its
+/// first encoder's PEFT keys looks like an SD one, so those do not count.
+fn group<'a>(
+    tensors: &'a HashMap<String, Tensor>,
+    unknown: &mut Vec<String>,
+) -> (Modules<'a>, (bool, bool)) {
+    let mut modules = Modules::new();
+    let mut kinds = (false, false);
+    for (name, t) in tensors {
         let Some(key) = parse_key(name) else {
             unknown.push(name.clone());
             continue;
         };
-        // kohya names say the family (an SDXL LoRA with only its first encoder's PEFT
-        // keys looks like an SD one, so those do not count).
         if name.starts_with("lora_te1_") || name.starts_with("lora_te2_") {
             kinds.1 = true;
         } else if name.starts_with("lora_te_") {
@@ -224,9 +237,44 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
             Role::Up => 1,
             Role::Alpha => 2,
         };
-        let module = format!("{}{}", if key.kohya { "k:" } else { "p:" }, key.module);
-        modules.entry((key.target, module)).or_default()[slot] = Some(t);
+        modules
+            .entry((key.target, key.kohya, key.module.to_string()))
+            .or_default()[slot] = Some(t);
     }
+    (modules, kinds)
+}
+
+/// `alpha / rank` of one module: its `.alpha` tensor, else (PEFT) the metadata's config,
+/// else 1.
+fn factor(
+    alpha: Option<&Tensor>,
+    configs: Option<&serde_json::Map<String, serde_json::Value>>,
+    (target, kohya, stem): (Target, bool, &str),
+    rank: usize,
+) -> Result<f64, String> {
+    match (alpha, configs) {
+        (Some(a), _) => {
+            let read = || -> candle_core::Result<f64> {
+                a.to_dtype(DType::F64)?
+                    .flatten_all()?
+                    .get(0)?
+                    .to_scalar::<f64>()
+            };
+            Ok(read().map_err(|e| format!("{stem}.alpha is not a number ({e})"))? / rank as f64)
+        }
+        (None, Some(configs)) if !kohya => peft_factor(configs, component_name(target), stem, rank),
+        (None, _) => Ok(1.0),
+    }
+}
+
+/// Merge the LoRA `spec` into `parts` (nothing is read from the model's weights; the
+/// updates are added as they are). Returns the line reporting what it touched.
+pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
+    let path = spec.path.as_path();
+    let fail = |problem: String| lora_error(path, problem);
+    let (tensors, configs) = read(path)?;
+    let mut unknown = vec![];
+    let (modules, kinds) = group(&tensors, &mut unknown);
     check_family(parts, kinds).map_err(fail)?;
 
     let layers = parts.unet_config.down.first().map_or(2, |b| b.layers);
@@ -238,12 +286,11 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
         .collect();
     let mut touched: BTreeMap<Target, usize> = BTreeMap::new();
     let mut problems = vec![];
-    for ((target, module), [down, up, alpha]) in &modules {
-        let (kohya, stem) = (module.starts_with("k:"), &module[2..]);
+    for ((target, kohya, stem), [down, up, alpha]) in &modules {
         let key = Key {
             target: *target,
             module: stem,
-            kohya,
+            kohya: *kohya,
             role: Role::Down,
         };
         let index = match target {
@@ -265,19 +312,8 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
             continue;
         };
         let rank = down.dim(0)?;
-        let factor = match (alpha, &configs) {
-            (Some(a), _) => {
-                a.to_dtype(DType::F64)?
-                    .flatten_all()?
-                    .get(0)?
-                    .to_scalar::<f64>()?
-                    / rank as f64
-            }
-            (None, Some(configs)) if !kohya => {
-                peft_factor(configs, component_name(*target), stem, rank).map_err(&fail)?
-            }
-            (None, _) => 1.0,
-        };
+        let factor =
+            factor(*alpha, configs.as_ref(), (*target, *kohya, stem), rank).map_err(&fail)?;
         let update = LowRank {
             up: up.to_dtype(DType::F32)?,
             down: down.to_dtype(DType::F32)?,
@@ -312,7 +348,12 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
     if touched.is_empty() {
         return Err(fail("it holds no LoRA modules".into()));
     }
-    let parts_line: Vec<String> = touched
+    Ok(report(parts, spec, &touched))
+}
+
+/// "LoRA FILE ×SCALE: merged into N modules (UNet a, text encoder b)".
+fn report(parts: &Parts, spec: &LoraSpec, touched: &BTreeMap<Target, usize>) -> String {
+    let counts: Vec<String> = touched
         .iter()
         .map(|(t, n)| {
             let name = match t {
@@ -324,12 +365,12 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
         })
         .collect();
     let total: usize = touched.values().sum();
-    Ok(format!(
+    format!(
         "LoRA {} ×{}: merged into {total} modules ({})",
-        path.display(),
+        spec.path.display(),
         spec.scale,
-        parts_line.join(", ")
-    ))
+        counts.join(", ")
+    )
 }
 
 /// The PEFT adapter configs diffusers writes into a LoRA file's `lora_adapter_metadata`
