@@ -370,6 +370,11 @@ fn cases() -> Vec<Case> {
             "lora-sd1-kohya.safetensors: it is made for SD 1.x / 2.x (one text encoder, lora_te_* keys) but the model is SDXL",
         ),
         with(
+            "generate --weights {w}/../single-file/tiny-sd1.safetensors --vae {d}/vae8.safetensors --prompt a --out {d}/out.png",
+            "vae8.safetensors does not fit this model as its VAE: it makes 8-channel latents but the UNet takes 4",
+            Setup::Checkpoints,
+        ),
+        with(
             "generate --weights {w} --vae {d}/vae8.safetensors --prompt a --out {d}/out.png",
             "vae8.safetensors does not fit this model as its VAE: it makes 8-channel latents but the model's UNet works on 4",
             Setup::Checkpoints,

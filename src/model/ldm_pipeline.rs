@@ -93,26 +93,76 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
     let found = single_file::detect(&file)?;
     refuse_unsupported(path, &found)?;
     let family = found.family;
+    let text = text_parts(&file, family)?;
+    let marked_v = file.tensors.contains_key("v_pred");
+    let (schedule, defaults) = family_defaults(family, marked_v, prediction)?;
+    let unet = unet_names(&file)?;
+    let unet_config = infer_config::unet(
+        &unet,
+        UNetFamily {
+            pooled: text.get(1).and_then(|t| t.config.projection_dim),
+            ..defaults.unet
+        },
+    )?;
+    let vae = vae_part(&file, &found, vae, defaults.scaling)?;
+    let mut notes = vec![format!("{}: {}", path.display(), found.describe())];
+    if family == CheckpointFamily::Sd2 && prediction.is_none() && !marked_v {
+        notes.push(
+            "SD 2.x: v-prediction at 768×768 assumed (the 2.0 / 2.1 768-px models); pass --prediction epsilon for a 512-px base model".into(),
+        );
+    }
+    Ok(Parts {
+        origin: path.display().to_string(),
+        unet_file: path.to_path_buf(),
+        unet_config,
+        unet: Weights::plain(vec![unet]),
+        vae: Some(vae),
+        text,
+        schedule,
+        force_zeros_for_empty_prompt: matches!(family, CheckpointFamily::SdxlBase),
+        notes,
+    })
+}
 
+/// The text encoders of a family's checkpoint, renamed, configured and with the built-in
+/// tokenizer padded the family's way.
+fn text_parts(file: &CheckedFile, family: CheckpointFamily) -> Result<Vec<TextPart>> {
     let mut text = vec![];
     for slot in text_slots(family) {
         let renamed = if slot.open_clip {
-            ldm_text::open_clip_names(&file, slot.prefix)?
+            ldm_text::open_clip_names(file, slot.prefix)?
         } else {
-            ldm_text::clip_names(&file, slot.prefix)?
+            ldm_text::clip_names(file, slot.prefix)?
         };
         let config = infer_config::clip(&renamed, slot.family)?;
         let mut tokenizer = ClipTokenizer::builtin(slot.pad)?;
         tokenizer.clamp_max_len(config.max_position_embeddings);
         text.push(TextPart {
             config,
-            config_file: path.to_path_buf(),
+            config_file: file.path.clone(),
             weights: Weights::plain(vec![renamed]),
             tokenizer,
         });
     }
+    Ok(text)
+}
 
-    let marked_v = file.tensors.contains_key("v_pred");
+/// What a family decides that the tensors do not say.
+struct FamilyDefaults {
+    /// The UNet's heads, native size and attention upcast (`pooled` filled in later).
+    unet: UNetFamily,
+    /// The VAE's latent scaling factor.
+    scaling: f64,
+}
+
+/// The family's published scheduler (v-prediction when the file is marked `v_pred` or
+/// the user says) and its other defaults. SD 2.x: the 768-px models predict v, the 512-px
+/// base ε.
+fn family_defaults(
+    family: CheckpointFamily,
+    marked_v: bool,
+    prediction: Option<PredictionType>,
+) -> Result<(SchedulerConfig, FamilyDefaults)> {
     let (scheduler, sample_size, scaling, heads) = match family {
         CheckpointFamily::Sd1 => (SD1_SCHEDULER, 64, 0.18215, Heads::Fixed(8)),
         CheckpointFamily::Sd2 => (SD2_SCHEDULER, 96, 0.18215, Heads::Width(64)),
@@ -125,57 +175,53 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
     if let Some(p) = prediction {
         schedule.prediction_type = p;
     }
-    // SD 2.x: the 768-px models predict v, the 512-px base ε.
-    let sample_size =
-        if family == CheckpointFamily::Sd2 && schedule.prediction_type == PredictionType::Epsilon {
-            64
-        } else {
-            sample_size
-        };
-
-    let unet = unet_names(&file)?;
-    let pooled = text.get(1).and_then(|t| t.config.projection_dim);
-    let unet_config = infer_config::unet(
-        &unet,
-        UNetFamily {
+    let sd2 = family == CheckpointFamily::Sd2;
+    let sample_size = if sd2 && schedule.prediction_type == PredictionType::Epsilon {
+        64
+    } else {
+        sample_size
+    };
+    let defaults = FamilyDefaults {
+        unet: UNetFamily {
             heads,
             sample_size,
-            upcast_attention: family == CheckpointFamily::Sd2,
-            pooled,
+            upcast_attention: sd2,
+            pooled: None,
         },
-    )?;
-
-    let own_vae = match (vae, found.has_vae) {
-        (Some(_), _) | (None, false) => None,
-        (None, true) => Some(ldm_vae::to_diffusers(&file, single_file::VAE_PREFIX)?),
+        scaling,
     };
-    let vae_part = match (own_vae, vae) {
-        (Some(renamed), _) => Some(vae_part(renamed, scaling)?),
-        (None, Some(v)) => Some(vae_part(super::parts::read_vae_file(v)?, scaling)?),
-        (None, None) => {
+    Ok((schedule, defaults))
+}
+
+/// The checkpoint's own VAE, or the `--vae` file instead; one of them must exist.
+fn vae_part(
+    file: &CheckedFile,
+    found: &Detected,
+    vae: Option<&Path>,
+    scaling: f64,
+) -> Result<VaePart> {
+    let renamed = match (vae, found.has_vae) {
+        (Some(v), _) => super::parts::read_vae_file(v)?,
+        (None, true) => ldm_vae::to_diffusers(file, single_file::VAE_PREFIX)?,
+        (None, false) => {
             return Err(ModelError::NotVae {
-                path: path.to_path_buf(),
+                path: file.path.clone(),
                 found: "the checkpoint has no first_stage_model.* tensors: pass the VAE it was made for with --vae FILE".into(),
             }
             .into());
         }
     };
-    let mut notes = vec![format!("{}: {}", path.display(), found.describe())];
-    if family == CheckpointFamily::Sd2 && prediction.is_none() && !marked_v {
-        notes.push(
-            "SD 2.x: v-prediction at 768×768 assumed (the 2.0 / 2.1 768-px models); pass --prediction epsilon for a 512-px base model".into(),
-        );
-    }
-    Ok(Parts {
-        origin: path.display().to_string(),
-        unet_file: path.to_path_buf(),
-        unet_config,
-        unet: Weights::plain(vec![unet]),
-        vae: vae_part,
-        text,
-        schedule,
-        force_zeros_for_empty_prompt: matches!(family, CheckpointFamily::SdxlBase),
-        notes,
+    let config = infer_config::vae(
+        &renamed,
+        infer_config::VaeFamily {
+            scaling_factor: scaling,
+            force_upcast: true,
+            groups: 32,
+        },
+    )?;
+    Ok(VaePart {
+        config,
+        weights: Weights::plain(vec![renamed]),
     })
 }
 
@@ -221,20 +267,6 @@ fn unet_names(file: &CheckedFile) -> Result<CheckedFile, ModelError> {
             .map(|name| (name, info.clone()))
             .into_iter()
             .collect())
-    })
-}
-
-fn vae_part(renamed: CheckedFile, scaling: f64) -> Result<VaePart> {
-    Ok(VaePart {
-        config: infer_config::vae(
-            &renamed,
-            infer_config::VaeFamily {
-                scaling_factor: scaling,
-                force_upcast: true,
-                groups: 32,
-            },
-        )?,
-        weights: Weights::plain(vec![renamed]),
     })
 }
 

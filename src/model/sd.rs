@@ -628,6 +628,24 @@ fn check_fit(parts: &Parts) -> Result<()> {
             "a UNet without a VAE must have 3 in and out channels".into(),
         ));
     }
+    if let Some(vae) = &parts.vae
+        && vae.config.latent_channels() != config.in_channels
+    {
+        return Err(ModelError::WrongVae {
+            path: vae
+                .weights
+                .files
+                .first()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            problem: format!(
+                "it makes {}-channel latents but the UNet takes {}",
+                vae.config.latent_channels(),
+                config.in_channels
+            ),
+        }
+        .into());
+    }
     let sdxl = parts.is_sdxl();
     if sdxl != config.text_time.is_some() {
         return Err(unsupported(
