@@ -460,6 +460,9 @@ fn gui_loads_a_single_file_checkpoint_with_a_listed_lora() {
         "{notes:?}"
     );
     h.get_by_label_contains("· 1 LoRA");
+    // The load notes under the LoRA list, paths cut to file names.
+    h.get_by_label("tiny-sd1.safetensors: SD 1.x checkpoint (897 tensors, F16, UNet input 4 channels, with its VAE)");
+    h.get_by_label_contains("LoRA lora-sd1-kohya.safetensors ×0.8: merged into 170 modules");
 
     app_mut(&mut h).settings.model = ModelChoice::LocalFile(files.join("tiny-sdxl.safetensors"));
     h.get_by_label("Generate").click();

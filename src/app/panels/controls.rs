@@ -265,9 +265,31 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     if ui.button("Add LoRA…").clicked() {
         open = Some(DialogKind::Lora);
     }
+    // What the last load found: the checkpoint's family, each LoRA's modules.
+    if let Some(m) = &app.session.model {
+        for note in &m.notes {
+            ui.label(RichText::new(note_text(note)).weak().small())
+                .on_hover_text(note.as_str());
+        }
+    }
     if let Some(kind) = open {
         app.open_dialog(kind);
     }
+}
+
+/// A load note with its file paths cut to their names.
+fn note_text(note: &str) -> String {
+    note.split(' ')
+        .map(|w| {
+            let (word, colon) = w.strip_suffix(':').map_or((w, ""), |x| (x, ":"));
+            if word.contains(std::path::MAIN_SEPARATOR) {
+                format!("{}{colon}", short_file(std::path::Path::new(word)))
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn short_file(p: &std::path::Path) -> String {
