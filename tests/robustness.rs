@@ -357,7 +357,7 @@ fn cases() -> Vec<Case> {
         ),
         with(
             "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/badrank.safetensors:0.5 --prompt a --out {d}/out.png",
-            "badrank.safetensors: its rank or shape does not fit this model: down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q: up [32, 2] × down [2, 7] does not make the model's [32, 32] weight",
+            "badrank.safetensors: its rank or shape does not fit this model: down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q: its factors make a 32×7 update, not the model's [32, 32] weight",
             Setup::Checkpoints,
         ),
         with(

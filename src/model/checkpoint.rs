@@ -41,60 +41,8 @@ pub struct TensorInfo {
     pub transposed: bool,
 }
 
-/// A low-rank update merged into a weight as it is read (a LoRA module):
-/// `W += scale · up · down`, the product reshaped to `W`'s shape (1×1 and k×k convolutions
-/// as well as linear layers).
-#[derive(Debug, Clone)]
-pub struct LowRank {
-    /// `(out, rank)` or `(out, rank, 1, 1)`, f32 on the CPU.
-    pub up: Tensor,
-    /// `(rank, in)` or `(rank, in, kh, kw)`, f32 on the CPU.
-    pub down: Tensor,
-    /// The LoRA's scale times its `alpha / rank`.
-    pub scale: f64,
-}
-
-/// Weight name → the low-rank updates merged into it.
-pub type Merges = HashMap<String, Vec<LowRank>>;
-
-impl LowRank {
-    /// `(out, rank, inner)` when `up · down` makes a weight of shape `dims`, else why not.
-    pub fn check(&self, dims: &[usize]) -> Result<(usize, usize, usize), String> {
-        let out = self.up.dims().first().copied().unwrap_or(0);
-        let rank = self.up.elem_count() / out.max(1);
-        let down_rank = self.down.dims().first().copied().unwrap_or(0);
-        let inner = self.down.elem_count() / down_rank.max(1);
-        let numel: usize = dims.iter().product();
-        if rank != down_rank {
-            return Err(format!(
-                "up {:?} has rank {rank} but down {:?} rank {down_rank}",
-                self.up.dims(),
-                self.down.dims()
-            ));
-        }
-        if dims.first() != Some(&out) || out * inner != numel {
-            return Err(format!(
-                "up {:?} × down {:?} does not make the model's {dims:?} weight",
-                self.up.dims(),
-                self.down.dims()
-            ));
-        }
-        Ok((out, rank, inner))
-    }
-
-    /// `scale · up · down` in the shape `dims`, or why it does not fit them.
-    pub fn delta(&self, dims: &[usize]) -> Result<Tensor, String> {
-        let (out, rank, inner) = self.check(dims)?;
-        let product = || -> candle_core::Result<Tensor> {
-            self.up
-                .reshape((out, rank))?
-                .matmul(&self.down.reshape((rank, inner))?)?
-                .affine(self.scale, 0.0)?
-                .reshape(dims)
-        };
-        product().map_err(|e| e.to_string())
-    }
-}
+/// Weight name → the LoRA-family updates merged into it as it is read.
+pub type Merges = HashMap<String, Vec<super::lora_update::Update>>;
 
 /// A validated safetensors file: its path and what it holds.
 #[derive(Debug, Clone)]
@@ -544,9 +492,8 @@ mod tests {
         let down = Tensor::new(&[[1f32, 0., -1.]], &Device::Cpu).unwrap();
         let merges = Merges::from([(
             "a.t".to_string(),
-            vec![LowRank {
-                up,
-                down,
+            vec![crate::model::lora_update::Update {
+                factors: crate::model::lora_update::Factors::LowRank { up, down },
                 scale: 0.5,
             }],
         )]);

@@ -8,8 +8,11 @@
 //! * diffusers / PEFT: `unet.<module>.lora_A.weight` / `.lora_B.weight` (or the older
 //!   `.lora.down.weight` / `.lora.up.weight`), `text_encoder.` and `text_encoder_2.`.
 //!
-//! Each module's update `scale · alpha / rank · up · down` is added to its weight as the
-//! weight is read ([`super::checkpoint::LowRank`]), as diffusers' `fuse_lora` does. A key
+//! LyCORIS's LoHa (`.hada_w1_a` …) and LoKr (`.lokr_w1`, `.lokr_w2_a` …) modules under the
+//! same names are read too.
+//!
+//! Each module's update `scale · alpha / rank · ΔW` is added to its weight as the weight is
+//! read ([`super::lora_update::Update`]), as diffusers' `fuse_lora` does. A key
 //! that names no module of the model is an error listing it, never skipped.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,8 +23,9 @@ use std::str::FromStr;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 
-use super::checkpoint::{self, LowRank};
+use super::checkpoint;
 use super::error::ModelError;
+use super::lora_update::{Factors, Update};
 use super::parts::{Parts, Weights};
 
 /// One `--lora` argument: a file and the scale its update is merged with.
@@ -72,11 +76,16 @@ enum Target {
     Text(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a tensor of a module is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Role {
     Down,
     Up,
     Alpha,
+    /// LoHa's `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`.
+    Hada(u8),
+    /// LoKr's `lokr_w1`, `lokr_w1_a`, `lokr_w1_b`, `lokr_w2`, `lokr_w2_a`, `lokr_w2_b`.
+    Lokr(u8),
 }
 
 /// A parsed key: the component, the module stem (kohya: underscores; PEFT: dots), the role.
@@ -99,7 +108,7 @@ fn parse_key(key: &str) -> Option<Key<'_>> {
         ("text_encoder.", Target::Text(0)),
         ("text_encoder_2.", Target::Text(1)),
     ];
-    const ROLES: [(&str, Role); 7] = [
+    const ROLES: [(&str, Role); 17] = [
         (".lora_down.weight", Role::Down),
         (".lora_up.weight", Role::Up),
         (".lora_A.weight", Role::Down),
@@ -107,6 +116,16 @@ fn parse_key(key: &str) -> Option<Key<'_>> {
         (".lora.down.weight", Role::Down),
         (".lora.up.weight", Role::Up),
         (".alpha", Role::Alpha),
+        (".hada_w1_a", Role::Hada(0)),
+        (".hada_w1_b", Role::Hada(1)),
+        (".hada_w2_a", Role::Hada(2)),
+        (".hada_w2_b", Role::Hada(3)),
+        (".lokr_w1", Role::Lokr(0)),
+        (".lokr_w1_a", Role::Lokr(1)),
+        (".lokr_w1_b", Role::Lokr(2)),
+        (".lokr_w2", Role::Lokr(3)),
+        (".lokr_w2_a", Role::Lokr(4)),
+        (".lokr_w2_b", Role::Lokr(5)),
     ];
     let (rest, role) = ROLES
         .iter()
@@ -169,8 +188,8 @@ fn index_key(key: &Key, layers: usize) -> Vec<String> {
     }
 }
 
-/// A LoRA file's modules: (target, kohya naming, stem) → [down, up, alpha].
-type Modules<'a> = BTreeMap<(Target, bool, String), [Option<&'a Tensor>; 3]>;
+/// A LoRA file's modules: (target, kohya naming, stem) → its tensors by role.
+type Modules<'a> = BTreeMap<(Target, bool, String), HashMap<Role, &'a Tensor>>;
 
 /// The tensors of a LoRA file (refused unopened when a pickle) and its PEFT adapter
 /// configs, if it carries them.
@@ -232,14 +251,10 @@ fn group<'a>(
         } else if key.target == Target::Text(1) {
             kinds.1 = true;
         }
-        let slot = match key.role {
-            Role::Down => 0,
-            Role::Up => 1,
-            Role::Alpha => 2,
-        };
         modules
             .entry((key.target, key.kohya, key.module.to_string()))
-            .or_default()[slot] = Some(t);
+            .or_default()
+            .insert(key.role, t);
     }
     (modules, kinds)
 }
@@ -267,6 +282,67 @@ fn factor(
     }
 }
 
+/// The factors a module's tensors make (in f32), and the rank its alpha is divided by
+/// (`None`: a LoKr of two whole matrices, merged at scale 1 whatever its alpha, as LyCORIS
+/// does); else what is missing.
+fn module_factors(t: &HashMap<Role, &Tensor>) -> Result<(Factors, Option<usize>), String> {
+    let get = |r: Role| t.get(&r).copied();
+    let f32 = |x: &Tensor| x.to_dtype(DType::F32).map_err(|e| e.to_string());
+    // `a · b` with `b` read as `(rank, rest)`.
+    let product = |a: &Tensor, b: &Tensor| -> Result<Tensor, String> {
+        let rank = b.dims().first().copied().unwrap_or(0).max(1);
+        let b = f32(b)?
+            .reshape((rank, b.elem_count() / rank))
+            .map_err(|e| e.to_string())?;
+        f32(a)?
+            .matmul(&b)
+            .map_err(|e| format!("its factors do not multiply ({e})"))
+    };
+    let rank_of = |b: &Tensor| b.dims().first().copied().unwrap_or(0);
+    match (get(Role::Down), get(Role::Up)) {
+        (Some(down), Some(up)) => {
+            return Ok((
+                Factors::LowRank {
+                    up: f32(up)?,
+                    down: f32(down)?,
+                },
+                Some(rank_of(down)),
+            ));
+        }
+        (Some(_), None) => return Err("has no up (B) matrix".into()),
+        (None, Some(_)) => return Err("has no down (A) matrix".into()),
+        (None, None) => {}
+    }
+    let hada: Vec<_> = (0..4).map(|i| get(Role::Hada(i))).collect();
+    if hada.iter().any(Option::is_some) {
+        let [Some(w1a), Some(w1b), Some(w2a), Some(w2b)] = hada[..] else {
+            return Err("is a LoHa without all four hada_w1_a/b, hada_w2_a/b".into());
+        };
+        let factors = Factors::Hadamard {
+            w1a: f32(w1a)?,
+            w1b: f32(w1b)?,
+            w2a: f32(w2a)?,
+            w2b: f32(w2b)?,
+        };
+        return Ok((factors, Some(rank_of(w1b))));
+    }
+    let whole_or_product = |w: Role, a: Role, b: Role| -> Result<(Tensor, Option<usize>), String> {
+        match (get(w), get(a), get(b)) {
+            (Some(w), _, _) => Ok((f32(w)?, None)),
+            (None, Some(a), Some(b)) => Ok((product(a, b)?, Some(rank_of(b)))),
+            _ => Err(
+                "is a LoKr without lokr_w1 (or lokr_w1_a/b) and lokr_w2 (or lokr_w2_a/b)".into(),
+            ),
+        }
+    };
+    if (0..6).any(|i| get(Role::Lokr(i)).is_some()) {
+        let (w1, r1) = whole_or_product(Role::Lokr(0), Role::Lokr(1), Role::Lokr(2))?;
+        let (w2, r2) = whole_or_product(Role::Lokr(3), Role::Lokr(4), Role::Lokr(5))?;
+        return Ok((Factors::Kronecker { w1, w2 }, r2.or(r1)));
+    }
+    Err("has no down (A) and up (B) matrices".into())
+}
+
 /// Merge the LoRA `spec` into `parts` (nothing is read from the model's weights; the
 /// updates are added as they are). Returns the line reporting what it touched.
 pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
@@ -286,7 +362,7 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
         .collect();
     let mut touched: BTreeMap<Target, usize> = BTreeMap::new();
     let mut problems = vec![];
-    for ((target, kohya, stem), [down, up, alpha]) in &modules {
+    for ((target, kohya, stem), tensors) in &modules {
         let key = Key {
             target: *target,
             module: stem,
@@ -302,21 +378,24 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
                 .iter()
                 .find_map(|k| ix.get(k).cloned())
         });
-        let (Some(weight), Some(down), Some(up)) = (found, down, up) else {
-            let what = match (down, up) {
-                (Some(_), Some(_)) => "names no module of this model",
-                (None, _) => "has no down (A) matrix",
-                (_, None) => "has no up (B) matrix",
+        let made = module_factors(tensors);
+        let (Some(weight), Ok((factors, rank))) = (found, &made) else {
+            let what = match made {
+                Ok(_) => "names no module of this model".to_string(),
+                Err(e) => e,
             };
             unknown.push(format!("{stem} ({what})"));
             continue;
         };
-        let rank = down.dim(0)?;
-        let factor =
-            factor(*alpha, configs.as_ref(), (*target, *kohya, stem), rank).map_err(&fail)?;
-        let update = LowRank {
-            up: up.to_dtype(DType::F32)?,
-            down: down.to_dtype(DType::F32)?,
+        let alpha = tensors.get(&Role::Alpha).copied();
+        let factor = match rank {
+            Some(rank) => {
+                factor(alpha, configs.as_ref(), (*target, *kohya, stem), *rank).map_err(&fail)?
+            }
+            None => 1.0,
+        };
+        let update = Update {
+            factors: factors.clone(),
             scale: spec.scale * factor,
         };
         let weights = match target {
@@ -533,11 +612,15 @@ mod tests {
                 Role::Down
             )
         );
+        let k = parse_key("lora_unet_x_to_q.lokr_w2_a").unwrap();
+        assert_eq!((k.module, k.role), ("x_to_q", Role::Lokr(4)));
+        let k = parse_key("lora_unet_x_to_q.hada_w2_b").unwrap();
+        assert_eq!((k.module, k.role), ("x_to_q", Role::Hada(3)));
         let k = parse_key("lora_unet_input_blocks_1_1_proj_in.alpha").unwrap();
         assert_eq!((k.target, k.role), (Target::Unet, Role::Alpha));
         for key in [
             "lora_unet_x.dora_scale",
-            "lora_unet_x.hada_w1_a",
+            "lora_unet_x.hada_t1",
             "model.diffusion_model.conv_in.weight",
         ] {
             assert!(parse_key(key).is_none(), "{key}");

@@ -21,6 +21,7 @@ pub mod ldm_text;
 pub mod ldm_unet;
 pub mod ldm_vae;
 pub mod lora;
+pub mod lora_update;
 pub mod macs;
 pub mod parts;
 pub mod profile;

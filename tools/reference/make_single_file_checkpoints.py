@@ -31,7 +31,9 @@ format (``lora-sd1-kohya.safetensors``,
 ``lora_unet_*.lora_down.weight`` with ``.alpha``); one on SDXL in the kohya format with the
 original-layout block names SDXL trainers write (``lora_unet_input_blocks_4_1_*``,
 ``lora_te1_*``, ``lora_te2_*``). Each is loaded with ``load_lora_weights`` + ``fuse_lora``
-(scale 0.8) and run like the checkpoints.
+(scale 0.8) and run like the checkpoints. LyCORIS: a LoHa and a LoKr on the SD 1.x UNet's
+attention, made and merged with PEFT (diffusers does not load them), written under
+LyCORIS's names (``lycoris-sd1-loha.safetensors``, ``lycoris-sd1-lokr.safetensors``).
 
     python tools/reference/make_single_file_checkpoints.py   # CPU, about a minute
 """
@@ -342,6 +344,38 @@ def make_lora(pipe, family: str, g: torch.Generator):
     return folded, (raw, meta), kohya
 
 
+def make_lycoris(pipe, kind: str, g: torch.Generator) -> dict:
+    """A random LyCORIS LoHa or LoKr on the SD 1.x UNet's attention layers, made with PEFT
+    and merged into ``pipe`` (PEFT's ``merge``, the reference); returns it under the names
+    LyCORIS writes (``lora_unet_<module>.hada_w1_a`` … / ``.lokr_w1``, ``.lokr_w2_a``,
+    ``.lokr_w2_b``, with ``.alpha``). LoKr's rank is chosen so that w2 is factored (PEFT and
+    LyCORIS then agree on the scale alpha / rank)."""
+    from peft import LoHaConfig, LoKrConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    if kind == "loha":
+        cfg = LoHaConfig(r=4, alpha=3, target_modules=targets, init_weights=False)
+    else:
+        cfg = LoKrConfig(r=2, alpha=3, target_modules=targets, init_weights=False)
+    inject_adapter_in_model(cfg, pipe.unet, adapter_name="made")
+    with torch.no_grad():
+        for n, p in pipe.unet.named_parameters():
+            if "hada_" in n or "lokr_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    state = get_peft_model_state_dict(pipe.unet, adapter_name="made")
+    out = {}
+    for key, v in state.items():
+        module, param = key.rsplit(".", 1)
+        stem = kohya_name(module, "unet", False)
+        out[f"{stem}.{param}"] = v.detach().clone().contiguous()
+        out[f"{stem}.alpha"] = torch.tensor(float(cfg.alpha))
+    for layer in pipe.unet.modules():
+        if hasattr(layer, "merge") and hasattr(layer, "scaling") and "made" in getattr(layer, "scaling", {}):
+            layer.merge(adapter_names=["made"])
+    return out
+
+
 def main() -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -399,6 +433,20 @@ def main() -> None:
                 cases.append({"file": path.name, "family": family, "scheduler": sched, "init": f"init_{family}",
                               "latents": key, "loras": [f"{name}:{LORA_SCALE}"]})
                 print(f"{name}: {len(state)} tensors; load_lora_weights + fuse_lora moved the latents by {moved:.3f}")
+            if family == "sd1":
+                for kind in ("loha", "lokr"):
+                    name = f"lycoris-sd1-{kind}.safetensors"
+                    pipe = cls.from_single_file(str(path), config=str(folder / "pipeline"), local_files_only=True, **kw)
+                    state = make_lycoris(pipe, kind, torch.Generator().manual_seed(8))
+                    save_file(state, str(OUT / name))
+                    out = run(pipe, family, noise)
+                    moved = (out - got).abs().max().item()
+                    assert moved > 1e-3, (name, moved)
+                    key = name.removesuffix(".safetensors").replace("-", "_")
+                    tensors[key] = out.contiguous()
+                    cases.append({"file": path.name, "family": family, "scheduler": sched,
+                                  "init": f"init_{family}", "latents": key, "loras": [f"{name}:1.0"]})
+                    print(f"{name}: {len(state)} tensors; PEFT's merge moved the latents by {moved:.3f}")
     save_file(tensors, str(OUT / "single_file_runs.safetensors"))
     meta = {"generator": "tools/reference/make_single_file_checkpoints.py",
             "diffusers": __import__("diffusers").__version__, "torch": torch.__version__,
