@@ -30,8 +30,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "FILE")]
     pub vae: Option<PathBuf>,
     /// A LoRA merged into the weights at load, with its scale (default 1): kohya /
-    /// AUTOMATIC1111 (lora_unet_*, lora_te_*) or diffusers / PEFT (unet.*.lora_A.weight)
-    /// format. Repeat for several.
+    /// AUTOMATIC1111 (lora_unet_*, lora_te_*), diffusers / PEFT (unet.*.lora_A.weight) or
+    /// LyCORIS LoHa / LoKr. Repeat for several.
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = parse_lora)]
     pub loras: Vec<LoraSpec>,
     /// What the model predicts, when its config does not say or says wrong: `v` for SD 2.x
