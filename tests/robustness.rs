@@ -76,7 +76,8 @@ enum Setup {
     /// `model.ckpt` (a pickle), `model.safetensors` (a single-file SD 1.x inpainting
     /// checkpoint), `lora.safetensors` (a LoRA), `cut.safetensors` (a truncated checkpoint),
     /// `badrank.safetensors` (a LoRA whose matrices do not fit the tiny SD 1.x file),
-    /// `stray.safetensors` (a LoRA naming a module no model has) and `vae8.safetensors`
+    /// `halfloha.safetensors` (a LoHa module with half its factors), `stray.safetensors` (a
+    /// LoRA naming a module no model has) and `vae8.safetensors`
     /// (a VAE making 8-channel latents).
     Checkpoints,
 }
@@ -159,6 +160,8 @@ fn setup(dir: &Path, s: Setup) {
             let q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
             let (qd, qu) = (format!("{q}.lora_down.weight"), format!("{q}.lora_up.weight"));
             save("badrank.safetensors", &[(&qd, &[2, 7]), (&qu, &[32, 2])]);
+            let (h1a, h1b) = (format!("{q}.hada_w1_a"), format!("{q}.hada_w1_b"));
+            save("halfloha.safetensors", &[(&h1a, &[32, 2]), (&h1b, &[2, 32])]);
             save(
                 "stray.safetensors",
                 &[
@@ -357,12 +360,17 @@ fn cases() -> Vec<Case> {
         ),
         with(
             "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/badrank.safetensors:0.5 --prompt a --out {d}/out.png",
-            "badrank.safetensors: its rank or shape does not fit this model: down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q: its factors make a 32×7 update, not the model's [32, 32] weight",
+            "badrank.safetensors: its modules do not fit this model (rank, shape or missing factors): down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q: its factors make a 32×7 update, not the model's [32, 32] weight",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/halfloha.safetensors --prompt a --out {d}/out.png",
+            "halfloha.safetensors: its modules do not fit this model (rank, shape or missing factors): down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q is a LoHa without all four hada_w1_a/b, hada_w2_a/b",
             Setup::Checkpoints,
         ),
         with(
             "generate --weights {w}/../single-file/tiny-sd1.safetensors --lora {d}/stray.safetensors --prompt a --out {d}/out.png",
-            "1 of its keys match no module of this model (is it made for another model?): no_such_block_proj (names no module of this model)",
+            "1 of its keys or modules match nothing in this model (is it made for another model?): no_such_block_proj",
             Setup::Checkpoints,
         ),
         case(

@@ -378,24 +378,26 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
                 .iter()
                 .find_map(|k| ix.get(k).cloned())
         });
-        let made = module_factors(tensors);
-        let (Some(weight), Ok((factors, rank))) = (found, &made) else {
-            let what = match made {
-                Ok(_) => "names no module of this model".to_string(),
-                Err(e) => e,
-            };
-            unknown.push(format!("{stem} ({what})"));
+        let (factors, rank) = match module_factors(tensors) {
+            Ok(made) => made,
+            Err(what) => {
+                problems.push(format!("{stem} {what}"));
+                continue;
+            }
+        };
+        let Some(weight) = found else {
+            unknown.push(stem.to_string());
             continue;
         };
         let alpha = tensors.get(&Role::Alpha).copied();
         let factor = match rank {
             Some(rank) => {
-                factor(alpha, configs.as_ref(), (*target, *kohya, stem), *rank).map_err(&fail)?
+                factor(alpha, configs.as_ref(), (*target, *kohya, stem), rank).map_err(&fail)?
             }
             None => 1.0,
         };
         let update = Update {
-            factors: factors.clone(),
+            factors,
             scale: spec.scale * factor,
         };
         let weights = match target {
@@ -412,14 +414,14 @@ pub fn apply(parts: &mut Parts, spec: &LoraSpec) -> Result<String> {
     }
     if !problems.is_empty() {
         return Err(fail(format!(
-            "its rank or shape does not fit this model: {}",
+            "its modules do not fit this model (rank, shape or missing factors): {}",
             crate::field::cut_list(&problems, 5)
         )));
     }
     if !unknown.is_empty() {
         unknown.sort();
         return Err(fail(format!(
-            "{} of its keys match no module of this model (is it made for another model?): {}",
+            "{} of its keys or modules match nothing in this model (is it made for another model?): {}",
             unknown.len(),
             crate::field::cut_list(&unknown, 8)
         )));
