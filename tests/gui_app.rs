@@ -471,6 +471,48 @@ fn gui_loads_a_single_file_checkpoint_with_a_listed_lora() {
     h.run();
 }
 
+/// Files dropped on the window: a checkpoint becomes the model, a LoRA joins the list, a
+/// VAE replaces the model's, and anything else is named in red.
+#[test]
+fn gui_dropped_files_become_model_lora_and_vae() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut h = harness(settings(dir.path()));
+    /// A file as a window system hands it over.
+    #[derive(Debug)]
+    struct Dropped(PathBuf);
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+    let drop = |h: &mut Harness<'_, App>, path: PathBuf| {
+        h.input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(path)));
+        h.step();
+    };
+    drop(&mut h, files.join("tiny-sdxl.safetensors"));
+    drop(&mut h, files.join("lora-sdxl-kohya.safetensors"));
+    drop(&mut h, files.join("tiny-vae-ldm.safetensors"));
+    let s = &app(&h).settings;
+    assert_eq!(
+        s.model,
+        ModelChoice::LocalFile(files.join("tiny-sdxl.safetensors"))
+    );
+    assert_eq!(s.loras.len(), 1);
+    assert_eq!(s.loras[0].path, files.join("lora-sdxl-kohya.safetensors"));
+    assert_eq!(s.vae, Some(files.join("tiny-vae-ldm.safetensors")));
+    h.get_by_label("lora-sdxl-kohya.safetensors");
+
+    drop(&mut h, files.join("unet_keymap.json"));
+    h.get_by_label_contains("cannot use the dropped file");
+    h.run();
+}
+
 /// A custom size below 64 (a 32×32 pixel-space model) survives the size fields.
 #[test]
 fn gui_custom_size_keeps_small_sizes() {

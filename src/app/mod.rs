@@ -204,6 +204,36 @@ impl GuiApp {
         }
     }
 
+    /// A file dropped on the window: a folder or a checkpoint becomes the model, a LoRA
+    /// joins the list (ticked, scale 1), a VAE replaces the model's; anything else is shown
+    /// in red.
+    fn take_dropped(&mut self, path: PathBuf) {
+        use crate::model::single_file::{FileKind, classify};
+        if path.is_dir() {
+            self.settings.model = ModelChoice::Local(path);
+            return;
+        }
+        match classify(&path) {
+            Ok(FileKind::Checkpoint(_)) => self.settings.model = ModelChoice::LocalFile(path),
+            Ok(FileKind::Lora) => {
+                if !self.settings.loras.iter().any(|l| l.path == path) {
+                    self.settings.loras.push(state::LoraEntry {
+                        path,
+                        scale: 1.0,
+                        enabled: true,
+                    });
+                }
+            }
+            Ok(FileKind::Vae) => self.settings.vae = Some(path),
+            Err(e) => {
+                self.session.error = Some(format!(
+                    "cannot use the dropped file: {}",
+                    wording::one_line(&e)
+                ));
+            }
+        }
+    }
+
     /// The data an export needs, when both sides are done.
     pub fn export_data(&self) -> Option<ExportData> {
         let (baseline, adaptive) = self.session.results()?;
@@ -363,6 +393,17 @@ impl GuiApp {
             self.applied_zoom = Some(self.settings.ui_scale);
         }
         self.drain();
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        for path in dropped {
+            self.take_dropped(path);
+        }
         self.shortcuts(&ctx);
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);

@@ -176,15 +176,55 @@ pub(crate) fn top_prefixes(file: &CheckedFile) -> String {
     s
 }
 
-/// What the file looks like instead, when that is clear.
-fn hint(file: &CheckedFile) -> String {
-    let any = |f: &dyn Fn(&str) -> bool| file.tensors.keys().any(|k| f(k));
-    if any(&|k| {
+/// What a safetensors file is, for a front end that is handed one (a dropped file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// A single-file checkpoint, described.
+    Checkpoint(String),
+    /// A LoRA (kohya, PEFT or LyCORIS names).
+    Lora,
+    /// A VAE on its own (original or diffusers layout).
+    Vae,
+}
+
+fn looks_like_lora(file: &CheckedFile) -> bool {
+    file.tensors.keys().any(|k| {
         k.starts_with("lora_")
             || k.contains(".lora_down.")
             || k.contains(".lora_A.")
             || k.contains(".lora.down.")
-    }) {
+            || k.contains(".hada_w1_a")
+            || k.contains(".lokr_w")
+    })
+}
+
+/// Tell a checkpoint, a LoRA and a VAE apart by their keys (the header only is read); the
+/// error says what the file is not.
+pub fn classify(path: &std::path::Path) -> anyhow::Result<FileKind> {
+    if is_pickle(path) {
+        return Err(ModelError::Pickle {
+            path: path.to_path_buf(),
+            kind: super::error::PickleKind::Model,
+        }
+        .into());
+    }
+    let file = super::checkpoint::check_safetensors(path)?;
+    if looks_like_lora(&file) {
+        return Ok(FileKind::Lora);
+    }
+    if let Ok(found) = detect(&file) {
+        return Ok(FileKind::Checkpoint(found.describe()));
+    }
+    if super::ldm_vae::as_diffusers(&file).is_ok() {
+        return Ok(FileKind::Vae);
+    }
+    Err(detect(&file).expect_err("not a checkpoint").into())
+}
+
+/// What the file looks like instead, when that is clear.
+fn hint(file: &CheckedFile) -> String {
+    let any = |f: &dyn Fn(&str) -> bool| file.tensors.keys().any(|k| f(k));
+    if looks_like_lora(file) {
         "; it looks like a LoRA, which is applied on top of a checkpoint, not loaded as one".into()
     } else if any(&|k| k.starts_with("encoder.") || k.starts_with("decoder.")) {
         "; it looks like a VAE on its own, not a whole checkpoint".into()
