@@ -120,13 +120,22 @@ save_file({"latents": lat.contiguous()}, out)
 
 
 def main() -> None:
+    if sys.argv[1] == "--build":
+        # In its own process, so that none of the builder's memory stays while the
+        # measured processes run.
+        file, folder, params = build(sys.argv[2], Path(sys.argv[3]))
+        (Path(sys.argv[3]) / "built.json").write_text(json.dumps({"parameters": params}))
+        return
     import torch
     from safetensors.torch import load_file, save_file
 
     family, adiff = sys.argv[1], Path(sys.argv[2]).resolve()
     work = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(tempfile.mkdtemp(prefix=f"adiff-{family}-"))
     work.mkdir(parents=True, exist_ok=True)
-    file, folder, params = build(family, work)
+    file, folder = work / f"{family}-random-fp16.safetensors", work / "config"
+    if not (work / "built.json").exists():
+        subprocess.run([sys.executable, __file__, "--build", family, str(work)], check=True)
+    params = json.loads((work / "built.json").read_text())["parameters"]
     sigma = 1.0
     if family == "sdxl":
         from diffusers import EulerDiscreteScheduler
