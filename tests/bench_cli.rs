@@ -2,23 +2,13 @@
 //! pipeline in `tests/fixtures/tiny-sd` (CLIP: the tiny random CLIP in
 //! `tests/fixtures/metrics/tiny-clip`).
 
+mod common;
+
+use common::{adiff, root, stderr};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn adiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("ADIFF_LOG")
-        .output()
-        .expect("run adiff")
-}
+use std::process::Output;
 
 fn ok(o: &Output) {
     assert!(
@@ -26,10 +16,6 @@ fn ok(o: &Output) {
         "adiff failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `runs.csv` as maps column → value (RFC 4180: the method column quotes its commas).

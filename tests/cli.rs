@@ -1,25 +1,11 @@
 //! End-to-end tests of the `adiff` binary on the tiny diffusers-format pipeline in
 //! `tests/fixtures/tiny-sd` (random weights made by `tools/reference/make_reference.py`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd")
-}
-
-fn adiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("ADIFF_LOG")
-        .output()
-        .expect("run adiff")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{adiff, stderr, tiny_sd as fixture};
+use std::path::Path;
+use std::process::Command;
 
 /// Run a command that must fail: one `error:` line, no panic, non-zero exit, no output.
 fn expect_error(args: &[&str], needle: &str, out: &Path) {

@@ -1,9 +1,11 @@
 //! `adiff complexity` offline, and `--budget auto` on `generate` / `compare` with the tiny
 //! random-weight pipeline in `tests/fixtures/tiny-sd`.
 
+mod common;
+
+use common::adiff;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const SIMPLE: &str = "a red apple on a white background";
 const COMPLEX: &str = "a crowded night market with hundreds of people, food stalls, hanging lanterns, neon signs with legible text, reflections on wet pavement, intricate, 8k";
@@ -14,15 +16,6 @@ fn root() -> &'static Path {
 
 fn fixture() -> PathBuf {
     root().join("tests/fixtures/tiny-sd")
-}
-
-fn adiff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("ADIFF_LOG")
-        .output()
-        .expect("run adiff")
 }
 
 fn text(b: &[u8]) -> String {

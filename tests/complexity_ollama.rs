@@ -3,13 +3,15 @@
 //! timeout, a 404 for a missing model, connection refused, a prompt injection. Each case
 //! ends in a correct score or a visible fallback; none hangs (every wait has a timeout).
 
+mod common;
+
 use adaptive_diffusion::complexity::{
     ComplexityEngine, Factors, HeuristicScorer, OllamaConfig, OllamaScorer, ScorerKind,
 };
+use common::adiff;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -477,14 +479,6 @@ fn a_model_that_overrates_is_held_to_the_content() {
         "{:?}",
         c.notes
     );
-}
-
-fn adiff(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .env_remove("ADIFF_LOG")
-        .output()
-        .expect("run adiff")
 }
 
 #[test]

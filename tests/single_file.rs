@@ -6,23 +6,16 @@
 //! merged by `load_lora_weights` + `fuse_lora(0.8)` too. `adiff generate --weights FILE
 //! [--lora FILE:0.8]` must reach the same final latents within 1e-4 of their largest value.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{adiff, arg};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file")
-}
-
-fn adiff(args: &[&str], extra: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiff"))
-        .args(args)
-        .args(extra)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap()
+    common::root().join("tests/fixtures/single-file")
 }
 
 fn max_abs(t: &Tensor) -> f32 {
@@ -82,19 +75,9 @@ fn check_cases(pick: impl Fn(&Value) -> bool) {
         for l in &loras {
             args.extend(["--lora", l.as_str()]);
         }
-        args.push("--weights");
-        let o = adiff(
-            &args,
-            &[
-                &file,
-                Path::new("--init-latents"),
-                &init,
-                Path::new("--latents-out"),
-                &out,
-                Path::new("--out"),
-                &png,
-            ],
-        );
+        args.extend(["--weights", arg(&file), "--init-latents", arg(&init)]);
+        args.extend(["--latents-out", arg(&out), "--out", arg(&png)]);
+        let o = adiff(&args);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "case {i}: {stderr}");
         assert!(stderr.contains("checkpoint ("), "{stderr}");

@@ -1,0 +1,36 @@
+//! What the integration tests share: the repository's paths and running the `adiff` binary
+//! (offline, without the user's log settings).
+#![allow(dead_code)] // each test file uses its own part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The tiny random-weight diffusers pipeline (`tests/fixtures/tiny-sd`).
+pub fn tiny_sd() -> PathBuf {
+    root().join("tests/fixtures/tiny-sd")
+}
+
+/// Run `adiff ARGS` with the hub offline and `ADIFF_LOG` unset.
+pub fn adiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("ADIFF_LOG")
+        .output()
+        .expect("run adiff")
+}
+
+/// A path as an argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test paths")
+}
+
+/// What a run wrote to stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
