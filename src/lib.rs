@@ -6,7 +6,7 @@
 //!   resolution.
 //! * [`complexity`] — prompt-complexity scorers (Ollama, heuristic) and the step budget.
 //! * [`metrics`] — PSNR, SSIM and CLIP alignment.
-//! * [`bench`] — `adiff bench` / `adiff calibrate`: prompt sets, runner, reports.
+//! * [`bench`](mod@bench) — `adiff bench` / `adiff calibrate`: prompt sets, runner, reports.
 //! * [`shapes`] — the procedural world of the built-in model: renderer, captions, checker.
 //! * [`train`] — training the built-in shapes model (candle autograd) and exporting it.
 //! * [`cli`] — the `adiff` command line.

@@ -69,7 +69,7 @@ pub struct ComplexityArgs {
     /// The prompt to rate.
     #[arg(required_unless_present = "graded", conflicts_with = "graded")]
     pub prompt: Option<String>,
-    /// Rate every prompt of a graded set (GRADE<TAB>PROMPT lines, e.g.
+    /// Rate every prompt of a graded set (`GRADE<TAB>PROMPT` lines, e.g.
     /// assets/prompts/graded.txt) and print Spearman's rho of score against grade.
     #[arg(long)]
     pub graded: Option<PathBuf>,

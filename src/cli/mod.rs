@@ -6,7 +6,7 @@
 //! * [`runs`] — `generate` and `compare`: progress bars, outputs, the summary line.
 //! * [`progress`] — the one progress-bar style.
 //! * [`measure`] — `overhead` and `unet-call`.
-//! * [`bench`] — `bench` and `calibrate` options.
+//! * [`bench`](mod@bench) — `bench` and `calibrate` options.
 //! * [`complexity`] — the scorer options and `adiff complexity`.
 //! * [`train`] — `adiff train`: the built-in model's training, export, evaluation.
 

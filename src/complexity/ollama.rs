@@ -4,7 +4,7 @@
 //!   (integers 0–3) and a short rationale; temperature 0, fixed seed, bounded length.
 //! * A timeout on every request; one retry when the reply breaks the schema or the ranges;
 //!   then an error, which [`super::ComplexityEngine`] turns into a visible fallback.
-//! * The prompt is data: it is sanitized first ([`super::sanitize`]), sent as a quoted
+//! * The prompt is data: it is sanitized first ([`super::sanitize`](fn@super::sanitize)), sent as a quoted
 //!   JSON string under a system message that says it is untrusted, and the model's
 //!   factors are kept within [`OllamaConfig::max_deviation`] of what the prompt's content
 //!   supports (the heuristic's reading of the same text). Every adjustment is noted.

@@ -1,10 +1,15 @@
 //! Noise predictors and their weights: Stable Diffusion 1.x / 2.x / SD-Turbo / SDXL on
-//! candle, loaded from diffusers-format folders or the Hugging Face hub.
+//! candle, loaded from diffusers-format folders, the Hugging Face hub or single-file
+//! (original-layout) checkpoints, with separate VAEs and LoRAs.
 //!
 //! * [`source`] — `--model NAME` / `--weights DIR` resolution to a [`ModelFiles`] (hub
 //!   downloads go to the standard Hugging Face cache).
 //! * [`config`] — diffusers / transformers JSON configs, validated.
-//! * [`checkpoint`] — safetensors validation before memory-mapping.
+//! * [`checkpoint`] — safetensors validation, and reading tensors where they lie.
+//! * [`parts`] — what a pipeline is built from, from a folder or from a checkpoint
+//!   ([`ldm_pipeline`]: [`single_file`] detection, the [`ldm_unet`] / [`ldm_vae`] /
+//!   [`ldm_text`] renamings, [`infer_config`]).
+//! * [`lora`], [`lora_update`] — LoRA / LyCORIS files merged as the weights are read.
 //! * [`tokenizer`], [`text_encoder`], [`unet`] — the model parts.
 //! * [`sd`] — [`StableDiffusion`]: prompt encoding, the [`SdDenoiser`] behind the sampler's
 //!   `Denoiser` trait, VAE decoding and image conversion.

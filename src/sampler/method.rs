@@ -2,7 +2,7 @@
 //!
 //! [`Method`] is the one description of *how* a run saves work; every front end (command
 //! line, desktop app, benchmark) builds it (or parses it from a spec string, see
-//! [`super::method_spec`]), the sampler runs it, and the trace records it (as `mode`,
+//! [`crate::job::method_spec`]), the sampler runs it, and the trace records it (as `mode`,
 //! `delta`, `max_skips` — the JSON of every earlier version — plus the keys of the newer
 //! methods). A new method is a new variant here, a new [`MethodKind`], its keys in the spec
 //! and the trace, and its rule in the sampler loop.
