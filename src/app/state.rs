@@ -644,25 +644,7 @@ impl Session {
     /// Apply one worker event; events of other jobs are dropped.
     pub fn apply(&mut self, ev: Event) {
         let job = ev.job();
-        let current = self.job == Some(job);
-        let baseline_source = self.baseline_job == Some(job);
-        let relevant = match &ev {
-            // The current job starting its own baseline takes over the baseline view.
-            Event::Started { side, .. } => match side {
-                Side::Baseline => baseline_source || current,
-                Side::Adaptive => current,
-            },
-            Event::Step { side, .. } => match side {
-                Side::Baseline => baseline_source,
-                Side::Adaptive => current,
-            },
-            Event::Finished { result, .. } => match result.side {
-                Side::Baseline => baseline_source || current,
-                Side::Adaptive => current,
-            },
-            _ => current,
-        };
-        if !relevant {
+        if !self.is_relevant(&ev) {
             self.stale_events += 1;
             return;
         }
@@ -676,18 +658,7 @@ impl Session {
                 files_total,
                 bytes,
                 ..
-            } => {
-                let d = self.download.get_or_insert(Download {
-                    files_done,
-                    files_total,
-                    bytes,
-                    bytes_at_start: bytes,
-                    since: Instant::now(),
-                });
-                d.files_done = files_done;
-                d.files_total = files_total;
-                d.bytes = bytes;
-            }
+            } => self.downloaded(files_done, files_total, bytes),
             Event::ModelReady { info, .. } => {
                 self.model = Some(info);
                 self.download = None;
@@ -719,35 +690,7 @@ impl Session {
             }
             Event::Finished {
                 result, from_cache, ..
-            } => {
-                let side = result.side;
-                // A cache hit for the current job replaces the older job's baseline view
-                // only when that one is not already complete.
-                if side == Side::Baseline
-                    && from_cache
-                    && self.baseline.status == SideStatus::Done
-                    && self
-                        .baseline
-                        .result
-                        .as_ref()
-                        .is_some_and(|r| Arc::ptr_eq(r, &result))
-                {
-                    self.baseline_job = Some(job);
-                    self.baseline.from_cache = true;
-                    return;
-                }
-                let v = self.side_mut(side);
-                v.status = SideStatus::Done;
-                v.budget = result.trace.budget;
-                v.steps = result.trace.steps.clone();
-                v.image = Some(Arc::new(result.image.clone()));
-                v.image_version += 1;
-                v.from_cache = from_cache;
-                v.result = Some(result);
-                if side == Side::Baseline {
-                    self.baseline_job = Some(job);
-                }
-            }
+            } => self.finished(job, result, from_cache),
             Event::Warning { message, .. } => {
                 if !self.warnings.contains(&message) {
                     self.warnings.push(message);
@@ -766,22 +709,91 @@ impl Session {
             Event::Cancelled { superseded, .. } => {
                 if !superseded {
                     self.phase = Phase::Cancelled;
-                    for v in [&mut self.baseline, &mut self.adaptive] {
-                        if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
-                            v.status = SideStatus::Cancelled;
-                        }
-                    }
+                    self.end_unfinished(SideStatus::Cancelled);
                 }
             }
             Event::Failed { message, .. } => {
                 self.phase = Phase::Failed;
                 self.download = None;
                 self.error = Some(message);
-                for v in [&mut self.baseline, &mut self.adaptive] {
-                    if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
-                        v.status = SideStatus::Failed;
-                    }
-                }
+                self.end_unfinished(SideStatus::Failed);
+            }
+        }
+    }
+
+    /// Whether an event is about what is on screen: the current job, or (for the baseline
+    /// side) the job whose baseline is shown. The current job starting or finishing its own
+    /// baseline takes over the baseline view.
+    fn is_relevant(&self, ev: &Event) -> bool {
+        let job = ev.job();
+        let current = self.job == Some(job);
+        let baseline_source = self.baseline_job == Some(job);
+        match ev {
+            Event::Started { side, .. } => match side {
+                Side::Baseline => baseline_source || current,
+                Side::Adaptive => current,
+            },
+            Event::Step { side, .. } => match side {
+                Side::Baseline => baseline_source,
+                Side::Adaptive => current,
+            },
+            Event::Finished { result, .. } => match result.side {
+                Side::Baseline => baseline_source || current,
+                Side::Adaptive => current,
+            },
+            _ => current,
+        }
+    }
+
+    /// Download progress (the first report sets where the count started).
+    fn downloaded(&mut self, files_done: usize, files_total: usize, bytes: u64) {
+        let d = self.download.get_or_insert(Download {
+            files_done,
+            files_total,
+            bytes,
+            bytes_at_start: bytes,
+            since: Instant::now(),
+        });
+        d.files_done = files_done;
+        d.files_total = files_total;
+        d.bytes = bytes;
+    }
+
+    /// A side's result. A cache hit for the current job replaces the older job's baseline
+    /// view only when that one is not already complete.
+    fn finished(&mut self, job: JobId, result: Arc<SideResult>, from_cache: bool) {
+        let side = result.side;
+        if side == Side::Baseline
+            && from_cache
+            && self.baseline.status == SideStatus::Done
+            && self
+                .baseline
+                .result
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &result))
+        {
+            self.baseline_job = Some(job);
+            self.baseline.from_cache = true;
+            return;
+        }
+        let v = self.side_mut(side);
+        v.status = SideStatus::Done;
+        v.budget = result.trace.budget;
+        v.steps = result.trace.steps.clone();
+        v.image = Some(Arc::new(result.image.clone()));
+        v.image_version += 1;
+        v.from_cache = from_cache;
+        v.result = Some(result);
+        if side == Side::Baseline {
+            self.baseline_job = Some(job);
+        }
+    }
+
+    /// Mark the sides still running or waiting as ended with `status`.
+    fn end_unfinished(&mut self, status: SideStatus) {
+        for v in [&mut self.baseline, &mut self.adaptive] {
+            if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
+                v.status = status;
             }
         }
     }
