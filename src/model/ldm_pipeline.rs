@@ -82,13 +82,7 @@ fn text_slots(family: CheckpointFamily) -> Vec<TextSlot> {
 /// checkpoint's own (required when it has none); `prediction`: what the UNet predicts
 /// when the user says (else the family's default, or `v` when the file is marked `v_pred`).
 pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>) -> Result<Parts> {
-    if single_file::is_pickle(path) {
-        return Err(ModelError::Pickle {
-            path: path.to_path_buf(),
-            kind: super::error::PickleKind::Model,
-        }
-        .into());
-    }
+    single_file::refuse_pickle(path, super::error::PickleKind::Model)?;
     let file = checkpoint::check_safetensors(path)?;
     let found = single_file::detect(&file)?;
     refuse_unsupported(path, &found)?;

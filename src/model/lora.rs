@@ -207,13 +207,7 @@ fn lora_error(path: &std::path::Path, problem: String) -> anyhow::Error {
 }
 
 fn read(path: &std::path::Path) -> Result<Read> {
-    if super::single_file::is_pickle(path) {
-        return Err(ModelError::Pickle {
-            path: path.to_path_buf(),
-            kind: super::error::PickleKind::Lora,
-        }
-        .into());
-    }
+    super::single_file::refuse_pickle(path, super::error::PickleKind::Lora)?;
     if !path.is_file() {
         let what = if path.exists() {
             "is not a file"

@@ -250,13 +250,7 @@ impl Parts {
 /// A VAE weights file, validated and renamed to diffusers' names; pickles are refused
 /// unopened.
 pub fn read_vae_file(file: &Path) -> Result<CheckedFile> {
-    if super::single_file::is_pickle(file) {
-        return Err(ModelError::Pickle {
-            path: file.to_path_buf(),
-            kind: super::error::PickleKind::Vae,
-        }
-        .into());
-    }
+    super::single_file::refuse_pickle(file, super::error::PickleKind::Vae)?;
     if !file.is_file() {
         anyhow::bail!(
             "the VAE weights file {} {}",

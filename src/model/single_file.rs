@@ -100,6 +100,26 @@ pub fn is_pickle(path: &std::path::Path) -> bool {
         .is_some_and(|e| matches!(e.as_str(), "ckpt" | "pt" | "pth" | "bin" | "pkl"))
 }
 
+/// The [`ModelError::Pickle`] refusal of `path` when it is a pickle (given as `kind`).
+pub fn refuse_pickle(
+    path: &std::path::Path,
+    kind: super::error::PickleKind,
+) -> Result<(), ModelError> {
+    if is_pickle(path) {
+        return Err(ModelError::Pickle {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a file is named `*.safetensors` (any case).
+pub fn is_safetensors(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
 /// Recognise the family of a checked safetensors file from its tensor names.
 pub fn detect(file: &CheckedFile) -> Result<Detected, ModelError> {
     let has = |prefix: &str| file.tensors.keys().any(|k| k.starts_with(prefix));
@@ -201,24 +221,16 @@ fn looks_like_lora(file: &CheckedFile) -> bool {
 /// Tell a checkpoint, a LoRA and a VAE apart by their keys (the header only is read); the
 /// error says what the file is not.
 pub fn classify(path: &std::path::Path) -> anyhow::Result<FileKind> {
-    if is_pickle(path) {
-        return Err(ModelError::Pickle {
-            path: path.to_path_buf(),
-            kind: super::error::PickleKind::Model,
-        }
-        .into());
-    }
+    refuse_pickle(path, super::error::PickleKind::Model)?;
     let file = super::checkpoint::check_safetensors(path)?;
     if looks_like_lora(&file) {
         return Ok(FileKind::Lora);
     }
-    if let Ok(found) = detect(&file) {
-        return Ok(FileKind::Checkpoint(found.describe()));
+    match detect(&file) {
+        Ok(found) => Ok(FileKind::Checkpoint(found.describe())),
+        Err(_) if super::ldm_vae::as_diffusers(&file).is_ok() => Ok(FileKind::Vae),
+        Err(not_a_checkpoint) => Err(not_a_checkpoint.into()),
     }
-    if super::ldm_vae::as_diffusers(&file).is_ok() {
-        return Ok(FileKind::Vae);
-    }
-    Err(detect(&file).expect_err("not a checkpoint").into())
 }
 
 /// What the file looks like instead, when that is clear.

@@ -399,17 +399,10 @@ fn find_weights(
 /// Why a file given where a model folder belongs does not load: a pickle (never opened), a
 /// single-file checkpoint (its family named), or something else.
 fn single_file_error(path: &Path) -> anyhow::Error {
-    if single_file::is_pickle(path) {
-        return ModelError::Pickle {
-            path: path.to_path_buf(),
-            kind: super::error::PickleKind::Model,
-        }
-        .into();
+    if let Err(pickle) = single_file::refuse_pickle(path, super::error::PickleKind::Model) {
+        return pickle.into();
     }
-    let safetensors = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if !safetensors {
+    if !single_file::is_safetensors(path) {
         return ModelError::MissingFile {
             what: "model folder (this is a file)".into(),
             path: path.to_path_buf(),

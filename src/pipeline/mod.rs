@@ -14,7 +14,7 @@ pub mod reports;
 use crate::field::{Field, FieldError, Fix};
 use crate::job::{Job, Pass};
 use crate::model::parts::Parts;
-use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd};
+use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd, single_file};
 use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -53,7 +53,7 @@ impl LoadedModel {
 pub fn model_parts(job: &Job) -> Result<Parts> {
     let mut parts = match &job.model {
         // Pickles and other files go the folder way, which names what they are.
-        ModelSource::Local(path) if path.is_file() && is_safetensors(path) => {
+        ModelSource::Local(path) if path.is_file() && single_file::is_safetensors(path) => {
             ldm_pipeline::parts(path, job.vae.as_deref(), job.prediction)?
         }
         source => {
@@ -70,11 +70,6 @@ pub fn model_parts(job: &Job) -> Result<Parts> {
     };
     lora::apply_all(&mut parts, &job.loras)?;
     Ok(parts)
-}
-
-fn is_safetensors(path: &std::path::Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 /// Load the model a job names on the CPU or the best device.
