@@ -429,7 +429,7 @@ impl Worker {
             load_ms: model.load_ms,
             native_size: model.sd.default_size(),
             sdxl: model.sd.family() == crate::model::Family::Sdxl,
-            notes: model.notes.clone(),
+            notes: model.sd.notes().to_vec(),
         };
         self.model = Some((key, model));
         self.send(Event::ModelReady { job, info });

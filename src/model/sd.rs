@@ -610,8 +610,10 @@ pub fn to_rgb(decoded: &Tensor) -> Result<image::RgbImage> {
     image::RgbImage::from_raw(w as u32, h as u32, bytes).context("image buffer size mismatch")
 }
 
-/// The parts must fit together: SDXL's two encoders with a `text_time` UNet, the encoders'
-/// width the UNet's cross-attention width, the pooled width its added conditioning.
+/// The parts must fit together: the VAE's latents the UNet's input, SDXL's two encoders with
+/// a `text_time` UNet, the encoders' width the UNet's cross-attention width, the pooled width
+/// its added conditioning. (A pipeline without a VAE only comes from a folder, and
+/// [`Parts::folder`] checks its UNet works on RGB.)
 fn check_fit(parts: &Parts) -> Result<()> {
     let unsupported = |field: &str, reason: String| -> anyhow::Error {
         ModelError::Unsupported {
@@ -622,12 +624,6 @@ fn check_fit(parts: &Parts) -> Result<()> {
         .into()
     };
     let config = &parts.unet_config;
-    if parts.vae.is_none() && (config.in_channels != 3 || config.out_channels != 3) {
-        return Err(unsupported(
-            "VAE",
-            "a UNet without a VAE must have 3 in and out channels".into(),
-        ));
-    }
     if let Some(vae) = &parts.vae
         && vae.config.latent_channels() != config.in_channels
     {

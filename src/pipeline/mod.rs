@@ -35,15 +35,13 @@ pub struct LoadedModel {
     pub load_ms: f64,
     /// Why the model runs on the CPU although a GPU backend is compiled in (shown once).
     pub device_note: Option<String>,
-    /// What loading found, one line each: a checkpoint's detected family, each LoRA merged.
-    pub notes: Vec<String>,
 }
 
 impl LoadedModel {
     /// What the user should read about the load, one line each: why a GPU build runs on
     /// the CPU, the checkpoint detected, each LoRA merged.
     pub fn messages(&self) -> impl Iterator<Item = &String> {
-        self.device_note.iter().chain(&self.notes)
+        self.device_note.iter().chain(self.sd.notes())
     }
 }
 
@@ -81,7 +79,6 @@ pub fn load_model(job: &Job) -> Result<LoadedModel> {
     let sd = StableDiffusion::from_parts(parts, &device, dtype)?;
     Ok(LoadedModel {
         schedule: sd.schedule().clone(),
-        notes: sd.notes().to_vec(),
         sd,
         origin: job.model.to_string(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,

@@ -60,7 +60,7 @@ impl RunInfo {
             model: model.origin.clone(),
             vae: job.vae.clone(),
             loras: job.loras.iter().map(|l| l.to_string()).collect(),
-            model_notes: model.notes.clone(),
+            model_notes: model.sd.notes().to_vec(),
             device: format!("{:?}", model.sd.device().location()),
             prompt: job.prompt.clone(),
             negative: job.negative.clone(),
