@@ -5,14 +5,13 @@
 //! and intervals; DDIM and Euler); `adiff generate --method …` must reach the same final
 //! latents from the same initial latents.
 
-use candle_core::{Device, Tensor};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use candle_core::{Device, Tensor};
+use common::{max_abs, root};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
 
 /// Run every case of `tests/fixtures/reference/{name}.json` with the spec `spec(case)`;
 /// each final latent must be within 1e-3 of the reference's largest value.
@@ -64,15 +63,7 @@ fn check_against_reference(
         let ours =
             &candle_core::safetensors::load(Path::new(&out), &Device::Cpu).unwrap()["latents"];
         let want = &tensors[case["tensor"].as_str().unwrap()];
-        let max = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let (diff, scale) = (max(&(ours - want).unwrap()), max(want));
+        let (diff, scale) = (max_abs(&(ours - want).unwrap()), max_abs(want));
         report.push(format!(
             "{} {spec}: max |Δ| {diff:.2e} of max |x| {scale:.2}",
             case["scheduler"]

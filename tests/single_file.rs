@@ -8,23 +8,14 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
-use common::{adiff, arg};
+use candle_core::Device;
+use common::{adiff, arg, max_abs};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
     common::root().join("tests/fixtures/single-file")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Run every case of the manifest whose `latents` tensor `pick` accepts.

@@ -267,13 +267,8 @@ fn unet_names(file: &CheckedFile) -> Result<CheckedFile, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/single-file")
-            .join(name)
-    }
+    use crate::model::single_file_fixture as fixture;
 
     #[test]
     fn sd2_files_predict_v_at_768_unless_told() {

@@ -115,13 +115,8 @@ mod tests {
     use super::*;
     use crate::model::checkpoint::{check_safetensors, var_builder};
     use candle_core::{DType, Device};
-    use std::path::PathBuf;
 
-    fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/single-file")
-            .join(name)
-    }
+    use crate::model::single_file_fixture as fixture;
 
     /// Every tensor diffusers' converters produce is read, equal, from the renamed file.
     #[test]

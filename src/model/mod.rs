@@ -41,6 +41,15 @@ pub mod vae;
 #[cfg(test)]
 mod reference_tests;
 
+/// `tests/fixtures/single-file/NAME`: the tiny original-layout files the single-file
+/// modules' unit tests read.
+#[cfg(test)]
+pub(crate) fn single_file_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/single-file")
+        .join(name)
+}
+
 pub use error::ModelError;
 pub use sd::{
     Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport,

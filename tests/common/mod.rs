@@ -30,6 +30,16 @@ pub fn arg(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test paths")
 }
 
+/// The largest absolute value of an f32 tensor.
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// What a run wrote to stderr.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
