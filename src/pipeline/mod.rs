@@ -15,7 +15,7 @@ use crate::field::{Field, FieldError, Fix};
 use crate::job::{Job, Pass};
 use crate::model::parts::Parts;
 use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd, single_file};
-use crate::sampler::{self, RunSettings, RunTrace, SchedulerConfig, StepEvent};
+use crate::sampler::{self, RunSettings, RunTrace, StepEvent};
 use anyhow::Result;
 use candle_core::Tensor;
 use std::ops::ControlFlow;
@@ -23,12 +23,10 @@ use std::time::Instant;
 
 pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport};
 
-/// A loaded pipeline plus its schedule.
+/// A loaded pipeline (its schedule, `--prediction` applied, is `sd.schedule()`).
 pub struct LoadedModel {
     /// The pipeline.
     pub sd: StableDiffusion,
-    /// Its scheduler settings (`--prediction` applied).
-    pub schedule: SchedulerConfig,
     /// Where it came from, for reports.
     pub origin: String,
     /// Load time, milliseconds.
@@ -78,7 +76,6 @@ pub fn load_model(job: &Job) -> Result<LoadedModel> {
     let parts = model_parts(job)?;
     let sd = StableDiffusion::from_parts(parts, &device, dtype)?;
     Ok(LoadedModel {
-        schedule: sd.schedule().clone(),
         sd,
         origin: job.model.to_string(),
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -229,7 +226,7 @@ fn scheduler_for(
     job: &Job,
     steps: usize,
 ) -> Result<Box<dyn sampler::Scheduler>> {
-    sampler::build_scheduler(job.scheduler, &model.schedule, steps)
+    sampler::build_scheduler(job.scheduler, model.sd.schedule(), steps)
         .map_err(|e| FieldError::new(Field::Steps, format!("is not usable: {e}")).into())
 }
 
@@ -255,7 +252,13 @@ pub fn generate(
         (&prepared.noise * sigma)?
     };
     let mut denoiser = model.sd.denoiser(&prepared.cond);
-    let mut out = sampler::run(&mut denoiser, &model.schedule, &settings, &init, observe)?;
+    let mut out = sampler::run(
+        &mut denoiser,
+        model.sd.schedule(),
+        &settings,
+        &init,
+        observe,
+    )?;
     out.trace.unet_cost = out
         .trace
         .unet_macs

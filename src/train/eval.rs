@@ -11,25 +11,22 @@ use serde::Serialize;
 
 use super::probe::color_centre;
 use crate::model::StableDiffusion;
-use crate::sampler::{self, RunSettings, SchedulerConfig, SchedulerKind};
+use crate::sampler::{self, RunSettings, SchedulerKind};
 use crate::shapes::check;
 use crate::shapes::dataset::{eval_prompt, held_out_pairs, held_out_single};
 use crate::shapes::{SIZE, Scene};
 
-/// A loaded model and its schedule.
+/// A loaded model (its schedule is `sd.schedule()`).
 pub struct Generator {
     /// The pipeline.
     pub sd: StableDiffusion,
-    /// Its scheduler config.
-    pub schedule: SchedulerConfig,
 }
 
 impl Generator {
     /// Load a diffusers-style folder on the CPU in f32.
     pub fn load(dir: &Path) -> Result<Self> {
         let sd = StableDiffusion::load_dir(dir, &Device::Cpu, DType::F32)?;
-        let schedule = sd.schedule().clone();
-        Ok(Self { sd, schedule })
+        Ok(Self { sd })
     }
 
     /// One image: the baseline, `steps` steps of `scheduler`, guidance `guidance`.
@@ -44,7 +41,8 @@ impl Generator {
         let cond = self.sd.encode_prompt(prompt, None, guidance)?;
         let s = self.sd.latent_shape(SIZE, SIZE)?;
         let noise = sampler::noise::gaussian(seed, &[s.0, s.1, s.2, s.3], self.sd.device())?;
-        let sigma = sampler::build_scheduler(scheduler, &self.schedule, steps)?.init_noise_sigma();
+        let sigma =
+            sampler::build_scheduler(scheduler, self.sd.schedule(), steps)?.init_noise_sigma();
         let init = (noise * sigma)?;
         let settings = RunSettings {
             scheduler,
@@ -54,7 +52,7 @@ impl Generator {
             early_stop: None,
         };
         let mut den = self.sd.denoiser(&cond);
-        let out = sampler::run(&mut den, &self.schedule, &settings, &init, &mut |_| {
+        let out = sampler::run(&mut den, self.sd.schedule(), &settings, &init, &mut |_| {
             ControlFlow::Continue(())
         })?;
         self.sd.to_rgb(&self.sd.decode(&out.latents)?)
