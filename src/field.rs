@@ -176,6 +176,18 @@ pub fn cut_words(text: &str, keep: usize) -> String {
     )
 }
 
+/// At most `keep` characters of a user's text, then a count of the rest
+/// (`abcdef… (+99 994 more characters)`): the one way every front end echoes text a user
+/// typed or a file held, so that a 1 MB line never fills a terminal or a window.
+pub fn cut(text: &str, keep: usize) -> String {
+    let total = text.chars().count();
+    if total <= keep {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(keep).collect();
+    format!("{head}… (+{} more characters)", total - keep)
+}
+
 /// At most `keep` items joined with ", ", then a count of the rest (`a, b and 7 more`).
 pub fn cut_list(items: &[String], keep: usize) -> String {
     if items.len() <= keep {
@@ -225,7 +237,34 @@ pub fn one_line(e: &anyhow::Error, wording: &dyn Wording) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ").replace('\n', " ")
+    cut_runs(&parts.join(": ").replace('\n', " "), MAX_RUN, MAX_LINE)
+}
+
+/// The longest run without whitespace an error line shows whole (a path, a method spec).
+const MAX_RUN: usize = 160;
+/// The longest error line shown whole.
+const MAX_LINE: usize = 1200;
+
+/// `line` with every run of more than `run` non-space characters [`cut`] to `run`, and the
+/// whole cut to `line` characters: whatever a message quotes (a 100 KB method spec, a 1 MB
+/// prompt line), it stays a readable line.
+pub fn cut_runs(text: &str, run: usize, line: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(4 * line));
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(&cut(word, run));
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    cut(&out, line)
 }
 
 #[cfg(test)]
@@ -249,6 +288,29 @@ mod tests {
         let items: Vec<String> = (0..12).map(|i| i.to_string()).collect();
         assert_eq!(cut_list(&items, 3), "0, 1, 2 and 9 more");
         assert_eq!(printable("red\x1b[31m\x07fox"), "red\\u{1b}[31m\\u{7}fox");
+        assert_eq!(cut("abcdef", 6), "abcdef");
+        assert_eq!(cut("abcdefgh", 3), "abc… (+5 more characters)");
+        assert_eq!(
+            cut_runs("ab cdefgh  i", 3, 100),
+            "ab cde… (+3 more characters)  i"
+        );
+        let long = format!("spec {} is bad", "k=1,".repeat(25_000));
+        let e = anyhow::anyhow!("{long}");
+        let shown = one_line(&e, &Plain);
+        assert!(
+            shown.starts_with("spec k=1,k=1,") && shown.ends_with(" is bad"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("(+99840 more characters)") && shown.len() < 300,
+            "{shown}"
+        );
+        let words = "word ".repeat(100_000);
+        let shown = one_line(&anyhow::anyhow!("line: {words}"), &Plain);
+        assert!(
+            shown.chars().count() < 1300 && shown.contains("more characters)"),
+            "{shown}"
+        );
     }
 
     #[test]

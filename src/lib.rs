@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod complexity;
 pub mod field;
+pub mod input_path;
 pub mod job;
 pub mod malloc_tuning;
 pub mod metrics;

@@ -26,6 +26,8 @@ pub struct UNetCallReport {
     pub calls_ms: Vec<f64>,
     /// Time to load the weights, milliseconds.
     pub load_ms: f64,
+    /// Of which checking every weight for NaN and ∞, milliseconds.
+    pub load_check_ms: f64,
     /// Peak resident memory of the process after loading, bytes (Linux; 0 elsewhere).
     pub load_peak_rss_bytes: u64,
     /// Peak resident memory of the process at the end, bytes (Linux; 0 elsewhere).
@@ -92,6 +94,7 @@ pub fn measure(
         UNet::new(vb, &config)?
     };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let load_check_ms = checkpoint::finite_check_ms();
     let load_peak_rss_bytes = peak_rss_bytes();
 
     let mut out = unet.forward(&x, t, &context, added.as_ref())?;
@@ -119,6 +122,7 @@ pub fn measure(
             ms,
             calls_ms,
             load_ms,
+            load_check_ms,
             load_peak_rss_bytes,
             peak_rss_bytes: peak_rss_bytes(),
             threads: candle_core::utils::get_num_threads(),

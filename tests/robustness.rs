@@ -80,6 +80,28 @@ enum Setup {
     /// LoRA naming a module no model has) and `vae8.safetensors`
     /// (a VAE making 8-channel latents).
     Checkpoints,
+    /// `tiny/`: a copy of the pipeline whose `file` has one NaN in `tensor`, and
+    /// `prompts.txt`.
+    Poison(&'static str, &'static str),
+    /// Untrusted files: `overlap.safetensors`, `samebytes.safetensors` and
+    /// `dupname.safetensors` (corrupt headers), `nanlora.safetensors` (a LoRA with a NaN),
+    /// `lora.safetensors` (an ordinary file named like a LoRA), `lat.safetensors`,
+    /// `fifo` (a named pipe), `loop` (a symlink to itself), `graded.txt` (a bad grade) and
+    /// `huge.txt` (a 1 MB prompt line).
+    Untrusted,
+}
+
+/// The tensor files of [`Setup::Poison`].
+const VAE: &str = "vae/diffusion_pytorch_model.safetensors";
+const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+const TEXT: &str = "text_encoder/model.safetensors";
+
+/// A safetensors file with a header written by hand over `data_len` zero bytes.
+fn raw_safetensors(path: &Path, header: &str, data_len: usize) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    std::fs::write(path, bytes).unwrap();
 }
 
 #[derive(Clone, Copy)]
@@ -179,12 +201,76 @@ fn setup(dir: &Path, s: Setup) {
                     ("decoder.mid_block.attentions.0.to_q.weight", &[32, 32]),
                 ],
             );
+            save(
+                "vae12.safetensors",
+                &[
+                    ("decoder.conv_in.weight", &[12, 4, 3, 3]),
+                    ("decoder.conv_out.weight", &[3, 12, 3, 3]),
+                    ("decoder.up_blocks.0.resnets.0.conv2.weight", &[12, 12, 3, 3]),
+                    ("decoder.up_blocks.0.resnets.1.conv2.weight", &[12, 12, 3, 3]),
+                    ("decoder.mid_block.attentions.0.to_q.weight", &[12, 12]),
+                ],
+            );
             write(
                 "lora.safetensors",
                 &["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"],
             );
             let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
             std::fs::write(dir.join("cut.safetensors"), &bytes[..bytes.len() - 8]).unwrap();
+        }
+        Setup::Poison(file, tensor) => {
+            let copy = dir.join("tiny");
+            copy_dir(&fixture(), &copy);
+            let path = copy.join(file);
+            let mut map = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let t = &map[tensor];
+            let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[0] = f32::NAN;
+            let poisoned = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+            map.insert(tensor.to_string(), poisoned);
+            candle_core::safetensors::save(&map, &path).unwrap();
+            std::fs::write(dir.join("prompts.txt"), "a red circle\na blue square\n").unwrap();
+        }
+        Setup::Untrusted => {
+            let t = |name: &str, b: usize, e: usize| {
+                format!(
+                    r#""{name}":{{"dtype":"F32","shape":[{}],"data_offsets":[{b},{e}]}}"#,
+                    (e - b) / 4
+                )
+            };
+            let two = |a: String, b: String| format!("{{{a},{b}}}");
+            raw_safetensors(
+                &dir.join("overlap.safetensors"),
+                &two(t("a", 0, 16), t("b", 8, 24)),
+                24,
+            );
+            raw_safetensors(
+                &dir.join("samebytes.safetensors"),
+                &two(t("a", 0, 16), t("b", 0, 16)),
+                16,
+            );
+            raw_safetensors(
+                &dir.join("dupname.safetensors"),
+                &two(t("a", 0, 8), t("a", 8, 16)),
+                16,
+            );
+            let q = "lora_unet_mid_block_attentions_0_proj_in";
+            let down = Tensor::new(&[[f32::NAN, 0.0], [0.0, 0.0]], &Device::Cpu).unwrap();
+            let up = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+            let map = std::collections::HashMap::from([
+                (format!("{q}.lora_down.weight"), down),
+                (format!("{q}.lora_up.weight"), up),
+            ]);
+            candle_core::safetensors::save(&map, dir.join("nanlora.safetensors")).unwrap();
+            std::fs::write(dir.join("lora.safetensors"), b"lora bytes").unwrap();
+            save("latents", lat(0.5));
+            let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+            std::os::unix::fs::symlink("loop", dir.join("loop")).unwrap();
+            std::fs::write(dir.join("graded.txt"), "1\ta cat\n2.5\ta dog\n").unwrap();
+            let huge = "a red circle ".repeat(80_000);
+            std::fs::write(dir.join("huge.txt"), format!("{huge}\n")).unwrap();
         }
         Setup::BadMap => std::fs::write(
             dir.join("map.json"),
@@ -385,6 +471,11 @@ fn cases() -> Vec<Case> {
         with(
             "generate --weights {w} --vae {d}/vae8.safetensors --prompt a --out {d}/out.png",
             "vae8.safetensors does not fit this model as its VAE: it makes 8-channel latents but the model's UNet works on 4",
+            Setup::Checkpoints,
+        ),
+        with(
+            "generate --weights {w} --vae {d}/vae12.safetensors --prompt a --out {d}/out.png",
+            "vae12.safetensors does not fit this model as its VAE: its blocks are [12",
             Setup::Checkpoints,
         ),
         case(
@@ -622,6 +713,128 @@ fn cases() -> Vec<Case> {
         usage("generate --prompt a", "--out <OUT>"),
         usage("frobnicate", "unrecognized subcommand 'frobnicate'"),
     ];
+    // Untrusted files (issue: downloaded files are untrusted input).
+    let tiny = "generate --weights {d}/tiny --out {d}/out.png --prompt a --steps 2";
+    for (file, tensor) in [
+        (VAE, "decoder.conv_in.weight"),
+        (VAE, "decoder.conv_out.bias"),
+        (VAE, "post_quant_conv.weight"),
+        (VAE, "decoder.mid_block.attentions.0.to_k.weight"),
+        (
+            UNET,
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight",
+        ),
+        (TEXT, "text_model.encoder.layers.0.self_attn.k_proj.weight"),
+    ] {
+        let needle = leak(format!("{file}: tensor '{tensor}' holds 1 of"));
+        v.push(with(tiny, needle, Setup::Poison(file, tensor)));
+    }
+    v.push(with(
+        "generate --weights {w} --vae {d}/tiny/vae/diffusion_pytorch_model.safetensors --out {d}/out.png --prompt a --steps 2",
+        "tensor 'decoder.conv_in.weight' holds 1 of",
+        Setup::Poison(VAE, "decoder.conv_in.weight"),
+    ));
+    v.push(with(
+        "bench --weights {d}/tiny --prompts {d}/prompts.txt --steps 2 --no-clip --out {d}/b",
+        "tensor 'conv_in.weight' holds 1 of",
+        Setup::Poison(UNET, "conv_in.weight"),
+    ));
+    let u = |args: &'static str, needle: &'static str| with(args, needle, Setup::Untrusted);
+    let mut untrusted = vec![
+        u(
+            "generate --weights {d}/overlap.safetensors --out {d}/o.png --prompt a",
+            "tensor 'b': invalid data_offsets, its bytes 8..24 overlap those of tensor 'a'",
+        ),
+        u(
+            "generate --weights {d}/samebytes.safetensors --out {d}/o.png --prompt a",
+            "overlap those of tensor 'a'",
+        ),
+        u(
+            "generate --weights {d}/dupname.safetensors --out {d}/o.png --prompt a",
+            "the header names tensor 'a' twice",
+        ),
+        u(
+            leak(g("a --lora {d}/nanlora.safetensors")),
+            "tensor 'lora_unet_mid_block_attentions_0_proj_in.lora_down.weight' holds 1 of 4 values that are not finite",
+        ),
+        u(
+            leak(g(
+                "a --lora {d}/lora.safetensors --latents-out {d}/lora.safetensors",
+            )),
+            "would replace a LoRA",
+        ),
+        u(
+            leak(g(
+                "a --init-latents {d}/lat.safetensors --latents-out {d}/lat.safetensors",
+            )),
+            "would replace the initial latents",
+        ),
+        u(
+            "generate --weights {d}/tiny --prompt a --out {d}/tiny/unet/diffusion_pytorch_model.safetensors",
+            "cannot write .safetensors images",
+        ),
+        u(
+            "generate --weights {d} --prompt a --out {d}/o.png --trace {d}/graded.txt",
+            "--trace {d}/graded.txt would replace the model {d}",
+        ),
+        u(
+            leak(format!("{G} a").replace("out.png", "out.bmp")),
+            "cannot write .bmp images",
+        ),
+        u(
+            "generate --weights {d}/fifo --out {d}/o.png --prompt a",
+            "is a named pipe (FIFO), not a file or a folder",
+        ),
+        u(
+            "generate --weights /dev/zero --out {d}/o.png --prompt a",
+            "/dev/zero is a device",
+        ),
+        u(
+            "generate --weights {d}/loop --out {d}/o.png --prompt a",
+            "loop of symbolic links",
+        ),
+        u(leak(g("a --vae {d}/loop")), "loop of symbolic links"),
+        u(
+            leak(g("a --vae {d}/fifo")),
+            "is a named pipe (FIFO), not a file",
+        ),
+        u(leak(g("a --lora {d}")), "is a folder, not a file"),
+        u(
+            leak(g("a --method steps:n=99999999999")),
+            "steps:n=99999999999 is not usable",
+        ),
+        u(
+            leak(g(&format!(
+                "a --method adaptive:{}",
+                "delta=0.1,".repeat(10_000)
+            ))),
+            "more characters)",
+        ),
+        u(
+            "bench --weights {w} --prompts {d}/graded.txt --no-clip --out {d}/b",
+            "line 2: grade '2.5' is not a whole number",
+        ),
+        u(
+            "bench --weights {w} --prompts {d}/huge.txt --steps 2 --no-clip --out {d}/b",
+            "more characters)",
+        ),
+    ];
+    for (spec, needle) in [
+        (
+            ":1e30",
+            "is 1000000000000000000000000000000, beyond the ±100",
+        ),
+        (":-150", "beyond the ±100"),
+        (":abc", "the scale 'abc' after"),
+        (":NaN", "must be a finite number"),
+    ] {
+        let args = leak(g(&format!("a --lora {{d}}/lora.safetensors{spec}")));
+        untrusted.push(Case {
+            code: 2,
+            ..u(args, needle)
+        });
+    }
+    v.extend(untrusted);
     // An existing output stays as it was when the command fails.
     v.push(with(
         "generate --weights {w} --prompt a --steps 0 --out {d}/old.png",
@@ -681,7 +894,7 @@ fn every_bad_input_gives_one_clear_error_and_leaves_no_file() {
             Some("panicked".into())
         } else if lines.len() != 1 || !lines[0].starts_with("error: ") {
             Some("not one error line".into())
-        } else if !err.contains(c.needle) {
+        } else if !err.contains(&c.needle.replace("{d}", dir.path().to_str().unwrap())) {
             Some(format!("no '{}'", c.needle))
         } else if before != after {
             Some(format!("files changed: {before:?} → {after:?}"))
@@ -933,4 +1146,75 @@ fn latents_of_another_size_say_so() {
         "{err}"
     );
     assert_eq!(image::open(&out).unwrap().width(), 128);
+}
+
+#[test]
+fn two_benches_on_one_folder_leave_no_duplicate_run() {
+    use adaptive_diffusion::bench::records::read_rows;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prompts.txt"),
+        "a red circle\na blue square\n",
+    )
+    .unwrap();
+    let args = argv(
+        "bench --weights {w} --prompts {d}/prompts.txt --steps 3 --no-clip --out {d}/b",
+        dir.path(),
+    );
+    let mut planned = None;
+    let spawn = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_adiff"))
+            .args(&args)
+            .args(extra)
+            .current_dir(dir.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for extra in [&[][..], &["--resume"][..]] {
+        let (a, b) = (spawn(extra), spawn(extra));
+        let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let ok = outputs.iter().filter(|o| o.status.success()).count();
+        for o in outputs.iter().filter(|o| !o.status.success()) {
+            let err = text(&o.stderr);
+            assert!(
+                err.contains("is in use by another adiff bench (process ")
+                    || (extra.is_empty() && err.contains("already holds a benchmark")),
+                "{extra:?}: {err}"
+            );
+        }
+        assert!(ok >= 1, "{extra:?}: neither bench ran");
+        let rows = read_rows(&dir.path().join("b/runs.csv")).unwrap();
+        let mut ids: Vec<&String> = rows.iter().map(|r| &r.run_id).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{extra:?}: duplicate rows");
+        // Every planned run once: the first round's count, the resume's the same.
+        assert!(n >= 4, "{extra:?}: {n} rows");
+        assert_eq!(*planned.get_or_insert(n), n, "{extra:?}");
+    }
+}
+
+#[test]
+fn a_bench_that_fails_before_its_first_run_leaves_the_folder_as_it_was() {
+    // The plain command runs again once the input is fixed (no "--resume" needed).
+    let dir = tempfile::tempdir().unwrap();
+    let words = "a red circle ".repeat(100);
+    std::fs::write(dir.path().join("prompts.txt"), format!("{words}\n")).unwrap();
+    let out = dir.path().join("b");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let before = listing(&out);
+    let args = argv(
+        "bench --weights {w} --prompts {d}/prompts.txt --steps 3 --no-clip --out {d}/b",
+        dir.path(),
+    );
+    let o = adiff_in(dir.path(), &args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let mut after = listing(&out);
+    after.remove(&out.join(".adiff-bench.lock"));
+    assert_eq!(before, after);
 }

@@ -33,17 +33,21 @@ pub enum PromptFormat {
 /// Parse a text prompt list.
 pub fn parse_text(text: &str) -> Result<Vec<BenchPrompt>> {
     let mut out = Vec::new();
+    // A UTF-8 byte-order mark (Windows editors write one) is no part of the first prompt.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let (grade, prompt) = match raw.split_once('\t') {
-            Some((g, p))
-                if !g.trim().is_empty() && g.trim().bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                let g: u8 = g.trim().parse().with_context(|| {
-                    format!("line {}: grade '{}' is too large", i + 1, g.trim())
+            Some((g, p)) if looks_like_grade(g.trim()) => {
+                let g: u8 = g.trim().parse().ok().with_context(|| {
+                    format!(
+                        "line {}: grade '{}' is not a whole number from 0 to 255 (a graded line is GRADE<TAB>PROMPT, e.g. 2<TAB>a red fox)",
+                        i + 1,
+                        crate::field::cut(g.trim(), 20)
+                    )
                 })?;
                 (Some(g), p.trim())
             }
@@ -59,6 +63,17 @@ pub fn parse_text(text: &str) -> Result<Vec<BenchPrompt>> {
         });
     }
     Ok(out)
+}
+
+/// Whether the text before a line's first tab was meant as a grade: a number of any kind
+/// (`3`, `2.5`, `-1`, `300`) or a short word starting with a digit (`3a`); prompt text
+/// that merely holds a tab is not.
+fn looks_like_grade(g: &str) -> bool {
+    !g.is_empty()
+        && (g.parse::<f64>().is_ok()
+            || (g.chars().count() <= 4
+                && !g.contains(char::is_whitespace)
+                && g.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+')))
 }
 
 #[derive(Deserialize)]
@@ -119,6 +134,7 @@ pub fn parse_coco(json: &str) -> Result<Vec<BenchPrompt>> {
 pub fn load(path: &Path, format: PromptFormat, limit: Option<usize>) -> Result<Vec<BenchPrompt>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --prompts {}", path.display()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let coco = match format {
         PromptFormat::Coco => true,
         PromptFormat::Text => false,
@@ -127,9 +143,9 @@ pub fn load(path: &Path, format: PromptFormat, limit: Option<usize>) -> Result<V
             .is_some_and(|e| e.eq_ignore_ascii_case("json")),
     };
     let mut prompts = if coco {
-        parse_coco(&text)
+        parse_coco(text)
     } else {
-        parse_text(&text)
+        parse_text(text)
     }
     .with_context(|| format!("--prompts {}", path.display()))?;
     if let Some(n) = limit {
@@ -155,6 +171,30 @@ mod tests {
         assert_eq!(p[1].text, "three cats on a sofa");
         assert_eq!(p[2].text, "spaced");
         assert_eq!(p[1].origin, "line 4");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_and_malformed_grades_are_named() {
+        let p = parse_text("\u{feff}# comment\n2\ta red fox\n").unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].grade, p[0].text.as_str()), (Some(2), "a red fox"));
+        let p = parse_text("\u{feff}3\tthree cats\n").unwrap();
+        assert_eq!(p[0].grade, Some(3));
+        for bad in ["2.5", "-1", "300", "3a"] {
+            let e = parse_text(&format!("a cat\n{bad}\ta dog\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("line 2: grade '{bad}' is not a whole number")),
+                "{e}"
+            );
+        }
+        // A tab inside prompt text is not a grade.
+        let p = parse_text("a red\tfox on a hill\n").unwrap();
+        assert_eq!(
+            (p[0].grade, p[0].text.as_str()),
+            (None, "a red\tfox on a hill")
+        );
     }
 
     #[test]

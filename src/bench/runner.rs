@@ -22,8 +22,91 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The lock file that marks a benchmark folder as in use (held with `flock` for the run).
+pub const LOCK_FILE: &str = ".adiff-bench.lock";
+
 /// Run (or continue) a benchmark and write its reports.
+///
+/// One bench per folder: a second bench or resume on the same `--out` while one runs is
+/// refused, naming the one that holds it. A bench that fails before its first run is
+/// recorded removes what it created, so that the plain command can be run again.
 pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
+    let out = &opts.out;
+    let existed = out.exists();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let _lock = lock_folder(out)?;
+    let csv_path = out.join(RUNS_CSV);
+    let fresh = !csv_path.exists();
+    let images_existed = out.join(IMAGES_DIR).exists();
+    let result = run_bench_locked(opts);
+    if result.is_err() && fresh && read_rows(&csv_path).map_or(true, |rows| rows.is_empty()) {
+        // Nothing was measured: leave the folder as it was.
+        for f in [RUNS_CSV, BENCH_JSON] {
+            std::fs::remove_file(out.join(f)).ok();
+        }
+        if !images_existed {
+            std::fs::remove_dir(out.join(IMAGES_DIR)).ok();
+        }
+        if !existed {
+            std::fs::remove_file(out.join(LOCK_FILE)).ok();
+            std::fs::remove_dir(out).ok();
+        }
+    }
+    result
+}
+
+/// Take the folder's bench lock, or say who holds it.
+fn lock_folder(out: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = out.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            file.read_to_string(&mut holder).ok();
+            let holder = crate::field::cut(holder.trim(), 200);
+            bail!(
+                "{} is in use by another adiff bench ({}); wait for it to finish, or choose another --out",
+                out.display(),
+                if holder.is_empty() {
+                    "starting"
+                } else {
+                    holder.as_str()
+                }
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let me = format!(
+        "process {} on {} since {}",
+        std::process::id(),
+        if host.is_empty() {
+            "this machine"
+        } else {
+            &host
+        },
+        utc_now()
+    );
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(me.as_bytes())?;
+    Ok(file)
+}
+
+/// [`run_bench`] with the folder locked.
+fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
     let out = &opts.out;
     let csv_path = out.join(RUNS_CSV);
     if csv_path.exists() && !opts.resume {
@@ -293,7 +376,9 @@ impl Runner<'_> {
         let prepared = pipeline::prepare(self.model, &job).with_context(|| {
             format!(
                 "prompt #{} ({}): \"{}\"",
-                g.pi, g.prompt.origin, g.prompt.text
+                g.pi,
+                g.prompt.origin,
+                crate::field::cut(&g.prompt.text, 120)
             )
         })?;
         meta.image_size.get_or_insert(prepared.size);

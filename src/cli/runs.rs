@@ -24,7 +24,9 @@ struct Ready {
 /// Validate, decide the budget, plan the outputs, load and prepare; notes and warnings go
 /// to stderr.
 fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
+    output::image_format(&common.out)?;
     let outputs = Outputs::plan(common.outputs())?;
+    outputs.refuse_inputs(&job.input_files())?;
     let budget = decide_budget(&job)?;
     let model = pipeline::load_job_model(&job)?;
     for note in model.messages() {
@@ -43,6 +45,13 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
     })
 }
 
+/// Print what a run had to do differently (a VAE decode redone in f32).
+fn warn_notes<'a>(notes: impl IntoIterator<Item = &'a String>) {
+    for n in notes {
+        eprintln!("warning: {}", crate::field::printable(n));
+    }
+}
+
 /// `adiff generate`.
 pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     let c = &a.common;
@@ -54,7 +63,9 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         bars.step(ev)
     })?;
     bars.finish();
-    r.outputs.stage(&c.out, output::png_bytes(&g.image)?)?;
+    warn_notes(&g.notes);
+    r.outputs
+        .stage(&c.out, output::image_bytes(&c.out, &g.image)?)?;
     if let Some(p) = &c.trace {
         let report = GenerateReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
@@ -90,8 +101,10 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     let pass = r.job.method_pass(r.budget.as_ref());
     let (base, fast, summary) =
         pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
+    warn_notes(base.notes.iter().chain(&fast.notes));
     let picture = side_by_side(&base.image, &fast.image);
-    r.outputs.stage(&c.out, output::png_bytes(&picture)?)?;
+    r.outputs
+        .stage(&c.out, output::image_bytes(&c.out, &picture)?)?;
     if let Some(p) = &c.trace {
         let report = CompareReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),

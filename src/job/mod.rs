@@ -242,6 +242,28 @@ impl Job {
     }
 
     /// What makes two jobs' loaded model identical.
+    /// The files and folders the job reads, each with what it is (for messages): a
+    /// command's outputs must not land on any of them.
+    pub fn input_files(&self) -> Vec<(String, PathBuf)> {
+        let mut v = vec![];
+        if let ModelSource::Local(p) = &self.model {
+            v.push(("the model".to_string(), p.clone()));
+        }
+        v.extend(self.vae.iter().map(|p| ("the VAE".to_string(), p.clone())));
+        v.extend(
+            self.loras
+                .iter()
+                .map(|l| ("a LoRA".to_string(), l.path.clone())),
+        );
+        v.extend(
+            self.init_latents
+                .iter()
+                .map(|p| ("the initial latents".to_string(), p.clone())),
+        );
+        v
+    }
+
+    /// The key of the loaded model this job needs (model, VAE, LoRAs, device, dtype).
     pub fn model_key(&self) -> ModelKey {
         ModelKey {
             source: self.model.clone(),

@@ -95,6 +95,118 @@ pub(crate) fn dtype_size(dtype: &str) -> Option<u64> {
     })
 }
 
+/// A header's entries in file order, duplicates kept (a map would silently keep the last
+/// of two entries of one name).
+struct HeaderEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    entries.push(entry);
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// Nanoseconds spent in the load-time NaN / ∞ checks of [`ReadBackend`] since the process
+/// started (what `adiff unet-call` reports beside the load time).
+static CHECK_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Milliseconds spent so far checking loaded weights for NaN and ∞.
+pub fn finite_check_ms() -> f64 {
+    CHECK_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+}
+
+/// Run the check `f`, adding its time to [`finite_check_ms`].
+fn timed_check(f: impl FnOnce() -> usize) -> usize {
+    let t0 = std::time::Instant::now();
+    let n = f();
+    CHECK_NANOS.fetch_add(
+        t0.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    n
+}
+
+/// How many of `values` are NaN or ±∞.
+pub(crate) fn count_non_finite_f32(values: &[f32]) -> usize {
+    values.iter().filter(|v| !v.is_finite()).count()
+}
+
+/// How many of the little-endian stored `bytes` of `dtype` are NaN or ±∞ (0 for integer
+/// dtypes): one pass over the exponent bits.
+fn count_non_finite_bytes(bytes: &[u8], dtype: DType) -> usize {
+    fn all_ones<const N: usize>(bytes: &[u8], exponent: u64) -> usize {
+        bytes
+            .chunks_exact(N)
+            .filter(|c| {
+                let mut v = 0u64;
+                for (i, b) in c.iter().enumerate() {
+                    v |= u64::from(*b) << (8 * i);
+                }
+                v & exponent == exponent
+            })
+            .count()
+    }
+    match dtype {
+        DType::F16 => all_ones::<2>(bytes, 0x7c00),
+        DType::BF16 => all_ones::<2>(bytes, 0x7f80),
+        DType::F32 => all_ones::<4>(bytes, 0x7f80_0000),
+        DType::F64 => all_ones::<8>(bytes, 0x7ff0_0000_0000_0000),
+        _ => 0,
+    }
+}
+
+/// What every non-finite-weight message says (see [`poisoned_weight`]).
+const POISON_MARK: &str = "values that are not finite numbers (NaN or ∞)";
+
+/// The message of a non-finite weight found while loading, wherever it sits among `e`'s
+/// causes (candle carries it as text through the layer constructors).
+pub fn poisoned_weight(e: &anyhow::Error) -> Option<String> {
+    e.chain()
+        .map(|c| c.to_string())
+        .find(|s| s.starts_with("weights file ") && s.contains(POISON_MARK))
+}
+
+/// The error for a tensor holding `count` non-finite values out of `total`.
+fn non_finite(
+    name: &str,
+    path: &Path,
+    count: usize,
+    total: usize,
+    merged: bool,
+) -> candle_core::Error {
+    let (what, fix) = if merged {
+        (
+            "after its LoRA update was merged",
+            "lower the LoRA's scale or leave that LoRA out",
+        )
+    } else {
+        (
+            "as stored",
+            "the file is damaged or was saved from a diverged training run: download it again or use another",
+        )
+    };
+    candle_core::Error::Msg(format!(
+        "weights file {}: tensor '{name}' holds {count} of {total} {POISON_MARK} {what}; {fix}",
+        path.display()
+    ))
+}
+
 /// Read and validate a safetensors header against the file's length.
 pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
     let corrupt = |reason: String| ModelError::CorruptWeights {
@@ -126,14 +238,21 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header)
         .with_context(|| format!("could not read {}", path.display()))?;
-    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+    let HeaderEntries(header) = serde_json::from_slice(&header)
         .map_err(|e| corrupt(format!("the header is not valid JSON ({e})")))?;
 
     let data_len = file_len - 8 - header_len;
     let mut tensors = BTreeMap::new();
     let mut metadata = BTreeMap::new();
-    let mut data_end = 0u64;
+    // (begin, end, name) of every tensor, to check that they tile the data section.
+    let mut ranges: Vec<(u64, u64, String)> = Vec::with_capacity(header.len());
     for (name, entry) in header {
+        if tensors.contains_key(&name) || (name == "__metadata__" && !metadata.is_empty()) {
+            return Err(corrupt(format!(
+                "the header names tensor '{name}' twice (the safetensors library refuses such files)"
+            ))
+            .into());
+        }
         if name == "__metadata__" {
             // The format makes it a string → string map; anything else is ignored.
             if let serde_json::Value::Object(map) = entry {
@@ -183,7 +302,7 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
             ))
             .into());
         }
-        data_end = data_end.max(end);
+        ranges.push((begin, end, name.clone()));
         tensors.insert(
             name,
             TensorInfo {
@@ -193,6 +312,31 @@ pub fn check_safetensors(path: &Path) -> Result<CheckedFile> {
                 transposed: false,
             },
         );
+    }
+    // As the reference library: sorted by offset, the tensors tile the data section (each
+    // starts where the one before ends), so no two share bytes and none are unaccounted for.
+    ranges.sort();
+    let mut data_end = 0u64;
+    let mut previous: Option<&str> = None;
+    for (begin, end, name) in &ranges {
+        if *begin != data_end {
+            let why = match previous {
+                Some(p) if *begin < data_end => {
+                    format!("its bytes {begin}..{end} overlap those of tensor '{p}'")
+                }
+                Some(p) => format!(
+                    "{} bytes between it and tensor '{p}' belong to no tensor",
+                    begin - data_end
+                ),
+                None => format!("the first {begin} data bytes belong to no tensor"),
+            };
+            return Err(corrupt(format!(
+                "tensor '{name}': invalid data_offsets, {why} (the safetensors library refuses such files)"
+            ))
+            .into());
+        }
+        data_end = *end;
+        previous = Some(name);
     }
     if data_end != data_len {
         return Err(corrupt(format!(
@@ -306,20 +450,35 @@ impl ReadBackend {
             let bytes =
                 unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), n * 4) };
             read_at(file, bytes, info.file_offset).map_err(read_err)?;
-            return self.finish(name, info, Tensor::from_vec(values, shape, device)?);
+            let bad = timed_check(|| count_non_finite_f32(&values));
+            if bad > 0 {
+                return Err(non_finite(name, path, bad, n, false));
+            }
+            return self.finish(name, info, path, Tensor::from_vec(values, shape, device)?);
         }
         let mut bytes = vec![0u8; n * dtype.size_in_bytes()];
         read_at(file, &mut bytes, info.file_offset).map_err(read_err)?;
+        let bad = timed_check(|| count_non_finite_bytes(&bytes, dtype));
+        if bad > 0 {
+            return Err(non_finite(name, path, bad, n, false));
+        }
         self.finish(
             name,
             info,
+            path,
             Tensor::from_raw_buffer(&bytes, dtype, shape.dims(), device)?,
         )
     }
 
     /// A stored tensor as its entry describes it: transposed back where stored transposed,
     /// with its low-rank updates merged in (in f32).
-    fn finish(&self, name: &str, info: &TensorInfo, t: Tensor) -> candle_core::Result<Tensor> {
+    fn finish(
+        &self,
+        name: &str,
+        info: &TensorInfo,
+        path: &Path,
+        t: Tensor,
+    ) -> candle_core::Result<Tensor> {
         let t = if info.transposed {
             t.t()?.contiguous()?
         } else {
@@ -334,6 +493,11 @@ impl ReadBackend {
                 .delta(&info.shape)
                 .map_err(|e| candle_core::Error::Msg(format!("LoRA update of {name}: {e}")))?;
             w = (w + delta.to_device(t.device())?)?;
+        }
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        let bad = count_non_finite_f32(&values);
+        if bad > 0 {
+            return Err(non_finite(name, path, bad, values.len(), true));
         }
         Ok(w)
     }
@@ -558,5 +722,122 @@ mod tests {
         std::fs::write(&path, b"hello").unwrap();
         let msg = format!("{:#}", check_safetensors(&path).unwrap_err());
         assert!(msg.contains("truncated or corrupt"), "{msg}");
+    }
+
+    /// A safetensors file from a header written by hand and `data` bytes.
+    fn raw(path: &Path, header: &str, data: &[u8]) {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn headers_are_checked_as_strictly_as_the_reference_library() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let refused = |header: &str, data_len: usize, needle: &str| {
+            raw(&path, header, &vec![0u8; data_len]);
+            let msg = format!("{:#}", check_safetensors(&path).unwrap_err());
+            assert!(msg.contains(needle), "{header}: {msg}");
+            assert!(msg.contains("w.safetensors"), "{msg}");
+        };
+        let t = |name: &str, b: u64, e: u64| {
+            format!(
+                r#""{name}":{{"dtype":"F32","shape":[{}],"data_offsets":[{b},{e}]}}"#,
+                (e - b) / 4
+            )
+        };
+        // Accepted: two tensors tiling 32 bytes, in either order in the header.
+        raw(
+            &path,
+            &format!("{{{},{}}}", t("b", 16, 32), t("a", 0, 16)),
+            &[0u8; 32],
+        );
+        assert_eq!(check_safetensors(&path).unwrap().tensors.len(), 2);
+        // Overlapping neighbours (each range the right length for its shape).
+        refused(
+            &format!("{{{},{}}}", t("a", 0, 16), t("b", 8, 24)),
+            24,
+            "tensor 'b': invalid data_offsets, its bytes 8..24 overlap those of tensor 'a'",
+        );
+        // Two tensors on the same bytes.
+        refused(
+            &format!("{{{},{}}}", t("a", 0, 16), t("b", 0, 16)),
+            16,
+            "overlap those of tensor 'a'",
+        );
+        // A gap, and bytes before the first tensor.
+        refused(
+            &format!("{{{},{}}}", t("a", 0, 8), t("b", 16, 24)),
+            24,
+            "8 bytes between it and tensor 'a' belong to no tensor",
+        );
+        refused(
+            &format!("{{{}}}", t("a", 8, 16)),
+            16,
+            "the first 8 data bytes belong to no tensor",
+        );
+        // A name given twice.
+        refused(
+            &format!("{{{},{}}}", t("a", 0, 8), t("a", 8, 16)),
+            16,
+            "the header names tensor 'a' twice",
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_named_with_file_tensor_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let path = dir.path().join("w.safetensors");
+            let mut v = vec![0.5f32; 10];
+            v[3] = f32::NAN;
+            v[7] = f32::NEG_INFINITY;
+            let good = Tensor::new(&[1f32, 2.0], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let bad = Tensor::new(v.as_slice(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let map = HashMap::from([("good".to_string(), good), ("bad".to_string(), bad)]);
+            candle_core::safetensors::save(&map, &path).unwrap();
+            let vb = var_builder(&check_all(&[path]).unwrap(), DType::F32, &Device::Cpu).unwrap();
+            assert!(vb.get(2, "good").is_ok());
+            let msg = vb.get(10, "bad").unwrap_err().to_string();
+            assert!(
+                msg.contains(
+                    "w.safetensors: tensor 'bad' holds 2 of 10 values that are not finite"
+                ),
+                "{dtype:?}: {msg}"
+            );
+        }
+        // A finite update that overflows the merged weight.
+        let path = dir.path().join("m.safetensors");
+        write_sample(&path);
+        let up = Tensor::new(&[[1e30f32], [1.], [1.]], &Device::Cpu).unwrap();
+        let down = Tensor::new(&[[1e30f32, 0., 0., 0.]], &Device::Cpu).unwrap();
+        let merges = Merges::from([(
+            "a".to_string(),
+            vec![crate::model::lora_update::Update {
+                factors: crate::model::lora_update::Factors::LowRank { up, down },
+                scale: 1.0,
+            }],
+        )]);
+        let vb = var_builder_merged(
+            &check_all(&[path]).unwrap(),
+            &merges,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let msg = vb.get((3, 4), "a").unwrap_err().to_string();
+        assert!(
+            msg.contains("holds 1 of 12 values that are not finite"),
+            "{msg}"
+        );
+        assert!(msg.contains("after its LoRA update was merged"), "{msg}");
     }
 }

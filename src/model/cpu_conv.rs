@@ -587,6 +587,34 @@ impl Geometry {
 mod tests {
     use super::*;
 
+    #[test]
+    fn convolutions_propagate_nan_and_infinity() {
+        let count = |t: &Tensor| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().filter(|v| !v.is_finite()).count()
+        };
+        let poison = |t: &Tensor, at: usize, v: f32| {
+            let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            values[at] = v;
+            Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap()
+        };
+        // 1×1, a gathered 3×3 (small image), a shifted 3×3 (≥ 64×64) and a strided one.
+        for (size, k, stride, pad) in [(6, 1, 1, 0), (6, 3, 1, 1), (64, 3, 1, 1), (8, 3, 2, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (1, 3, size, size), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (4, 3, k, k), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &Device::Cpu).unwrap();
+            for bad in [f32::NAN, f32::INFINITY] {
+                let at = size * size + size + 1;
+                let out = conv2d(&poison(&x, at, bad), &w, Some(&b), stride, pad).unwrap();
+                assert!(count(&out) > 0, "input {size} k {k} {bad}");
+                let out = conv2d(&x, &poison(&w, 1, bad), Some(&b), stride, pad).unwrap();
+                assert!(count(&out) > 0, "weight {size} k {k} {bad}");
+                let out = conv2d(&x, &w, Some(&poison(&b, 2, bad)), stride, pad).unwrap();
+                assert!(count(&out) > 0, "bias {size} k {k} {bad}");
+            }
+        }
+    }
+
     /// The largest absolute value of a tensor.
     fn max_abs(t: &Tensor) -> f32 {
         t.abs()

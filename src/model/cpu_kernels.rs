@@ -117,10 +117,17 @@ fn exp_f32(x: f32) -> f32 {
     p = p.mul_add(r, 0.166_666_65);
     p = p.mul_add(r, 0.5);
     let y = (p * r).mul_add(r, r) + 1.0;
-    // 2^n from the exponent bits (n in [−126, 127] after the clamp).
-    // SAFETY: n is an integer-valued float in range.
-    let e = unsafe { n.to_int_unchecked::<i32>() };
-    y * f32::from_bits(((e + 127) as u32) << 23)
+    y * pow2(n)
+}
+
+/// `2^n` for an integer-valued `n` in [−126, 127], from the exponent bits: `n + 127 +
+/// 1.5·2^23` holds `n + 127` in its low mantissa bits, which the shift moves into the
+/// exponent. Pure bit arithmetic (no float → int conversion, which is undefined for NaN):
+/// a NaN `n` gives some value, and the NaN in the caller's other factor carries on.
+#[inline(always)]
+fn pow2(n: f32) -> f32 {
+    const SHIFT_BIAS: f32 = 12_582_912.0 + 127.0;
+    f32::from_bits((n + SHIFT_BIAS).to_bits() << 23)
 }
 
 /// `erf(x)`: Abramowitz & Stegun 7.1.26 (error 1.5e-7 in exact arithmetic; < 1e-6 with f32
@@ -141,7 +148,8 @@ fn erf_f32(x: f32) -> f32 {
 #[inline(always)]
 fn exp2_nonpositive(t: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0;
-    let t = t.max(-126.0);
+    // Not `t.max(-126.0)`, which would turn a NaN into 2^−126 and hide it.
+    let t = if t < -126.0 { -126.0 } else { t };
     let n = (t + SHIFT) - SHIFT;
     let f = t - n;
     let mut p = 1.540_353e-4f32;
@@ -151,9 +159,8 @@ fn exp2_nonpositive(t: f32) -> f32 {
     p = p.mul_add(f, 0.240_226_5);
     p = p.mul_add(f, std::f32::consts::LN_2);
     p = p.mul_add(f, 1.0);
-    // SAFETY: n is an integer-valued float in [−126, 0].
-    let e = unsafe { n.to_int_unchecked::<i32>() };
-    p * f32::from_bits(((e + 127) as u32) << 23)
+    // n is integer-valued in [−126, 0] (or NaN, which `p` carries).
+    p * pow2(n)
 }
 
 simd_fn! {
@@ -182,18 +189,24 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// The largest value of a non-empty row.
+    /// The largest value of a non-empty row, NaN when the row holds one (`f32::max` would
+    /// skip it, and the softmax would then hide a poisoned score).
     fn row_max(row: &[f32]) -> f32 {
+        #[inline(always)]
+        fn max_nan(a: f32, v: f32) -> f32 {
+            if v > a || v.is_nan() { v } else { a }
+        }
+        // NaN stays: once an accumulator is NaN no comparison with it holds.
         let mut acc = [f32::NEG_INFINITY; 16];
         let mut chunks = row.chunks_exact(16);
         for c in &mut chunks {
             for (v, a) in c.iter().zip(acc.iter_mut()) {
-                *a = a.max(*v);
+                *a = max_nan(*a, *v);
             }
         }
-        let mut m = acc.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let mut m = acc.iter().fold(f32::NEG_INFINITY, |m, v| max_nan(m, *v));
         for v in chunks.remainder() {
-            m = m.max(*v);
+            m = max_nan(m, *v);
         }
         m
     }
@@ -752,6 +765,85 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `t` (random normal) with one element, at flat index `at`, set to `v`.
+    fn poisoned(shape: &[usize], at: usize, v: f32) -> Tensor {
+        let t = Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+        let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values[at] = v;
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    fn non_finite(t: &Tensor) -> usize {
+        let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values.iter().filter(|v| !v.is_finite()).count()
+    }
+
+    #[test]
+    fn every_kernel_propagates_nan_and_infinity() {
+        let r = |shape: &[usize]| poisoned(shape, 0, 0.5);
+        for bad in [f32::NAN, f32::INFINITY] {
+            // Attention: a poisoned query, key or value reaches the output. A key poisons
+            // every row of its head (a score of every query), a query its own row.
+            let (q, k, v) = (r(&[1, 40, 8]), r(&[1, 24, 8]), r(&[1, 24, 8]));
+            for which in 0..3 {
+                let mut qkv = [q.clone(), k.clone(), v.clone()];
+                qkv[which] = poisoned(qkv[which].dims(), 9, bad);
+                let out = attention(&qkv[0], &qkv[1], &qkv[2], 2, 0.3).unwrap();
+                assert!(non_finite(&out) > 0, "attention input {which} {bad}");
+            }
+            // A poisoned key with all-finite other scores: the row maximum must not skip it.
+            let out = attention(&q, &poisoned(&[1, 24, 8], 3, f32::NAN), &v, 1, 0.3).unwrap();
+            assert!(
+                non_finite(&out) >= 40,
+                "attention key NaN: {}",
+                non_finite(&out)
+            );
+            // Linear: input, weight, bias, residual.
+            let (x, w, b) = (r(&[2, 5, 6]), r(&[3, 6]), r(&[3]));
+            let res = r(&[2, 5, 3]);
+            for which in 0..4 {
+                let mut a = [x.clone(), w.clone(), b.clone(), res.clone()];
+                a[which] = poisoned(a[which].dims(), 1, bad);
+                let out = linear(&a[0], &a[1], Some(&a[2]), Some(&a[3])).unwrap();
+                assert!(non_finite(&out) > 0, "linear input {which} {bad}");
+            }
+            // 1×1 convolutions to and from tokens.
+            let img = r(&[1, 6, 3, 4]);
+            let cw = r(&[5, 6, 1, 1]);
+            let out = pointwise_to_tokens(&poisoned(&[1, 6, 3, 4], 2, bad), &cw, None).unwrap();
+            assert!(non_finite(&out) > 0, "pointwise_to_tokens {bad}");
+            let out = pointwise_to_tokens(&img, &poisoned(&[5, 6, 1, 1], 2, bad), None).unwrap();
+            assert!(non_finite(&out) > 0, "pointwise_to_tokens weight {bad}");
+            let tokens = poisoned(&[1, 12, 6], 4, bad);
+            let out = tokens_to_pointwise(&tokens, (3, 4), &cw, None, None).unwrap();
+            assert!(non_finite(&out) > 0, "tokens_to_pointwise {bad}");
+            // GroupNorm (+SiLU): input, weight and bias.
+            let (x, gw, gb) = (r(&[1, 4, 5]), r(&[4]), r(&[4]));
+            for silu in [false, true] {
+                for which in 0..3 {
+                    let mut a = [x.clone(), gw.clone(), gb.clone()];
+                    a[which] = poisoned(a[which].dims(), 1, bad);
+                    let out = group_norm(&a[0], 2, &a[1], &a[2], 1e-5, silu).unwrap();
+                    assert!(non_finite(&out) > 0, "group_norm {which} silu {silu} {bad}");
+                }
+            }
+            // GEGLU: a value and a gate.
+            for at in [1, 4] {
+                let out = geglu(&poisoned(&[2, 6], at, bad)).unwrap();
+                assert!(non_finite(&out) > 0, "geglu at {at} {bad}");
+            }
+        }
+        // The element functions themselves.
+        assert!(exp_f32(f32::NAN).is_nan() && erf_f32(f32::NAN).is_nan());
+        assert!(exp2_nonpositive(f32::NAN).is_nan());
+        assert!(row_max(&[1.0, f32::NAN, 3.0]).is_nan());
+        let mut long = vec![1f32; 40];
+        long[17] = f32::NAN;
+        assert!(row_max(&long).is_nan());
+        long[17] = 5.0;
+        assert_eq!(row_max(&long), 5.0);
+    }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();

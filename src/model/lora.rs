@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::Result;
@@ -50,16 +50,42 @@ impl FromStr for LoraSpec {
             Some((p, scale)) if !p.is_empty() && scale.trim().parse::<f64>().is_ok() => {
                 (p, scale.trim().parse::<f64>().expect("checked"))
             }
+            // `FILE:abc` (a suffix with no path separator after a file name) meant a scale.
+            Some((p, suffix))
+                if !p.is_empty()
+                    && !suffix.contains(['/', '\\'])
+                    && (p.ends_with(".safetensors") || Path::new(p).is_file()) =>
+            {
+                return Err(format!(
+                    "the scale '{}' after {p} is not a number: write FILE:SCALE with SCALE between -{MAX_SCALE} and {MAX_SCALE} (e.g. {p}:0.8)",
+                    crate::field::cut(suffix, 40)
+                ));
+            }
             _ => (s, 1.0),
         };
-        if !scale.is_finite() {
-            return Err(format!("the scale of {path} must be a finite number"));
-        }
+        check_scale(scale).map_err(|e| format!("the scale of {path} {e}"))?;
         Ok(Self {
             path: PathBuf::from(path),
             scale,
         })
     }
+}
+
+/// The largest LoRA scale accepted, either sign: trained LoRAs are merged at about 1, and a
+/// scale far beyond this only turns the weights into noise or overflows them.
+pub const MAX_SCALE: f64 = 100.0;
+
+/// Whether `scale` is a usable LoRA scale; the error completes "the scale of FILE …".
+pub fn check_scale(scale: f64) -> Result<(), String> {
+    if !scale.is_finite() {
+        return Err("must be a finite number".into());
+    }
+    if scale.abs() > MAX_SCALE {
+        return Err(format!(
+            "is {scale}, beyond the ±{MAX_SCALE} adiff accepts (a trained LoRA is merged at about 1)"
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for LoraSpec {
@@ -208,18 +234,35 @@ fn lora_error(path: &std::path::Path, problem: String) -> anyhow::Error {
 
 fn read(path: &std::path::Path) -> Result<Read> {
     super::single_file::refuse_pickle(path, super::error::PickleKind::Lora)?;
-    if !path.is_file() {
-        let what = if path.exists() {
-            "is not a file"
-        } else {
-            "does not exist"
-        };
-        return Err(lora_error(path, what.into()));
+    if let Some(problem) = crate::input_path::problem(path, crate::input_path::Want::File) {
+        return Err(lora_error(path, problem));
     }
     let checked = checkpoint::check_safetensors(path)?;
     let configs = adapter_configs(&checked).map_err(|e| lora_error(path, e))?;
     let tensors = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| lora_error(path, format!("could not read it: {e}")))?;
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let bad = checkpoint::count_non_finite_f32(&values);
+        if bad > 0 {
+            return Err(lora_error(
+                path,
+                format!(
+                    "tensor '{name}' holds {bad} of {} values that are not finite numbers (NaN or ∞); the file is damaged: download it again or use another",
+                    values.len()
+                ),
+            ));
+        }
+    }
     Ok((tensors, configs))
 }
 

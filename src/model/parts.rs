@@ -203,7 +203,9 @@ impl Parts {
             super::infer_config::VaeFamily {
                 scaling_factor: vae.config.scaling_factor,
                 force_upcast: vae.config.force_upcast,
-                groups: vae.config.candle.norm_num_groups,
+                // Only the shape is compared below; a VAE of other widths must reach that
+                // comparison rather than fail on the model's GroupNorm groups.
+                groups: 1,
             },
         )?;
         let (want, got) = (&vae.config.candle, &found.candle);
@@ -251,16 +253,8 @@ impl Parts {
 /// unopened.
 pub fn read_vae_file(file: &Path) -> Result<CheckedFile> {
     super::single_file::refuse_pickle(file, super::error::PickleKind::Vae)?;
-    if !file.is_file() {
-        anyhow::bail!(
-            "the VAE weights file {} {}",
-            file.display(),
-            if file.exists() {
-                "is not a file"
-            } else {
-                "does not exist"
-            }
-        );
+    if let Some(problem) = crate::input_path::problem(file, crate::input_path::Want::File) {
+        anyhow::bail!("the VAE weights file {} {problem}", file.display());
     }
     let checked = checkpoint::check_safetensors(file)?;
     Ok(super::ldm_vae::as_diffusers(&checked)?)

@@ -118,6 +118,12 @@ impl Conditioning {
     }
 }
 
+/// How many values of `t` are NaN or ±∞ (counted on the host, in f32).
+fn non_finite_count(t: &Tensor) -> Result<usize> {
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(super::checkpoint::count_non_finite_f32(&values))
+}
+
 /// The SD family a loaded pipeline belongs to (informational).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -137,6 +143,11 @@ pub struct StableDiffusion {
     unet: UNet,
     /// `None`: pixel space (decode is the identity).
     vae: Option<(VaeDecoder, VaeConfig)>,
+    /// The VAE's weights when it runs below f32: a decode that overflows there is done
+    /// again in f32 from them, as diffusers' `force_upcast` does.
+    vae_upcast: Option<super::parts::Weights>,
+    /// What the VAE was loaded from, for messages.
+    vae_origin: String,
     schedule: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
     origin: String,
@@ -220,6 +231,15 @@ impl StableDiffusion {
             }
             None => (None, DType::F32),
         };
+        let vae_upcast = parts
+            .vae
+            .as_ref()
+            .filter(|_| vae_dtype != DType::F32)
+            .map(|v| v.weights.clone());
+        let vae_origin = parts
+            .vae
+            .as_ref()
+            .map_or_else(String::new, |v| v.weights.describe());
         Ok(Self {
             device: device.clone(),
             dtype,
@@ -228,6 +248,8 @@ impl StableDiffusion {
             text_encoders,
             unet,
             vae,
+            vae_upcast,
+            vae_origin,
             schedule: parts.schedule,
             force_zeros_for_empty_prompt: parts.force_zeros_for_empty_prompt,
             origin: parts.origin,
@@ -367,6 +389,13 @@ impl StableDiffusion {
         } else {
             (cond, cond_pooled)
         };
+        let bad = non_finite_count(&context)?;
+        if bad > 0 {
+            bail!(
+                "the text encoder produced {bad} of {} values that are not finite numbers (NaN or ∞) for this prompt: its weights are broken",
+                context.elem_count()
+            );
+        }
         Ok(Conditioning {
             context: context.to_dtype(self.dtype)?,
             pooled: pooled.map(|p| p.to_dtype(self.dtype)).transpose()?,
@@ -504,12 +533,40 @@ impl StableDiffusion {
     /// raw decoder output (`(batch, 3, H, W)`, f32, about −1…1). In pixel space the
     /// latents are the image: returned as f32.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        Ok(self.decode_noted(latents)?.0)
+    }
+
+    /// [`Self::decode`], checked: an image with NaN or ∞ is an error naming the VAE, except
+    /// that a VAE running below f32 whose decode overflowed decodes again in f32 (as
+    /// diffusers' `force_upcast`), and the second value says so.
+    pub fn decode_noted(&self, latents: &Tensor) -> Result<(Tensor, Option<String>)> {
         let Some((vae, config)) = &self.vae else {
-            return Ok(latents.to_dtype(DType::F32)?);
+            return Ok((latents.to_dtype(DType::F32)?, None));
         };
-        let z =
-            (latents.to_dtype(DType::F32)? / config.scaling_factor)?.to_dtype(self.vae_dtype)?;
-        Ok(vae.decode(&z)?.to_dtype(DType::F32)?)
+        let z = (latents.to_dtype(DType::F32)? / config.scaling_factor)?;
+        let out = vae
+            .decode(&z.to_dtype(self.vae_dtype)?)?
+            .to_dtype(DType::F32)?;
+        let bad = non_finite_count(&out)?;
+        if bad == 0 {
+            return Ok((out, None));
+        }
+        if let Some(weights) = &self.vae_upcast {
+            let vae32 = VaeDecoder::new(weights.var_builder(DType::F32, &self.device)?, config)?;
+            let out = vae32.decode(&z)?;
+            if non_finite_count(&out)? == 0 {
+                let note = format!(
+                    "the VAE decode overflowed in {:?} ({bad} values NaN or ∞); it was decoded again in f32, as diffusers' force_upcast does",
+                    self.vae_dtype
+                );
+                return Ok((out, Some(note)));
+            }
+        }
+        bail!(
+            "the VAE decode produced {bad} of {} values that are not finite numbers (NaN or ∞) from finite latents: the VAE weights ({}) are broken",
+            out.elem_count(),
+            self.vae_origin
+        )
     }
 
     /// diffusers' postprocess of the first image: `(x / 2 + 0.5).clamp(0, 1)`, ×255, rounded.

@@ -237,6 +237,15 @@ impl ModelFiles {
         if dir.is_file() {
             return Err(single_file_error(dir));
         }
+        if std::fs::symlink_metadata(dir).is_ok()
+            && let Some(problem) =
+                crate::input_path::problem(dir, crate::input_path::Want::FileOrFolder)
+        {
+            anyhow::bail!(
+                "the model {} {problem}: give a model folder or a .safetensors checkpoint file",
+                dir.display()
+            );
+        }
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 what: "model folder".into(),

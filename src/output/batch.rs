@@ -77,6 +77,42 @@ impl Outputs {
         Ok(Self { planned })
     }
 
+    /// Refuse the outputs when one would replace an input `(what, path)`: the same file
+    /// (through links too), or an existing file inside an input folder (a model folder's
+    /// weights). Nothing is created.
+    pub fn refuse_inputs(&self, inputs: &[(String, PathBuf)]) -> Result<()> {
+        for (what, input) in inputs {
+            let Ok(meta) = std::fs::metadata(input) else {
+                continue;
+            };
+            let inside = if meta.is_dir() {
+                input.canonicalize().ok()
+            } else {
+                None
+            };
+            for p in &self.planned {
+                let hit = match (&inside, std::fs::metadata(p.target.path())) {
+                    (Some(dir), Ok(m)) if m.is_file() => p
+                        .target
+                        .path()
+                        .canonicalize()
+                        .is_ok_and(|real| real.starts_with(dir)),
+                    (None, Ok(m)) => (m.dev(), m.ino()) == (meta.dev(), meta.ino()),
+                    _ => false,
+                };
+                if hit {
+                    bail!(
+                        "{} {} would replace {what} {}, which this command reads: an output never lands on an input; choose another path",
+                        p.label,
+                        p.path.display(),
+                        input.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stage the content of the planned output at `path`: a file's goes to a temporary
     /// file beside it now (so a full disk shows here, before anything is replaced).
     pub fn stage(&mut self, path: &Path, bytes: Vec<u8>) -> Result<()> {

@@ -150,6 +150,42 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// The image format an output path's extension names: `.png` (or no extension, or a
+/// device / FIFO), `.jpg` / `.jpeg`, `.webp`; any other extension is refused rather than
+/// given PNG bytes under a name that says otherwise.
+pub fn image_format(path: &Path) -> Result<image::ImageFormat> {
+    let Some(ext) = path.extension() else {
+        return Ok(image::ImageFormat::Png);
+    };
+    Ok(match ext.to_string_lossy().to_ascii_lowercase().as_str() {
+        "png" => image::ImageFormat::Png,
+        "jpg" | "jpeg" => image::ImageFormat::Jpeg,
+        "webp" => image::ImageFormat::WebP,
+        other => bail!(
+            "{}: adiff cannot write .{} images; name the file .png, .jpg or .webp",
+            path.display(),
+            crate::field::cut(other, 20)
+        ),
+    })
+}
+
+/// `img` encoded in the format `path` names ([`image_format`]): JPEG at quality 95, WebP
+/// lossless.
+pub fn image_bytes(path: &Path, img: &image::RgbImage) -> Result<Vec<u8>> {
+    let format = image_format(path)?;
+    if format == image::ImageFormat::Png {
+        return png_bytes(img);
+    }
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let encoded = if format == image::ImageFormat::Jpeg {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95).encode_image(img)
+    } else {
+        img.write_to(&mut bytes, format)
+    };
+    encoded.with_context(|| format!("cannot encode {}", path.display()))?;
+    Ok(bytes.into_inner())
+}
+
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes).map_err(Into::into))

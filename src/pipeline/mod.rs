@@ -74,7 +74,14 @@ pub fn load_model(job: &Job) -> Result<LoadedModel> {
     let (device, device_note) = crate::model::device(job.force_cpu);
     let dtype = job.dtype.unwrap_or_else(|| sd::default_dtype(&device));
     let parts = model_parts(job)?;
-    let sd = StableDiffusion::from_parts(parts, &device, dtype)?;
+    let sd = StableDiffusion::from_parts(parts, &device, dtype).map_err(|e| {
+        // A poisoned weight is the whole story; "the weights do not match the config"
+        // around it would send the user after the wrong problem.
+        match crate::model::checkpoint::poisoned_weight(&e) {
+            Some(message) => anyhow::anyhow!(message),
+            None => e,
+        }
+    })?;
     Ok(LoadedModel {
         sd,
         origin: job.model.to_string(),
@@ -217,6 +224,9 @@ pub struct Generation {
     pub trace: RunTrace,
     /// VAE decode time, milliseconds.
     pub decode_ms: f64,
+    /// What the run had to do differently (a VAE decode redone in f32), for the front end
+    /// to show as a warning.
+    pub notes: Vec<String>,
 }
 
 /// The scheduler of a pass, with a step count the model's schedule cannot give named as
@@ -248,7 +258,22 @@ pub fn generate(
     let init = if prepared.noise_is_scaled {
         prepared.noise.clone()
     } else {
-        let sigma = scheduler_for(model, job, pass.steps)?.init_noise_sigma();
+        let sigma = match pass.method.own_steps() {
+            // The step count the user typed in the method spec is named as such.
+            Some(n) => {
+                sampler::build_scheduler(job.scheduler, model.sd.schedule(), n).map_err(|e| {
+                    FieldError::new(
+                        Field::Method,
+                        format!(
+                            "{} is not usable: {e}",
+                            crate::job::method_spec::format(&pass.method)
+                        ),
+                    )
+                })?
+            }
+            None => scheduler_for(model, job, pass.steps)?,
+        }
+        .init_noise_sigma();
         (&prepared.noise * sigma)?
     };
     let mut denoiser = model.sd.denoiser(&prepared.cond);
@@ -264,13 +289,14 @@ pub fn generate(
         .unet_macs
         .map(|m| m as f64 / crate::model::macs::reference_call_macs() as f64);
     let t0 = Instant::now();
-    let decoded = model.sd.decode(&out.latents)?;
+    let (decoded, note) = model.sd.decode_noted(&out.latents)?;
     let image = model.sd.to_rgb(&decoded)?;
     Ok(Generation {
         image,
         latents: out.latents,
         trace: out.trace,
         decode_ms: t0.elapsed().as_secs_f64() * 1e3,
+        notes: note.into_iter().collect(),
     })
 }
 
