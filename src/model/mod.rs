@@ -36,6 +36,7 @@ pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
+pub mod unet3d;
 pub mod vae;
 
 #[cfg(test)]

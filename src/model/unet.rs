@@ -51,7 +51,7 @@ pub fn timestep_embedding(
 }
 
 /// diffusers `ResnetBlock2D` (as candle-transformers', with [`Conv`] convolutions).
-struct Resnet {
+pub(super) struct Resnet {
     norm1: Norm,
     conv1: Conv,
     norm2: Norm,
@@ -63,7 +63,7 @@ struct Resnet {
 }
 
 impl Resnet {
-    fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor, temb: &Tensor) -> CResult<Tensor> {
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -278,7 +278,7 @@ impl FeedForward {
     }
 }
 
-struct TransformerBlock {
+pub(super) struct TransformerBlock {
     norm1: LayerNorm,
     attn1: Attention,
     norm2: LayerNorm,
@@ -286,9 +286,26 @@ struct TransformerBlock {
     norm3: LayerNorm,
     ff: FeedForward,
     kernels: Kernels,
+    /// `attn2` attends to the block's own states, not to the encoder's (diffusers'
+    /// `double_self_attention`, the temporal transformers of video UNets).
+    attn2_self: bool,
 }
 
 impl TransformerBlock {
+    /// A block whose two attentions are both self-attention (`double_self_attention`), no
+    /// cross-attention: `dim` = `heads` × head width.
+    pub(super) fn double_self(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        kernels: Kernels,
+    ) -> CResult<Self> {
+        Ok(Self {
+            attn2_self: true,
+            ..Self::new(vb, dim, dim, heads, false, kernels)?
+        })
+    }
+
     fn new(
         vb: VarBuilder,
         dim: usize,
@@ -305,16 +322,24 @@ impl TransformerBlock {
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(vb.pp("ff"), dim, kernels)?,
             kernels,
+            attn2_self: false,
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor, cache: &mut ModuleCache) -> CResult<Tensor> {
+    /// The block on tokens `x`; `context` is not read when `attn2` is a self-attention.
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        cache: &mut ModuleCache,
+    ) -> CResult<Tensor> {
         let kernels = self.kernels;
         let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, kernels));
         let h = ln(&self.norm1, x)?;
         let x = cache.attention(false, x, |r| self.attn1.forward(&h, None, r))?;
         let h = ln(&self.norm2, &x)?;
-        let x = cache.attention(true, &x, |r| self.attn2.forward(&h, Some(context), r))?;
+        let context = (!self.attn2_self).then_some(context);
+        let x = cache.attention(true, &x, |r| self.attn2.forward(&h, context, r))?;
         self.ff.forward(&ln(&self.norm3, &x)?, &x)
     }
 }
@@ -325,7 +350,7 @@ enum Proj {
 }
 
 /// diffusers `Transformer2DModel` (continuous input).
-struct Transformer2D {
+pub(super) struct Transformer2D {
     norm: Norm,
     proj_in: Proj,
     blocks: Vec<TransformerBlock>,
@@ -334,7 +359,7 @@ struct Transformer2D {
 }
 
 impl Transformer2D {
-    fn new(
+    pub(super) fn new(
         vb: VarBuilder,
         channels: usize,
         block: &UNetBlock,
@@ -376,7 +401,12 @@ impl Transformer2D {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor, cache: &mut ModuleCache) -> CResult<Tensor> {
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        cache: &mut ModuleCache,
+    ) -> CResult<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
         let kernels = self.kernels;
@@ -419,13 +449,13 @@ impl Transformer2D {
     }
 }
 
-struct Downsample {
-    conv: Conv,
-    pad_right_bottom: bool,
+pub(super) struct Downsample {
+    pub(super) conv: Conv,
+    pub(super) pad_right_bottom: bool,
 }
 
 impl Downsample {
-    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         if self.pad_right_bottom {
             let x = x
                 .pad_with_zeros(D::Minus1, 0, 1)?
@@ -437,12 +467,12 @@ impl Downsample {
     }
 }
 
-struct Upsample {
-    conv: Conv,
+pub(super) struct Upsample {
+    pub(super) conv: Conv,
 }
 
 impl Upsample {
-    fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> CResult<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> CResult<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
         let x = time("upsample", || x.upsample_nearest2d(th, tw))?;
@@ -450,7 +480,7 @@ impl Upsample {
     }
 }
 
-fn resnet(
+pub(super) fn resnet(
     vb: VarBuilder,
     cin: usize,
     cout: usize,
