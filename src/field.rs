@@ -50,6 +50,8 @@ pub enum Field {
     Calls,
     /// The number of controller iterations of a measurement.
     Iters,
+    /// The frames of a video clip.
+    Frames,
 }
 
 impl Field {
@@ -77,6 +79,7 @@ impl Field {
             Field::Size => "the image size",
             Field::Calls => "the number of timed calls",
             Field::Iters => "the number of controller iterations",
+            Field::Frames => "the frame count",
         }
     }
 }

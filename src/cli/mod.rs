@@ -92,6 +92,7 @@ impl Wording for Flags {
             Field::Size => "--size",
             Field::Calls => "--calls",
             Field::Iters => "--iters",
+            Field::Frames => "--frames",
         }
         .to_string()
     }

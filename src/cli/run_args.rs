@@ -176,9 +176,21 @@ pub struct CommonArgs {
     /// The UNet's number format [default: f32 on the CPU, f16 on a GPU].
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
-    /// The output PNG.
+    /// The output image (.png, .jpg or .webp); for a video model, .gif writes the clip as a
+    /// looping animation (`compare`: both clips side by side) and an image format writes
+    /// the frames in a grid.
     #[arg(long)]
     pub out: PathBuf,
+    /// Frames of a video model's clip [default: the model's, 16].
+    #[arg(long, allow_negative_numbers = true)]
+    pub frames: Option<usize>,
+    /// Frames per second of a written clip.
+    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true)]
+    pub fps: f64,
+    /// Write a video model's frames here as frame_000.png, … (`compare`: DIR/left/ and
+    /// DIR/right/).
+    #[arg(long, value_name = "DIR")]
+    pub frames_out: Option<PathBuf>,
     /// Write the per-step trace as JSON here.
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -276,6 +288,13 @@ impl CommonArgs {
         job.truncate = self.truncate;
         job.force_cpu = self.cpu;
         job.dtype = self.dtype.map(DTypeArg::dtype);
+        job.frames = self.frames;
+        if !(self.fps.is_finite() && self.fps > 0.0 && self.fps <= 100.0) {
+            bail!(
+                "--fps must be a number of frames per second above 0 and at most 100 (got {})",
+                self.fps
+            );
+        }
         if self.budget == BudgetMode::Auto {
             if method.adaptive_rule().is_none() {
                 bail!(

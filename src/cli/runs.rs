@@ -24,11 +24,33 @@ struct Ready {
 /// Validate, decide the budget, plan the outputs, load and prepare; notes and warnings go
 /// to stderr.
 fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
-    output::image_format(&common.out)?;
+    let gif = is_gif(&common.out);
+    if !gif {
+        output::image_format(&common.out)?;
+    }
     let outputs = Outputs::plan(common.outputs())?;
     outputs.refuse_inputs(&job.input_files())?;
     let budget = decide_budget(&job)?;
     let model = pipeline::load_job_model(&job)?;
+    if !model.sd.is_video() {
+        let problem = if gif {
+            Some(format!(
+                "--out {}: a GIF is a clip, and {} makes images; name the file .png, .jpg or .webp",
+                common.out.display(),
+                model.origin
+            ))
+        } else if common.frames_out.is_some() {
+            Some(format!(
+                "--frames-out: {} makes images, not video; leave --frames-out out",
+                model.origin
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            anyhow::bail!(p);
+        }
+    }
     for note in model.messages() {
         eprintln!("adiff: {note}");
     }
@@ -43,6 +65,27 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
         prepared,
         outputs,
     })
+}
+
+/// Whether an output path names an animated GIF.
+fn is_gif(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gif"))
+}
+
+/// The bytes of `--out`: a clip's animation when it names a GIF, else the image (a clip's
+/// frames in a grid) in the format its extension names.
+fn out_bytes(
+    path: &std::path::Path,
+    image: &image::RgbImage,
+    frames: &[image::RgbImage],
+    fps: f64,
+) -> Result<Vec<u8>> {
+    if is_gif(path) {
+        output::clip::gif_bytes(frames, fps)
+    } else {
+        output::image_bytes(path, image)
+    }
 }
 
 /// Print what a run had to do differently (a VAE decode redone in f32).
@@ -65,7 +108,7 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
     bars.finish();
     warn_notes(&g.notes);
     r.outputs
-        .stage(&c.out, output::image_bytes(&c.out, &g.image)?)?;
+        .stage(&c.out, out_bytes(&c.out, &g.image, &g.frames, c.fps)?)?;
     if let Some(p) = &c.trace {
         let report = GenerateReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
@@ -79,6 +122,9 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
             .stage(p, output::tensor_bytes([("latents", &g.latents)])?)?;
     }
     r.outputs.commit()?;
+    if let Some(dir) = &c.frames_out {
+        output::clip::write_frames(dir, &g.frames)?;
+    }
     eprintln!(
         "{}: {} of {} steps called the noise predictor, {:.0} ms; wrote {}",
         g.trace.method.name(),
@@ -103,8 +149,14 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
         pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
     warn_notes(base.notes.iter().chain(&fast.notes));
     let picture = side_by_side(&base.image, &fast.image);
+    let pairs: Vec<image::RgbImage> = base
+        .frames
+        .iter()
+        .zip(&fast.frames)
+        .map(|(l, r)| side_by_side(l, r))
+        .collect();
     r.outputs
-        .stage(&c.out, output::image_bytes(&c.out, &picture)?)?;
+        .stage(&c.out, out_bytes(&c.out, &picture, &pairs, c.fps)?)?;
     if let Some(p) = &c.trace {
         let report = CompareReport {
             info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
@@ -119,6 +171,19 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
         r.outputs.stage(p, output::tensor_bytes(latents)?)?;
     }
     r.outputs.commit()?;
+    if let Some(dir) = &c.frames_out {
+        output::clip::write_frames(&dir.join("left"), &base.frames)?;
+        output::clip::write_frames(&dir.join("right"), &fast.frames)?;
+    }
+    if let Some(v) = &summary.video {
+        eprintln!(
+            "per frame PSNR: mean {}, worst {} (frame {}), SSIM {:.4}",
+            crate::metrics::psnr_text(v.psnr_mean_db),
+            crate::metrics::psnr_text(v.psnr_worst_db),
+            v.worst_frame,
+            v.ssim_mean
+        );
+    }
     eprintln!(
         "{} {}/{} calls {:.0} ms | {} {}/{} calls {:.0} ms | {:.2}x fewer calls, {} less work, {:.2}x wall, PSNR {}; wrote {}",
         base.trace.method.name(),

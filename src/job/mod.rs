@@ -58,6 +58,9 @@ pub mod limits {
     /// Image side in pixels: larger than any supported model was trained for many times
     /// over (SDXL: 1024).
     pub const SIDE: usize = 8192;
+    /// Frames of a clip: a video UNet runs them as one batch, and motion modules carry at
+    /// most 32 positions.
+    pub const FRAMES: usize = 128;
 }
 
 /// Everything that defines one run (or one baseline/method comparison).
@@ -106,6 +109,9 @@ pub struct Job {
     pub init_latents: Option<PathBuf>,
     /// Truncate over-long prompts (with a warning) instead of failing.
     pub truncate: bool,
+    /// Frames of a video model's clip (`None`: the model's default); an image model refuses
+    /// any.
+    pub frames: Option<usize>,
 }
 
 impl Job {
@@ -132,6 +138,7 @@ impl Job {
             budget: None,
             init_latents: None,
             truncate: false,
+            frames: None,
         }
     }
 
@@ -182,6 +189,17 @@ impl Job {
                     ),
                 ));
             }
+        }
+        if let Some(f) = self.frames
+            && !(1..=limits::FRAMES).contains(&f)
+        {
+            return Err(FieldError::new(
+                Field::Frames,
+                format!(
+                    "must be from 1 to {} (got {f}): a clip's frames are one batch of the video UNet",
+                    limits::FRAMES
+                ),
+            ));
         }
         validate_method(&self.method)?;
         validate_method(&self.reference)?;
@@ -238,10 +256,10 @@ impl Job {
             width: self.width,
             height: self.height,
             init_latents: self.init_latents.clone(),
+            frames: self.frames,
         }
     }
 
-    /// What makes two jobs' loaded model identical.
     /// The files and folders the job reads, each with what it is (for messages): a
     /// command's outputs must not land on any of them.
     pub fn input_files(&self) -> Vec<(String, PathBuf)> {
@@ -263,7 +281,7 @@ impl Job {
         v
     }
 
-    /// The key of the loaded model this job needs (model, VAE, LoRAs, device, dtype).
+    /// What makes two jobs' loaded model identical.
     pub fn model_key(&self) -> ModelKey {
         ModelKey {
             source: self.model.clone(),
@@ -357,6 +375,7 @@ pub struct ModelKey {
 /// Identifies the encoded prompt and the initial latents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputsKey {
+    frames: Option<usize>,
     model: ModelKey,
     prompt: String,
     negative: String,

@@ -109,6 +109,7 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
         origin: path.display().to_string(),
         unet_file: path.to_path_buf(),
         unet_config,
+        video: None,
         unet: Weights::plain(vec![unet]),
         vae: Some(vae),
         text,

@@ -90,8 +90,10 @@ pub struct Parts {
     pub origin: String,
     /// Named in errors about the UNet: its config.json, or the checkpoint.
     pub unet_file: PathBuf,
-    /// The UNet's config.
+    /// The UNet's config (a video UNet's 2-D layers, for a video model).
     pub unet_config: UNetConfig,
+    /// A video UNet's whole config (`UNet3DConditionModel`); `None` for an image model.
+    pub video: Option<super::unet3d::UNet3DConfig>,
     /// The UNet's weights.
     pub unet: Weights,
     /// `None`: pixel space.
@@ -120,7 +122,13 @@ impl Parts {
             }
             .into());
         }
-        let unet_config = UNetConfig::from_file(&files.unet.config)?;
+        let video = super::unet3d::is_video_config(&files.unet.config)
+            .then(|| super::unet3d::UNet3DConfig::from_file(&files.unet.config))
+            .transpose()?;
+        let unet_config = match &video {
+            Some(v) => v.base.clone(),
+            None => UNetConfig::from_file(&files.unet.config)?,
+        };
         let vae_config = files
             .vae
             .as_ref()
@@ -172,6 +180,7 @@ impl Parts {
             origin: files.origin.clone(),
             unet_file: files.unet.config.clone(),
             unet_config,
+            video,
             unet,
             vae,
             text,

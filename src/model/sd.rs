@@ -13,6 +13,7 @@ use super::source::{HubOptions, ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, ModuleCache, UNet};
+use super::unet3d::UNet3D;
 use super::vae::VaeDecoder;
 use crate::sampler::{CallPlan, Denoiser, RawPrediction, SchedulerConfig};
 
@@ -124,6 +125,34 @@ fn non_finite_count(t: &Tensor) -> Result<usize> {
     Ok(super::checkpoint::count_non_finite_f32(&values))
 }
 
+/// Video latents `(b, c, f, h, w)` as the batch of their frames `(b·f, c, h, w)`, frame
+/// order kept; image latents as they are.
+fn frames_as_batch(latents: &Tensor) -> Result<Tensor> {
+    if latents.rank() != 5 {
+        return Ok(latents.clone());
+    }
+    let (b, c, f, h, w) = latents.dims5()?;
+    Ok(latents
+        .permute((0, 2, 1, 3, 4))?
+        .contiguous()?
+        .reshape((b * f, c, h, w))?)
+}
+
+/// A UNet output over the batch `[uncond; cond]` (guided) or `[cond]` as the two halves.
+fn split_guided(cond: &Conditioning, out: Tensor) -> Result<RawPrediction> {
+    Ok(if cond.guided {
+        RawPrediction {
+            uncond: Some(out.narrow(0, 0, 1)?),
+            cond: out.narrow(0, 1, 1)?,
+        }
+    } else {
+        RawPrediction {
+            uncond: None,
+            cond: out,
+        }
+    })
+}
+
 /// The SD family a loaded pipeline belongs to (informational).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -133,6 +162,27 @@ pub enum Family {
     Sdxl,
 }
 
+/// The noise predictor of a pipeline: an image UNet, or a video UNet whose latents have a
+/// frame axis (`(batch, channels, frames, h, w)`).
+enum Backbone {
+    Image(UNet),
+    Video(UNet3D),
+}
+
+impl Backbone {
+    /// The 2-D layers' configuration (a video UNet's without its temporal layers).
+    fn config(&self) -> &UNetConfig {
+        match self {
+            Backbone::Image(u) => u.config(),
+            Backbone::Video(u) => &u.config().base,
+        }
+    }
+}
+
+/// The frames of a video model's clip when the user does not say (ModelScope's and
+/// AnimateDiff's published default).
+pub const DEFAULT_FRAMES: usize = 16;
+
 /// A loaded pipeline.
 pub struct StableDiffusion {
     device: Device,
@@ -140,7 +190,7 @@ pub struct StableDiffusion {
     vae_dtype: DType,
     tokenizers: Vec<ClipTokenizer>,
     text_encoders: Vec<ClipTextEncoder>,
-    unet: UNet,
+    unet: Backbone,
     /// `None`: pixel space (decode is the identity).
     vae: Option<(VaeDecoder, VaeConfig)>,
     /// The VAE's weights when it runs below f32: a decode that overflows there is done
@@ -210,8 +260,11 @@ impl StableDiffusion {
             tokenizers.push(part.tokenizer);
         }
         let vb = parts.unet.var_builder(dtype, device)?;
-        let unet = UNet::new(vb, &parts.unet_config)
-            .with_context(|| format!("while loading {}", parts.unet.describe()))?;
+        let unet = match &parts.video {
+            None => UNet::new(vb, &parts.unet_config).map(Backbone::Image),
+            Some(v) => UNet3D::new(vb, v).map(Backbone::Video),
+        }
+        .with_context(|| format!("while loading {}", parts.unet.describe()))?;
 
         let (vae, vae_dtype) = match &parts.vae {
             Some(v) => {
@@ -313,9 +366,34 @@ impl StableDiffusion {
         self.vae.is_none()
     }
 
-    /// The UNet configuration.
+    /// The UNet configuration (a video UNet's 2-D layers).
     pub fn unet_config(&self) -> &UNetConfig {
         self.unet.config()
+    }
+
+    /// Whether the model makes video: its latents have a frame axis.
+    pub fn is_video(&self) -> bool {
+        matches!(self.unet, Backbone::Video(_))
+    }
+
+    /// The initial latents' shape: `(1, c, h, w)` for an image model, `(1, c, frames, h,
+    /// w)` for a video model (`frames` defaults to [`DEFAULT_FRAMES`]); frames asked of an
+    /// image model are an error.
+    pub fn latent_dims(
+        &self,
+        width: usize,
+        height: usize,
+        frames: Option<usize>,
+    ) -> Result<Vec<usize>> {
+        let (b, c, h, w) = self.latent_shape(width, height)?;
+        match (self.is_video(), frames) {
+            (false, None) => Ok(vec![b, c, h, w]),
+            (false, Some(_)) => bail!(
+                "{} makes images, not video: leave out the frame count, or load a video model (a ModelScope text-to-video folder)",
+                self.origin
+            ),
+            (true, f) => Ok(vec![b, c, f.unwrap_or(DEFAULT_FRAMES), h, w]),
+        }
     }
 
     /// The tokenizers (one, or two for SDXL).
@@ -479,6 +557,9 @@ impl StableDiffusion {
         timestep: f64,
         cache: &mut ModuleCache,
     ) -> Result<RawPrediction> {
+        if let Backbone::Video(unet) = &self.unet {
+            return self.predict_video(unet, cond, x, timestep, cache);
+        }
         let (b, _, h, w) = x.dims4()?;
         ensure!(
             b == 1,
@@ -512,21 +593,45 @@ impl StableDiffusion {
             }
         };
         let t = Tensor::full(timestep as f32, x_in.dim(0)?, x_in.device())?;
-        let out = self
-            .unet
+        let Backbone::Image(unet) = &self.unet else {
+            unreachable!("video UNets return above");
+        };
+        let out = unet
             .forward_cached(&x_in, &t, &cond.context, added.as_ref(), cache)?
             .to_dtype(out_dtype)?;
-        if cond.guided {
-            Ok(RawPrediction {
-                uncond: Some(out.narrow(0, 0, 1)?),
-                cond: out.narrow(0, 1, 1)?,
-            })
-        } else {
-            Ok(RawPrediction {
-                uncond: None,
-                cond: out,
-            })
+        split_guided(cond, out)
+    }
+
+    /// One video UNet call on a clip `(1, c, frames, h, w)`: both CFG halves in one batch,
+    /// as diffusers' `TextToVideoSDPipeline` runs them.
+    fn predict_video(
+        &self,
+        unet: &UNet3D,
+        cond: &Conditioning,
+        x: &Tensor,
+        timestep: f64,
+        cache: &mut ModuleCache,
+    ) -> Result<RawPrediction> {
+        let (b, ..) = x.dims5()?;
+        ensure!(
+            b == 1,
+            "the denoiser takes one clip at a time (got batch {b})"
+        );
+        if let Some(plan) = cache.plan() {
+            bail!(
+                "{} is not available on video models yet: it needs the video UNet's internals (use adaptive, adaptive+forecast, ucache or steps:n=N)",
+                plan.method_name()
+            );
         }
+        let x_in = if cond.guided {
+            Tensor::cat(&[x, x], 0)?
+        } else {
+            x.clone()
+        };
+        let out = unet
+            .forward(&x_in, timestep, &cond.context)?
+            .to_dtype(x.dtype())?;
+        split_guided(cond, out)
     }
 
     /// Decode latents: divide by the scaling factor and run the VAE decoder. Returns the
@@ -541,19 +646,29 @@ impl StableDiffusion {
     /// diffusers' `force_upcast`), and the second value says so.
     pub fn decode_noted(&self, latents: &Tensor) -> Result<(Tensor, Option<String>)> {
         let Some((vae, config)) = &self.vae else {
-            return Ok((latents.to_dtype(DType::F32)?, None));
+            return Ok((frames_as_batch(latents)?.to_dtype(DType::F32)?, None));
         };
-        let z = (latents.to_dtype(DType::F32)? / config.scaling_factor)?;
-        let out = vae
-            .decode(&z.to_dtype(self.vae_dtype)?)?
-            .to_dtype(DType::F32)?;
+        let z = (frames_as_batch(latents)?.to_dtype(DType::F32)? / config.scaling_factor)?;
+        // One frame at a time: a clip's decode in one batch would hold every frame's
+        // full-resolution activations at once.
+        let decode = |vae: &VaeDecoder, dtype: DType| -> Result<Tensor> {
+            let frames = (0..z.dim(0)?)
+                .map(|i| {
+                    Ok(vae
+                        .decode(&z.narrow(0, i, 1)?.to_dtype(dtype)?)?
+                        .to_dtype(DType::F32)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&frames, 0)?)
+        };
+        let out = decode(vae, self.vae_dtype)?;
         let bad = non_finite_count(&out)?;
         if bad == 0 {
             return Ok((out, None));
         }
         if let Some(weights) = &self.vae_upcast {
             let vae32 = VaeDecoder::new(weights.var_builder(DType::F32, &self.device)?, config)?;
-            let out = vae32.decode(&z)?;
+            let out = decode(&vae32, DType::F32)?;
             if non_finite_count(&out)? == 0 {
                 let note = format!(
                     "the VAE decode overflowed in {:?} ({bad} values NaN or ∞); it was decoded again in f32, as diffusers' force_upcast does",
@@ -572,6 +687,13 @@ impl StableDiffusion {
     /// diffusers' postprocess of the first image: `(x / 2 + 0.5).clamp(0, 1)`, ×255, rounded.
     pub fn to_rgb(&self, decoded: &Tensor) -> Result<image::RgbImage> {
         to_rgb(decoded)
+    }
+
+    /// Every image of a decoded batch (a clip's frames, in order), as [`Self::to_rgb`].
+    pub fn to_frames(&self, decoded: &Tensor) -> Result<Vec<image::RgbImage>> {
+        (0..decoded.dim(0)?)
+            .map(|i| to_rgb(&decoded.narrow(0, i, 1)?))
+            .collect()
     }
 }
 

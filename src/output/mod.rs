@@ -13,6 +13,7 @@
 //! together or not at all.
 
 mod batch;
+pub mod clip;
 
 pub use batch::Outputs;
 

@@ -26,9 +26,9 @@ pub fn read_latents(path: &Path) -> Result<Tensor> {
             names.join(", ")
         )));
     };
-    if x.rank() != 4 || x.dim(0)? != 1 {
+    if !matches!(x.rank(), 4 | 5) || x.dim(0)? != 1 {
         return Err(problem(format!(
-            "{shown}: 'latents' must be a (1, C, H, W) tensor, got shape {:?}",
+            "{shown}: 'latents' must be a (1, C, H, W) tensor (an image) or (1, C, F, H, W) (a clip), got shape {:?}",
             x.dims()
         )));
     }
@@ -71,21 +71,40 @@ pub fn check_shape(
     path: &Path,
     width: Option<usize>,
     height: Option<usize>,
+    frames: Option<usize>,
 ) -> Result<(usize, usize)> {
     let scale = sd.vae_scale();
     let dims = x.dims().to_vec();
-    let size = (
-        width.unwrap_or(dims[3] * scale),
-        height.unwrap_or(dims[2] * scale),
-    );
-    let want = sd.latent_shape(size.0, size.1)?;
-    let want = [want.0, want.1, want.2, want.3];
-    if dims != want {
+    let rank = if sd.is_video() { 5 } else { 4 };
+    if dims.len() != rank {
+        let layout = if sd.is_video() {
+            "[batch, channels, frames, height, width] (a video model's clip)"
+        } else {
+            "[batch, channels, height, width]"
+        };
         return Err(problem(format!(
-            "{} has shape {dims:?} but a {}x{} image with this model needs {want:?}; give a matching width and height, or other latents",
+            "{} has shape {dims:?} but this model's latents are {layout}",
+            path.display()
+        )));
+    }
+    let size = (
+        width.unwrap_or(dims[rank - 1] * scale),
+        height.unwrap_or(dims[rank - 2] * scale),
+    );
+    let frames = if sd.is_video() {
+        Some(frames.unwrap_or(dims[2]))
+    } else {
+        frames
+    };
+    let want = sd.latent_dims(size.0, size.1, frames)?;
+    if dims != want {
+        let what = match frames {
+            Some(f) => format!("a {}x{} clip of {f} frames", size.0, size.1),
+            None => format!("a {}x{} image", size.0, size.1),
+        };
+        return Err(problem(format!(
+            "{} has shape {dims:?} but {what} with this model needs {want:?}; give a matching size and frame count, or other latents",
             path.display(),
-            size.0,
-            size.1,
         )));
     }
     Ok(size)

@@ -176,7 +176,7 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
     let (noise, noise_is_scaled, size) = match &job.init_latents {
         Some(path) => {
             let x = latents::read_latents(path)?;
-            let size = latents::check_shape(sd, &x, path, job.width, job.height)?;
+            let size = latents::check_shape(sd, &x, path, job.width, job.height, job.frames)?;
             memory::check_fits(&job.model, size.0, size.1)?;
             let sigma = scheduler_for(model, job, job.steps)?.init_noise_sigma();
             latents::check_values(&x, path, sigma)?;
@@ -200,8 +200,10 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
             let (dw, dh) = sd.default_size();
             let size = (job.width.unwrap_or(dw), job.height.unwrap_or(dh));
             memory::check_fits(&job.model, size.0, size.1)?;
-            let s = sd.latent_shape(size.0, size.1)?;
-            let noise = sampler::noise::gaussian(job.seed, &[s.0, s.1, s.2, s.3], sd.device())?;
+            let dims = sd
+                .latent_dims(size.0, size.1, job.frames)
+                .map_err(|e| FieldError::new(Field::Frames, e.to_string()))?;
+            let noise = sampler::noise::gaussian(job.seed, &dims, sd.device())?;
             (noise, false, size)
         }
     };
@@ -216,8 +218,10 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
 
 /// One finished run.
 pub struct Generation {
-    /// The decoded image.
+    /// The decoded image (a video model's clip: its frames in a grid).
     pub image: image::RgbImage,
+    /// A video model's frames, in order (empty for an image model).
+    pub frames: Vec<image::RgbImage>,
     /// The latents that were decoded.
     pub latents: Tensor,
     /// The per-step trace.
@@ -290,9 +294,15 @@ pub fn generate(
         .map(|m| m as f64 / crate::model::macs::reference_call_macs() as f64);
     let t0 = Instant::now();
     let (decoded, note) = model.sd.decode_noted(&out.latents)?;
-    let image = model.sd.to_rgb(&decoded)?;
+    let (image, frames) = if model.sd.is_video() {
+        let frames = model.sd.to_frames(&decoded)?;
+        (crate::output::clip::filmstrip(&frames), frames)
+    } else {
+        (model.sd.to_rgb(&decoded)?, vec![])
+    };
     Ok(Generation {
         image,
+        frames,
         latents: out.latents,
         trace: out.trace,
         decode_ms: t0.elapsed().as_secs_f64() * 1e3,

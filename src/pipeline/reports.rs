@@ -110,8 +110,85 @@ pub struct CompareSummary {
     pub macs_speedup: Option<f64>,
     /// Baseline loop time / adaptive loop time (wall clock, same process).
     pub wall_speedup: f64,
-    /// PSNR of the adaptive image against the baseline image, dB (0–255 scale).
+    /// PSNR of the adaptive image against the baseline image, dB (0–255 scale); for a
+    /// clip, over all its frames.
     pub psnr_db: f64,
+    /// A clip's quality frame by frame, as the paper's video evaluation reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoQuality>,
+}
+
+/// Two clips compared frame by frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VideoQuality {
+    /// Frames per clip.
+    pub frames: usize,
+    /// PSNR of each frame, dB (JSON `null`: the frames are identical).
+    pub psnr_per_frame_db: Vec<f64>,
+    /// Mean of the finite per-frame PSNRs (`inf` when every frame is identical).
+    pub psnr_mean_db: f64,
+    /// The worst (lowest) frame PSNR and its frame index.
+    pub psnr_worst_db: f64,
+    /// Index of the worst frame.
+    pub worst_frame: usize,
+    /// Mean SSIM over the frames.
+    pub ssim_mean: f64,
+}
+
+impl VideoQuality {
+    /// PSNR over the whole clip: from the mean of the frames' squared errors (the frames
+    /// are the same size).
+    pub fn psnr_clip_db(&self) -> f64 {
+        let peak = 255.0f64 * 255.0;
+        let mse = self
+            .psnr_per_frame_db
+            .iter()
+            .map(|p| peak / 10f64.powf(p / 10.0))
+            .sum::<f64>()
+            / self.frames as f64;
+        10.0 * (peak / mse).log10()
+    }
+
+    /// Clip `fast` against clip `base`, frame by frame.
+    pub fn of(base: &[image::RgbImage], fast: &[image::RgbImage]) -> Result<Self> {
+        anyhow::ensure!(
+            base.len() == fast.len() && !base.is_empty(),
+            "cannot compare clips of {} and {} frames",
+            base.len(),
+            fast.len()
+        );
+        let psnr: Vec<f64> = base
+            .iter()
+            .zip(fast)
+            .map(|(b, f)| crate::metrics::psnr(f, b))
+            .collect::<Result<_>>()?;
+        let ssim: Vec<f64> = base
+            .iter()
+            .zip(fast)
+            .map(|(b, f)| crate::metrics::ssim(f, b))
+            .collect::<Result<_>>()?;
+        let finite: Vec<f64> = psnr.iter().copied().filter(|p| p.is_finite()).collect();
+        let (worst_frame, psnr_worst_db) =
+            psnr.iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |(i, w), (j, p)| if p < w { (j, p) } else { (i, w) },
+                );
+        Ok(Self {
+            frames: base.len(),
+            psnr_mean_db: if finite.is_empty() {
+                f64::INFINITY
+            } else {
+                finite.iter().sum::<f64>() / finite.len() as f64
+            },
+            psnr_worst_db,
+            worst_frame,
+            ssim_mean: ssim.iter().sum::<f64>() / ssim.len() as f64,
+            psnr_per_frame_db: psnr,
+        })
+    }
 }
 
 /// The JSON written by `adiff compare --trace`.
@@ -131,6 +208,14 @@ pub struct CompareReport {
 impl CompareSummary {
     /// The method's run `fast` against the baseline run `base`.
     pub fn of(base: &Generation, fast: &Generation) -> Result<Self> {
+        if !base.frames.is_empty() {
+            // A clip: PSNR over all its frames (not over the filmstrip, whose gaps would
+            // count as agreeing pixels).
+            let video = VideoQuality::of(&base.frames, &fast.frames)?;
+            let mut s = Self::of_traces(&base.trace, &fast.trace, video.psnr_clip_db());
+            s.video = Some(video);
+            return Ok(s);
+        }
         let psnr_db = crate::metrics::psnr(&fast.image, &base.image)?;
         Ok(Self::of_traces(&base.trace, &fast.trace, psnr_db))
     }
@@ -146,6 +231,7 @@ impl CompareSummary {
             },
             wall_speedup: base.elapsed_ms / fast.elapsed_ms.max(1e-9),
             psnr_db,
+            video: None,
         }
     }
 }

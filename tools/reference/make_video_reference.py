@@ -17,6 +17,7 @@ Needs ``tests/fixtures/tiny-sd/`` (``make_reference.py``). No network access. Se
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import sys
@@ -98,6 +99,18 @@ SCHEDULERS = [
 
 
 # ----------------------------------------------------------------------------------------------
+
+def finite_json(v):
+    """`v` with non-finite floats as strings ("-inf"): strict JSON readers refuse
+    Python's Infinity / NaN literals (diffusers' DPM config holds lambda_min_clipped=-inf)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite_json(x) for x in v]
+    return v
+
 def randn(shape, seed):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
@@ -553,7 +566,7 @@ def main():
         "torch_threads": 2,
         "deterministic_algorithms": True,
     }
-    (REF_DIR / "meta.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    (REF_DIR / "meta.json").write_text(json.dumps(finite_json(meta), indent=1, default=str) + "\n")
     total = sum(p.stat().st_size for p in MODEL_DIR.rglob("*") if p.is_file())
     print(f"tiny-modelscope: {total} bytes; stats {stats}")
 

@@ -1,0 +1,201 @@
+//! `adiff generate` and `compare` on a video model (the tiny ModelScope pipeline): the
+//! side-by-side animation, the frames, per-frame quality in the trace, 5-D latents in and
+//! out, and the bad inputs of video options.
+
+mod common;
+
+use common::{adiff, arg, root, stderr};
+use std::path::PathBuf;
+
+fn tiny_video() -> PathBuf {
+    root().join("tests/fixtures/tiny-modelscope")
+}
+
+#[test]
+fn compare_writes_a_side_by_side_clip_frames_and_per_frame_psnr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, trace, frames, lat) = (
+        dir.path().join("clip.gif"),
+        dir.path().join("t.json"),
+        dir.path().join("frames"),
+        dir.path().join("lat.safetensors"),
+    );
+    let w = tiny_video();
+    let o = adiff(&[
+        "compare",
+        "--weights",
+        arg(&w),
+        "--prompt",
+        "a red circle moving left",
+        "--frames",
+        "6",
+        "--steps",
+        "20",
+        "--fps",
+        "10",
+        "--out",
+        arg(&out),
+        "--trace",
+        arg(&trace),
+        "--frames-out",
+        arg(&frames),
+        "--latents-out",
+        arg(&lat),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("per frame PSNR: mean"), "{err}");
+    // A looping animation of 6 frames, each both clips side by side (64-px frames enlarged
+    // to at least 256, a gap between).
+    use image::AnimationDecoder;
+    let bytes = std::fs::read(&out).unwrap();
+    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&bytes)).unwrap();
+    let gif: Vec<image::Frame> = dec.into_frames().collect::<Result<_, _>>().unwrap();
+    assert_eq!(gif.len(), 6);
+    let (w0, h0) = gif[0].buffer().dimensions();
+    assert_eq!(h0, 256);
+    assert!(w0 > 512, "{w0}");
+    assert_eq!(
+        gif[0].delay().numer_denom_ms().0 / gif[0].delay().numer_denom_ms().1,
+        100
+    );
+    // Each side's frames as PNGs.
+    for side in ["left", "right"] {
+        for i in 0..6 {
+            let p = frames.join(side).join(format!("frame_{i:03}.png"));
+            assert_eq!(image::open(&p).unwrap().width(), 64, "{}", p.display());
+        }
+    }
+    // Per-frame quality in the trace: 6 frames, the clip's PSNR between the worst and the
+    // best frame's.
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let v = &t["summary"]["video"];
+    let per: Vec<f64> = v["psnr_per_frame_db"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::INFINITY)) // null: an identical frame
+        .collect();
+    assert_eq!(per.len(), 6);
+    let worst = per.iter().copied().fold(f64::INFINITY, f64::min);
+    let best = per.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(v["psnr_worst_db"].as_f64().unwrap(), worst);
+    let clip = t["summary"]["psnr_db"].as_f64().unwrap();
+    assert!(worst <= clip && clip <= best, "{worst} {clip} {best}");
+    assert!(t["summary"]["unet_calls_saved"].as_u64().unwrap() > 0);
+    // 5-D latents out: [1, 4, 6, 8, 8] per side, and they feed back in.
+    let l = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(l["baseline"].dims(), &[1, 4, 6, 8, 8]);
+    let back = dir.path().join("in.safetensors");
+    let noise =
+        candle_core::Tensor::randn(0f32, 1.0, (1, 4, 6, 8, 8), &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latents".to_string(), noise)]),
+        &back,
+    )
+    .unwrap();
+    let png = dir.path().join("strip.png");
+    let o = adiff(&[
+        "generate",
+        "--weights",
+        arg(&w),
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "3",
+        "--init-latents",
+        arg(&back),
+        "--out",
+        arg(&png),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An image format holds the frames in a grid: 6 frames → 3 × 2 of 64 px, 2-px gaps.
+    assert_eq!(
+        image::open(&png).unwrap().to_rgb8().dimensions(),
+        (3 * 64 + 4, 2 * 64 + 2)
+    );
+}
+
+/// One `error:` line containing `needle`, exit 1, nothing written in `dir`.
+fn refused(args: &[&str], needle: &str, dir: &std::path::Path) {
+    let o = adiff(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && err.contains(needle),
+        "{args:?}: {err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        1,
+        "{args:?} wrote a file"
+    );
+}
+
+#[test]
+fn bad_video_options_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lat = d.join("lat.safetensors");
+    let noise = candle_core::Tensor::zeros(
+        (1, 4, 5, 8, 8),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latents".to_string(), noise)]),
+        &lat,
+    )
+    .unwrap();
+    let (v, img) = (tiny_video(), common::tiny_sd());
+    let gif = d.join("o.gif");
+    let png = d.join("o.png");
+    let run = |extra: &[&str], weights: &PathBuf, out: &PathBuf| {
+        let mut a = vec![
+            "generate",
+            "--weights",
+            arg(weights),
+            "--prompt",
+            "a",
+            "--steps",
+            "2",
+        ];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--out", arg(out)]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let check = |args: Vec<String>, needle: &str| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&a, needle, d);
+    };
+    check(
+        run(&["--frames", "0"], &v, &gif),
+        "--frames must be from 1 to 128 (got 0)",
+    );
+    check(
+        run(&["--frames", "500"], &v, &gif),
+        "--frames must be from 1 to 128",
+    );
+    check(
+        run(&["--frames", "8"], &img, &png),
+        "makes images, not video",
+    );
+    check(run(&[], &img, &gif), "a GIF is a clip");
+    check(run(&["--fps", "0"], &v, &gif), "--fps must be");
+    check(
+        run(&["--frames", "8", "--init-latents", arg(&lat)], &v, &gif),
+        "a 64x64 clip of 8 frames with this model needs [1, 4, 8, 8, 8]",
+    );
+    check(
+        run(&["--init-latents", arg(&lat)], &img, &png),
+        "but this model's latents are [batch, channels, height, width]",
+    );
+    check(
+        run(&["--method", "deepcache:interval=3"], &v, &gif),
+        "deepcache is not available on video models yet",
+    );
+}
