@@ -110,10 +110,10 @@ fn compare_writes_a_side_by_side_clip_frames_and_per_frame_psnr() {
         arg(&png),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // An image format holds the frames in a grid: 6 frames → 3 × 2 of 64 px, 2-px gaps.
+    // An image format holds the frames in a grid: 6 frames → 3 × 2 of 64 px.
     assert_eq!(
         image::open(&png).unwrap().to_rgb8().dimensions(),
-        (3 * 64 + 4, 2 * 64 + 2)
+        (3 * 64, 2 * 64)
     );
 }
 
@@ -198,4 +198,46 @@ fn bad_video_options_are_refused_before_any_work() {
         run(&["--method", "deepcache:interval=3"], &v, &gif),
         "deepcache is not available on video models yet",
     );
+}
+
+#[test]
+fn bench_runs_prompt_sets_on_a_video_model_with_per_frame_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.txt");
+    std::fs::write(&prompts, "a red circle moving left\n").unwrap();
+    let out = dir.path().join("b");
+    let o = adiff(&[
+        "bench",
+        "--weights",
+        arg(&tiny_video()),
+        "--prompts",
+        arg(&prompts),
+        "--frames",
+        "3",
+        "--steps",
+        "16",
+        "--deltas",
+        "0.05",
+        "--no-clip",
+        "--out",
+        arg(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = adaptive_diffusion::bench::records::read_rows(&out.join("runs.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.frames == Some(3)));
+    let fast = rows.iter().find(|r| r.setting != "baseline").unwrap();
+    assert!(fast.unet_calls < 16, "{}", fast.pattern);
+    let (mean, worst, clip) = (
+        fast.psnr_frame_mean_db.unwrap(),
+        fast.psnr_frame_worst_db.unwrap(),
+        fast.psnr_db.unwrap(),
+    );
+    assert!(
+        worst <= mean && worst <= clip && clip.is_finite(),
+        "{worst} {mean} {clip}"
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(settings["settings"]["frames"], 3, "{settings}");
 }

@@ -71,6 +71,9 @@ pub struct BenchSettings {
     pub width: Option<usize>,
     /// Requested height.
     pub height: Option<usize>,
+    /// Frames of each clip (a video model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<usize>,
     /// δ values.
     pub deltas: Vec<f64>,
     /// Further methods (`--method`, sweeps expanded; `steps:n=match` when asked).

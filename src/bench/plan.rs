@@ -206,6 +206,7 @@ impl BenchOptions {
             negative: j.negative.clone(),
             width: j.width,
             height: j.height,
+            frames: j.frames,
             deltas: self.deltas.clone(),
             methods: self
                 .methods

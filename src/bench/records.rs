@@ -37,6 +37,13 @@ pub struct RunRow {
     pub unet_macs: Option<u64>,
     /// `unet_macs` in full SD 1.5 512×512 CFG calls.
     pub unet_cost: Option<f64>,
+    /// A video run's frames (empty for an image run).
+    pub frames: Option<usize>,
+    /// A video run's mean per-frame PSNR against the baseline's clip (its whole-clip PSNR is
+    /// `psnr_db`, its mean per-frame SSIM `ssim`).
+    pub psnr_frame_mean_db: Option<f64>,
+    /// The worst frame's PSNR.
+    pub psnr_frame_worst_db: Option<f64>,
     /// δ of an adaptive run.
     pub delta: Option<f64>,
     /// C_max of an adaptive run.
@@ -78,7 +85,7 @@ pub struct RunRow {
 }
 
 /// The column order of `runs.csv`.
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 34] = [
     "run_id",
     "prompt_index",
     "prompt",
@@ -110,6 +117,9 @@ pub const COLUMNS: [&str; 31] = [
     "method",
     "unet_macs",
     "unet_cost",
+    "frames",
+    "psnr_frame_mean_db",
+    "psnr_frame_worst_db",
 ];
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -174,6 +184,9 @@ impl RunRow {
             self.method.clone(),
             opt(&self.unet_macs),
             optf(self.unet_cost),
+            opt(&self.frames),
+            optf(self.psnr_frame_mean_db),
+            optf(self.psnr_frame_worst_db),
         ]
     }
 
@@ -263,6 +276,18 @@ impl RunRow {
             unet_cost: match newer("unet_cost").trim() {
                 "" => None,
                 s => Some(parse(s, "unet_cost", line)?),
+            },
+            frames: match newer("frames").trim() {
+                "" => None,
+                s => Some(parse(s, "frames", line)?),
+            },
+            psnr_frame_mean_db: match newer("psnr_frame_mean_db").trim() {
+                "" => None,
+                s => Some(parse(s, "psnr_frame_mean_db", line)?),
+            },
+            psnr_frame_worst_db: match newer("psnr_frame_worst_db").trim() {
+                "" => None,
+                s => Some(parse(s, "psnr_frame_worst_db", line)?),
             },
         })
     }
@@ -417,6 +442,9 @@ mod tests {
             method: String::new(),
             unet_macs: None,
             unet_cost: None,
+            frames: None,
+            psnr_frame_mean_db: None,
+            psnr_frame_worst_db: None,
             pattern: "WWWWCSSC".into(),
             finished_at: "2025-01-01T00:00:00Z".into(),
         }

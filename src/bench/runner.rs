@@ -503,12 +503,21 @@ fn make_row(
     reference: Option<&Reference<'_>>,
 ) -> Result<RunRow> {
     let t = &m.output.trace;
-    let (psnr_db, ssim) = match reference {
+    let frames = &m.output.frames;
+    let (psnr_db, ssim, video) = match reference {
+        // A clip against the baseline's (its frames cut back out of its filmstrip, which
+        // is all a resumed bench has of it).
+        Some(r) if !frames.is_empty() => {
+            let base = crate::output::clip::split(r.image, frames.len())?;
+            let v = crate::pipeline::VideoQuality::of(&base, frames)?;
+            (Some(v.psnr_clip_db()), Some(v.ssim_mean), Some(v))
+        }
         Some(r) => (
             Some(crate::metrics::psnr(&m.output.image, r.image)?),
             Some(crate::metrics::ssim(&m.output.image, r.image)?),
+            None,
         ),
-        None => (None, None),
+        None => (None, None, None),
     };
     Ok(RunRow {
         run_id: g.run_id(setting),
@@ -546,5 +555,8 @@ fn make_row(
         },
         pattern: pattern(t),
         finished_at: utc_now(),
+        frames: (!frames.is_empty()).then_some(frames.len()),
+        psnr_frame_mean_db: video.as_ref().map(|v| v.psnr_mean_db),
+        psnr_frame_worst_db: video.as_ref().map(|v| v.psnr_worst_db),
     })
 }

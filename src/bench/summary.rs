@@ -323,6 +323,9 @@ mod tests {
             method: String::new(),
             unet_macs: None,
             unet_cost: None,
+            frames: None,
+            psnr_frame_mean_db: None,
+            psnr_frame_worst_db: None,
             pattern: String::new(),
             finished_at: String::new(),
         }

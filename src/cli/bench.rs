@@ -48,6 +48,9 @@ pub struct BenchInputArgs {
     /// Image height (multiple of 8; default: the model's).
     #[arg(long)]
     pub height: Option<usize>,
+    /// Frames of each clip, for a video model [default: the model's, 16].
+    #[arg(long, allow_negative_numbers = true)]
+    pub frames: Option<usize>,
     /// C_max, the most consecutive skipped steps.
     #[arg(long, default_value_t = defaults::MAX_SKIPS, allow_negative_numbers = true)]
     pub max_skips: usize,
@@ -86,6 +89,7 @@ impl BenchInputArgs {
         job.negative = self.negative.clone();
         job.width = self.width;
         job.height = self.height;
+        job.frames = self.frames;
         job.method = Method::Adaptive {
             delta: defaults::DELTA,
             max_skips: self.max_skips,

@@ -29,27 +29,44 @@ pub fn gif_bytes(frames: &[RgbImage], fps: f64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The frames in a grid (row by row, as square as the count allows), 2-pixel dark gaps:
-/// one picture of the whole clip. PSNR between two such grids is the PSNR of the clips.
+/// Columns of the filmstrip of `n` frames: as square as the count allows.
+fn columns(n: usize) -> usize {
+    ((n as f64).sqrt().ceil() as usize).max(1)
+}
+
+/// The frames in a grid, row by row, edge to edge (unfilled cells dark): one picture of the
+/// whole clip, from which [`split`] gets the frames back. PSNR between two such grids of
+/// full rows is the PSNR of the clips.
 pub fn filmstrip(frames: &[RgbImage]) -> RgbImage {
     let Some(first) = frames.first() else {
         return RgbImage::new(1, 1);
     };
-    let n = frames.len() as u32;
-    let cols = (n as f64).sqrt().ceil() as u32;
-    let rows = n.div_ceil(cols);
+    let cols = columns(frames.len()) as u32;
+    let rows = (frames.len() as u32).div_ceil(cols);
     let (w, h) = first.dimensions();
-    let gap = 2;
-    let mut out = RgbImage::from_pixel(
-        cols * w + (cols - 1) * gap,
-        rows * h + (rows - 1) * gap,
-        image::Rgb([24, 24, 24]),
-    );
+    let mut out = RgbImage::from_pixel(cols * w, rows * h, image::Rgb([24, 24, 24]));
     for (i, f) in frames.iter().enumerate() {
         let (c, r) = (i as u32 % cols, i as u32 / cols);
-        image::imageops::replace(&mut out, f, (c * (w + gap)) as i64, (r * (h + gap)) as i64);
+        image::imageops::replace(&mut out, f, (c * w) as i64, (r * h) as i64);
     }
     out
+}
+
+/// The `n` frames of a [`filmstrip`].
+pub fn split(strip: &RgbImage, n: usize) -> Result<Vec<RgbImage>> {
+    let cols = columns(n);
+    let rows = n.div_ceil(cols);
+    let (sw, sh) = strip.dimensions();
+    if n == 0 || !(sw as usize).is_multiple_of(cols) || !(sh as usize).is_multiple_of(rows) {
+        bail!("a {sw}x{sh} image is not a filmstrip of {n} frames");
+    }
+    let (w, h) = (sw / cols as u32, sh / rows as u32);
+    Ok((0..n)
+        .map(|i| {
+            let (c, r) = ((i % cols) as u32, (i / cols) as u32);
+            image::imageops::crop_imm(strip, c * w, r * h, w, h).to_image()
+        })
+        .collect())
 }
 
 /// Write each frame as `dir/frame_000.png`, … (the folder is created; each file atomically).
@@ -90,9 +107,12 @@ mod tests {
     fn the_filmstrip_is_a_grid_of_the_frames() {
         let frames: Vec<RgbImage> = (0..5).map(|i| frame(i * 50)).collect();
         let strip = filmstrip(&frames);
-        // 5 frames: 3 columns × 2 rows of 4×3 with 2-pixel gaps.
-        assert_eq!(strip.dimensions(), (3 * 4 + 2 * 2, 2 * 3 + 2));
-        assert_eq!(strip.get_pixel(6, 0).0, [50, 205, 7]);
-        assert_eq!(strip.get_pixel(6, 5).0, [200, 55, 7]);
+        // 5 frames: 3 columns × 2 rows of 4×3, the last cell dark.
+        assert_eq!(strip.dimensions(), (3 * 4, 2 * 3));
+        assert_eq!(strip.get_pixel(4, 0).0, [50, 205, 7]);
+        assert_eq!(strip.get_pixel(4, 3).0, [200, 55, 7]);
+        assert_eq!(strip.get_pixel(9, 4).0, [24, 24, 24]);
+        assert_eq!(split(&strip, 5).unwrap(), frames);
+        assert!(split(&RgbImage::new(13, 6), 5).is_err() && split(&strip, 0).is_err());
     }
 }

@@ -21,7 +21,9 @@ use candle_core::Tensor;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-pub use reports::{CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport};
+pub use reports::{
+    CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport, VideoQuality,
+};
 
 /// A loaded pipeline (its schedule, `--prediction` applied, is `sd.schedule()`).
 pub struct LoadedModel {
