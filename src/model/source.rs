@@ -27,15 +27,18 @@ pub enum HubModel {
     Sdxl,
     /// SD-Turbo (SD 2.1 architecture, distilled for 1–4 steps, "trailing" spacing).
     SdTurbo,
+    /// ModelScope text-to-video 1.7B (`UNet3DConditionModel`, 256², 16 frames).
+    ModelScopeT2v,
 }
 
 impl HubModel {
     /// Every known model.
-    pub const ALL: [HubModel; 4] = [
+    pub const ALL: [HubModel; 5] = [
         HubModel::Sd15,
         HubModel::Sd21,
         HubModel::Sdxl,
         HubModel::SdTurbo,
+        HubModel::ModelScopeT2v,
     ];
 
     /// The canonical name (what `--model` takes).
@@ -45,6 +48,7 @@ impl HubModel {
             HubModel::Sd21 => "sd21",
             HubModel::Sdxl => "sdxl",
             HubModel::SdTurbo => "sd-turbo",
+            HubModel::ModelScopeT2v => "modelscope-t2v",
         }
     }
 
@@ -55,6 +59,7 @@ impl HubModel {
             HubModel::Sd21 => "stabilityai/stable-diffusion-2-1-base",
             HubModel::Sdxl => "stabilityai/stable-diffusion-xl-base-1.0",
             HubModel::SdTurbo => "stabilityai/sd-turbo",
+            HubModel::ModelScopeT2v => "ali-vilab/text-to-video-ms-1.7b",
         }
     }
 
@@ -126,6 +131,11 @@ impl FromStr for HubModel {
             | "v21" => HubModel::Sd21,
             "sdxl" | "sdxlbase" | "sdxl10" | "stablediffusionxl" | "xl" => HubModel::Sdxl,
             "sdturbo" | "turbo" => HubModel::SdTurbo,
+            "modelscopet2v"
+            | "modelscope"
+            | "texttovideoms17b"
+            | "t2vms"
+            | "modelscopetexttovideo" => HubModel::ModelScopeT2v,
             _ => {
                 return Err(ModelError::UnknownModel {
                     name: s.to_string(),
@@ -563,6 +573,13 @@ pub fn hub_model_cached(model: HubModel, cache_dir: &Path) -> bool {
         .all(|rel| cached.get(rel).is_some())
 }
 
+/// `dir/stem.fp16.safetensors` for `dir/stem.safetensors`.
+fn fp16_variant(rel: &str) -> Option<String> {
+    rel.strip_suffix(".safetensors")
+        .filter(|stem| !stem.ends_with(".fp16"))
+        .map(|stem| format!("{stem}.fp16.safetensors"))
+}
+
 fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
     let cache_dir = opts.resolved_cache_dir()?;
     let repo_id = model.repo();
@@ -573,6 +590,12 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
     for rel in model.files() {
         if let Some(p) = cached.get(&rel) {
             found.insert(rel, p);
+            continue;
+        }
+        // Some repositories keep only the half-precision variant of a weights file.
+        let variant = fp16_variant(&rel);
+        if let Some(p) = variant.as_ref().and_then(|v| cached.get(v)) {
+            found.insert(variant.expect("matched"), p);
             continue;
         }
         // special_tokens_map.json only backs up tokenizer_config.json; a repo may lack it.
@@ -615,6 +638,23 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
             repo.download_with_progress(&rel, Bar(progress_bar()))
         } else {
             repo.download_with_progress(&rel, ())
+        };
+        let result = match (result, &variant) {
+            (Err(e), Some(v)) => {
+                let fallback = if opts.progress {
+                    repo.download_with_progress(v, Bar(progress_bar()))
+                } else {
+                    repo.download_with_progress(v, ())
+                };
+                match fallback {
+                    Ok(path) => {
+                        found.insert(v.clone(), path);
+                        continue;
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            (r, _) => r,
         };
         match result {
             Ok(path) => {
@@ -695,6 +735,15 @@ mod tests {
         let f = HubModel::Sdxl.files();
         assert!(f.contains(&"text_encoder_2/model.safetensors".to_string()));
         assert!(f.contains(&"tokenizer_2/merges.txt".to_string()));
+        let m: HubModel = "modelscope-t2v".parse().unwrap();
+        assert_eq!(m.repo(), "ali-vilab/text-to-video-ms-1.7b");
+        assert!(!m.is_sdxl());
+        assert_eq!(
+            fp16_variant("unet/diffusion_pytorch_model.safetensors").unwrap(),
+            "unet/diffusion_pytorch_model.fp16.safetensors"
+        );
+        assert_eq!(fp16_variant("unet/x.fp16.safetensors"), None);
+        assert_eq!(fp16_variant("vae/config.json"), None);
     }
 
     #[test]

@@ -78,11 +78,14 @@ impl Widths {
     }
 }
 
-/// Bytes of the largest activations of a `width`×`height` run of a model of these widths.
-pub fn activation_bytes(widths: Widths, width: usize, height: usize) -> u64 {
+/// Bytes of the largest activations of a `width`×`height` run of a model of these widths;
+/// a video model's UNet runs every one of the clip's `frames` in one batch (its VAE decodes
+/// them one at a time).
+pub fn activation_bytes(widths: Widths, width: usize, height: usize, frames: usize) -> u64 {
     let pixels = (width * height) as u64;
     let vae = widths.vae.map_or(0, |c| pixels * c * 4 * 3);
-    let unet = pixels / (widths.factor * widths.factor) * 2 * widths.unet * 4 * 12;
+    let unet =
+        pixels / (widths.factor * widths.factor) * 2 * widths.unet * 4 * 12 * frames.max(1) as u64;
     vae.max(unet)
 }
 
@@ -133,23 +136,38 @@ fn gb(bytes: u64) -> f64 {
     bytes as f64 / 1e9
 }
 
-/// Refuse a `width`×`height` run of `model` that needs more memory than `available`.
+/// Refuse a `width`×`height` run of `model` (a clip of `frames`; 1 for an image) that
+/// needs more memory than `available`.
 pub fn check_fits_in(
     model: &ModelSource,
     width: usize,
     height: usize,
+    frames: usize,
     available: u64,
 ) -> Result<(), FieldError> {
     let widths = Widths::of(model);
-    let (weights, act) = (weight_bytes(model), activation_bytes(widths, width, height));
+    let (weights, act) = (
+        weight_bytes(model),
+        activation_bytes(widths, width, height, frames),
+    );
     let need = weights + act;
     if need <= available {
         return Ok(());
     }
+    let clip = if frames > 1 {
+        format!(" and {frames} frames")
+    } else {
+        String::new()
+    };
+    let smaller = if frames > 1 {
+        "a smaller size or fewer frames"
+    } else {
+        "a smaller size"
+    };
     Err(FieldError::new(
         Field::Width,
         format!(
-            "{NAME} {width} with height {height} needs about {:.1} GB of memory ({:.1} GB of weights, {:.1} GB for the largest activations) but this machine has {:.1} GB; choose a smaller size",
+            "{NAME} {width} with height {height}{clip} needs about {:.1} GB of memory ({:.1} GB of weights, {:.1} GB for the largest activations) but this machine has {:.1} GB; choose {smaller}",
             gb(need),
             gb(weights),
             gb(act),
@@ -158,10 +176,11 @@ pub fn check_fits_in(
     ))
 }
 
-/// Refuse a `width`×`height` run of `model` that cannot fit in this machine's memory.
-pub fn check_fits(model: &ModelSource, width: usize, height: usize) -> Result<()> {
+/// Refuse a `width`×`height` run of `model` (a clip of `frames`; 1 for an image) that
+/// cannot fit in this machine's memory.
+pub fn check_fits(model: &ModelSource, width: usize, height: usize, frames: usize) -> Result<()> {
     match crate::proc_info::memory_total_bytes() {
-        Some(total) => Ok(check_fits_in(model, width, height, total)?),
+        Some(total) => Ok(check_fits_in(model, width, height, frames, total)?),
         None => Ok(()),
     }
 }
@@ -174,17 +193,37 @@ mod tests {
     fn stable_diffusion_sizes_fit_and_absurd_ones_do_not() {
         let m = ModelSource::Local("/nonexistent".into());
         let gib = 1u64 << 30;
-        assert!(check_fits_in(&m, 512, 512, 8 * gib).is_ok());
-        assert!(check_fits_in(&m, 1024, 1024, 8 * gib).is_ok());
-        let e = check_fits_in(&m, 8192, 8192, 24 * gib).unwrap_err();
+        assert!(check_fits_in(&m, 512, 512, 1, 8 * gib).is_ok());
+        assert!(check_fits_in(&m, 1024, 1024, 1, 8 * gib).is_ok());
+        let e = check_fits_in(&m, 8192, 8192, 1, 24 * gib).unwrap_err();
         assert_eq!(e.field, Field::Width);
         assert!(
             e.worded("--width")
                 .starts_with("--width 8192 with height 8192 needs about 206"),
             "{e}"
         );
+        // A clip's UNet activations grow with its frames: 64 frames at 512² do not fit in
+        // 4 GiB although one image does.
+        assert!(check_fits_in(&m, 512, 512, 1, 4 * gib).is_ok());
+        let e = check_fits_in(&m, 512, 512, 64, 4 * gib).unwrap_err();
+        assert!(
+            e.worded("--width")
+                .contains("512 and 64 frames needs about"),
+            "{e}"
+        );
+        assert!(
+            e.worded("--width")
+                .ends_with("a smaller size or fewer frames"),
+            "{e}"
+        );
+        // At 256²: one frame's UNet term (32² latents × CFG 2 × 320 channels × 12 f32
+        // buffers) is below the VAE's, sixteen frames' is above it (the VAE decodes one
+        // frame at a time).
+        let unet_one = 32 * 32 * 2 * 320 * 4 * 12;
+        assert_eq!(activation_bytes(Widths::SD, 256, 256, 16), 16 * unet_one);
+        assert!(activation_bytes(Widths::SD, 256, 256, 1) > unet_one);
         // The estimate at 512×512 is above the measured 0.64 GB, not wildly so.
-        let act = activation_bytes(Widths::SD, 512, 512) as f64 / 1e9;
+        let act = activation_bytes(Widths::SD, 512, 512, 1) as f64 / 1e9;
         assert!((0.64..1.0).contains(&act), "{act}");
     }
 
@@ -213,7 +252,7 @@ mod tests {
             }
         );
         assert_eq!(
-            activation_bytes(w, 64, 64),
+            activation_bytes(w, 64, 64, 1),
             64 * 64 * 2 * 16 * 4 * 12,
             "the UNet's buffers at full size"
         );
@@ -224,9 +263,9 @@ mod tests {
         );
         // The tiny pipeline at 4096² needs far less than Stable Diffusion would.
         let gib = 1u64 << 30;
-        assert!(check_fits_in(&tiny, 4096, 4096, 8 * gib).is_ok());
+        assert!(check_fits_in(&tiny, 4096, 4096, 1, 8 * gib).is_ok());
         let m = ModelSource::Local("/nonexistent".into());
-        assert!(check_fits_in(&m, 4096, 4096, 8 * gib).is_err());
+        assert!(check_fits_in(&m, 4096, 4096, 1, 8 * gib).is_err());
     }
 
     #[test]

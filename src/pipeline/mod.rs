@@ -97,7 +97,7 @@ pub fn load_model(job: &Job) -> Result<LoadedModel> {
 pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
     if job.width.is_some() || job.height.is_some() {
         let (w, h) = (job.width.unwrap_or(1024), job.height.unwrap_or(1024));
-        memory::check_fits(&job.model, w, h)?;
+        memory::check_fits(&job.model, w, h, job.frames.unwrap_or(1))?;
     }
     load_model(job)
 }
@@ -170,6 +170,15 @@ fn encode(
     Ok(cond)
 }
 
+/// The frames of a job's clip on this model (1 for an image model).
+fn clip_frames(sd: &StableDiffusion, job: &Job) -> usize {
+    if sd.is_video() {
+        job.frames.unwrap_or(sd::DEFAULT_FRAMES)
+    } else {
+        1
+    }
+}
+
 /// Encode the prompt and prepare the initial latents of a job.
 pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
     let sd = &model.sd;
@@ -179,7 +188,7 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
         Some(path) => {
             let x = latents::read_latents(path)?;
             let size = latents::check_shape(sd, &x, path, job.width, job.height, job.frames)?;
-            memory::check_fits(&job.model, size.0, size.1)?;
+            memory::check_fits(&job.model, size.0, size.1, clip_frames(sd, job))?;
             let sigma = scheduler_for(model, job, job.steps)?.init_noise_sigma();
             latents::check_values(&x, path, sigma)?;
             let native = sd.default_size();
@@ -201,7 +210,7 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
         None => {
             let (dw, dh) = sd.default_size();
             let size = (job.width.unwrap_or(dw), job.height.unwrap_or(dh));
-            memory::check_fits(&job.model, size.0, size.1)?;
+            memory::check_fits(&job.model, size.0, size.1, clip_frames(sd, job))?;
             let dims = sd
                 .latent_dims(size.0, size.1, job.frames)
                 .map_err(|e| FieldError::new(Field::Frames, e.to_string()))?;
