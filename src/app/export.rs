@@ -64,13 +64,18 @@ impl ExportKind {
         }
     }
 
-    /// A default file name for a job.
-    pub fn file_name(self, stem: &str) -> String {
+    /// A default file name for a job: an image is named after its side and method
+    /// (`…-left-deepcache.png`).
+    pub fn file_name(self, stem: &str, spec: &Job) -> String {
         let what = match self {
-            ExportKind::Comparison => "compare",
-            ExportKind::Image(Side::Baseline) => "baseline",
-            ExportKind::Image(Side::Adaptive) => "adaptive",
-            ExportKind::TraceJson | ExportKind::TraceCsv => "trace",
+            ExportKind::Comparison => "compare".to_string(),
+            ExportKind::Image(Side::Baseline) => {
+                super::names::file_word(Side::Baseline, &spec.reference)
+            }
+            ExportKind::Image(Side::Adaptive) => {
+                super::names::file_word(Side::Adaptive, &spec.method)
+            }
+            ExportKind::TraceJson | ExportKind::TraceCsv => "trace".to_string(),
         };
         format!("{stem}-{what}.{}", self.extension())
     }
@@ -302,7 +307,7 @@ impl ExportData {
     pub fn write_into(&self, kind: ExportKind, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the export folder {}", dir.display()))?;
-        let path = dir.join(kind.file_name(&self.stem()));
+        let path = dir.join(kind.file_name(&self.stem(), &self.spec));
         self.write(kind, &path)?;
         Ok(path)
     }

@@ -1,12 +1,13 @@
 //! UI state: the persisted settings and the live session (what the worker reported for
 //! the current job). Plain data, no egui and no candle, so it is easy to test.
 
+use super::method_params::MethodParams;
 use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
 use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
 use crate::job::{self, Job, defaults};
 use crate::model::lora::LoraSpec;
 use crate::model::{HubModel, ModelSource};
-use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord, UCacheSettings};
+use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,6 +203,10 @@ pub struct Settings {
     pub negative: String,
     /// The model.
     pub model: ModelChoice,
+    /// The last local model folder chosen (kept while another model is picked).
+    pub local_folder: PathBuf,
+    /// The last single-file checkpoint chosen (kept while another model is picked).
+    pub local_file: PathBuf,
     /// A VAE file used instead of the model's own.
     pub vae: Option<PathBuf>,
     /// LoRAs merged into the model at load.
@@ -223,22 +228,14 @@ pub struct Settings {
     /// The right side's method.
     pub method: MethodKind,
     /// The left (reference) side's method: the full-step baseline unless another is
-    /// chosen; it shares the method settings below with the right side.
+    /// chosen, with its own settings (`left`).
     pub left_method: MethodKind,
-    /// δ (adaptive methods).
-    pub delta: f64,
-    /// C_max (adaptive methods).
-    pub max_skips: usize,
-    /// Step count of the `steps` method.
-    pub steps_n: usize,
-    /// Threshold of the `ucache` method.
-    pub ucache_threshold: f64,
-    /// `cache_interval` of DeepCache.
-    pub deepcache_interval: usize,
-    /// `cache_branch_id` of DeepCache.
-    pub deepcache_branch: usize,
-    /// `gate_step` of T-GATE (its other settings keep their defaults).
-    pub tgate_gate: usize,
+    /// The right side's method settings (stored at the top level, as before the left side
+    /// had its own).
+    #[serde(flatten)]
+    pub right: MethodParams,
+    /// The left side's own method settings.
+    pub left: MethodParams,
     /// Early stop on the adaptive side.
     pub early_stop: bool,
     /// τ of the early stop.
@@ -287,6 +284,8 @@ impl Default for Settings {
             prompt: prompt.into(),
             negative: String::new(),
             model,
+            local_folder: PathBuf::new(),
+            local_file: PathBuf::new(),
             vae: None,
             loras: vec![],
             scheduler: defaults::SCHEDULER,
@@ -298,13 +297,8 @@ impl Default for Settings {
             height: 512,
             method: MethodKind::Adaptive,
             left_method: MethodKind::Baseline,
-            delta: defaults::DELTA,
-            max_skips: defaults::MAX_SKIPS,
-            steps_n: defaults::STEPS / 2,
-            ucache_threshold: UCacheSettings::default().threshold,
-            deepcache_interval: crate::job::method_spec::DEEPCACHE_DEFAULTS.0,
-            deepcache_branch: crate::job::method_spec::DEEPCACHE_DEFAULTS.1,
-            tgate_gate: crate::job::method_spec::TGATE_DEFAULTS.0,
+            right: MethodParams::default(),
+            left: MethodParams::default(),
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
@@ -331,45 +325,52 @@ fn default_export_dir() -> PathBuf {
 impl Settings {
     /// The right side's method with its settings.
     pub fn right_method(&self) -> Method {
-        self.method_of(self.method)
+        self.right.method(self.method)
     }
 
-    /// A method of the given kind with these settings.
-    pub fn method_of(&self, kind: MethodKind) -> Method {
-        match kind {
-            MethodKind::Baseline => Method::Baseline,
-            MethodKind::Adaptive => Method::Adaptive {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::AdaptiveForecast => Method::AdaptiveForecast {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::Steps => Method::Steps { n: self.steps_n },
-            MethodKind::TGate => {
-                let (_, sp_interval, fi_interval, warm_up) =
-                    crate::job::method_spec::TGATE_DEFAULTS;
-                Method::TGate {
-                    gate: self.tgate_gate,
-                    sp_interval,
-                    fi_interval,
-                    warm_up,
-                }
-            }
-            MethodKind::DeepCache => Method::DeepCache {
-                interval: self.deepcache_interval,
-                branch: self.deepcache_branch,
-            },
-            MethodKind::UCache => Method::UCache(UCacheSettings {
-                threshold: self.ucache_threshold,
-                ..UCacheSettings::default()
-            }),
+    /// The left side's method with its settings.
+    pub fn left_method(&self) -> Method {
+        self.left.method(self.left_method)
+    }
+
+    /// The built-in shapes model has its own small architecture: no LoRA or VAE made for
+    /// Stable Diffusion fits it. Refused here, in words, before anything is loaded (and
+    /// before the results on screen are cleared).
+    fn check_weight_files(&self) -> anyhow::Result<()> {
+        let ModelChoice::Builtin(p) = &self.model else {
+            return Ok(());
+        };
+        if p.file_name()
+            .is_none_or(|n| n != crate::model::BUILTIN_SHAPES)
+        {
+            return Ok(());
         }
+        if let Some(l) = self.loras.iter().find(|l| l.enabled) {
+            anyhow::bail!(
+                "the LoRA {} does not fit the built-in model (its own small architecture; \
+                 LoRAs fit SD 1.x / 2.x / SDXL checkpoints): untick it or choose another model",
+                l.path.file_name().map_or_else(
+                    || l.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            );
+        }
+        if let Some(v) = &self.vae {
+            anyhow::bail!(
+                "the VAE {} does not fit the built-in model (it draws pixels, without a VAE): \
+                 remove it or choose another model",
+                v.file_name().map_or_else(
+                    || v.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            );
+        }
+        Ok(())
     }
 
     /// The job these settings describe (with `steps` as the budget), validated.
     pub fn job(&self, steps: usize) -> anyhow::Result<Job> {
+        self.check_weight_files()?;
         let mut job = Job::new(self.model.source()?, self.prompt.clone());
         job.vae = self.vae.clone();
         job.loras = self
@@ -390,7 +391,7 @@ impl Settings {
         job.width = self.custom_size.then_some(self.width);
         job.height = self.custom_size.then_some(self.height);
         job.method = self.right_method();
-        job.reference = self.method_of(self.left_method);
+        job.reference = self.left_method();
         job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
         job.budget = self.complexity_budget.then(|| Scoring {
             scorer: self.scorer,
@@ -438,10 +439,12 @@ pub struct SideView {
     pub image_version: u64,
     /// The final result.
     pub result: Option<Arc<SideResult>>,
-    /// Served from the baseline cache.
+    /// Served from the cache: computed for an earlier job.
     pub from_cache: bool,
     /// When it started (for the live clock).
     pub started: Option<Instant>,
+    /// The job on screen when its result was computed.
+    pub finished_during: Option<JobId>,
 }
 
 impl Default for SideView {
@@ -455,6 +458,7 @@ impl Default for SideView {
             result: None,
             from_cache: false,
             started: None,
+            finished_during: None,
         }
     }
 }
@@ -763,6 +767,7 @@ impl Session {
     /// view only when that one is not already complete.
     fn finished(&mut self, job: JobId, result: Arc<SideResult>, from_cache: bool) {
         let side = result.side;
+        let current = self.job;
         if side == Side::Baseline
             && from_cache
             && self.baseline.status == SideStatus::Done
@@ -773,7 +778,9 @@ impl Session {
                 .is_some_and(|r| Arc::ptr_eq(r, &result))
         {
             self.baseline_job = Some(job);
-            self.baseline.from_cache = true;
+            // Computed while this job was already on screen (it took over the older job's
+            // run of the same side): not a result of an earlier run.
+            self.baseline.from_cache = self.baseline.finished_during != Some(job);
             return;
         }
         let v = self.side_mut(side);
@@ -783,6 +790,9 @@ impl Session {
         v.image = Some(Arc::new(result.image.clone()));
         v.image_version += 1;
         v.from_cache = from_cache;
+        if !from_cache {
+            v.finished_during = current;
+        }
         v.result = Some(result);
         if side == Side::Baseline {
             self.baseline_job = Some(job);
@@ -827,7 +837,10 @@ mod tests {
     fn spec(delta: f64) -> Job {
         Settings {
             model: ModelChoice::Local("m".into()),
-            delta,
+            right: MethodParams {
+                delta,
+                ..MethodParams::default()
+            },
             ..Settings::default()
         }
         .job(10)
@@ -873,6 +886,7 @@ mod tests {
             },
             decode_ms: 0.0,
             model: "m".into(),
+            computed_at: Instant::now(),
         })
     }
 
@@ -1009,6 +1023,10 @@ mod tests {
         let partial: Settings = serde_json::from_str(r#"{"prompt":"x","steps":12}"#).unwrap();
         assert_eq!(partial.prompt, "x");
         assert_eq!(partial.steps, 12);
-        assert_eq!(partial.max_skips, 4);
+        assert_eq!(partial.right.max_skips, 4);
+        // Settings saved before the left side had its own keep their right side's δ.
+        let old: Settings = serde_json::from_str(r#"{"delta":0.05,"steps_n":9}"#).unwrap();
+        assert_eq!((old.right.delta, old.right.steps_n), (0.05, 9));
+        assert_eq!(old.left, MethodParams::default());
     }
 }
