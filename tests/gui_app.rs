@@ -1011,7 +1011,7 @@ fn gui_wipe_follows_the_pointer_and_difference_has_a_key() {
     h.get_by_label("Generate").click();
     wait_for(&mut h, "both sides", done);
     h.run_steps(2);
-    h.get_by_label_contains("◀ Baseline | Adaptive ▶");
+    h.get_by_label_contains("left: Baseline | right: Adaptive");
     let r = h.get_by_label("Wipe image").rect();
     let at = egui::pos2(r.left() + 0.25 * r.width(), r.center().y);
     let to = egui::pos2(r.left() + 0.8 * r.width(), r.center().y);

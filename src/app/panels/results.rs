@@ -180,20 +180,20 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                             &painter,
                             rect,
                             egui::Align2::LEFT_TOP,
-                            &format!("◀ {}", sides.names.left),
+                            &format!("left: {}", sides.names.left),
                         );
                         corner_label(
                             &painter,
                             rect,
                             egui::Align2::RIGHT_TOP,
-                            &format!("{} ▶", sides.names.right),
+                            &format!("right: {}", sides.names.right),
                         );
                         if response.hovered() || response.dragged() {
                             ctx.set_cursor_icon(egui::CursorIcon::ResizeHorizontal);
                         }
                         ui.label(
                             RichText::new(format!(
-                                "◀ {} | {} ▶ · drag on the image to move the divider",
+                                "left: {} | right: {} · drag on the image to move the divider",
                                 sides.names.left, sides.names.right
                             ))
                             .small()
@@ -270,7 +270,7 @@ fn difference_key(ui: &mut egui::Ui, rect: Rect, sides: &Sides, gain: f32) {
     painter.text(
         bar.right_bottom() + vec2(0.0, 3.0),
         egui::Align2::RIGHT_TOP,
-        format!("≥ {:.0} of 255", 255.0 / gain),
+        format!("{:.0} of 255 or more", 255.0 / gain),
         font,
         Color32::WHITE,
     );
