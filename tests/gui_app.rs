@@ -312,9 +312,17 @@ fn gui_delta_change_during_the_baseline_lets_the_baseline_finish() {
     );
     assert_eq!(a.session.job, Some(2));
     assert_eq!(a.session.baseline.steps.len(), 40);
+    // The baseline ran on screen a moment ago: not labelled as reused (issue 30, 12).
+    assert!(!a.session.baseline.from_cache);
     assert_eq!(
         a.session.results().unwrap().1.trace.method.delta(),
         Some(0.05)
+    );
+    h.step();
+    assert!(
+        h.query_all_by_label_contains("reused from")
+            .next()
+            .is_none()
     );
     h.run();
 }

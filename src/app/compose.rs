@@ -905,3 +905,18 @@ fn draw_footer(img: &mut RgbImage, fonts: &Fonts, layout: &Layout) {
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_words;
+
+    #[test]
+    fn ratios_read_as_faster_slower_or_same() {
+        let w = |r| ratio_words(r, "faster loop", "slower loop", "same loop time");
+        assert_eq!(w(2.0), "2.00× faster loop");
+        assert_eq!(w(1033.0 / 1331.0), "1.29× slower loop");
+        assert_eq!(w(1.0), "same loop time");
+        assert_eq!(w(1.004), "same loop time");
+        assert_eq!(w(f64::NAN), "same loop time");
+    }
+}

@@ -1004,6 +1004,10 @@ mod tests {
             from_cache: true,
         });
         assert_eq!(s.baseline.status, SideStatus::Done);
+        assert!(
+            !s.baseline.from_cache,
+            "computed while job 2 was on screen: not a result of an earlier run"
+        );
         assert_eq!(s.baseline_job, Some(2));
         assert!(s.is_busy());
         s.apply(Event::Started {

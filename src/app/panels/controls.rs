@@ -775,3 +775,18 @@ fn random_seed() -> u64 {
     );
     h.finish() % 4_294_967_296
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plain_number;
+
+    #[test]
+    fn numbers_show_as_typed() {
+        assert_eq!(plain_number(0.01), "0.01");
+        assert_eq!(plain_number(0.08), "0.08");
+        assert_eq!(plain_number(0.2), "0.2");
+        assert_eq!(plain_number(0.5), "0.5");
+        assert_eq!(plain_number(0.0), "0");
+        assert_eq!(plain_number(1.5), "1.5");
+    }
+}
