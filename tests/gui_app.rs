@@ -725,6 +725,7 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     h.get_by_label("Generate").click();
     wait_for(&mut h, "both sides", done);
     h.get_by_label_contains("Fewer steps vs DeepCache:");
+    h.get_by_label("Adaptive Diffusion — Fewer steps vs DeepCache");
     h.get_by_label_contains("Against DeepCache:");
     h.get_by_label_contains("DeepCache: interval");
     h.get_by_label_contains("Fewer steps: 6 steps");

@@ -350,7 +350,7 @@ fn draw_plot(img: &mut RgbImage, fonts: &Fonts, rect: (i32, i32, i32, i32), p: &
     while v <= x_max + 1e-9 {
         let xx = sx(v);
         segment(img, (xx, py0 as f32), (xx, (py0 + ph) as f32), 0.3, GRID);
-        let label = format!("{v:.0}");
+        let label = format!("{v:.0} %");
         let tw = fonts.width(&label, 13.0);
         fonts.draw(
             img,
@@ -403,11 +403,19 @@ fn draw_plot(img: &mut RgbImage, fonts: &Fonts, rect: (i32, i32, i32, i32), p: &
     }
 }
 
-/// The curves of a run: d_k per step.
-fn d_points(steps: &[StepRecord]) -> Vec<(f64, f64, Option<[u8; 3]>)> {
-    steps
+/// Where step `index` of a run of `n` steps sits in the schedule, in percent: the
+/// composite's x axis, so that runs of different step counts line up.
+fn schedule_percent(index: f64, n: usize) -> f64 {
+    100.0 * (index + 1.0) / n.max(1) as f64
+}
+
+/// The curves of a run: d_k per step, at its position in the schedule.
+fn d_points(r: &SideResult) -> Vec<(f64, f64, Option<[u8; 3]>)> {
+    let n = r.trace.budget;
+    r.trace
+        .steps
         .iter()
-        .filter_map(|r| r.d.map(|d| (r.index as f64, d, None)))
+        .filter_map(|s| s.d.map(|d| (schedule_percent(s.index as f64, n), d, None)))
         .collect()
 }
 
@@ -751,7 +759,8 @@ fn draw_sides(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &Compos
 /// The three plots, one under the other below the key numbers.
 fn draw_plots(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
     let (b, a) = (input.baseline, input.adaptive);
-    let x_max = (input.spec.steps.max(2) - 1) as f64;
+    // x: the position in the schedule, 0–100 %.
+    let x_max = 100.0;
     let names = SideNames::new(&input.spec.reference, &input.spec.method);
     let specs = [
         latent_change_plot(&names, b, a, x_max),
@@ -802,7 +811,7 @@ fn latent_change_plot(
         title: "Latent change d_k = mean |x_k − x_(k−1)| (log scale)",
         log_y: true,
         x_max,
-        series: side_curves(names, d_points(&b.trace.steps), d_points(&a.trace.steps)).into(),
+        series: side_curves(names, d_points(b), d_points(a)).into(),
         legend_extra: vec![],
     }
 }
@@ -810,7 +819,11 @@ fn latent_change_plot(
 /// The adaptive side's third-order test values against the threshold, each marked with
 /// the decision it made.
 fn third_order_plot(a: &SideResult, x_max: f64) -> PlotSpec<'static> {
-    let tests = test_points(&a.trace.steps);
+    let n = a.trace.budget;
+    let tests: Vec<_> = test_points(&a.trace.steps)
+        .into_iter()
+        .map(|t| (schedule_percent(t.0, n), t.1, t.2, t.3))
+        .collect();
     PlotSpec {
         title: "Third-order test at the step it decides: skip when value ≤ δ·d_(k−1)",
         log_y: true,
@@ -857,12 +870,14 @@ fn predictor_time_plot(
     x_max: f64,
 ) -> PlotSpec<'static> {
     let ms = |r: &SideResult| -> Vec<_> {
+        let n = r.trace.budget;
         r.trace
             .steps
             .iter()
-            .map(|r| (r.index as f64, r.predictor_ms, None))
+            .map(|s| (schedule_percent(s.index as f64, n), s.predictor_ms, None))
             .collect()
     };
+    let n = a.trace.budget;
     let [baseline, adaptive] = side_curves(names, ms(b), ms(a));
     let decisions = Series {
         name: String::new(),
@@ -875,7 +890,7 @@ fn predictor_time_plot(
             .iter()
             .map(|r| {
                 (
-                    r.index as f64,
+                    schedule_percent(r.index as f64, n),
                     r.predictor_ms,
                     Some(decision_color(r.decision)),
                 )

@@ -46,8 +46,11 @@ use frame_stats::FrameStats;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Window title.
-pub const TITLE: &str = "Adaptive Diffusion — baseline vs adaptive";
+/// The app's name; the window title adds the two sides' methods and the phase.
+pub const TITLE: &str = "Adaptive Diffusion";
+/// The name eframe stores the settings under (kept from earlier versions, so that saved
+/// settings still load).
+const STORAGE_NAME: &str = "Adaptive Diffusion — baseline vs adaptive";
 const SETTINGS_KEY: &str = "adiff.settings";
 
 /// The result of one export.
@@ -483,13 +486,14 @@ impl GuiApp {
             self.generate();
         }
         // The window title carries the phase (scripts and task bars read it).
+        let head = format!("{TITLE} — {}", self.side_names().versus());
         let title = match &self.session.phase {
-            Phase::Idle => TITLE.to_string(),
-            Phase::Loading { .. } => format!("{TITLE} [loading]"),
-            Phase::Running => format!("{TITLE} [running]"),
-            Phase::Done => format!("{TITLE} [done]"),
-            Phase::Cancelled => format!("{TITLE} [cancelled]"),
-            Phase::Failed => format!("{TITLE} [failed]"),
+            Phase::Idle => head,
+            Phase::Loading { .. } => format!("{head} [loading]"),
+            Phase::Running => format!("{head} [running]"),
+            Phase::Done => format!("{head} [done]"),
+            Phase::Cancelled => format!("{head} [cancelled]"),
+            Phase::Failed => format!("{head} [failed]"),
         };
         if title != self.title {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
@@ -546,7 +550,7 @@ pub fn run() -> anyhow::Result<()> {
     // ADIFF_VSYNC=0 turns vsync off (frame-time measurements).
     options.glow_options.vsync = std::env::var("ADIFF_VSYNC").map_or(true, |v| v.trim() != "0");
     eframe::run_native(
-        TITLE,
+        STORAGE_NAME,
         options,
         Box::new(|cc| {
             cc.egui_ctx.set_theme(egui::Theme::Dark);

@@ -73,7 +73,8 @@ pub(super) struct Textures {
 pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| {
         ui.horizontal(|ui| {
-            ui.heading(RichText::new(super::TITLE).strong());
+            let head = format!("{} — {}", super::TITLE, app.side_names().versus());
+            ui.heading(RichText::new(head).strong());
             ui.separator();
             let s = &app.session;
             match (&s.phase, &s.model) {
