@@ -370,14 +370,20 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
     );
     let threshold_c = color(palette::THRESHOLD);
     let warmup_c = Color32::from_white_alpha(10);
-    let has_tests = !third.is_empty() || adapt.iter().any(|r| r.decision == Decision::Warmup);
+    // The warm-up and the threshold belong to a rule that decides by the test (the
+    // adaptive methods); other methods' third-order values are shown alone.
+    let has_rule = !threshold.is_empty();
     let mut entries = vec![];
-    if has_tests {
+    if has_rule {
         entries.push((
             "warm-up (always computed)".to_string(),
             Swatch::Band(Color32::from_white_alpha(40)),
         ));
+    }
+    if !third.is_empty() {
         entries.push(("third-order |Δ³|".to_string(), Swatch::Line(right_c)));
+    }
+    if has_rule {
         entries.push((
             "threshold δ·d_(k−1)".to_string(),
             Swatch::Dashed(threshold_c),
@@ -402,7 +408,7 @@ pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
     log_plot("plot_test", h, group, "test (log)", range)
         .label_formatter(hover.clone())
         .show(ui, |p| {
-            if has_tests {
+            if has_rule {
                 // The first 4 steps always compute (no label inside: the legend names it).
                 p.span(Span::new("", 0.0..=position(3, na)).fill(warmup_c));
             }

@@ -248,7 +248,7 @@ fn difference_key(ui: &mut egui::Ui, rect: Rect, sides: &Sides, gain: f32) {
     // A black-to-white bar: black = identical, white = a difference of 255 / gain or more.
     let bar = Rect::from_min_size(
         rect.left_bottom() + vec2(12.0, -30.0),
-        vec2((rect.width() * 0.4).max(80.0), 10.0),
+        vec2((rect.width() * 0.6).max(120.0), 10.0),
     );
     let mut mesh = egui::Mesh::default();
     mesh.colored_vertex(bar.left_top(), Color32::BLACK);
@@ -263,14 +263,14 @@ fn difference_key(ui: &mut egui::Ui, rect: Rect, sides: &Sides, gain: f32) {
     painter.text(
         bar.left_bottom() + vec2(0.0, 3.0),
         egui::Align2::LEFT_TOP,
-        "0 (same)",
+        "0",
         font.clone(),
         Color32::WHITE,
     );
     painter.text(
         bar.right_bottom() + vec2(0.0, 3.0),
         egui::Align2::RIGHT_TOP,
-        format!("{:.0} of 255 or more", 255.0 / gain),
+        format!("{:.0}+ of 255", 255.0 / gain),
         font,
         Color32::WHITE,
     );
