@@ -714,10 +714,7 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     s.prompt = "a red circle".into();
     s.left_method = MethodKind::DeepCache;
     s.method = MethodKind::Steps;
-    s.right = MethodParams {
-        steps_n: 6,
-        ..MethodParams::default()
-    };
+    s.steps_n = 6;
     let mut h = harness(s);
     // Named before the first run, too.
     h.get_by_label("DeepCache PNG");
@@ -779,7 +776,7 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     let a = app(&h);
     assert_eq!(a.settings.left.deepcache_interval, 2);
     assert_eq!(
-        a.settings.right,
+        a.settings.right(),
         MethodParams {
             steps_n: 6,
             ..MethodParams::default()
@@ -942,7 +939,7 @@ fn gui_delta_above_the_slider_range_is_kept() {
     h.get_by_role_and_label(Role::Slider, "δ threshold")
         .set_value_accesskit(0.5);
     h.run_steps(3);
-    assert_eq!(app(&h).settings.right.delta, 0.5);
+    assert_eq!(app(&h).settings.delta, 0.5);
 }
 
 /// Issue 30, defect 12: Generate during a run with the same settings does not restart it

@@ -535,7 +535,9 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
             .response
             .on_hover_text("The right side's method, with its own settings below");
         let kind = app.settings.method;
-        responses.extend(method_controls(ui, &mut app.settings.right, kind, steps));
+        let mut right = app.settings.right();
+        responses.extend(method_controls(ui, &mut right, kind, steps));
+        app.settings.set_right(right);
     });
     // Re-run once the value settles: not while dragging, not while typing into the field.
     let changed = (app.settings.method, app.settings.left_method) != before
