@@ -1118,3 +1118,40 @@ fn gui_changing_the_left_side_does_not_rerun_the_right_side() {
     ));
     h.get_by_label_contains("done · reused from a run");
 }
+
+/// Issue 30, defects 1 and 2: with a checkpoint path, two LoRAs and long file names, every
+/// control of the side panel lies inside it (nothing clipped at its edge).
+#[test]
+fn gui_side_panel_rows_fit_inside_the_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut s = settings(dir.path());
+    s.model = ModelChoice::LocalFile(files.join("tiny-sd1.safetensors"));
+    s.loras = ["lora-sd1-kohya.safetensors", "lora-sd1-peft.safetensors"]
+        .map(|f| LoraEntry {
+            path: files.join(f),
+            scale: 0.8,
+            enabled: true,
+        })
+        .to_vec();
+    let mut h = harness_sized(s, egui::vec2(1600.0, 1000.0));
+    h.run_steps(4);
+    let right = app(&h).controls_width;
+    for label in ["Add", "Use", "Save", "Browse…", "Choose…"] {
+        for node in h.get_all_by_label(label) {
+            let r = node.rect();
+            assert!(
+                r.max.x <= right + 0.5,
+                "{label} at {r:?} runs past the panel ({right})"
+            );
+        }
+    }
+    assert_eq!(h.get_all_by_label("Remove").count(), 2);
+    for node in h.get_all_by_label("Remove") {
+        assert!(
+            node.rect().max.x <= right + 0.5,
+            "Remove at {:?}",
+            node.rect()
+        );
+    }
+}

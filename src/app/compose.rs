@@ -915,7 +915,7 @@ fn draw_footer(img: &mut RgbImage, fonts: &Fonts, layout: &Layout) {
         13.0,
         DIM,
         &format!(
-            "adiff {} · x axis: step · settings and both traces are stored in this PNG's text chunks (parameters, adiff_trace)",
+            "adiff {} · x axis: % of the schedule · settings and both traces are stored in this PNG's text chunks (parameters, adiff_trace)",
             env!("CARGO_PKG_VERSION")
         ),
     );

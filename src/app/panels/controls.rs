@@ -357,22 +357,31 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     let s = &mut app.settings;
     ui.label("LoRAs");
     let mut remove = None;
+    // Each LoRA on two lines (name, then scale and Remove), so that a row never runs past
+    // the panel's edge: a row wider than the panel widens the space every later row is laid
+    // out in, and their buttons end up clipped.
     for (i, lora) in s.loras.iter_mut().enumerate() {
-        ui.horizontal(|ui| {
-            ui.checkbox(&mut lora.enabled, short_file(&lora.path))
-                .on_hover_text(lora.path.display().to_string());
-            ui.add(
-                egui::Slider::new(&mut lora.scale, -1.0..=2.0)
-                    .step_by(0.05)
-                    .text("scale"),
-            );
-            if ui
-                .small_button("Remove")
-                .on_hover_text("Remove from the list")
-                .clicked()
-            {
-                remove = Some(i);
-            }
+        ui.push_id(i, |ui| {
+            ui.add(egui::Checkbox::new(
+                &mut lora.enabled,
+                short_file(&lora.path),
+            ))
+            .on_hover_text(lora.path.display().to_string());
+            ui.horizontal(|ui| {
+                ui.add_space(ui.spacing().indent);
+                ui.add(
+                    egui::Slider::new(&mut lora.scale, -1.0..=2.0)
+                        .step_by(0.05)
+                        .text("scale"),
+                );
+                if ui
+                    .small_button("Remove")
+                    .on_hover_text("Remove from the list")
+                    .clicked()
+                {
+                    remove = Some(i);
+                }
+            });
         });
     }
     if let Some(i) = remove {
