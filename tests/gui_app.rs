@@ -494,6 +494,11 @@ fn gui_loads_a_single_file_checkpoint_with_a_listed_lora() {
     h.get_by_label("Generate").click();
     wait_for(&mut h, "the failure", |a| a.session.phase == Phase::Failed);
     h.get_by_label_contains("made for SD 1.x / 2.x");
+    // Issue 30, defect 7: the comparison on screen before the failed load stays.
+    let a = app(&h);
+    assert!(a.session.results().is_some(), "the previous results stay");
+    assert!(a.export_data().is_some(), "and can still be exported");
+    h.get_by_label_contains("Adaptive vs Baseline:");
     h.run();
 }
 

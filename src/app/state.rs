@@ -611,6 +611,20 @@ pub struct Session {
     pub budget: Option<ComplexityBudget>,
     /// Events of older jobs that were dropped (never mixed into the view).
     pub stale_events: usize,
+    /// The finished comparison that was on screen when the current job started, until the
+    /// job produces a side: a job that fails before that (a model that does not load, a
+    /// LoRA that does not fit) puts it back instead of leaving both sides empty.
+    shown_before: Option<Box<Shown>>,
+}
+
+/// A finished comparison as it was on screen.
+#[derive(Debug)]
+struct Shown {
+    spec: Option<Job>,
+    baseline_job: Option<JobId>,
+    baseline: SideView,
+    adaptive: SideView,
+    comparison: Option<Comparison>,
 }
 
 impl Default for Session {
@@ -630,6 +644,7 @@ impl Default for Session {
             warnings: vec![],
             budget: None,
             stale_events: 0,
+            shown_before: None,
         }
     }
 }
@@ -653,6 +668,15 @@ impl Session {
                 SideStatus::Running | SideStatus::Waiting
             );
         let baseline_done = self.baseline.status == SideStatus::Done;
+        if self.results().is_some() && self.comparison.is_some() {
+            self.shown_before = Some(Box::new(Shown {
+                spec: self.spec.clone(),
+                baseline_job: self.baseline_job,
+                baseline: self.baseline.clone(),
+                adaptive: self.adaptive.clone(),
+                comparison: self.comparison.clone(),
+            }));
+        }
         if same_baseline && baseline_running {
             // Keep following the older job's baseline.
         } else {
@@ -713,6 +737,7 @@ impl Session {
                 self.phase = Phase::Running;
             }
             Event::Started { side, budget, .. } => {
+                self.shown_before = None;
                 if side == Side::Baseline {
                     self.baseline_job = Some(job);
                 }
@@ -758,6 +783,7 @@ impl Session {
                 if !superseded {
                     self.phase = Phase::Cancelled;
                     self.end_unfinished(SideStatus::Cancelled);
+                    self.restore_shown();
                 }
             }
             Event::Failed { message, .. } => {
@@ -765,6 +791,7 @@ impl Session {
                 self.download = None;
                 self.error = Some(message);
                 self.end_unfinished(SideStatus::Failed);
+                self.restore_shown();
             }
         }
     }
@@ -810,6 +837,7 @@ impl Session {
     /// A side's result. A cache hit for the current job replaces the older job's baseline
     /// view only when that one is not already complete.
     fn finished(&mut self, job: JobId, result: Arc<SideResult>, from_cache: bool) {
+        self.shown_before = None;
         let side = result.side;
         let current = self.job;
         if side == Side::Baseline
@@ -841,6 +869,30 @@ impl Session {
         if side == Side::Baseline {
             self.baseline_job = Some(job);
         }
+    }
+
+    /// Put back the comparison that was on screen before a job that failed without
+    /// producing a side.
+    fn restore_shown(&mut self) {
+        let Some(shown) = self.shown_before.take() else {
+            return;
+        };
+        let Shown {
+            spec,
+            baseline_job,
+            mut baseline,
+            mut adaptive,
+            comparison,
+        } = *shown;
+        // New versions, so that the panel uploads the images again.
+        baseline.image_version = self.baseline.image_version + 1;
+        adaptive.image_version = self.adaptive.image_version + 1;
+        self.spec = spec;
+        self.baseline_job = baseline_job;
+        self.baseline = baseline;
+        self.adaptive = adaptive;
+        self.comparison = comparison;
+        self.comparison_version += 1;
     }
 
     /// Mark the sides still running or waiting as ended with `status`.
