@@ -1,5 +1,5 @@
-//! The desktop app (eframe): baseline and adaptive side by side, live per-step curves,
-//! sliders, export.
+//! The desktop app (eframe): two methods side by side (the full-step baseline and an
+//! accelerated method unless others are chosen), live per-step curves, sliders, export.
 //!
 //! * [`worker`] — the background thread that owns the model and the device: the run queue
 //!   and its policy, the baseline cache.
@@ -7,6 +7,9 @@
 //! * [`state`] — persisted [`Settings`] (which build the [`crate::job::Job`]) and the live
 //!   [`Session`] built from worker events.
 //! * [`wording`] — the app's names for settings in error messages.
+//! * [`method_params`] — one side's method settings (each side has its own).
+//! * [`names`] — what each side is called: by its method, in every label and file name.
+//! * [`dialogs`] — file choosers, and what the app says when the desktop has none.
 //! * `panels` — the egui panels (controls, results, plots, status bars).
 //! * [`export`] / [`compose`] — PNG export with text chunks, the comparison picture.
 //! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
