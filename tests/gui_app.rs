@@ -966,6 +966,11 @@ fn gui_generate_during_a_run_does_not_restart_it() {
     assert_eq!(app(&h).session.job, Some(1));
     assert_eq!(app(&h).worker_stats().jobs, 1);
     assert!(app(&h).session.is_busy());
+    // Another view is not another job.
+    app_mut(&mut h).settings.view = adaptive_diffusion::app::ViewMode::Wipe;
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Settings changed").is_none());
+    assert!(app(&h).is_running_current_settings());
     // Another seed: Generate restarts with it.
     app_mut(&mut h).settings.seed += 1;
     h.run_steps(2);

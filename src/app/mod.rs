@@ -86,8 +86,6 @@ pub struct GuiApp {
     picked_rx: Receiver<Picked>,
     dialog_open: bool,
     file_chooser: FileChooser,
-    /// The settings of the job last submitted.
-    running_settings: Option<Settings>,
     /// The settings a Generate refused (the error clears once they change).
     settings_error: Option<Settings>,
     /// Why the last file chooser showed nothing, beside the control that opened it.
@@ -137,7 +135,6 @@ impl GuiApp {
             picked_rx,
             dialog_open: false,
             file_chooser: dialogs::system_chooser,
-            running_settings: None,
             settings_error: None,
             dialog_note: None,
             builtins,
@@ -207,7 +204,6 @@ impl GuiApp {
             Ok(spec) => {
                 let job = self.worker.submit(spec.clone());
                 self.session.start_job(job, spec);
-                self.running_settings = Some(self.settings.clone());
                 self.settings_error = None;
             }
             Err(e) => {
@@ -217,9 +213,14 @@ impl GuiApp {
         }
     }
 
-    /// Whether the job in flight was started with the current settings.
+    /// Whether the job in flight is the job the current settings describe (a change of
+    /// view, gain or export folder does not count).
     pub fn is_running_current_settings(&self) -> bool {
-        self.session.is_busy() && self.running_settings.as_ref() == Some(&self.settings)
+        self.session.is_busy()
+            && self
+                .settings
+                .job(self.settings.steps)
+                .is_ok_and(|job| self.session.spec.as_ref() == Some(&job))
     }
 
     /// Cancel the running job (Cancel / Esc); honoured at the next step boundary.
