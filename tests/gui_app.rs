@@ -763,6 +763,9 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     let path = app(&h).last_export.clone().unwrap().result.unwrap();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.ends_with("-left-deepcache.png"), "{name}");
+    let chunks = export::read_text_chunks(&path).unwrap();
+    let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Mode: deepcache"), "{params}");
 
     // The slider under "Left side" is the left side's (DeepCache's interval): it re-runs the
     // left side with it and leaves the right side's settings alone.

@@ -113,20 +113,29 @@ impl ExportData {
             out.push_str(&format!("\nNegative prompt: {}", s.negative));
         }
         let mut fields = vec![
-            format!("Steps: {}", s.steps),
+            // An image alone: the steps its own side ran to (fewer steps: its own count).
+            format!(
+                "Steps: {}",
+                side.map_or(s.steps, |side| self.side(side).trace.budget)
+            ),
             format!("Sampler: {}", sampler_name(s.scheduler)),
             format!("CFG scale: {}", s.guidance),
             format!("Seed: {}", s.seed),
             format!("Size: {}x{}", img.width(), img.height()),
             format!("Model: {}", sanitize(&self.model)),
         ];
+        // The method settings of the side described (the right side's for the comparison).
+        let method = match side {
+            Some(Side::Baseline) => &s.reference,
+            _ => &s.method,
+        };
+        if let Some(delta) = method.delta() {
+            fields.push(format!("Adaptive delta: {delta}"));
+        }
+        if let Some(max_skips) = method.max_skips() {
+            fields.push(format!("C_max: {max_skips}"));
+        }
         if side != Some(Side::Baseline) {
-            if let Some(delta) = s.method.delta() {
-                fields.push(format!("Adaptive delta: {delta}"));
-            }
-            if let Some(max_skips) = s.method.max_skips() {
-                fields.push(format!("C_max: {max_skips}"));
-            }
             if let Some(es) = &s.early_stop {
                 fields.push(format!("Early stop tau: {}", es.tau));
             }
@@ -155,7 +164,8 @@ impl ExportData {
             }
             Some(side) => {
                 let r = self.side(side);
-                fields.push(format!("Mode: {}", side.name()));
+                // The side's method (`baseline`, `deepcache`, …), not its position.
+                fields.push(format!("Mode: {}", r.trace.method.name()));
                 fields.push(format!("Predictor calls: {}", r.trace.unet_calls));
             }
         }
