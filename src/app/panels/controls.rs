@@ -566,7 +566,8 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         "Re-run when a method or its settings change",
     )
     .on_hover_text("A side whose settings did not change comes from the cache");
-    ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)");
+    ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)")
+        .on_hover_text("On the right side");
     complexity(app, ui);
     let s = &mut app.settings;
     if s.early_stop {
@@ -644,7 +645,7 @@ fn method_controls(
 fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
     let s = &mut app.settings;
     ui.checkbox(&mut s.complexity_budget, "Adaptive step budget from prompt complexity")
-        .on_hover_text("The baseline keeps Steps; the adaptive side gets a budget chosen from the prompt's complexity score");
+        .on_hover_text("The left side keeps Steps; the right side gets a budget chosen from the prompt's complexity score");
     if !s.complexity_budget {
         return;
     }
@@ -671,7 +672,7 @@ fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
         let c = &b.complexity;
         ui.label(
             RichText::new(format!(
-                "Complexity {:.2}: level {} of {}, adaptive budget {} of {} steps",
+                "Complexity {:.2}: level {} of {}, right-side budget {} of {} steps",
                 c.score, b.budget.level, b.budget.levels, b.budget.steps, b.budget.baseline_steps
             ))
             .strong(),
