@@ -4,8 +4,10 @@
 #![cfg(feature = "gui")]
 
 use adaptive_diffusion::app::{
-    ExportKind, GuiApp, LoraEntry, ModelChoice, Phase, Settings, SideStatus, egui, export,
+    ExportKind, GuiApp, LoraEntry, MethodParams, ModelChoice, Phase, Settings, SideStatus, egui,
+    export,
 };
+use adaptive_diffusion::sampler::{Method, MethodKind};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -33,15 +35,18 @@ fn settings(export_dir: &Path) -> Settings {
 /// A harness whose app is created on the first frame, with the harness's context (the
 /// worker repaints it).
 fn harness(settings: Settings) -> Harness<'static, App> {
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1600.0, 1500.0))
-        .build_ui_state(
-            move |ui, app: &mut App| {
-                app.get_or_insert_with(|| GuiApp::new(ui.ctx(), settings.clone()))
-                    .ui(ui);
-            },
-            None,
-        );
+    harness_sized(settings, egui::vec2(1600.0, 1500.0))
+}
+
+/// [`harness`] with a window of `size`.
+fn harness_sized(settings: Settings, size: egui::Vec2) -> Harness<'static, App> {
+    let mut h = Harness::builder().with_size(size).build_ui_state(
+        move |ui, app: &mut App| {
+            app.get_or_insert_with(|| GuiApp::new(ui.ctx(), settings.clone()))
+                .ui(ui);
+        },
+        None,
+    );
     h.step();
     h
 }
@@ -71,6 +76,19 @@ fn wait_for(h: &mut Harness<'_, App>, what: &str, cond: impl Fn(&GuiApp) -> bool
                 a.worker_stats()
             );
         }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Step frames until a node's label contains `text` (panics after ten seconds).
+fn wait_for_label(h: &mut Harness<'_, App>, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        h.step();
+        if h.query_all_by_label_contains(text).next().is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for “{text}”");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -125,8 +143,8 @@ fn gui_generate_runs_both_sides_on_the_tiny_model() {
     assert!(s.model.as_ref().unwrap().origin.contains("tiny-sd"));
 
     // The numbers are on screen.
-    h.get_by_label_contains("Adaptive vs baseline:");
-    h.get_by_label_contains("Speedup:");
+    h.get_by_label_contains("Adaptive vs Baseline:");
+    h.get_by_label_contains("Against Baseline:");
     h.run();
 }
 
@@ -294,9 +312,17 @@ fn gui_delta_change_during_the_baseline_lets_the_baseline_finish() {
     );
     assert_eq!(a.session.job, Some(2));
     assert_eq!(a.session.baseline.steps.len(), 40);
+    // The baseline ran on screen a moment ago: not labelled as reused (issue 30, 12).
+    assert!(!a.session.baseline.from_cache);
     assert_eq!(
         a.session.results().unwrap().1.trace.method.delta(),
         Some(0.05)
+    );
+    h.step();
+    assert!(
+        h.query_all_by_label_contains("reused from")
+            .next()
+            .is_none()
     );
     h.run();
 }
@@ -468,6 +494,11 @@ fn gui_loads_a_single_file_checkpoint_with_a_listed_lora() {
     h.get_by_label("Generate").click();
     wait_for(&mut h, "the failure", |a| a.session.phase == Phase::Failed);
     h.get_by_label_contains("made for SD 1.x / 2.x");
+    // Issue 30, defect 7: the comparison on screen before the failed load stays.
+    let a = app(&h);
+    assert!(a.session.results().is_some(), "the previous results stay");
+    assert!(a.export_data().is_some(), "and can still be exported");
+    h.get_by_label_contains("Adaptive vs Baseline:");
     h.run();
 }
 
@@ -580,7 +611,7 @@ fn gui_the_left_side_can_run_another_method() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     s.prompt = "a red circle".into();
-    s.steps_n = 6;
+    s.left.steps_n = 6;
     let mut h = harness(s);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
     wait_for(&mut h, "the first comparison", done);
@@ -598,4 +629,542 @@ fn gui_the_left_side_can_run_another_method() {
     assert_eq!(left.trace.unet_calls, 6);
     assert_eq!(right.trace.method.name(), "adaptive");
     h.get_by_label_contains("Fewer steps: 6 steps");
+}
+
+/// Issue 30, defect 1: the side panel kept its width at scale 1.0 but crept wider on every
+/// redraw at 1.15 (450 → 1 490 px). At every scale it must keep its width through many
+/// frames, pointer moves over it and the results, and a finished run.
+#[test]
+fn gui_side_panel_keeps_its_width_at_every_ui_scale() {
+    for scale in [1.0f32, 1.15, 1.5, 2.0] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = harness_sized(
+            Settings {
+                prompt: "a red circle".into(),
+                ui_scale: scale,
+                ..settings(dir.path())
+            },
+            egui::vec2(1600.0, 1000.0),
+        );
+        h.run_steps(3);
+        let width = app(&h).controls_width;
+        assert!(width > 250.0, "scale {scale}: panel drawn ({width})");
+        let move_pointer = |h: &mut Harness<'_, App>, i: usize| {
+            let x = 20.0 + (i * 37 % 1500) as f32;
+            let y = 20.0 + (i * 53 % 900) as f32;
+            h.input_mut()
+                .events
+                .push(egui::Event::PointerMoved(egui::pos2(x, y)));
+            h.step();
+        };
+        for i in 0..60 {
+            move_pointer(&mut h, i);
+        }
+        assert_eq!(app(&h).controls_width, width, "scale {scale}: idle frames");
+        h.get_by_label("Generate").click();
+        wait_for(&mut h, "both sides", done);
+        for i in 0..60 {
+            move_pointer(&mut h, i + 60);
+        }
+        assert_eq!(
+            app(&h).controls_width,
+            width,
+            "scale {scale}: after a finished run"
+        );
+    }
+}
+
+/// Issue 30, defect 4: a slower right side reads "1.29× slower loop", never "0.78× faster";
+/// equal call counts read "as many predictor calls", never "1.00× fewer".
+#[test]
+fn gui_speed_wording_reads_right_when_the_method_is_slower() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        ..settings(dir.path())
+    });
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    // The issue's numbers: T-GATE at 1 331 ms against a 1 033 ms baseline, same calls.
+    {
+        let s = &mut app_mut(&mut h).session;
+        let (mut left, mut right) = (
+            (*s.baseline.result.clone().unwrap()).clone(),
+            (*s.adaptive.result.clone().unwrap()).clone(),
+        );
+        left.trace.elapsed_ms = 1033.0;
+        right.trace.elapsed_ms = 1331.0;
+        // The left side reused from a run two minutes before the right side's.
+        right.computed_at = left.computed_at + Duration::from_secs(120);
+        right.trace.unet_calls = left.trace.unet_calls;
+        s.baseline.result = Some(std::sync::Arc::new(left));
+        s.adaptive.result = Some(std::sync::Arc::new(right));
+    }
+    h.run_steps(2);
+    h.get_by_label_contains("Adaptive vs Baseline: as many predictor calls · 1.29× slower loop");
+    h.get_by_label_contains("Against Baseline: as many predictor calls · 1.29× slower loop");
+    assert!(h.query_by_label_contains("faster loop").is_none());
+    h.get_by_label_contains("Timed 2 min apart (the left side was reused from an earlier run)");
+    assert!(h.query_by_label_contains("1.00×").is_none());
+    assert!(h.query_by_label_contains("0.78×").is_none());
+}
+
+/// Issue 30, defect 5: with DeepCache on the left and fewer steps on the right, every
+/// title, legend, key number and export button names the side by its method, an exported
+/// image's file name too, and the left side's own settings drive the left side only.
+#[test]
+fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.prompt = "a red circle".into();
+    s.left_method = MethodKind::DeepCache;
+    s.method = MethodKind::Steps;
+    s.steps_n = 6;
+    let mut h = harness(s);
+    // Named before the first run, too.
+    h.get_by_label("DeepCache PNG");
+    h.get_by_label("Fewer steps PNG");
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    h.get_by_label_contains("Fewer steps vs DeepCache:");
+    h.get_by_label("Adaptive Diffusion — Fewer steps vs DeepCache");
+    h.get_by_label_contains("Against DeepCache:");
+    h.get_by_label_contains("DeepCache: interval");
+    h.get_by_label_contains("Fewer steps: 6 steps");
+    for gone in [
+        "Adaptive vs baseline",
+        "Adaptive vs Baseline",
+        "Baseline PNG",
+        "Adaptive PNG",
+    ] {
+        assert!(
+            h.query_by_label_contains(gone).is_none(),
+            "{gone} still shown"
+        );
+    }
+    // The legends, outside the plots (labels, not egui_plot's checkboxes over the data).
+    for legend in [
+        "DeepCache d_k",
+        "Fewer steps d_k",
+        "DeepCache predictor ms",
+        "Fewer steps predictor ms",
+    ] {
+        h.get_by_role_and_label(Role::Label, legend);
+        assert!(
+            h.query_by_role_and_label(Role::CheckBox, legend).is_none(),
+            "{legend} drawn over the plot"
+        );
+    }
+    // The right side ran its own 6 steps: its bar counts them, not the job's 12.
+    h.get_by_label_contains("6 / 6 steps · done");
+    // The export is named after the side's method.
+    h.get_by_label("DeepCache PNG").click();
+    wait_for(&mut h, "the export", |a| a.last_export.is_some());
+    let path = app(&h).last_export.clone().unwrap().result.unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with("-left-deepcache.png"), "{name}");
+    let chunks = export::read_text_chunks(&path).unwrap();
+    let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Mode: deepcache"), "{params}");
+
+    // The slider under "Left side" is the left side's (DeepCache's interval): it re-runs the
+    // left side with it and leaves the right side's settings alone.
+    h.get_by_role_and_label(Role::Slider, "interval")
+        .set_value_accesskit(2.0);
+    wait_for(&mut h, "the left side with interval 2", |a| {
+        done(a)
+            && a.session.results().is_some_and(|(l, _)| {
+                l.trace.method
+                    == Method::DeepCache {
+                        interval: 2,
+                        branch: 0,
+                    }
+            })
+    });
+    let a = app(&h);
+    assert_eq!(a.settings.left.deepcache_interval, 2);
+    assert_eq!(
+        a.settings.right(),
+        MethodParams {
+            steps_n: 6,
+            ..MethodParams::default()
+        }
+    );
+    assert_eq!(
+        a.session.results().unwrap().1.trace.method,
+        Method::Steps { n: 6 }
+    );
+    h.get_by_label_contains("DeepCache: interval 2");
+}
+
+/// Issue 30, defect 2: when the system file chooser cannot open, the window says so, and
+/// a typed path does the job: a LoRA, a VAE, and "Save comparison as".
+#[test]
+fn gui_file_chooser_failure_is_shown_and_paths_can_be_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        ..settings(dir.path())
+    });
+    // A desktop without a portal or zenity: the chooser returns at once with nothing.
+    app_mut(&mut h).set_file_chooser(|_| None);
+    let type_into = |h: &mut Harness<'_, App>, field: &str, text: &str| {
+        h.get_by_label(field).focus();
+        h.step();
+        h.get_by_label(field).type_text(text);
+        h.step();
+    };
+
+    h.get_by_label("Add LoRA…").click();
+    wait_for_label(&mut h, "“LoRA file” field");
+    h.get_by_label_contains("The system file chooser did not open");
+    let lora = files.join("lora-sd1-kohya.safetensors");
+    type_into(&mut h, "LoRA file", &lora.display().to_string());
+    h.get_by_label("Add").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).settings.loras.len(), 1);
+    assert_eq!(app(&h).settings.loras[0].path, lora);
+    assert!(
+        h.query_by_label_contains("did not open").is_none(),
+        "the note goes once a path is taken"
+    );
+
+    h.get_by_label("Choose…").click();
+    wait_for_label(&mut h, "“VAE file” field");
+    let vae = files.join("tiny-vae-ldm.safetensors");
+    type_into(&mut h, "VAE file", &vae.display().to_string());
+    h.get_by_label("Use").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).settings.vae, Some(vae));
+
+    // Save as: a run first (without the LoRA and VAE, made for other pipelines).
+    {
+        let a = app_mut(&mut h);
+        a.settings.loras.clear();
+        a.settings.vae = None;
+    }
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    h.get_by_label("Save comparison as…").click();
+    wait_for_label(&mut h, "“Save as” field");
+    type_into(&mut h, "Save as", "mine.png");
+    h.get_by_label("Save").click();
+    wait_for(&mut h, "the export", |a| a.last_export.is_some());
+    let out = app(&h).last_export.clone().unwrap().result.unwrap();
+    assert_eq!(out, dir.path().join("mine.png"));
+    assert!(out.is_file());
+}
+
+/// Issue 30, defect 9: "Exported …" never covers the shortcut hints, and goes after a few
+/// seconds.
+#[test]
+fn gui_export_note_leaves_the_hints_alone_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir
+        .path()
+        .join("a-rather-long-folder-name-for-exports-of-the-adaptive-diffusion-comparisons")
+        .join("and-another-long-one-below-it-to-make-the-path-wide");
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        ..settings(&long)
+    });
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    h.get_by_label("Export comparison PNG").click();
+    wait_for(&mut h, "the export", |a| a.last_export.is_some());
+    h.run_steps(2);
+    let note = h.get_by_label_contains("Exported ").rect();
+    let hints = h.get_by_label_contains("Ctrl+Enter generate").rect();
+    assert!(
+        note.max.x <= hints.min.x,
+        "the note {note:?} runs into the hints {hints:?}"
+    );
+    // Ten seconds later it is gone.
+    if let Some(e) = app_mut(&mut h).last_export.as_mut() {
+        e.at = Instant::now() - Duration::from_secs(10);
+    }
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Exported ").is_none());
+}
+
+/// Issue 30, defect 12: the "prompt is empty" error goes once a prompt is typed.
+#[test]
+fn gui_prompt_error_goes_once_a_prompt_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(dir.path()));
+    h.get_by_label("Generate").click();
+    h.run_steps(2);
+    h.get_by_label_contains("the prompt is empty");
+    type_prompt(&mut h, "a red circle");
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("the prompt is empty").is_none());
+}
+
+/// Issue 30, defect 12: a long prompt scrolls in its box instead of pushing every control
+/// down.
+#[test]
+fn gui_long_prompt_does_not_push_the_controls_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        ..settings(dir.path())
+    });
+    h.run_steps(2);
+    let short = h.get_by_label("Generate").rect().min.y;
+    app_mut(&mut h).settings.prompt = "a red circle on a gray background, ".repeat(60);
+    h.run_steps(3);
+    let long = h.get_by_label("Generate").rect().min.y;
+    assert!(long - short < 60.0, "Generate moved from {short} to {long}");
+}
+
+/// Issue 30, defect 12: a local checkpoint's path survives picking another model and back.
+#[test]
+fn gui_local_checkpoint_path_survives_switching_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/single-file/tiny-sd1.safetensors");
+    let mut h = harness(Settings {
+        model: ModelChoice::LocalFile(file.clone()),
+        ..settings(dir.path())
+    });
+    h.run_steps(2);
+    app_mut(&mut h).settings.model = ModelChoice::Local(tiny());
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::ComboBox, "Model").click();
+    h.run_steps(3);
+    h.get_by_label("Local file… (single-file checkpoint)")
+        .click();
+    h.run_steps(3);
+    assert_eq!(app(&h).settings.model, ModelChoice::LocalFile(file));
+}
+
+/// Issue 30, defect 12: δ = 0.5 typed in is kept (any δ ≥ 0 is valid), not clamped to 0.2.
+#[test]
+fn gui_delta_above_the_slider_range_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(dir.path()));
+    h.get_by_role_and_label(Role::Slider, "δ threshold")
+        .set_value_accesskit(0.5);
+    h.run_steps(3);
+    assert_eq!(app(&h).settings.delta, 0.5);
+}
+
+/// Issue 30, defect 12: Generate during a run with the same settings does not restart it
+/// (the button is greyed out); changed settings restart.
+#[test]
+fn gui_generate_during_a_run_does_not_restart_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(slow(dir.path()));
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the first steps", |a| {
+        a.session.baseline.steps.len() >= 2
+    });
+    for _ in 0..5 {
+        h.get_by_label("Generate").click();
+        h.step();
+    }
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    h.step();
+    assert_eq!(app(&h).session.job, Some(1));
+    assert_eq!(app(&h).worker_stats().jobs, 1);
+    assert!(app(&h).session.is_busy());
+    // Another view is not another job.
+    app_mut(&mut h).settings.view = adaptive_diffusion::app::ViewMode::Wipe;
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Settings changed").is_none());
+    assert!(app(&h).is_running_current_settings());
+    // Another seed: Generate restarts with it.
+    app_mut(&mut h).settings.seed += 1;
+    h.run_steps(2);
+    h.get_by_label_contains("Settings changed");
+    h.get_by_label("Generate").click();
+    h.step();
+    assert_eq!(app(&h).session.job, Some(2));
+    app_mut(&mut h).cancel();
+    wait_for(&mut h, "the cancel", |a| !a.session.is_busy());
+}
+
+/// Issue 30, defect 12: before the first run the bars say so, not "0 / 0 steps · idle".
+#[test]
+fn gui_bars_before_the_first_run_say_not_run_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(dir.path()));
+    h.run_steps(2);
+    assert_eq!(h.get_all_by_label("not run yet").count(), 2);
+    assert!(h.query_by_label_contains("0 / 0 steps").is_none());
+}
+
+/// Issue 30, defect 8: in a narrow centre, long titles stay on one line (cut with "…"), so
+/// both sides' images and bars start at the same height.
+#[test]
+fn gui_side_by_side_stays_aligned_when_the_centre_narrows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness_sized(
+        Settings {
+            left_method: MethodKind::TGate,
+            method: MethodKind::AdaptiveForecast,
+            ..settings(dir.path())
+        },
+        egui::vec2(900.0, 900.0),
+    );
+    h.run_steps(3);
+    let bars: Vec<egui::Rect> = h
+        .get_all_by_label("not run yet")
+        .map(|n| n.rect())
+        .collect();
+    assert_eq!(bars.len(), 2);
+    assert_eq!(bars[0].min.y, bars[1].min.y, "{bars:?}");
+}
+
+/// Issue 30, defect 11: dragging on the wipe image moves the divider, each side is
+/// labelled; the difference view has a caption and a colour scale.
+#[test]
+fn gui_wipe_follows_the_pointer_and_difference_has_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        view: adaptive_diffusion::app::ViewMode::Wipe,
+        ..settings(dir.path())
+    });
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    h.run_steps(2);
+    h.get_by_label_contains("left: Baseline | right: Adaptive");
+    let r = h.get_by_label("Wipe image").rect();
+    let at = egui::pos2(r.left() + 0.25 * r.width(), r.center().y);
+    let to = egui::pos2(r.left() + 0.8 * r.width(), r.center().y);
+    for ev in [
+        egui::Event::PointerMoved(at),
+        egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed: true,
+            modifiers: egui::Modifiers::NONE,
+        },
+    ] {
+        h.input_mut().events.push(ev);
+    }
+    h.step();
+    h.input_mut().events.push(egui::Event::PointerMoved(to));
+    h.step();
+    h.input_mut().events.push(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    let w = app(&h).wipe;
+    assert!((w - 0.8).abs() < 0.02, "divider at {w}");
+
+    app_mut(&mut h).settings.view = adaptive_diffusion::app::ViewMode::Difference;
+    h.run_steps(3);
+    h.get_by_label_contains("Difference: |Adaptive − Baseline| × 4.0; black = same");
+}
+
+/// Issue 30, defect 7: a LoRA left ticked on the built-in model is refused in words before
+/// anything loads, and the results on screen stay.
+#[test]
+fn gui_lora_on_the_builtin_model_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut h = harness(Settings {
+        prompt: "a red circle".into(),
+        ..settings(dir.path())
+    });
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    {
+        let a = app_mut(&mut h);
+        a.settings.model = ModelChoice::Builtin(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes"),
+        );
+        a.settings.loras.push(LoraEntry {
+            path: files.join("lora-sd1-kohya.safetensors"),
+            scale: 1.0,
+            enabled: true,
+        });
+    }
+    h.get_by_label("Generate").click();
+    h.run_steps(2);
+    h.get_by_label_contains("lora-sd1-kohya.safetensors does not fit the built-in model");
+    assert!(app(&h).session.results().is_some(), "the last results stay");
+    assert_eq!(
+        app(&h).worker_stats().jobs,
+        1,
+        "nothing was sent to the worker"
+    );
+}
+
+/// Issue 30, defect 6: a change to the left side re-runs the left side only; the right
+/// side comes from the cache and says how old it is.
+#[test]
+fn gui_changing_the_left_side_does_not_rerun_the_right_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.prompt = "a red circle".into();
+    s.left.steps_n = 6;
+    let mut h = harness(s);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the first comparison", done);
+    let right = app(&h).session.results().unwrap().1;
+    h.get_by_label("Left side").click();
+    h.run_steps(3);
+    h.get_by_label("Fewer steps (control)").click();
+    wait_for(&mut h, "the left side's 6-step run", |a| {
+        done(a)
+            && a.session
+                .results()
+                .is_some_and(|(l, _)| l.trace.method.own_steps() == Some(6))
+    });
+    let a = app(&h);
+    let st = a.worker_stats();
+    assert_eq!(
+        (st.baseline_runs, st.adaptive_runs, st.method_cache_hits),
+        (2, 1, 1),
+        "{st:?}"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &a.session.results().unwrap().1,
+        &right
+    ));
+    h.get_by_label_contains("done · reused from a run");
+}
+
+/// Issue 30, defects 1 and 2: with a checkpoint path, two LoRAs and long file names, every
+/// control of the side panel lies inside it (nothing clipped at its edge).
+#[test]
+fn gui_side_panel_rows_fit_inside_the_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/single-file");
+    let mut s = settings(dir.path());
+    s.model = ModelChoice::LocalFile(files.join("tiny-sd1.safetensors"));
+    s.loras = ["lora-sd1-kohya.safetensors", "lora-sd1-peft.safetensors"]
+        .map(|f| LoraEntry {
+            path: files.join(f),
+            scale: 0.8,
+            enabled: true,
+        })
+        .to_vec();
+    let mut h = harness_sized(s, egui::vec2(1600.0, 1000.0));
+    h.run_steps(4);
+    let right = app(&h).controls_width;
+    for label in ["Add", "Use", "Save", "Browse…", "Choose…"] {
+        for node in h.get_all_by_label(label) {
+            let r = node.rect();
+            assert!(
+                r.max.x <= right + 0.5,
+                "{label} at {r:?} runs past the panel ({right})"
+            );
+        }
+    }
+    assert_eq!(h.get_all_by_label("Remove").count(), 2);
+    for node in h.get_all_by_label("Remove") {
+        assert!(
+            node.rect().max.x <= right + 0.5,
+            "Remove at {:?}",
+            node.rect()
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! numbers and the per-step curves. Text is rendered with `ab_glyph` and egui's bundled
 //! fonts, so the composite looks the same on every machine and needs no GPU.
 
+use super::names::SideNames;
 use super::protocol::SideResult;
 use crate::job::Job;
 use crate::sampler::{Decision, StepRecord};
@@ -349,7 +350,7 @@ fn draw_plot(img: &mut RgbImage, fonts: &Fonts, rect: (i32, i32, i32, i32), p: &
     while v <= x_max + 1e-9 {
         let xx = sx(v);
         segment(img, (xx, py0 as f32), (xx, (py0 + ph) as f32), 0.3, GRID);
-        let label = format!("{v:.0}");
+        let label = format!("{v:.0} %");
         let tw = fonts.width(&label, 13.0);
         fonts.draw(
             img,
@@ -402,11 +403,19 @@ fn draw_plot(img: &mut RgbImage, fonts: &Fonts, rect: (i32, i32, i32, i32), p: &
     }
 }
 
-/// The curves of a run: d_k per step.
-fn d_points(steps: &[StepRecord]) -> Vec<(f64, f64, Option<[u8; 3]>)> {
-    steps
+/// Where step `index` of a run of `n` steps sits in the schedule, in percent: the
+/// composite's x axis, so that runs of different step counts line up.
+fn schedule_percent(index: f64, n: usize) -> f64 {
+    100.0 * (index + 1.0) / n.max(1) as f64
+}
+
+/// The curves of a run: d_k per step, at its position in the schedule.
+fn d_points(r: &SideResult) -> Vec<(f64, f64, Option<[u8; 3]>)> {
+    let n = r.trace.budget;
+    r.trace
+        .steps
         .iter()
-        .filter_map(|r| r.d.map(|d| (r.index as f64, d, None)))
+        .filter_map(|s| s.d.map(|d| (schedule_percent(s.index as f64, n), d, None)))
         .collect()
 }
 
@@ -495,6 +504,50 @@ fn fit(img: &RgbImage, target: u32) -> RgbImage {
     image::imageops::resize(img, nw, nh, filter)
 }
 
+/// How `reference / value` reads in words: `1.29× faster` when the ratio is above 1,
+/// `1.29× slower` (the inverse) when below, and `same` within half a percent, so that a
+/// slower method never reads as "0.78× faster".
+pub fn ratio_words(ratio: f64, better: &str, worse: &str, same: &str) -> String {
+    if !ratio.is_finite() || ratio <= 0.0 {
+        return same.to_string();
+    }
+    if ratio >= 1.005 {
+        format!("{ratio:.2}× {better}")
+    } else if ratio <= 1.0 / 1.005 {
+        format!("{:.2}× {worse}", 1.0 / ratio)
+    } else {
+        same.to_string()
+    }
+}
+
+/// The right side's calls and loop time against the left side's, in words
+/// (`2.00× fewer predictor calls · 1.29× slower loop`).
+pub fn speed_words(base: &SideResult, adapt: &SideResult) -> String {
+    let nfe = base.trace.unet_calls as f64 / adapt.trace.unet_calls.max(1) as f64;
+    let wall = base.trace.elapsed_ms / adapt.trace.elapsed_ms.max(1e-9);
+    let mut s = format!(
+        "{} · {}",
+        ratio_words(
+            nfe,
+            "fewer predictor calls",
+            "more predictor calls",
+            "as many predictor calls"
+        ),
+        ratio_words(wall, "faster loop", "slower loop", "same loop time")
+    );
+    // Partial calls (DeepCache, T-GATE) save work without saving calls: say how much.
+    if let (Some(b), Some(a)) = (base.trace.unet_macs, adapt.trace.unet_macs)
+        && a > 0
+    {
+        let work = b as f64 / a as f64;
+        if (work - nfe).abs() > 0.005 {
+            s.push_str(" · ");
+            s.push_str(&ratio_words(work, "less work", "more work", "as much work"));
+        }
+    }
+    s
+}
+
 /// One line of key numbers.
 pub fn key_numbers(
     base: &SideResult,
@@ -502,18 +555,7 @@ pub fn key_numbers(
     psnr: Option<f64>,
     ssim: Option<f64>,
 ) -> String {
-    let nfe = base.trace.unet_calls as f64 / adapt.trace.unet_calls.max(1) as f64;
-    let wall = base.trace.elapsed_ms / adapt.trace.elapsed_ms.max(1e-9);
-    let mut s = format!("{nfe:.2}× fewer predictor calls · {wall:.2}× faster loop");
-    // Partial calls (DeepCache, T-GATE) save work without saving calls: say how much.
-    if let (Some(b), Some(a)) = (base.trace.unet_macs, adapt.trace.unet_macs)
-        && a > 0
-    {
-        let work = b as f64 / a as f64;
-        if (work - nfe).abs() > 0.005 {
-            s.push_str(&format!(" · {work:.2}× less work"));
-        }
-    }
+    let mut s = speed_words(base, adapt);
     if let Some(p) = psnr {
         if p.is_finite() {
             s.push_str(&format!(" · PSNR {p:.2} dB"));
@@ -533,7 +575,7 @@ pub fn composite(input: &CompositeInput<'_>) -> Result<RgbImage> {
     let layout = Layout::of(input.baseline);
     let mut img = RgbImage::from_pixel(layout.width, layout.height, Rgb(BG));
     draw_header(&mut img, &fonts, &layout, input);
-    draw_sides(&mut img, &fonts, &layout, input.baseline, input.adaptive);
+    draw_sides(&mut img, &fonts, &layout, input);
     fonts.draw(
         &mut img,
         Layout::MARGIN as f32,
@@ -619,13 +661,14 @@ impl Layout {
 fn draw_header(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
     let spec = input.spec;
     let mx = Layout::MARGIN as f32;
+    let names = SideNames::new(&spec.reference, &spec.method);
     fonts.draw(
         img,
         mx,
         14.0,
         28.0,
         TEXT,
-        "Adaptive Diffusion: baseline vs adaptive",
+        &format!("Adaptive Diffusion: {}", names.versus()),
     );
     let tw = layout.inner_width() as f32;
     fonts.draw_clipped(
@@ -661,19 +704,23 @@ fn draw_header(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &Compo
 }
 
 /// Each side's column: its title, its counts and times, and its image centred on a panel.
-fn draw_sides(
-    img: &mut RgbImage,
-    fonts: &Fonts,
-    layout: &Layout,
-    baseline: &SideResult,
-    adaptive: &SideResult,
-) {
+fn draw_sides(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
     let (side, header_h, y_img) = (layout.side, Layout::HEADER_H, layout.y_images());
+    let spec = input.spec;
+    let names = SideNames::new(&spec.reference, &spec.method);
+    let title = |name: &str, method: &crate::sampler::Method| match method_settings(method) {
+        m if m.is_empty() => format!("{name} (every step)"),
+        m => format!("{name}: {m}"),
+    };
     for (i, (r, title, color)) in [
-        (baseline, "Baseline (every step)", palette::BASELINE),
         (
-            adaptive,
-            "Adaptive (third-order skipping)",
+            input.baseline,
+            title(&names.left, &spec.reference),
+            palette::BASELINE,
+        ),
+        (
+            input.adaptive,
+            title(&names.right, &spec.method),
             palette::ADAPTIVE,
         ),
     ]
@@ -681,7 +728,7 @@ fn draw_sides(
     .enumerate()
     {
         let x0 = Layout::MARGIN + i as u32 * (side + Layout::MARGIN);
-        fonts.draw(img, x0 as f32, header_h as f32, 20.0, color, title);
+        fonts.draw(img, x0 as f32, header_h as f32, 20.0, color, &title);
         let stats = format!(
             "{} / {} predictor calls · {} steps run · {:.0} ms loop + {:.0} ms decode",
             r.trace.unet_calls, r.trace.budget, r.trace.steps_run, r.trace.elapsed_ms, r.decode_ms
@@ -712,11 +759,13 @@ fn draw_sides(
 /// The three plots, one under the other below the key numbers.
 fn draw_plots(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &CompositeInput<'_>) {
     let (b, a) = (input.baseline, input.adaptive);
-    let x_max = (input.spec.steps.max(2) - 1) as f64;
+    // x: the position in the schedule, 0–100 %.
+    let x_max = 100.0;
+    let names = SideNames::new(&input.spec.reference, &input.spec.method);
     let specs = [
-        latent_change_plot(b, a, x_max),
+        latent_change_plot(&names, b, a, x_max),
         third_order_plot(a, x_max),
-        predictor_time_plot(b, a, x_max),
+        predictor_time_plot(&names, b, a, x_max),
     ];
     let (pw, ph) = (layout.inner_width() as i32, Layout::PLOT_H as i32);
     let mut py = layout.y_plots() as i32;
@@ -729,19 +778,20 @@ fn draw_plots(img: &mut RgbImage, fonts: &Fonts, layout: &Layout, input: &Compos
 /// The baseline's and the adaptive side's curves of one quantity (the baseline wider, so
 /// that the adaptive curve drawn over it shows where they agree).
 fn side_curves(
+    names: &SideNames,
     baseline: Vec<(f64, f64, Option<[u8; 3]>)>,
     adaptive: Vec<(f64, f64, Option<[u8; 3]>)>,
 ) -> [Series; 2] {
     [
         Series {
-            name: "baseline".into(),
+            name: names.left.clone(),
             color: palette::BASELINE,
             width: 2.2,
             style: Style::Line,
             points: baseline,
         },
         Series {
-            name: "adaptive".into(),
+            name: names.right.clone(),
             color: palette::ADAPTIVE,
             width: 1.1,
             style: Style::Line,
@@ -751,12 +801,17 @@ fn side_curves(
 }
 
 /// d_k of both sides.
-fn latent_change_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'static> {
+fn latent_change_plot(
+    names: &SideNames,
+    b: &SideResult,
+    a: &SideResult,
+    x_max: f64,
+) -> PlotSpec<'static> {
     PlotSpec {
         title: "Latent change d_k = mean |x_k − x_(k−1)| (log scale)",
         log_y: true,
         x_max,
-        series: side_curves(d_points(&b.trace.steps), d_points(&a.trace.steps)).into(),
+        series: side_curves(names, d_points(b), d_points(a)).into(),
         legend_extra: vec![],
     }
 }
@@ -764,7 +819,11 @@ fn latent_change_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'s
 /// The adaptive side's third-order test values against the threshold, each marked with
 /// the decision it made.
 fn third_order_plot(a: &SideResult, x_max: f64) -> PlotSpec<'static> {
-    let tests = test_points(&a.trace.steps);
+    let n = a.trace.budget;
+    let tests: Vec<_> = test_points(&a.trace.steps)
+        .into_iter()
+        .map(|t| (schedule_percent(t.0, n), t.1, t.2, t.3))
+        .collect();
     PlotSpec {
         title: "Third-order test at the step it decides: skip when value ≤ δ·d_(k−1)",
         log_y: true,
@@ -804,15 +863,22 @@ fn third_order_plot(a: &SideResult, x_max: f64) -> PlotSpec<'static> {
 }
 
 /// Noise-predictor time per step of both sides, the adaptive side's marked by decision.
-fn predictor_time_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'static> {
+fn predictor_time_plot(
+    names: &SideNames,
+    b: &SideResult,
+    a: &SideResult,
+    x_max: f64,
+) -> PlotSpec<'static> {
     let ms = |r: &SideResult| -> Vec<_> {
+        let n = r.trace.budget;
         r.trace
             .steps
             .iter()
-            .map(|r| (r.index as f64, r.predictor_ms, None))
+            .map(|s| (schedule_percent(s.index as f64, n), s.predictor_ms, None))
             .collect()
     };
-    let [baseline, adaptive] = side_curves(ms(b), ms(a));
+    let n = a.trace.budget;
+    let [baseline, adaptive] = side_curves(names, ms(b), ms(a));
     let decisions = Series {
         name: String::new(),
         color: palette::ADAPTIVE,
@@ -824,7 +890,7 @@ fn predictor_time_plot(b: &SideResult, a: &SideResult, x_max: f64) -> PlotSpec<'
             .iter()
             .map(|r| {
                 (
-                    r.index as f64,
+                    schedule_percent(r.index as f64, n),
                     r.predictor_ms,
                     Some(decision_color(r.decision)),
                 )
@@ -849,8 +915,23 @@ fn draw_footer(img: &mut RgbImage, fonts: &Fonts, layout: &Layout) {
         13.0,
         DIM,
         &format!(
-            "adiff {} · x axis: step · settings and both traces are stored in this PNG's text chunks (parameters, adiff_trace)",
+            "adiff {} · x axis: % of the schedule · settings and both traces are stored in this PNG's text chunks (parameters, adiff_trace)",
             env!("CARGO_PKG_VERSION")
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ratio_words;
+
+    #[test]
+    fn ratios_read_as_faster_slower_or_same() {
+        let w = |r| ratio_words(r, "faster loop", "slower loop", "same loop time");
+        assert_eq!(w(2.0), "2.00× faster loop");
+        assert_eq!(w(1033.0 / 1331.0), "1.29× slower loop");
+        assert_eq!(w(1.0), "same loop time");
+        assert_eq!(w(1.004), "same loop time");
+        assert_eq!(w(f64::NAN), "same loop time");
+    }
 }

@@ -64,13 +64,18 @@ impl ExportKind {
         }
     }
 
-    /// A default file name for a job.
-    pub fn file_name(self, stem: &str) -> String {
+    /// A default file name for a job: an image is named after its side and method
+    /// (`…-left-deepcache.png`).
+    pub fn file_name(self, stem: &str, spec: &Job) -> String {
         let what = match self {
-            ExportKind::Comparison => "compare",
-            ExportKind::Image(Side::Baseline) => "baseline",
-            ExportKind::Image(Side::Adaptive) => "adaptive",
-            ExportKind::TraceJson | ExportKind::TraceCsv => "trace",
+            ExportKind::Comparison => "compare".to_string(),
+            ExportKind::Image(Side::Baseline) => {
+                super::names::file_word(Side::Baseline, &spec.reference)
+            }
+            ExportKind::Image(Side::Adaptive) => {
+                super::names::file_word(Side::Adaptive, &spec.method)
+            }
+            ExportKind::TraceJson | ExportKind::TraceCsv => "trace".to_string(),
         };
         format!("{stem}-{what}.{}", self.extension())
     }
@@ -108,20 +113,29 @@ impl ExportData {
             out.push_str(&format!("\nNegative prompt: {}", s.negative));
         }
         let mut fields = vec![
-            format!("Steps: {}", s.steps),
+            // An image alone: the steps its own side ran to (fewer steps: its own count).
+            format!(
+                "Steps: {}",
+                side.map_or(s.steps, |side| self.side(side).trace.budget)
+            ),
             format!("Sampler: {}", sampler_name(s.scheduler)),
             format!("CFG scale: {}", s.guidance),
             format!("Seed: {}", s.seed),
             format!("Size: {}x{}", img.width(), img.height()),
             format!("Model: {}", sanitize(&self.model)),
         ];
+        // The method settings of the side described (the right side's for the comparison).
+        let method = match side {
+            Some(Side::Baseline) => &s.reference,
+            _ => &s.method,
+        };
+        if let Some(delta) = method.delta() {
+            fields.push(format!("Adaptive delta: {delta}"));
+        }
+        if let Some(max_skips) = method.max_skips() {
+            fields.push(format!("C_max: {max_skips}"));
+        }
         if side != Some(Side::Baseline) {
-            if let Some(delta) = s.method.delta() {
-                fields.push(format!("Adaptive delta: {delta}"));
-            }
-            if let Some(max_skips) = s.method.max_skips() {
-                fields.push(format!("C_max: {max_skips}"));
-            }
             if let Some(es) = &s.early_stop {
                 fields.push(format!("Early stop tau: {}", es.tau));
             }
@@ -150,7 +164,8 @@ impl ExportData {
             }
             Some(side) => {
                 let r = self.side(side);
-                fields.push(format!("Mode: {}", side.name()));
+                // The side's method (`baseline`, `deepcache`, …), not its position.
+                fields.push(format!("Mode: {}", r.trace.method.name()));
                 fields.push(format!("Predictor calls: {}", r.trace.unet_calls));
             }
         }
@@ -302,7 +317,7 @@ impl ExportData {
     pub fn write_into(&self, kind: ExportKind, dir: &Path) -> Result<PathBuf> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the export folder {}", dir.display()))?;
-        let path = dir.join(kind.file_name(&self.stem()));
+        let path = dir.join(kind.file_name(&self.stem(), &self.spec));
         self.write(kind, &path)?;
         Ok(path)
     }

@@ -1,5 +1,5 @@
-//! The desktop app (eframe): baseline and adaptive side by side, live per-step curves,
-//! sliders, export.
+//! The desktop app (eframe): two methods side by side (the full-step baseline and an
+//! accelerated method unless others are chosen), live per-step curves, sliders, export.
 //!
 //! * [`worker`] — the background thread that owns the model and the device: the run queue
 //!   and its policy, the baseline cache.
@@ -7,6 +7,9 @@
 //! * [`state`] — persisted [`Settings`] (which build the [`crate::job::Job`]) and the live
 //!   [`Session`] built from worker events.
 //! * [`wording`] — the app's names for settings in error messages.
+//! * [`method_params`] — one side's method settings (each side has its own).
+//! * [`names`] — what each side is called: by its method, in every label and file name.
+//! * [`dialogs`] — file choosers, and what the app says when the desktop has none.
 //! * `panels` — the egui panels (controls, results, plots, status bars).
 //! * [`export`] / [`compose`] — PNG export with text chunks, the comparison picture.
 //! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
@@ -16,9 +19,12 @@
 //! The UI thread never runs a model: it sends commands and renders what the worker streams.
 
 pub mod compose;
+pub mod dialogs;
 pub mod export;
 pub mod frame_stats;
 mod hub_poll;
+pub mod method_params;
+pub mod names;
 mod panels;
 pub mod preview;
 pub mod protocol;
@@ -31,18 +37,23 @@ pub mod worker_stats;
 
 pub use eframe::egui;
 pub use export::{ExportData, ExportKind};
+pub use method_params::MethodParams;
 pub use protocol::{JobId, Side};
 pub use state::{LoraEntry, ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
 pub use worker::WorkerHandle;
 pub use worker_stats::StatsSnapshot;
 
 use crossbeam_channel::{Receiver, Sender};
+use dialogs::{DialogKind, FileChooser, Picked};
 use frame_stats::FrameStats;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Window title.
-pub const TITLE: &str = "Adaptive Diffusion — baseline vs adaptive";
+/// The app's name; the window title adds the two sides' methods and the phase.
+pub const TITLE: &str = "Adaptive Diffusion";
+/// The name eframe stores the settings under (kept from earlier versions, so that saved
+/// settings still load).
+const STORAGE_NAME: &str = "Adaptive Diffusion — baseline vs adaptive";
 const SETTINGS_KEY: &str = "adiff.settings";
 
 /// The result of one export.
@@ -52,17 +63,8 @@ pub struct ExportOutcome {
     pub kind: ExportKind,
     /// Where it went, or why it failed.
     pub result: Result<PathBuf, String>,
-}
-
-/// What a file dialog (run on its own thread) picked.
-#[derive(Debug)]
-enum Picked {
-    ModelFolder(PathBuf),
-    ModelFile(PathBuf),
-    Vae(PathBuf),
-    Lora(PathBuf),
-    ExportDir(PathBuf),
-    SaveAs(ExportKind, PathBuf),
+    /// When it ended.
+    pub at: Instant,
 }
 
 /// The app.
@@ -83,6 +85,11 @@ pub struct GuiApp {
     picked_tx: Sender<Picked>,
     picked_rx: Receiver<Picked>,
     dialog_open: bool,
+    file_chooser: FileChooser,
+    /// The settings a Generate refused (the error clears once they change).
+    settings_error: Option<Settings>,
+    /// Why the last file chooser showed nothing, beside the control that opened it.
+    dialog_note: Option<(DialogKind, String)>,
     builtins: Vec<PathBuf>,
     /// δ / C_max changed: re-run the adaptive side once the slider is released.
     rerun_requested: bool,
@@ -90,7 +97,10 @@ pub struct GuiApp {
     rerun_pending: bool,
     applied_zoom: Option<f32>,
     title: String,
-    wipe: f32,
+    /// Where the wipe view's divider sits, 0 (left edge) … 1.
+    pub wipe: f32,
+    /// The side panel's width in points, as drawn in the last frame.
+    pub controls_width: f32,
     notify: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -124,12 +134,16 @@ impl GuiApp {
             picked_tx,
             picked_rx,
             dialog_open: false,
+            file_chooser: dialogs::system_chooser,
+            settings_error: None,
+            dialog_note: None,
             builtins,
             rerun_requested: false,
             rerun_pending: false,
             applied_zoom: None,
             title: TITLE.to_string(),
             wipe: 0.5,
+            controls_width: 0.0,
             notify,
         }
     }
@@ -179,14 +193,34 @@ impl GuiApp {
 
     /// Start a comparison with the current settings (Generate / Ctrl+Enter). A running job
     /// is superseded (see [`worker`] for the queue policy).
+    ///
+    /// While a job runs with exactly these settings, a repeated Generate does nothing (the
+    /// button is greyed out): it would only restart the same run.
     pub fn generate(&mut self) {
+        if self.is_running_current_settings() {
+            return;
+        }
         match self.settings.job(self.settings.steps) {
             Ok(spec) => {
                 let job = self.worker.submit(spec.clone());
                 self.session.start_job(job, spec);
+                self.settings_error = None;
             }
-            Err(e) => self.session.error = Some(wording::one_line(&e)),
+            Err(e) => {
+                self.session.error = Some(wording::one_line(&e));
+                self.settings_error = Some(self.settings.clone());
+            }
         }
+    }
+
+    /// Whether the job in flight is the job the current settings describe (a change of
+    /// view, gain or export folder does not count).
+    pub fn is_running_current_settings(&self) -> bool {
+        self.session.is_busy()
+            && self
+                .settings
+                .job(self.settings.steps)
+                .is_ok_and(|job| self.session.spec.as_ref() == Some(&job))
     }
 
     /// Cancel the running job (Cancel / Esc); honoured at the next step boundary.
@@ -234,6 +268,46 @@ impl GuiApp {
         }
     }
 
+    /// What the two sides are called: after their methods in the job on screen, else in the
+    /// settings.
+    pub fn side_names(&self) -> names::SideNames {
+        match &self.session.spec {
+            Some(spec) => names::SideNames::new(&spec.reference, &spec.method),
+            None => {
+                names::SideNames::new(&self.settings.left_method(), &self.settings.right_method())
+            }
+        }
+    }
+
+    /// A path chosen in a dialog or typed into a path field.
+    fn take_path(&mut self, kind: DialogKind, p: PathBuf) {
+        self.dialog_note = None;
+        match kind {
+            DialogKind::ModelFolder => self.settings.model = ModelChoice::Local(p),
+            DialogKind::ModelFile => self.settings.model = ModelChoice::LocalFile(p),
+            DialogKind::Vae => self.settings.vae = Some(p),
+            DialogKind::Lora => {
+                if !self.settings.loras.iter().any(|l| l.path == p) {
+                    self.settings.loras.push(state::LoraEntry {
+                        path: p,
+                        scale: 1.0,
+                        enabled: true,
+                    });
+                }
+            }
+            DialogKind::ExportDir => self.settings.export_dir = p,
+            DialogKind::SaveAs(kind) => {
+                // A bare name goes into the export folder.
+                let p = if p.is_relative() {
+                    self.settings.export_dir.join(p)
+                } else {
+                    p
+                };
+                self.export(kind, Some(p));
+            }
+        }
+    }
+
     /// The data an export needs, when both sides are done.
     pub fn export_data(&self) -> Option<ExportData> {
         let (baseline, adaptive) = self.session.results()?;
@@ -260,6 +334,7 @@ impl GuiApp {
             self.last_export = Some(ExportOutcome {
                 kind,
                 result: Err("nothing to export yet: generate a comparison first".into()),
+                at: Instant::now(),
             });
             return;
         };
@@ -273,56 +348,51 @@ impl GuiApp {
                 None => data.write_into(kind, &dir),
             }
             .map_err(|e| wording::one_line(&e));
-            let _ = tx.send(ExportOutcome { kind, result });
+            let _ = tx.send(ExportOutcome {
+                kind,
+                result,
+                at: Instant::now(),
+            });
             notify();
         });
     }
 
-    /// Open a native dialog on its own thread (the window keeps drawing meanwhile).
+    /// Open a file chooser on its own thread (the window keeps drawing meanwhile).
     fn open_dialog(&mut self, what: DialogKind) {
         if self.dialog_open {
             return;
         }
         self.dialog_open = true;
+        self.dialog_note = None;
         let tx = self.picked_tx.clone();
         let notify = self.notify.clone();
-        let start_dir = self.settings.export_dir.clone();
-        let stem = self
-            .export_data()
-            .map(|d| d.stem())
-            .unwrap_or_else(|| "adiff".into());
+        let chooser = self.file_chooser;
+        let request = dialogs::DialogRequest {
+            kind: what,
+            start_dir: matches!(what, DialogKind::ExportDir | DialogKind::SaveAs(_))
+                .then(|| self.settings.export_dir.clone()),
+            file_name: match what {
+                DialogKind::SaveAs(kind) => self.export_file_name(kind),
+                _ => String::new(),
+            },
+        };
         std::thread::spawn(move || {
-            let picked = match what {
-                DialogKind::ModelFolder => rfd::FileDialog::new()
-                    .set_title("Choose a diffusers-format pipeline folder")
-                    .pick_folder()
-                    .map(Picked::ModelFolder),
-                DialogKind::ModelFile => safetensors_dialog("Choose a single-file checkpoint")
-                    .pick_file()
-                    .map(Picked::ModelFile),
-                DialogKind::Vae => safetensors_dialog("Choose a VAE file")
-                    .pick_file()
-                    .map(Picked::Vae),
-                DialogKind::Lora => safetensors_dialog("Choose a LoRA file")
-                    .pick_file()
-                    .map(Picked::Lora),
-                DialogKind::ExportDir => rfd::FileDialog::new()
-                    .set_title("Choose the export folder")
-                    .set_directory(&start_dir)
-                    .pick_folder()
-                    .map(Picked::ExportDir),
-                DialogKind::SaveAs(kind) => rfd::FileDialog::new()
-                    .set_title("Export")
-                    .set_directory(&start_dir)
-                    .set_file_name(kind.file_name(&stem))
-                    .add_filter(kind.extension().to_uppercase(), &[kind.extension()])
-                    .save_file()
-                    .map(|p| Picked::SaveAs(kind, p)),
-            };
-            // `None` (closed, or no dialog service) still reports back to clear the flag.
-            let _ = tx.send(picked.unwrap_or(Picked::ExportDir(PathBuf::new())));
+            let _ = tx.send(dialogs::run(chooser, &request));
             notify();
         });
+    }
+
+    /// Use `chooser` instead of the desktop's file chooser (tests, or a desktop without
+    /// one).
+    pub fn set_file_chooser(&mut self, chooser: FileChooser) {
+        self.file_chooser = chooser;
+    }
+
+    /// The default file name of an export of the job on screen.
+    fn export_file_name(&self, kind: ExportKind) -> String {
+        self.export_data()
+            .map(|d| kind.file_name(&d.stem(), &d.spec))
+            .unwrap_or_else(|| format!("adiff.{}", kind.extension()))
     }
 
     fn drain(&mut self) {
@@ -341,17 +411,11 @@ impl GuiApp {
         while let Ok(picked) = self.picked_rx.try_recv() {
             self.dialog_open = false;
             match picked {
-                Picked::ModelFolder(p) => self.settings.model = ModelChoice::Local(p),
-                Picked::ModelFile(p) => self.settings.model = ModelChoice::LocalFile(p),
-                Picked::Vae(p) => self.settings.vae = Some(p),
-                Picked::Lora(p) => self.settings.loras.push(state::LoraEntry {
-                    path: p,
-                    scale: 1.0,
-                    enabled: true,
-                }),
-                Picked::ExportDir(p) if !p.as_os_str().is_empty() => self.settings.export_dir = p,
-                Picked::ExportDir(_) => {}
-                Picked::SaveAs(kind, p) => self.export(kind, Some(p)),
+                Picked::Path(kind, p) => self.take_path(kind, p),
+                Picked::Nothing { kind, quick: true } => {
+                    self.dialog_note = Some((kind, dialogs::not_opened_note(kind)));
+                }
+                Picked::Nothing { quick: false, .. } => {}
             }
         }
     }
@@ -405,6 +469,16 @@ impl GuiApp {
             self.take_dropped(path);
         }
         self.shortcuts(&ctx);
+        // A refused Generate's message goes once its settings are edited (e.g. the prompt
+        // typed after "the prompt is empty").
+        if self
+            .settings_error
+            .as_ref()
+            .is_some_and(|s| *s != self.settings)
+        {
+            self.settings_error = None;
+            self.session.error = None;
+        }
         panels::top_bar(self, ui);
         panels::status_bar(self, ui);
         panels::controls(self, ui);
@@ -416,13 +490,14 @@ impl GuiApp {
             self.generate();
         }
         // The window title carries the phase (scripts and task bars read it).
+        let head = format!("{TITLE} — {}", self.side_names().versus());
         let title = match &self.session.phase {
-            Phase::Idle => TITLE.to_string(),
-            Phase::Loading { .. } => format!("{TITLE} [loading]"),
-            Phase::Running => format!("{TITLE} [running]"),
-            Phase::Done => format!("{TITLE} [done]"),
-            Phase::Cancelled => format!("{TITLE} [cancelled]"),
-            Phase::Failed => format!("{TITLE} [failed]"),
+            Phase::Idle => head,
+            Phase::Loading { .. } => format!("{head} [loading]"),
+            Phase::Running => format!("{head} [running]"),
+            Phase::Done => format!("{head} [done]"),
+            Phase::Cancelled => format!("{head} [cancelled]"),
+            Phase::Failed => format!("{head} [failed]"),
         };
         if title != self.title {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
@@ -437,23 +512,6 @@ impl GuiApp {
         }
         self.frame_stats.record_ui(t0.elapsed().as_secs_f32() * 1e3);
     }
-}
-
-/// A file dialog for safetensors files.
-fn safetensors_dialog(title: &str) -> rfd::FileDialog {
-    rfd::FileDialog::new()
-        .set_title(title)
-        .add_filter("safetensors", &["safetensors"])
-}
-
-#[derive(Debug, Clone, Copy)]
-enum DialogKind {
-    ModelFolder,
-    ModelFile,
-    Vae,
-    Lora,
-    ExportDir,
-    SaveAs(ExportKind),
 }
 
 impl eframe::App for GuiApp {
@@ -496,7 +554,7 @@ pub fn run() -> anyhow::Result<()> {
     // ADIFF_VSYNC=0 turns vsync off (frame-time measurements).
     options.glow_options.vsync = std::env::var("ADIFF_VSYNC").map_or(true, |v| v.trim() != "0");
     eframe::run_native(
-        TITLE,
+        STORAGE_NAME,
         options,
         Box::new(|cc| {
             cc.egui_ctx.set_theme(egui::Theme::Dark);

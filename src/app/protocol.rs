@@ -61,6 +61,8 @@ pub struct SideResult {
     pub decode_ms: f64,
     /// Model origin.
     pub model: String,
+    /// When the run ended (a result served from a cache keeps its own time).
+    pub computed_at: std::time::Instant,
 }
 
 /// Adaptive vs baseline, computed on the worker once both sides are done.

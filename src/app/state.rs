@@ -1,12 +1,13 @@
 //! UI state: the persisted settings and the live session (what the worker reported for
 //! the current job). Plain data, no egui and no candle, so it is easy to test.
 
+use super::method_params::MethodParams;
 use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
 use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
 use crate::job::{self, Job, defaults};
 use crate::model::lora::LoraSpec;
 use crate::model::{HubModel, ModelSource};
-use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord, UCacheSettings};
+use crate::sampler::{Method, MethodKind, SchedulerKind, StepRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,6 +204,10 @@ pub struct Settings {
     pub negative: String,
     /// The model.
     pub model: ModelChoice,
+    /// The last local model folder chosen (kept while another model is picked).
+    pub local_folder: PathBuf,
+    /// The last single-file checkpoint chosen (kept while another model is picked).
+    pub local_file: PathBuf,
     /// A VAE file used instead of the model's own.
     pub vae: Option<PathBuf>,
     /// LoRAs merged into the model at load.
@@ -224,22 +229,27 @@ pub struct Settings {
     /// The right side's method.
     pub method: MethodKind,
     /// The left (reference) side's method: the full-step baseline unless another is
-    /// chosen; it shares the method settings below with the right side.
+    /// chosen, with its own settings (`left`).
     pub left_method: MethodKind,
-    /// δ (adaptive methods).
+    /// δ of the right side (adaptive methods). The right side's settings keep their
+    /// top-level names from before the left side had its own (no `#[serde(flatten)]`,
+    /// which would stop eframe's stored RON of earlier versions from loading): see
+    /// [`Settings::right`].
     pub delta: f64,
-    /// C_max (adaptive methods).
+    /// C_max of the right side (adaptive methods).
     pub max_skips: usize,
-    /// Step count of the `steps` method.
+    /// Step count of the right side's `steps` method.
     pub steps_n: usize,
-    /// Threshold of the `ucache` method.
+    /// Threshold of the right side's `ucache` method.
     pub ucache_threshold: f64,
-    /// `cache_interval` of DeepCache.
+    /// `cache_interval` of the right side's DeepCache.
     pub deepcache_interval: usize,
-    /// `cache_branch_id` of DeepCache.
+    /// `cache_branch_id` of the right side's DeepCache.
     pub deepcache_branch: usize,
-    /// `gate_step` of T-GATE (its other settings keep their defaults).
+    /// `gate_step` of the right side's T-GATE.
     pub tgate_gate: usize,
+    /// The left side's own method settings.
+    pub left: MethodParams,
     /// Early stop on the adaptive side.
     pub early_stop: bool,
     /// τ of the early stop.
@@ -284,10 +294,13 @@ impl Default for Settings {
             "a watercolor painting of a lighthouse on a cliff at sunset"
         };
         let scoring = Scoring::default();
+        let right = MethodParams::default();
         Self {
             prompt: prompt.into(),
             negative: String::new(),
             model,
+            local_folder: PathBuf::new(),
+            local_file: PathBuf::new(),
             vae: None,
             loras: vec![],
             scheduler: defaults::SCHEDULER,
@@ -299,13 +312,14 @@ impl Default for Settings {
             height: 512,
             method: MethodKind::Adaptive,
             left_method: MethodKind::Baseline,
-            delta: defaults::DELTA,
-            max_skips: defaults::MAX_SKIPS,
-            steps_n: defaults::STEPS / 2,
-            ucache_threshold: UCacheSettings::default().threshold,
-            deepcache_interval: crate::job::method_spec::DEEPCACHE_DEFAULTS.0,
-            deepcache_branch: crate::job::method_spec::DEEPCACHE_DEFAULTS.1,
-            tgate_gate: crate::job::method_spec::TGATE_DEFAULTS.0,
+            delta: right.delta,
+            max_skips: right.max_skips,
+            steps_n: right.steps_n,
+            ucache_threshold: right.ucache_threshold,
+            deepcache_interval: right.deepcache_interval,
+            deepcache_branch: right.deepcache_branch,
+            tgate_gate: right.tgate_gate,
+            left: MethodParams::default(),
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
             complexity_budget: false,
@@ -330,47 +344,78 @@ fn default_export_dir() -> PathBuf {
 }
 
 impl Settings {
-    /// The right side's method with its settings.
-    pub fn right_method(&self) -> Method {
-        self.method_of(self.method)
+    /// The right side's method settings.
+    pub fn right(&self) -> MethodParams {
+        MethodParams {
+            delta: self.delta,
+            max_skips: self.max_skips,
+            steps_n: self.steps_n,
+            ucache_threshold: self.ucache_threshold,
+            deepcache_interval: self.deepcache_interval,
+            deepcache_branch: self.deepcache_branch,
+            tgate_gate: self.tgate_gate,
+        }
     }
 
-    /// A method of the given kind with these settings.
-    pub fn method_of(&self, kind: MethodKind) -> Method {
-        match kind {
-            MethodKind::Baseline => Method::Baseline,
-            MethodKind::Adaptive => Method::Adaptive {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::AdaptiveForecast => Method::AdaptiveForecast {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::Steps => Method::Steps { n: self.steps_n },
-            MethodKind::TGate => {
-                let (_, sp_interval, fi_interval, warm_up) =
-                    crate::job::method_spec::TGATE_DEFAULTS;
-                Method::TGate {
-                    gate: self.tgate_gate,
-                    sp_interval,
-                    fi_interval,
-                    warm_up,
-                }
-            }
-            MethodKind::DeepCache => Method::DeepCache {
-                interval: self.deepcache_interval,
-                branch: self.deepcache_branch,
-            },
-            MethodKind::UCache => Method::UCache(UCacheSettings {
-                threshold: self.ucache_threshold,
-                ..UCacheSettings::default()
-            }),
+    /// Set the right side's method settings.
+    pub fn set_right(&mut self, p: MethodParams) {
+        self.delta = p.delta;
+        self.max_skips = p.max_skips;
+        self.steps_n = p.steps_n;
+        self.ucache_threshold = p.ucache_threshold;
+        self.deepcache_interval = p.deepcache_interval;
+        self.deepcache_branch = p.deepcache_branch;
+        self.tgate_gate = p.tgate_gate;
+    }
+
+    /// The right side's method with its settings.
+    pub fn right_method(&self) -> Method {
+        self.right().method(self.method)
+    }
+
+    /// The left side's method with its settings.
+    pub fn left_method(&self) -> Method {
+        self.left.method(self.left_method)
+    }
+
+    /// The built-in shapes model has its own small architecture: no LoRA or VAE made for
+    /// Stable Diffusion fits it. Refused here, in words, before anything is loaded (and
+    /// before the results on screen are cleared).
+    fn check_weight_files(&self) -> anyhow::Result<()> {
+        let ModelChoice::Builtin(p) = &self.model else {
+            return Ok(());
+        };
+        if p.file_name()
+            .is_none_or(|n| n != crate::model::BUILTIN_SHAPES)
+        {
+            return Ok(());
         }
+        if let Some(l) = self.loras.iter().find(|l| l.enabled) {
+            anyhow::bail!(
+                "the LoRA {} does not fit the built-in model (its own small architecture; \
+                 LoRAs fit SD 1.x / 2.x / SDXL checkpoints): untick it or choose another model",
+                l.path.file_name().map_or_else(
+                    || l.path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            );
+        }
+        if let Some(v) = &self.vae {
+            anyhow::bail!(
+                "the VAE {} does not fit the built-in model (it draws pixels, without a VAE): \
+                 remove it or choose another model",
+                v.file_name().map_or_else(
+                    || v.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            );
+        }
+        Ok(())
     }
 
     /// The job these settings describe (with `steps` as the budget), validated.
     pub fn job(&self, steps: usize) -> anyhow::Result<Job> {
+        self.check_weight_files()?;
         let mut job = Job::new(self.model.source()?, self.prompt.clone());
         job.vae = self.vae.clone();
         job.loras = self
@@ -391,7 +436,7 @@ impl Settings {
         job.width = self.custom_size.then_some(self.width);
         job.height = self.custom_size.then_some(self.height);
         job.method = self.right_method();
-        job.reference = self.method_of(self.left_method);
+        job.reference = self.left_method();
         job.early_stop = job::early_stop(self.early_stop, self.early_stop_tau);
         job.budget = self.complexity_budget.then(|| Scoring {
             scorer: self.scorer,
@@ -439,10 +484,12 @@ pub struct SideView {
     pub image_version: u64,
     /// The final result.
     pub result: Option<Arc<SideResult>>,
-    /// Served from the baseline cache.
+    /// Served from the cache: computed for an earlier job.
     pub from_cache: bool,
     /// When it started (for the live clock).
     pub started: Option<Instant>,
+    /// The job on screen when its result was computed.
+    pub finished_during: Option<JobId>,
 }
 
 impl Default for SideView {
@@ -456,6 +503,7 @@ impl Default for SideView {
             result: None,
             from_cache: false,
             started: None,
+            finished_during: None,
         }
     }
 }
@@ -564,6 +612,20 @@ pub struct Session {
     pub budget: Option<ComplexityBudget>,
     /// Events of older jobs that were dropped (never mixed into the view).
     pub stale_events: usize,
+    /// The finished comparison that was on screen when the current job started, until the
+    /// job produces a side: a job that fails before that (a model that does not load, a
+    /// LoRA that does not fit) puts it back instead of leaving both sides empty.
+    shown_before: Option<Box<Shown>>,
+}
+
+/// A finished comparison as it was on screen.
+#[derive(Debug)]
+struct Shown {
+    spec: Option<Job>,
+    baseline_job: Option<JobId>,
+    baseline: SideView,
+    adaptive: SideView,
+    comparison: Option<Comparison>,
 }
 
 impl Default for Session {
@@ -583,6 +645,7 @@ impl Default for Session {
             warnings: vec![],
             budget: None,
             stale_events: 0,
+            shown_before: None,
         }
     }
 }
@@ -606,6 +669,15 @@ impl Session {
                 SideStatus::Running | SideStatus::Waiting
             );
         let baseline_done = self.baseline.status == SideStatus::Done;
+        if self.results().is_some() && self.comparison.is_some() {
+            self.shown_before = Some(Box::new(Shown {
+                spec: self.spec.clone(),
+                baseline_job: self.baseline_job,
+                baseline: self.baseline.clone(),
+                adaptive: self.adaptive.clone(),
+                comparison: self.comparison.clone(),
+            }));
+        }
         if same_baseline && baseline_running {
             // Keep following the older job's baseline.
         } else {
@@ -666,6 +738,7 @@ impl Session {
                 self.phase = Phase::Running;
             }
             Event::Started { side, budget, .. } => {
+                self.shown_before = None;
                 if side == Side::Baseline {
                     self.baseline_job = Some(job);
                 }
@@ -711,6 +784,7 @@ impl Session {
                 if !superseded {
                     self.phase = Phase::Cancelled;
                     self.end_unfinished(SideStatus::Cancelled);
+                    self.restore_shown();
                 }
             }
             Event::Failed { message, .. } => {
@@ -718,6 +792,7 @@ impl Session {
                 self.download = None;
                 self.error = Some(message);
                 self.end_unfinished(SideStatus::Failed);
+                self.restore_shown();
             }
         }
     }
@@ -763,7 +838,9 @@ impl Session {
     /// A side's result. A cache hit for the current job replaces the older job's baseline
     /// view only when that one is not already complete.
     fn finished(&mut self, job: JobId, result: Arc<SideResult>, from_cache: bool) {
+        self.shown_before = None;
         let side = result.side;
+        let current = self.job;
         if side == Side::Baseline
             && from_cache
             && self.baseline.status == SideStatus::Done
@@ -774,7 +851,9 @@ impl Session {
                 .is_some_and(|r| Arc::ptr_eq(r, &result))
         {
             self.baseline_job = Some(job);
-            self.baseline.from_cache = true;
+            // Computed while this job was already on screen (it took over the older job's
+            // run of the same side): not a result of an earlier run.
+            self.baseline.from_cache = self.baseline.finished_during != Some(job);
             return;
         }
         let v = self.side_mut(side);
@@ -784,10 +863,37 @@ impl Session {
         v.image = Some(Arc::new(result.image.clone()));
         v.image_version += 1;
         v.from_cache = from_cache;
+        if !from_cache {
+            v.finished_during = current;
+        }
         v.result = Some(result);
         if side == Side::Baseline {
             self.baseline_job = Some(job);
         }
+    }
+
+    /// Put back the comparison that was on screen before a job that failed without
+    /// producing a side.
+    fn restore_shown(&mut self) {
+        let Some(shown) = self.shown_before.take() else {
+            return;
+        };
+        let Shown {
+            spec,
+            baseline_job,
+            mut baseline,
+            mut adaptive,
+            comparison,
+        } = *shown;
+        // New versions, so that the panel uploads the images again.
+        baseline.image_version = self.baseline.image_version + 1;
+        adaptive.image_version = self.adaptive.image_version + 1;
+        self.spec = spec;
+        self.baseline_job = baseline_job;
+        self.baseline = baseline;
+        self.adaptive = adaptive;
+        self.comparison = comparison;
+        self.comparison_version += 1;
     }
 
     /// Mark the sides still running or waiting as ended with `status`.
@@ -874,6 +980,7 @@ mod tests {
             },
             decode_ms: 0.0,
             model: "m".into(),
+            computed_at: Instant::now(),
         })
     }
 
@@ -991,6 +1098,10 @@ mod tests {
             from_cache: true,
         });
         assert_eq!(s.baseline.status, SideStatus::Done);
+        assert!(
+            !s.baseline.from_cache,
+            "computed while job 2 was on screen: not a result of an earlier run"
+        );
         assert_eq!(s.baseline_job, Some(2));
         assert!(s.is_busy());
         s.apply(Event::Started {
@@ -1011,5 +1122,9 @@ mod tests {
         assert_eq!(partial.prompt, "x");
         assert_eq!(partial.steps, 12);
         assert_eq!(partial.max_skips, 4);
+        // Settings saved before the left side had its own keep their right side's δ.
+        let old: Settings = serde_json::from_str(r#"{"delta":0.05,"steps_n":9}"#).unwrap();
+        assert_eq!((old.right().delta, old.right().steps_n), (0.05, 9));
+        assert_eq!(old.left, MethodParams::default());
     }
 }

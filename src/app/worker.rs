@@ -7,7 +7,8 @@
 //! needs (same model, prompt, negative prompt, seed, scheduler, steps, guidance and size):
 //! then the baseline finishes (and lands in the cache), the old job's adaptive side is
 //! skipped, and the new job starts with a cache hit. Baselines are cached by those settings,
-//! so moving δ or C_max re-runs only the adaptive side.
+//! so moving δ or C_max re-runs only the adaptive side; the right side's runs are cached
+//! too, so a change to the left side alone re-runs only the left side.
 
 use super::hub_poll::DownloadPoller;
 use super::protocol::{Command, Event, JobId, ModelInfo, Side, SideResult};
@@ -52,6 +53,7 @@ impl WorkerHandle {
             model: None,
             prepared: None,
             baselines: VecDeque::new(),
+            methods: VecDeque::new(),
             pending: None,
             warmed_up: false,
             scorer: None,
@@ -115,11 +117,18 @@ struct Worker {
     model: Option<(ModelKey, LoadedModel)>,
     prepared: Option<(InputsKey, Prepared)>,
     baselines: VecDeque<(BaselineKey, Arc<SideResult>)>,
+    /// The right side's runs, by what makes them identical: a change to the left side
+    /// alone never re-runs the right side.
+    methods: VecDeque<(MethodKey, Arc<SideResult>)>,
     /// A command that arrived while a job ran.
     pending: Option<Command>,
     warmed_up: bool,
     scorer: Option<(Scoring, ComplexityEngine)>,
 }
+
+/// What makes two right-side runs identical: the inputs, the scheduler and the pass
+/// (method, steps, early stop) as text (f64 settings make `Pass` not `Eq`).
+type MethodKey = (InputsKey, crate::sampler::SchedulerKind, String);
 
 /// Why a job stopped before the end.
 enum Stop {
@@ -293,16 +302,34 @@ impl Worker {
         if let Some(stop) = self.check(job) {
             return Ok(Some(stop));
         }
-        WorkerStats::inc(&self.stats.adaptive_runs);
         let pass = spec.method_pass(budget.as_ref());
-        let adaptive = match self.run_side(job, spec, Side::Adaptive, &pass)? {
-            Ok(r) => r,
-            Err(stop) => return Ok(Some(stop)),
+        let key: MethodKey = (spec.inputs_key(), spec.scheduler, format!("{pass:?}"));
+        let cached = self
+            .methods
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone());
+        let (adaptive, from_cache) = match cached {
+            Some(r) => {
+                WorkerStats::inc(&self.stats.method_cache_hits);
+                (r, true)
+            }
+            None => {
+                WorkerStats::inc(&self.stats.adaptive_runs);
+                let r = match self.run_side(job, spec, Side::Adaptive, &pass)? {
+                    Ok(r) => r,
+                    Err(stop) => return Ok(Some(stop)),
+                };
+                self.methods.retain(|(k, _)| *k != key);
+                self.methods.push_front((key, r.clone()));
+                self.methods.truncate(BASELINE_CACHE);
+                (r, false)
+            }
         };
         self.send(Event::Finished {
             job,
             result: adaptive.clone(),
-            from_cache: false,
+            from_cache,
         });
         let comparison = super::quality::compare(&baseline.image, &adaptive.image)?;
         self.send(Event::Compared { job, comparison });
@@ -503,6 +530,7 @@ impl Worker {
                 trace: g.trace,
                 decode_ms: g.decode_ms,
                 model: model.origin.clone(),
+                computed_at: Instant::now(),
             }))),
             Err(e) if e.downcast_ref::<Cancelled>().is_some() => Ok(Err(Self::stop_from(&inbox))),
             Err(e) => Err(e),

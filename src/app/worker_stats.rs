@@ -10,6 +10,7 @@ pub struct WorkerStats {
     pub(super) baseline_runs: AtomicUsize,
     pub(super) baseline_cache_hits: AtomicUsize,
     pub(super) adaptive_runs: AtomicUsize,
+    pub(super) method_cache_hits: AtomicUsize,
     pub(super) cancelled: AtomicUsize,
     pub(super) failed: AtomicUsize,
     pub(super) busy: AtomicBool,
@@ -26,8 +27,10 @@ pub struct StatsSnapshot {
     pub baseline_runs: usize,
     /// Baselines served from the cache.
     pub baseline_cache_hits: usize,
-    /// Adaptive runs started.
+    /// Adaptive (right-side) runs started (not counting cache hits).
     pub adaptive_runs: usize,
+    /// Right-side runs served from the cache.
+    pub method_cache_hits: usize,
     /// Jobs cancelled or superseded.
     pub cancelled: usize,
     /// Jobs failed.
@@ -45,6 +48,7 @@ impl WorkerStats {
             baseline_runs: g(&self.baseline_runs),
             baseline_cache_hits: g(&self.baseline_cache_hits),
             adaptive_runs: g(&self.adaptive_runs),
+            method_cache_hits: g(&self.method_cache_hits),
             cancelled: g(&self.cancelled),
             failed: g(&self.failed),
             busy: self.busy.load(Ordering::SeqCst),

@@ -1,6 +1,7 @@
 //! The left panel: prompt, model, sampling and adaptive settings, Generate / Cancel, export.
 
 use super::super::export::ExportKind;
+use super::super::method_params::MethodParams;
 use super::super::protocol::Side;
 use super::super::state::{ModelChoice, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
@@ -10,12 +11,27 @@ use crate::sampler::{MethodKind, SchedulerKind};
 use egui::{Color32, RichText};
 
 pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
-    egui::Panel::left("controls")
+    // At most half the window: a width saved by an older version cannot cover the results.
+    let max = (ui.available_width() * 0.5).max(MIN_WIDTH);
+    let panel = egui::Panel::left("controls")
         .resizable(true)
         .default_size(380.0)
-        .min_size(300.0)
+        .min_size(MIN_WIDTH)
+        .max_size(max)
         .show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| {
+            // The contents never widen the panel: they are laid out in a child bounded by
+            // the panel's width and clipped to it, and only that width is reported back. (A
+            // panel grows to whatever its contents allocate and saves that as its width; at
+            // fractional UI scales a widget sized from the available width can come out a
+            // pixel wider after rounding, so the panel crept wider on every redraw.)
+            let rect = ui.available_rect_before_wrap();
+            let mut inner = ui.new_child(
+                egui::UiBuilder::new()
+                    .max_rect(rect)
+                    .layout(egui::Layout::top_down(egui::Align::Min)),
+            );
+            inner.shrink_clip_rect(rect);
+            egui::ScrollArea::vertical().show(&mut inner, |ui| {
                 ui.add_space(4.0);
                 prompt(app, ui);
                 ui.add_space(6.0);
@@ -32,18 +48,31 @@ pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
                 view(app, ui);
                 ui.add_space(8.0);
             });
+            ui.advance_cursor_after_rect(rect);
         });
+    app.controls_width = panel.response.rect.width();
 }
+
+/// The side panel's narrowest width.
+const MIN_WIDTH: f32 = 300.0;
 
 fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
     let l = ui.label(RichText::new("Prompt").strong());
-    ui.add(
-        egui::TextEdit::multiline(&mut app.settings.prompt)
-            .desired_rows(3)
-            .desired_width(f32::INFINITY)
-            .hint_text("describe the image"),
-    )
-    .labelled_by(l.id);
+    // A long prompt scrolls inside its box (at most about 5 lines) instead of pushing every
+    // control down.
+    let line = ui.text_style_height(&egui::TextStyle::Body);
+    egui::ScrollArea::vertical()
+        .id_salt("prompt_scroll")
+        .max_height(line * 5.0 + 12.0)
+        .show(ui, |ui| {
+            ui.add(
+                egui::TextEdit::multiline(&mut app.settings.prompt)
+                    .desired_rows(3)
+                    .desired_width(f32::INFINITY)
+                    .hint_text("describe the image"),
+            )
+            .labelled_by(l.id);
+        });
     let l = ui.label("Negative prompt");
     ui.add(
         egui::TextEdit::multiline(&mut app.settings.negative)
@@ -60,14 +89,24 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
         let generate = egui::Button::new(RichText::new("Generate").size(18.0).strong())
             .fill(Color32::from_rgb(40, 110, 200))
             .min_size(egui::vec2(150.0, 34.0));
+        let same = app.is_running_current_settings();
+        let hover = if same {
+            "Running with these settings: change a setting to restart, or Cancel (Esc)"
+        } else if busy {
+            "Restart with the changed settings (Ctrl+Enter)"
+        } else {
+            "Run both sides on the same noise (Ctrl+Enter)"
+        };
         if ui
-            .add(generate)
-            .on_hover_text("Run baseline and adaptive on the same noise (Ctrl+Enter). A new Generate supersedes a running one.")
+            .add_enabled(!same, generate)
+            .on_hover_text(hover)
+            .on_disabled_hover_text(hover)
             .clicked()
         {
             app.generate();
         }
-        let cancel = egui::Button::new(RichText::new("Cancel").size(18.0)).min_size(egui::vec2(100.0, 34.0));
+        let cancel =
+            egui::Button::new(RichText::new("Cancel").size(18.0)).min_size(egui::vec2(100.0, 34.0));
         if ui
             .add_enabled(busy, cancel)
             .on_hover_text("Stop at the next step (Esc)")
@@ -76,6 +115,12 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
             app.cancel();
         }
     });
+    if busy && !app.is_running_current_settings() {
+        ui.label(
+            RichText::new("Settings changed: Generate restarts with them.")
+                .color(ui.visuals().warn_fg_color),
+        );
+    }
     for warning in &app.session.warnings {
         egui::Frame::new()
             .fill(Color32::from_rgb(80, 65, 20))
@@ -104,6 +149,16 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
 fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
     let heading = ui.label(RichText::new("Model").strong());
     let current = app.settings.model.clone();
+    // The local folder and file are remembered, so switching away and back keeps them.
+    match &current {
+        ModelChoice::Local(p) if !p.as_os_str().is_empty() => {
+            app.settings.local_folder = p.clone();
+        }
+        ModelChoice::LocalFile(p) if !p.as_os_str().is_empty() => {
+            app.settings.local_file = p.clone();
+        }
+        _ => {}
+    }
     let mut choices: Vec<ModelChoice> = app
         .builtins
         .iter()
@@ -115,16 +170,8 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
             .iter()
             .map(|m| ModelChoice::Hub(m.name().to_string())),
     );
-    let local = match &current {
-        ModelChoice::Local(p) => ModelChoice::Local(p.clone()),
-        _ => ModelChoice::Local(Default::default()),
-    };
-    choices.push(local);
-    let file = match &current {
-        ModelChoice::LocalFile(p) => ModelChoice::LocalFile(p.clone()),
-        _ => ModelChoice::LocalFile(Default::default()),
-    };
-    choices.push(file);
+    choices.push(ModelChoice::Local(app.settings.local_folder.clone()));
+    choices.push(ModelChoice::LocalFile(app.settings.local_file.clone()));
     let combo = egui::ComboBox::from_id_salt("model")
         .selected_text(current.label())
         .width(ui.available_width() - 8.0)
@@ -167,6 +214,7 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
         _ => {}
     }
+    dialog_note(app, ui, &[DialogKind::ModelFolder, DialogKind::ModelFile]);
     weight_files(app, ui);
     if let ModelChoice::Hub(_) = &app.settings.model {
         ui.label(
@@ -213,6 +261,63 @@ fn browse_clicked(ui: &mut egui::Ui) -> bool {
     ui.horizontal(|ui| ui.button("Browse…").clicked()).inner
 }
 
+/// Why the last file chooser for one of `kinds` showed nothing (it could not open).
+fn dialog_note(app: &mut GuiApp, ui: &mut egui::Ui, kinds: &[DialogKind]) {
+    let Some((kind, note)) = app.dialog_note.clone() else {
+        return;
+    };
+    if !kinds.contains(&kind) {
+        return;
+    }
+    egui::Frame::new()
+        .fill(Color32::from_rgb(80, 65, 20))
+        .inner_margin(6.0)
+        .corner_radius(4.0)
+        .show(ui, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(Color32::from_rgb(255, 225, 150), note);
+                if ui.small_button("Dismiss").clicked() {
+                    app.dialog_note = None;
+                }
+            });
+        });
+}
+
+/// A path field with a button that takes what was typed; the typed path when it was
+/// pressed (or Enter was hit in the field).
+fn typed_path(
+    ui: &mut egui::Ui,
+    id: &str,
+    label: &str,
+    button: &str,
+    hint: &str,
+) -> Option<std::path::PathBuf> {
+    let id = ui.make_persistent_id(id);
+    let mut text: String = ui.data_mut(|d| d.get_temp(id)).unwrap_or_default();
+    let mut take = false;
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        let r = ui
+            .add(
+                egui::TextEdit::singleline(&mut text)
+                    .hint_text(hint)
+                    .desired_width((ui.available_width() - 70.0).max(60.0)),
+            )
+            .labelled_by(l.id);
+        let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        let clicked = ui
+            .add_enabled(!text.trim().is_empty(), egui::Button::new(button))
+            .clicked();
+        take = (enter || clicked) && !text.trim().is_empty();
+    });
+    let picked = take.then(|| std::path::PathBuf::from(text.trim()));
+    if take {
+        text.clear();
+    }
+    ui.data_mut(|d| d.insert_temp(id, text));
+    picked
+}
+
 /// The VAE replacing the model's own, and the LoRAs merged at load.
 fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     let s = &mut app.settings;
@@ -239,37 +344,73 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
             open = Some(DialogKind::Vae);
         }
     });
+    if let Some(p) = typed_path(
+        ui,
+        "vae_path",
+        "VAE file",
+        "Use",
+        "/path/to/vae.safetensors",
+    ) {
+        app.take_path(DialogKind::Vae, p);
+    }
+    dialog_note(app, ui, &[DialogKind::Vae]);
+    let s = &mut app.settings;
     ui.label("LoRAs");
     let mut remove = None;
+    // Each LoRA on two lines (name, then scale and Remove), so that a row never runs past
+    // the panel's edge: a row wider than the panel widens the space every later row is laid
+    // out in, and their buttons end up clipped.
     for (i, lora) in s.loras.iter_mut().enumerate() {
-        ui.horizontal(|ui| {
-            ui.checkbox(&mut lora.enabled, short_file(&lora.path))
-                .on_hover_text(lora.path.display().to_string());
-            ui.add(
-                egui::Slider::new(&mut lora.scale, -1.0..=2.0)
-                    .step_by(0.05)
-                    .text("scale"),
-            );
-            if ui
-                .small_button("Remove")
-                .on_hover_text("Remove from the list")
-                .clicked()
-            {
-                remove = Some(i);
-            }
+        ui.push_id(i, |ui| {
+            ui.add(egui::Checkbox::new(
+                &mut lora.enabled,
+                short_file(&lora.path),
+            ))
+            .on_hover_text(lora.path.display().to_string());
+            ui.horizontal(|ui| {
+                ui.add_space(ui.spacing().indent);
+                ui.add(
+                    egui::Slider::new(&mut lora.scale, -1.0..=2.0)
+                        .step_by(0.05)
+                        .text("scale"),
+                );
+                if ui
+                    .small_button("Remove")
+                    .on_hover_text("Remove from the list")
+                    .clicked()
+                {
+                    remove = Some(i);
+                }
+            });
         });
     }
     if let Some(i) = remove {
         s.loras.remove(i);
     }
+    if let Some(p) = typed_path(
+        ui,
+        "lora_path",
+        "LoRA file",
+        "Add",
+        "/path/to/lora.safetensors",
+    ) {
+        app.take_path(DialogKind::Lora, p);
+    }
     if ui.button("Add LoRA…").clicked() {
         open = Some(DialogKind::Lora);
     }
+    dialog_note(app, ui, &[DialogKind::Lora]);
     // What the last load found: the checkpoint's family, each LoRA's modules.
     if let Some(m) = &app.session.model {
         for note in &m.notes {
-            ui.label(RichText::new(note_text(note)).weak().small())
-                .on_hover_text(note.as_str());
+            // Readable, and a merged LoRA in green: it is the confirmation it worked.
+            let text = RichText::new(note_text(note));
+            let text = if note.starts_with("LoRA ") && note.contains("merged") {
+                text.color(Color32::from_rgb(140, 220, 140))
+            } else {
+                text
+            };
+            ui.label(text).on_hover_text(note.as_str());
         }
     }
     if let Some(kind) = open {
@@ -367,70 +508,46 @@ fn method_label(k: MethodKind) -> &'static str {
     }
 }
 
-/// The right side's method and its own controls.
+/// Each side's method and its own controls: the left side's first, then the right side's.
 fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.label(RichText::new("Acceleration method").strong());
     let before = (app.settings.method, app.settings.left_method);
-    egui::ComboBox::from_label("Method")
-        .selected_text(method_label(app.settings.method))
-        .show_ui(ui, |ui| {
-            for k in MethodKind::ALL
-                .into_iter()
-                .filter(|k| *k != MethodKind::Baseline)
-            {
-                ui.selectable_value(&mut app.settings.method, k, method_label(k));
-            }
-        });
-    egui::ComboBox::from_label("Left side")
-        .selected_text(method_label(app.settings.left_method))
-        .show_ui(ui, |ui| {
-            for k in MethodKind::ALL {
-                ui.selectable_value(&mut app.settings.left_method, k, method_label(k));
-            }
-        })
-        .response
-        .on_hover_text(
-            "The reference the right side is compared with (it shares the settings below)",
-        );
     let steps = app.settings.steps.max(1);
-    let s = &mut app.settings;
-    let responses: Vec<egui::Response> = match s.method {
-        MethodKind::Adaptive | MethodKind::AdaptiveForecast | MethodKind::Baseline => vec![
-            ui.add(
-                egui::Slider::new(&mut s.delta, 0.0..=0.2)
-                    .logarithmic(true)
-                    .smallest_positive(1e-4)
-                    .text("δ threshold"),
-            )
-            .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)"),
-            ui.add(egui::Slider::new(&mut s.max_skips, 1..=10).text("C_max"))
-                .on_hover_text("At most this many skipped steps in a row"),
-        ],
-        MethodKind::Steps => vec![
-            ui.add(egui::Slider::new(&mut s.steps_n, 1..=steps).text("steps"))
-                .on_hover_text("The same scheduler with this many steps, every one computed"),
-        ],
-        MethodKind::DeepCache => vec![
-            ui.add(egui::Slider::new(&mut s.deepcache_interval, 1..=10).text("interval"))
-                .on_hover_text("Every interval-th step runs the whole UNet; the others only its shallow branch"),
-            ui.add(egui::Slider::new(&mut s.deepcache_branch, 0..=11).text("branch"))
-                .on_hover_text("Where the shallow branch ends: block branch / 3, layer branch % 3"),
-        ],
-        MethodKind::TGate => vec![
-            ui.add(egui::Slider::new(&mut s.tgate_gate, 1..=steps).text("gate step"))
-                .on_hover_text("From this step on, cross-attention is cached and guidance dropped"),
-        ],
-        MethodKind::UCache => vec![
-            ui.add(
-                egui::Slider::new(&mut s.ucache_threshold, 0.05..=5.0)
-                    .logarithmic(true)
-                    .text("threshold"),
-            )
+    let mut responses = vec![];
+    ui.push_id("left_side", |ui| {
+        egui::ComboBox::from_label("Left side")
+            .selected_text(method_label(app.settings.left_method))
+            .show_ui(ui, |ui| {
+                for k in MethodKind::ALL {
+                    ui.selectable_value(&mut app.settings.left_method, k, method_label(k));
+                }
+            })
+            .response
             .on_hover_text(
-                "Skip while the accumulated estimate of the output's change stays below it",
-            ),
-        ],
-    };
+                "The reference the right side is compared with, with its own settings below",
+            );
+        let kind = app.settings.left_method;
+        responses.extend(method_controls(ui, &mut app.settings.left, kind, steps));
+    });
+    ui.add_space(4.0);
+    ui.push_id("right_side", |ui| {
+        egui::ComboBox::from_label("Method")
+            .selected_text(method_label(app.settings.method))
+            .show_ui(ui, |ui| {
+                for k in MethodKind::ALL
+                    .into_iter()
+                    .filter(|k| *k != MethodKind::Baseline)
+                {
+                    ui.selectable_value(&mut app.settings.method, k, method_label(k));
+                }
+            })
+            .response
+            .on_hover_text("The right side's method, with its own settings below");
+        let kind = app.settings.method;
+        let mut right = app.settings.right();
+        responses.extend(method_controls(ui, &mut right, kind, steps));
+        app.settings.set_right(right);
+    });
     // Re-run once the value settles: not while dragging, not while typing into the field.
     let changed = (app.settings.method, app.settings.left_method) != before
         || responses.iter().any(|r| r.changed() || r.drag_stopped());
@@ -444,9 +561,13 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         app.rerun_requested = true;
     }
     let s = &mut app.settings;
-    ui.checkbox(&mut s.auto_rerun, "Re-run the right side when its method or settings change")
-        .on_hover_text("The baseline for the same prompt, seed and settings is cached, so only the adaptive side runs");
-    ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)");
+    ui.checkbox(
+        &mut s.auto_rerun,
+        "Re-run when a method or its settings change",
+    )
+    .on_hover_text("A side whose settings did not change comes from the cache");
+    ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)")
+        .on_hover_text("On the right side");
     complexity(app, ui);
     let s = &mut app.settings;
     if s.early_stop {
@@ -458,10 +579,73 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
     }
 }
 
+/// A number as typed: `0.01`, `0.08`, `0.2`, `0.0015` (no padding zeros).
+fn plain_number(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// The controls of one method's settings (none for the baseline).
+fn method_controls(
+    ui: &mut egui::Ui,
+    p: &mut MethodParams,
+    kind: MethodKind,
+    steps: usize,
+) -> Vec<egui::Response> {
+    match kind {
+        MethodKind::Baseline => vec![],
+        MethodKind::Adaptive | MethodKind::AdaptiveForecast => vec![
+            ui.add(
+                // Typed values beyond the slider's range are kept (δ ≥ 0 is valid; the job's
+                // check reports anything else).
+                egui::Slider::new(&mut p.delta, 0.0..=0.2)
+                    .logarithmic(true)
+                    .smallest_positive(1e-4)
+                    .clamping(egui::SliderClamping::Never)
+                    .custom_formatter(|v, _| plain_number(v))
+                    .text("δ threshold"),
+            )
+            .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)"),
+            ui.add(egui::Slider::new(&mut p.max_skips, 1..=10).text("C_max"))
+                .on_hover_text("At most this many skipped steps in a row"),
+        ],
+        MethodKind::Steps => vec![
+            ui.add(egui::Slider::new(&mut p.steps_n, 1..=steps).text("steps"))
+                .on_hover_text("The same scheduler with this many steps, every one computed"),
+        ],
+        MethodKind::DeepCache => vec![
+            ui.add(egui::Slider::new(&mut p.deepcache_interval, 1..=10).text("interval"))
+                .on_hover_text("Every interval-th step runs the whole UNet; the others only its shallow branch"),
+            ui.add(egui::Slider::new(&mut p.deepcache_branch, 0..=11).text("branch"))
+                .on_hover_text("Where the shallow branch ends: block branch / 3, layer branch % 3"),
+        ],
+        MethodKind::TGate => vec![
+            ui.add(egui::Slider::new(&mut p.tgate_gate, 1..=steps).text("gate step"))
+                .on_hover_text("From this step on, cross-attention is cached and guidance dropped"),
+        ],
+        MethodKind::UCache => vec![
+            ui.add(
+                egui::Slider::new(&mut p.ucache_threshold, 0.05..=5.0)
+                    .logarithmic(true)
+                    .custom_formatter(|v, _| plain_number(v))
+                    .text("threshold"),
+            )
+            .on_hover_text(
+                "Skip while the accumulated estimate of the output's change stays below it",
+            ),
+        ],
+    }
+}
+
 fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
     let s = &mut app.settings;
     ui.checkbox(&mut s.complexity_budget, "Adaptive step budget from prompt complexity")
-        .on_hover_text("The baseline keeps Steps; the adaptive side gets a budget chosen from the prompt's complexity score");
+        .on_hover_text("The left side keeps Steps; the right side gets a budget chosen from the prompt's complexity score");
     if !s.complexity_budget {
         return;
     }
@@ -488,7 +672,7 @@ fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
         let c = &b.complexity;
         ui.label(
             RichText::new(format!(
-                "Complexity {:.2}: level {} of {}, adaptive budget {} of {} steps",
+                "Complexity {:.2}: level {} of {}, right-side budget {} of {} steps",
                 c.score, b.budget.level, b.budget.levels, b.budget.steps, b.budget.baseline_steps
             ))
             .strong(),
@@ -514,11 +698,15 @@ fn scorer_label(k: ScorerKind) -> &'static str {
 fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.label(RichText::new("Export").strong());
     let ready = app.export_data().is_some();
+    let names = app.side_names();
     let mut dir = app.settings.export_dir.display().to_string();
     ui.horizontal(|ui| {
         let l = ui.label("Export folder");
         let r = ui
-            .add(egui::TextEdit::singleline(&mut dir).desired_width(ui.available_width() - 80.0))
+            .add(
+                egui::TextEdit::singleline(&mut dir)
+                    .desired_width((ui.available_width() - 80.0).max(60.0)),
+            )
             .labelled_by(l.id);
         if r.changed() {
             app.settings.export_dir = dir.clone().into();
@@ -527,6 +715,7 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
             app.open_dialog(DialogKind::ExportDir);
         }
     });
+    dialog_note(app, ui, &[DialogKind::ExportDir]);
     ui.add_enabled_ui(ready, |ui| {
         ui.horizontal_wrapped(|ui| {
             if ui
@@ -539,11 +728,17 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
             if ui.button("Save comparison as…").clicked() {
                 app.open_dialog(DialogKind::SaveAs(ExportKind::Comparison));
             }
-            if ui.button("Baseline PNG").clicked() {
-                app.export(ExportKind::Image(Side::Baseline), None);
-            }
-            if ui.button("Adaptive PNG").clicked() {
-                app.export(ExportKind::Image(Side::Adaptive), None);
+            for side in [Side::Baseline, Side::Adaptive] {
+                if ui
+                    .button(format!("{} PNG", names.of(side)))
+                    .on_hover_text(format!("The {} side's image alone", match side {
+                        Side::Baseline => "left",
+                        Side::Adaptive => "right",
+                    }))
+                    .clicked()
+                {
+                    app.export(ExportKind::Image(side), None);
+                }
             }
             if ui.button("Trace JSON").clicked() {
                 app.export(ExportKind::TraceJson, None);
@@ -552,7 +747,17 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
                 app.export(ExportKind::TraceCsv, None);
             }
         });
+        if let Some(p) = typed_path(
+            ui,
+            "save_as_path",
+            "Save as",
+            "Save",
+            "comparison.png (in the export folder) or a full path",
+        ) {
+            app.take_path(DialogKind::SaveAs(ExportKind::Comparison), p);
+        }
     });
+    dialog_note(app, ui, &[DialogKind::SaveAs(ExportKind::Comparison)]);
     if !ready {
         ui.label(RichText::new("Available once both sides are done.").weak());
     }
@@ -581,4 +786,19 @@ fn random_seed() -> u64 {
             .unwrap_or_default(),
     );
     h.finish() % 4_294_967_296
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_number;
+
+    #[test]
+    fn numbers_show_as_typed() {
+        assert_eq!(plain_number(0.01), "0.01");
+        assert_eq!(plain_number(0.08), "0.08");
+        assert_eq!(plain_number(0.2), "0.2");
+        assert_eq!(plain_number(0.5), "0.5");
+        assert_eq!(plain_number(0.0), "0");
+        assert_eq!(plain_number(1.5), "1.5");
+    }
 }

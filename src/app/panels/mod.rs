@@ -73,7 +73,8 @@ pub(super) struct Textures {
 pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| {
         ui.horizontal(|ui| {
-            ui.heading(RichText::new(super::TITLE).strong());
+            let head = format!("{} — {}", super::TITLE, app.side_names().versus());
+            ui.heading(RichText::new(head).strong());
             ui.separator();
             let s = &app.session;
             match (&s.phase, &s.model) {
@@ -106,53 +107,82 @@ pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
     });
 }
 
+/// How long an "Exported …" message stays in the status bar.
+const EXPORT_NOTE_SECS: f64 = 8.0;
+
 pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let names = app.side_names();
     egui::Panel::bottom("status_bar").show(ui, |ui| {
-        ui.horizontal_wrapped(|ui| {
-            let s = &app.session;
-            let phase = match &s.phase {
-                Phase::Idle => "Ready".to_string(),
-                Phase::Loading { .. } => "Loading the model…".into(),
-                Phase::Running => match (s.baseline.status, s.adaptive.status) {
-                    (super::SideStatus::Running, _) => "Running the baseline…".into(),
-                    (_, super::SideStatus::Running) => "Running the adaptive side…".into(),
-                    _ => "Working…".into(),
-                },
-                Phase::Done => "Done".into(),
-                Phase::Cancelled => "Cancelled".into(),
-                Phase::Failed => "Failed (see the message above)".into(),
-            };
-            ui.label(RichText::new(phase).strong());
-            if let Some(job) = s.job {
-                ui.separator();
-                ui.label(format!("job #{job}"));
-            }
-            let st = app.worker_stats();
-            ui.separator();
-            ui.label(format!(
-                "worker: {} baseline run(s), {} cached, {} adaptive run(s), {} model load(s)",
-                st.baseline_runs, st.baseline_cache_hits, st.adaptive_runs, st.model_loads
-            ));
-            if let Some(e) = &app.last_export {
-                ui.separator();
-                match &e.result {
-                    Ok(p) => ui.label(format!("Exported {}", p.display())),
-                    Err(msg) => ui.colored_label(
-                        Color32::from_rgb(255, 120, 120),
-                        format!("Export failed: {msg}"),
-                    ),
-                };
-            }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                ui.label(
-                    RichText::new(
-                        "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times",
-                    )
+        // The hints take the right end first; the rest fills what is left, one line, cut
+        // with "…" (never drawn over the hints).
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            ui.label(
+                RichText::new("Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times")
                     .weak(),
-                );
+            );
+            ui.separator();
+            ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                status_text(app, ui, &names);
             });
         });
     });
+}
+
+fn status_text(app: &mut GuiApp, ui: &mut egui::Ui, names: &super::names::SideNames) {
+    let s = &app.session;
+    let phase = match &s.phase {
+        Phase::Idle => "Ready".to_string(),
+        Phase::Loading { .. } => "Loading the model…".into(),
+        Phase::Running => match (s.baseline.status, s.adaptive.status) {
+            (super::SideStatus::Running, _) => format!("Running the left side ({})…", names.left),
+            (_, super::SideStatus::Running) => {
+                format!("Running the right side ({})…", names.right)
+            }
+            _ => "Working…".into(),
+        },
+        Phase::Done => "Done".into(),
+        Phase::Cancelled => "Cancelled".into(),
+        Phase::Failed => "Failed (see the message above)".into(),
+    };
+    ui.label(RichText::new(phase).strong());
+    if let Some(job) = s.job {
+        ui.separator();
+        ui.label(format!("job #{job}"));
+    }
+    let st = app.worker_stats();
+    ui.separator();
+    ui.add(
+        egui::Label::new(format!(
+            "worker: {} left-side run(s), {} reused, {} right-side run(s), {} model load(s)",
+            st.baseline_runs, st.baseline_cache_hits, st.adaptive_runs, st.model_loads
+        ))
+        .truncate(),
+    );
+    // An export's outcome: a success for a few seconds, a failure until the next export.
+    if let Some(e) = &app.last_export {
+        let fresh = e.at.elapsed().as_secs_f64() < EXPORT_NOTE_SECS;
+        match &e.result {
+            Ok(p) if fresh => {
+                ui.separator();
+                ui.add(egui::Label::new(format!("Exported {}", p.display())).truncate())
+                    .on_hover_text(p.display().to_string());
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_secs_f64(EXPORT_NOTE_SECS));
+            }
+            Ok(_) => {}
+            Err(msg) => {
+                ui.separator();
+                ui.add(
+                    egui::Label::new(
+                        RichText::new(format!("Export failed: {msg}"))
+                            .color(Color32::from_rgb(255, 120, 120)),
+                    )
+                    .truncate(),
+                )
+                .on_hover_text(msg.as_str());
+            }
+        }
+    }
 }
 
 pub(super) fn overlay(app: &mut GuiApp, ctx: &egui::Context) {

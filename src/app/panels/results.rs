@@ -1,11 +1,13 @@
 //! The central panel: both images (side by side, difference, blink or wipe) with their
 //! progress and numbers, the quality metrics, and the per-step plots.
 
-use super::super::compose::{key_numbers, palette};
+use super::super::compose::{key_numbers, method_settings, palette, speed_words};
+use super::super::names::SideNames;
 use super::super::protocol::Side;
-use super::super::state::{SideStatus, SideView, ViewMode};
+use super::super::state::{Session, SideStatus, SideView, ViewMode};
 use super::super::{GuiApp, egui};
 use super::{Slot, color};
+use crate::sampler::Method;
 use egui::{Color32, Rect, RichText, Sense, pos2, vec2};
 use std::sync::Arc;
 
@@ -79,6 +81,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         None
     };
 
+    let sides = Sides::of(app);
     let s = &app.session;
     let img_side = (image_area_h - 110.0).min(width / 2.0 - 24.0).max(64.0);
     match app.settings.view {
@@ -91,6 +94,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                     tb.as_ref(),
                     img_side,
                     s,
+                    &sides,
                 );
                 side_card(
                     &mut cols[1],
@@ -99,6 +103,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                     ta.as_ref(),
                     img_side,
                     s,
+                    &sides,
                 );
             });
         }
@@ -106,12 +111,20 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
             let big = (image_area_h - 60.0).min(width - 40.0).max(64.0);
             ui.columns(2, |cols| {
                 let ui = &mut cols[0];
-                let (rect, _) = ui
-                    .allocate_exact_size(vec2(big.min(ui.available_width()), big), Sense::hover());
+                let sense = if mode == ViewMode::Wipe {
+                    Sense::click_and_drag()
+                } else {
+                    Sense::hover()
+                };
+                let (rect, response) =
+                    ui.allocate_exact_size(vec2(big.min(ui.available_width()), big), sense);
                 ui.painter().rect_filled(rect, 4.0, Color32::from_gray(28));
                 match mode {
                     ViewMode::Difference => match &td {
-                        Some(t) => paint_fit(ui, t, rect, None),
+                        Some(t) => {
+                            paint_fit(ui, t, rect, None);
+                            difference_key(ui, rect, &sides, gain);
+                        }
                         None => {
                             ui.painter().text(
                                 rect.center(),
@@ -126,9 +139,9 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                         let t = ctx.input(|i| i.time);
                         let show_adaptive = (t / 0.8) as i64 % 2 == 1;
                         let (tex, label) = if show_adaptive {
-                            (ta.as_ref(), "adaptive")
+                            (ta.as_ref(), sides.names.right.as_str())
                         } else {
-                            (tb.as_ref(), "baseline")
+                            (tb.as_ref(), sides.names.left.as_str())
                         };
                         if let Some(t) = tex {
                             paint_fit(ui, t, rect, None);
@@ -143,32 +156,135 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                         ctx.request_repaint_after(std::time::Duration::from_millis(100));
                     }
                     ViewMode::Wipe => {
+                        // Drag (or click) on the image to move the divider.
+                        let response = response.accessible_name("Wipe image");
+                        if (response.dragged() || response.clicked())
+                            && let Some(p) = response.interact_pointer_pos()
+                        {
+                            app.wipe = ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
+                        }
                         if let Some(t) = tb.as_ref() {
                             paint_fit(ui, t, rect, None);
                         }
                         if let Some(t) = ta.as_ref() {
                             paint_fit(ui, t, rect, Some(app.wipe));
                         }
+                        // The divider stays on the image.
+                        let painter = ui.painter_at(rect);
                         let x = rect.left() + rect.width() * app.wipe;
-                        ui.painter().line_segment(
+                        painter.line_segment(
                             [pos2(x, rect.top()), pos2(x, rect.bottom())],
                             egui::Stroke::new(2.0, Color32::WHITE),
+                        );
+                        corner_label(
+                            &painter,
+                            rect,
+                            egui::Align2::LEFT_TOP,
+                            &format!("left: {}", sides.names.left),
+                        );
+                        corner_label(
+                            &painter,
+                            rect,
+                            egui::Align2::RIGHT_TOP,
+                            &format!("right: {}", sides.names.right),
+                        );
+                        if response.hovered() || response.dragged() {
+                            ctx.set_cursor_icon(egui::CursorIcon::ResizeHorizontal);
+                        }
+                        ui.label(
+                            RichText::new(format!(
+                                "left: {} | right: {} · drag on the image to move the divider",
+                                sides.names.left, sides.names.right
+                            ))
+                            .small()
+                            .weak(),
                         );
                     }
                     ViewMode::SideBySide => {}
                 }
                 let ui = &mut cols[1];
-                side_numbers(ui, Side::Baseline, &s.baseline, s);
+                side_numbers(ui, Side::Baseline, &s.baseline, s, &sides);
                 ui.add_space(8.0);
-                side_numbers(ui, Side::Adaptive, &s.adaptive, s);
+                side_numbers(ui, Side::Adaptive, &s.adaptive, s, &sides);
             });
         }
     }
 
     ui.add_space(4.0);
-    metrics_row(app, ui);
+    metrics_row(app, ui, &sides);
     ui.separator();
     super::plots::plots(app, ui);
+}
+
+/// A label on a dark backing in a corner of `rect`.
+fn corner_label(painter: &egui::Painter, rect: Rect, corner: egui::Align2, text: &str) {
+    let galley = painter.layout_no_wrap(
+        text.to_string(),
+        egui::FontId::proportional(15.0),
+        Color32::WHITE,
+    );
+    let inner = rect.shrink(8.0);
+    let pos = corner.align_size_within_rect(galley.size(), inner).min;
+    painter.rect_filled(
+        Rect::from_min_size(pos, galley.size()).expand(3.0),
+        3.0,
+        Color32::from_black_alpha(180),
+    );
+    painter.galley(pos, galley, Color32::WHITE);
+}
+
+/// The difference view's caption and colour scale, under the image.
+fn difference_key(ui: &mut egui::Ui, rect: Rect, sides: &Sides, gain: f32) {
+    let painter = ui.painter_at(rect);
+    corner_label(
+        &painter,
+        rect,
+        egui::Align2::LEFT_TOP,
+        &format!(
+            "|{} − {}| per pixel and channel, × {gain:.1}",
+            sides.names.right, sides.names.left
+        ),
+    );
+    // A black-to-white bar: black = identical, white = a difference of 255 / gain or more.
+    let bar = Rect::from_min_size(
+        rect.left_bottom() + vec2(12.0, -30.0),
+        vec2((rect.width() * 0.6).max(120.0), 10.0),
+    );
+    let mut mesh = egui::Mesh::default();
+    mesh.colored_vertex(bar.left_top(), Color32::BLACK);
+    mesh.colored_vertex(bar.right_top(), Color32::WHITE);
+    mesh.colored_vertex(bar.right_bottom(), Color32::WHITE);
+    mesh.colored_vertex(bar.left_bottom(), Color32::BLACK);
+    mesh.add_triangle(0, 1, 2);
+    mesh.add_triangle(0, 2, 3);
+    painter.rect_filled(bar.expand(2.0), 2.0, Color32::from_gray(90));
+    painter.add(egui::Shape::mesh(mesh));
+    let font = egui::FontId::proportional(12.0);
+    painter.text(
+        bar.left_bottom() + vec2(0.0, 3.0),
+        egui::Align2::LEFT_TOP,
+        "0",
+        font.clone(),
+        Color32::WHITE,
+    );
+    painter.text(
+        bar.right_bottom() + vec2(0.0, 3.0),
+        egui::Align2::RIGHT_TOP,
+        format!("{:.0}+ of 255", 255.0 / gain),
+        font,
+        Color32::WHITE,
+    );
+    // The same words for screen readers and tests.
+    ui.label(
+        RichText::new(format!(
+            "Difference: |{} − {}| × {gain:.1}; black = same, white = {:.0} of 255 or more",
+            sides.names.right,
+            sides.names.left,
+            255.0 / gain
+        ))
+        .small()
+        .weak(),
+    );
 }
 
 fn sync_diff(
@@ -210,30 +326,38 @@ fn paint_fit(ui: &egui::Ui, tex: &egui::TextureHandle, rect: Rect, from: Option<
     ui.painter().image(tex.id(), dst, uv, Color32::WHITE);
 }
 
-fn title(side: Side, s: &super::super::state::Session) -> (String, Color32) {
-    match side {
-        Side::Baseline => {
-            let t = match &s.spec {
-                Some(spec) if spec.reference != crate::sampler::Method::Baseline => format!(
-                    "{}: {}",
-                    super::super::compose::method_title(&spec.reference),
-                    super::super::compose::method_settings(&spec.reference)
-                ),
-                _ => "Baseline: every step".into(),
-            };
-            (t, color(palette::BASELINE))
+/// What the results view needs to name each side: the names and the methods of the job on
+/// screen (or, before the first run, of the settings).
+pub(super) struct Sides {
+    pub names: SideNames,
+    pub left: Method,
+    pub right: Method,
+}
+
+impl Sides {
+    pub(super) fn of(app: &GuiApp) -> Self {
+        let (left, right) = match &app.session.spec {
+            Some(spec) => (spec.reference, spec.method),
+            None => (app.settings.left_method(), app.settings.right_method()),
+        };
+        Self {
+            names: SideNames::new(&left, &right),
+            left,
+            right,
         }
-        Side::Adaptive => {
-            let t = match &s.spec {
-                Some(spec) => format!(
-                    "{}: {}",
-                    super::super::compose::method_title(&spec.method),
-                    super::super::compose::method_settings(&spec.method)
-                ),
-                None => "Adaptive".into(),
-            };
-            (t, color(palette::ADAPTIVE))
-        }
+    }
+
+    /// A side's title (`DeepCache: interval 3 · branch 0`, `Baseline: every step`) and colour.
+    fn title(&self, side: Side) -> (String, Color32) {
+        let (method, c) = match side {
+            Side::Baseline => (&self.left, palette::BASELINE),
+            Side::Adaptive => (&self.right, palette::ADAPTIVE),
+        };
+        let settings = match method_settings(method) {
+            m if m.is_empty() => "every step".to_string(),
+            m => m,
+        };
+        (format!("{}: {settings}", self.names.of(side)), color(c))
     }
 }
 
@@ -243,10 +367,14 @@ fn side_card(
     v: &SideView,
     tex: Option<&egui::TextureHandle>,
     img_side: f32,
-    s: &super::super::state::Session,
+    s: &Session,
+    sides: &Sides,
 ) {
-    let (t, c) = title(side, s);
-    ui.label(RichText::new(t).size(20.0).color(c).strong());
+    let (t, c) = sides.title(side);
+    // One line, cut with "…" when the column is narrow (the full title on hover), so that
+    // both images start at the same height.
+    ui.add(egui::Label::new(RichText::new(&t).size(20.0).color(c).strong()).truncate())
+        .on_hover_text(&t);
     let w = img_side.min(ui.available_width());
     let (rect, _) = ui.allocate_exact_size(vec2(w, w), Sense::hover());
     ui.painter().rect_filled(rect, 4.0, Color32::from_gray(28));
@@ -281,30 +409,61 @@ fn side_card(
         );
         ui.painter().galley(pos, galley, Color32::WHITE);
     }
-    side_numbers(ui, side, v, s);
+    side_numbers(ui, side, v, s, sides);
 }
 
-fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &super::super::state::Session) {
-    let budget = v.budget.max(s.spec.as_ref().map(|x| x.steps).unwrap_or(0));
+/// The steps a side runs: its own budget once it started, else what the job gives it.
+fn side_steps(side: Side, v: &SideView, s: &Session) -> Option<usize> {
+    if v.budget > 0 {
+        return Some(v.budget);
+    }
+    let spec = s.spec.as_ref()?;
+    Some(match side {
+        Side::Baseline => spec.baseline_pass().steps,
+        Side::Adaptive => spec.method_pass(s.budget.as_ref()).steps,
+    })
+}
+
+/// How long ago, in words: `12 s`, `3 min`.
+fn age(since: std::time::Instant) -> String {
+    let secs = since.elapsed().as_secs();
+    if secs < 90 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", (secs + 30) / 60)
+    }
+}
+
+fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &Session, sides: &Sides) {
     let status = match v.status {
-        SideStatus::Idle => "idle",
-        SideStatus::Waiting => "waiting",
-        SideStatus::Running => "running",
-        SideStatus::Done if v.from_cache => "done (cached baseline)",
-        SideStatus::Done => "done",
-        SideStatus::Cancelled => "cancelled",
-        SideStatus::Failed => "failed",
+        SideStatus::Idle => "idle".to_string(),
+        SideStatus::Waiting => "waiting".into(),
+        SideStatus::Running => "running".into(),
+        SideStatus::Done if v.from_cache => match &v.result {
+            Some(r) => format!("done · reused from a run {} ago", age(r.computed_at)),
+            None => "done · reused from an earlier run".into(),
+        },
+        SideStatus::Done => "done".into(),
+        SideStatus::Cancelled => "cancelled".into(),
+        SideStatus::Failed => "failed".into(),
     };
-    let (_, c) = title(side, s);
+    let (_, c) = sides.title(side);
+    let text = match side_steps(side, v, s) {
+        None => "not run yet".to_string(),
+        Some(n) => format!("{} / {n} steps · {status}", v.steps.len()),
+    };
     ui.add(
         egui::ProgressBar::new(v.progress())
             .fill(c.gamma_multiply(0.7))
-            .text(format!("{} / {} steps · {status}", v.steps.len(), budget)),
+            .text(text),
     );
     if v.status == SideStatus::Running
         && let Some(note) = s.estimate().and_then(|e| e.long_run_note())
     {
         ui.colored_label(ui.visuals().warn_fg_color, format!("Long run: {note}"));
+    }
+    if v.status == SideStatus::Idle && v.steps.is_empty() {
+        return;
     }
     let calls = v.calls();
     let mut line = format!(
@@ -323,19 +482,44 @@ fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &super::super::s
     if side == Side::Adaptive
         && let (Some(b), Some(a)) = (&s.baseline.result, &v.result)
     {
-        let nfe = b.trace.unet_calls as f64 / a.trace.unet_calls.max(1) as f64;
-        let wall = b.trace.elapsed_ms / a.trace.elapsed_ms.max(1e-9);
         ui.label(
             RichText::new(format!(
-                "Speedup: {nfe:.2}× fewer predictor calls, {wall:.2}× wall time"
+                "Against {}: {}",
+                sides.names.left,
+                speed_words(b, a)
             ))
             .strong()
             .color(color(palette::ADAPTIVE)),
         );
+        // Times taken far apart (one side reused from an earlier run) compare less well:
+        // say so.
+        if let Some(note) = timing_gap(b, a) {
+            ui.colored_label(ui.visuals().warn_fg_color, note);
+        }
     }
 }
 
-fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui) {
+/// How far apart the two sides were timed, when more than 30 s: the loop times compare
+/// less well (machine load, clocks and caches change).
+pub(in crate::app) fn timing_gap(
+    left: &super::super::protocol::SideResult,
+    right: &super::super::protocol::SideResult,
+) -> Option<String> {
+    let (l, r) = (left.computed_at, right.computed_at);
+    let gap = if l > r { l - r } else { r - l };
+    (gap.as_secs() >= 30).then(|| {
+        let older = if l < r { "left" } else { "right" };
+        let secs = gap.as_secs();
+        let words = if secs < 90 {
+            format!("{secs} s")
+        } else {
+            format!("{} min", (secs + 30) / 60)
+        };
+        format!("Timed {words} apart (the {older} side was reused from an earlier run): loop times compare less well")
+    })
+}
+
+fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui, sides: &Sides) {
     let s = &app.session;
     ui.horizontal_wrapped(
         |ui| match (&s.baseline.result, &s.adaptive.result, &s.comparison) {
@@ -343,7 +527,8 @@ fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui) {
                 let ssim = c.ssim;
                 ui.label(
                     RichText::new(format!(
-                        "Adaptive vs baseline: {}",
+                        "{}: {}",
+                        sides.names.versus(),
                         key_numbers(b, a, Some(c.psnr_db), ssim)
                     ))
                     .size(17.0)
