@@ -413,7 +413,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "generate --model sd99 --prompt a --out {d}/out.png",
-            "valid names: sd15, sd21, sdxl, sd-turbo, shapes",
+            "valid names: sd15, sd21, sdxl, sd-turbo, modelscope-t2v, shapes",
         ),
         usage(
             "generate --weights {w} --model shapes --prompt a --out {d}/out.png",
@@ -835,6 +835,63 @@ fn cases() -> Vec<Case> {
         });
     }
     v.extend(untrusted);
+    // Motion modules that do not fit (issue: video engine).
+    let fx = |rel: &str| -> &'static str {
+        Box::leak(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(rel)
+                .to_str()
+                .unwrap()
+                .to_string()
+                .into_boxed_str(),
+        )
+    };
+    let motion = fx("tiny-animatediff/motion_adapter");
+    let gm = |model: &str, motion: &str, extra: &str| -> &'static str {
+        leak(format!(
+            "generate --weights {model} --motion {motion} --prompt a --steps 2 --out {{d}}/o.gif {extra}"
+        ))
+    };
+    v.extend([
+        case(
+            gm(fx("single-file/tiny-sdxl.safetensors"), motion, ""),
+            "an SDXL model: AnimateDiff modules for SD 1.x",
+        ),
+        case(
+            gm(fx("single-file/tiny-sd1.safetensors"), motion, ""),
+            "does not fit this model: its blocks are [32, 64] wide",
+        ),
+        case(
+            gm("{w}", fx("single-file/lora-sd1-kohya.safetensors"), ""),
+            "is not a motion module: it has no motion_modules.* tensors",
+        ),
+        case(
+            gm("{w}", fx("single-file/tiny-sd1.safetensors"), ""),
+            "is not a motion module",
+        ),
+        case(
+            gm("{w}", motion, "--frames 0"),
+            "--frames must be from 1 to 128",
+        ),
+        case(
+            gm("{w}", motion, "--frames 40"),
+            "--frames is 40, beyond the motion module's position table of 32 frames",
+        ),
+        case(
+            gm(fx("tiny-modelscope"), motion, ""),
+            "a video model already",
+        ),
+        with(
+            gm("{w}", "{d}/model.ckpt", ""),
+            "pickle",
+            Setup::Checkpoints,
+        ),
+        case(
+            gm("{w}", "{d}/nothing", ""),
+            "the motion module {d}/nothing does not exist",
+        ),
+    ]);
     // An existing output stays as it was when the command fails.
     v.push(with(
         "generate --weights {w} --prompt a --steps 0 --out {d}/old.png",

@@ -39,6 +39,11 @@ pub struct ModelArgs {
     /// checkpoints are taken as `v` unless told.
     #[arg(long, value_enum)]
     pub prediction: Option<PredictionArg>,
+    /// An AnimateDiff motion module added to an SD 1.x model, which then makes video: a
+    /// diffusers MotionAdapter folder or its .safetensors, or an original AnimateDiff file
+    /// (mm_sd_v15_v2.safetensors, v3).
+    #[arg(long, value_name = "PATH")]
+    pub motion: Option<PathBuf>,
 }
 
 /// `--prediction`.
@@ -60,6 +65,7 @@ impl ModelArgs {
         job.model = self.source()?;
         job.vae = self.vae.clone();
         job.loras = self.loras.clone();
+        job.motion = self.motion.clone();
         job.prediction = self.prediction.map(|p| match p {
             PredictionArg::Epsilon => PredictionType::Epsilon,
             PredictionArg::V => PredictionType::VPrediction,

@@ -51,10 +51,11 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
             anyhow::bail!(p);
         }
     }
+    // The notes follow a successful prepare: a setting refused there is one error line.
+    let prepared = pipeline::prepare(&model, &job)?;
     for note in model.messages() {
         eprintln!("adiff: {note}");
     }
-    let prepared = pipeline::prepare(&model, &job)?;
     for w in &prepared.warnings {
         super::warn(w);
     }

@@ -112,6 +112,8 @@ pub struct Job {
     /// Frames of a video model's clip (`None`: the model's default); an image model refuses
     /// any.
     pub frames: Option<usize>,
+    /// An AnimateDiff motion module added to the (SD 1.x) model: it then makes video.
+    pub motion: Option<PathBuf>,
 }
 
 impl Job {
@@ -139,6 +141,7 @@ impl Job {
             init_latents: None,
             truncate: false,
             frames: None,
+            motion: None,
         }
     }
 
@@ -269,6 +272,11 @@ impl Job {
         }
         v.extend(self.vae.iter().map(|p| ("the VAE".to_string(), p.clone())));
         v.extend(
+            self.motion
+                .iter()
+                .map(|p| ("the motion module".to_string(), p.clone())),
+        );
+        v.extend(
             self.loras
                 .iter()
                 .map(|l| ("a LoRA".to_string(), l.path.clone())),
@@ -286,6 +294,7 @@ impl Job {
         ModelKey {
             source: self.model.clone(),
             vae: self.vae.clone(),
+            motion: self.motion.clone(),
             loras: self
                 .loras
                 .iter()
@@ -366,6 +375,7 @@ pub struct Pass {
 pub struct ModelKey {
     source: ModelSource,
     vae: Option<PathBuf>,
+    motion: Option<PathBuf>,
     loras: Vec<(PathBuf, u64)>,
     prediction: Option<PredictionType>,
     force_cpu: bool,

@@ -110,6 +110,7 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
         unet_file: path.to_path_buf(),
         unet_config,
         video: None,
+        motion: None,
         unet: Weights::plain(vec![unet]),
         vae: Some(vae),
         text,

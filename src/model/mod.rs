@@ -28,6 +28,7 @@ pub mod ldm_vae;
 pub mod lora;
 pub mod lora_update;
 pub mod macs;
+pub mod motion;
 pub mod parts;
 pub mod profile;
 pub mod sd;

@@ -94,6 +94,8 @@ pub struct Parts {
     pub unet_config: UNetConfig,
     /// A video UNet's whole config (`UNet3DConditionModel`); `None` for an image model.
     pub video: Option<super::unet3d::UNet3DConfig>,
+    /// AnimateDiff motion modules added to the UNet (`--motion`).
+    pub motion: Option<super::motion::MotionPart>,
     /// The UNet's weights.
     pub unet: Weights,
     /// `None`: pixel space.
@@ -181,6 +183,7 @@ impl Parts {
             unet_file: files.unet.config.clone(),
             unet_config,
             video,
+            motion: None,
             unet,
             vae,
             text,
@@ -244,6 +247,54 @@ impl Parts {
             .into());
         }
         vae.weights = Weights::plain(vec![renamed]);
+        Ok(())
+    }
+
+    /// Add AnimateDiff motion modules (`--motion`): the model then makes video. The module
+    /// must fit the UNet (an SD 1.x image UNet of its widths).
+    pub fn add_motion(&mut self, path: &Path) -> Result<()> {
+        let part = super::motion::read(path)?;
+        let fail = |why: String| -> anyhow::Error {
+            anyhow::anyhow!("the motion module {} {why}", path.display())
+        };
+        if self.video.is_some() {
+            return Err(fail(format!(
+                "cannot be added to {}, which is a video model already",
+                self.origin
+            )));
+        }
+        if self.vae.is_none() {
+            return Err(fail(format!(
+                "cannot be added to {}, which works in pixel space (AnimateDiff modules are made for SD 1.x)",
+                self.origin
+            )));
+        }
+        if self.unet_config.text_time.is_some() {
+            return Err(fail(format!(
+                "does not fit {}, an SDXL model: AnimateDiff modules for SD 1.x fit SD 1.x checkpoints (SDXL needs an SDXL motion module, which adiff does not read yet)",
+                self.origin
+            )));
+        }
+        let widths: Vec<usize> = self
+            .unet_config
+            .down
+            .iter()
+            .map(|b| b.out_channels)
+            .collect();
+        let layers = self.unet_config.down.first().map_or(0, |b| b.layers);
+        super::motion::check_fit(&part.config, &widths, layers).map_err(|e| fail(e.to_string()))?;
+        self.notes.push(format!(
+            "motion module {} ({} modules, {} heads, up to {} frames)",
+            part.origin,
+            part.file
+                .tensors
+                .keys()
+                .filter(|k| k.ends_with(".proj_in.weight"))
+                .count(),
+            part.config.heads,
+            part.config.max_seq_length
+        ));
+        self.motion = Some(part);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
+use super::motion::MotionModules;
 use super::parts::Parts;
 use super::source::{HubOptions, ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
@@ -167,13 +168,15 @@ pub enum Family {
 enum Backbone {
     Image(UNet),
     Video(UNet3D),
+    /// An image UNet with AnimateDiff motion modules.
+    Motion(UNet, Box<MotionModules>),
 }
 
 impl Backbone {
     /// The 2-D layers' configuration (a video UNet's without its temporal layers).
     fn config(&self) -> &UNetConfig {
         match self {
-            Backbone::Image(u) => u.config(),
+            Backbone::Image(u) | Backbone::Motion(u, _) => u.config(),
             Backbone::Video(u) => &u.config().base,
         }
     }
@@ -260,9 +263,15 @@ impl StableDiffusion {
             tokenizers.push(part.tokenizer);
         }
         let vb = parts.unet.var_builder(dtype, device)?;
-        let unet = match &parts.video {
-            None => UNet::new(vb, &parts.unet_config).map(Backbone::Image),
-            Some(v) => UNet3D::new(vb, v).map(Backbone::Video),
+        let unet = match (&parts.video, &parts.motion) {
+            (Some(v), _) => UNet3D::new(vb, v).map(Backbone::Video),
+            (None, None) => UNet::new(vb, &parts.unet_config).map(Backbone::Image),
+            (None, Some(m)) => {
+                let unet = UNet::new(vb, &parts.unet_config)?;
+                let mvb =
+                    super::checkpoint::var_builder(std::slice::from_ref(&m.file), dtype, device)?;
+                MotionModules::new(mvb, &m.config).map(|mm| Backbone::Motion(unet, Box::new(mm)))
+            }
         }
         .with_context(|| format!("while loading {}", parts.unet.describe()))?;
 
@@ -373,7 +382,7 @@ impl StableDiffusion {
 
     /// Whether the model makes video: its latents have a frame axis.
     pub fn is_video(&self) -> bool {
-        matches!(self.unet, Backbone::Video(_))
+        matches!(self.unet, Backbone::Video(_) | Backbone::Motion(..))
     }
 
     /// The initial latents' shape: `(1, c, h, w)` for an image model, `(1, c, frames, h,
@@ -389,10 +398,22 @@ impl StableDiffusion {
         match (self.is_video(), frames) {
             (false, None) => Ok(vec![b, c, h, w]),
             (false, Some(_)) => bail!(
-                "{} makes images, not video: leave out the frame count, or load a video model (a ModelScope text-to-video folder)",
+                "is given but {} makes images, not video: leave it out, or load a video model (a ModelScope text-to-video folder, or an SD 1.x model with --motion)",
                 self.origin
             ),
-            (true, f) => Ok(vec![b, c, f.unwrap_or(DEFAULT_FRAMES), h, w]),
+            (true, f) => {
+                let f = f.unwrap_or(DEFAULT_FRAMES);
+                if let Backbone::Motion(_, m) = &self.unet
+                    && f > m.config().max_seq_length
+                {
+                    bail!(
+                        "is {f}, beyond the motion module's position table of {} frames; give at most {}",
+                        m.config().max_seq_length,
+                        m.config().max_seq_length
+                    );
+                }
+                Ok(vec![b, c, f, h, w])
+            }
         }
     }
 
@@ -560,6 +581,9 @@ impl StableDiffusion {
         if let Backbone::Video(unet) = &self.unet {
             return self.predict_video(unet, cond, x, timestep, cache);
         }
+        if let Backbone::Motion(unet, modules) = &self.unet {
+            return self.predict_motion(unet, modules, cond, x, timestep, cache);
+        }
         let (b, _, h, w) = x.dims4()?;
         ensure!(
             b == 1,
@@ -599,6 +623,61 @@ impl StableDiffusion {
         let out = unet
             .forward_cached(&x_in, &t, &cond.context, added.as_ref(), cache)?
             .to_dtype(out_dtype)?;
+        split_guided(cond, out)
+    }
+
+    /// One AnimateDiff call on a clip `(1, c, frames, h, w)`: both CFG halves' frames in one
+    /// batch, each frame with its half's encoder states, as diffusers' `AnimateDiffPipeline`
+    /// runs them.
+    fn predict_motion(
+        &self,
+        unet: &UNet,
+        modules: &MotionModules,
+        cond: &Conditioning,
+        x: &Tensor,
+        timestep: f64,
+        cache: &mut ModuleCache,
+    ) -> Result<RawPrediction> {
+        let (b, c, frames, h, w) = x.dims5()?;
+        ensure!(
+            b == 1,
+            "the denoiser takes one clip at a time (got batch {b})"
+        );
+        if let Some(plan) = cache.plan() {
+            bail!(
+                "{} is not available on video models yet: it needs the video UNet's internals (use adaptive, adaptive+forecast, ucache or steps:n=N)",
+                plan.method_name()
+            );
+        }
+        let x_in = if cond.guided {
+            Tensor::cat(&[x, x], 0)?
+        } else {
+            x.clone()
+        };
+        let n = x_in.dim(0)?;
+        let flat = x_in
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?
+            .reshape((n * frames, c, h, w))?;
+        let (_, seq, dim) = cond.context.dims3()?;
+        let context = cond
+            .context
+            .unsqueeze(1)?
+            .broadcast_as((n, frames, seq, dim))?
+            .contiguous()?
+            .reshape((n * frames, seq, dim))?;
+        let t = Tensor::full(timestep as f32, n * frames, x.device())?;
+        let out = unet
+            .forward_motion(
+                &flat,
+                &t,
+                &context,
+                super::motion::Temporal { modules, frames },
+            )?
+            .reshape((n, frames, c, h, w))?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?
+            .to_dtype(x.dtype())?;
         split_guided(cond, out)
     }
 

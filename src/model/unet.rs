@@ -9,6 +9,7 @@
 
 use super::cpu_kernels;
 use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
+use super::motion::Temporal;
 use super::profile::time;
 use crate::sampler::{CallPlan, DeepCachePlan, UNetPart};
 use anyhow::{Context, Result, bail};
@@ -289,6 +290,9 @@ pub(super) struct TransformerBlock {
     /// `attn2` attends to the block's own states, not to the encoder's (diffusers'
     /// `double_self_attention`, the temporal transformers of video UNets).
     attn2_self: bool,
+    /// A position table `(1, max_len, dim)` added to the outputs of `norm1` and `norm2`
+    /// (AnimateDiff's sinusoidal positions over frames).
+    positions: Option<Tensor>,
 }
 
 impl TransformerBlock {
@@ -304,6 +308,23 @@ impl TransformerBlock {
             attn2_self: true,
             ..Self::new(vb, dim, dim, heads, false, kernels)?
         })
+    }
+
+    /// The block with a position table `(1, max_len, dim)` added to the normed states
+    /// before each attention.
+    pub(super) fn with_positions(self, table: Tensor) -> Self {
+        Self {
+            positions: Some(table),
+            ..self
+        }
+    }
+
+    /// `h` plus the first `h.dim(1)` rows of the position table, if any.
+    fn positioned(&self, h: Tensor) -> CResult<Tensor> {
+        match &self.positions {
+            None => Ok(h),
+            Some(p) => h.broadcast_add(&p.narrow(1, 0, h.dim(1)?)?.to_dtype(h.dtype())?),
+        }
     }
 
     fn new(
@@ -323,6 +344,7 @@ impl TransformerBlock {
             ff: FeedForward::new(vb.pp("ff"), dim, kernels)?,
             kernels,
             attn2_self: false,
+            positions: None,
         })
     }
 
@@ -335,9 +357,9 @@ impl TransformerBlock {
     ) -> CResult<Tensor> {
         let kernels = self.kernels;
         let ln = |n: &LayerNorm, x: &Tensor| time("layernorm", || layer_norm(n, x, kernels));
-        let h = ln(&self.norm1, x)?;
+        let h = self.positioned(ln(&self.norm1, x)?)?;
         let x = cache.attention(false, x, |r| self.attn1.forward(&h, None, r))?;
-        let h = ln(&self.norm2, &x)?;
+        let h = self.positioned(ln(&self.norm2, &x)?)?;
         let context = (!self.attn2_self).then_some(context);
         let x = cache.attention(true, &x, |r| self.attn2.forward(&h, context, r))?;
         self.ff.forward(&ln(&self.norm3, &x)?, &x)
@@ -565,7 +587,9 @@ impl DownBlock {
         })
     }
 
-    /// Block `b` of the down path; pushes its skip connections.
+    /// Block `b` of the down path; pushes its skip connections. With `temporal`, each
+    /// layer's motion module follows it.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -574,6 +598,7 @@ impl DownBlock {
         skips: &mut Vec<Tensor>,
         cache: &mut ModuleCache,
         b: usize,
+        temporal: Option<&Temporal>,
     ) -> CResult<Tensor> {
         if let Some(out) = cache.cached(UNetPart::Down, Wrapped::Block, b, 0) {
             let out = out?;
@@ -590,6 +615,9 @@ impl DownBlock {
                 x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
                     a.forward(&x, context, c)
                 })?;
+            }
+            if let Some(t) = temporal {
+                x = t.down(b, i, x)?;
             }
             skips.push(x.clone());
         }
@@ -675,6 +703,7 @@ impl UpBlock {
     /// Up block `b` counted from the end (DeepCache's numbering); pops its skip
     /// connections (also when its output comes from the cache, as diffusers slices them
     /// before the call).
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -683,6 +712,7 @@ impl UpBlock {
         upsample_size: Option<(usize, usize)>,
         cache: &mut ModuleCache,
         b: usize,
+        temporal: Option<(&Temporal, usize)>,
     ) -> CResult<Tensor> {
         let n = self.resnets.len();
         let mut popped = Vec::with_capacity(n);
@@ -707,6 +737,9 @@ impl UpBlock {
                 x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
                     a.forward(&x, context, c)
                 })?;
+            }
+            if let Some((t, exec)) = temporal {
+                x = t.up(exec, j, x)?;
             }
         }
         if let Some(u) = &self.upsample {
@@ -751,10 +784,14 @@ impl MidBlock {
         temb: &Tensor,
         context: &Tensor,
         cache: &mut ModuleCache,
+        temporal: Option<&Temporal>,
     ) -> CResult<Tensor> {
         let mut x = self.resnets[0].forward(x, temb)?;
         for (a, r) in self.attentions.iter().zip(&self.resnets[1..]) {
             x = a.forward(&x, context, cache)?;
+            if let Some(t) = temporal {
+                x = t.mid(x)?;
+            }
             x = r.forward(&x, temb)?;
         }
         Ok(x)
@@ -1085,6 +1122,38 @@ impl UNet {
         added: Option<&AddedCond>,
         cache: &mut ModuleCache,
     ) -> Result<Tensor> {
+        self.forward_inner(x, timesteps, context, added, cache, None)
+    }
+
+    /// The UNet with AnimateDiff motion modules: `x` `(batch·frames, c, h, w)` (each clip's
+    /// frames consecutive), `timesteps` and `context` per frame.
+    pub fn forward_motion(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        temporal: Temporal,
+    ) -> Result<Tensor> {
+        if x.dim(0)? % temporal.frames != 0 {
+            bail!(
+                "a batch of {} frames is not whole clips of {}",
+                x.dim(0)?,
+                temporal.frames
+            );
+        }
+        let mut cache = ModuleCache::default();
+        self.forward_inner(x, timesteps, context, None, &mut cache, Some(&temporal))
+    }
+
+    fn forward_inner(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        added: Option<&AddedCond>,
+        cache: &mut ModuleCache,
+        temporal: Option<&Temporal>,
+    ) -> Result<Tensor> {
         cache.check_fits(self.down.len())?;
         cache.begin_call();
         let (b, _, h, w) = x.dims4()?;
@@ -1141,11 +1210,11 @@ impl UNet {
         let mut x = self.conv_in.forward(&x)?;
         let mut skips = vec![x.clone()];
         for (i, block) in self.down.iter().enumerate() {
-            x = block.forward(&x, &emb, &context, &mut skips, cache, i)?;
+            x = block.forward(&x, &emb, &context, &mut skips, cache, i, temporal)?;
         }
         // 3. mid
         x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, |c| {
-            self.mid.forward(&x, &emb, &context, c)
+            self.mid.forward(&x, &emb, &context, c, temporal)
         })?;
         // 4. up: with odd latent sizes, upsample to the skip connection's size
         let factor = 1usize << (self.down.len() - 1);
@@ -1170,6 +1239,7 @@ impl UNet {
                 upsample_size,
                 cache,
                 n_up - 1 - i,
+                temporal.map(|t| (t, i)),
             )?;
         }
         // 5. out

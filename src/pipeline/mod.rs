@@ -67,6 +67,9 @@ pub fn model_parts(job: &Job) -> Result<Parts> {
         }
     };
     lora::apply_all(&mut parts, &job.loras)?;
+    if let Some(m) = &job.motion {
+        parts.add_motion(m)?;
+    }
     Ok(parts)
 }
 
