@@ -98,13 +98,68 @@ pub struct MotionPart {
 const DEFAULT_HEADS: usize = 8;
 const DEFAULT_GROUPS: usize = 32;
 
+/// The published motion adapters `--motion` takes by name: (name, hub repository).
+pub const HUB_MODULES: [(&str, &str); 2] = [
+    (
+        "animatediff-v1-5-2",
+        "guoyww/animatediff-motion-adapter-v1-5-2",
+    ),
+    (
+        "animatediff-v1-5-3",
+        "guoyww/animatediff-motion-adapter-v1-5-3",
+    ),
+];
+
+/// The hub repository of a motion adapter name (`animatediff-v1-5-2`, `v1-5-3`, …).
+pub fn hub_repo(name: &str) -> Option<&'static str> {
+    let key: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    HUB_MODULES.iter().find_map(|(n, repo)| {
+        let short: String = n.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        (key == short || format!("animatediff{key}") == short).then_some(*repo)
+    })
+}
+
+/// A motion module by path, or by a published name (downloaded like `--model`: the
+/// adapter's `config.json` and weights into the Hugging Face cache).
+pub fn resolve(path: &Path, opts: &super::HubOptions) -> Result<MotionPart> {
+    if std::fs::symlink_metadata(path).is_err()
+        && let Some(repo) = path.to_str().and_then(hub_repo)
+    {
+        let files = super::source::fetch_files(
+            repo,
+            vec![
+                "config.json".into(),
+                "diffusion_pytorch_model.safetensors".into(),
+            ],
+            opts,
+        )?;
+        let weights = &files["diffusion_pytorch_model.safetensors"];
+        let config = &files["config.json"];
+        // The cache keeps both files in one snapshot folder.
+        if weights.parent() == config.parent() {
+            return read(weights);
+        }
+        bail!("the hub cache holds {repo}'s files in different folders");
+    }
+    read(path)
+}
+
 /// Read a motion module: a diffusers `MotionAdapter` folder or weights file, or an original
 /// AnimateDiff file. Pickles are refused unopened; anything else that is no motion module
 /// (an image checkpoint, a LoRA) is named as such.
 pub fn read(path: &Path) -> Result<MotionPart> {
     super::single_file::refuse_pickle(path, super::error::PickleKind::Model)?;
     if let Some(problem) = crate::input_path::problem(path, crate::input_path::Want::FileOrFolder) {
-        bail!("the motion module {} {problem}", path.display());
+        let names: Vec<&str> = HUB_MODULES.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "the motion module {} {problem} (give a MotionAdapter folder, an mm_*.safetensors file, or a published name: {})",
+            path.display(),
+            names.join(", ")
+        );
     }
     let (weights, config_file) = if path.is_dir() {
         let w = path.join("diffusion_pytorch_model.safetensors");
@@ -446,6 +501,33 @@ mod tests {
             .unwrap()
             .reshape(dims)
             .unwrap()
+    }
+
+    #[test]
+    fn published_modules_are_named() {
+        assert_eq!(
+            hub_repo("animatediff-v1-5-2"),
+            Some("guoyww/animatediff-motion-adapter-v1-5-2")
+        );
+        assert_eq!(
+            hub_repo("v1-5-3"),
+            Some("guoyww/animatediff-motion-adapter-v1-5-3")
+        );
+        assert_eq!(hub_repo("animatediff-v2"), None);
+        // Offline and not cached: the error names the repository and the file.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::model::HubOptions {
+            cache_dir: Some(dir.path().to_path_buf()),
+            offline: true,
+            progress: false,
+        };
+        let e = resolve(Path::new("animatediff-v1-5-2"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("guoyww/animatediff-motion-adapter-v1-5-2") && e.contains("config.json"),
+            "{e}"
+        );
     }
 
     #[test]

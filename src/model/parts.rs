@@ -253,7 +253,7 @@ impl Parts {
     /// Add AnimateDiff motion modules (`--motion`): the model then makes video. The module
     /// must fit the UNet (an SD 1.x image UNet of its widths).
     pub fn add_motion(&mut self, path: &Path) -> Result<()> {
-        let part = super::motion::read(path)?;
+        let part = super::motion::resolve(path, &super::HubOptions::default())?;
         let fail = |why: String| -> anyhow::Error {
             anyhow::anyhow!("the motion module {} {why}", path.display())
         };

@@ -583,11 +583,26 @@ fn fp16_variant(rel: &str) -> Option<String> {
 fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
     let cache_dir = opts.resolved_cache_dir()?;
     let repo_id = model.repo();
+    let found = fetch_files(repo_id, model.files(), opts)?;
+    let origin = format!("{repo_id} (cache {})", cache_dir.display());
+    let base = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));
+    ModelFiles::locate(&origin, &base, &|rel: &str| found.get(rel).cloned())
+}
+
+/// `files` of the hub repository `repo_id`, from the cache or downloaded into it (a
+/// weights file only kept as its `.fp16` variant is fetched as that, under its own name);
+/// relative path → local path.
+pub fn fetch_files(
+    repo_id: &str,
+    files: Vec<String>,
+    opts: &HubOptions,
+) -> Result<std::collections::HashMap<String, PathBuf>> {
+    let cache_dir = opts.resolved_cache_dir()?;
     let cache = hf_hub::Cache::new(cache_dir.clone());
     let cached = cache.model(repo_id.to_string());
     let mut api_repo = None;
     let mut found = std::collections::HashMap::new();
-    for rel in model.files() {
+    for rel in files {
         if let Some(p) = cached.get(&rel) {
             found.insert(rel, p);
             continue;
@@ -673,9 +688,7 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
             }
         }
     }
-    let origin = format!("{repo_id} (cache {})", cache_dir.display());
-    let base = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));
-    ModelFiles::locate(&origin, &base, &|rel: &str| found.get(rel).cloned())
+    Ok(found)
 }
 
 #[cfg(test)]
