@@ -1237,7 +1237,9 @@ fn two_benches_on_one_folder_leave_no_duplicate_run() {
         for o in outputs.iter().filter(|o| !o.status.success()) {
             let err = text(&o.stderr);
             assert!(
+                // The holder is named once it has written itself into the lock file.
                 err.contains("is in use by another adiff bench (process ")
+                    || err.contains("is in use by another adiff bench (just starting)")
                     || (extra.is_empty() && err.contains("already holds a benchmark")),
                 "{extra:?}: {err}"
             );

@@ -76,7 +76,7 @@ fn lock_folder(out: &Path) -> Result<std::fs::File> {
                 "{} is in use by another adiff bench ({}); wait for it to finish, or choose another --out",
                 out.display(),
                 if holder.is_empty() {
-                    "starting"
+                    "just starting"
                 } else {
                     holder.as_str()
                 }
