@@ -86,24 +86,126 @@ pub fn measure(
 
     let t0 = Instant::now();
     let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-    let weights = crate::model::source::component_weights(unet_dir, "diffusion_pytorch_model")?;
-    let checked = checkpoint::check_all(&weights)?;
     let dtype = dtype.unwrap_or_else(|| crate::model::default_dtype(device));
-    let unet = {
-        let vb = checkpoint::var_builder(&checked, dtype, device)?;
-        UNet::new(vb, &config)?
+    let unet = UNet::new(unet_weights(unet_dir, dtype, device)?, &config)?;
+    timed(size, calls, device, profile, t0, || {
+        Ok(unet.forward(&x, t, &context, added.as_ref())?)
+    })
+}
+
+/// The weights of a diffusers UNet folder.
+fn unet_weights(
+    dir: &Path,
+    dtype: candle_core::DType,
+    device: &Device,
+) -> Result<candle_nn::VarBuilder<'static>> {
+    let weights = crate::model::source::component_weights(dir, "diffusion_pytorch_model")?;
+    checkpoint::var_builder(&checkpoint::check_all(&weights)?, dtype, device)
+}
+
+/// One guided call of a video UNet on a clip: ModelScope's `UNet3DConditionModel` folder,
+/// or an SD 1.x UNet folder with AnimateDiff motion modules (`motion`). Inputs: `sample`
+/// `(2, c, frames, h, w)`, `timestep` and `encoder_hidden_states` `(2, seq, dim)` — what
+/// `tools/perf/video_torch.py make-*` writes.
+pub fn measure_video(
+    unet_dir: &Path,
+    motion: Option<&Path>,
+    inputs: &Path,
+    calls: usize,
+    device: &Device,
+    dtype: Option<candle_core::DType>,
+    profile: bool,
+) -> Result<(Tensor, UNetCallReport)> {
+    if calls == 0 {
+        return Err(crate::field::FieldError::new(
+            crate::field::Field::Calls,
+            "must be at least 1",
+        )
+        .into());
+    }
+    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(inputs, device)
+        .with_context(|| format!("reading inputs {}", inputs.display()))?;
+    let get = |k: &str| {
+        tensors.get(k).cloned().with_context(|| {
+            format!(
+                "{} has no tensor {k:?} (make it with tools/perf/video_torch.py)",
+                inputs.display()
+            )
+        })
     };
+    let x = get("sample")?;
+    let context = get("encoder_hidden_states")?;
+    let t = get("timestep")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+    let (b, c, frames, h, w) = x.dims5()?;
+    let size = h * 8;
+    let dtype = dtype.unwrap_or_else(|| crate::model::default_dtype(device));
+    let t0 = Instant::now();
+    let vb = unet_weights(unet_dir, dtype, device)?;
+    match motion {
+        None => {
+            let config =
+                crate::model::unet3d::UNet3DConfig::from_file(&unet_dir.join("config.json"))?;
+            let unet = crate::model::unet3d::UNet3D::new(vb, &config)?;
+            timed(size, calls, device, profile, t0, || {
+                unet.forward(&x, t, &context)
+            })
+        }
+        Some(m) => {
+            let config = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+            let unet = UNet::new(vb, &config)?;
+            let part = crate::model::motion::read(m)?;
+            let modules = crate::model::motion::MotionModules::new(
+                checkpoint::var_builder(std::slice::from_ref(&part.file), dtype, device)?,
+                &part.config,
+            )?;
+            // Frames folded into the batch, each with its sample's encoder states, as
+            // diffusers' UNetMotionModel runs them.
+            let flat = x
+                .permute((0, 2, 1, 3, 4))?
+                .contiguous()?
+                .reshape((b * frames, c, h, w))?;
+            let (_, seq, dim) = context.dims3()?;
+            let ctx = context
+                .unsqueeze(1)?
+                .broadcast_as((b, frames, seq, dim))?
+                .contiguous()?
+                .reshape((b * frames, seq, dim))?;
+            let ts = Tensor::full(t as f32, b * frames, device)?;
+            let temporal = crate::model::motion::Temporal {
+                modules: &modules,
+                frames,
+            };
+            timed(size, calls, device, profile, t0, || {
+                let out = unet.forward_motion(&flat, &ts, &ctx, temporal)?;
+                Ok(out
+                    .reshape((b, frames, c, h, w))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .contiguous()?)
+            })
+        }
+    }
+}
+
+/// After loading (started at `t0`): one warm-up `call`, then `calls` timed ones.
+fn timed(
+    size: usize,
+    calls: usize,
+    device: &Device,
+    profile: bool,
+    t0: Instant,
+    call: impl Fn() -> Result<Tensor>,
+) -> Result<(Tensor, UNetCallReport)> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let load_check_ms = checkpoint::finite_check_ms();
     let load_peak_rss_bytes = peak_rss_bytes();
 
-    let mut out = unet.forward(&x, t, &context, added.as_ref())?;
+    let mut out = call()?;
     device.synchronize()?;
     crate::model::profile::enable(profile);
     let mut calls_ms = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t0 = Instant::now();
-        out = unet.forward(&x, t, &context, added.as_ref())?;
+        out = call()?;
         device.synchronize()?;
         calls_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }

@@ -52,6 +52,11 @@ pub struct UNetCallArgs {
     /// The UNet's number format [default: f32 on the CPU, f16 on a GPU].
     #[arg(long, value_enum)]
     pub dtype: Option<DTypeArg>,
+    /// AnimateDiff motion modules for the (SD 1.x) UNet: time one call on a clip (inputs
+    /// `sample`, `timestep`, `encoder_hidden_states`, as tools/perf/video_torch.py writes
+    /// them). A ModelScope UNet3D folder is timed on a clip without this.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub motion: Option<PathBuf>,
 }
 
 /// `adiff overhead`.
@@ -95,15 +100,29 @@ pub fn unet_call_cmd(a: &UNetCallArgs) -> Result<()> {
         .inputs
         .clone()
         .unwrap_or_else(|| a.unet.join("inputs.safetensors"));
-    let (out, r) = crate::unet_call::measure(
-        &a.unet,
-        &inputs,
-        a.size,
-        a.calls,
-        &device,
-        a.dtype.map(DTypeArg::dtype),
-        a.profile,
-    )?;
+    let video =
+        a.motion.is_some() || crate::model::unet3d::is_video_config(&a.unet.join("config.json"));
+    let (out, r) = if video {
+        crate::unet_call::measure_video(
+            &a.unet,
+            a.motion.as_deref(),
+            &inputs,
+            a.calls,
+            &device,
+            a.dtype.map(DTypeArg::dtype),
+            a.profile,
+        )?
+    } else {
+        crate::unet_call::measure(
+            &a.unet,
+            &inputs,
+            a.size,
+            a.calls,
+            &device,
+            a.dtype.map(DTypeArg::dtype),
+            a.profile,
+        )?
+    };
     if a.profile {
         eprintln!(
             "{:<22} {:>10} {:>6} {:>6}",
