@@ -136,7 +136,7 @@ pub fn measure_video(
     let x = get("sample")?;
     let context = get("encoder_hidden_states")?;
     let t = get("timestep")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
-    let (b, c, frames, h, w) = x.dims5()?;
+    let (b, _, frames, h, _) = x.dims5()?;
     let size = h * 8;
     let dtype = dtype.unwrap_or_else(|| crate::model::default_dtype(device));
     let t0 = Instant::now();
@@ -160,16 +160,9 @@ pub fn measure_video(
             )?;
             // Frames folded into the batch, each with its sample's encoder states, as
             // diffusers' UNetMotionModel runs them.
-            let flat = x
-                .permute((0, 2, 1, 3, 4))?
-                .contiguous()?
-                .reshape((b * frames, c, h, w))?;
-            let (_, seq, dim) = context.dims3()?;
-            let ctx = context
-                .unsqueeze(1)?
-                .broadcast_as((b, frames, seq, dim))?
-                .contiguous()?
-                .reshape((b * frames, seq, dim))?;
+            use crate::model::clip_layout::{per_frame, to_clip, to_frames};
+            let flat = to_frames(&x)?;
+            let ctx = per_frame(&context, frames)?;
             let ts = Tensor::full(t as f32, b * frames, device)?;
             let temporal = crate::model::motion::Temporal {
                 modules: &modules,
@@ -177,10 +170,7 @@ pub fn measure_video(
             };
             timed(size, calls, device, profile, t0, || {
                 let out = unet.forward_motion(&flat, &ts, &ctx, temporal)?;
-                Ok(out
-                    .reshape((b, frames, c, h, w))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .contiguous()?)
+                Ok(to_clip(&out, frames)?)
             })
         }
     }

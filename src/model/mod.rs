@@ -15,6 +15,7 @@
 //!   `Denoiser` trait, VAE decoding and image conversion.
 
 pub mod checkpoint;
+pub mod clip_layout;
 pub mod config;
 pub mod cpu_conv;
 pub mod cpu_kernels;

@@ -19,6 +19,7 @@
 //! groups).
 
 use super::checkpoint::{self, CheckedFile, TensorInfo};
+use super::clip_layout::to_clip;
 use super::error::ModelError;
 use super::layers::{Kernels, Norm, linear};
 use super::unet::{ModuleCache, TransformerBlock};
@@ -332,11 +333,7 @@ impl MotionModule {
     pub(super) fn forward(&self, x: &Tensor, frames: usize, kernels: Kernels) -> CResult<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
-        let x5 = x
-            .reshape((b, frames, c, h, w))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?;
-        let normed = self.norm.forward(&x5, false, kernels)?;
+        let normed = self.norm.forward(&to_clip(x, frames)?, false, kernels)?;
         let tokens =
             normed
                 .permute((0, 3, 4, 2, 1))?
@@ -486,23 +483,6 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
     }
 
-    /// `(b, …)` → each sample repeated `f` times in place (`repeat_interleave(f, 0)`).
-    fn per_frame(t: &Tensor, f: usize) -> Tensor {
-        let mut dims = t.dims().to_vec();
-        let b = dims[0];
-        let mut expanded = vec![b, f];
-        expanded.extend(&dims[1..]);
-        dims[0] = b * f;
-        t.unsqueeze(1)
-            .unwrap()
-            .broadcast_as(expanded)
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .reshape(dims)
-            .unwrap()
-    }
-
     #[test]
     fn published_modules_are_named() {
         assert_eq!(
@@ -604,7 +584,7 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap()[0];
         let ts = Tensor::full(t, b * f, &Device::Cpu).unwrap();
-        let ctx = per_frame(&r["encoder_hidden_states"], f);
+        let ctx = crate::model::clip_layout::per_frame(&r["encoder_hidden_states"], f).unwrap();
         let out = unet
             .forward_motion(
                 &x,

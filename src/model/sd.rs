@@ -132,11 +132,7 @@ fn frames_as_batch(latents: &Tensor) -> Result<Tensor> {
     if latents.rank() != 5 {
         return Ok(latents.clone());
     }
-    let (b, c, f, h, w) = latents.dims5()?;
-    Ok(latents
-        .permute((0, 2, 1, 3, 4))?
-        .contiguous()?
-        .reshape((b * f, c, h, w))?)
+    Ok(super::clip_layout::to_frames(latents)?)
 }
 
 /// A UNet output over the batch `[uncond; cond]` (guided) or `[cond]` as the two halves.
@@ -638,7 +634,7 @@ impl StableDiffusion {
         timestep: f64,
         cache: &mut ModuleCache,
     ) -> Result<RawPrediction> {
-        let (b, c, frames, h, w) = x.dims5()?;
+        let (b, _, frames, _, _) = x.dims5()?;
         ensure!(
             b == 1,
             "the denoiser takes one clip at a time (got batch {b})"
@@ -654,30 +650,16 @@ impl StableDiffusion {
         } else {
             x.clone()
         };
+        use super::clip_layout::{per_frame, to_clip, to_frames};
         let n = x_in.dim(0)?;
-        let flat = x_in
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((n * frames, c, h, w))?;
-        let (_, seq, dim) = cond.context.dims3()?;
-        let context = cond
-            .context
-            .unsqueeze(1)?
-            .broadcast_as((n, frames, seq, dim))?
-            .contiguous()?
-            .reshape((n * frames, seq, dim))?;
         let t = Tensor::full(timestep as f32, n * frames, x.device())?;
-        let out = unet
-            .forward_motion(
-                &flat,
-                &t,
-                &context,
-                super::motion::Temporal { modules, frames },
-            )?
-            .reshape((n, frames, c, h, w))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .to_dtype(x.dtype())?;
+        let out = unet.forward_motion(
+            &to_frames(&x_in)?,
+            &t,
+            &per_frame(&cond.context, frames)?,
+            super::motion::Temporal { modules, frames },
+        )?;
+        let out = to_clip(&out, frames)?.to_dtype(x.dtype())?;
         split_guided(cond, out)
     }
 

@@ -18,6 +18,7 @@
 //! head, and each block's transformers have `channels / attention_head_dim` heads;
 //! `transformer_in` has 8 heads of `attention_head_dim`.
 
+use super::clip_layout::{per_frame, to_clip, to_frames};
 use super::config::{UNetBlock, UNetConfig};
 use super::layers::{Conv, Kernels, Norm, conv3x3, linear};
 use super::unet::{
@@ -263,21 +264,13 @@ impl TemporalConv {
 
     /// `x` `(batch·frames, c, h, w)`.
     fn forward(&self, x: &Tensor, frames: usize, kernels: Kernels) -> CResult<Tensor> {
-        let (bf, c, h, w) = x.dims4()?;
-        let b = bf / frames;
-        let x5 = x
-            .reshape((b, frames, c, h, w))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?;
+        let x5 = to_clip(x, frames)?;
         let mut y = x5.clone();
         for (norm, (weight, bias)) in self.norms.iter().zip(&self.convs) {
             y = norm.forward(&y, true, kernels)?;
             y = conv_frames(&y, weight, bias)?;
         }
-        (y + x5)?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((bf, c, h, w))
+        to_frames(&(y + x5)?)
     }
 }
 
@@ -334,11 +327,7 @@ impl TemporalTransformer {
     fn forward(&self, x: &Tensor, frames: usize, kernels: Kernels) -> CResult<Tensor> {
         let (bf, c, h, w) = x.dims4()?;
         let b = bf / frames;
-        let x5 = x
-            .reshape((b, frames, c, h, w))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?;
-        let normed = self.norm.forward(&x5, false, kernels)?;
+        let normed = self.norm.forward(&to_clip(x, frames)?, false, kernels)?;
         let tokens =
             normed
                 .permute((0, 3, 4, 2, 1))?
@@ -574,7 +563,7 @@ impl UNet3D {
     /// `context` `(batch, seq, dim)`; the output has `x`'s shape, in the model dtype.
     pub fn forward(&self, x: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
         let kernels = Kernels::Fused;
-        let (b, c, frames, h, w) = x
+        let (b, _, frames, h, w) = x
             .dims5()
             .context("video latents must be (batch, channels, frames, height, width)")?;
         if context.dim(0)? != b {
@@ -584,29 +573,13 @@ impl UNet3D {
             );
         }
         let cfg = &self.config.base;
-        let x = x
-            .to_dtype(self.dtype)?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?
-            .reshape((b * frames, c, h, w))?;
+        let x = to_frames(&x.to_dtype(self.dtype)?)?;
         // Each sample's time embedding and encoder states, repeated for its frames.
         let t = Tensor::full(timestep as f32, b, x.device())?;
         let t_emb = timestep_embedding(&t, cfg.down[0].out_channels, true, 0.0)?;
         let emb = self.time_embedding.forward(&t_emb.to_dtype(self.dtype)?)?;
-        let per_frame = |t: &Tensor| -> CResult<Tensor> {
-            let mut dims = t.dims().to_vec();
-            let rest = dims.split_off(1);
-            let mut expanded = vec![b, frames];
-            expanded.extend(&rest);
-            let mut flat = vec![b * frames];
-            flat.extend(&rest);
-            t.unsqueeze(1)?
-                .broadcast_as(expanded)?
-                .contiguous()?
-                .reshape(flat)
-        };
-        let emb = per_frame(&emb)?;
-        let context = per_frame(&context.to_dtype(self.dtype)?)?;
+        let emb = per_frame(&emb, frames)?;
+        let context = per_frame(&context.to_dtype(self.dtype)?, frames)?;
         let s = Step {
             temb: &emb,
             context: &context,
@@ -652,11 +625,7 @@ impl UNet3D {
             }
         }
         let x = self.norm_out.forward(&x, true, kernels)?;
-        let x = self.conv_out.forward(&x)?;
-        let co = cfg.out_channels;
-        Ok(x.reshape((b, frames, co, h, w))?
-            .permute((0, 2, 1, 3, 4))?
-            .contiguous()?)
+        Ok(to_clip(&self.conv_out.forward(&x)?, frames)?)
     }
 }
 
