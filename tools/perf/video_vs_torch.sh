@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One guided video UNet call (batch 2 for CFG), adiff vs PyTorch + diffusers on the same
 # random weights and inputs, on this machine's CPU with all cores on both sides: ModelScope
-# text-to-video (its published 1.7B UNet3D config) and AnimateDiff (SD 1.5's UNet + a
+# text-to-video (the published UNet3D config of the 1.7B pipeline: 1.41B parameters) and AnimateDiff (SD 1.5's UNet + a
 # motion adapter of v1-5-2's config), 16 frames at 256×256 by default. One table of time and
 # peak resident memory, and a check that both sides computed the same output (relative L2
 # ≤ 1e-3). A benchmark, not a test: run it by hand.
@@ -11,7 +11,7 @@
 # Env: CALLS (timed calls per side after one warm-up, default 1), PERF_DIR (default
 # target/perf). Needs the venv and the SD 1.5 UNet that tools/perf/unet_vs_torch.sh makes
 # (PERF_DIR/venv, PERF_DIR/sd15-unet), or VENV pointing at a Python with torch + diffusers.
-# The weights (6.8 GB ModelScope, 1.8 GB motion adapter) and outputs live under PERF_DIR.
+# The weights (5.6 GB ModelScope UNet, 1.8 GB motion adapter) and outputs live under PERF_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size=${1:-256}
