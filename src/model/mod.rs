@@ -1,45 +1,40 @@
-//! Noise predictors and their weights: Stable Diffusion 1.x / 2.x / SD-Turbo / SDXL on
+//! Noise predictors and their weights: Stable Diffusion 1.x / 2.x / SD-Turbo / SDXL, and
+//! the video families (ModelScope text-to-video, AnimateDiff motion modules on SD 1.x), on
 //! candle, loaded from diffusers-format folders, the Hugging Face hub or single-file
-//! (original-layout) checkpoints, with separate VAEs and LoRAs.
+//! (original-layout) checkpoints, with separate VAEs and LoRAs. Three rooms and the
+//! pipeline assembly:
 //!
-//! * [`source`] — `--model NAME` / `--weights DIR` resolution to a [`ModelFiles`] (hub
-//!   downloads go to the standard Hugging Face cache).
-//! * [`config`] — diffusers / transformers JSON configs, validated.
-//! * [`checkpoint`] — safetensors validation, and reading tensors where they lie.
-//! * [`parts`] — what a pipeline is built from, from a folder or from a checkpoint
-//!   ([`ldm_pipeline`]: [`single_file`] detection, the [`ldm_unet`] / [`ldm_vae`] /
-//!   [`ldm_text`] renamings, [`infer_config`]).
-//! * [`lora`], [`lora_update`] — LoRA / LyCORIS files merged as the weights are read.
-//! * [`tokenizer`], [`text_encoder`], [`unet`] — the model parts.
-//! * [`sd`] — [`StableDiffusion`]: prompt encoding, the [`SdDenoiser`] behind the sampler's
-//!   `Denoiser` trait, VAE decoding and image conversion.
+//! * [`kernels`] — the fused CPU kernels and the layers built on them.
+//! * [`weights`] — where weights come from and how they are read: [`source`] (`--model` /
+//!   `--weights`, the hub cache), [`checkpoint`] (safetensors validation, reading tensors
+//!   where they lie, the NaN/∞ check), single-file checkpoints ([`single_file`],
+//!   [`ldm_pipeline`], [`ldm_unet`], [`ldm_vae`], [`ldm_text`], [`infer_config`]), LoRAs
+//!   ([`lora`], [`lora_update`]).
+//! * [`networks`] — [`unet`], [`unet3d`], [`motion`], [`vae`], [`text_encoder`],
+//!   [`tokenizer`], [`macs`], [`clip_layout`].
+//! * Assembly: [`config`] (diffusers / transformers JSON configs, validated), [`parts`]
+//!   (what a pipeline is built from), [`sd`] ([`StableDiffusion`]: the family seam
+//!   `Backbone`, prompt encoding, the [`SdDenoiser`] behind the sampler's `Denoiser`,
+//!   decoding), [`error`].
+//!
+//! Each room's modules are re-exported here under their old paths (`model::checkpoint`).
 
-pub mod checkpoint;
-pub mod clip_layout;
 pub mod config;
-pub mod cpu_conv;
-pub mod cpu_kernels;
+pub mod kernels;
+pub mod networks;
+pub mod weights;
+
+// The rooms' modules under their old paths (`crate::model::checkpoint`, …).
+pub(crate) use kernels::layers;
+pub use kernels::{cpu_conv, cpu_kernels, profile};
+pub use networks::{clip_layout, macs, motion, text_encoder, tokenizer, unet, unet3d, vae};
+pub use weights::{
+    checkpoint, infer_config, ldm_pipeline, ldm_text, ldm_unet, ldm_vae, lora, lora_update,
+    single_file, source,
+};
 pub mod error;
-pub mod infer_config;
-pub(crate) mod layers;
-pub mod ldm_pipeline;
-pub mod ldm_text;
-pub mod ldm_unet;
-pub mod ldm_vae;
-pub mod lora;
-pub mod lora_update;
-pub mod macs;
-pub mod motion;
 pub mod parts;
-pub mod profile;
 pub mod sd;
-pub mod single_file;
-pub mod source;
-pub mod text_encoder;
-pub mod tokenizer;
-pub mod unet;
-pub mod unet3d;
-pub mod vae;
 
 #[cfg(test)]
 mod reference_tests;

@@ -9,8 +9,8 @@
 //! `single_file_utils.convert_ldm_vae_checkpoint` is the reference the tests hold it to
 //! (`tools/reference/make_single_file_vae.py`).
 
-use super::checkpoint::CheckedFile;
-use super::error::ModelError;
+use crate::model::checkpoint::CheckedFile;
+use crate::model::error::ModelError;
 
 /// diffusers' name of an original-layout VAE tensor (without any prefix); `up_blocks` is
 /// the decoder's number of up blocks (the original numbers them from the bottom).
@@ -121,7 +121,7 @@ pub fn as_diffusers(file: &CheckedFile) -> Result<CheckedFile, ModelError> {
     if !renamed.tensors.keys().any(|k| k.starts_with("decoder.")) {
         return Err(ModelError::NotVae {
             path: file.path.clone(),
-            found: super::single_file::top_prefixes(file),
+            found: crate::model::single_file::top_prefixes(file),
         });
     }
     Ok(renamed)

@@ -1,9 +1,9 @@
 //! The layers the UNet and the VAE decoder share, each with a fused CPU path for inference
 //! (`cpu_kernels`, `cpu_conv`) and candle's ops otherwise (GPUs, f16, training).
 
-use super::cpu_conv;
-use super::cpu_kernels;
-use super::profile::time;
+use crate::model::cpu_conv;
+use crate::model::cpu_kernels;
+use crate::model::profile::time;
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use super::checkpoint::CheckedFile;
-use super::error::ModelError;
+use crate::model::checkpoint::CheckedFile;
+use crate::model::error::ModelError;
 
 /// The UNet's prefix in every family.
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -103,7 +103,7 @@ pub fn is_pickle(path: &std::path::Path) -> bool {
 /// The [`ModelError::Pickle`] refusal of `path` when it is a pickle (given as `kind`).
 pub fn refuse_pickle(
     path: &std::path::Path,
-    kind: super::error::PickleKind,
+    kind: crate::model::error::PickleKind,
 ) -> Result<(), ModelError> {
     if is_pickle(path) {
         return Err(ModelError::Pickle {
@@ -221,14 +221,14 @@ fn looks_like_lora(file: &CheckedFile) -> bool {
 /// Tell a checkpoint, a LoRA and a VAE apart by their keys (the header only is read); the
 /// error says what the file is not.
 pub fn classify(path: &std::path::Path) -> anyhow::Result<FileKind> {
-    refuse_pickle(path, super::error::PickleKind::Model)?;
-    let file = super::checkpoint::check_safetensors(path)?;
+    refuse_pickle(path, crate::model::error::PickleKind::Model)?;
+    let file = crate::model::checkpoint::check_safetensors(path)?;
     if looks_like_lora(&file) {
         return Ok(FileKind::Lora);
     }
     match detect(&file) {
         Ok(found) => Ok(FileKind::Checkpoint(found.describe())),
-        Err(_) if super::ldm_vae::as_diffusers(&file).is_ok() => Ok(FileKind::Vae),
+        Err(_) if crate::model::ldm_vae::as_diffusers(&file).is_ok() => Ok(FileKind::Vae),
         Err(not_a_checkpoint) => Err(not_a_checkpoint.into()),
     }
 }

@@ -17,7 +17,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::error::ModelError;
+use crate::model::error::ModelError;
 
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
@@ -78,7 +78,7 @@ pub enum TokenizerSource {
 
 /// The 48 894 merges of OpenAI CLIP's BPE vocabulary (MIT licence; written by
 /// `tools/reference/make_clip_bpe.py` from the file the `open_clip_torch` wheel carries).
-const CLIP_MERGES: &str = include_str!("../../assets/tokenizers/clip-bpe-merges.txt");
+const CLIP_MERGES: &str = include_str!("../../../assets/tokenizers/clip-bpe-merges.txt");
 /// The size of every Stable Diffusion text encoder's vocabulary.
 pub const CLIP_VOCAB_SIZE: usize = 49_408;
 

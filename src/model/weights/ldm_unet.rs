@@ -5,7 +5,7 @@
 //! `middle_block`, `output_blocks`, `time_embed`, `label_emb`, `out`); the renaming is held to
 //! diffusers' own `single_file_utils.convert_ldm_unet_checkpoint` on the SD 1.x, SD 2.x and
 //! SDXL block layouts (`tools/reference/make_unet_keymap.py` →
-//! `tests/fixtures/single-file/unet_keymap.json`). Like [`super::ldm_vae`], it relabels a
+//! `tests/fixtures/single-file/unet_keymap.json`). Like [`crate::model::ldm_vae`], it relabels a
 //! validated file's entries; no tensor is copied.
 
 /// diffusers' name of a resnet's layer.

@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use super::checkpoint::{self, CheckedFile};
-use super::config::{ClipActivation, ClipConfig};
-use super::layers::Kernels;
+use crate::model::checkpoint::{self, CheckedFile};
+use crate::model::config::{ClipActivation, ClipConfig};
+use crate::model::layers::Kernels;
 
 struct Attention {
     q: Linear,
@@ -50,7 +50,7 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let probs = super::unet::softmax_last(&scores, self.kernels)?;
+        let probs = crate::model::unet::softmax_last(&scores, self.kernels)?;
         let o = probs
             .matmul(&v)?
             .reshape((b, self.heads, n, hd))?
@@ -88,7 +88,7 @@ impl EncoderLayer {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let ln = |n: &LayerNorm, t: &Tensor| super::unet::layer_norm(n, t, self.kernels);
+        let ln = |n: &LayerNorm, t: &Tensor| crate::model::unet::layer_norm(n, t, self.kernels);
         let h = (x + self.attn.forward(&ln(&self.ln1, x)?, mask)?)?;
         let m = self.fc1.forward(&ln(&self.ln2, &h)?)?;
         let m = match self.act {
@@ -284,7 +284,7 @@ impl ClipTextEncoder {
             }
             x = layer.forward(&x, &mask)?;
         }
-        let last_hidden_state = super::unet::layer_norm(&self.final_norm, &x, self.kernels)?;
+        let last_hidden_state = crate::model::unet::layer_norm(&self.final_norm, &x, self.kernels)?;
         let text_embeds = match &self.projection {
             None => None,
             Some(p) => {

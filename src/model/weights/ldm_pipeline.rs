@@ -1,20 +1,20 @@
 //! A single-file checkpoint in the original (LDM) layout as pipeline [`Parts`]: the family
-//! detected from its keys ([`super::single_file`]), each component's entries renamed to
-//! diffusers' names without reading them ([`super::ldm_unet`], [`super::ldm_vae`],
-//! [`super::ldm_text`]), configs read off the shapes ([`super::infer_config`]), the built-in
+//! detected from its keys ([`crate::model::single_file`]), each component's entries renamed to
+//! diffusers' names without reading them ([`crate::model::ldm_unet`], [`crate::model::ldm_vae`],
+//! [`crate::model::ldm_text`]), configs read off the shapes ([`crate::model::infer_config`]), the built-in
 //! CLIP tokenizer, and the family's published scheduler.
 
 use std::path::Path;
 
 use anyhow::Result;
 
-use super::checkpoint::{self, CheckedFile};
-use super::error::ModelError;
-use super::infer_config::{self, Heads, TextFamily, UNetFamily};
-use super::parts::{Parts, TextPart, VaePart, Weights};
-use super::single_file::{self, CheckpointFamily, Detected};
-use super::tokenizer::{ClipPad, ClipTokenizer};
-use super::{ldm_text, ldm_unet, ldm_vae};
+use crate::model::checkpoint::{self, CheckedFile};
+use crate::model::error::ModelError;
+use crate::model::infer_config::{self, Heads, TextFamily, UNetFamily};
+use crate::model::parts::{Parts, TextPart, VaePart, Weights};
+use crate::model::single_file::{self, CheckpointFamily, Detected};
+use crate::model::tokenizer::{ClipPad, ClipTokenizer};
+use crate::model::{ldm_text, ldm_unet, ldm_vae};
 use crate::sampler::{PredictionType, SchedulerConfig};
 
 /// `scheduler_config.json` of runwayml/stable-diffusion-v1-5.
@@ -82,7 +82,7 @@ fn text_slots(family: CheckpointFamily) -> Vec<TextSlot> {
 /// checkpoint's own (required when it has none); `prediction`: what the UNet predicts
 /// when the user says (else the family's default, or `v` when the file is marked `v_pred`).
 pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>) -> Result<Parts> {
-    single_file::refuse_pickle(path, super::error::PickleKind::Model)?;
+    single_file::refuse_pickle(path, crate::model::error::PickleKind::Model)?;
     let file = checkpoint::check_safetensors(path)?;
     let found = single_file::detect(&file)?;
     refuse_unsupported(path, &found)?;
@@ -197,7 +197,7 @@ fn vae_part(
     scaling: f64,
 ) -> Result<VaePart> {
     let renamed = match (vae, found.has_vae) {
-        (Some(v), _) => super::parts::read_vae_file(v)?,
+        (Some(v), _) => crate::model::parts::read_vae_file(v)?,
         (None, true) => ldm_vae::to_diffusers(file, single_file::VAE_PREFIX)?,
         (None, false) => {
             return Err(ModelError::NotVae {

@@ -18,11 +18,11 @@
 //! from a `config.json` beside the file, else from the published modules (8 heads, 32
 //! groups).
 
-use super::checkpoint::{self, CheckedFile, TensorInfo};
-use super::clip_layout::to_clip;
-use super::error::ModelError;
-use super::layers::{Kernels, Norm, linear};
-use super::unet::{ModuleCache, TransformerBlock};
+use crate::model::checkpoint::{self, CheckedFile, TensorInfo};
+use crate::model::clip_layout::to_clip;
+use crate::model::error::ModelError;
+use crate::model::layers::{Kernels, Norm, linear};
+use crate::model::unet::{ModuleCache, TransformerBlock};
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use candle_nn::{Linear, VarBuilder};
@@ -126,11 +126,11 @@ pub fn hub_repo(name: &str) -> Option<&'static str> {
 
 /// A motion module by path, or by a published name (downloaded like `--model`: the
 /// adapter's `config.json` and weights into the Hugging Face cache).
-pub fn resolve(path: &Path, opts: &super::HubOptions) -> Result<MotionPart> {
+pub fn resolve(path: &Path, opts: &crate::model::HubOptions) -> Result<MotionPart> {
     if std::fs::symlink_metadata(path).is_err()
         && let Some(repo) = path.to_str().and_then(hub_repo)
     {
-        let files = super::source::fetch_files(
+        let files = crate::model::source::fetch_files(
             repo,
             vec![
                 "config.json".into(),
@@ -153,7 +153,7 @@ pub fn resolve(path: &Path, opts: &super::HubOptions) -> Result<MotionPart> {
 /// AnimateDiff file. Pickles are refused unopened; anything else that is no motion module
 /// (an image checkpoint, a LoRA) is named as such.
 pub fn read(path: &Path) -> Result<MotionPart> {
-    super::single_file::refuse_pickle(path, super::error::PickleKind::Model)?;
+    crate::model::single_file::refuse_pickle(path, crate::model::error::PickleKind::Model)?;
     if let Some(problem) = crate::input_path::problem(path, crate::input_path::Want::FileOrFolder) {
         let names: Vec<&str> = HUB_MODULES.iter().map(|(n, _)| *n).collect();
         bail!(

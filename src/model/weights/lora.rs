@@ -12,7 +12,7 @@
 //! same names are read too.
 //!
 //! Each module's update `scale · alpha / rank · ΔW` is added to its weight as the weight is
-//! read ([`super::lora_update::Update`]), as diffusers' `fuse_lora` does. A key
+//! read ([`crate::model::lora_update::Update`]), as diffusers' `fuse_lora` does. A key
 //! that names no module of the model is an error listing it, never skipped.
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,10 +23,10 @@ use std::str::FromStr;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 
-use super::checkpoint;
-use super::error::ModelError;
-use super::lora_update::{Factors, Update};
-use super::parts::{Parts, Weights};
+use crate::model::checkpoint;
+use crate::model::error::ModelError;
+use crate::model::lora_update::{Factors, Update};
+use crate::model::parts::{Parts, Weights};
 
 /// One `--lora` argument: a file and the scale its update is merged with.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,7 +199,7 @@ fn index_key(key: &Key, layers: usize) -> Vec<String> {
     match (key.target, key.kohya) {
         (Target::Unet, true) => {
             let mut keys = vec![key.module.to_string()];
-            keys.extend(super::ldm_unet::kohya_stem(key.module, layers));
+            keys.extend(crate::model::ldm_unet::kohya_stem(key.module, layers));
             keys
         }
         (Target::Unet, false) => vec![key.module.replace('.', "_")],
@@ -233,7 +233,7 @@ fn lora_error(path: &std::path::Path, problem: String) -> anyhow::Error {
 }
 
 fn read(path: &std::path::Path) -> Result<Read> {
-    super::single_file::refuse_pickle(path, super::error::PickleKind::Lora)?;
+    crate::model::single_file::refuse_pickle(path, crate::model::error::PickleKind::Lora)?;
     if let Some(problem) = crate::input_path::problem(path, crate::input_path::Want::File) {
         return Err(lora_error(path, problem));
     }

@@ -7,8 +7,8 @@
 //! OpenCLIP's `text_projection` is stored transposed relative to transformers and is left
 //! out: relabelling cannot transpose (SDXL's pooled projection will need a copy).
 
-use super::checkpoint::{CheckedFile, TensorInfo, dtype_size};
-use super::error::ModelError;
+use crate::model::checkpoint::{CheckedFile, TensorInfo, dtype_size};
+use crate::model::error::ModelError;
 
 /// The entries under `prefix` with the prefix removed (SD 1.x: transformers' own names).
 pub fn clip_names(file: &CheckedFile, prefix: &str) -> Result<CheckedFile, ModelError> {

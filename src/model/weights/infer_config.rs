@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use super::checkpoint::CheckedFile;
-use super::config::{ClipConfig, ClipJson, UNetConfig, UNetJson, VaeConfig, VaeJson};
-use super::error::ModelError;
+use crate::model::checkpoint::CheckedFile;
+use crate::model::config::{ClipConfig, ClipJson, UNetConfig, UNetJson, VaeConfig, VaeJson};
+use crate::model::error::ModelError;
 
 /// The shape of `name`, if the file has it.
 fn shape<'a>(file: &'a CheckedFile, name: &str) -> Option<&'a [usize]> {

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 
-use super::error::ModelError;
+use crate::model::error::ModelError;
 
 /// The largest header accepted (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
@@ -42,7 +42,7 @@ pub struct TensorInfo {
 }
 
 /// Weight name → the LoRA-family updates merged into it as it is read.
-pub type Merges = HashMap<String, Vec<super::lora_update::Update>>;
+pub type Merges = HashMap<String, Vec<crate::model::lora_update::Update>>;
 
 /// A validated safetensors file: its path and what it holds.
 #[derive(Debug, Clone)]

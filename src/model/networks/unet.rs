@@ -7,10 +7,10 @@
 //! SDXL added conditioning (`addition_embed_type: "text_time"`). This module follows
 //! diffusers' structure and weight names one to one, including SDXL's `add_embedding`.
 
-use super::cpu_kernels;
-use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
-use super::motion::Temporal;
-use super::profile::time;
+use crate::model::cpu_kernels;
+use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear, linear_add};
+use crate::model::motion::Temporal;
+use crate::model::profile::time;
 use crate::sampler::{CallPlan, DeepCachePlan, UNetPart};
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Module, Tensor};
@@ -18,7 +18,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding;
 use std::collections::HashMap;
 
-use super::config::{UNetBlock, UNetConfig};
+use crate::model::config::{UNetBlock, UNetConfig};
 
 type CResult<T> = candle_core::Result<T>;
 

@@ -9,10 +9,10 @@
 //! spellings: `to_q/to_k/to_v/to_out.0` and the older `query/key/value/proj_attn`, with
 //! linear or 1×1-convolution-shaped weights).
 
-use super::config::VaeConfig;
-use super::cpu_kernels;
-use super::layers::{Conv, Kernels, Norm, conv1x1, conv3x3};
-use super::profile::time;
+use crate::model::config::VaeConfig;
+use crate::model::cpu_kernels;
+use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3};
+use crate::model::profile::time;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 

@@ -6,7 +6,7 @@
 //! DeepCache's paper reports (its profiler counts layers, not the attention products) — and
 //! the attention products add 62 G more.
 
-use super::config::{UNetBlock, UNetConfig};
+use crate::model::config::{UNetBlock, UNetConfig};
 use crate::sampler::{CallPlan, UNetPart};
 
 /// A 3×3 (`k = 9`) or 1×1 (`k = 1`) convolution producing `hw` pixels.
@@ -193,8 +193,9 @@ pub fn reference_call_macs() -> u64 {
 }
 
 fn sd15() -> UNetConfig {
-    let json: super::config::UNetJson = serde_json::from_str(super::config::SD15_UNET_CONFIG)
-        .expect("the built-in SD 1.5 config parses");
+    let json: crate::model::config::UNetJson =
+        serde_json::from_str(crate::model::config::SD15_UNET_CONFIG)
+            .expect("the built-in SD 1.5 config parses");
     UNetConfig::from_json(&json, std::path::Path::new("<SD 1.5>"))
         .expect("the built-in SD 1.5 config resolves")
 }

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::cpu_kernels::{
+use crate::model::cpu_kernels::{
     Start, Strided, assume_init, parallelism, product, uninit_vec, with_optional, with_slice,
 };
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};

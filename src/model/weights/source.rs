@@ -11,9 +11,9 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 
-use super::error::ModelError;
-use super::single_file;
-use super::tokenizer::TokenizerFiles;
+use crate::model::error::ModelError;
+use crate::model::single_file;
+use crate::model::tokenizer::TokenizerFiles;
 
 /// The Hugging Face pipelines `--model` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -283,7 +283,7 @@ impl ModelFiles {
 
         let model_index = lookup("model_index.json");
         let index = match &model_index {
-            Some(p) => super::config::ModelIndex::from_optional(Some(p))?,
+            Some(p) => crate::model::config::ModelIndex::from_optional(Some(p))?,
             None => Default::default(),
         };
         let class_name = index.class_name.clone();
@@ -418,7 +418,7 @@ fn find_weights(
 /// Why a file given where a model folder belongs does not load: a pickle (never opened), a
 /// single-file checkpoint (its family named), or something else.
 fn single_file_error(path: &Path) -> anyhow::Error {
-    if let Err(pickle) = single_file::refuse_pickle(path, super::error::PickleKind::Model) {
+    if let Err(pickle) = single_file::refuse_pickle(path, crate::model::error::PickleKind::Model) {
         return pickle.into();
     }
     if !single_file::is_safetensors(path) {
@@ -429,7 +429,7 @@ fn single_file_error(path: &Path) -> anyhow::Error {
         .into();
     }
     // A truncated or corrupt file says so before anything else.
-    let checked = match super::checkpoint::check_safetensors(path) {
+    let checked = match crate::model::checkpoint::check_safetensors(path) {
         Ok(checked) => checked,
         Err(e) => return e,
     };
@@ -450,7 +450,7 @@ fn shards_of(
     base: &Path,
     lookup: &dyn Fn(&str) -> Option<PathBuf>,
 ) -> Result<Vec<PathBuf>> {
-    let json: serde_json::Value = super::config::read_json(index)?;
+    let json: serde_json::Value = crate::model::config::read_json(index)?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())

@@ -1,5 +1,5 @@
 //! The weight updates of the LoRA family, merged into a weight as it is read
-//! ([`super::checkpoint::ReadBackend`]): `W += scale · ΔW`, with ΔW from its factors —
+//! ([`crate::model::checkpoint::ReadBackend`]): `W += scale · ΔW`, with ΔW from its factors —
 //! LoRA / LoCon `up · down`, LyCORIS LoHa `(w1a · w1b) ⊙ (w2a · w2b)` and LoKr `w1 ⊗ w2` —
 //! as a matrix of `W`'s first dimension by the rest, reshaped to `W`'s shape (linear layers,
 //! 1×1 and k×k convolutions alike).

@@ -18,10 +18,10 @@
 //! head, and each block's transformers have `channels / attention_head_dim` heads;
 //! `transformer_in` has 8 heads of `attention_head_dim`.
 
-use super::clip_layout::{per_frame, to_clip, to_frames};
-use super::config::{UNetBlock, UNetConfig};
-use super::layers::{Conv, Kernels, Norm, conv3x3, linear};
-use super::unet::{
+use crate::model::clip_layout::{per_frame, to_clip, to_frames};
+use crate::model::config::{UNetBlock, UNetConfig};
+use crate::model::layers::{Conv, Kernels, Norm, conv3x3, linear};
+use crate::model::unet::{
     Downsample, ModuleCache, Resnet, Transformer2D, TransformerBlock, Upsample, resnet,
     timestep_embedding,
 };
