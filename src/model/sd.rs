@@ -792,6 +792,28 @@ impl Denoiser for SdDenoiser<'_> {
     }
 
     fn call_macs(&self, x: &Tensor) -> Option<u64> {
+        if x.rank() == 5 {
+            let (_, _, frames, h, w) = x.dims5().ok()?;
+            let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
+            let temporal = match &self.sd.unet {
+                Backbone::Video(u) => super::macs::TemporalLayers::ModelScope {
+                    transformer_in_head_dim: u.config().transformer_in_head_dim,
+                },
+                Backbone::Motion(_, m) => super::macs::TemporalLayers::Motion {
+                    mid: m.config().mid_block,
+                },
+                Backbone::Image(_) => return None,
+            };
+            return Some(super::macs::video_call_macs(
+                self.sd.unet.config(),
+                temporal,
+                batch,
+                frames,
+                h,
+                w,
+                ctx_len,
+            ));
+        }
         let (_, _, h, w) = x.dims4().ok()?;
         let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
         let batch = if self.after_gate() { 1 } else { batch };

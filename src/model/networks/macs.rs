@@ -186,6 +186,101 @@ fn count(
     total * k.batch as u64
 }
 
+/// Where a video UNet's temporal layers sit (their 2-D layers are the image UNet's, run on
+/// every frame).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TemporalLayers {
+    /// ModelScope's `UNet3DConditionModel`: a temporal convolution after each ResNet, a
+    /// temporal transformer after each spatial one, and `transformer_in` (8 heads of this
+    /// width) after `conv_in`.
+    ModelScope {
+        /// Head width of `transformer_in`.
+        transformer_in_head_dim: usize,
+    },
+    /// AnimateDiff: a motion module after each down layer and each up layer, and one in the
+    /// mid block when `mid`.
+    Motion {
+        /// Whether the mid block has a module.
+        mid: bool,
+    },
+}
+
+/// A temporal transformer (or motion module) on `c` channels at `hw` pixels, each pixel's
+/// `frames` as a sequence: projections to and from `inner`, two self-attentions over the
+/// frames (with their products), the GEGLU feed-forward.
+fn temporal_transformer(hw: u64, frames: u64, c: usize, inner: usize) -> u64 {
+    let (c, i) = (c as u64, inner as u64);
+    let n = hw * frames;
+    let proj = 2 * n * c * i;
+    let attn = 4 * n * i * i + 2 * hw * frames * frames * i;
+    proj + 2 * attn + 12 * n * i * i
+}
+
+/// ModelScope's temporal convolution: four Conv3d (3, 1, 1) of `c` channels.
+fn temporal_conv(hw: u64, frames: u64, c: usize) -> u64 {
+    4 * hw * frames * 3 * (c * c) as u64
+}
+
+/// Multiply-accumulates of one video UNet call on `(batch, c, frames, h, w)` latents: the
+/// 2-D layers on every frame (as [`unet_call_macs`] counts them) and the temporal layers.
+pub fn video_call_macs(
+    cfg: &UNetConfig,
+    temporal: TemporalLayers,
+    batch: usize,
+    frames: usize,
+    h: usize,
+    w: usize,
+    ctx_len: usize,
+) -> u64 {
+    let spatial = unet_call_macs(cfg, batch * frames, h, w, ctx_len);
+    let f = frames as u64;
+    let n = cfg.down.len();
+    // Pixels at down block i (the resolution halves after every block but the last).
+    let hw_at = |i: usize| (h * w) as u64 >> (2 * i.min(n - 1));
+    let mut t = 0u64;
+    for (i, block) in cfg.down.iter().enumerate() {
+        let (hw, c, layers) = (hw_at(i), block.out_channels, block.layers as u64);
+        t += layers
+            * match temporal {
+                TemporalLayers::ModelScope { .. } => {
+                    temporal_conv(hw, f, c)
+                        + block
+                            .cross_attn
+                            .map_or(0, |_| temporal_transformer(hw, f, c, c))
+                }
+                TemporalLayers::Motion { .. } => temporal_transformer(hw, f, c, c),
+            };
+    }
+    let (hw_low, c_low) = (hw_at(n - 1), cfg.mid.out_channels);
+    t += match temporal {
+        TemporalLayers::ModelScope {
+            transformer_in_head_dim,
+        } => {
+            let c0 = cfg.down[0].out_channels;
+            temporal_transformer(hw_at(0), f, c0, 8 * transformer_in_head_dim)
+                + 2 * temporal_conv(hw_low, f, c_low)
+                + temporal_transformer(hw_low, f, c_low, c_low)
+        }
+        TemporalLayers::Motion { mid } => {
+            u64::from(mid) * temporal_transformer(hw_low, f, c_low, c_low)
+        }
+    };
+    for (i, block) in cfg.up.iter().enumerate() {
+        let (hw, c, layers) = (hw_at(n - 1 - i), block.out_channels, block.layers as u64);
+        t += layers
+            * match temporal {
+                TemporalLayers::ModelScope { .. } => {
+                    temporal_conv(hw, f, c)
+                        + block
+                            .cross_attn
+                            .map_or(0, |_| temporal_transformer(hw, f, c, c))
+                }
+                TemporalLayers::Motion { .. } => temporal_transformer(hw, f, c, c),
+            };
+    }
+    spatial + t * batch as u64
+}
+
 /// The unit of `unet_cost`: one classifier-free-guidance call (batch 2) of Stable
 /// Diffusion 1.5 at 512×512 (a 64×64 latent, 77 text tokens).
 pub fn reference_call_macs() -> u64 {
@@ -222,6 +317,51 @@ mod tests {
         assert!(
             (60.0..64.0).contains(&products),
             "attention products: {products:.2} G"
+        );
+    }
+
+    #[test]
+    fn a_video_call_is_its_frames_plus_the_temporal_layers() {
+        let cfg = sd15();
+        let image = unet_call_macs(&cfg, 2, 32, 32, 77);
+        let motion = video_call_macs(
+            &cfg,
+            TemporalLayers::Motion { mid: true },
+            2,
+            16,
+            32,
+            32,
+            77,
+        );
+        // AnimateDiff v2 on SD 1.5 at 256², 16 frames: sixteen image calls plus the 21
+        // motion modules, which are a modest share (their attention runs over 16 tokens).
+        let extra = motion as f64 / (16 * image) as f64 - 1.0;
+        assert!((0.02..0.5).contains(&extra), "{extra}");
+        // More frames cost more than proportionally only through the frame attention.
+        let m32 = video_call_macs(
+            &cfg,
+            TemporalLayers::Motion { mid: true },
+            2,
+            32,
+            32,
+            32,
+            77,
+        );
+        assert!(m32 > 2 * motion);
+        let ms = video_call_macs(
+            &cfg,
+            TemporalLayers::ModelScope {
+                transformer_in_head_dim: 64,
+            },
+            2,
+            16,
+            32,
+            32,
+            77,
+        );
+        assert!(
+            ms > motion,
+            "temporal convs and transformers on top of the same 2-D layers"
         );
     }
 
