@@ -7,7 +7,9 @@
 #  2. one CFG UNet call, f16: SD 1.5 size at 512x512 and SDXL size at 1024x1024, adiff vs
 #     diffusers on the same GPU and random weights, outputs compared;
 #  3. adiff compare (baseline vs adaptive, 50 DDIM steps) at 512x512 on a random-weight
-#     SD 1.5-size pipeline: wall times, noise-predictor calls, peak GPU memory.
+#     SD 1.5-size pipeline: wall times, noise-predictor calls, peak GPU memory;
+#  4. one guided AnimateDiff call, f16: SD 1.5 + a motion adapter of v1-5-2's config, 16
+#     frames at 256x256, adiff vs diffusers' UNetMotionModel, outputs compared.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${WORK:-/tmp/adiff-device-check}
@@ -40,11 +42,11 @@ with_gpu_peak() { # OUTFILE CMD... ; writes the peak MiB above idle to OUTFILE.p
     return $rc
 }
 
-log "1/3 tiny reference on CUDA"
+log "1/4 tiny reference on CUDA"
 "$py" tools/cuda/reference_check.py "$work/ref" f32 "$run" >"$work/ref-f32.jsonl" || true
 "$py" tools/cuda/reference_check.py "$work/ref" f16 "$run" >"$work/ref-f16.jsonl" || true
 
-log "2/3 UNet calls, f16"
+log "2/4 UNet calls, f16"
 unet_rows=()
 for spec in "sd15 512" "sdxl 1024"; do
     set -- $spec
@@ -56,12 +58,20 @@ for spec in "sd15 512" "sdxl 1024"; do
     unet_rows+=("$fam|$a|$t|$g")
 done
 
-log "3/3 adiff compare at 512x512 (random SD 1.5-size pipeline)"
+log "3/4 adiff compare at 512x512 (random SD 1.5-size pipeline)"
 pipe="$work/sd15-pipe"
 [ -f "$pipe/unet/config.json" ] || "$py" tools/perf/unet_torch.py pipeline "$pipe"
 with_gpu_peak "$work/compare.log" "$run" compare --weights "$pipe" --prompt "a lighthouse on a cliff at dusk" \
     --steps 50 --scheduler ddim --width 512 --height 512 --out "$work/compare.png" --trace "$work/compare.json" \
     || log "compare failed (see $work/compare.log)"
+
+log "4/4 AnimateDiff call, f16 (SD 1.5 + motion adapter v1-5-2 sizes, 16 frames, 256x256)"
+ad="$work/animatediff"
+[ -f "$ad/inputs-256-16.safetensors" ] || "$py" tools/perf/video_torch.py make-animatediff "$ad" --sd15 "$work/unet-sd15" --size 256 --frames 16
+a=$("$run" unet-call --unet "$work/unet-sd15" --motion "$ad/motion_adapter" --inputs "$ad/inputs-256-16.safetensors" --calls 10 --dtype f16 --out "$ad/adiff-256-16.safetensors" || echo '{"error": "adiff failed"}')
+t=$("$py" tools/perf/video_torch.py run "$ad" --family animatediff --sd15 "$work/unet-sd15" --size 256 --frames 16 --calls 10 --device cuda --dtype f16 || echo '{"error": "diffusers failed"}')
+g=$("$py" tools/perf/video_torch.py agree "$ad/adiff-256-16.safetensors" "$ad/torch-animatediff-256-16-f16.safetensors" || echo '{"rel": null}')
+unet_rows+=("animatediff|$a|$t|$g")
 
 "$py" - "$gpu" "$work" "${unet_rows[@]}" <<'PY'
 import json, sys
@@ -82,13 +92,14 @@ print("|---|---|---|---|---|---|")
 for row in rows:
     fam, a, t, g = row.split("|")
     a, t, g = json.loads(a), json.loads(t), json.loads(g)
-    if "ms" not in a:
-        print(f"| {fam} | failed | {t['ms']:.1f} | | | |")
+    if "ms" not in a or "ms" not in t:
+        print(f"| {fam} | {a.get('ms', 'failed')} | {t.get('ms', 'failed')} | | | |")
         continue
     # ~1.6 ms: SD 1.5's ~1.6 TFLOP per 512x512 CFG call at ~1 PFLOP/s dense f16.
     limit = f"{100 * 1.6 / a['ms']:.0f} % of ~1.6 ms" if fam == "sd15" else ""
     rel = "n/a" if g.get("rel") is None else f"{g['rel']:.1e}"
-    name = "SD 1.5, 512×512" if fam == "sd15" else "SDXL, 1024×1024"
+    name = {"sd15": "SD 1.5, 512×512", "sdxl": "SDXL, 1024×1024",
+            "animatediff": "AnimateDiff (SD 1.5 + v1-5-2), 16 frames 256×256"}[fam]
     print(f"| {name} | {a['ms']:.1f} | {t['ms']:.1f} | {a['ms'] / t['ms']:.2f}× | {rel} | {limit} |")
 print()
 try:

@@ -154,10 +154,12 @@ def run(args):
     from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(args.threads)
+    dtype = {"f32": torch.float32, "f16": torch.float16}[args.dtype]
+    dev = torch.device(args.device)
     inputs = load_file(os.path.join(args.dir, f"inputs-{args.size}-{args.frames}.safetensors"))
-    x = inputs["sample"].float()
-    t = inputs["timestep"].float()
-    ehs = inputs["encoder_hidden_states"].float()
+    x = inputs["sample"].to(dev, dtype)
+    t = inputs["timestep"].float().to(dev)
+    ehs = inputs["encoder_hidden_states"].to(dev, dtype)
     b, _, f, h, w = x.shape
     assert f == args.frames and h == args.size // 8 == w, x.shape
 
@@ -165,35 +167,39 @@ def run(args):
     if args.family == "modelscope":
         from diffusers import UNet3DConditionModel
 
-        unet = UNet3DConditionModel.from_pretrained(args.dir, torch_dtype=torch.float32)
+        unet = UNet3DConditionModel.from_pretrained(args.dir, torch_dtype=dtype)
     else:
         from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 
         if not args.sd15:
             sys.exit("--family animatediff needs --sd15 PATH")
-        unet2d = UNet2DConditionModel.from_pretrained(args.sd15, torch_dtype=torch.float32)
+        unet2d = UNet2DConditionModel.from_pretrained(args.sd15, torch_dtype=dtype)
         adapter = MotionAdapter.from_pretrained(
-            os.path.join(args.dir, "motion_adapter"), torch_dtype=torch.float32)
-        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+            os.path.join(args.dir, "motion_adapter"), torch_dtype=dtype)
+        unet = UNetMotionModel.from_unet2d(unet2d, adapter).to(dtype)
         del unet2d, adapter
         gc.collect()
         # As AnimateDiffPipeline does: the text states once per frame.
         ehs = ehs.repeat_interleave(f, dim=0)
-    unet.eval()
-    assert all(p.dtype == torch.float32 for p in unet.parameters())
+    unet.eval().to(dev)
+    assert all(p.dtype == dtype for p in unet.parameters())
     load_ms = (time.perf_counter() - t0) * 1e3
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     calls_ms = []
     with torch.inference_mode():
         call = lambda: unet(x, t, encoder_hidden_states=ehs).sample
         out = call()  # warm-up
+        sync()
         for _ in range(args.calls):
             t1 = time.perf_counter()
             out = call()
+            sync()
             calls_ms.append((time.perf_counter() - t1) * 1e3)
     assert out.shape == x.shape, (out.shape, x.shape)
-    name = f"torch-{args.family}-{args.size}-{args.frames}.safetensors"
-    save_file({"out": out.float().contiguous()}, os.path.join(args.dir, name))
+    suffix = "" if args.dtype == "f32" else f"-{args.dtype}"
+    name = f"torch-{args.family}-{args.size}-{args.frames}{suffix}.safetensors"
+    save_file({"out": out.float().contiguous().cpu()}, os.path.join(args.dir, name))
     print(json.dumps({
         "side": "torch",
         "family": args.family,
@@ -245,6 +251,8 @@ def main():
     r.add_argument("--frames", type=int, default=16)
     r.add_argument("--calls", type=int, default=1)
     r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--device", default="cpu", help="cpu or cuda")
+    r.add_argument("--dtype", choices=["f32", "f16"], default="f32")
     a = sub.add_parser("agree", help="relative L2 difference of two outputs (tensor 'out')")
     a.add_argument("a")
     a.add_argument("b")
