@@ -169,7 +169,13 @@ pub fn measure_video(
                 frames,
             };
             timed(size, calls, device, profile, t0, || {
-                let out = unet.forward_motion(&flat, &ts, &ctx, temporal)?;
+                let out = unet.forward_motion(
+                    &flat,
+                    &ts,
+                    &ctx,
+                    temporal,
+                    &mut crate::model::unet::ModuleCache::default(),
+                )?;
                 Ok(to_clip(&out, frames)?)
             })
         }

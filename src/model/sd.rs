@@ -639,12 +639,8 @@ impl StableDiffusion {
             b == 1,
             "the denoiser takes one clip at a time (got batch {b})"
         );
-        if let Some(plan) = cache.plan() {
-            bail!(
-                "{} is not available on video models yet: it needs the video UNet's internals (use adaptive, adaptive+forecast, ucache or steps:n=N)",
-                plan.method_name()
-            );
-        }
+        // DeepCache and T-GATE run as on images: the motion modules sit inside the modules
+        // DeepCache keeps, T-GATE's attention means are over each CFG half's frames.
         let x_in = if cond.guided {
             Tensor::cat(&[x, x], 0)?
         } else {
@@ -658,6 +654,7 @@ impl StableDiffusion {
             &t,
             &per_frame(&cond.context, frames)?,
             super::motion::Temporal { modules, frames },
+            cache,
         )?;
         let out = to_clip(&out, frames)?.to_dtype(x.dtype())?;
         split_guided(cond, out)
@@ -680,7 +677,7 @@ impl StableDiffusion {
         );
         if let Some(plan) = cache.plan() {
             bail!(
-                "{} is not available on video models yet: it needs the video UNet's internals (use adaptive, adaptive+forecast, ucache or steps:n=N)",
+                "{} is not available on ModelScope's video UNet yet: it needs that UNet's module and attention internals (use adaptive, adaptive+forecast, ucache or steps:n=N; on AnimateDiff models it runs)",
                 plan.method_name()
             );
         }
@@ -812,6 +809,7 @@ impl Denoiser for SdDenoiser<'_> {
                 h,
                 w,
                 ctx_len,
+                self.cache.plan().as_ref(),
             ));
         }
         let (_, _, h, w) = x.dims4().ok()?;

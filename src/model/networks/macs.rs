@@ -222,7 +222,10 @@ fn temporal_conv(hw: u64, frames: u64, c: usize) -> u64 {
 }
 
 /// Multiply-accumulates of one video UNet call on `(batch, c, frames, h, w)` latents: the
-/// 2-D layers on every frame (as [`unet_call_macs`] counts them) and the temporal layers.
+/// 2-D layers on every frame (as [`unet_call_macs_planned`] counts them) and the temporal
+/// layers; a partial call (DeepCache on AnimateDiff) skips the motion modules of the layers
+/// it takes from its cache.
+#[allow(clippy::too_many_arguments)]
 pub fn video_call_macs(
     cfg: &UNetConfig,
     temporal: TemporalLayers,
@@ -231,15 +234,24 @@ pub fn video_call_macs(
     h: usize,
     w: usize,
     ctx_len: usize,
+    plan: Option<&CallPlan>,
 ) -> u64 {
-    let spatial = unet_call_macs(cfg, batch * frames, h, w, ctx_len);
+    let spatial = unet_call_macs_planned(cfg, batch * frames, h, w, ctx_len, plan);
+    let deep = match plan {
+        Some(CallPlan::DeepCache(p)) => Some(*p),
+        _ => None,
+    };
+    let skip = |part, block, layer| deep.is_some_and(|p| p.skips(part, block, layer));
     let f = frames as u64;
     let n = cfg.down.len();
     // Pixels at down block i (the resolution halves after every block but the last).
     let hw_at = |i: usize| (h * w) as u64 >> (2 * i.min(n - 1));
     let mut t = 0u64;
     for (i, block) in cfg.down.iter().enumerate() {
-        let (hw, c, layers) = (hw_at(i), block.out_channels, block.layers as u64);
+        let (hw, c) = (hw_at(i), block.out_channels);
+        let layers = (0..block.layers)
+            .filter(|&j| !skip(UNetPart::Down, i, j))
+            .count() as u64;
         t += layers
             * match temporal {
                 TemporalLayers::ModelScope { .. } => {
@@ -262,11 +274,16 @@ pub fn video_call_macs(
                 + temporal_transformer(hw_low, f, c_low, c_low)
         }
         TemporalLayers::Motion { mid } => {
-            u64::from(mid) * temporal_transformer(hw_low, f, c_low, c_low)
+            u64::from(mid && !skip(UNetPart::Mid, 0, 0))
+                * temporal_transformer(hw_low, f, c_low, c_low)
         }
     };
     for (i, block) in cfg.up.iter().enumerate() {
-        let (hw, c, layers) = (hw_at(n - 1 - i), block.out_channels, block.layers as u64);
+        let (hw, c) = (hw_at(n - 1 - i), block.out_channels);
+        let last = block.layers - 1;
+        let layers = (0..block.layers)
+            .filter(|&j| !skip(UNetPart::Up, n - 1 - i, last - j))
+            .count() as u64;
         t += layers
             * match temporal {
                 TemporalLayers::ModelScope { .. } => {
@@ -332,6 +349,7 @@ mod tests {
             32,
             32,
             77,
+            None,
         );
         // AnimateDiff v2 on SD 1.5 at 256², 16 frames: sixteen image calls plus the 21
         // motion modules, which are a modest share (their attention runs over 16 tokens).
@@ -346,6 +364,7 @@ mod tests {
             32,
             32,
             77,
+            None,
         );
         assert!(m32 > 2 * motion);
         let ms = video_call_macs(
@@ -358,10 +377,28 @@ mod tests {
             32,
             32,
             77,
+            None,
         );
         assert!(
             ms > motion,
             "temporal convs and transformers on top of the same 2-D layers"
+        );
+        // DeepCache on AnimateDiff: a partial call skips the cached layers' motion modules.
+        let plan = CallPlan::DeepCache(DeepCachePlan::for_step(1, 3, 0));
+        let partial = video_call_macs(
+            &cfg,
+            TemporalLayers::Motion { mid: true },
+            2,
+            16,
+            32,
+            32,
+            77,
+            Some(&plan),
+        );
+        let spatial = unet_call_macs_planned(&cfg, 32, 32, 32, 77, Some(&plan));
+        assert!(
+            partial > spatial && partial < motion / 5,
+            "{partial} of {motion}"
         );
     }
 

@@ -594,6 +594,7 @@ mod tests {
                     modules: &modules,
                     frames: f,
                 },
+                &mut ModuleCache::default(),
             )
             .unwrap()
             .reshape((b, f, c, h, w))

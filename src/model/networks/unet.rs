@@ -607,17 +607,26 @@ impl DownBlock {
         }
         let start = skips.len();
         let mut x = x.clone();
+        // A layer's motion module runs inside its last wrapped module, so that DeepCache
+        // keeps (and reuses) the layer's output with the module applied.
+        let motion = |i: usize, y: Tensor| match temporal {
+            Some(t) => t.down(b, i, y),
+            None => Ok(y),
+        };
         for (i, r) in self.resnets.iter().enumerate() {
+            let attention = self.attentions.get(i);
             x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
-                r.forward(&x, temb)
+                let y = r.forward(&x, temb)?;
+                if attention.is_some() {
+                    Ok(y)
+                } else {
+                    motion(i, y)
+                }
             })?;
-            if let Some(a) = self.attentions.get(i) {
+            if let Some(a) = attention {
                 x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
-                    a.forward(&x, context, c)
+                    motion(i, a.forward(&x, context, c)?)
                 })?;
-            }
-            if let Some(t) = temporal {
-                x = t.down(b, i, x)?;
             }
             skips.push(x.clone());
         }
@@ -727,19 +736,27 @@ impl UpBlock {
             return Ok(out?[0].clone());
         }
         let mut x = x.clone();
+        // As in the down blocks: each layer's motion module inside its last wrapped module.
+        let motion = |j: usize, y: Tensor| match temporal {
+            Some((t, exec)) => t.up(exec, j, y),
+            None => Ok(y),
+        };
         for (j, (r, skip)) in self.resnets.iter().zip(&popped).enumerate() {
             let layer = n - 1 - j;
+            let attention = self.attentions.get(j);
             x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
                 let cat = time("cat skip", || Tensor::cat(&[&x, skip], 1))?;
-                r.forward(&cat, temb)
+                let y = r.forward(&cat, temb)?;
+                if attention.is_some() {
+                    Ok(y)
+                } else {
+                    motion(j, y)
+                }
             })?;
-            if let Some(a) = self.attentions.get(j) {
+            if let Some(a) = attention {
                 x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
-                    a.forward(&x, context, c)
+                    motion(j, a.forward(&x, context, c)?)
                 })?;
-            }
-            if let Some((t, exec)) = temporal {
-                x = t.up(exec, j, x)?;
             }
         }
         if let Some(u) = &self.upsample {
@@ -888,7 +905,9 @@ impl ModuleCache {
         let out = compute(None)?;
         if gate.cache {
             self.attention[index] = Some(if plan.mean {
-                ((out.narrow(0, 0, 1)? + out.narrow(0, 1, 1)?)? / 2.0)?
+                // The mean of the [uncond; cond] halves (a clip's frames: each half's frames).
+                let half = out.dim(0)? / 2;
+                ((out.narrow(0, 0, half)? + out.narrow(0, half, half)?)? / 2.0)?
             } else {
                 out.clone()
             });
@@ -1133,6 +1152,7 @@ impl UNet {
         timesteps: &Tensor,
         context: &Tensor,
         temporal: Temporal,
+        cache: &mut ModuleCache,
     ) -> Result<Tensor> {
         if x.dim(0)? % temporal.frames != 0 {
             bail!(
@@ -1141,8 +1161,7 @@ impl UNet {
                 temporal.frames
             );
         }
-        let mut cache = ModuleCache::default();
-        self.forward_inner(x, timesteps, context, None, &mut cache, Some(&temporal))
+        self.forward_inner(x, timesteps, context, None, cache, Some(&temporal))
     }
 
     fn forward_inner(
