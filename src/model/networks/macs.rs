@@ -270,8 +270,9 @@ pub fn video_call_macs(
         } => {
             let c0 = cfg.down[0].out_channels;
             temporal_transformer(hw_at(0), f, c0, 8 * transformer_in_head_dim)
-                + 2 * temporal_conv(hw_low, f, c_low)
-                + temporal_transformer(hw_low, f, c_low, c_low)
+                + u64::from(!skip(UNetPart::Mid, 0, 0))
+                    * (2 * temporal_conv(hw_low, f, c_low)
+                        + temporal_transformer(hw_low, f, c_low, c_low))
         }
         TemporalLayers::Motion { mid } => {
             u64::from(mid && !skip(UNetPart::Mid, 0, 0))

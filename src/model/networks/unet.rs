@@ -831,7 +831,7 @@ struct TextTimeEmbedding {
 
 /// The modules DeepCache wraps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Wrapped {
+pub(super) enum Wrapped {
     Resnet,
     Attention,
     /// A down block's downsampler or an up block's upsampler.
@@ -871,11 +871,11 @@ impl ModuleCache {
         }
     }
 
-    fn is_on(&self) -> bool {
+    pub(super) fn is_on(&self) -> bool {
         self.deepcache().is_some()
     }
 
-    fn begin_call(&mut self) {
+    pub(super) fn begin_call(&mut self) {
         self.attention_index = 0;
     }
 
@@ -916,7 +916,7 @@ impl ModuleCache {
     }
 
     /// The branch must name a block of this UNet.
-    fn check_fits(&self, blocks: usize) -> Result<()> {
+    pub(super) fn check_fits(&self, blocks: usize) -> Result<()> {
         if let Some(p) = self.deepcache()
             && p.block >= blocks
         {
@@ -931,7 +931,7 @@ impl ModuleCache {
     }
 
     /// The cached output of a module the plan skips (an error when none was kept yet).
-    fn cached(
+    pub(super) fn cached(
         &self,
         part: UNetPart,
         module: Wrapped,
@@ -954,7 +954,7 @@ impl ModuleCache {
         )
     }
 
-    fn keep(
+    pub(super) fn keep(
         &mut self,
         part: UNetPart,
         module: Wrapped,
@@ -968,7 +968,7 @@ impl ModuleCache {
     }
 
     /// A module's output: from the cache when the plan skips it, else computed (and kept).
-    fn step(
+    pub(super) fn step(
         &mut self,
         part: UNetPart,
         module: Wrapped,

@@ -22,9 +22,10 @@ use crate::model::clip_layout::{per_frame, to_clip, to_frames};
 use crate::model::config::{UNetBlock, UNetConfig};
 use crate::model::layers::{Conv, Kernels, Norm, conv3x3, linear};
 use crate::model::unet::{
-    Downsample, ModuleCache, Resnet, Transformer2D, TransformerBlock, Upsample, resnet,
+    Downsample, ModuleCache, Resnet, Transformer2D, TransformerBlock, Upsample, Wrapped, resnet,
     timestep_embedding,
 };
+use crate::sampler::UNetPart;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -417,12 +418,19 @@ impl Layers {
     }
 
     /// Spatial and temporal transformer `i`, when the block has them.
-    fn attend(&self, i: usize, x: Tensor, s: &Step) -> CResult<Tensor> {
+    /// (T-GATE's cached attentions are the spatial transformers'; the temporal ones always
+    /// compute.)
+    fn attend(&self, i: usize, x: Tensor, s: &Step, cache: &mut ModuleCache) -> CResult<Tensor> {
         let (Some(a), Some(t)) = (self.attentions.get(i), self.temp_attentions.get(i)) else {
             return Ok(x);
         };
-        let x = a.forward(&x, s.context, &mut ModuleCache::default())?;
+        let x = a.forward(&x, s.context, cache)?;
         t.forward(&x, s.frames, s.kernels)
+    }
+
+    /// Whether layer `i` has transformers.
+    fn has_attention(&self, i: usize) -> bool {
+        i < self.attentions.len()
     }
 }
 
@@ -562,6 +570,18 @@ impl UNet3D {
     /// Predict ε for `x` `(batch, c, frames, h, w)` at `timestep` with encoder states
     /// `context` `(batch, seq, dim)`; the output has `x`'s shape, in the model dtype.
     pub fn forward(&self, x: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        self.forward_cached(x, timestep, context, &mut ModuleCache::default())
+    }
+
+    /// As [`UNet3D::forward`], the modules' outputs kept in (and, where its plan says, taken
+    /// from) `cache` (DeepCache), T-GATE's attentions reused as its plan says.
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        cache: &mut ModuleCache,
+    ) -> Result<Tensor> {
         let kernels = Kernels::Fused;
         let (b, _, frames, h, w) = x
             .dims5()
@@ -587,31 +607,76 @@ impl UNet3D {
             kernels,
         };
 
+        // DeepCache's modules as the image UNet wraps them (a ResNet with its temporal
+        // convolution, a spatial transformer with its temporal one, the samplers, whole
+        // blocks); T-GATE's attentions are the spatial transformers'.
+        cache.check_fits(self.down.len())?;
+        cache.begin_call();
         let x = self.conv_in.forward(&x)?;
         let mut x = self.transformer_in.forward(&x, frames, kernels)?;
         let mut skips = vec![x.clone()];
-        for (layers, sampler) in &self.down {
+        for (b, (layers, sampler)) in self.down.iter().enumerate() {
+            if let Some(out) = cache.cached(UNetPart::Down, Wrapped::Block, b, 0) {
+                let out = out?;
+                skips.extend(out[1..].iter().cloned());
+                x = out[0].clone();
+                continue;
+            }
+            let start = skips.len();
             for i in 0..layers.resnets.len() {
-                x = layers.resnet(i, &x, &s)?;
-                x = layers.attend(i, x, &s)?;
+                x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
+                    layers.resnet(i, &x, &s)
+                })?;
+                if layers.has_attention(i) {
+                    x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
+                        layers.attend(i, x.clone(), &s, c)
+                    })?;
+                }
                 skips.push(x.clone());
             }
             if let Some(d) = sampler {
-                x = d.forward(&x)?;
+                let layer = layers.resnets.len();
+                x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
+                    d.forward(&x)
+                })?;
                 skips.push(x.clone());
             }
+            if cache.is_on() {
+                let out: Vec<Tensor> = std::iter::once(x.clone())
+                    .chain(skips[start..].iter().cloned())
+                    .collect();
+                cache.keep(UNetPart::Down, Wrapped::Block, b, 0, out);
+            }
         }
-        x = self.mid.resnet(0, &x, &s)?;
-        x = self.mid.attend(0, x, &s)?;
-        x = self.mid.resnet(1, &x, &s)?;
+        x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, |c| {
+            let y = self.mid.resnet(0, &x, &s)?;
+            let y = self.mid.attend(0, y, &s, c)?;
+            self.mid.resnet(1, &y, &s)
+        })?;
+        let n = self.up.len();
         let factor = 1usize << (self.down.len() - 1);
         let forward_size = h % factor != 0 || w % factor != 0;
-        for (layers, sampler) in &self.up {
-            for i in 0..layers.resnets.len() {
-                let skip = skips.pop().context("video UNet skip connections ran out")?;
-                let cat = Tensor::cat(&[&x, &skip], 1)?;
-                x = layers.resnet(i, &cat, &s)?;
-                x = layers.attend(i, x, &s)?;
+        for (e, (layers, sampler)) in self.up.iter().enumerate() {
+            let b = n - 1 - e;
+            let k = layers.resnets.len();
+            let mut popped = Vec::with_capacity(k);
+            for _ in 0..k {
+                popped.push(skips.pop().context("video UNet skip connections ran out")?);
+            }
+            if let Some(out) = cache.cached(UNetPart::Up, Wrapped::Block, b, 0) {
+                x = out?[0].clone();
+                continue;
+            }
+            for (i, skip) in popped.iter().enumerate() {
+                let layer = k - 1 - i;
+                x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
+                    layers.resnet(i, &Tensor::cat(&[&x, skip], 1)?, &s)
+                })?;
+                if layers.has_attention(i) {
+                    x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
+                        layers.attend(i, x.clone(), &s, c)
+                    })?;
+                }
             }
             if let Some(u) = sampler {
                 let size = match skips.last() {
@@ -621,7 +686,12 @@ impl UNet3D {
                     }
                     _ => None,
                 };
-                x = u.forward(&x, size)?;
+                x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
+                    u.forward(&x, size)
+                })?;
+            }
+            if cache.is_on() {
+                cache.keep(UNetPart::Up, Wrapped::Block, b, 0, vec![x.clone()]);
             }
         }
         let x = self.norm_out.forward(&x, true, kernels)?;
