@@ -3,52 +3,36 @@
 //! `tests/fixtures/tiny-animatediff` (both layouts), sampled like `AnimateDiffPipeline`
 //! with DDIM / Euler / DPM-Solver++ (made by `tools/reference/make_animatediff_reference.py`).
 
+mod common;
+
+use common::{fixtures, rel_err};
+
 use adaptive_diffusion::job::Job;
 use adaptive_diffusion::model::{ModelSource, StableDiffusion};
 use adaptive_diffusion::sampler::{self, Method, RunSettings, SchedulerConfig, SchedulerKind};
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use std::path::Path;
 
 fn meta() -> Value {
-    let text = std::fs::read_to_string(root().join("reference/animatediff/meta.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("reference/animatediff/meta.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn tensors(file: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(
-        root().join("reference/animatediff").join(file),
+        fixtures().join("reference/animatediff").join(file),
         &Device::Cpu,
     )
     .unwrap()
 }
 
-/// max |a − b| / max |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let diff: f64 = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-    diff / scale
-}
-
 /// The tiny SD 1.x pipeline with the motion adapter at `motion`, loaded the way `--motion`
 /// does.
 fn load(motion: &Path) -> StableDiffusion {
-    let mut job = Job::new(ModelSource::Local(root().join("tiny-sd")), "x");
+    let mut job = Job::new(ModelSource::Local(fixtures().join("tiny-sd")), "x");
     job.motion = Some(motion.to_path_buf());
     job.force_cpu = true;
     adaptive_diffusion::pipeline::load_model(&job).unwrap().sd
@@ -78,19 +62,19 @@ fn animatediff_clips_match_diffusers_for_each_scheduler_and_both_layouts() {
     // has 2 heads where published ones have 8, which weights cannot show).
     let original = dir.path().join("mm_tiny_v2.safetensors");
     std::fs::copy(
-        root().join("tiny-animatediff/mm_tiny_v2.safetensors"),
+        fixtures().join("tiny-animatediff/mm_tiny_v2.safetensors"),
         &original,
     )
     .unwrap();
     std::fs::copy(
-        root().join("tiny-animatediff/motion_adapter/config.json"),
+        fixtures().join("tiny-animatediff/motion_adapter/config.json"),
         dir.path().join("config.json"),
     )
     .unwrap();
     for (layout, motion, runs) in [
         (
             "diffusers",
-            root().join("tiny-animatediff/motion_adapter"),
+            fixtures().join("tiny-animatediff/motion_adapter"),
             &runs[..],
         ),
         ("original", original, &runs[..1]),

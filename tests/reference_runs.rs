@@ -2,6 +2,10 @@
 //! published AdaptiveDiffusion rule's skip masks, recorded by
 //! `tools/reference/make_reference.py` on the tiny random-weight pipeline.
 
+mod common;
+
+use common::{fixtures, rel_err};
+
 use adaptive_diffusion::model::StableDiffusion;
 use adaptive_diffusion::sampler::{
     self, Method, RunSettings, SchedulerConfig, SchedulerKind, build_scheduler,
@@ -10,35 +14,14 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn manifest() -> Value {
-    let text = std::fs::read_to_string(root().join("reference/manifest.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("reference/manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn tensors(file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(root().join("reference").join(file), &Device::Cpu).unwrap()
-}
-
-/// max |a − b| / max |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let diff: f64 = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-    diff / scale
+    candle_core::safetensors::load(fixtures().join("reference").join(file), &Device::Cpu).unwrap()
 }
 
 struct Setup {
@@ -49,7 +32,7 @@ struct Setup {
 }
 
 fn setup(m: &Value) -> Setup {
-    let dir = root().join("tiny-sd");
+    let dir = fixtures().join("tiny-sd");
     let sd = StableDiffusion::load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
     let schedule =
         SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json")).unwrap();
@@ -103,7 +86,7 @@ fn run(
 fn scheduler_timesteps_and_sigmas_match_diffusers() {
     let m = manifest();
     let schedule =
-        SchedulerConfig::from_file(&root().join("tiny-sd/scheduler/scheduler_config.json"))
+        SchedulerConfig::from_file(&fixtures().join("tiny-sd/scheduler/scheduler_config.json"))
             .unwrap();
     for b in m["baseline"].as_array().unwrap() {
         let name = b["scheduler"].as_str().unwrap();

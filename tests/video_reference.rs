@@ -4,41 +4,25 @@
 //! `TextToVideoSDPipeline`, and the AdaptiveDiffusion rule on 5-D latents against the
 //! authors' own adaptive `TextToVideoSDPipeline` (its skip masks and final latents).
 
+mod common;
+
+use common::{fixtures, rel_err};
+
 use adaptive_diffusion::model::StableDiffusion;
 use adaptive_diffusion::sampler::{self, Method, RunSettings, SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn meta() -> Value {
-    let text = std::fs::read_to_string(root().join("reference/video/meta.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("reference/video/meta.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn tensors(file: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(root().join("reference/video").join(file), &Device::Cpu).unwrap()
-}
-
-/// max |a − b| / max |b|.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let diff: f64 = (&a - &b)
+    candle_core::safetensors::load(fixtures().join("reference/video").join(file), &Device::Cpu)
         .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-    diff / scale
 }
 
 struct Setup {
@@ -50,7 +34,7 @@ struct Setup {
 }
 
 fn setup(m: &Value) -> Setup {
-    let dir = root().join("tiny-modelscope");
+    let dir = fixtures().join("tiny-modelscope");
     let sd = StableDiffusion::load_dir(&dir, &Device::Cpu, DType::F32).unwrap();
     assert!(sd.is_video());
     let schedule =

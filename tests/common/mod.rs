@@ -40,6 +40,28 @@ pub fn max_abs(t: &candle_core::Tensor) -> f32 {
         .unwrap()
 }
 
+/// `max |a − b| / max |b|`, in f64: how far a run's latents are from a reference's.
+pub fn rel_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    use candle_core::DType;
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let diff: f64 = (&a - &b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
+    diff / scale
+}
+
+/// The fixtures folder, `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
 /// What a run wrote to stderr.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
