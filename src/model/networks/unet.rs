@@ -600,50 +600,40 @@ impl DownBlock {
         b: usize,
         temporal: Option<&Temporal>,
     ) -> CResult<Tensor> {
-        if let Some(out) = cache.cached(UNetPart::Down, Wrapped::Block, b, 0) {
-            let out = out?;
-            skips.extend(out[1..].iter().cloned());
-            return Ok(out[0].clone());
-        }
-        let start = skips.len();
-        let mut x = x.clone();
         // A layer's motion module runs inside its last wrapped module, so that DeepCache
         // keeps (and reuses) the layer's output with the module applied.
         let motion = |i: usize, y: Tensor| match temporal {
             Some(t) => t.down(b, i, y),
             None => Ok(y),
         };
-        for (i, r) in self.resnets.iter().enumerate() {
-            let attention = self.attentions.get(i);
-            x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
-                let y = r.forward(&x, temb)?;
-                if attention.is_some() {
-                    Ok(y)
-                } else {
-                    motion(i, y)
-                }
-            })?;
-            if let Some(a) = attention {
-                x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
-                    motion(i, a.forward(&x, context, c)?)
+        cache.down_block(b, skips, |cache, skips| {
+            let mut x = x.clone();
+            for (i, r) in self.resnets.iter().enumerate() {
+                let attention = self.attentions.get(i);
+                x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
+                    let y = r.forward(&x, temb)?;
+                    if attention.is_some() {
+                        Ok(y)
+                    } else {
+                        motion(i, y)
+                    }
                 })?;
+                if let Some(a) = attention {
+                    x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
+                        motion(i, a.forward(&x, context, c)?)
+                    })?;
+                }
+                skips.push(x.clone());
             }
-            skips.push(x.clone());
-        }
-        if let Some(d) = &self.downsample {
-            let layer = self.resnets.len();
-            x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
-                d.forward(&x)
-            })?;
-            skips.push(x.clone());
-        }
-        if cache.is_on() {
-            let out: Vec<Tensor> = std::iter::once(x.clone())
-                .chain(skips[start..].iter().cloned())
-                .collect();
-            cache.keep(UNetPart::Down, Wrapped::Block, b, 0, out);
-        }
-        Ok(x)
+            if let Some(d) = &self.downsample {
+                let layer = self.resnets.len();
+                x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
+                    d.forward(&x)
+                })?;
+                skips.push(x.clone());
+            }
+            Ok(x)
+        })
     }
 }
 
@@ -732,42 +722,38 @@ impl UpBlock {
                 })?,
             );
         }
-        if let Some(out) = cache.cached(UNetPart::Up, Wrapped::Block, b, 0) {
-            return Ok(out?[0].clone());
-        }
-        let mut x = x.clone();
         // As in the down blocks: each layer's motion module inside its last wrapped module.
         let motion = |j: usize, y: Tensor| match temporal {
             Some((t, exec)) => t.up(exec, j, y),
             None => Ok(y),
         };
-        for (j, (r, skip)) in self.resnets.iter().zip(&popped).enumerate() {
-            let layer = n - 1 - j;
-            let attention = self.attentions.get(j);
-            x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
-                let cat = time("cat skip", || Tensor::cat(&[&x, skip], 1))?;
-                let y = r.forward(&cat, temb)?;
-                if attention.is_some() {
-                    Ok(y)
-                } else {
-                    motion(j, y)
+        cache.up_block(b, |cache| {
+            let mut x = x.clone();
+            for (j, (r, skip)) in self.resnets.iter().zip(&popped).enumerate() {
+                let layer = n - 1 - j;
+                let attention = self.attentions.get(j);
+                x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
+                    let cat = time("cat skip", || Tensor::cat(&[&x, skip], 1))?;
+                    let y = r.forward(&cat, temb)?;
+                    if attention.is_some() {
+                        Ok(y)
+                    } else {
+                        motion(j, y)
+                    }
+                })?;
+                if let Some(a) = attention {
+                    x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
+                        motion(j, a.forward(&x, context, c)?)
+                    })?;
                 }
-            })?;
-            if let Some(a) = attention {
-                x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
-                    motion(j, a.forward(&x, context, c)?)
+            }
+            if let Some(u) = &self.upsample {
+                x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
+                    u.forward(&x, upsample_size)
                 })?;
             }
-        }
-        if let Some(u) = &self.upsample {
-            x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
-                u.forward(&x, upsample_size)
-            })?;
-        }
-        if cache.is_on() {
-            cache.keep(UNetPart::Up, Wrapped::Block, b, 0, vec![x.clone()]);
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -871,7 +857,7 @@ impl ModuleCache {
         }
     }
 
-    pub(super) fn is_on(&self) -> bool {
+    fn is_on(&self) -> bool {
         self.deepcache().is_some()
     }
 
@@ -931,7 +917,7 @@ impl ModuleCache {
     }
 
     /// The cached output of a module the plan skips (an error when none was kept yet).
-    pub(super) fn cached(
+    fn cached(
         &self,
         part: UNetPart,
         module: Wrapped,
@@ -954,7 +940,7 @@ impl ModuleCache {
         )
     }
 
-    pub(super) fn keep(
+    fn keep(
         &mut self,
         part: UNetPart,
         module: Wrapped,
@@ -968,6 +954,47 @@ impl ModuleCache {
     }
 
     /// A module's output: from the cache when the plan skips it, else computed (and kept).
+    /// Down block `b` as DeepCache wraps it: from the cache (its output and the skip
+    /// connections it pushed) when the plan says so, else `body`, whose output and pushed
+    /// skips are kept.
+    pub(super) fn down_block(
+        &mut self,
+        b: usize,
+        skips: &mut Vec<Tensor>,
+        body: impl FnOnce(&mut Self, &mut Vec<Tensor>) -> CResult<Tensor>,
+    ) -> CResult<Tensor> {
+        if let Some(out) = self.cached(UNetPart::Down, Wrapped::Block, b, 0) {
+            let out = out?;
+            skips.extend(out[1..].iter().cloned());
+            return Ok(out[0].clone());
+        }
+        let start = skips.len();
+        let x = body(self, skips)?;
+        if self.is_on() {
+            let out: Vec<Tensor> = std::iter::once(x.clone())
+                .chain(skips[start..].iter().cloned())
+                .collect();
+            self.keep(UNetPart::Down, Wrapped::Block, b, 0, out);
+        }
+        Ok(x)
+    }
+
+    /// Up block `b` (counted from the end) as DeepCache wraps it: from the cache, or `body`
+    /// whose output is kept. (The caller has already popped the block's skip connections,
+    /// as diffusers slices them before the call.)
+    pub(super) fn up_block(
+        &mut self,
+        b: usize,
+        body: impl FnOnce(&mut Self) -> CResult<Tensor>,
+    ) -> CResult<Tensor> {
+        if let Some(out) = self.cached(UNetPart::Up, Wrapped::Block, b, 0) {
+            return Ok(out?[0].clone());
+        }
+        let x = body(self)?;
+        self.keep(UNetPart::Up, Wrapped::Block, b, 0, vec![x.clone()]);
+        Ok(x)
+    }
+
     pub(super) fn step(
         &mut self,
         part: UNetPart,

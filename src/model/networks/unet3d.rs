@@ -616,37 +616,28 @@ impl UNet3D {
         let mut x = self.transformer_in.forward(&x, frames, kernels)?;
         let mut skips = vec![x.clone()];
         for (b, (layers, sampler)) in self.down.iter().enumerate() {
-            if let Some(out) = cache.cached(UNetPart::Down, Wrapped::Block, b, 0) {
-                let out = out?;
-                skips.extend(out[1..].iter().cloned());
-                x = out[0].clone();
-                continue;
-            }
-            let start = skips.len();
-            for i in 0..layers.resnets.len() {
-                x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
-                    layers.resnet(i, &x, &s)
-                })?;
-                if layers.has_attention(i) {
-                    x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
-                        layers.attend(i, x.clone(), &s, c)
+            x = cache.down_block(b, &mut skips, |cache, skips| {
+                let mut x = x.clone();
+                for i in 0..layers.resnets.len() {
+                    x = cache.step(UNetPart::Down, Wrapped::Resnet, b, i, |_| {
+                        layers.resnet(i, &x, &s)
                     })?;
+                    if layers.has_attention(i) {
+                        x = cache.step(UNetPart::Down, Wrapped::Attention, b, i, |c| {
+                            layers.attend(i, x.clone(), &s, c)
+                        })?;
+                    }
+                    skips.push(x.clone());
                 }
-                skips.push(x.clone());
-            }
-            if let Some(d) = sampler {
-                let layer = layers.resnets.len();
-                x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
-                    d.forward(&x)
-                })?;
-                skips.push(x.clone());
-            }
-            if cache.is_on() {
-                let out: Vec<Tensor> = std::iter::once(x.clone())
-                    .chain(skips[start..].iter().cloned())
-                    .collect();
-                cache.keep(UNetPart::Down, Wrapped::Block, b, 0, out);
-            }
+                if let Some(d) = sampler {
+                    let layer = layers.resnets.len();
+                    x = cache.step(UNetPart::Down, Wrapped::Sampler, b, layer, |_| {
+                        d.forward(&x)
+                    })?;
+                    skips.push(x.clone());
+                }
+                Ok(x)
+            })?;
         }
         x = cache.step(UNetPart::Mid, Wrapped::Block, 0, 0, |c| {
             let y = self.mid.resnet(0, &x, &s)?;
@@ -663,36 +654,33 @@ impl UNet3D {
             for _ in 0..k {
                 popped.push(skips.pop().context("video UNet skip connections ran out")?);
             }
-            if let Some(out) = cache.cached(UNetPart::Up, Wrapped::Block, b, 0) {
-                x = out?[0].clone();
-                continue;
-            }
-            for (i, skip) in popped.iter().enumerate() {
-                let layer = k - 1 - i;
-                x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
-                    layers.resnet(i, &Tensor::cat(&[&x, skip], 1)?, &s)
-                })?;
-                if layers.has_attention(i) {
-                    x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
-                        layers.attend(i, x.clone(), &s, c)
+            let size = match skips.last() {
+                Some(skip) if forward_size => {
+                    let (_, _, sh, sw) = skip.dims4()?;
+                    Some((sh, sw))
+                }
+                _ => None,
+            };
+            x = cache.up_block(b, |cache| {
+                let mut x = x.clone();
+                for (i, skip) in popped.iter().enumerate() {
+                    let layer = k - 1 - i;
+                    x = cache.step(UNetPart::Up, Wrapped::Resnet, b, layer, |_| {
+                        layers.resnet(i, &Tensor::cat(&[&x, skip], 1)?, &s)
+                    })?;
+                    if layers.has_attention(i) {
+                        x = cache.step(UNetPart::Up, Wrapped::Attention, b, layer, |c| {
+                            layers.attend(i, x.clone(), &s, c)
+                        })?;
+                    }
+                }
+                if let Some(u) = sampler {
+                    x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
+                        u.forward(&x, size)
                     })?;
                 }
-            }
-            if let Some(u) = sampler {
-                let size = match skips.last() {
-                    Some(skip) if forward_size => {
-                        let (_, _, sh, sw) = skip.dims4()?;
-                        Some((sh, sw))
-                    }
-                    _ => None,
-                };
-                x = cache.step(UNetPart::Up, Wrapped::Sampler, b, 0, |_| {
-                    u.forward(&x, size)
-                })?;
-            }
-            if cache.is_on() {
-                cache.keep(UNetPart::Up, Wrapped::Block, b, 0, vec![x.clone()]);
-            }
+                Ok(x)
+            })?;
         }
         let x = self.norm_out.forward(&x, true, kernels)?;
         Ok(to_clip(&self.conv_out.forward(&x)?, frames)?)
