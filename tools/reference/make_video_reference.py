@@ -26,6 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from video_fixtures import describe_st, finite_json, perturb_, randn, rel, save_st, scheduler_summary
+
+# What perturb_ does, as recorded in meta.json.
+PERTURBATION = """Make every parameter non-trivial, in a fixed (named_parameters) order:
+
+    * all-zero tensors (diffusers zero-initialises TemporalConvLayer.conv4's last Conv3d, and the
+      norm biases): weights -> 0.5 / sqrt(fan_in) * N(0, 1), biases -> 0.05 * N(0, 1);
+    * all-one 1-D tensors (norm weights): 1 + 0.1 * N(0, 1);
+    * everything else: p += 0.1 * N(0, 1) * max(p.std(), 0.02).
+    """
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 REPO = HERE.parents[1]
@@ -100,68 +111,6 @@ SCHEDULERS = [
 
 # ----------------------------------------------------------------------------------------------
 
-def finite_json(v):
-    """`v` with non-finite floats as strings ("-inf"): strict JSON readers refuse
-    Python's Infinity / NaN literals (diffusers' DPM config holds lambda_min_clipped=-inf)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: finite_json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [finite_json(x) for x in v]
-    return v
-
-def randn(shape, seed):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-
-
-def save_st(path: Path, tensors: dict):
-    from safetensors.torch import save_file
-
-    out = {}
-    for k, v in tensors.items():
-        v = v.detach().cpu()
-        if v.dtype not in (torch.int64, torch.uint8):
-            v = v.to(torch.float32)
-        out[k] = v.contiguous()
-    save_file(out, str(path))
-
-
-def describe_st(path: Path):
-    from safetensors import safe_open
-
-    names = {torch.float32: "F32", torch.int64: "I64", torch.uint8: "U8"}
-    with safe_open(str(path), "pt") as f:
-        return {k: {"shape": list(f.get_tensor(k).shape), "dtype": names[f.get_tensor(k).dtype]} for k in sorted(f.keys())}
-
-
-def perturb_(model: torch.nn.Module, seed: int):
-    """Make every parameter non-trivial, in a fixed (named_parameters) order:
-
-    * all-zero tensors (diffusers zero-initialises TemporalConvLayer.conv4's last Conv3d, and the
-      norm biases): weights -> 0.5 / sqrt(fan_in) * N(0, 1), biases -> 0.05 * N(0, 1);
-    * all-one 1-D tensors (norm weights): 1 + 0.1 * N(0, 1);
-    * everything else: p += 0.1 * N(0, 1) * max(p.std(), 0.02).
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
-            if torch.count_nonzero(p) == 0:
-                if p.ndim >= 2:
-                    fan_in = p[0].numel()
-                    p.copy_(noise * (0.5 / fan_in**0.5))
-                else:
-                    p.copy_(0.05 * noise)
-            elif p.ndim == 1 and torch.all(p == 1):
-                p.copy_(1.0 + 0.1 * noise)
-            else:
-                scale = max(float(p.std()) if p.numel() > 1 else 0.0, 0.02)
-                p.add_(0.1 * scale * noise)
-        for name, p in model.named_parameters():
-            assert torch.count_nonzero(p) == p.numel(), name
-            assert torch.isfinite(p).all(), name
-
 
 def zero_temporal_copy(unet):
     """A copy with the temporal layers' last projections zeroed: TemporalConvLayer.conv4's Conv3d (zero in
@@ -181,25 +130,6 @@ def zero_temporal_copy(unet):
                 m.proj_out.weight.zero_()
                 m.proj_out.bias.zero_()
     return u
-
-
-def scheduler_summary(s):
-    cfg = dict(s.config)
-    out = {
-        "class": type(s).__name__,
-        "init_noise_sigma": float(s.init_noise_sigma),
-        "timesteps": [float(t) for t in s.timesteps],
-        "order": getattr(s, "order", 1),
-        "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
-        "config_keys_defaulted": sorted(cfg.get("_use_default_values", [])),
-    }
-    if type(s).__name__ != "DDIMScheduler" and getattr(s, "sigmas", None) is not None:
-        out["sigmas"] = [float(x) for x in s.sigmas]
-    return out
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @torch.no_grad()
@@ -264,7 +194,6 @@ def official(pipe, base_scheduler_config, noise, threshold, steps):
             }
         )
     return final, computed, records, torch.stack(step_latents)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,7 +456,7 @@ def main():
         },
         "unet_config": dict(pipe.unet.config),
         "unet_zero_initialised_parameters": zero_init,
-        "unet_perturbation": perturb_.__doc__.strip(),
+        "unet_perturbation": PERTURBATION.strip(),
         "scheduler_config_file": MODELSCOPE_SCHEDULER_CONFIG,
         "runs": runs,
         "unet_call": {
