@@ -55,23 +55,8 @@ pub fn measure(
     dtype: Option<candle_core::DType>,
     profile: bool,
 ) -> Result<(Tensor, UNetCallReport)> {
-    if calls == 0 {
-        return Err(crate::field::FieldError::new(
-            crate::field::Field::Calls,
-            "must be at least 1",
-        )
-        .into());
-    }
-    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(inputs, device)
-        .with_context(|| format!("reading inputs {}", inputs.display()))?;
-    let get = |k: &str| {
-        tensors.get(k).cloned().with_context(|| {
-            format!(
-                "{} has no tensor {k:?} (make it with tools/perf/unet_torch.py make)",
-                inputs.display()
-            )
-        })
-    };
+    let tensors = read_inputs(inputs, calls, device)?;
+    let get = |k: &str| input(&tensors, inputs, k, "tools/perf/unet_torch.py make");
     let x = get(&format!("x{size}"))?;
     let context = get("context")?;
     let t = get("t")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
@@ -90,6 +75,29 @@ pub fn measure(
     let unet = UNet::new(unet_weights(unet_dir, dtype, device)?, &config)?;
     timed(size, calls, device, profile, t0, || {
         unet.forward(&x, t, &context, added.as_ref())
+    })
+}
+
+/// The inputs file of a measurement of `calls` timed calls (at least one).
+fn read_inputs(inputs: &Path, calls: usize, device: &Device) -> Result<HashMap<String, Tensor>> {
+    if calls == 0 {
+        return Err(crate::field::FieldError::new(
+            crate::field::Field::Calls,
+            "must be at least 1",
+        )
+        .into());
+    }
+    candle_core::safetensors::load(inputs, device)
+        .with_context(|| format!("reading inputs {}", inputs.display()))
+}
+
+/// Tensor `k` of the inputs file, or an error naming the script that makes it.
+fn input(tensors: &HashMap<String, Tensor>, inputs: &Path, k: &str, maker: &str) -> Result<Tensor> {
+    tensors.get(k).cloned().with_context(|| {
+        format!(
+            "{} has no tensor {k:?} (make it with {maker})",
+            inputs.display()
+        )
     })
 }
 
@@ -116,23 +124,8 @@ pub fn measure_video(
     dtype: Option<candle_core::DType>,
     profile: bool,
 ) -> Result<(Tensor, UNetCallReport)> {
-    if calls == 0 {
-        return Err(crate::field::FieldError::new(
-            crate::field::Field::Calls,
-            "must be at least 1",
-        )
-        .into());
-    }
-    let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(inputs, device)
-        .with_context(|| format!("reading inputs {}", inputs.display()))?;
-    let get = |k: &str| {
-        tensors.get(k).cloned().with_context(|| {
-            format!(
-                "{} has no tensor {k:?} (make it with tools/perf/video_torch.py)",
-                inputs.display()
-            )
-        })
-    };
+    let tensors = read_inputs(inputs, calls, device)?;
+    let get = |k: &str| input(&tensors, inputs, k, "tools/perf/video_torch.py");
     let x = get("sample")?;
     let context = get("encoder_hidden_states")?;
     let t = get("timestep")?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
