@@ -40,6 +40,79 @@ pub enum TrainCommand {
     Clip(ClipArgs),
     /// Rank held-out renders' true captions among random ones with a CLIP folder.
     ClipEval(ClipEvalArgs),
+    /// Train the shapes model's motion module (the image model frozen; resumable; create
+    /// OUT/STOP to stop at the next step with a checkpoint).
+    Motion(MotionArgs),
+    /// Generate held-out motion prompts as clips and judge each: motion, objects, flicker.
+    MotionEval(MotionEvalArgs),
+}
+
+/// `adiff train motion`.
+#[derive(Debug, Clone, Args)]
+pub struct MotionArgs {
+    /// The image model the module is trained for (new runs only).
+    #[arg(long, default_value = "assets/models/shapes")]
+    pub base: PathBuf,
+    /// Checkpoint folder (created; resumed from when it holds a checkpoint).
+    #[arg(long, default_value = "target/shapes-motion-train")]
+    pub out: PathBuf,
+    /// Train until this many steps in total.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    /// Clips per batch (new runs only).
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Peak learning rate (new runs only).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Share of the noise a clip's frames share, 0..1 (new runs only).
+    #[arg(long, default_value_t = 0.5)]
+    pub shared_noise: f64,
+    /// Cosine learning-rate decay FROM:TO (steps); given, it also changes a resumed run.
+    #[arg(long, value_parser = parse_lr_decay)]
+    pub lr_decay: Option<LrDecay>,
+    /// Seed (new runs only).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How often the run logs and checkpoints.
+    #[command(flatten)]
+    pub progress: ProgressArgs,
+    /// After training, export the module (EMA weights) into this folder, e.g.
+    /// assets/models/shapes/motion.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Export the raw weights instead of the EMA.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `adiff train motion-eval`.
+#[derive(Debug, Clone, Args)]
+pub struct MotionEvalArgs {
+    /// Model folder (its `motion/` module makes the clips).
+    #[arg(long, default_value = "assets/models/shapes")]
+    pub model: PathBuf,
+    /// One-object prompts.
+    #[arg(long, default_value_t = 40)]
+    pub single: usize,
+    /// Two-object prompts.
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+    /// Frames per clip.
+    #[arg(long, default_value_t = 8)]
+    pub frames: usize,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Seed of the prompt set and the clips' noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write each clip (a filmstrip PNG) and summary.json here.
+    #[arg(long)]
+    pub clips: Option<PathBuf>,
 }
 
 /// `adiff train clip`.
@@ -361,7 +434,89 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         TrainCommand::Pack(a) => pack(a),
         TrainCommand::Probe(a) => probe(a),
         TrainCommand::Eval(a) => eval(a),
+        TrainCommand::Motion(a) => train_motion(a),
+        TrainCommand::MotionEval(a) => motion_eval(a),
     }
+}
+
+/// `adiff train motion`.
+fn train_motion(a: &MotionArgs) -> Result<()> {
+    use crate::train::motion::{MotionTrainConfig, MotionTrainer};
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
+    ensure!(
+        (0.0..1.0).contains(&a.shared_noise),
+        "--shared-noise {} is out of range: give a share in 0..1 (e.g. 0.5)",
+        a.shared_noise
+    );
+    keep_freed_memory();
+    let config = MotionTrainConfig {
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        shared_noise: a.shared_noise,
+        ..Default::default()
+    };
+    let mut t = MotionTrainer::open(&a.out, &a.base, config)?;
+    if let Some(LrDecay(d)) = a.lr_decay {
+        t.config.lr_decay = d;
+    }
+    eprintln!(
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, {:.0} s trained so far; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        t.config.batch,
+        t.config.frames,
+        t.train_seconds,
+        a.out.display()
+    );
+    t.run(
+        &a.out,
+        &a.progress.schedule(a.steps),
+        &crate::train::steps::stop_file(&a.out),
+        &mut |line| eprintln!("{line}"),
+    )?;
+    if let Some(out) = &a.export {
+        t.export(out, !a.raw)?;
+        eprintln!("exported the motion module to {}", out.display());
+    }
+    Ok(())
+}
+
+/// `adiff train motion-eval`.
+fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
+    use crate::train::motion_eval::{MotionEvalOptions, evaluate};
+    if let Some(d) = &a.clips {
+        std::fs::create_dir_all(d)?;
+    }
+    let opts = MotionEvalOptions {
+        single: a.single,
+        pairs: a.pairs,
+        frames: a.frames,
+        steps: a.steps,
+        guidance: a.guidance,
+        seed: a.seed,
+    };
+    let report = evaluate(
+        &a.model,
+        &opts,
+        &mut |i, prompt, frames| {
+            if let Some(d) = &a.clips {
+                let strip = crate::output::clip::filmstrip(frames);
+                let name = format!("{i:03}-{}.png", prompt.replace(' ', "_"));
+                crate::output::write_png(&d.join(name), &strip)?;
+            }
+            Ok(())
+        },
+        &mut |line| eprintln!("{line}"),
+    )?;
+    println!("{}", report.single.line("one object"));
+    println!("{}", report.pairs.line("two objects"));
+    println!("{:.2} s per clip", report.seconds_per_clip);
+    if let Some(d) = &a.clips {
+        crate::output::write_json(&d.join("summary.json"), &report)?;
+    }
+    Ok(())
 }
 
 /// `adiff train shapes`: start or resume the run in `--out`, apply the options that also

@@ -290,11 +290,26 @@ impl Job {
     }
 
     /// What makes two jobs' loaded model identical.
+    /// The motion module the job runs: the one it names, else — when frames are asked of a
+    /// model folder that carries one in `motion/` (the built-in shapes model does) — that one.
+    pub fn motion_module(&self) -> Option<PathBuf> {
+        if self.motion.is_some() {
+            return self.motion.clone();
+        }
+        match (&self.model, self.frames) {
+            (ModelSource::Local(dir), Some(_)) => {
+                let m = dir.join("motion");
+                m.join("config.json").is_file().then_some(m)
+            }
+            _ => None,
+        }
+    }
+
     pub fn model_key(&self) -> ModelKey {
         ModelKey {
             source: self.model.clone(),
             vae: self.vae.clone(),
-            motion: self.motion.clone(),
+            motion: self.motion_module(),
             loras: self
                 .loras
                 .iter()

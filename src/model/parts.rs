@@ -84,6 +84,36 @@ pub struct VaePart {
     pub weights: Weights,
 }
 
+/// A motion module folder's own text encoder and tokenizer (`text_encoder/`, `tokenizer/`
+/// beside its weights: the built-in shapes module adds motion words to the image model's
+/// vocabulary), if it has them.
+fn motion_words(path: &Path) -> Result<Option<TextPart>> {
+    let (te, tok) = (path.join("text_encoder"), path.join("tokenizer"));
+    if !path.is_dir() || !te.join("config.json").is_file() {
+        return Ok(None);
+    }
+    let config_file = te.join("config.json");
+    let config = ClipConfig::from_file(&config_file)?;
+    let weights = Weights::plain(checkpoint::check_all(&[te.join("model.safetensors")])?);
+    let existing = |name: &str| {
+        let p = tok.join(name);
+        p.is_file().then_some(p)
+    };
+    let files = crate::model::tokenizer::TokenizerFiles {
+        tokenizer_json: existing("tokenizer.json"),
+        config: existing("tokenizer_config.json"),
+        ..Default::default()
+    };
+    let mut tokenizer = ClipTokenizer::load(&files)?;
+    tokenizer.clamp_max_len(config.max_position_embeddings);
+    Ok(Some(TextPart {
+        config,
+        config_file,
+        weights,
+        tokenizer,
+    }))
+}
+
 /// Everything a [`super::StableDiffusion`] is built from.
 pub struct Parts {
     /// What was loaded (a folder, a repository, a file), for messages.
@@ -263,12 +293,6 @@ impl Parts {
                 self.origin
             )));
         }
-        if self.vae.is_none() {
-            return Err(fail(format!(
-                "cannot be added to {}, which works in pixel space (AnimateDiff modules are made for SD 1.x)",
-                self.origin
-            )));
-        }
         if self.unet_config.text_time.is_some() {
             return Err(fail(format!(
                 "does not fit {}, an SDXL model: AnimateDiff modules for SD 1.x fit SD 1.x checkpoints (SDXL needs an SDXL motion module, which adiff does not read yet)",
@@ -294,6 +318,21 @@ impl Parts {
             part.config.heads,
             part.config.max_seq_length
         ));
+        if let Some(words) = motion_words(path).map_err(|e| fail(e.to_string()))? {
+            let same =
+                self.text.len() == 1 && self.text[0].config.hidden_size == words.config.hidden_size;
+            if !same {
+                return Err(fail(format!(
+                    "brings its own text encoder ({} wide), which cannot replace {}'s",
+                    words.config.hidden_size, self.origin
+                )));
+            }
+            self.notes.push(format!(
+                "the motion module's words: its text encoder ({} tokens) replaces the model's ({} tokens)",
+                words.config.vocab_size, self.text[0].config.vocab_size
+            ));
+            self.text[0] = words;
+        }
         self.motion = Some(part);
         Ok(())
     }

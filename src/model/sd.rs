@@ -381,6 +381,17 @@ impl StableDiffusion {
         matches!(self.unet, Backbone::Video(_) | Backbone::Motion(..))
     }
 
+    /// The share of a clip's initial noise its frames share, for a motion module trained
+    /// that way ([`super::motion::MotionConfig::shared_noise`]); `None` otherwise.
+    pub fn shared_noise(&self) -> Option<f64> {
+        match &self.unet {
+            Backbone::Motion(_, m) if m.config().shared_noise > 0.0 => {
+                Some(m.config().shared_noise)
+            }
+            _ => None,
+        }
+    }
+
     /// The initial latents' shape: `(1, c, h, w)` for an image model, `(1, c, frames, h,
     /// w)` for a video model (`frames` defaults to [`DEFAULT_FRAMES`]); frames asked of an
     /// image model are an error.

@@ -10,6 +10,25 @@ fn problem(text: String) -> anyhow::Error {
     FieldError::new(Field::InitLatents, text).into()
 }
 
+/// Mix a clip's independent noise `(1, C, F, H, W)` with one noise all frames share:
+/// `√share·ε_shared + √(1−share)·ε_f` (still N(0, 1) per value); the shared part is drawn
+/// from `seed` on its own stream.
+pub fn mix_shared(noise: &Tensor, share: f64, seed: u64) -> Result<Tensor> {
+    let dims = noise.dims().to_vec();
+    anyhow::ensure!(dims.len() == 5, "shared noise is for clips, got {dims:?}");
+    let mut one = dims.clone();
+    one[2] = 1;
+    let shared = crate::sampler::noise::gaussian(seed ^ SHARED_STREAM, &one, noise.device())?;
+    let share = share.clamp(0.0, 1.0);
+    Ok(
+        ((noise * (1.0 - share).sqrt())?
+            + shared.broadcast_as(dims)?.affine(share.sqrt(), 0.0)?)?,
+    )
+}
+
+/// Keeps the shared noise's draws apart from the clip's own.
+const SHARED_STREAM: u64 = 0x5ba2_ed00_0000_0001;
+
 /// Read the f32 NCHW tensor `latents` from a safetensors file.
 pub fn read_latents(path: &Path) -> Result<Tensor> {
     let shown = path.display();

@@ -67,8 +67,8 @@ pub fn model_parts(job: &Job) -> Result<Parts> {
         }
     };
     lora::apply_all(&mut parts, &job.loras)?;
-    if let Some(m) = &job.motion {
-        parts.add_motion(m)?;
+    if let Some(m) = job.motion_module() {
+        parts.add_motion(&m)?;
     }
     Ok(parts)
 }
@@ -217,7 +217,10 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
             let dims = sd
                 .latent_dims(size.0, size.1, job.frames)
                 .map_err(|e| FieldError::new(Field::Frames, e.to_string()))?;
-            let noise = sampler::noise::gaussian(job.seed, &dims, sd.device())?;
+            let mut noise = sampler::noise::gaussian(job.seed, &dims, sd.device())?;
+            if let Some(share) = sd.shared_noise() {
+                noise = latents::mix_shared(&noise, share, job.seed)?;
+            }
             (noise, false, size)
         }
     };

@@ -11,9 +11,13 @@
 //!   classifier-free guidance) and graded / held-out prompt sets.
 //! * [`check`] — the checker: does an image show what a prompt asks for?
 //! * [`vocab`] — the word-level vocabulary of the built-in tokenizer.
+//! * [`motion`] — clips: objects that move, grow, shrink, change colour or move apart.
+//! * [`track`] — the clip checker: each object followed across a clip's frames.
 
 pub mod check;
 pub mod dataset;
+pub mod motion;
+pub mod track;
 pub mod vocab;
 
 use image::{Rgb, RgbImage};
@@ -260,19 +264,45 @@ impl Scene {
     }
 }
 
-/// Whether pixel centre `(px, py)` lies inside the object.
-fn covers(o: &Object, px: f64, py: f64) -> bool {
-    let (cx, cy) = o.position.center();
-    let (cx, cy) = (cx + o.jitter.0 as f64, cy + o.jitter.1 as f64);
-    let s = o.size.pixels();
-    let (dx, dy) = (px - cx, py - cy);
-    match o.shape {
-        Shape::Circle => dx * dx + dy * dy <= (s / 2.0) * (s / 2.0),
-        Shape::Square => dx.abs() <= s / 2.0 && dy.abs() <= s / 2.0,
-        Shape::Triangle => {
-            // Apex up, base at the bottom: height s, base width s.
-            let t = (dy + s / 2.0) / s; // 0 at the apex, 1 at the base
-            (0.0..=1.0).contains(&t) && dx.abs() <= t * s / 2.0
+/// An object as drawn: shape, colour, centre `(x, y)` and size in pixels (any values; the
+/// clips of [`motion`] move, grow and recolour objects between frames).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drawn {
+    /// Shape.
+    pub shape: Shape,
+    /// RGB colour.
+    pub rgb: [u8; 3],
+    /// Centre in pixels.
+    pub center: (f64, f64),
+    /// Side length / diameter in pixels.
+    pub size: f64,
+}
+
+impl Drawn {
+    /// A scene's object as drawn.
+    pub fn of(o: &Object) -> Self {
+        let (cx, cy) = o.position.center();
+        Self {
+            shape: o.shape,
+            rgb: o.color.rgb(),
+            center: (cx + o.jitter.0 as f64, cy + o.jitter.1 as f64),
+            size: o.size.pixels(),
+        }
+    }
+
+    /// Whether pixel centre `(px, py)` lies inside the object.
+    fn covers(&self, px: f64, py: f64) -> bool {
+        let (cx, cy) = self.center;
+        let s = self.size;
+        let (dx, dy) = (px - cx, py - cy);
+        match self.shape {
+            Shape::Circle => dx * dx + dy * dy <= (s / 2.0) * (s / 2.0),
+            Shape::Square => dx.abs() <= s / 2.0 && dy.abs() <= s / 2.0,
+            Shape::Triangle => {
+                // Apex up, base at the bottom: height s, base width s.
+                let t = (dy + s / 2.0) / s; // 0 at the apex, 1 at the base
+                (0.0..=1.0).contains(&t) && dx.abs() <= t * s / 2.0
+            }
         }
     }
 }
@@ -280,7 +310,12 @@ fn covers(o: &Object, px: f64, py: f64) -> bool {
 /// Render a scene (deterministic; objects later in the list are drawn on top). Each
 /// pixel is the 4×4-supersampled average, so edges are slightly anti-aliased.
 pub fn render(scene: &Scene) -> RgbImage {
-    let bg = scene.background.rgb();
+    let objects: Vec<Drawn> = scene.objects.iter().map(Drawn::of).collect();
+    render_drawn(scene.background.rgb(), &objects)
+}
+
+/// Render objects on a background colour (later objects on top), 4×4-supersampled.
+pub fn render_drawn(bg: [u8; 3], objects: &[Drawn]) -> RgbImage {
     let mut img = RgbImage::new(SIZE as u32, SIZE as u32);
     const SS: usize = 4;
     for y in 0..SIZE {
@@ -290,12 +325,11 @@ pub fn render(scene: &Scene) -> RgbImage {
                 for sx in 0..SS {
                     let px = x as f64 + (sx as f64 + 0.5) / SS as f64;
                     let py = y as f64 + (sy as f64 + 0.5) / SS as f64;
-                    let c = scene
-                        .objects
+                    let c = objects
                         .iter()
                         .rev()
-                        .find(|o| covers(o, px, py))
-                        .map_or(bg, |o| o.color.rgb());
+                        .find(|o| o.covers(px, py))
+                        .map_or(bg, |o| o.rgb);
                     for k in 0..3 {
                         acc[k] += c[k] as u32;
                     }

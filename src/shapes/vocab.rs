@@ -42,14 +42,30 @@ pub fn words() -> Vec<String> {
     w
 }
 
+/// The words of the motion module: the image words, then the words of clips (appended,
+/// so every image word keeps its id).
+pub fn video_words() -> Vec<String> {
+    let mut w = words();
+    for part in super::motion::Motion::VOCABULARY.split_whitespace() {
+        if !w.iter().any(|x| x == part) {
+            w.push(part.to_string());
+        }
+    }
+    w
+}
+
 /// The vocabulary: specials first (`BOS` 0, `EOS` 1, `UNK` 2), then [`words`].
 pub fn vocab() -> HashMap<String, u32> {
+    vocab_of(words())
+}
+
+fn vocab_of(words: Vec<String>) -> HashMap<String, u32> {
     let mut v: HashMap<String, u32> = [BOS, EOS, UNK]
         .iter()
         .enumerate()
         .map(|(i, s)| (s.to_string(), i as u32))
         .collect();
-    for (i, w) in words().into_iter().enumerate() {
+    for (i, w) in words.into_iter().enumerate() {
         v.insert(w, 3 + i as u32);
     }
     v
@@ -60,12 +76,26 @@ pub fn vocab_size() -> usize {
     3 + words().len()
 }
 
+/// Vocabulary size of the motion module's text encoder.
+pub fn video_vocab_size() -> usize {
+    3 + video_words().len()
+}
+
 /// A word-level tokenizer: lowercase, split on whitespace and punctuation, punctuation
 /// dropped (captions have none, so "a red circle, on black" reads as the caption would),
 /// unknown words map to `UNK`; BOS / EOS are special tokens.
 pub fn build_tokenizer() -> Result<Tokenizer> {
+    tokenizer_of(vocab())
+}
+
+/// The tokenizer of the motion module's words ([`video_words`]).
+pub fn build_video_tokenizer() -> Result<Tokenizer> {
+    tokenizer_of(vocab_of(video_words()))
+}
+
+fn tokenizer_of(vocab: HashMap<String, u32>) -> Result<Tokenizer> {
     let model = WordLevel::builder()
-        .vocab(vocab().into_iter().collect())
+        .vocab(vocab.into_iter().collect())
         .unk_token(UNK.to_string())
         .build()
         .map_err(|e| anyhow!("could not build the word-level tokenizer: {e}"))?;
@@ -88,8 +118,16 @@ pub fn build_tokenizer() -> Result<Tokenizer> {
 /// Write `tokenizer.json` and `tokenizer_config.json` (BOS / EOS / pad / unk, max length)
 /// into `dir`.
 pub fn save_tokenizer(dir: &Path) -> Result<()> {
+    save(dir, build_tokenizer()?)
+}
+
+/// [`save_tokenizer`] with the motion module's words.
+pub fn save_video_tokenizer(dir: &Path) -> Result<()> {
+    save(dir, build_video_tokenizer()?)
+}
+
+fn save(dir: &Path, tok: Tokenizer) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tok = build_tokenizer()?;
     let json = tok
         .to_string(true)
         .map_err(|e| anyhow!("could not serialise the tokenizer: {e}"))?;

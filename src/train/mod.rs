@@ -13,6 +13,8 @@
 mod checkpoint;
 pub mod clip;
 pub mod eval;
+pub mod motion;
+pub mod motion_eval;
 pub mod plot;
 pub mod probe;
 pub mod seeded_init;

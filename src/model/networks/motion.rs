@@ -46,6 +46,11 @@ pub struct MotionConfig {
     pub max_seq_length: usize,
     /// A module in the mid block (v2, v3).
     pub mid_block: bool,
+    /// Share of the variance of each frame's initial noise that all frames of a clip
+    /// share (`ε_f = √s·ε_shared + √(1−s)·ε_f'`, the "mixed noise" prior of Ge et al.,
+    /// ICCV 2023), as the module was trained: 0 (independent frames, AnimateDiff's) unless
+    /// its `config.json` says `"shared_noise"` — the built-in shapes module does.
+    pub shared_noise: f64,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +70,8 @@ struct AdapterJson {
     motion_max_seq_length: usize,
     #[serde(default = "yes")]
     use_motion_mid_block: bool,
+    #[serde(default)]
+    shared_noise: f64,
     conv_in_channels: Option<usize>,
 }
 
@@ -277,6 +284,7 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
         groups: json.map_or(DEFAULT_GROUPS, |j| j.motion_norm_num_groups),
         max_seq_length: json.map_or(pe[1], |j| j.motion_max_seq_length.min(pe[1])),
         mid_block,
+        shared_noise: json.map_or(0.0, |j| j.shared_noise),
     })
 }
 
@@ -360,6 +368,7 @@ pub struct MotionModules {
     /// Per up block (execution order), one after each ResNet/attention pair.
     pub(super) up: Vec<Vec<MotionModule>>,
     config: MotionConfig,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for MotionModules {
@@ -373,7 +382,15 @@ impl std::fmt::Debug for MotionModules {
 impl MotionModules {
     /// Build from diffusers-named weights.
     pub fn new(vb: VarBuilder, cfg: &MotionConfig) -> Result<Self> {
-        let kernels = Kernels::Fused;
+        Self::build(vb, cfg, Kernels::Fused)
+    }
+
+    /// As [`MotionModules::new`], for training: only ops with a backward pass.
+    pub fn new_trainable(vb: VarBuilder, cfg: &MotionConfig) -> Result<Self> {
+        Self::build(vb, cfg, Kernels::Autograd)
+    }
+
+    fn build(vb: VarBuilder, cfg: &MotionConfig, kernels: Kernels) -> Result<Self> {
         let build = || -> CResult<Self> {
             let n = cfg.block_out_channels.len();
             let mut down = vec![];
@@ -411,6 +428,7 @@ impl MotionModules {
                 mid,
                 up,
                 config: cfg.clone(),
+                kernels,
             })
         };
         build().context("the motion module's weights do not match its configuration")
@@ -435,7 +453,7 @@ impl Temporal<'_> {
     /// Down block `b`'s module after layer `i`.
     pub(super) fn down(&self, b: usize, i: usize, x: Tensor) -> CResult<Tensor> {
         match self.modules.down.get(b).and_then(|m| m.get(i)) {
-            Some(m) => m.forward(&x, self.frames, Kernels::Fused),
+            Some(m) => m.forward(&x, self.frames, self.modules.kernels),
             None => Ok(x),
         }
     }
@@ -443,7 +461,7 @@ impl Temporal<'_> {
     /// The mid block's module.
     pub(super) fn mid(&self, x: Tensor) -> CResult<Tensor> {
         match &self.modules.mid {
-            Some(m) => m.forward(&x, self.frames, Kernels::Fused),
+            Some(m) => m.forward(&x, self.frames, self.modules.kernels),
             None => Ok(x),
         }
     }
@@ -451,7 +469,7 @@ impl Temporal<'_> {
     /// Up block `b` (execution order)'s module after layer `j`.
     pub(super) fn up(&self, b: usize, j: usize, x: Tensor) -> CResult<Tensor> {
         match self.modules.up.get(b).and_then(|m| m.get(j)) {
-            Some(m) => m.forward(&x, self.frames, Kernels::Fused),
+            Some(m) => m.forward(&x, self.frames, self.modules.kernels),
             None => Ok(x),
         }
     }

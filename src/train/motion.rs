@@ -1,0 +1,696 @@
+//! Training the built-in shapes model's motion module, the AnimateDiff way: the image
+//! model (UNet and text encoder) frozen, an AnimateDiff motion adapter (temporal
+//! transformers after each UNet layer, `proj_out` zero at the start so the untrained
+//! module changes nothing) trained on the clips of [`crate::shapes::motion`] with the
+//! image model's own loss (ε-prediction, offset + pyramid noise, high-noise weighting).
+//!
+//! Two additions to AnimateDiff, both recorded in the exported module:
+//! * **Motion words.** The image vocabulary has no "moving", "up", "growing", … . New
+//!   token embeddings for them (appended after the image words, so every image word keeps
+//!   its id and embedding) are trained with the module; the module's folder carries the
+//!   extended text encoder and tokenizer, which replace the model's when it is loaded.
+//! * **Shared noise** ([`crate::model::motion::MotionConfig::shared_noise`]): a clip's
+//!   frames share part of their noise, in training and at generation.
+//!
+//! Checkpoints (weights, EMA, AdamW moments, data RNG, loss log) are written atomically;
+//! a run on a folder that holds one resumes from it bit for bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint;
+use super::seeded_init::SeededVarMap;
+use super::{adamw, alphas_cumprod, draw_timestep, loss_weight, lr_at, training_noise};
+use crate::model::config::{ClipConfig, ClipJson, UNetConfig};
+use crate::model::motion::{MotionConfig, MotionModules, Temporal};
+use crate::model::text_encoder::ClipTextEncoder;
+use crate::model::tokenizer::ClipTokenizer;
+use crate::model::unet::{ModuleCache, UNet};
+use crate::shapes::motion::{TRAIN_FRAMES, training_clip};
+use crate::shapes::{self, Rng, vocab};
+
+/// Training settings (a resumed run keeps them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MotionTrainConfig {
+    /// Clips per batch.
+    pub batch: usize,
+    /// Frames per clip.
+    pub frames: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Largest EMA decay.
+    pub ema_decay: f64,
+    /// Seed of the initial weights and the data stream.
+    pub seed: u64,
+    /// Attention heads of every temporal transformer.
+    pub heads: usize,
+    /// GroupNorm groups of every temporal transformer.
+    pub groups: usize,
+    /// Frames the position table covers.
+    pub max_seq_length: usize,
+    /// Share of the noise a clip's frames share.
+    pub shared_noise: f64,
+    /// Offset noise (as the image model's training).
+    pub offset_noise: f64,
+    /// Pyramid noise discount (as the image model's training).
+    pub pyramid_noise: f64,
+    /// Loss weight cap `min(1/ᾱ_t, cap)`.
+    pub high_noise_weight: f64,
+    /// `(from, share)` of timesteps drawn from `from..1000`.
+    pub high_noise_focus: Option<(usize, f64)>,
+    /// Cosine decay of the learning rate between these steps.
+    pub lr_decay: Option<(usize, usize)>,
+}
+
+impl Default for MotionTrainConfig {
+    fn default() -> Self {
+        Self {
+            batch: 4,
+            frames: TRAIN_FRAMES,
+            lr: 1e-3,
+            warmup: 100,
+            weight_decay: 0.01,
+            ema_decay: 0.995,
+            seed: 0,
+            heads: 2,
+            groups: 8,
+            max_seq_length: 16,
+            shared_noise: 0.5,
+            offset_noise: 0.15,
+            pyramid_noise: 0.9,
+            high_noise_weight: 50.0,
+            high_noise_focus: Some((600, 0.5)),
+            lr_decay: None,
+        }
+    }
+}
+
+impl MotionTrainConfig {
+    /// As a shapes [`super::TrainConfig`], for the shared learning-rate schedule.
+    fn lr_config(&self) -> super::TrainConfig {
+        super::TrainConfig {
+            lr: self.lr,
+            warmup: self.warmup,
+            lr_decay: self.lr_decay,
+            ..Default::default()
+        }
+    }
+}
+
+/// The JSON half of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MotionMeta {
+    /// Steps done.
+    pub step: usize,
+    /// Data RNG state.
+    pub rng_state: u64,
+    /// Settings.
+    pub config: MotionTrainConfig,
+    /// The image model trained on (its folder as given).
+    pub base: PathBuf,
+    /// `(step, mean loss)` log.
+    pub loss_log: Vec<(usize, f64)>,
+    /// Seconds trained so far.
+    pub train_seconds: f64,
+}
+
+const FILES: checkpoint::Files = checkpoint::Files {
+    tensors: "checkpoint.safetensors",
+    meta: "checkpoint.json",
+    loss_plot: "loss.png",
+};
+
+/// The name of the new token embeddings among the parameters.
+const NEW_ROWS: &str = "text_new_rows";
+/// The text encoder's token table in the image model's file.
+const TOKEN_TABLE: &str = "text_model.embeddings.token_embedding.weight";
+
+/// A motion-module training run in memory.
+pub struct MotionTrainer {
+    /// Settings.
+    pub config: MotionTrainConfig,
+    base: PathBuf,
+    varmap: VarMap,
+    /// Trained parameters (sorted by name): the modules and the new token rows.
+    params: Vec<(String, Var)>,
+    /// Fixed tensors of the module (the sinusoidal position tables).
+    fixed: Vec<(String, Tensor)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    ema: Vec<Tensor>,
+    unet: UNet,
+    modules: MotionModules,
+    motion_config: MotionConfig,
+    text_tensors: HashMap<String, Tensor>,
+    text_config: ClipConfig,
+    text_json: serde_json::Value,
+    tokenizer: ClipTokenizer,
+    alphas: Vec<f64>,
+    rng: Rng,
+    /// Steps done.
+    pub step: usize,
+    /// `(step, mean loss)` log.
+    pub loss_log: Vec<(usize, f64)>,
+    /// Seconds trained so far.
+    pub train_seconds: f64,
+    device: Device,
+}
+
+/// The sinusoidal position table of diffusers' `SinusoidalPositionalEmbedding`
+/// (`(1, len, dim)`: sin on even, cos on odd channels).
+pub fn position_table(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
+    let mut pe = vec![0f32; len * dim];
+    for pos in 0..len {
+        for i in (0..dim).step_by(2) {
+            let div = (-(10000f64.ln()) * i as f64 / dim as f64).exp();
+            let a = pos as f64 * div;
+            pe[pos * dim + i] = a.sin() as f32;
+            if i + 1 < dim {
+                pe[pos * dim + i + 1] = a.cos() as f32;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(pe, (1, len, dim), device)?)
+}
+
+impl MotionTrainer {
+    /// A fresh run on the image model folder `base` (pixel-space shapes model).
+    pub fn new(base: &Path, config: MotionTrainConfig, tokenizer_dir: &Path) -> Result<Self> {
+        let device = Device::Cpu;
+        let unet_dir = base.join("unet");
+        let ucfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
+        let files = crate::model::checkpoint::check_all(&[
+            unet_dir.join("diffusion_pytorch_model.safetensors")
+        ])?;
+        let unet = UNet::new_trainable(
+            crate::model::checkpoint::var_builder(&files, DType::F32, &device)?,
+            &ucfg,
+        )?;
+        let widths: Vec<usize> = ucfg.down.iter().map(|b| b.out_channels).collect();
+        let layers = ucfg.down.first().map_or(1, |b| b.layers);
+        let motion_config = MotionConfig {
+            block_out_channels: widths,
+            layers_per_block: layers,
+            heads: config.heads,
+            groups: config.groups,
+            max_seq_length: config.max_seq_length,
+            mid_block: true,
+            shared_noise: config.shared_noise,
+        };
+
+        // The frozen text encoder, and its config with the motion words.
+        let te = base.join("text_encoder");
+        let text_tensors = candle_core::safetensors::load(te.join("model.safetensors"), &device)
+            .with_context(|| format!("reading {}", te.display()))?;
+        let table = text_tensors
+            .get(TOKEN_TABLE)
+            .with_context(|| format!("{} has no {TOKEN_TABLE}", te.display()))?;
+        let (old_rows, hidden) = table.dims2()?;
+        ensure!(
+            old_rows == vocab::vocab_size(),
+            "{} has {old_rows} token embeddings, the shapes vocabulary {}: not a shapes model",
+            te.display(),
+            vocab::vocab_size()
+        );
+        let mut text_json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(te.join("config.json"))?)?;
+        text_json["vocab_size"] = json!(vocab::video_vocab_size());
+        let cj: ClipJson = serde_json::from_value(text_json.clone())?;
+        let text_config = ClipConfig::from_json(&cj, &te.join("config.json"))?;
+        vocab::save_video_tokenizer(tokenizer_dir)?;
+        let mut tokenizer = ClipTokenizer::from_dir(tokenizer_dir)?;
+        tokenizer.clamp_max_len(text_config.max_position_embeddings);
+
+        // Trained: the modules (seeded) and the new rows.
+        let varmap = VarMap::new();
+        let vb = SeededVarMap::new(&varmap, config.seed).builder(DType::F32, &device);
+        let modules = MotionModules::new_trainable(vb.clone(), &motion_config)?;
+        let new = vocab::video_vocab_size() - old_rows;
+        varmap.get(
+            (new, hidden),
+            NEW_ROWS,
+            candle_nn::init::ZERO,
+            DType::F32,
+            &device,
+        )?;
+        // The new words start where the known ones are: their mean, plus a little noise.
+        let mean = table.mean_keepdim(0)?;
+        let std = table.broadcast_sub(&mean)?.sqr()?.mean_all()?.sqrt()?;
+        let mut init_rng = Rng::new(config.seed ^ 0x0077_0a7d);
+        let noise: Vec<f32> = (0..new * hidden)
+            .map(|_| init_rng.normal() as f32 * 0.3)
+            .collect();
+        let noise = Tensor::from_vec(noise, (new, hidden), &device)?.broadcast_mul(&std)?;
+        let rows_init = mean.broadcast_add(&noise)?;
+        // Position tables are fixed; proj_out starts at zero (AnimateDiff's zero_module).
+        let mut fixed = vec![];
+        let mut params = vec![];
+        for (name, var) in checkpoint::sorted_params(&varmap) {
+            if name.ends_with("pos_embed.pe") {
+                let (_, len, dim) = var.as_tensor().dims3()?;
+                let pe = position_table(len, dim, &device)?;
+                var.set(&pe)?;
+                fixed.push((name, pe));
+            } else {
+                if name == NEW_ROWS {
+                    var.set(&rows_init)?;
+                }
+                if name.contains(".proj_out.") {
+                    var.set(&var.as_tensor().zeros_like()?)?;
+                }
+                params.push((name, var));
+            }
+        }
+        let m = checkpoint::zeros_like(&params)?;
+        let v = checkpoint::zeros_like(&params)?;
+        let ema = params
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let seed = config.seed;
+        Ok(Self {
+            config,
+            base: base.to_path_buf(),
+            varmap,
+            params,
+            fixed,
+            m,
+            v,
+            ema,
+            unet,
+            modules,
+            motion_config,
+            text_tensors,
+            text_config,
+            text_json,
+            tokenizer,
+            alphas: alphas_cumprod(),
+            rng: Rng::new(seed.wrapping_add(0x0c11_95ee)),
+            step: 0,
+            loss_log: vec![],
+            train_seconds: 0.0,
+            device,
+        })
+    }
+
+    /// Resume from `dir` when it holds a checkpoint (its base and settings win), else start
+    /// fresh on `base` with `config`.
+    pub fn open(dir: &Path, base: &Path, config: MotionTrainConfig) -> Result<Self> {
+        let Some(meta) = checkpoint::read_meta::<MotionMeta>(dir, &FILES)? else {
+            return Self::new(base, config, &dir.join("tokenizer"));
+        };
+        let mut t = Self::new(&meta.base, meta.config.clone(), &dir.join("tokenizer"))?;
+        checkpoint::restore(
+            &dir.join(FILES.tensors),
+            &t.device,
+            &t.params,
+            &mut [
+                ("ema", &mut t.ema),
+                ("adam_m", &mut t.m),
+                ("adam_v", &mut t.v),
+            ],
+        )?;
+        t.step = meta.step;
+        t.rng = Rng::from_state(meta.rng_state);
+        t.loss_log = meta.loss_log;
+        t.train_seconds = meta.train_seconds;
+        Ok(t)
+    }
+
+    /// Number of trained scalars.
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The varmap (for tests).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The text encoder with the new rows `rows` after the frozen table.
+    fn text_encoder(&self, rows: &Tensor) -> Result<ClipTextEncoder> {
+        let mut t = self.text_tensors.clone();
+        let table = Tensor::cat(&[&t[TOKEN_TABLE], rows], 0)?;
+        t.insert(TOKEN_TABLE.to_string(), table);
+        let vb = VarBuilder::from_tensors(t, DType::F32, &self.device);
+        Ok(ClipTextEncoder::new_trainable(
+            vb.pp("text_model"),
+            vb.clone(),
+            &self.text_config,
+        )?)
+    }
+
+    fn rows(&self) -> Result<Tensor> {
+        let (_, var) = self
+            .params
+            .iter()
+            .find(|(n, _)| n == NEW_ROWS)
+            .context("no new token rows")?;
+        Ok(var.as_tensor().clone())
+    }
+
+    /// The loss of one batch (weighted ε MSE over every frame), as a graph.
+    pub fn loss(&mut self) -> Result<Tensor> {
+        let (b, f) = (self.config.batch, self.config.frames);
+        let s = shapes::SIZE;
+        let mut pixels = Vec::with_capacity(b * f * 3 * s * s);
+        let (mut ids, mut eos) = (vec![], vec![]);
+        for _ in 0..b {
+            let (clip, caption) = training_clip(&mut self.rng);
+            for frame in clip.render(f) {
+                pixels.extend(shapes::to_model_pixels(&frame));
+            }
+            let t = self.tokenizer.encode(&caption)?;
+            ensure!(t.truncated.is_none(), "caption too long: {caption}");
+            ids.extend(t.ids);
+            eos.push(t.eos_position);
+        }
+        let len = ids.len() / b;
+        let x0 = Tensor::from_vec(pixels, (b * f, 3, s, s), &self.device)?;
+        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
+        let text = self.text_encoder(&self.rows()?)?;
+        let ctx = text.forward(&ids, &eos)?.last_hidden_state;
+        let ctx = crate::model::clip_layout::per_frame(&ctx, f)?;
+        let (mut ts, mut a, mut bn, mut weights) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..b {
+            let t = draw_timestep(
+                &mut self.rng,
+                self.alphas.len(),
+                self.config.high_noise_focus,
+            );
+            let w = loss_weight(&self.alphas, t, self.config.high_noise_weight) as f32;
+            for _ in 0..f {
+                ts.push(t as f32);
+                weights.push(w);
+                a.push(self.alphas[t].sqrt() as f32);
+                bn.push((1.0 - self.alphas[t]).sqrt() as f32);
+            }
+        }
+        let dims = (b * f, 3, s, s);
+        let own = training_noise(
+            &mut self.rng,
+            dims,
+            self.config.offset_noise,
+            self.config.pyramid_noise,
+        );
+        let shared = training_noise(
+            &mut self.rng,
+            (b, 3, s, s),
+            self.config.offset_noise,
+            self.config.pyramid_noise,
+        );
+        let share = self.config.shared_noise.clamp(0.0, 1.0);
+        let (ks, ko) = (share.sqrt() as f32, (1.0 - share).sqrt() as f32);
+        let plane = 3 * s * s;
+        let noise: Vec<f32> = own
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| ko * e + ks * shared[(i / plane / f) * plane + i % plane])
+            .collect();
+        let noise = Tensor::from_vec(noise, dims, &self.device)?;
+        let a = Tensor::from_vec(a, (b * f, 1, 1, 1), &self.device)?;
+        let bn = Tensor::from_vec(bn, (b * f, 1, 1, 1), &self.device)?;
+        let xt = (x0.broadcast_mul(&a)? + noise.broadcast_mul(&bn)?)?;
+        let t = Tensor::from_vec(ts, b * f, &self.device)?;
+        let pred = self.unet.forward_motion(
+            &xt,
+            &t,
+            &ctx,
+            Temporal {
+                modules: &self.modules,
+                frames: f,
+            },
+            &mut ModuleCache::default(),
+        )?;
+        let per_frame = (pred - noise)?.sqr()?.flatten_from(1)?.mean(1)?;
+        let w = Tensor::from_vec(weights, b * f, &self.device)?;
+        Ok((per_frame * w)?.mean_all()?)
+    }
+
+    fn lr(&self) -> f64 {
+        lr_at(&self.config.lr_config(), self.step)
+    }
+
+    /// One optimisation step; returns the loss.
+    pub fn train_step(&mut self) -> Result<f64> {
+        let loss = self.loss()?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            bail!("the loss is {value} at step {}", self.step);
+        }
+        let grads = loss.backward()?;
+        let lr = self.lr();
+        let decay = self
+            .config
+            .ema_decay
+            .min((1.0 + self.step as f64) / (10.0 + self.step as f64));
+        for (i, (_, var)) in self.params.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let (new, m, v) = adamw(
+                &var.as_tensor().detach(),
+                &g.detach(),
+                (&self.m[i], &self.v[i]),
+                self.step,
+                lr,
+                self.config.weight_decay,
+            )?;
+            var.set(&new)?;
+            self.ema[i] = ((&self.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        self.step += 1;
+        Ok(value)
+    }
+
+    /// Train as `schedule` says, checkpointing into `dir`.
+    pub fn run(
+        &mut self,
+        dir: &Path,
+        schedule: &super::steps::Schedule,
+        stop: &dyn Fn() -> bool,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        super::steps::run(self, dir, schedule, stop, log)
+    }
+
+    /// Write the checkpoint atomically.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        let meta = MotionMeta {
+            step: self.step,
+            rng_state: self.rng.state(),
+            config: self.config.clone(),
+            base: self.base.clone(),
+            loss_log: self.loss_log.clone(),
+            train_seconds: self.train_seconds,
+        };
+        checkpoint::write(
+            dir,
+            &FILES,
+            &self.params,
+            &[("ema", &self.ema), ("adam_m", &self.m), ("adam_v", &self.v)],
+            &meta,
+            &self.loss_log,
+        )
+    }
+
+    /// Write the module as a `MotionAdapter` folder `out` (EMA weights, or the raw ones):
+    /// `config.json`, `diffusion_pytorch_model.safetensors`, and the motion words'
+    /// `text_encoder/` and `tokenizer/`. Written into a sibling folder and renamed into
+    /// place, so `out` is never half-written.
+    pub fn export(&self, out: &Path, ema: bool) -> Result<()> {
+        let tmp = out.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("text_encoder"))?;
+        let mut module: HashMap<String, Tensor> = self.fixed.iter().cloned().collect();
+        let mut rows = None;
+        for (i, (name, var)) in self.params.iter().enumerate() {
+            let t = if ema {
+                self.ema[i].clone()
+            } else {
+                var.as_tensor().clone()
+            };
+            if name == NEW_ROWS {
+                rows = Some(t);
+            } else {
+                module.insert(name.clone(), t);
+            }
+        }
+        let c = &self.motion_config;
+        let config = json!({
+            "_class_name": "MotionAdapter",
+            "_diffusers_version": "0.30.0",
+            "block_out_channels": c.block_out_channels,
+            "motion_layers_per_block": c.layers_per_block,
+            "motion_transformer_layers_per_block": 1,
+            "motion_mid_block_layers_per_block": 1,
+            "motion_num_attention_heads": c.heads,
+            "motion_norm_num_groups": c.groups,
+            "motion_max_seq_length": c.max_seq_length,
+            "use_motion_mid_block": c.mid_block,
+            "conv_in_channels": null,
+            "shared_noise": c.shared_noise,
+        });
+        crate::output::write_json(&tmp.join("config.json"), &config)?;
+        crate::output::write_tensors(
+            &tmp.join("diffusion_pytorch_model.safetensors"),
+            module.iter().map(|(k, v)| (k.as_str(), v)),
+        )?;
+        let mut text = self.text_tensors.clone();
+        let rows = rows.context("no new token rows")?;
+        let table = Tensor::cat(&[&text[TOKEN_TABLE], &rows], 0)?;
+        text.insert(TOKEN_TABLE.to_string(), table);
+        crate::output::write_tensors(
+            &tmp.join("text_encoder/model.safetensors"),
+            text.iter().map(|(k, v)| (k.as_str(), v)),
+        )?;
+        crate::output::write_json(&tmp.join("text_encoder/config.json"), &self.text_json)?;
+        vocab::save_video_tokenizer(&tmp.join("tokenizer"))?;
+        if out.exists() {
+            std::fs::remove_dir_all(out)?;
+        }
+        std::fs::rename(&tmp, out)?;
+        Ok(())
+    }
+}
+
+impl super::steps::Steps for MotionTrainer {
+    fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    fn train_step(&mut self) -> Result<f64> {
+        MotionTrainer::train_step(self)
+    }
+
+    fn add_train_seconds(&mut self, seconds: f64) {
+        self.train_seconds += seconds;
+    }
+
+    fn log_loss(&mut self, mean: f64, steps_per_s: f64) -> String {
+        self.loss_log.push((self.step, mean));
+        format!(
+            "step {:>7}  loss {:.5}  lr {:.2e}  {:.2} steps/s",
+            self.step,
+            mean,
+            self.lr(),
+            steps_per_s
+        )
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        MotionTrainer::save_checkpoint(self, dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes")
+    }
+
+    fn small() -> MotionTrainConfig {
+        MotionTrainConfig {
+            batch: 1,
+            frames: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn position_table_is_diffusers_sinusoid() {
+        let pe = position_table(4, 6, &Device::Cpu).unwrap();
+        let v = pe.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // pos 0: sin 0 = 0, cos 0 = 1.
+        assert_eq!(&v[..6], &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        // pos 2, channel 2: sin(2 · 10000^(-2/6)).
+        let want = (2.0f64 * (-(10000f64.ln()) * 2.0 / 6.0).exp()).sin() as f32;
+        assert!((v[2 * 6 + 2] - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_fresh_module_changes_nothing_and_only_it_and_the_new_words_train() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = MotionTrainer::new(&base(), small(), &dir.path().join("tok")).unwrap();
+        // Zero proj_out: the UNet with the fresh modules is the image UNet.
+        let x = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+        let ts = Tensor::full(500f32, 3, &Device::Cpu).unwrap();
+        let ctx = Tensor::randn(0f32, 1.0, (3, 8, 64), &Device::Cpu).unwrap();
+        let with = t
+            .unet
+            .forward_motion(
+                &x,
+                &ts,
+                &ctx,
+                Temporal {
+                    modules: &t.modules,
+                    frames: 3,
+                },
+                &mut ModuleCache::default(),
+            )
+            .unwrap();
+        let without = t.unet.forward_t(&x, &ts, &ctx, None).unwrap();
+        let d: f32 = (with - without)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-5, "{d}");
+        // A step moves the modules' proj_out and the new rows, nothing frozen.
+        let before = t.rows().unwrap().copy().unwrap();
+        let loss = t.train_step().unwrap();
+        assert!(loss.is_finite());
+        let moved: f32 = (t.rows().unwrap() - before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(moved > 0.0);
+        assert!(t.params.iter().all(|(n, _)| !n.ends_with("pos_embed.pe")));
+        assert!(t.num_parameters() > 10_000);
+    }
+
+    #[test]
+    fn resume_continues_bit_for_bit_and_export_loads_as_a_motion_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("ck");
+        let schedule = |n| super::super::steps::Schedule {
+            total_steps: n,
+            log_every: 1,
+            ckpt_every_s: 1e9,
+        };
+        let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
+        a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
+        let mut b = MotionTrainer::open(&ck, &base(), small()).unwrap();
+        assert_eq!(b.step, 1);
+        b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+        a.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+        assert_eq!(a.loss_log, b.loss_log);
+        let out = dir.path().join("motion");
+        b.export(&out, false).unwrap();
+        let part = crate::model::motion::read(&out).unwrap();
+        assert_eq!(part.config.block_out_channels, vec![16, 32, 64]);
+        assert_eq!(part.config.shared_noise, 0.5);
+        assert!(!dir.path().join("motion.partial").exists());
+    }
+}
