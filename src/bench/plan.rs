@@ -3,6 +3,7 @@
 
 use super::BenchSettings;
 use super::prompts::BenchPrompt;
+use super::shard::{Shard, ShardRecord, assign, digest, group_key};
 use crate::complexity::{BudgetMap, BudgetMode, Complexity, ComplexityBudget, Scoring};
 use crate::job::{Job, Pass};
 use crate::metrics::ClipSource;
@@ -52,6 +53,28 @@ pub struct BenchOptions {
     pub progress: bool,
     /// The command line, for the report.
     pub command: String,
+    /// The command line as arguments (a part's record keeps them to run it again).
+    pub args: Vec<String>,
+    /// Run only this part of the plan (`out` is then the part's own folder).
+    pub shard: Option<Shard>,
+}
+
+/// One prompt × seed × scheduler of the plan: the runs that share prepared inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedGroup {
+    /// The prompt's index.
+    pub pi: usize,
+    /// The seed.
+    pub seed: u64,
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+}
+
+impl PlannedGroup {
+    /// `p{prompt}-s{seed}-{scheduler}`.
+    pub fn key(&self) -> String {
+        group_key(self.pi, self.seed, self.scheduler.name())
+    }
 }
 
 /// One setting, run for every prompt × seed × scheduler.
@@ -240,6 +263,84 @@ impl BenchOptions {
             }
         }
         ids
+    }
+
+    /// The groups, in the order they run.
+    pub fn groups(&self) -> Vec<PlannedGroup> {
+        let mut v = Vec::new();
+        for pi in 0..self.prompts.len() {
+            for &seed in &self.seeds {
+                for &scheduler in &self.schedulers {
+                    v.push(PlannedGroup {
+                        pi,
+                        seed,
+                        scheduler,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    /// A group's planned work, in noise-predictor steps: each setting's own steps, a
+    /// complexity budget's when the prompt's `complexity` is given (the steps a skipping
+    /// run saves are not known before it runs). What the parts are balanced by.
+    pub fn group_cost(
+        &self,
+        settings: &[Setting],
+        map: &BudgetMap,
+        complexity: Option<&Complexity>,
+    ) -> u64 {
+        let steps = self.job.steps;
+        let total: usize = settings
+            .iter()
+            .map(|s| match (s.budgeted, complexity) {
+                (true, Some(c)) => map.decide(c.score, steps, s.method).steps,
+                _ if s.matched.is_some() => steps,
+                _ => s.method.own_steps().unwrap_or(steps),
+            })
+            .sum();
+        (total * self.job.frames.unwrap_or(1).max(1)) as u64
+    }
+
+    /// Which groups this benchmark runs (all of them, or its part's, split by `costs`, one
+    /// per group) and, for a part, its record.
+    pub fn part(&self, costs: &[u64]) -> (Vec<bool>, Option<ShardRecord>) {
+        let groups = self.groups();
+        let Some(shard) = self.shard else {
+            return (vec![true; groups.len()], None);
+        };
+        let parts = assign(costs, shard.count);
+        let labels: Vec<String> = self.settings().into_iter().map(|s| s.label).collect();
+        let keyed: Vec<String> = groups
+            .iter()
+            .zip(&parts)
+            .map(|(g, p)| format!("{}\t{p}", g.key()))
+            .collect();
+        let plan_digest = digest(
+            [format!("{}", shard.count)]
+                .iter()
+                .chain(&labels)
+                .chain(&keyed)
+                .map(String::as_str),
+        );
+        let in_part: Vec<bool> = parts.iter().map(|&p| p + 1 == shard.index).collect();
+        let record = ShardRecord {
+            index: shard.index,
+            count: shard.count,
+            plan_digest,
+            plan_runs: groups.len() * labels.len(),
+            groups: groups
+                .iter()
+                .zip(&in_part)
+                .filter(|(_, i)| **i)
+                .map(|(g, _)| g.key())
+                .collect(),
+            settings: labels,
+            args: self.args.clone(),
+            hosts: Vec::new(),
+        };
+        (in_part, Some(record))
     }
 
     /// Runs planned.
