@@ -42,7 +42,7 @@ pub struct Incomplete {
 impl Incomplete {
     /// How many runs are missing.
     pub fn missing_count(&self) -> usize {
-        self.planned - self.found
+        self.planned.saturating_sub(self.found)
     }
 
     fn by_part(&self) -> String {

@@ -3,6 +3,7 @@
 
     adiff overhead --size 512 --calls 2 --cpu --json call.json
     python3 tools/slurm/plan_at_scale.py call.json [--label "2-core AMD EPYC VM, CPU f32"]
+    python3 tools/slurm/plan_at_scale.py --call-ms 6353 --label "…"   # a cost measured before
 
 The plan is the one `adiff bench` makes for COCO-2017's 5 000 captions × 1 seed × three
 schedulers (ddim, euler, dpm++) × seven settings at 50 steps: the baseline, adaptive,
@@ -37,17 +38,25 @@ def hours(h):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("overhead_json", help="the JSON of `adiff overhead --size 512 --json FILE`")
+    ap.add_argument(
+        "overhead_json", nargs="?", help="the JSON of `adiff overhead --size 512 --json FILE`"
+    )
+    ap.add_argument("--call-ms", type=float, help="a measured 512² CFG call, ms, instead of a JSON")
     ap.add_argument("--label", default=None, help="the machine, for the table")
     ap.add_argument("--prompts", type=int, default=5000)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--schedulers", type=int, default=3)
     ap.add_argument("--devices", default="8,32,128")
     a = ap.parse_args()
-    with open(a.overhead_json) as f:
-        m = json.load(f)
-    if m.get("image_size") != 512:
-        raise SystemExit(f"error: {a.overhead_json} timed {m.get('image_size')}², not 512²")
+    if a.call_ms is not None:
+        m = {"unet_call_ms": a.call_ms, "device": "?"}
+    elif a.overhead_json:
+        with open(a.overhead_json) as f:
+            m = json.load(f)
+        if m.get("image_size") != 512:
+            raise SystemExit(f"error: {a.overhead_json} timed {m.get('image_size')}², not 512²")
+    else:
+        raise SystemExit("error: give the JSON of adiff overhead --size 512 --json FILE, or --call-ms MS")
     call_ms = m["unet_call_ms"]
     groups = a.prompts * a.seeds * a.schedulers
     per_group = sum(s for _, s in SETTINGS)
