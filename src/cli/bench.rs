@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub struct BenchInputArgs {
     /// Prompt file: one prompt per line (`#` comments, optional `GRADE<TAB>` prefix), or
     /// COCO captions JSON (e.g. captions_val2017.json: the first caption of each image).
-    /// (An `Option` only so that `adiff bench merge` parses without it: required.)
+    // An `Option` only so that `adiff bench merge` parses without it; required otherwise.
     #[arg(long, required = true)]
     pub prompts: Option<PathBuf>,
     /// How to read --prompts (auto: .json is COCO captions, anything else text).
@@ -206,7 +206,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "K/N|auto", value_parser = parse_shard)]
     pub shard: Option<ShardSpec>,
     /// Output folder: runs.csv, summary.json, report.md, plots, images/.
-    /// (An `Option` only so that `adiff bench merge` parses without it: required.)
+    // An `Option` only so that `adiff bench merge` parses without it; required otherwise.
     #[arg(long, required = true)]
     pub out: Option<PathBuf>,
 }
