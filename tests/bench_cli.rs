@@ -606,6 +606,25 @@ fn sharded_parts_merge_into_the_rows_of_one_process() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("Ran as 3 parts on 1 machine"), "{md}");
     assert!(md.contains("counted once"), "{md}");
+    // A part still running (its folder's bench lock held) is not merged.
+    let lock = std::fs::File::open(out.join("shards/2-of-3/.adiff-bench.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = adiff(&["bench", "merge", o_str]);
+    one_error_line(&o, &["part 2-of-3 is still running"]);
+    lock.unlock().unwrap();
+    // A folder holding a one-machine benchmark does not receive a merge.
+    std::fs::create_dir_all(single.join("shards")).unwrap();
+    for k in 1..=3 {
+        let to = single.join(format!("shards/{k}-of-3"));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["bench.json", "runs.csv"] {
+            std::fs::copy(out.join(format!("shards/{k}-of-3/{f}")), to.join(f)).unwrap();
+        }
+    }
+    let before = std::fs::read(single.join("runs.csv")).unwrap();
+    let o = adiff(&["bench", "merge", single.to_str().unwrap()]);
+    one_error_line(&o, &["holds a benchmark that was not merged from parts"]);
+    assert_eq!(std::fs::read(single.join("runs.csv")).unwrap(), before);
 
     // Parts of different plans, or from another version, are refused by name; nothing is
     // merged half-way.
