@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 /// cluster must answer.
 fn slurm_available(test: &str) -> bool {
     if Command::new("sbatch").arg("--version").output().is_err() {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture: shown by a plain `cargo test`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "{test}: SKIPPED: sbatch is not installed; install Slurm (apt-get install -y slurm-wlm munge) and start a local cluster with tools/slurm/local-cluster.sh start to run it"
         );
         return false;
