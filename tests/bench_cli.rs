@@ -663,6 +663,15 @@ fn sharded_parts_merge_into_the_rows_of_one_process() {
         v.as_object_mut().unwrap().remove("shard");
     });
     one_error_line(&o, &["not part 2-of-3"]);
+    // Parts of another split, and a folder that is not a part, beside them.
+    let mixed = dir.path().join("older");
+    std::fs::create_dir_all(mixed.join("shards/1-of-2")).unwrap();
+    let o = adiff(&["bench", "merge", mixed.to_str().unwrap()]);
+    one_error_line(&o, &["parts of different splits (1-of-2 and 1-of-3)"]);
+    std::fs::remove_dir(mixed.join("shards/1-of-2")).unwrap();
+    std::fs::create_dir_all(mixed.join("shards/notes")).unwrap();
+    let o = adiff(&["bench", "merge", mixed.to_str().unwrap()]);
+    one_error_line(&o, &["notes is not a part's folder (K-of-N"]);
 }
 
 #[test]
