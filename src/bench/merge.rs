@@ -287,7 +287,7 @@ fn same_plan(
     }
     if diffs.is_empty() && rec_a.plan_digest != rec_b.plan_digest {
         diffs.push(format!(
-            "split: plan {} vs {}",
+            "the prompts' text or the split: plan digest {} vs {}",
             rec_a.plan_digest, rec_b.plan_digest
         ));
     }

@@ -249,22 +249,6 @@ impl BenchOptions {
         }
     }
 
-    /// The run ids of every planned run, in the order they run.
-    pub fn planned_ids(&self) -> Vec<String> {
-        let settings = self.settings();
-        let mut ids = Vec::with_capacity(self.expected_runs());
-        for pi in 0..self.prompts.len() {
-            for &seed in &self.seeds {
-                for sch in &self.schedulers {
-                    for s in &settings {
-                        ids.push(super::run_id(pi, seed, sch.name(), &s.label));
-                    }
-                }
-            }
-        }
-        ids
-    }
-
     /// The groups, in the order they run.
     pub fn groups(&self) -> Vec<PlannedGroup> {
         let mut v = Vec::new();
@@ -304,7 +288,8 @@ impl BenchOptions {
     }
 
     /// Which groups this benchmark runs (all of them, or its part's, split by `costs`, one
-    /// per group) and, for a part, its record.
+    /// per group) and, for a part, its record (with a digest of the plan that parts of one
+    /// plan share).
     pub fn part(&self, costs: &[u64]) -> (Vec<bool>, Option<ShardRecord>) {
         let groups = self.groups();
         let Some(shard) = self.shard else {
@@ -317,12 +302,15 @@ impl BenchOptions {
             .zip(&parts)
             .map(|(g, p)| format!("{}\t{p}", g.key()))
             .collect();
+        // The split, the settings and the prompts' text (a prompt file edited between
+        // parts keeps its name and count).
         let plan_digest = digest(
             [format!("{}", shard.count)]
                 .iter()
                 .chain(&labels)
                 .chain(&keyed)
-                .map(String::as_str),
+                .map(String::as_str)
+                .chain(self.prompts.iter().map(|p| p.text.as_str())),
         );
         let in_part: Vec<bool> = parts.iter().map(|&p| p + 1 == shard.index).collect();
         let record = ShardRecord {
@@ -341,10 +329,5 @@ impl BenchOptions {
             hosts: Vec::new(),
         };
         (in_part, Some(record))
-    }
-
-    /// Runs planned.
-    pub fn expected_runs(&self) -> usize {
-        self.prompts.len() * self.seeds.len() * self.schedulers.len() * self.settings().len()
     }
 }
