@@ -259,7 +259,7 @@ fn open_meta(
                 old.args = new.args;
             }
             (Some(old), Some(new)) => bail!(
-                "{} holds part {} of a plan split another way (plan {}, now {}): it was written by another adiff version; run this part into a fresh folder",
+                "{} holds part {} of another plan (digest {}, now {}: the prompts' text changed, or another adiff version split it); use the original prompt file, or run this part into a fresh folder",
                 meta_path.display(),
                 old.shard(),
                 old.plan_digest,
