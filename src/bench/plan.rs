@@ -331,3 +331,78 @@ impl BenchOptions {
         (in_part, Some(record))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSource;
+
+    fn options(prompts: &[&str], shard: Option<Shard>) -> BenchOptions {
+        let mut job = Job::new(ModelSource::Local(PathBuf::from("m")), "x");
+        job.steps = 20;
+        BenchOptions {
+            job,
+            prompts: prompts
+                .iter()
+                .map(|t| BenchPrompt {
+                    text: t.to_string(),
+                    grade: None,
+                    origin: String::new(),
+                })
+                .collect(),
+            prompts_file: "p.txt".into(),
+            schedulers: vec![SchedulerKind::Ddim, SchedulerKind::Euler],
+            seeds: vec![1, 2],
+            deltas: vec![0.01],
+            methods: vec![Method::Steps { n: 10 }],
+            match_steps: false,
+            max_skips: 4,
+            budget: BudgetMode::Fixed,
+            scoring: Scoring::default(),
+            clip: None,
+            save_images: false,
+            resume: false,
+            out: "o".into(),
+            progress: false,
+            command: String::new(),
+            args: Vec::new(),
+            shard,
+        }
+    }
+
+    #[test]
+    fn the_parts_of_a_plan_are_disjoint_whole_groups_that_cover_it() {
+        let prompts = ["a", "b", "c"];
+        let whole = options(&prompts, None);
+        let settings = whole.settings();
+        let map = whole.scoring.mapping().unwrap();
+        // baseline 20 + δ 20 + steps:n=10 10
+        assert_eq!(whole.group_cost(&settings, &map, None), 50);
+        let groups = whole.groups();
+        assert_eq!(groups.len(), 12);
+        let costs = vec![50; groups.len()];
+        assert_eq!(whole.part(&costs), (vec![true; 12], None));
+        let mut seen: Vec<String> = Vec::new();
+        let mut digests = Vec::new();
+        for k in 1..=5 {
+            let opts = options(&prompts, Some(Shard::new(k, 5).unwrap()));
+            let (in_part, rec) = opts.part(&costs);
+            let rec = rec.unwrap();
+            assert_eq!(in_part.iter().filter(|i| **i).count(), rec.groups.len());
+            assert!((2..=3).contains(&rec.groups.len()), "{k}: {:?}", rec.groups);
+            assert_eq!(rec.plan_runs, 36);
+            seen.extend(rec.run_ids());
+            digests.push(rec.plan_digest);
+        }
+        assert_eq!(seen.len(), 36);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 36, "each run in one part");
+        assert!(digests.iter().all(|d| *d == digests[0]));
+        // another split, or other prompts of the same count, is another plan
+        let (_, other) = options(&prompts, Some(Shard::new(1, 4).unwrap())).part(&costs);
+        assert_ne!(other.unwrap().plan_digest, digests[0]);
+        let (_, edited) = options(&["a", "b", "z"], Some(Shard::new(1, 5).unwrap())).part(&costs);
+        assert_ne!(edited.unwrap().plan_digest, digests[0]);
+    }
+}
