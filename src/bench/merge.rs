@@ -25,6 +25,8 @@ pub struct MissingPart {
     /// The arguments that run a part of this plan (the part's own, or another part's when
     /// it never started); the front end rewrites the part and adds resuming.
     pub args: Vec<String>,
+    /// The folder those arguments ran in.
+    pub workdir: Option<PathBuf>,
 }
 
 /// Planned runs that are in no part: the merge writes nothing.
@@ -118,6 +120,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
                 runs: Vec::new(),
                 never_started: true,
                 args: rec0.args.clone(),
+                workdir: rec0.workdir.clone(),
             });
             continue;
         };
@@ -154,6 +157,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
                 runs: lacking,
                 never_started: false,
                 args: rec.args.clone(),
+                workdir: rec.workdir.clone(),
             });
         }
     }
@@ -452,12 +456,14 @@ mod tests {
                     runs: (0..4).map(|i| format!("p{i}-s42-ddim-baseline")).collect(),
                     never_started: false,
                     args: vec![],
+                    workdir: None,
                 },
                 MissingPart {
                     shard: Shard { index: 4, count: 4 },
                     runs: vec![],
                     never_started: true,
                     args: vec![],
+                    workdir: None,
                 },
             ],
         };

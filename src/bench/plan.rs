@@ -326,6 +326,7 @@ impl BenchOptions {
                 .collect(),
             settings: labels,
             args: self.args.clone(),
+            workdir: None,
             hosts: Vec::new(),
         };
         (in_part, Some(record))

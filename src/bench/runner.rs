@@ -245,6 +245,7 @@ fn open_meta(
     let bench_settings = opts.bench_settings();
     let record = record.map(|mut r| {
         r.hosts.push(super::shard::host_name());
+        r.workdir = std::env::current_dir().ok();
         r
     });
     if opts.resume && meta_path.exists() {
@@ -257,6 +258,7 @@ fn open_meta(
             (Some(old), Some(new)) if old.plan_digest == new.plan_digest => {
                 old.hosts.extend(new.hosts);
                 old.args = new.args;
+                old.workdir = new.workdir;
             }
             (Some(old), Some(new)) => bail!(
                 "{} holds part {} of another plan (digest {}, now {}: the prompts' text changed, or another adiff version split it); use the original prompt file, or run this part into a fresh folder",

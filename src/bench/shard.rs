@@ -204,6 +204,9 @@ pub struct ShardRecord {
     pub groups: Vec<String>,
     /// The command line that ran it, as arguments.
     pub args: Vec<String>,
+    /// The folder it ran in (its command's relative paths start there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<std::path::PathBuf>,
     /// The host of each start and resume.
     pub hosts: Vec<String>,
 }

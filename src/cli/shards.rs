@@ -141,7 +141,12 @@ fn merge_cmd(m: &MergeArgs) -> Result<()> {
 fn rerun_lines(inc: &Incomplete) -> String {
     let mut lines = vec!["to run the missing parts (each resumes where it stopped):".to_string()];
     for p in &inc.parts {
-        lines.push(format!("  {}", rerun_command(&p.args, p.shard)));
+        let cd = p
+            .workdir
+            .as_ref()
+            .map(|d| format!("cd {} && ", shell_quote(&d.display().to_string())))
+            .unwrap_or_default();
+        lines.push(format!("  {cd}{}", rerun_command(&p.args, p.shard)));
     }
     lines.join("\n")
 }
