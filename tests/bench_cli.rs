@@ -717,6 +717,22 @@ fn shard_and_slurm_bad_input_is_one_error_line() {
         one_error_line(&bench(&["--shard", shard]), &needles);
         assert!(!out.exists(), "{shard}");
     }
+    // A part that fails loading its model leaves no folder behind (OUT/shards/ included).
+    let broken = dir.path().join("broken-sd");
+    for sub in ["", "unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        let from = weights.join(sub);
+        std::fs::create_dir_all(broken.join(sub)).unwrap();
+        for e in std::fs::read_dir(&from).unwrap().flatten() {
+            let name = e.file_name();
+            if e.path().is_file() && name != "diffusion_pytorch_model.safetensors" {
+                std::fs::copy(e.path(), broken.join(sub).join(&name)).unwrap();
+            }
+        }
+    }
+    let mut a = bench_args(p, broken.to_str().unwrap(), o_str);
+    a.extend(["--no-clip", "--shard", "1/2"]);
+    one_error_line(&adiff(&a), &["diffusion_pytorch_model.safetensors"]);
+    assert!(!out.exists(), "a failed part left {}", out.display());
     let slurm = |extra: &[&str], path: Option<&str>| {
         let mut a = vec!["bench", "slurm"];
         a.extend(&bench_args(p, w, o_str)[1..]);

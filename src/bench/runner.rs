@@ -34,6 +34,13 @@ pub const LOCK_FILE: &str = ".adiff-bench.lock";
 pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
     let out = &opts.out;
     let existed = out.exists();
+    // The folders this creates above `out` (a part's `OUT/shards/`, and `OUT`).
+    let created_above: Vec<std::path::PathBuf> = out
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let _lock = lock_folder(out)?;
     let csv_path = out.join(RUNS_CSV);
@@ -51,6 +58,9 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
         if !existed {
             std::fs::remove_file(out.join(LOCK_FILE)).ok();
             std::fs::remove_dir(out).ok();
+            for dir in &created_above {
+                std::fs::remove_dir(dir).ok();
+            }
         }
     }
     result
