@@ -510,3 +510,307 @@ fn bench_compares_methods_with_the_matched_fewer_steps_control() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("steps:n=match(ucache"), "{md}");
 }
+
+/// A row of `runs.csv` without the columns that time the run.
+fn untimed(r: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "loop_ms",
+                "decode_ms",
+                "total_ms",
+                "peak_rss_mb",
+                "finished_at",
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn one_error_line(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "no '{n}' in {}", lines[0]);
+    }
+}
+
+#[test]
+fn sharded_parts_merge_into_the_rows_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let (p, w) = (prompts.to_str().unwrap(), weights.to_str().unwrap());
+    let single = dir.path().join("single");
+    let mut args = bench_args(p, w, single.to_str().unwrap());
+    args.push("--no-clip");
+    ok(&adiff(&args));
+
+    // 4 groups in 3 parts: 2, 1, 1.
+    let out = dir.path().join("sharded");
+    let o_str = out.to_str().unwrap();
+    let mut args = bench_args(p, w, o_str);
+    args.push("--no-clip");
+    for k in ["1/3", "2/3"] {
+        let mut a = args.clone();
+        a.extend(["--shard", k]);
+        ok(&adiff(&a));
+    }
+    assert_eq!(rows(&out.join("shards/1-of-3/runs.csv")).len(), 6);
+    assert_eq!(rows(&out.join("shards/2-of-3/runs.csv")).len(), 3);
+    // A part missing: nothing is merged, the error names it and its command follows.
+    let o = adiff(&["bench", "merge", o_str]);
+    one_error_line(
+        &o,
+        &[
+            "3 of the 12 planned runs are missing",
+            "part 3-of-3 never started",
+        ],
+    );
+    assert!(
+        stderr(&o).contains("--shard 3/3 --resume"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("runs.csv").exists());
+    let mut a = args.clone();
+    a.extend(["--shard", "3/3"]);
+    ok(&adiff(&a));
+    // A row recorded twice (a requeued part) counts once.
+    let csv1 = out.join("shards/1-of-3/runs.csv");
+    let text = std::fs::read_to_string(&csv1).unwrap();
+    let again = text.lines().nth(2).unwrap().to_string();
+    std::fs::write(&csv1, format!("{text}{again}\n")).unwrap();
+    let o = adiff(&["bench", "merge", o_str]);
+    ok(&o);
+    assert!(stderr(&o).contains("1 found twice"), "{}", stderr(&o));
+
+    let merged = rows(&out.join("runs.csv"));
+    let one = rows(&single.join("runs.csv"));
+    assert_eq!(merged.len(), 12);
+    assert_eq!(
+        merged.iter().map(untimed).collect::<Vec<_>>(),
+        one.iter().map(untimed).collect::<Vec<_>>()
+    );
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["complete"], true);
+    assert_eq!(s["merged"]["shards"], 3);
+    assert_eq!(s["merged"]["duplicates"], 1);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Ran as 3 parts on 1 machine"), "{md}");
+    assert!(md.contains("counted once"), "{md}");
+    // A part still running (its folder's bench lock held) is not merged.
+    let lock = std::fs::File::open(out.join("shards/2-of-3/.adiff-bench.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = adiff(&["bench", "merge", o_str]);
+    one_error_line(&o, &["part 2-of-3 is still running"]);
+    lock.unlock().unwrap();
+    // A folder holding a one-machine benchmark does not receive a merge.
+    std::fs::create_dir_all(single.join("shards")).unwrap();
+    for k in 1..=3 {
+        let to = single.join(format!("shards/{k}-of-3"));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["bench.json", "runs.csv"] {
+            std::fs::copy(out.join(format!("shards/{k}-of-3/{f}")), to.join(f)).unwrap();
+        }
+    }
+    let before = std::fs::read(single.join("runs.csv")).unwrap();
+    let o = adiff(&["bench", "merge", single.to_str().unwrap()]);
+    one_error_line(&o, &["holds a benchmark that was not merged from parts"]);
+    assert_eq!(std::fs::read(single.join("runs.csv")).unwrap(), before);
+
+    // Parts of different plans, or from another version, are refused by name; nothing is
+    // merged half-way.
+    let edit = |what: &str, change: &dyn Fn(&mut Value)| {
+        let bad = dir.path().join(what);
+        std::fs::create_dir_all(bad.join("shards")).unwrap();
+        for k in 1..=3 {
+            let from = out.join(format!("shards/{k}-of-3"));
+            let to = bad.join(format!("shards/{k}-of-3"));
+            std::fs::create_dir_all(&to).unwrap();
+            for f in ["bench.json", "runs.csv"] {
+                std::fs::copy(from.join(f), to.join(f)).unwrap();
+            }
+        }
+        let meta = bad.join("shards/2-of-3/bench.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+        change(&mut v);
+        std::fs::write(&meta, v.to_string()).unwrap();
+        let o = adiff(&["bench", "merge", bad.to_str().unwrap()]);
+        assert!(!bad.join("runs.csv").exists() && !bad.join("report.md").exists());
+        o
+    };
+    let o = edit("steps", &|v| v["settings"]["steps"] = 10.into());
+    one_error_line(
+        &o,
+        &[
+            "parts 1-of-3 and 2-of-3 ran different plans",
+            "steps: was 12, now 10",
+        ],
+    );
+    let o = edit("model", &|v| v["settings"]["model"] = "other".into());
+    one_error_line(&o, &["different plans", "model: was"]);
+    let o = edit("version", &|v| v["adiff_version"] = "0.0.1".into());
+    one_error_line(&o, &["written by adiff 0.0.1", "2-of-3"]);
+    let o = edit("older", &|v| {
+        v.as_object_mut().unwrap().remove("shard");
+    });
+    one_error_line(&o, &["not part 2-of-3"]);
+    // Parts of another split, and a folder that is not a part, beside them.
+    let mixed = dir.path().join("older");
+    std::fs::create_dir_all(mixed.join("shards/1-of-2")).unwrap();
+    let o = adiff(&["bench", "merge", mixed.to_str().unwrap()]);
+    one_error_line(&o, &["parts of different splits (1-of-2 and 1-of-3)"]);
+    std::fs::remove_dir(mixed.join("shards/1-of-2")).unwrap();
+    std::fs::create_dir_all(mixed.join("shards/notes")).unwrap();
+    let o = adiff(&["bench", "merge", mixed.to_str().unwrap()]);
+    one_error_line(&o, &["notes is not a part's folder (K-of-N"]);
+}
+
+#[test]
+fn shard_and_slurm_bad_input_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path());
+    let weights = root().join("tests/fixtures/tiny-sd");
+    let (p, w) = (prompts.to_str().unwrap(), weights.to_str().unwrap());
+    let out = dir.path().join("o");
+    let o_str = out.to_str().unwrap();
+    let bench = |extra: &[&str]| {
+        let mut a = bench_args(p, w, o_str);
+        a.extend(extra);
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"));
+        c.args(&a).env("HF_HUB_OFFLINE", "1");
+        for v in [
+            "SLURM_ARRAY_TASK_ID",
+            "SLURM_ARRAY_TASK_MIN",
+            "SLURM_ARRAY_TASK_MAX",
+            "SLURM_ARRAY_TASK_COUNT",
+        ] {
+            c.env_remove(v);
+        }
+        c.output().unwrap()
+    };
+    for (shard, needles) in [
+        (
+            "0/4",
+            vec!["--shard", "part 0 of 4 does not exist", "1 to N"],
+        ),
+        ("5/4", vec!["--shard", "part 5 of 4 does not exist"]),
+        ("two", vec!["--shard", "'two' is not K/N"]),
+        (
+            "auto",
+            vec!["--shard", "SLURM_ARRAY_TASK_ID is not set", "K/N"],
+        ),
+        // 2 prompts × 2 schedulers
+        (
+            "5/5",
+            vec!["--shard 5/5", "4 prompt × seed × scheduler groups"],
+        ),
+    ] {
+        one_error_line(&bench(&["--shard", shard]), &needles);
+        assert!(!out.exists(), "{shard}");
+    }
+    // A part that fails loading its model leaves no folder behind (OUT/shards/ included).
+    let broken = dir.path().join("broken-sd");
+    for sub in ["", "unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        let from = weights.join(sub);
+        std::fs::create_dir_all(broken.join(sub)).unwrap();
+        for e in std::fs::read_dir(&from).unwrap().flatten() {
+            let name = e.file_name();
+            if e.path().is_file() && name != "diffusion_pytorch_model.safetensors" {
+                std::fs::copy(e.path(), broken.join(sub).join(&name)).unwrap();
+            }
+        }
+    }
+    let mut a = bench_args(p, broken.to_str().unwrap(), o_str);
+    a.extend(["--no-clip", "--shard", "1/2"]);
+    one_error_line(&adiff(&a), &["diffusion_pytorch_model.safetensors"]);
+    assert!(!out.exists(), "a failed part left {}", out.display());
+    let slurm = |extra: &[&str], path: Option<&str>| {
+        let mut a = vec!["bench", "slurm"];
+        a.extend(&bench_args(p, w, o_str)[1..]);
+        a.extend(extra);
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_adiff"));
+        c.args(&a).env("HF_HUB_OFFLINE", "1");
+        if let Some(path) = path {
+            c.env("PATH", path);
+        }
+        c.output().unwrap()
+    };
+    one_error_line(
+        &slurm(&["--tasks", "5"], None),
+        &["--tasks 5", "4 or fewer"],
+    );
+    one_error_line(
+        &slurm(&["--tasks", "2", "--time", "2days"], None),
+        &["--time '2days' is not a Slurm time limit"],
+    );
+    one_error_line(
+        &slurm(&["--tasks", "2", "--partition", "a b"], None),
+        &["--partition 'a b'"],
+    );
+    one_error_line(
+        &slurm(&["--tasks", "2", "--shard", "1/2"], None),
+        &["--shard", "leave --shard out"],
+    );
+    // No sbatch here: the scripts are written, submitting them is refused, saying where.
+    let empty = dir.path().join("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = slurm(&["--tasks", "2", "--submit"], empty.to_str());
+    one_error_line(&o, &["sbatch was not found", "/o/slurm"]);
+
+    // --print: the array script an HPC user expects, with the bench command of a task.
+    let o = slurm(
+        &[
+            "--tasks",
+            "4",
+            "--partition",
+            "gpu",
+            "--gpus-per-task",
+            "1",
+            "--time",
+            "02:00:00",
+            "--account",
+            "proj42",
+            "--max-parallel",
+            "2",
+            "--print",
+        ],
+        None,
+    );
+    ok(&o);
+    let script = String::from_utf8_lossy(&o.stdout).into_owned();
+    for line in [
+        "#!/bin/bash",
+        "#SBATCH --array=1-4%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj42",
+        "#SBATCH --gpus-per-task=1",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@600",
+        "#SBATCH --job-name=adiff-bench-merge",
+    ] {
+        assert!(script.lines().any(|l| l == line), "no {line} in\n{script}");
+    }
+    let task = script
+        .lines()
+        .find(|l| l.ends_with(" &"))
+        .expect("the task's command");
+    assert!(
+        task.contains(" bench --prompts ")
+            && task.contains("--shard auto --resume")
+            && !task.contains("--tasks")
+            && !task.contains("--partition"),
+        "{task}"
+    );
+    let written = std::fs::read_to_string(out.join("slurm/bench-array.sbatch")).unwrap();
+    assert!(script.starts_with(&written), "--print prints what it wrote");
+}

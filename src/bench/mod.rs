@@ -12,16 +12,23 @@
 //! * [`records`] — the `runs.csv` rows.
 //! * [`summary`] — per-setting aggregates and the Pareto front.
 //! * [`plots`] — SVG/PNG plots.
+//! * [`shard`] — the K-th of N parts of a plan (`OUT/shards/K-of-N/`), from Slurm's array
+//!   variables or given.
+//! * [`merge`] — the parts checked against each other and merged into one benchmark.
+//! * [`slurm`] — the sbatch array and merge scripts, and their submission.
 //! * [`calibrate`] — the largest δ and smallest budget per prompt that keep a PSNR target,
 //!   and the complexity → budget mapping fitted from them.
 
 pub mod calibrate;
+pub mod merge;
 pub mod plan;
 pub mod plots;
 pub mod prompts;
 pub mod records;
 pub mod report;
 pub mod runner;
+pub mod shard;
+pub mod slurm;
 pub mod summary;
 
 use crate::sampler::{Decision, EarlyStop, RunTrace};
@@ -165,6 +172,25 @@ pub struct BenchMeta {
     pub clip: ClipStatus,
     /// Runs planned.
     pub expected_runs: usize,
+    /// The part of a larger plan this folder ran (`OUT/shards/K-of-N/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<shard::ShardRecord>,
+    /// The parts this benchmark was merged from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergeRecord>,
+}
+
+/// How a merged benchmark ran: its parts and the machines that ran them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeRecord {
+    /// Parts merged.
+    pub shards: usize,
+    /// The hosts that ran them (each once, sorted).
+    pub hosts: Vec<String>,
+    /// Rows found more than once (a requeued part's), counted once.
+    pub duplicates: usize,
+    /// When the merge was written (UTC).
+    pub merged_utc: String,
 }
 
 /// The resume key of a run.
@@ -250,10 +276,22 @@ pub fn command_line() -> String {
 
 /// Compare settings of a resumed benchmark with the stored ones; name what differs.
 pub(crate) fn check_same_settings(old: &BenchSettings, new: &BenchSettings) -> Result<()> {
+    let diffs = settings_diff(old, new)?;
+    if !diffs.is_empty() {
+        bail!(
+            "--resume with different settings than the benchmark in this folder ({}); use the original options or another --out",
+            diffs.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// What differs between two benchmarks' settings, one `key: was A, now B` each.
+pub(crate) fn settings_diff(old: &BenchSettings, new: &BenchSettings) -> Result<Vec<String>> {
     let a = serde_json::to_value(old)?;
     let b = serde_json::to_value(new)?;
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     // Keys in either (a setting written only when used, such as `vae`, counts too).
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -268,13 +306,7 @@ pub(crate) fn check_same_settings(old: &BenchSettings, new: &BenchSettings) -> R
             )
         })
         .collect();
-    if !diffs.is_empty() {
-        bail!(
-            "--resume with different settings than the benchmark in this folder ({}); use the original options or another --out",
-            diffs.join("; ")
-        );
-    }
-    Ok(())
+    Ok(diffs)
 }
 
 #[cfg(test)]

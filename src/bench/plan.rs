@@ -3,6 +3,7 @@
 
 use super::BenchSettings;
 use super::prompts::BenchPrompt;
+use super::shard::{Shard, ShardRecord, assign, digest, group_key};
 use crate::complexity::{BudgetMap, BudgetMode, Complexity, ComplexityBudget, Scoring};
 use crate::job::{Job, Pass};
 use crate::metrics::ClipSource;
@@ -52,6 +53,28 @@ pub struct BenchOptions {
     pub progress: bool,
     /// The command line, for the report.
     pub command: String,
+    /// The command line as arguments (a part's record keeps them to run it again).
+    pub args: Vec<String>,
+    /// Run only this part of the plan (`out` is then the part's own folder).
+    pub shard: Option<Shard>,
+}
+
+/// One prompt × seed × scheduler of the plan: the runs that share prepared inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedGroup {
+    /// The prompt's index.
+    pub pi: usize,
+    /// The seed.
+    pub seed: u64,
+    /// The scheduler.
+    pub scheduler: SchedulerKind,
+}
+
+impl PlannedGroup {
+    /// `p{prompt}-s{seed}-{scheduler}`.
+    pub fn key(&self) -> String {
+        group_key(self.pi, self.seed, self.scheduler.name())
+    }
 }
 
 /// One setting, run for every prompt × seed × scheduler.
@@ -226,24 +249,161 @@ impl BenchOptions {
         }
     }
 
-    /// The run ids of every planned run, in the order they run.
-    pub fn planned_ids(&self) -> Vec<String> {
-        let settings = self.settings();
-        let mut ids = Vec::with_capacity(self.expected_runs());
+    /// The groups, in the order they run.
+    pub fn groups(&self) -> Vec<PlannedGroup> {
+        let mut v = Vec::new();
         for pi in 0..self.prompts.len() {
             for &seed in &self.seeds {
-                for sch in &self.schedulers {
-                    for s in &settings {
-                        ids.push(super::run_id(pi, seed, sch.name(), &s.label));
-                    }
+                for &scheduler in &self.schedulers {
+                    v.push(PlannedGroup {
+                        pi,
+                        seed,
+                        scheduler,
+                    });
                 }
             }
         }
-        ids
+        v
     }
 
-    /// Runs planned.
-    pub fn expected_runs(&self) -> usize {
-        self.prompts.len() * self.seeds.len() * self.schedulers.len() * self.settings().len()
+    /// A group's planned work, in noise-predictor steps: each setting's own steps, a
+    /// complexity budget's when the prompt's `complexity` is given (the steps a skipping
+    /// run saves are not known before it runs). What the parts are balanced by.
+    pub fn group_cost(
+        &self,
+        settings: &[Setting],
+        map: &BudgetMap,
+        complexity: Option<&Complexity>,
+    ) -> u64 {
+        let steps = self.job.steps;
+        let total: usize = settings
+            .iter()
+            .map(|s| match (s.budgeted, complexity) {
+                (true, Some(c)) => map.decide(c.score, steps, s.method).steps,
+                _ if s.matched.is_some() => steps,
+                _ => s.method.own_steps().unwrap_or(steps),
+            })
+            .sum();
+        (total * self.job.frames.unwrap_or(1).max(1)) as u64
+    }
+
+    /// Which groups this benchmark runs (all of them, or its part's, split by `costs`, one
+    /// per group) and, for a part, its record (with a digest of the plan that parts of one
+    /// plan share).
+    pub fn part(&self, costs: &[u64]) -> (Vec<bool>, Option<ShardRecord>) {
+        let groups = self.groups();
+        let Some(shard) = self.shard else {
+            return (vec![true; groups.len()], None);
+        };
+        let parts = assign(costs, shard.count);
+        let labels: Vec<String> = self.settings().into_iter().map(|s| s.label).collect();
+        let keyed: Vec<String> = groups
+            .iter()
+            .zip(&parts)
+            .map(|(g, p)| format!("{}\t{p}", g.key()))
+            .collect();
+        // The split, the settings and the prompts' text (a prompt file edited between
+        // parts keeps its name and count).
+        let plan_digest = digest(
+            [format!("{}", shard.count)]
+                .iter()
+                .chain(&labels)
+                .chain(&keyed)
+                .map(String::as_str)
+                .chain(self.prompts.iter().map(|p| p.text.as_str())),
+        );
+        let in_part: Vec<bool> = parts.iter().map(|&p| p + 1 == shard.index).collect();
+        let record = ShardRecord {
+            index: shard.index,
+            count: shard.count,
+            plan_digest,
+            plan_runs: groups.len() * labels.len(),
+            groups: groups
+                .iter()
+                .zip(&in_part)
+                .filter(|(_, i)| **i)
+                .map(|(g, _)| g.key())
+                .collect(),
+            settings: labels,
+            args: self.args.clone(),
+            workdir: None,
+            hosts: Vec::new(),
+        };
+        (in_part, Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSource;
+
+    fn options(prompts: &[&str], shard: Option<Shard>) -> BenchOptions {
+        let mut job = Job::new(ModelSource::Local(PathBuf::from("m")), "x");
+        job.steps = 20;
+        BenchOptions {
+            job,
+            prompts: prompts
+                .iter()
+                .map(|t| BenchPrompt {
+                    text: t.to_string(),
+                    grade: None,
+                    origin: String::new(),
+                })
+                .collect(),
+            prompts_file: "p.txt".into(),
+            schedulers: vec![SchedulerKind::Ddim, SchedulerKind::Euler],
+            seeds: vec![1, 2],
+            deltas: vec![0.01],
+            methods: vec![Method::Steps { n: 10 }],
+            match_steps: false,
+            max_skips: 4,
+            budget: BudgetMode::Fixed,
+            scoring: Scoring::default(),
+            clip: None,
+            save_images: false,
+            resume: false,
+            out: "o".into(),
+            progress: false,
+            command: String::new(),
+            args: Vec::new(),
+            shard,
+        }
+    }
+
+    #[test]
+    fn the_parts_of_a_plan_are_disjoint_whole_groups_that_cover_it() {
+        let prompts = ["a", "b", "c"];
+        let whole = options(&prompts, None);
+        let settings = whole.settings();
+        let map = whole.scoring.mapping().unwrap();
+        // baseline 20 + δ 20 + steps:n=10 10
+        assert_eq!(whole.group_cost(&settings, &map, None), 50);
+        let groups = whole.groups();
+        assert_eq!(groups.len(), 12);
+        let costs = vec![50; groups.len()];
+        assert_eq!(whole.part(&costs), (vec![true; 12], None));
+        let mut seen: Vec<String> = Vec::new();
+        let mut digests = Vec::new();
+        for k in 1..=5 {
+            let opts = options(&prompts, Some(Shard::new(k, 5).unwrap()));
+            let (in_part, rec) = opts.part(&costs);
+            let rec = rec.unwrap();
+            assert_eq!(in_part.iter().filter(|i| **i).count(), rec.groups.len());
+            assert!((2..=3).contains(&rec.groups.len()), "{k}: {:?}", rec.groups);
+            assert_eq!(rec.plan_runs, 36);
+            seen.extend(rec.run_ids());
+            digests.push(rec.plan_digest);
+        }
+        assert_eq!(seen.len(), 36);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 36, "each run in one part");
+        assert!(digests.iter().all(|d| *d == digests[0]));
+        // another split, or other prompts of the same count, is another plan
+        let (_, other) = options(&prompts, Some(Shard::new(1, 4).unwrap())).part(&costs);
+        assert_ne!(other.unwrap().plan_digest, digests[0]);
+        let (_, edited) = options(&["a", "b", "z"], Some(Shard::new(1, 5).unwrap())).part(&costs);
+        assert_ne!(edited.unwrap().plan_digest, digests[0]);
     }
 }

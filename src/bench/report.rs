@@ -162,6 +162,35 @@ fn write_header(o: &mut String, s: &Summary) {
         "- Date: started {}, report written {} (UTC); adiff {}",
         m.started_utc, s.written_utc, m.adiff_version
     );
+    if let Some(mr) = &m.merged {
+        let _ = writeln!(
+            o,
+            "- Ran as {} parts on {} machine{}: {}; merged {}{}",
+            mr.shards,
+            mr.hosts.len(),
+            if mr.hosts.len() == 1 { "" } else { "s" },
+            mr.hosts.join(", "),
+            mr.merged_utc,
+            if mr.duplicates > 0 {
+                format!(
+                    " ({} runs recorded twice by a requeued part, counted once)",
+                    mr.duplicates
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(sr) = &m.shard {
+        let _ = writeln!(
+            o,
+            "- Part {} of {} of a {}-run plan, run on {}; merge the parts for the whole benchmark",
+            sr.index,
+            sr.count,
+            sr.plan_runs,
+            sr.hosts.join(", ")
+        );
+    }
     let _ = writeln!(o, "- Model: {}", st.model);
     let _ = writeln!(
         o,

@@ -5,6 +5,7 @@
 use super::plan::{BenchOptions, Setting};
 use super::prompts::BenchPrompt;
 use super::records::{CsvAppender, RunRow, read_rows};
+use super::shard::ShardRecord;
 use super::{
     BENCH_JSON, BenchMeta, ClipStatus, IMAGES_DIR, Machine, RUNS_CSV, check_same_settings, pattern,
     peak_rss_mb, report, run_id, utc_now,
@@ -33,6 +34,13 @@ pub const LOCK_FILE: &str = ".adiff-bench.lock";
 pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
     let out = &opts.out;
     let existed = out.exists();
+    // The folders this creates above `out` (a part's `OUT/shards/`, and `OUT`).
+    let created_above: Vec<std::path::PathBuf> = out
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let _lock = lock_folder(out)?;
     let csv_path = out.join(RUNS_CSV);
@@ -50,13 +58,16 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
         if !existed {
             std::fs::remove_file(out.join(LOCK_FILE)).ok();
             std::fs::remove_dir(out).ok();
+            for dir in &created_above {
+                std::fs::remove_dir(dir).ok();
+            }
         }
     }
     result
 }
 
 /// Take the folder's bench lock, or say who holds it.
-fn lock_folder(out: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_folder(out: &Path) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let path = out.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -105,6 +116,19 @@ fn lock_folder(out: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Stop between runs: set from a signal handler (Slurm's warning before a time limit).
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ask a running benchmark to stop after the run it is on (async-signal-safe).
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether a stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// [`run_bench`] with the folder locked.
 fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
     let out = &opts.out;
@@ -120,14 +144,30 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
     let engine = opts.scoring.engine()?;
     let map = opts.scoring.mapping()?;
     let complexities = score_prompts(&opts.prompts, &engine);
-    let meta_path = out.join(BENCH_JSON);
-    let mut meta = open_meta(opts, &meta_path)?;
-    let done = done_runs(opts, &csv_path)?;
-    let remaining = opts
-        .planned_ids()
+    let settings = opts.settings();
+    let groups = opts.groups();
+    // The heuristic scorer is deterministic: every part computes the same budgets, so the
+    // split may use them; another scorer's would not agree between machines.
+    let deterministic = opts.scoring.scorer == crate::complexity::ScorerKind::Heuristic;
+    let costs: Vec<u64> = groups
         .iter()
-        .filter(|id| !done.contains_key(*id))
-        .count();
+        .map(|g| opts.group_cost(&settings, &map, deterministic.then(|| &complexities[g.pi])))
+        .collect();
+    let (in_part, record) = opts.part(&costs);
+    let planned: Vec<String> = groups
+        .iter()
+        .zip(&in_part)
+        .filter(|(_, i)| **i)
+        .flat_map(|(g, _)| {
+            settings
+                .iter()
+                .map(move |s| run_id(g.pi, g.seed, g.scheduler.name(), &s.label))
+        })
+        .collect();
+    let meta_path = out.join(BENCH_JSON);
+    let mut meta = open_meta(opts, &meta_path, planned.len(), record)?;
+    let done = done_runs(opts, &csv_path)?;
+    let remaining = planned.iter().filter(|id| !done.contains_key(*id)).count();
     if remaining == 0 {
         crate::output::write_json(&meta_path, &meta)?;
         let rows = read_rows(&csv_path).unwrap_or_default();
@@ -143,7 +183,7 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
     let clip = load_clip(opts, &model, &mut meta);
     crate::output::write_json(&meta_path, &meta)?;
 
-    let expected = opts.expected_runs();
+    let expected = planned.len();
     let bar = crate::progress::bar(
         expected as u64,
         "bench [{bar:30}] {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
@@ -156,30 +196,29 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
         model: &model,
         clip: clip.as_ref(),
         map,
-        settings: opts.settings(),
+        settings,
         done: &done,
         csv: CsvAppender::open(&csv_path)?,
         bar,
         warmed: false,
     };
     let mut last_report = Instant::now();
-    for (pi, prompt) in opts.prompts.iter().enumerate() {
-        for &seed in &opts.seeds {
-            for &scheduler in &opts.schedulers {
-                let group = Group {
-                    pi,
-                    prompt,
-                    complexity: &complexities[pi],
-                    seed,
-                    scheduler,
-                };
-                runner.run_group(&group, &mut meta)?;
-                if last_report.elapsed() > Duration::from_secs(60) {
-                    let rows = read_rows(&csv_path)?;
-                    report::write_reports_from(out, meta.clone(), &rows)?;
-                    last_report = Instant::now();
-                }
-            }
+    for (g, _) in groups.iter().zip(&in_part).filter(|(_, i)| **i) {
+        if stop_requested() {
+            break;
+        }
+        let group = Group {
+            pi: g.pi,
+            prompt: &opts.prompts[g.pi],
+            complexity: &complexities[g.pi],
+            seed: g.seed,
+            scheduler: g.scheduler,
+        };
+        runner.run_group(&group, &mut meta)?;
+        if last_report.elapsed() > Duration::from_secs(60) {
+            let rows = read_rows(&csv_path)?;
+            report::write_reports_from(out, meta.clone(), &rows)?;
+            last_report = Instant::now();
         }
     }
     runner.bar.finish_and_clear();
@@ -205,15 +244,52 @@ fn score_prompts(prompts: &[BenchPrompt], engine: &ComplexityEngine) -> Vec<Comp
         .collect()
 }
 
-/// The benchmark's `bench.json`: the stored one when resuming (its settings must match),
-/// else a new one.
-fn open_meta(opts: &BenchOptions, meta_path: &Path) -> Result<BenchMeta> {
+/// The benchmark's `bench.json`: the stored one when resuming (its settings, and a part's
+/// plan, must match), else a new one. A part records the host of each start.
+fn open_meta(
+    opts: &BenchOptions,
+    meta_path: &Path,
+    expected_runs: usize,
+    record: Option<ShardRecord>,
+) -> Result<BenchMeta> {
     let bench_settings = opts.bench_settings();
+    let record = record.map(|mut r| {
+        r.hosts.push(super::shard::host_name());
+        r.workdir = std::env::current_dir().ok();
+        r
+    });
     if opts.resume && meta_path.exists() {
         let text = std::fs::read_to_string(meta_path)?;
         let mut m: BenchMeta = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a bench.json", meta_path.display()))?;
         check_same_settings(&m.settings, &bench_settings)?;
+        match (&mut m.shard, record) {
+            (None, None) => {}
+            (Some(old), Some(new)) if old.plan_digest == new.plan_digest => {
+                old.hosts.extend(new.hosts);
+                old.args = new.args;
+                old.workdir = new.workdir;
+            }
+            (Some(old), Some(new)) => bail!(
+                "{} holds part {} of another plan (digest {}, now {}: the prompts' text changed, or another adiff version split it); use the original prompt file, or run this part into a fresh folder",
+                meta_path.display(),
+                old.shard(),
+                old.plan_digest,
+                new.plan_digest
+            ),
+            (old, new) => bail!(
+                "{} holds {}, and this is {}; resume it the way it was run, or use another folder",
+                meta_path.display(),
+                old.as_ref().map_or("a whole benchmark".into(), |r| format!(
+                    "part {}",
+                    r.shard()
+                )),
+                new.as_ref().map_or("a whole benchmark".into(), |r| format!(
+                    "part {}",
+                    r.shard()
+                )),
+            ),
+        }
         m.resumed_utc.push(utc_now());
         return Ok(m);
     }
@@ -231,7 +307,9 @@ fn open_meta(opts: &BenchOptions, meta_path: &Path) -> Result<BenchMeta> {
             model: None,
             note: "no run yet".into(),
         },
-        expected_runs: opts.expected_runs(),
+        expected_runs,
+        shard: record,
+        merged: None,
     })
 }
 
@@ -369,7 +447,7 @@ impl Runner<'_> {
     /// Run the group's missing runs: the baseline (or its saved image), then each setting.
     fn run_group(&mut self, g: &Group<'_>, meta: &mut BenchMeta) -> Result<()> {
         let ids: Vec<String> = self.settings.iter().map(|s| g.run_id(s)).collect();
-        if ids.iter().all(|id| self.done.contains_key(id)) {
+        if ids.iter().all(|id| self.done.contains_key(id)) || stop_requested() {
             return Ok(());
         }
         let job = self.opts.job_for(g.prompt, g.seed, g.scheduler);
@@ -405,6 +483,9 @@ impl Runner<'_> {
         for (k, (s, id)) in settings.iter().zip(&ids).enumerate().skip(1) {
             if self.done.contains_key(id) {
                 continue;
+            }
+            if stop_requested() {
+                return Ok(());
             }
             let (pass, _) = s.pass(
                 &job,

@@ -3,6 +3,8 @@
 use super::complexity::ScoringArgs;
 use super::run_args::ModelArgs;
 use crate::bench::prompts::{self, PromptFormat};
+use crate::bench::shard::{SHARDS_DIR, ShardSpec};
+use crate::bench::slurm;
 use crate::bench::{BenchOptions, calibrate::CalibrateOptions};
 use crate::complexity::BudgetMode;
 use crate::job::{self, Job, defaults, method_spec};
@@ -10,7 +12,7 @@ use crate::metrics::ClipSource;
 use crate::metrics::clip::DEFAULT_CLIP_REPO;
 use crate::model::ModelSource;
 use crate::sampler::{Method, SchedulerKind};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -19,8 +21,9 @@ use std::path::PathBuf;
 pub struct BenchInputArgs {
     /// Prompt file: one prompt per line (`#` comments, optional `GRADE<TAB>` prefix), or
     /// COCO captions JSON (e.g. captions_val2017.json: the first caption of each image).
-    #[arg(long)]
-    pub prompts: PathBuf,
+    // An `Option` only so that `adiff bench merge` parses without it; required otherwise.
+    #[arg(long, required = true)]
+    pub prompts: Option<PathBuf>,
     /// How to read --prompts (auto: .json is COCO captions, anything else text).
     #[arg(long, value_enum, default_value_t = PromptFormat::Auto)]
     pub prompt_format: PromptFormat,
@@ -63,6 +66,13 @@ pub struct BenchInputArgs {
 }
 
 impl BenchInputArgs {
+    /// The prompt file.
+    pub fn prompts_file(&self) -> Result<&PathBuf> {
+        self.prompts
+            .as_ref()
+            .context("--prompts is missing: give the prompt file")
+    }
+
     fn check(&self) -> Result<()> {
         if self.seeds.is_empty() {
             bail!("--seeds is empty");
@@ -189,16 +199,36 @@ pub struct BenchArgs {
     /// Continue the benchmark in --out, skipping the runs already in runs.csv.
     #[arg(long)]
     pub resume: bool,
+    /// Run only part K of N of the planned runs (whole prompt × seed × scheduler groups,
+    /// balanced by planned work), into OUT/shards/K-of-N/; `auto` reads K and N from a
+    /// Slurm array task (SLURM_ARRAY_TASK_ID, _COUNT, _MIN, _MAX). `adiff bench merge OUT`
+    /// merges the parts.
+    #[arg(long, value_name = "K/N|auto", value_parser = parse_shard)]
+    pub shard: Option<ShardSpec>,
     /// Output folder: runs.csv, summary.json, report.md, plots, images/.
-    #[arg(long)]
-    pub out: PathBuf,
+    // An `Option` only so that `adiff bench merge` parses without it; required otherwise.
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<ShardSpec, String> {
+    s.parse()
+        .map_err(|e: crate::bench::shard::ShardError| e.to_string())
 }
 
 impl BenchArgs {
+    /// The output folder.
+    pub fn out_dir(&self) -> Result<&PathBuf> {
+        self.out
+            .as_ref()
+            .context("--out is missing: give the output folder")
+    }
+
     /// Validate and load the prompts (no model is loaded here).
     pub fn to_options(&self) -> Result<BenchOptions> {
         let i = &self.input;
         i.check()?;
+        let out_arg = self.out_dir()?;
         let schedulers: Vec<SchedulerKind> = dedup(&self.schedulers)
             .iter()
             .map(|s| s.trim().parse().map_err(anyhow::Error::msg))
@@ -232,26 +262,47 @@ impl BenchArgs {
                 None => default_clip(&job.model)?,
             })
         };
-        let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
-        if let Some(p) = self.out.parent()
+        let prompts = prompts::load(i.prompts_file()?, i.prompt_format, i.limit)?;
+        if let Some(p) = out_arg.parent()
             && !p.as_os_str().is_empty()
             && !p.is_dir()
         {
             bail!(
                 "--out {}: the folder {} does not exist",
-                self.out.display(),
+                out_arg.display(),
                 p.display()
             );
         }
-        if self.out.is_file() {
-            bail!("--out {} is a file; give a folder", self.out.display());
+        if out_arg.is_file() {
+            bail!("--out {} is a file; give a folder", out_arg.display());
         }
+        let seeds = dedup(&i.seeds);
+        let shard = match self.shard {
+            None => None,
+            Some(spec) => {
+                let shard = spec
+                    .resolve(|k| std::env::var(k).ok())
+                    .map_err(|e| anyhow::anyhow!("--shard: {e}"))?;
+                let groups = prompts.len() * seeds.len() * schedulers.len();
+                if shard.count > groups {
+                    bail!(
+                        "--shard {}: the plan has {groups} prompt × seed × scheduler groups, and each part needs one; split it into at most {groups} parts",
+                        shard.spec()
+                    );
+                }
+                Some(shard)
+            }
+        };
+        let out = match shard {
+            Some(s) => out_arg.join(SHARDS_DIR).join(s.dir_name()),
+            None => out_arg.clone(),
+        };
         Ok(BenchOptions {
             job,
             prompts,
-            prompts_file: i.prompts.clone(),
+            prompts_file: i.prompts_file()?.clone(),
             schedulers,
-            seeds: dedup(&i.seeds),
+            seeds,
             deltas,
             methods,
             match_steps,
@@ -261,9 +312,11 @@ impl BenchArgs {
             clip,
             save_images: self.save_images,
             resume: self.resume,
-            out: self.out.clone(),
+            out,
             progress: true,
             command: crate::bench::command_line(),
+            args: std::env::args().collect(),
+            shard,
         })
     }
 }
@@ -337,7 +390,7 @@ impl CalibrateArgs {
         let scoring = self.scoring.scoring();
         scoring.engine()?;
         scoring.mapping()?;
-        let prompts = prompts::load(&i.prompts, i.prompt_format, i.limit)?;
+        let prompts = prompts::load(i.prompts_file()?, i.prompt_format, i.limit)?;
         if self.out.is_file() {
             bail!("--out {} is a file; give a folder", self.out.display());
         }
@@ -357,10 +410,45 @@ impl CalibrateArgs {
     }
 }
 
-/// `adiff bench`: run, then print where the report is.
+/// Stop a benchmark between runs on SIGUSR1 (what a Slurm task gets before its time limit).
+fn stop_on_usr1() {
+    extern "C" fn on_usr1(_: libc::c_int) {
+        crate::bench::runner::request_stop();
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGUSR1,
+            on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// `adiff bench`: run, then print where the report is. Stopped by SIGUSR1 with runs left,
+/// it exits with [`slurm::EXIT_STOPPED`] (a Slurm task then requeues itself).
 pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
     let opts = a.to_options()?;
+    stop_on_usr1();
     let s = crate::bench::run_bench(&opts)?;
+    if crate::bench::runner::stop_requested() && !s.complete {
+        eprintln!(
+            "stopped on request (SIGUSR1) after {} of {} runs; run the same command with --resume to continue",
+            s.runs_done, s.meta.expected_runs
+        );
+        std::process::exit(slurm::EXIT_STOPPED);
+    }
+    print_groups(&s);
+    eprintln!(
+        "{} of {} runs; wrote {}/runs.csv, summary.json, report.md and plots",
+        s.runs_done,
+        s.meta.expected_runs,
+        opts.out.display()
+    );
+    Ok(())
+}
+
+/// One line per setting and scheduler: speedup, NFE, PSNR, SSIM.
+fn print_groups(s: &crate::bench::report::Summary) {
     for g in s
         .groups
         .iter()
@@ -381,13 +469,6 @@ pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
             g.ssim.mean.map_or("-".into(), |x| format!("{x:.4}"))
         );
     }
-    eprintln!(
-        "{} of {} runs; wrote {}/runs.csv, summary.json, report.md and plots",
-        s.runs_done,
-        s.meta.expected_runs,
-        opts.out.display()
-    );
-    Ok(())
 }
 
 /// `adiff calibrate`.

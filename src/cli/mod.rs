@@ -7,6 +7,7 @@
 //! * [`progress`] — the one progress-bar style.
 //! * [`measure`] — `overhead` and `unet-call`.
 //! * [`bench`](mod@bench) — `bench` and `calibrate` options.
+//! * [`shards`] — `bench merge` and `bench slurm`: benchmarks run in parts.
 //! * [`complexity`] — the scorer options and `adiff complexity`.
 //! * [`train`] — `adiff train`: the built-in model's training, export, evaluation.
 
@@ -16,6 +17,7 @@ pub mod measure;
 pub mod progress;
 pub mod run_args;
 pub mod runs;
+pub mod shards;
 pub mod train;
 
 use crate::field::{Field, Fix, Wording};
@@ -57,7 +59,8 @@ pub enum Command {
     Complexity(complexity::ComplexityArgs),
     /// Benchmark baseline vs adaptive over a prompt set: latency, noise-predictor calls,
     /// PSNR, SSIM and CLIP alignment; writes runs.csv, summary.json, report.md and plots.
-    Bench(bench::BenchArgs),
+    /// `bench merge` and `bench slurm` run one in parts, on a Slurm cluster.
+    Bench(shards::BenchCommand),
     /// Find per prompt the largest δ and smallest budget that keep a PSNR target, and fit
     /// the complexity → budget mapping read by --budget auto --budget-map.
     Calibrate(bench::CalibrateArgs),
@@ -223,7 +226,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => runs::generate_cmd(&a),
         Command::Compare(a) => runs::compare_cmd(&a),
         Command::Complexity(a) => complexity::run(&a),
-        Command::Bench(a) => bench::run_bench_cmd(&a),
+        Command::Bench(a) => shards::run(&a),
         Command::Calibrate(a) => bench::run_calibrate_cmd(&a),
         Command::Train(a) => train::run(&a),
         Command::Overhead(a) => measure::overhead_cmd(&a),
