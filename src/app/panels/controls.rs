@@ -3,7 +3,7 @@
 use super::super::export::ExportKind;
 use super::super::method_params::MethodParams;
 use super::super::protocol::Side;
-use super::super::state::{ModelChoice, hub_label};
+use super::super::state::{ModelChoice, Video, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;
@@ -400,6 +400,7 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
         open = Some(DialogKind::Lora);
     }
     dialog_note(app, ui, &[DialogKind::Lora]);
+    motion_module(app, ui, &mut open);
     // What the last load found: the checkpoint's family, each LoRA's modules.
     if let Some(m) = &app.session.model {
         for note in &m.notes {
@@ -416,6 +417,73 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     if let Some(kind) = open {
         app.open_dialog(kind);
     }
+}
+
+/// The AnimateDiff motion module added to the model: with one, the model makes clips.
+fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
+    let s = &mut app.settings;
+    ui.horizontal(|ui| {
+        ui.label("Motion module");
+        match &s.motion {
+            Some(p) => {
+                ui.label(short_file(p))
+                    .on_hover_text(p.display().to_string());
+                if ui
+                    .small_button("Remove")
+                    .on_hover_text("Make images again")
+                    .clicked()
+                {
+                    s.motion = None;
+                }
+            }
+            None => {
+                ui.label(RichText::new("none (images)").weak());
+            }
+        }
+        if ui
+            .small_button("Choose…")
+            .on_hover_text("An AnimateDiff motion module: the model then makes clips")
+            .clicked()
+        {
+            *open = Some(DialogKind::Motion);
+        }
+    });
+    if let Some(p) = typed_path(
+        ui,
+        "motion_path",
+        "Motion module",
+        "Use",
+        "MotionAdapter folder or mm_*.safetensors",
+    ) {
+        app.take_path(DialogKind::Motion, p);
+    }
+    dialog_note(app, ui, &[DialogKind::Motion]);
+}
+
+/// The frame count of a clip, for a model that makes clips (or may: a check box asks for
+/// one).
+fn frames(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    let video = s.video();
+    if video == Video::No {
+        return;
+    }
+    if video == Video::Optional {
+        ui.checkbox(&mut s.clip, "Make a clip (video)")
+            .on_hover_text("This model makes images, or clips with its motion module");
+    }
+    ui.add_enabled_ui(video == Video::Always || s.clip, |ui| {
+        ui.horizontal(|ui| {
+            let l = ui.label("Frames");
+            ui.add(
+                egui::DragValue::new(&mut s.frames)
+                    .range(1..=crate::job::limits::FRAMES)
+                    .speed(0.2),
+            )
+            .labelled_by(l.id)
+            .on_hover_text("Frames of the clip: both sides make the same number");
+        });
+    });
 }
 
 /// A load note with its file paths cut to their names.
@@ -493,6 +561,7 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
         s.width = (s.width / 8).max(1) * 8;
         s.height = (s.height / 8).max(1) * 8;
     }
+    frames(app, ui);
 }
 
 /// Menu label of a method.
@@ -698,6 +767,9 @@ fn scorer_label(k: ScorerKind) -> &'static str {
 fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.label(RichText::new("Export").strong());
     let ready = app.export_data().is_some();
+    // While a job runs the buttons stay on: pressing one says what is still running.
+    let busy = app.session.is_busy();
+    let clip = app.session.is_clip();
     let names = app.side_names();
     let mut dir = app.settings.export_dir.display().to_string();
     ui.horizontal(|ui| {
@@ -716,7 +788,32 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     });
     dialog_note(app, ui, &[DialogKind::ExportDir]);
-    ui.add_enabled_ui(ready, |ui| {
+    ui.add_enabled_ui(ready || busy, |ui| {
+        if clip {
+            ui.horizontal_wrapped(|ui| {
+                for (kind, label, hover) in [
+                    (
+                        ExportKind::ClipGif,
+                        "Clip GIF",
+                        "Both clips side by side, looping, at the player's frame rate",
+                    ),
+                    (
+                        ExportKind::Filmstrip,
+                        "Filmstrip PNG",
+                        "Each side's frames in rows, with the method titles and key numbers",
+                    ),
+                    (
+                        ExportKind::Frames,
+                        "Frames (each side)",
+                        "Every frame of both sides as PNGs, in a folder (left/, right/)",
+                    ),
+                ] {
+                    if ui.button(label).on_hover_text(hover).clicked() {
+                        app.export(kind, None);
+                    }
+                }
+            });
+        }
         ui.horizontal_wrapped(|ui| {
             if ui
                 .button("Export comparison PNG")
@@ -758,7 +855,11 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     });
     dialog_note(app, ui, &[DialogKind::SaveAs(ExportKind::Comparison)]);
-    if !ready {
+    if busy && clip {
+        ui.label(
+            RichText::new("The clip is still sampling: export once both sides are done.").weak(),
+        );
+    } else if !ready {
         ui.label(RichText::new("Available once both sides are done.").weak());
     }
 }

@@ -2,6 +2,7 @@
 //! blocks: model work goes to the worker, exports and dialogs to their own threads.
 
 mod controls;
+mod player;
 mod plots;
 mod results;
 
@@ -12,7 +13,6 @@ use super::frame_stats::summarize;
 use super::state::Phase;
 use super::{GuiApp, egui};
 use egui::{Color32, RichText};
-use std::sync::Arc;
 
 /// Colour of a palette entry.
 pub(super) fn color(c: [u8; 3]) -> Color32 {
@@ -33,7 +33,7 @@ impl Slot {
         &mut self,
         ctx: &egui::Context,
         name: &str,
-        img: Option<&Arc<image::RgbImage>>,
+        img: Option<&image::RgbImage>,
         version: u64,
         preview: bool,
     ) -> Option<&egui::TextureHandle> {

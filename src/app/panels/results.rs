@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let ctx = ui.ctx().clone();
+    // A clip plays in both players at one frame.
+    super::player::tick(app, ui);
+    let frame = app.player.frame();
     ui.horizontal(|ui| {
         ui.label("View:");
         for m in ViewMode::ALL {
@@ -37,7 +40,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let image_area_h = (total_h * 0.52).clamp(220.0, 900.0);
     let width = ui.available_width();
 
-    // Textures follow the session's image versions.
+    // Textures follow the session's image versions (and a clip's frame on screen).
     let s = &app.session;
     let tb = app
         .textures
@@ -45,8 +48,8 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         .sync(
             &ctx,
             "baseline",
-            s.baseline.image.as_ref(),
-            s.baseline.image_version,
+            shown(&s.baseline, frame),
+            shown_version(&s.baseline, frame),
             s.baseline.status == SideStatus::Running,
         )
         .cloned();
@@ -56,20 +59,24 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         .sync(
             &ctx,
             "adaptive",
-            s.adaptive.image.as_ref(),
-            s.adaptive.image_version,
+            shown(&s.adaptive, frame),
+            shown_version(&s.adaptive, frame),
             s.adaptive.status == SideStatus::Running,
         )
         .cloned();
     let gain = app.settings.diff_gain;
     let diff_img = (app.settings.view == ViewMode::Difference)
         .then(|| {
-            s.comparison
-                .as_ref()
-                .map(|c| Arc::new(amplify(&c.diff, gain)))
+            s.comparison.as_ref().map(|c| {
+                // A clip's difference is the frame on screen's.
+                let d = c.frame_diffs.get(frame).unwrap_or(&c.diff);
+                Arc::new(amplify(d, gain))
+            })
         })
         .flatten();
-    let diff_version = s.comparison_version.wrapping_mul(1 << 20) ^ gain.to_bits() as u64;
+    let diff_version = (s.comparison_version.wrapping_mul(1 << 20) ^ gain.to_bits() as u64)
+        .wrapping_mul(4096)
+        .wrapping_add(frame as u64);
     let td = if app.settings.view == ViewMode::Difference {
         sync_diff(
             &mut app.textures.diff,
@@ -210,6 +217,17 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     }
 
+    if app.session.clip_len() > 0 {
+        super::player::transport(app, ui);
+        if let Some(v) = app
+            .session
+            .comparison
+            .as_ref()
+            .and_then(|c| c.video.clone())
+        {
+            super::player::psnr_strip(app, ui, &v);
+        }
+    }
     ui.add_space(4.0);
     metrics_row(app, ui, &sides);
     ui.separator();
@@ -293,7 +311,23 @@ fn sync_diff(
     img: Option<&Arc<image::RgbImage>>,
     version: u64,
 ) -> Option<egui::TextureHandle> {
-    slot.sync(ctx, "difference", img, version, false).cloned()
+    slot.sync(ctx, "difference", img.map(|i| &**i), version, false)
+        .cloned()
+}
+
+/// What a side shows: a clip's frame `frame` (its last, should the clip be shorter), else
+/// its image.
+fn shown(v: &SideView, frame: usize) -> Option<&image::RgbImage> {
+    match &v.frames {
+        Some(f) if !f.is_empty() => f.get(frame.min(f.len() - 1)),
+        _ => v.image.as_deref(),
+    }
+}
+
+/// The version of what [`shown`] returns: the side's image version and the frame.
+fn shown_version(v: &SideView, frame: usize) -> u64 {
+    let frame = if v.frames.is_some() { frame as u64 } else { 0 };
+    v.image_version.wrapping_mul(4096).wrapping_add(frame)
 }
 
 fn amplify(diff: &image::RgbImage, gain: f32) -> image::RgbImage {
