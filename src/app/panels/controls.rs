@@ -295,13 +295,20 @@ fn typed_path(
     let id = ui.make_persistent_id(id);
     let mut text: String = ui.data_mut(|d| d.get_temp(id)).unwrap_or_default();
     let mut take = false;
+    // Room for the button after the field: its text and padding.
+    let reserve = {
+        let font = egui::TextStyle::Button.resolve(ui.style());
+        let text = ui.fonts_mut(|f| f.layout_no_wrap(button.into(), font, Color32::WHITE));
+        (text.size().x + 2.0 * ui.spacing().button_padding.x + 2.0 * ui.spacing().item_spacing.x)
+            .max(70.0)
+    };
     ui.horizontal(|ui| {
         let l = ui.label(label);
         let r = ui
             .add(
                 egui::TextEdit::singleline(&mut text)
                     .hint_text(hint)
-                    .desired_width((ui.available_width() - 70.0).max(60.0)),
+                    .desired_width((ui.available_width() - reserve).max(60.0)),
             )
             .labelled_by(l.id);
         let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
@@ -422,26 +429,31 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
 /// The AnimateDiff motion module added to the model: with one, the model makes clips.
 fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
     let s = &mut app.settings;
+    // Two lines, so that a long file name never runs past the panel's edge (see the LoRAs).
     ui.horizontal(|ui| {
         ui.label("Motion module");
         match &s.motion {
             Some(p) => {
-                ui.label(short_file(p))
+                ui.add(egui::Label::new(short_file(p)).truncate())
                     .on_hover_text(p.display().to_string());
-                if ui
-                    .small_button("Remove")
-                    .on_hover_text("Make images again")
-                    .clicked()
-                {
-                    s.motion = None;
-                }
             }
             None => {
                 ui.label(RichText::new("none (images)").weak());
             }
         }
+    });
+    ui.horizontal(|ui| {
+        ui.add_space(ui.spacing().indent);
+        if s.motion.is_some()
+            && ui
+                .small_button("Remove")
+                .on_hover_text("Make images again")
+                .clicked()
+        {
+            s.motion = None;
+        }
         if ui
-            .small_button("Choose…")
+            .small_button("Choose module…")
             .on_hover_text("An AnimateDiff motion module: the model then makes clips")
             .clicked()
         {
@@ -451,8 +463,8 @@ fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKi
     if let Some(p) = typed_path(
         ui,
         "motion_path",
-        "Motion module",
-        "Use",
+        "Motion module path",
+        "Use module",
         "MotionAdapter folder or mm_*.safetensors",
     ) {
         app.take_path(DialogKind::Motion, p);

@@ -90,6 +90,9 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
 
     let sides = Sides::of(app);
     let s = &app.session;
+    let n = s.clip_len();
+    // The frame both players show, under each of them.
+    let clip = (n > 0).then(|| format!("Frame {} ({}–{})", frame.min(n - 1), 0, n - 1));
     let img_side = (image_area_h - 110.0).min(width / 2.0 - 24.0).max(64.0);
     match app.settings.view {
         ViewMode::SideBySide => {
@@ -97,20 +100,20 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                 side_card(
                     &mut cols[0],
                     Side::Baseline,
-                    &s.baseline,
                     tb.as_ref(),
                     img_side,
                     s,
                     &sides,
+                    clip.as_deref(),
                 );
                 side_card(
                     &mut cols[1],
                     Side::Adaptive,
-                    &s.adaptive,
                     ta.as_ref(),
                     img_side,
                     s,
                     &sides,
+                    clip.as_deref(),
                 );
             });
         }
@@ -208,6 +211,9 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                         );
                     }
                     ViewMode::SideBySide => {}
+                }
+                if let Some(c) = &clip {
+                    ui.label(c);
                 }
                 let ui = &mut cols[1];
                 side_numbers(ui, Side::Baseline, &s.baseline, s, &sides);
@@ -398,12 +404,13 @@ impl Sides {
 fn side_card(
     ui: &mut egui::Ui,
     side: Side,
-    v: &SideView,
     tex: Option<&egui::TextureHandle>,
     img_side: f32,
     s: &Session,
     sides: &Sides,
+    clip: Option<&str>,
 ) {
+    let v = s.side(side);
     let (t, c) = sides.title(side);
     // One line, cut with "…" when the column is narrow (the full title on hover), so that
     // both images start at the same height.
@@ -428,6 +435,9 @@ fn side_card(
                 Color32::GRAY,
             );
         }
+    }
+    if let Some(c) = clip {
+        ui.label(c);
     }
     if v.status == SideStatus::Running {
         let galley = ui.painter().layout_no_wrap(
