@@ -1317,6 +1317,15 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
     let why = refused.result.expect_err("refused");
     assert!(why.contains("the clip is still sampling"), "{why}");
     h.get_by_label_contains("Export failed: the clip is still sampling");
+    // The live preview shows the clip frame by frame as it takes shape (latent size: the
+    // 64-px frames' 8×8 latents).
+    wait_for(&mut h, "the live frames", |a| {
+        a.session
+            .baseline
+            .frames
+            .as_ref()
+            .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (8, 8))
+    });
     wait_for(&mut h, "both clips", done);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let (b, ad) = app(&h).session.results().unwrap();
@@ -1435,6 +1444,42 @@ fn gui_clip_settings_that_cannot_work_are_refused_in_words() {
     );
     // Nothing was exported or written.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    h.run();
+}
+
+/// A clip asked of a model that may make clips (the built-in shapes model's folder name)
+/// but has no motion module: refused in words, before any step.
+#[test]
+fn gui_a_clip_from_a_model_without_a_motion_module_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny image pipeline under the built-in model's folder name.
+    let shapes = dir
+        .path()
+        .join("models")
+        .join(adaptive_diffusion::model::BUILTIN_SHAPES);
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(tiny(), &shapes).unwrap();
+    #[cfg(not(unix))]
+    return;
+    let out = dir.path().join("out");
+    let mut s = settings(&out);
+    s.prompt = "a red circle moving right".into();
+    s.model = ModelChoice::Builtin(shapes);
+    let mut h = harness(s);
+    // The check box asks for a clip; the Frames control follows it.
+    h.get_by_label("Make a clip (video)").click();
+    h.run_steps(2);
+    assert!(app(&h).settings.clip);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the refusal", |a| a.session.phase == Phase::Failed);
+    let err = app(&h).session.error.clone().unwrap();
+    assert_eq!(
+        err,
+        "shapes makes images, not clips (it has no motion module): untick “Make a clip”, or choose a model that makes video"
+    );
+    assert_eq!(app(&h).worker_stats().baseline_runs, 0);
+    assert!(!out.exists());
     h.run();
 }
 

@@ -403,7 +403,7 @@ impl ExportData {
 }
 
 /// The model origin without the cache path, for labels.
-fn short_model(origin: &str) -> String {
+pub(super) fn short_model(origin: &str) -> String {
     let s = origin.split(" (cache ").next().unwrap_or(origin);
     match Path::new(s).file_name() {
         Some(name) if s.contains('/') && !s.contains(' ') => name.to_string_lossy().into_owned(),

@@ -273,6 +273,15 @@ impl Worker {
     fn job(&mut self, job: JobId, spec: &Job) -> anyhow::Result<Option<Stop>> {
         spec.validate()?;
         self.ensure_model(job, spec)?;
+        if spec.frames.is_some() {
+            let (_, model) = self.model.as_ref().expect("model loaded");
+            if !model.sd.is_video() {
+                anyhow::bail!(
+                    "{} makes images, not clips (it has no motion module): untick “Make a clip”, or choose a model that makes video",
+                    super::export::short_model(&model.origin)
+                );
+            }
+        }
         if let Some(stop) = self.check(job) {
             return Ok(Some(stop));
         }
