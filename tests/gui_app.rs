@@ -1203,6 +1203,8 @@ fn clip_settings(export_dir: &Path) -> Settings {
         frames: 4,
         steps: 8,
         fps: 8.0,
+        // Large enough for the right side to skip steps in 8.
+        delta: 0.2,
         ..settings(export_dir)
     }
 }
@@ -1231,6 +1233,11 @@ fn gui_clip_plays_both_sides_on_one_frame() {
         (4, 4, 4)
     );
     assert_eq!(c.psnr_db, v.psnr_clip_db());
+    assert!(
+        ad.trace.unet_calls < b.trace.unet_calls,
+        "the right side skipped"
+    );
+    assert!(v.psnr_per_frame_db.iter().all(|p| p.is_finite()), "{v:?}");
     h.step();
     assert_eq!(showing(&h, 0), 2, "both players on frame 0");
 
@@ -1299,6 +1306,22 @@ fn gui_clip_plays_both_sides_on_one_frame() {
             h.get_by_label_contains("Difference: |");
         }
     }
+
+    // δ moves: only the right side re-runs (the left clip from the cache), on the same frame.
+    h.get_by_role_and_label(Role::Slider, "δ threshold")
+        .set_value_accesskit(0.1);
+    wait_for(&mut h, "the re-run with δ = 0.1", |a| {
+        done(a)
+            && a.session
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.method.delta() == Some(0.1))
+    });
+    let st = app(&h).worker_stats();
+    assert_eq!((st.baseline_runs, st.adaptive_runs), (1, 2), "{st:?}");
+    assert_eq!(app(&h).session.clip_len(), 4);
+    h.step();
+    assert_eq!(showing(&h, target), 1, "still frame {target}");
     h.run();
 }
 
