@@ -11,20 +11,14 @@ use std::sync::Arc;
 /// difference.
 pub(super) fn compare(baseline: &SideResult, adaptive: &SideResult) -> anyhow::Result<Comparison> {
     let diff = Arc::new(difference(&baseline.image, &adaptive.image));
-    if !baseline.frames.is_empty() {
-        let video = VideoQuality::of(&baseline.frames, &adaptive.frames)?;
-        let frame_diffs = baseline
-            .frames
-            .iter()
-            .zip(adaptive.frames.iter())
-            .map(|(b, a)| Arc::new(difference(b, a)))
-            .collect();
+    // (Frames too small for SSIM's 11×11 window are compared as the grids are below.)
+    if let Ok(video) = VideoQuality::of(&baseline.frames, &adaptive.frames) {
         return Ok(Comparison {
             psnr_db: video.psnr_clip_db(),
             ssim: video.ssim_mean.is_finite().then_some(video.ssim_mean),
             diff,
             video: Some(video),
-            frame_diffs,
+            frame_diffs: frame_diffs(baseline, adaptive),
         });
     }
     let (b, a) = (&baseline.image, &adaptive.image);
@@ -33,8 +27,18 @@ pub(super) fn compare(baseline: &SideResult, adaptive: &SideResult) -> anyhow::R
         ssim: crate::metrics::ssim(a, b).ok(),
         diff,
         video: None,
-        frame_diffs: vec![],
+        frame_diffs: frame_diffs(baseline, adaptive),
     })
+}
+
+/// A clip's differences frame by frame (none for an image).
+fn frame_diffs(baseline: &SideResult, adaptive: &SideResult) -> Vec<Arc<RgbImage>> {
+    baseline
+        .frames
+        .iter()
+        .zip(adaptive.frames.iter())
+        .map(|(b, a)| Arc::new(difference(b, a)))
+        .collect()
 }
 
 /// |adaptive − baseline| per pixel and channel.
@@ -48,4 +52,60 @@ fn difference(baseline: &RgbImage, adaptive: &RgbImage) -> RgbImage {
             a[2].abs_diff(b[2]),
         ])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{Method, RunTrace};
+
+    fn side(frames: Vec<RgbImage>) -> SideResult {
+        SideResult {
+            side: super::super::protocol::Side::Baseline,
+            image: crate::output::clip::filmstrip(&frames),
+            frames: Arc::new(frames),
+            trace: RunTrace {
+                method: Method::Baseline,
+                scheduler: "ddim".into(),
+                budget: 1,
+                guidance: 7.5,
+                early_stop: None,
+                stopped_early_at: None,
+                unet_calls: 1,
+                unet_macs: None,
+                unet_cost: None,
+                steps_run: 1,
+                elapsed_ms: 1.0,
+                steps: vec![],
+            },
+            decode_ms: 0.0,
+            model: "m".into(),
+            computed_at: std::time::Instant::now(),
+        }
+    }
+
+    fn frame(size: u32, v: u8) -> RgbImage {
+        RgbImage::from_pixel(size, size, image::Rgb([v, 100, 100]))
+    }
+
+    #[test]
+    fn a_clip_is_compared_frame_by_frame() {
+        let b = side(vec![frame(16, 10), frame(16, 20), frame(16, 30)]);
+        let a = side(vec![frame(16, 10), frame(16, 24), frame(16, 30)]);
+        let c = compare(&b, &a).unwrap();
+        let v = c.video.as_ref().unwrap();
+        assert_eq!(v.frames, 3);
+        assert!(v.psnr_per_frame_db[0].is_infinite() && v.psnr_per_frame_db[1].is_finite());
+        assert_eq!(v.worst_frame, 1);
+        assert_eq!(c.psnr_db, v.psnr_clip_db());
+        assert_eq!(c.frame_diffs.len(), 3);
+        assert_eq!(c.frame_diffs[1].get_pixel(3, 3).0, [4, 0, 0]);
+        assert_eq!(c.frame_diffs[2].get_pixel(3, 3).0, [0, 0, 0]);
+        // Frames too small for SSIM: compared as grids, each frame's difference kept.
+        let b = side(vec![frame(8, 10), frame(8, 20)]);
+        let a = side(vec![frame(8, 10), frame(8, 24)]);
+        let c = compare(&b, &a).unwrap();
+        assert!(c.video.is_none() && c.psnr_db.is_finite());
+        assert_eq!(c.frame_diffs.len(), 2);
+    }
 }

@@ -116,10 +116,12 @@ pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
         // The hints take the right end first; the rest fills what is left, one line, cut
         // with "…" (never drawn over the hints).
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            ui.label(
-                RichText::new("Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times")
-                    .weak(),
-            );
+            let hints = if app.session.clip_len() > 0 {
+                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · ← → frame · Space play"
+            } else {
+                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times"
+            };
+            ui.label(RichText::new(hints).weak());
             ui.separator();
             ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
                 status_text(app, ui, &names);
