@@ -117,7 +117,7 @@ pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
         // with "…" (never drawn over the hints).
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             let hints = if app.session.clip_len() > 0 {
-                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · ← → frame · Space play"
+                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · Left/Right frame · Space play"
             } else {
                 "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times"
             };

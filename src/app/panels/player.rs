@@ -42,7 +42,7 @@ pub(in crate::app) fn transport(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.horizontal_wrapped(|ui| {
         if ui
             .button("Previous frame")
-            .on_hover_text("One frame back (←)")
+            .on_hover_text("One frame back (Left arrow key)")
             .clicked()
         {
             app.player.step(-1, n, looping);
@@ -61,7 +61,7 @@ pub(in crate::app) fn transport(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
         if ui
             .button("Next frame")
-            .on_hover_text("One frame on (→)")
+            .on_hover_text("One frame on (Right arrow key)")
             .clicked()
         {
             app.player.step(1, n, looping);
