@@ -1548,5 +1548,13 @@ fn gui_a_motion_module_is_dropped_or_typed_like_a_lora() {
     h.get_by_label("Use module").click();
     h.run_steps(2);
     assert_eq!(app(&h).settings.motion.as_ref(), Some(&adapter));
+    // Removed: images again, no Frames control; a video UNet shows it by itself.
+    h.get_by_label("Remove").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).settings.motion, None);
+    assert!(h.query_by_label("Frames").is_none());
+    app_mut(&mut h).settings.model = ModelChoice::Local(fixtures().join("tiny-modelscope"));
+    h.run_steps(2);
+    h.get_by_label("Frames");
     h.run();
 }

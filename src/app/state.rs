@@ -82,7 +82,7 @@ pub fn hub_label(m: HubModel) -> &'static str {
         HubModel::Sd21 => "SD 2.1 base (hub download, ~5 GB)",
         HubModel::Sdxl => "SDXL base 1.0 (hub download, ~10 GB)",
         HubModel::SdTurbo => "SD-Turbo (hub download, ~5 GB)",
-        HubModel::ModelScopeT2v => "ModelScope T2V 1.7B (video; frames as a grid)",
+        HubModel::ModelScopeT2v => "ModelScope T2V 1.7B (video; hub download, several GB)",
     }
 }
 
