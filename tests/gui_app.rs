@@ -1499,7 +1499,7 @@ fn gui_a_clip_from_a_model_without_a_motion_module_is_refused_in_words() {
     let err = app(&h).session.error.clone().unwrap();
     assert_eq!(
         err,
-        "shapes makes images, not clips (it has no motion module): untick “Make a clip”, or choose a model that makes video"
+        "shapes makes images, not clips (no motion module was found for it): untick “Make a clip”, or choose a model that makes video"
     );
     assert_eq!(app(&h).worker_stats().baseline_runs, 0);
     assert!(!out.exists());

@@ -503,11 +503,12 @@ impl Settings {
     }
 
     /// The frame count the job asks for: the Frames control's when the model makes clips
-    /// (or, for a model that may, when a clip is asked for).
+    /// (or, for a model that may, when a clip of more than one frame is asked for: one frame
+    /// is its image).
     pub fn clip_frames(&self) -> Option<usize> {
         match self.video() {
             Video::Always => Some(self.frames),
-            Video::Optional if self.clip => Some(self.frames),
+            Video::Optional if self.clip && self.frames > 1 => Some(self.frames),
             _ => None,
         }
     }
@@ -1259,6 +1260,9 @@ mod tests {
             ModelChoice::Builtin(PathBuf::from("assets/models").join(crate::model::BUILTIN_SHAPES));
         assert_eq!(s.video(), Video::Optional);
         assert_eq!(s.job(10).unwrap().frames, Some(4));
+        s.frames = 1;
+        assert_eq!(s.job(10).unwrap().frames, None, "one frame: its image");
+        s.frames = 4;
         s.clip = false;
         assert_eq!(s.job(10).unwrap().frames, None);
     }

@@ -277,7 +277,7 @@ impl Worker {
             let (_, model) = self.model.as_ref().expect("model loaded");
             if !model.sd.is_video() {
                 anyhow::bail!(
-                    "{} makes images, not clips (it has no motion module): untick “Make a clip”, or choose a model that makes video",
+                    "{} makes images, not clips (no motion module was found for it): untick “Make a clip”, or choose a model that makes video",
                     super::export::short_model(&model.origin)
                 );
             }

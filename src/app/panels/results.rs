@@ -92,7 +92,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let s = &app.session;
     let n = s.clip_len();
     // The frame both players show, under each of them.
-    let clip = (n > 0).then(|| format!("Frame {} ({}–{})", frame.min(n - 1), 0, n - 1));
+    let clip = (n > 0).then(|| format!("Frame {} (0–{})", frame.min(n - 1), n - 1));
     let img_side = (image_area_h - 110.0).min(width / 2.0 - 24.0).max(64.0);
     match app.settings.view {
         ViewMode::SideBySide => {
