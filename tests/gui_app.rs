@@ -1238,8 +1238,14 @@ fn gui_clip_plays_both_sides_on_one_frame() {
         "the right side skipped"
     );
     assert!(v.psnr_per_frame_db.iter().all(|p| p.is_finite()), "{v:?}");
+    // The finished clips play at once, both players on one frame.
     h.step();
-    assert_eq!(showing(&h, 0), 2, "both players on frame 0");
+    assert!(app(&h).player.is_playing());
+    let f = app(&h).player.frame();
+    assert_eq!(showing(&h, f), 2, "both players on frame {f}");
+    h.get_by_label("Pause").click();
+    h.run_steps(2);
+    assert!(!app(&h).player.is_playing());
 
     // The frame slider moves both players.
     h.get_by_role_and_label(Role::Slider, "Frame")
@@ -1320,8 +1326,12 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     let st = app(&h).worker_stats();
     assert_eq!((st.baseline_runs, st.adaptive_runs), (1, 2), "{st:?}");
     assert_eq!(app(&h).session.clip_len(), 4);
+    // The new comparison plays (from the frame on screen).
     h.step();
-    assert_eq!(showing(&h, target), 1, "still frame {target}");
+    assert!(app(&h).player.is_playing());
+    let f = app(&h).player.frame();
+    assert_eq!(showing(&h, f), 1, "the wipe view on frame {f}");
+    h.get_by_label("Pause").click();
     h.run();
 }
 

@@ -107,6 +107,8 @@ pub struct GuiApp {
     pub wipe: f32,
     /// The clip player: the frame both sides show.
     pub player: Player,
+    /// The comparison the player last started playing for.
+    played_comparison: u64,
     /// The side panel's width in points, as drawn in the last frame.
     pub controls_width: f32,
     notify: std::sync::Arc<dyn Fn() + Send + Sync>,
@@ -152,6 +154,7 @@ impl GuiApp {
             title: TITLE.to_string(),
             wipe: 0.5,
             player: Player::default(),
+            played_comparison: 0,
             controls_width: 0.0,
             notify,
         }
@@ -430,6 +433,13 @@ impl GuiApp {
     fn drain(&mut self) {
         while let Some(ev) = self.worker.try_recv() {
             self.session.apply(ev);
+        }
+        // A finished clip comparison plays at once (both sides, from the frame on screen).
+        if self.session.comparison_version != self.played_comparison {
+            self.played_comparison = self.session.comparison_version;
+            if self.session.comparison.is_some() {
+                self.player.play(self.session.clip_len());
+            }
         }
         if self.session.is_busy() && !self.worker.is_alive() {
             self.session.phase = Phase::Failed;

@@ -31,6 +31,14 @@ impl Player {
         }
     }
 
+    /// Play from the frame on screen (a clip of one frame does not play).
+    pub fn play(&mut self, frames: usize) {
+        if !self.playing {
+            self.playing = frames > 1;
+            self.since = None;
+        }
+    }
+
     /// Pause.
     pub fn pause(&mut self) {
         self.playing = false;
@@ -200,6 +208,13 @@ mod tests {
         let mut p = Player::default();
         p.toggle(1, true);
         assert!(!p.is_playing());
+        p.play(1);
+        assert!(!p.is_playing());
+        p.play(3);
+        assert!(p.is_playing());
+        p.play(3);
+        assert!(p.is_playing(), "play while playing goes on playing");
+        p.pause();
         p.toggle(4, true);
         assert_eq!(p.tick(0.0, 4, 0.0, true), None);
         assert!(!p.is_playing());
