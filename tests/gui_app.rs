@@ -1359,6 +1359,10 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
             .as_ref()
             .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (8, 8))
     });
+    assert!(
+        app(&h).player.is_playing(),
+        "the live frames play as they take shape"
+    );
     wait_for(&mut h, "both clips", done);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let (b, ad) = app(&h).session.results().unwrap();

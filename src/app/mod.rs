@@ -109,6 +109,8 @@ pub struct GuiApp {
     pub player: Player,
     /// The comparison the player last started playing for.
     played_comparison: u64,
+    /// Whether a clip was on screen in the last frame.
+    had_clip: bool,
     /// The side panel's width in points, as drawn in the last frame.
     pub controls_width: f32,
     notify: std::sync::Arc<dyn Fn() + Send + Sync>,
@@ -155,6 +157,7 @@ impl GuiApp {
             wipe: 0.5,
             player: Player::default(),
             played_comparison: 0,
+            had_clip: false,
             controls_width: 0.0,
             notify,
         }
@@ -434,11 +437,17 @@ impl GuiApp {
         while let Some(ev) = self.worker.try_recv() {
             self.session.apply(ev);
         }
-        // A finished clip comparison plays at once (both sides, from the frame on screen).
+        // A clip plays as soon as its first live frames arrive, and a finished clip
+        // comparison plays at once (both sides, from the frame on screen).
+        let clip = self.session.clip_len();
+        if clip > 0 && !self.had_clip {
+            self.player.play(clip);
+        }
+        self.had_clip = clip > 0;
         if self.session.comparison_version != self.played_comparison {
             self.played_comparison = self.session.comparison_version;
             if self.session.comparison.is_some() {
-                self.player.play(self.session.clip_len());
+                self.player.play(clip);
             }
         }
         if self.session.is_busy() && !self.worker.is_alive() {
