@@ -1484,6 +1484,45 @@ fn gui_clip_settings_that_cannot_work_are_refused_in_words() {
     h.run();
 }
 
+/// A video UNet (the tiny ModelScope pipeline) makes clips by itself: the Frames control,
+/// the live frames and the player, as with a motion module.
+#[test]
+fn gui_a_video_unet_plays_without_a_motion_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle moving left".into(),
+        model: ModelChoice::Local(fixtures().join("tiny-modelscope")),
+        frames: 3,
+        steps: 6,
+        ..settings(dir.path())
+    });
+    h.get_by_label("Frames");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait_for(&mut h, "both clips", done);
+    let a = app(&h);
+    let (b, ad) = a.session.results().unwrap();
+    assert_eq!((b.frames.len(), ad.frames.len()), (3, 3));
+    assert_eq!(
+        a.session
+            .comparison
+            .as_ref()
+            .unwrap()
+            .video
+            .as_ref()
+            .unwrap()
+            .frames,
+        3
+    );
+    assert!(a.player.is_playing());
+    h.get_by_label("Pause").click();
+    h.run_steps(2);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    let f = app(&h).player.frame();
+    assert_eq!(h.query_all_by_label(&format!("Frame {f} (0–2)")).count(), 2);
+    h.run();
+}
+
 /// A clip asked of a model that may make clips (the built-in shapes model's folder name)
 /// but has no motion module: refused in words, before any step.
 #[test]
