@@ -544,15 +544,32 @@ fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &Session, sides:
 }
 
 /// How far apart the two sides were timed, when more than 30 s: the loop times compare
-/// less well (machine load, clocks and caches change).
+/// less well (machine load, clocks and caches change). The time between the two runs
+/// counts, not between their ends: one side running right after the other, however long
+/// it takes (a clip, a large model on the CPU), was timed together with it.
 pub(in crate::app) fn timing_gap(
     left: &super::super::protocol::SideResult,
     right: &super::super::protocol::SideResult,
 ) -> Option<String> {
-    let (l, r) = (left.computed_at, right.computed_at);
-    let gap = if l > r { l - r } else { r - l };
+    use std::time::Duration;
+    // A run's span: from its start (its end less its loop and decode times) to its end.
+    let span = |r: &super::super::protocol::SideResult| {
+        let took = Duration::from_secs_f64(((r.trace.elapsed_ms + r.decode_ms) / 1e3).max(0.0));
+        (
+            r.computed_at.checked_sub(took).unwrap_or(r.computed_at),
+            r.computed_at,
+        )
+    };
+    let ((ls, le), (rs, re)) = (span(left), span(right));
+    let gap = if le <= rs {
+        rs - le
+    } else if re <= ls {
+        ls - re
+    } else {
+        Duration::ZERO
+    };
     (gap.as_secs() >= 30).then(|| {
-        let older = if l < r { "left" } else { "right" };
+        let older = if le < re { "left" } else { "right" };
         let secs = gap.as_secs();
         let words = if secs < 90 {
             format!("{secs} s")
@@ -587,4 +604,61 @@ fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui, sides: &Sides) {
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::protocol::{Side, SideResult};
+    use super::timing_gap;
+    use crate::sampler::{Method, RunTrace};
+    use std::time::{Duration, Instant};
+
+    fn run(end: Instant, loop_ms: f64) -> SideResult {
+        SideResult {
+            side: Side::Baseline,
+            image: image::RgbImage::new(1, 1),
+            frames: Default::default(),
+            trace: RunTrace {
+                method: Method::Baseline,
+                scheduler: "ddim".into(),
+                budget: 1,
+                guidance: 7.5,
+                early_stop: None,
+                stopped_early_at: None,
+                unet_calls: 1,
+                unet_macs: None,
+                unet_cost: None,
+                steps_run: 1,
+                elapsed_ms: loop_ms,
+                steps: vec![],
+            },
+            decode_ms: 500.0,
+            model: "m".into(),
+            computed_at: end,
+        }
+    }
+
+    #[test]
+    fn only_the_time_between_the_runs_counts() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        // A right side that ran for 45 s right after the left side: timed together.
+        let left = run(t0, 20_000.0);
+        let right = run(t0 + Duration::from_secs_f64(45.6), 45_000.0);
+        assert_eq!(timing_gap(&left, &right), None);
+        // The left side from a run two minutes before the right side started.
+        let right = run(t0 + Duration::from_secs(130), 10_000.0);
+        let note = timing_gap(&left, &right).unwrap();
+        assert!(
+            note.starts_with("Timed 2 min apart (the left side was reused"),
+            "{note}"
+        );
+        // The right side reused, the left side (20.5 s with its decode) started 40 s after
+        // it ended.
+        let right = run(t0 - Duration::from_secs_f64(60.5), 1_000.0);
+        let note = timing_gap(&left, &right).unwrap();
+        assert!(
+            note.starts_with("Timed 40 s apart (the right side"),
+            "{note}"
+        );
+    }
 }
