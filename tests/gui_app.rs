@@ -1195,13 +1195,17 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The tiny pipeline with the tiny AnimateDiff motion module: 4-frame clips of 64×64.
+/// The tiny pipeline with the tiny AnimateDiff motion module: 4-frame clips of 32×32 (the
+/// smallest SSIM's window allows), cheap on a 2-core machine.
 fn clip_settings(export_dir: &Path) -> Settings {
     Settings {
         prompt: "a red circle moving right".into(),
         motion: Some(fixtures().join("tiny-animatediff/motion_adapter")),
         frames: 4,
         steps: 8,
+        custom_size: true,
+        width: 32,
+        height: 32,
         fps: 8.0,
         // Large enough for the right side to skip steps in 8.
         delta: 0.2,
@@ -1225,7 +1229,7 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     let a = app(&h);
     let (b, ad) = a.session.results().unwrap();
     assert_eq!((b.frames.len(), ad.frames.len()), (4, 4));
-    assert_eq!(b.frames[0].dimensions(), (64, 64));
+    assert_eq!(b.frames[0].dimensions(), (32, 32));
     let c = a.session.comparison.as_ref().unwrap();
     let v = c.video.as_ref().expect("per-frame quality");
     assert_eq!(
@@ -1351,13 +1355,13 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
     assert!(why.contains("the clip is still sampling"), "{why}");
     h.get_by_label_contains("Export failed: the clip is still sampling");
     // The live preview shows the clip frame by frame as it takes shape (latent size: the
-    // 64-px frames' 8×8 latents).
+    // 32-px frames' 4×4 latents).
     wait_for(&mut h, "the live frames", |a| {
         a.session
             .baseline
             .frames
             .as_ref()
-            .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (8, 8))
+            .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (4, 4))
     });
     assert!(
         app(&h).player.is_playing(),
@@ -1367,7 +1371,7 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     let (b, ad) = app(&h).session.results().unwrap();
 
-    // The side-by-side GIF: 4 frames, both sides (64 px enlarged to 256, a gap between).
+    // The side-by-side GIF: 4 frames, both sides (32 px enlarged to 256, a gap between).
     let gif = export_by_button(&mut h, ExportKind::ClipGif);
     assert!(
         gif.to_string_lossy().ends_with("-clip.gif"),
@@ -1394,7 +1398,7 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
     let chunks = export::read_text_chunks(&strip).unwrap();
     let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
     assert!(
-        params.contains("Frames: 4") && params.contains("Size: 64x64"),
+        params.contains("Frames: 4") && params.contains("Size: 32x32"),
         "{params}"
     );
     let trace = &chunks.iter().find(|(k, _)| k == "adiff_trace").unwrap().1;
@@ -1429,7 +1433,7 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
     );
     assert_eq!(
         (t["width"].as_u64(), t["height"].as_u64()),
-        (Some(64), Some(64))
+        (Some(32), Some(32))
     );
     assert_eq!(t["baseline"]["steps"].as_array().unwrap().len(), 8);
     assert_eq!(t["settings"]["frames"], 4);
