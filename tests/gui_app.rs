@@ -59,9 +59,10 @@ fn app_mut<'a>(h: &'a mut Harness<'_, App>) -> &'a mut GuiApp {
     h.state_mut().as_mut().expect("created on the first frame")
 }
 
-/// Step frames until `cond` holds (panics with `what` after two minutes).
+/// Step frames until `cond` holds (panics with `what` after five minutes: a guard against
+/// a hang, generous because the suite shares two cores, often with other work).
 fn wait_for(h: &mut Harness<'_, App>, what: &str, cond: impl Fn(&GuiApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         h.step();
         if cond(app(h)) {
