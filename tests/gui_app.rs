@@ -1606,6 +1606,27 @@ fn gui_a_motion_module_is_dropped_or_typed_like_a_lora() {
     h.get_by_label("Use module").click();
     h.run_steps(2);
     assert_eq!(app(&h).settings.motion.as_ref(), Some(&adapter));
+    // The motion module's rows stay inside the panel, with Remove shown.
+    let right = app(&h).controls_width;
+    for label in ["Remove", "Choose module…", "Motion module", "Use module"] {
+        for node in h.get_all_by_label(label) {
+            assert!(
+                node.rect().max.x <= right + 0.5,
+                "{label} at {:?}",
+                node.rect()
+            );
+        }
+    }
+    // A published module, by name (downloaded on first use).
+    h.get_by_role_and_label(Role::ComboBox, "Motion module")
+        .click();
+    h.run_steps(2);
+    h.get_by_label("animatediff-v1-5-2").click();
+    h.run_steps(2);
+    assert_eq!(
+        app(&h).settings.motion,
+        Some(PathBuf::from("animatediff-v1-5-2"))
+    );
     // Removed: images again, no Frames control; a video UNet shows it by itself.
     h.get_by_label("Remove").click();
     h.run_steps(2);

@@ -430,18 +430,21 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
 fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
     let s = &mut app.settings;
     // Two lines, so that a long file name never runs past the panel's edge (see the LoRAs).
-    ui.horizontal(|ui| {
-        ui.label("Motion module");
-        match &s.motion {
-            Some(p) => {
-                ui.add(egui::Label::new(short_file(p)).truncate())
-                    .on_hover_text(p.display().to_string());
+    let heading = ui
+        .horizontal(|ui| {
+            let l = ui.label("Motion module");
+            match &s.motion {
+                Some(p) => {
+                    ui.add(egui::Label::new(short_file(p)).truncate())
+                        .on_hover_text(p.display().to_string());
+                }
+                None => {
+                    ui.label(RichText::new("none (images)").weak());
+                }
             }
-            None => {
-                ui.label(RichText::new("none (images)").weak());
-            }
-        }
-    });
+            l
+        })
+        .inner;
     ui.horizontal(|ui| {
         ui.add_space(ui.spacing().indent);
         if s.motion.is_some()
@@ -459,6 +462,28 @@ fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKi
         {
             *open = Some(DialogKind::Motion);
         }
+        // The published modules, by name (downloaded into the Hugging Face cache on first
+        // use, as the hub models are).
+        egui::ComboBox::from_id_salt("published_motion")
+            .selected_text("Published")
+            .width(90.0)
+            .show_ui(ui, |ui| {
+                for (name, repo) in crate::model::motion::HUB_MODULES {
+                    if ui
+                        .selectable_label(
+                            s.motion.as_deref() == Some(std::path::Path::new(name)),
+                            name,
+                        )
+                        .on_hover_text(format!("{repo} (hub download for SD 1.5 models)"))
+                        .clicked()
+                    {
+                        s.motion = Some(name.into());
+                    }
+                }
+            })
+            .response
+            .labelled_by(heading.id)
+            .on_hover_text("A published AnimateDiff motion module for SD 1.5 models");
     });
     if let Some(p) = typed_path(
         ui,
