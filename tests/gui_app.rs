@@ -1278,6 +1278,14 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
     assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
     app_mut(&mut h).settings.loop_playback = true;
+    // A focused slider keeps its keys: → raises the frame rate, the frame stays.
+    h.get_by_role_and_label(Role::Slider, "Frame rate (fps)")
+        .focus();
+    h.run_steps(2);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(app(&h).player.frame(), 3);
+    assert_eq!(app(&h).settings.fps, 9.0);
 
     // Play: each harness frame is 0.25 s, two frames of the clip at 8 fps; both players
     // follow on every frame.

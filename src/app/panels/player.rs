@@ -7,13 +7,15 @@ use super::super::{GuiApp, egui};
 use crate::pipeline::VideoQuality;
 use egui::{Color32, Rect, RichText, Sense, pos2, vec2};
 
-/// Advance playback to the frame due now and handle the frame keys (← →, Space) unless a
-/// text field has the keyboard. Called once per frame while a clip is on screen.
+/// Advance playback to the frame due now and handle the frame keys (Left / Right, Space)
+/// while no widget has the keyboard (a focused slider or text field keeps its keys).
+/// Called once per frame while a clip is on screen.
 pub(in crate::app) fn tick(app: &mut GuiApp, ui: &egui::Ui) {
     let n = app.session.clip_len();
     let looping = app.settings.loop_playback;
     let ctx = ui.ctx();
-    if n > 0 && !ctx.egui_wants_keyboard_input() {
+    let nothing_focused = ctx.memory(|m| m.focused().is_none());
+    if n > 0 && nothing_focused {
         use egui::{Key, Modifiers};
         if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::ArrowLeft)) {
             app.player.step(-1, n, looping);
@@ -21,8 +23,7 @@ pub(in crate::app) fn tick(app: &mut GuiApp, ui: &egui::Ui) {
         if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::ArrowRight)) {
             app.player.step(1, n, looping);
         }
-        let nothing_focused = ctx.memory(|m| m.focused().is_none());
-        if nothing_focused && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
+        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
             app.player.toggle(n, looping);
         }
     }
