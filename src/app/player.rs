@@ -84,7 +84,7 @@ impl Player {
         let due = ((now - since) / period + 1e-6).floor().max(0.0) as usize;
         if due > 0 {
             self.since = Some(since + due as f64 * period);
-            let to = self.frame + due;
+            let to = self.frame.saturating_add(due);
             if to < frames {
                 self.frame = to;
             } else if looping {
@@ -201,6 +201,22 @@ mod tests {
         assert_eq!(p.frame(), 1);
         p.step(1, 0, true);
         assert_eq!(p.frame(), 1);
+    }
+
+    #[test]
+    fn an_absurd_frame_rate_never_overflows() {
+        let mut p = Player::default();
+        p.toggle(5, true);
+        p.tick(0.0, 5, 1e300, true);
+        p.tick(1.0, 5, 1e300, true);
+        assert!(p.frame() < 5);
+        p.tick(2.0, 5, 1e300, false);
+        assert_eq!((p.frame(), p.is_playing()), (4, false));
+        // A frame every 1e300 s: the wait is finite (the panel waits at most a second).
+        p.toggle(5, true);
+        let wait = p.tick(3.0, 5, 1e-300, true).unwrap();
+        assert!(wait.is_finite() && wait > 1.0);
+        assert_eq!(p.frame(), 4);
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub(in crate::app) fn tick(app: &mut GuiApp, ui: &egui::Ui) {
     }
     let now = ctx.input(|i| i.time);
     if let Some(wait) = app.player.tick(now, n, app.settings.fps, looping) {
-        ctx.request_repaint_after(std::time::Duration::from_secs_f64(wait));
+        // (At least once a second: a frame rate read from saved settings may be absurd.)
+        ctx.request_repaint_after(std::time::Duration::from_secs_f64(wait.min(1.0)));
     }
 }
 
