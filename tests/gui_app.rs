@@ -59,9 +59,10 @@ fn app_mut<'a>(h: &'a mut Harness<'_, App>) -> &'a mut GuiApp {
     h.state_mut().as_mut().expect("created on the first frame")
 }
 
-/// Step frames until `cond` holds (panics with `what` after two minutes).
+/// Step frames until `cond` holds (panics with `what` after five minutes: a guard against
+/// a hang, generous because the suite shares two cores, often with other work).
 fn wait_for(h: &mut Harness<'_, App>, what: &str, cond: impl Fn(&GuiApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         h.step();
         if cond(app(h)) {
@@ -327,6 +328,31 @@ fn gui_delta_change_during_the_baseline_lets_the_baseline_finish() {
     h.run();
 }
 
+/// The label of an export's button.
+fn export_label(kind: ExportKind) -> &'static str {
+    match kind {
+        ExportKind::Comparison => "Export comparison PNG",
+        ExportKind::Image(adaptive_diffusion::app::Side::Baseline) => "Baseline PNG",
+        ExportKind::Image(_) => "Adaptive PNG",
+        ExportKind::TraceJson => "Trace JSON",
+        ExportKind::TraceCsv => "Trace CSV",
+        ExportKind::ClipGif => "Clip GIF",
+        ExportKind::Filmstrip => "Filmstrip PNG",
+        ExportKind::Frames => "Frames (each side)",
+    }
+}
+
+/// Press an export's button and wait for it: where it wrote.
+fn export_by_button(h: &mut Harness<'_, App>, kind: ExportKind) -> PathBuf {
+    app_mut(h).last_export = None;
+    let label = export_label(kind);
+    h.get_by_label(label).click();
+    wait_for(h, label, |a| a.last_export.is_some());
+    let out = app(h).last_export.clone().unwrap();
+    assert_eq!(out.kind, kind);
+    out.result.expect("export succeeded")
+}
+
 #[test]
 fn gui_export_writes_png_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -339,18 +365,7 @@ fn gui_export_writes_png_with_metadata() {
 
     let exported = |h: &mut Harness<'_, App>, kind: ExportKind| -> PathBuf {
         app_mut(h).last_export = None;
-        let label = match kind {
-            ExportKind::Comparison => "Export comparison PNG",
-            ExportKind::Image(adaptive_diffusion::app::Side::Baseline) => "Baseline PNG",
-            ExportKind::Image(_) => "Adaptive PNG",
-            ExportKind::TraceJson => "Trace JSON",
-            ExportKind::TraceCsv => "Trace CSV",
-        };
-        h.get_by_label(label).click();
-        wait_for(h, label, |a| a.last_export.is_some());
-        let out = app(h).last_export.clone().unwrap();
-        assert_eq!(out.kind, kind);
-        out.result.expect("export succeeded")
+        export_by_button(h, kind)
     };
 
     let png = exported(&mut h, ExportKind::Comparison);
@@ -1150,7 +1165,15 @@ fn gui_side_panel_rows_fit_inside_the_panel() {
     let mut h = harness_sized(s, egui::vec2(1600.0, 1000.0));
     h.run_steps(4);
     let right = app(&h).controls_width;
-    for label in ["Add", "Use", "Save", "Browse…", "Choose…"] {
+    for label in [
+        "Add",
+        "Use",
+        "Save",
+        "Browse…",
+        "Choose…",
+        "Use module",
+        "Choose module…",
+    ] {
         for node in h.get_all_by_label(label) {
             let r = node.rect();
             assert!(
@@ -1167,4 +1190,458 @@ fn gui_side_panel_rows_fit_inside_the_panel() {
             node.rect()
         );
     }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The tiny pipeline with the tiny AnimateDiff motion module: 4-frame clips of 32×32 (the
+/// smallest SSIM's window allows), cheap on a 2-core machine.
+fn clip_settings(export_dir: &Path) -> Settings {
+    Settings {
+        prompt: "a red circle moving right".into(),
+        motion: Some(fixtures().join("tiny-animatediff/motion_adapter")),
+        frames: 4,
+        steps: 8,
+        custom_size: true,
+        width: 32,
+        height: 32,
+        fps: 8.0,
+        // Large enough for the right side to skip steps in 8.
+        delta: 0.2,
+        ..settings(export_dir)
+    }
+}
+
+/// How many players say they show `frame` of the 4-frame clip.
+fn showing(h: &Harness<'_, App>, frame: usize) -> usize {
+    h.query_all_by_label(&format!("Frame {frame} (0–3)"))
+        .count()
+}
+
+#[test]
+fn gui_clip_plays_both_sides_on_one_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(clip_settings(dir.path()));
+    h.get_by_label("Frames");
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both clips", done);
+    let a = app(&h);
+    let (b, ad) = a.session.results().unwrap();
+    assert_eq!((b.frames.len(), ad.frames.len()), (4, 4));
+    assert_eq!(b.frames[0].dimensions(), (32, 32));
+    let c = a.session.comparison.as_ref().unwrap();
+    let v = c.video.as_ref().expect("per-frame quality");
+    assert_eq!(
+        (v.frames, v.psnr_per_frame_db.len(), c.frame_diffs.len()),
+        (4, 4, 4)
+    );
+    assert_eq!(c.psnr_db, v.psnr_clip_db());
+    assert!(
+        ad.trace.unet_calls < b.trace.unet_calls,
+        "the right side skipped"
+    );
+    assert!(v.psnr_per_frame_db.iter().all(|p| p.is_finite()), "{v:?}");
+    // The finished clips play at once, both players on one frame.
+    h.step();
+    assert!(app(&h).player.is_playing());
+    let f = app(&h).player.frame();
+    assert_eq!(showing(&h, f), 2, "both players on frame {f}");
+    h.get_by_label("Pause").click();
+    h.run_steps(2);
+    assert!(!app(&h).player.is_playing());
+
+    // The frame slider moves both players.
+    h.get_by_role_and_label(Role::Slider, "Frame")
+        .set_value_accesskit(2.0);
+    h.run_steps(2);
+    assert_eq!(app(&h).player.frame(), 2);
+    assert_eq!((showing(&h, 2), showing(&h, 0)), (2, 0));
+
+    // Frame by frame: → to the last frame, → again wraps (Loop is on), ← back.
+    let key = |h: &mut Harness<'_, App>, k: egui::Key| {
+        h.key_press(k);
+        h.run_steps(2);
+        app(h).player.frame()
+    };
+    assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
+    assert_eq!(key(&mut h, egui::Key::ArrowRight), 0);
+    assert_eq!(key(&mut h, egui::Key::ArrowLeft), 3);
+    h.step();
+    assert_eq!(showing(&h, 3), 2);
+    h.get_by_label("Previous frame").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).player.frame(), 2);
+    // Without Loop, → stops at the last frame.
+    app_mut(&mut h).settings.loop_playback = false;
+    assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
+    assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
+    app_mut(&mut h).settings.loop_playback = true;
+    // A focused slider keeps its keys: → raises the frame rate, the frame stays.
+    h.get_by_role_and_label(Role::Slider, "Frame rate (fps)")
+        .focus();
+    h.run_steps(2);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    assert_eq!(app(&h).player.frame(), 3);
+    assert_eq!(app(&h).settings.fps, 9.0);
+
+    // Play: each harness frame is 0.25 s, two frames of the clip at 8 fps; both players
+    // follow on every frame.
+    h.get_by_label("Play").click();
+    h.step();
+    assert!(app(&h).player.is_playing());
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        h.step();
+        let f = app(&h).player.frame();
+        seen.insert(f);
+        assert_eq!(showing(&h, f), 2, "both players on frame {f}");
+    }
+    assert!(seen.len() >= 2, "playback advanced: {seen:?}");
+    h.get_by_label("Pause").click();
+    h.step();
+    let paused = app(&h).player.frame();
+    h.step();
+    h.step();
+    assert_eq!(app(&h).player.frame(), paused, "paused");
+
+    // The per-frame PSNR strip: a click goes to that frame.
+    let target = (paused + 2) % 4;
+    h.get_by_label_contains(&format!("Frame {target}: PSNR"))
+        .click();
+    h.run_steps(2);
+    assert_eq!(app(&h).player.frame(), target);
+    assert_eq!(showing(&h, target), 2);
+    h.get_by_label_contains("PSNR per frame: mean");
+
+    // Difference, Blink and Wipe show the same frame, one player.
+    for view in ["Difference", "Blink", "Wipe"] {
+        h.get_by_label(view).click();
+        h.run_steps(2);
+        assert_eq!(showing(&h, target), 1, "{view}");
+        if view == "Difference" {
+            h.get_by_label_contains("Difference: |");
+        }
+    }
+
+    // δ moves: only the right side re-runs (the left clip from the cache), on the same frame.
+    h.get_by_role_and_label(Role::Slider, "δ threshold")
+        .set_value_accesskit(0.1);
+    wait_for(&mut h, "the re-run with δ = 0.1", |a| {
+        done(a)
+            && a.session
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.method.delta() == Some(0.1))
+    });
+    let st = app(&h).worker_stats();
+    assert_eq!((st.baseline_runs, st.adaptive_runs), (1, 2), "{st:?}");
+    assert_eq!(app(&h).session.clip_len(), 4);
+    // The new comparison plays (from the frame on screen).
+    h.step();
+    assert!(app(&h).player.is_playing());
+    let f = app(&h).player.frame();
+    assert_eq!(showing(&h, f), 1, "the wipe view on frame {f}");
+    h.get_by_label("Pause").click();
+    h.run();
+}
+
+#[test]
+fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(clip_settings(dir.path()));
+    h.get_by_label("Generate").click();
+    h.step();
+    assert!(app(&h).session.is_busy());
+    // While the clip samples, an export says so and writes nothing.
+    app_mut(&mut h).last_export = None;
+    h.get_by_label("Clip GIF").click();
+    h.run_steps(2);
+    let refused = app(&h).last_export.clone().expect("an answer");
+    let why = refused.result.expect_err("refused");
+    assert!(why.contains("the clip is still sampling"), "{why}");
+    h.get_by_label_contains("Export failed: the clip is still sampling");
+    // The live preview shows the clip frame by frame as it takes shape (latent size: the
+    // 32-px frames' 4×4 latents).
+    wait_for(&mut h, "the live frames", |a| {
+        a.session
+            .baseline
+            .frames
+            .as_ref()
+            .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (4, 4))
+    });
+    assert!(
+        app(&h).player.is_playing(),
+        "the live frames play as they take shape"
+    );
+    wait_for(&mut h, "both clips", done);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let (b, ad) = app(&h).session.results().unwrap();
+
+    // The side-by-side GIF: 4 frames, both sides (32 px enlarged to 256, a gap between).
+    let gif = export_by_button(&mut h, ExportKind::ClipGif);
+    assert!(
+        gif.to_string_lossy().ends_with("-clip.gif"),
+        "{}",
+        gif.display()
+    );
+    use image::AnimationDecoder;
+    let bytes = std::fs::read(&gif).unwrap();
+    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&bytes)).unwrap();
+    let frames: Vec<image::Frame> = dec.into_frames().collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 4);
+    assert_eq!(frames[0].buffer().dimensions(), (256 + 8 + 256, 256));
+    let (num, den) = frames[0].delay().numer_denom_ms();
+    assert_eq!(num / den, 120, "8 fps: 12 hundredths");
+
+    // The filmstrip: a PNG with both sides' frames, the settings and the trace.
+    let strip = export_by_button(&mut h, ExportKind::Filmstrip);
+    let img = image::open(&strip).expect("decodes").to_rgb8();
+    assert!(
+        img.width() >= 4 * 128 && img.height() > 2 * 128,
+        "{:?}",
+        img.dimensions()
+    );
+    let chunks = export::read_text_chunks(&strip).unwrap();
+    let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        params.contains("Frames: 4") && params.contains("Size: 32x32"),
+        "{params}"
+    );
+    let trace = &chunks.iter().find(|(k, _)| k == "adiff_trace").unwrap().1;
+    let trace: serde_json::Value = serde_json::from_str(trace).unwrap();
+    assert_eq!(trace["summary"]["video"]["frames"], 4);
+
+    // Each side's frames, as `adiff compare --frames-out` writes them, pixel for pixel.
+    let folder = export_by_button(&mut h, ExportKind::Frames);
+    assert!(folder.is_dir(), "{}", folder.display());
+    for (side, r) in [("left", &b), ("right", &ad)] {
+        for i in 0..4 {
+            let p = folder.join(side).join(format!("frame_{i:03}.png"));
+            assert_eq!(
+                image::open(&p).unwrap().to_rgb8(),
+                r.frames[i],
+                "{}",
+                p.display()
+            );
+        }
+        assert_eq!(std::fs::read_dir(folder.join(side)).unwrap().count(), 4);
+    }
+
+    // The trace JSON: the shape of `adiff compare --trace`, with the per-frame quality.
+    let json = export_by_button(&mut h, ExportKind::TraceJson);
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        t["summary"]["video"]["psnr_per_frame_db"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        (t["width"].as_u64(), t["height"].as_u64()),
+        (Some(32), Some(32))
+    );
+    assert_eq!(t["baseline"]["steps"].as_array().unwrap().len(), 8);
+    assert_eq!(t["settings"]["frames"], 4);
+    assert_eq!(t["summary"]["video"]["frames"], 4);
+
+    // Nothing staged or half-written is left beside the exports.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    h.run();
+}
+
+#[test]
+fn gui_clip_settings_that_cannot_work_are_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // More frames than the motion module has positions for.
+    let mut s = clip_settings(dir.path());
+    s.frames = 40;
+    let mut h = harness(s);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the refusal", |a| a.session.phase == Phase::Failed);
+    let err = app(&h).session.error.clone().unwrap();
+    assert_eq!(
+        err,
+        "Frames is 40, beyond the motion module's position table of 32 frames; give at most 32"
+    );
+    h.get_by_label_contains("Error: Frames is 40");
+    // A motion module on a model it does not fit: a video model already.
+    {
+        let a = app_mut(&mut h);
+        a.settings.frames = 4;
+        a.settings.model = ModelChoice::Local(fixtures().join("tiny-modelscope"));
+    }
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the second refusal", |a| {
+        a.session.phase == Phase::Failed
+            && a.session
+                .error
+                .as_ref()
+                .is_some_and(|e| e.contains("video model already"))
+    });
+    let err = app(&h).session.error.clone().unwrap();
+    assert!(
+        err.starts_with("the motion module ") && !err.contains("--"),
+        "{err}"
+    );
+    // Nothing was exported or written.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    h.run();
+}
+
+/// A video UNet (the tiny ModelScope pipeline) makes clips by itself: the Frames control,
+/// the live frames and the player, as with a motion module.
+#[test]
+fn gui_a_video_unet_plays_without_a_motion_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle moving left".into(),
+        model: ModelChoice::Local(fixtures().join("tiny-modelscope")),
+        frames: 3,
+        steps: 6,
+        ..settings(dir.path())
+    });
+    h.get_by_label("Frames");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait_for(&mut h, "both clips", done);
+    let a = app(&h);
+    let (b, ad) = a.session.results().unwrap();
+    assert_eq!((b.frames.len(), ad.frames.len()), (3, 3));
+    assert_eq!(
+        a.session
+            .comparison
+            .as_ref()
+            .unwrap()
+            .video
+            .as_ref()
+            .unwrap()
+            .frames,
+        3
+    );
+    assert!(a.player.is_playing());
+    h.get_by_label("Pause").click();
+    h.run_steps(2);
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    let f = app(&h).player.frame();
+    assert_eq!(h.query_all_by_label(&format!("Frame {f} (0–2)")).count(), 2);
+    h.run();
+}
+
+/// A clip asked of a model that may make clips (the built-in shapes model's folder name)
+/// but has no motion module: refused in words, before any step.
+#[test]
+fn gui_a_clip_from_a_model_without_a_motion_module_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny image pipeline under the built-in model's folder name.
+    let shapes = dir
+        .path()
+        .join("models")
+        .join(adaptive_diffusion::model::BUILTIN_SHAPES);
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(tiny(), &shapes).unwrap();
+    #[cfg(not(unix))]
+    return;
+    let out = dir.path().join("out");
+    let mut s = settings(&out);
+    s.prompt = "a red circle moving right".into();
+    s.model = ModelChoice::Builtin(shapes);
+    let mut h = harness(s);
+    // The check box asks for a clip; the Frames control follows it.
+    h.get_by_label("Make a clip (video)").click();
+    h.run_steps(2);
+    assert!(app(&h).settings.clip);
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "the refusal", |a| a.session.phase == Phase::Failed);
+    let err = app(&h).session.error.clone().unwrap();
+    assert_eq!(
+        err,
+        "shapes makes images, not clips (no motion module was found for it): untick “Make a clip”, or choose a model that makes video"
+    );
+    assert_eq!(app(&h).worker_stats().baseline_runs, 0);
+    assert!(!out.exists());
+    h.run();
+}
+
+#[test]
+fn gui_a_motion_module_is_dropped_or_typed_like_a_lora() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(dir.path()));
+    // An image model: no Frames control.
+    assert!(h.query_by_label("Frames").is_none());
+    #[derive(Debug)]
+    struct Dropped(PathBuf);
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+    let adapter = fixtures().join("tiny-animatediff/motion_adapter");
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(adapter.clone())));
+    h.step();
+    h.step();
+    let s = &app(&h).settings;
+    assert_eq!(s.motion.as_ref(), Some(&adapter));
+    assert_eq!(s.model, ModelChoice::Local(tiny()), "the model stays");
+    h.get_by_label("motion_adapter");
+    h.get_by_label("Frames");
+    // An original AnimateDiff file, dropped; then a typed path.
+    let file = fixtures().join("tiny-animatediff/mm_tiny_v2.safetensors");
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(file.clone())));
+    h.step();
+    assert_eq!(app(&h).settings.motion.as_ref(), Some(&file));
+    h.get_by_label("Motion module path").focus();
+    h.step();
+    h.get_by_label("Motion module path")
+        .type_text(&adapter.display().to_string());
+    h.step();
+    h.get_by_label("Use module").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).settings.motion.as_ref(), Some(&adapter));
+    // The motion module's rows stay inside the panel, with Remove shown.
+    let right = app(&h).controls_width;
+    for label in ["Remove", "Choose module…", "Motion module", "Use module"] {
+        for node in h.get_all_by_label(label) {
+            assert!(
+                node.rect().max.x <= right + 0.5,
+                "{label} at {:?}",
+                node.rect()
+            );
+        }
+    }
+    // A published module, by name (downloaded on first use).
+    h.get_by_role_and_label(Role::ComboBox, "Motion module")
+        .click();
+    h.run_steps(2);
+    h.get_by_label("animatediff-v1-5-2").click();
+    h.run_steps(2);
+    assert_eq!(
+        app(&h).settings.motion,
+        Some(PathBuf::from("animatediff-v1-5-2"))
+    );
+    // Removed: images again, no Frames control; a video UNet shows it by itself.
+    h.get_by_label("Remove").click();
+    h.run_steps(2);
+    assert_eq!(app(&h).settings.motion, None);
+    assert!(h.query_by_label("Frames").is_none());
+    app_mut(&mut h).settings.model = ModelChoice::Local(fixtures().join("tiny-modelscope"));
+    h.run_steps(2);
+    h.get_by_label("Frames");
+    h.run();
 }

@@ -50,10 +50,10 @@ pub fn sampler_name(s: crate::sampler::SchedulerKind) -> &'static str {
     }
 }
 
-const BG: [u8; 3] = [22, 24, 28];
-const PANEL: [u8; 3] = [32, 35, 41];
-const TEXT: [u8; 3] = [235, 235, 235];
-const DIM: [u8; 3] = [160, 165, 175];
+pub(super) const BG: [u8; 3] = [22, 24, 28];
+pub(super) const PANEL: [u8; 3] = [32, 35, 41];
+pub(super) const TEXT: [u8; 3] = [235, 235, 235];
+pub(super) const DIM: [u8; 3] = [160, 165, 175];
 const GRID: [u8; 3] = [55, 60, 68];
 
 /// Text rendering with egui's bundled fonts (Ubuntu Light, Hack as fallback).
@@ -160,7 +160,7 @@ fn blend(img: &mut RgbImage, x: i32, y: i32, color: [u8; 3], alpha: f32) {
     }
 }
 
-fn fill_rect(img: &mut RgbImage, x: i32, y: i32, w: i32, h: i32, color: [u8; 3]) {
+pub(super) fn fill_rect(img: &mut RgbImage, x: i32, y: i32, w: i32, h: i32, color: [u8; 3]) {
     for yy in y.max(0)..(y + h).min(img.height() as i32) {
         for xx in x.max(0)..(x + w).min(img.width() as i32) {
             img.put_pixel(xx as u32, yy as u32, Rgb(color));
@@ -489,7 +489,7 @@ pub struct CompositeInput<'a> {
     pub ssim: Option<f64>,
 }
 
-fn fit(img: &RgbImage, target: u32) -> RgbImage {
+pub(super) fn fit(img: &RgbImage, target: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let scale = target as f32 / w.max(h) as f32;
     let (nw, nh) = (

@@ -18,6 +18,9 @@ pub enum DialogKind {
     Vae,
     /// A LoRA file.
     Lora,
+    /// An AnimateDiff motion module (a `.safetensors` file; a MotionAdapter folder is
+    /// typed or dropped).
+    Motion,
     /// The export folder.
     ExportDir,
     /// Where to save an export.
@@ -32,6 +35,7 @@ impl DialogKind {
             DialogKind::ModelFile => "Choose a single-file checkpoint",
             DialogKind::Vae => "Choose a VAE file",
             DialogKind::Lora => "Choose a LoRA file",
+            DialogKind::Motion => "Choose a motion module (AnimateDiff .safetensors)",
             DialogKind::ExportDir => "Choose the export folder",
             DialogKind::SaveAs(_) => "Export",
         }
@@ -44,6 +48,7 @@ impl DialogKind {
             DialogKind::ModelFile => "Checkpoint file",
             DialogKind::Vae => "VAE file",
             DialogKind::Lora => "LoRA file",
+            DialogKind::Motion => "Motion module",
             DialogKind::ExportDir => "Export folder",
             DialogKind::SaveAs(_) => "Save as",
         }
@@ -73,7 +78,7 @@ pub fn system_chooser(r: &DialogRequest) -> Option<PathBuf> {
     }
     match r.kind {
         DialogKind::ModelFolder | DialogKind::ExportDir => d.pick_folder(),
-        DialogKind::ModelFile | DialogKind::Vae | DialogKind::Lora => {
+        DialogKind::ModelFile | DialogKind::Vae | DialogKind::Lora | DialogKind::Motion => {
             d.add_filter("safetensors", &["safetensors"]).pick_file()
         }
         DialogKind::SaveAs(kind) => d

@@ -1,11 +1,13 @@
 //! Export: the comparison PNG (both images, labels, numbers, curves) with the settings in
 //! an A1111-style `parameters` text chunk and both traces as JSON in an `adiff_trace`
-//! chunk; each image alone (with its own `parameters`); the traces as JSON or CSV.
+//! chunk; each image alone (with its own `parameters`); the traces as JSON or CSV. A clip
+//! also exports as `adiff compare` writes it: the side-by-side GIF, each side's frames,
+//! and the trace with the per-frame quality; and as a filmstrip PNG.
 
 use super::compose::{self, CompositeInput, sampler_name};
 use super::protocol::{Side, SideResult};
 use crate::job::Job;
-use crate::pipeline::{CompareReport, CompareSummary, RunInfo, SideReport};
+use crate::pipeline::{CompareReport, CompareSummary, RunInfo, SideReport, VideoQuality};
 use anyhow::{Context, Result};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,10 @@ pub struct ExportData {
     pub ssim: Option<f64>,
     /// The prompt's complexity and the adaptive budget, when the scorer decided it.
     pub complexity: Option<crate::complexity::ComplexityBudget>,
+    /// A clip's quality frame by frame.
+    pub video: Option<VideoQuality>,
+    /// The clip's frame rate (the GIF's), frames per second.
+    pub fps: f64,
 }
 
 /// What to export.
@@ -52,16 +58,33 @@ pub enum ExportKind {
     TraceJson,
     /// Both traces, CSV (one row per step and side).
     TraceCsv,
+    /// A clip: both sides side by side, as a looping GIF.
+    ClipGif,
+    /// A clip: each side's frames in rows, titled, with the key numbers (PNG).
+    Filmstrip,
+    /// A clip: each side's frames as PNGs, in a folder (`left/`, `right/`).
+    Frames,
 }
 
 impl ExportKind {
     /// File extension.
     pub fn extension(self) -> &'static str {
         match self {
-            ExportKind::Comparison | ExportKind::Image(_) => "png",
+            ExportKind::Comparison | ExportKind::Image(_) | ExportKind::Filmstrip => "png",
             ExportKind::TraceJson => "json",
             ExportKind::TraceCsv => "csv",
+            ExportKind::ClipGif => "gif",
+            // A folder.
+            ExportKind::Frames => "",
         }
+    }
+
+    /// Whether only a clip has it.
+    pub fn clip_only(self) -> bool {
+        matches!(
+            self,
+            ExportKind::ClipGif | ExportKind::Filmstrip | ExportKind::Frames
+        )
     }
 
     /// A default file name for a job: an image is named after its side and method
@@ -76,6 +99,9 @@ impl ExportKind {
                 super::names::file_word(Side::Adaptive, &spec.method)
             }
             ExportKind::TraceJson | ExportKind::TraceCsv => "trace".to_string(),
+            ExportKind::ClipGif => "clip".to_string(),
+            ExportKind::Filmstrip => "filmstrip".to_string(),
+            ExportKind::Frames => return format!("{stem}-frames"),
         };
         format!("{stem}-{what}.{}", self.extension())
     }
@@ -107,7 +133,8 @@ impl ExportData {
     /// The A1111-style `parameters` text. `side: None` describes the comparison.
     pub fn parameters(&self, side: Option<Side>) -> String {
         let s = &self.spec;
-        let img = &self.baseline.image;
+        // A clip's size is its frames'.
+        let img = self.baseline.frames.first().unwrap_or(&self.baseline.image);
         let mut out = s.prompt.clone();
         if !s.negative.is_empty() {
             out.push_str(&format!("\nNegative prompt: {}", s.negative));
@@ -124,6 +151,9 @@ impl ExportData {
             format!("Size: {}x{}", img.width(), img.height()),
             format!("Model: {}", sanitize(&self.model)),
         ];
+        if !self.baseline.frames.is_empty() {
+            fields.push(format!("Frames: {}", self.baseline.frames.len()));
+        }
         // The method settings of the side described (the right side's for the comparison).
         let method = match side {
             Some(Side::Baseline) => &s.reference,
@@ -186,6 +216,7 @@ impl ExportData {
     /// summary and the GUI's settings under `settings`.
     pub fn report_json(&self) -> Result<serde_json::Value> {
         let (b, a) = (&self.baseline, &self.adaptive);
+        let size = b.frames.first().unwrap_or(&b.image).dimensions();
         let report = CompareReport {
             info: RunInfo {
                 adiff_version: env!("CARGO_PKG_VERSION").into(),
@@ -198,8 +229,8 @@ impl ExportData {
                 negative: self.spec.negative.clone(),
                 seed: self.spec.seed,
                 init_latents: None,
-                width: b.image.width() as usize,
-                height: b.image.height() as usize,
+                width: size.0 as usize,
+                height: size.1 as usize,
                 load_ms: self.load_ms,
                 complexity: self.complexity.clone(),
             },
@@ -211,11 +242,10 @@ impl ExportData {
                 trace: a.trace.clone(),
                 decode_ms: a.decode_ms,
             },
-            summary: CompareSummary::of_traces(
-                &b.trace,
-                &a.trace,
-                self.psnr_db.unwrap_or(f64::NAN),
-            ),
+            summary: CompareSummary {
+                video: self.video.clone(),
+                ..CompareSummary::of_traces(&b.trace, &a.trace, self.psnr_db.unwrap_or(f64::NAN))
+            },
         };
         let mut v = serde_json::to_value(&report)?;
         if let Some(summary) = v.get_mut("summary").and_then(|s| s.as_object_mut()) {
@@ -237,6 +267,9 @@ impl ExportData {
                     "early_stop": self.spec.early_stop,
                     "width": self.spec.width,
                     "height": self.spec.height,
+                    "frames": self.spec.frames,
+                    "motion": self.spec.motion,
+                    "fps": self.fps,
                 }),
             );
         }
@@ -278,9 +311,55 @@ impl ExportData {
         })
     }
 
-    /// Write one export to `path`.
+    /// The filmstrip picture of a clip.
+    pub fn filmstrip(&self) -> Result<RgbImage> {
+        super::filmstrip::filmstrip(&super::filmstrip::FilmstripInput {
+            spec: &self.spec,
+            model: &short_model(&self.model),
+            baseline: &self.baseline,
+            adaptive: &self.adaptive,
+            psnr_db: self.psnr_db,
+            ssim: self.ssim,
+            video: self.video.as_ref(),
+        })
+    }
+
+    /// Whether the result is a clip.
+    pub fn is_clip(&self) -> bool {
+        !self.baseline.frames.is_empty() && !self.adaptive.frames.is_empty()
+    }
+
+    /// Write one export to `path` (a folder for [`ExportKind::Frames`]).
     pub fn write(&self, kind: ExportKind, path: &Path) -> Result<()> {
+        if kind.clip_only() && !self.is_clip() {
+            anyhow::bail!(
+                "the result is an image, not a clip: a clip export needs a model that makes video (add a motion module, or pick a video model)"
+            );
+        }
         match kind {
+            ExportKind::ClipGif => {
+                let pairs: Vec<RgbImage> = self
+                    .baseline
+                    .frames
+                    .iter()
+                    .zip(self.adaptive.frames.iter())
+                    .map(|(l, r)| crate::output::clip::side_by_side(l, r))
+                    .collect();
+                let bytes = crate::output::clip::gif_bytes(&pairs, self.fps)?;
+                crate::output::write_atomic(path, &bytes)
+            }
+            ExportKind::Filmstrip => {
+                let img = self.filmstrip()?;
+                let json = serde_json::to_string(&self.report_json()?)?;
+                write_png(
+                    path,
+                    &img,
+                    &[(PARAMETERS_KEY, &self.parameters(None)), (TRACE_KEY, &json)],
+                )
+            }
+            ExportKind::Frames => {
+                crate::output::clip::write_sides(path, &self.baseline.frames, &self.adaptive.frames)
+            }
             ExportKind::Comparison => {
                 let img = self.composite()?;
                 let json = serde_json::to_string(&self.report_json()?)?;
@@ -324,7 +403,7 @@ impl ExportData {
 }
 
 /// The model origin without the cache path, for labels.
-fn short_model(origin: &str) -> String {
+pub(super) fn short_model(origin: &str) -> String {
     let s = origin.split(" (cache ").next().unwrap_or(origin);
     match Path::new(s).file_name() {
         Some(name) if s.contains('/') && !s.contains(' ') => name.to_string_lossy().into_owned(),

@@ -11,7 +11,10 @@
 //! * [`names`] — what each side is called: by its method, in every label and file name.
 //! * [`dialogs`] — file choosers, and what the app says when the desktop has none.
 //! * `panels` — the egui panels (controls, results, plots, status bars).
-//! * [`export`] / [`compose`] — PNG export with text chunks, the comparison picture.
+//! * [`export`] / [`compose`] / [`filmstrip`] — PNG export with text chunks, the
+//!   comparison picture, a clip's GIF, filmstrip and frames.
+//! * [`player`] — the clip player's logic (one frame for both sides) and the PSNR strip's
+//!   layout.
 //! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
 //! * `quality`, `hub_poll`, `worker_stats`, `thread_priority` — the worker's helpers.
 //! * [`frame_stats`] — frame-time instrumentation (`ADIFF_FRAME_STATS`, F12 overlay).
@@ -21,11 +24,13 @@
 pub mod compose;
 pub mod dialogs;
 pub mod export;
+pub mod filmstrip;
 pub mod frame_stats;
 mod hub_poll;
 pub mod method_params;
 pub mod names;
 mod panels;
+pub mod player;
 pub mod preview;
 pub mod protocol;
 mod quality;
@@ -38,8 +43,9 @@ pub mod worker_stats;
 pub use eframe::egui;
 pub use export::{ExportData, ExportKind};
 pub use method_params::MethodParams;
+pub use player::Player;
 pub use protocol::{JobId, Side};
-pub use state::{LoraEntry, ModelChoice, Phase, Session, Settings, SideStatus, ViewMode};
+pub use state::{LoraEntry, ModelChoice, Phase, Session, Settings, SideStatus, Video, ViewMode};
 pub use worker::WorkerHandle;
 pub use worker_stats::StatsSnapshot;
 
@@ -99,6 +105,12 @@ pub struct GuiApp {
     title: String,
     /// Where the wipe view's divider sits, 0 (left edge) … 1.
     pub wipe: f32,
+    /// The clip player: the frame both sides show.
+    pub player: Player,
+    /// The comparison the player last started playing for.
+    played_comparison: u64,
+    /// Whether a clip was on screen in the last frame.
+    had_clip: bool,
     /// The side panel's width in points, as drawn in the last frame.
     pub controls_width: f32,
     notify: std::sync::Arc<dyn Fn() + Send + Sync>,
@@ -143,6 +155,9 @@ impl GuiApp {
             applied_zoom: None,
             title: TITLE.to_string(),
             wipe: 0.5,
+            player: Player::default(),
+            played_comparison: 0,
+            had_clip: false,
             controls_width: 0.0,
             notify,
         }
@@ -239,10 +254,14 @@ impl GuiApp {
     }
 
     /// A file dropped on the window: a folder or a checkpoint becomes the model, a LoRA
-    /// joins the list (ticked, scale 1), a VAE replaces the model's; anything else is shown
-    /// in red.
+    /// joins the list (ticked, scale 1), a VAE replaces the model's, a motion module (a
+    /// MotionAdapter folder or file) is added to the model; anything else is shown in red.
     fn take_dropped(&mut self, path: PathBuf) {
         use crate::model::single_file::{FileKind, classify};
+        if is_motion_module(&path) {
+            self.settings.motion = Some(path);
+            return;
+        }
         if path.is_dir() {
             self.settings.model = ModelChoice::Local(path);
             return;
@@ -286,6 +305,7 @@ impl GuiApp {
             DialogKind::ModelFolder => self.settings.model = ModelChoice::Local(p),
             DialogKind::ModelFile => self.settings.model = ModelChoice::LocalFile(p),
             DialogKind::Vae => self.settings.vae = Some(p),
+            DialogKind::Motion => self.settings.motion = Some(p),
             DialogKind::Lora => {
                 if !self.settings.loras.iter().any(|l| l.path == p) {
                     self.settings.loras.push(state::LoraEntry {
@@ -325,11 +345,29 @@ impl GuiApp {
             psnr_db: comparison.map(|c| c.psnr_db),
             ssim: comparison.and_then(|c| c.ssim),
             complexity: self.session.budget.clone(),
+            video: comparison.and_then(|c| c.video.clone()),
+            fps: self.settings.fps,
         })
     }
 
     /// Export in the background: to `path`, or into the export folder under a default name.
     pub fn export(&mut self, kind: ExportKind, path: Option<PathBuf>) {
+        // Half a comparison is never written: say what is still running.
+        let busy = self.session.is_busy().then(|| {
+            if self.session.is_clip() {
+                "the clip is still sampling: export once both sides are done"
+            } else {
+                "the comparison is still running: export once both sides are done"
+            }
+        });
+        if let Some(why) = busy {
+            self.last_export = Some(ExportOutcome {
+                kind,
+                result: Err(why.into()),
+                at: Instant::now(),
+            });
+            return;
+        }
         let Some(data) = self.export_data() else {
             self.last_export = Some(ExportOutcome {
                 kind,
@@ -398,6 +436,19 @@ impl GuiApp {
     fn drain(&mut self) {
         while let Some(ev) = self.worker.try_recv() {
             self.session.apply(ev);
+        }
+        // A clip plays as soon as its first live frames arrive, and a finished clip
+        // comparison plays at once (both sides, from the frame on screen).
+        let clip = self.session.clip_len();
+        if clip > 0 && !self.had_clip {
+            self.player.play(clip);
+        }
+        self.had_clip = clip > 0;
+        if self.session.comparison_version != self.played_comparison {
+            self.played_comparison = self.session.comparison_version;
+            if self.session.comparison.is_some() {
+                self.player.play(clip);
+            }
         }
         if self.session.is_busy() && !self.worker.is_alive() {
             self.session.phase = Phase::Failed;
@@ -529,6 +580,18 @@ impl eframe::App for GuiApp {
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.frame_stats.write();
     }
+}
+
+/// Whether a dropped path is an AnimateDiff motion module: a folder whose `config.json`
+/// names a `MotionAdapter`, or a `.safetensors` file of motion modules (its header read).
+fn is_motion_module(path: &std::path::Path) -> bool {
+    if path.is_dir() {
+        return std::fs::read_to_string(path.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["_class_name"].as_str() == Some("MotionAdapter"));
+    }
+    path.is_file() && crate::model::motion::read(path).is_ok()
 }
 
 /// Open the window and run until it is closed.

@@ -43,6 +43,27 @@ pub fn latent_preview(latents: &Tensor, sdxl: bool) -> Result<RgbImage> {
     ))
 }
 
+/// Project a clip's `(1, C, frames, h, w)` latents to one `w × h` RGB image per frame, as
+/// [`latent_preview`] does for an image.
+pub fn latent_preview_frames(latents: &Tensor, sdxl: bool) -> Result<Vec<RgbImage>> {
+    let x = latents.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    if x.rank() != 5 {
+        bail!(
+            "expected (1, C, frames, h, w) latents, got rank {}",
+            x.rank()
+        );
+    }
+    let x = x.get(0)?;
+    let (c, f, h, w) = x.dims4()?;
+    let factors = if sdxl { &SDXL_FACTORS } else { &SD_FACTORS };
+    (0..f)
+        .map(|i| {
+            let data = x.narrow(1, i, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(project(&data, c, h, w, factors))
+        })
+        .collect()
+}
+
 /// The projection on a plain `C × h × w` buffer.
 pub fn project(data: &[f32], c: usize, h: usize, w: usize, factors: &[[f32; 3]; 4]) -> RgbImage {
     let plane = h * w;
@@ -101,5 +122,31 @@ mod tests {
         assert!(img.pixels().all(|p| p.0 == [128, 128, 128]));
         let t = Tensor::ones((1, 16, 4, 4), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(latent_preview(&t, true).unwrap().dimensions(), (4, 4));
+    }
+
+    #[test]
+    fn a_clip_previews_frame_by_frame() {
+        // Frame 1 has channel 0 = 1, frames 0 and 2 are zero.
+        let mut data = vec![0f32; 4 * 3 * 2 * 5];
+        for y in 0..2 {
+            for x in 0..5 {
+                data[10 + y * 5 + x] = 1.0; // channel 0, frame 1
+            }
+        }
+        let t = Tensor::from_vec(data, (1, 4, 3, 2, 5), &Device::Cpu).unwrap();
+        let frames = latent_preview_frames(&t, false).unwrap();
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|f| f.dimensions() == (5, 2)));
+        let lit = SD_FACTORS[0].map(|f| (((f + 1.0) * 0.5) * 255.0).round() as u8);
+        assert!(frames[1].pixels().all(|p| p.0 == lit));
+        assert!(frames[0].pixels().all(|p| p.0 == [128, 128, 128]));
+        assert!(frames[2].pixels().all(|p| p.0 == [128, 128, 128]));
+        assert!(
+            latent_preview_frames(
+                &Tensor::zeros((1, 4, 2, 2), DType::F32, &Device::Cpu).unwrap(),
+                false
+            )
+            .is_err()
+        );
     }
 }

@@ -4,9 +4,13 @@
 
 use crate::complexity::ComplexityBudget;
 use crate::job::Job;
+use crate::pipeline::VideoQuality;
 use crate::sampler::{RunTrace, StepRecord};
 use image::RgbImage;
 use std::sync::Arc;
+
+/// A clip's frames, in order (shared: the UI, the exports and the cache hold the same).
+pub type Frames = Arc<Vec<RgbImage>>;
 
 /// Identifies one Generate request; every event carries the id of the job it belongs to.
 pub type JobId = u64;
@@ -53,8 +57,10 @@ pub struct ModelInfo {
 pub struct SideResult {
     /// Which side.
     pub side: Side,
-    /// The decoded image.
+    /// The decoded image (a clip: its frames in a grid).
     pub image: RgbImage,
+    /// A clip's frames, in order (empty for an image).
+    pub frames: Frames,
     /// The run's trace.
     pub trace: RunTrace,
     /// VAE decode time, milliseconds.
@@ -74,6 +80,10 @@ pub struct Comparison {
     pub ssim: Option<f64>,
     /// |adaptive − baseline| per channel.
     pub diff: Arc<RgbImage>,
+    /// A clip's quality frame by frame (`psnr_db` is then the clip's, `ssim` the mean).
+    pub video: Option<VideoQuality>,
+    /// A clip's |adaptive − baseline| frame by frame.
+    pub frame_diffs: Vec<Arc<RgbImage>>,
 }
 
 /// Commands to the worker.
@@ -148,6 +158,8 @@ pub enum Event {
         record: StepRecord,
         /// A cheap preview of the predicted clean image, now and then.
         preview: Option<Arc<RgbImage>>,
+        /// A clip's cheap preview, frame by frame, now and then.
+        preview_frames: Option<Frames>,
     },
     /// A side is done.
     Finished {

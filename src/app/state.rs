@@ -2,7 +2,7 @@
 //! the current job). Plain data, no egui and no candle, so it is easy to test.
 
 use super::method_params::MethodParams;
-use super::protocol::{Comparison, Event, JobId, ModelInfo, Side, SideResult};
+use super::protocol::{Comparison, Event, Frames, JobId, ModelInfo, Side, SideResult};
 use crate::complexity::{ComplexityBudget, ScorerKind, Scoring};
 use crate::job::{self, Job, defaults};
 use crate::model::lora::LoraSpec;
@@ -82,7 +82,7 @@ pub fn hub_label(m: HubModel) -> &'static str {
         HubModel::Sd21 => "SD 2.1 base (hub download, ~5 GB)",
         HubModel::Sdxl => "SDXL base 1.0 (hub download, ~10 GB)",
         HubModel::SdTurbo => "SD-Turbo (hub download, ~5 GB)",
-        HubModel::ModelScopeT2v => "ModelScope T2V 1.7B (video; frames as a grid)",
+        HubModel::ModelScopeT2v => "ModelScope T2V 1.7B (video; hub download, several GB)",
     }
 }
 
@@ -212,6 +212,16 @@ pub struct Settings {
     pub vae: Option<PathBuf>,
     /// LoRAs merged into the model at load.
     pub loras: Vec<LoraEntry>,
+    /// An AnimateDiff motion module added to the model at load: it then makes video.
+    pub motion: Option<PathBuf>,
+    /// Frames of a clip (a model that makes video).
+    pub frames: usize,
+    /// Make a clip with a model that makes images or clips (the built-in shapes model).
+    pub clip: bool,
+    /// Playback (and exported GIF) frame rate, frames per second.
+    pub fps: f64,
+    /// Playback starts over at the end.
+    pub loop_playback: bool,
     /// The scheduler.
     pub scheduler: SchedulerKind,
     /// Step budget.
@@ -303,6 +313,11 @@ impl Default for Settings {
             local_file: PathBuf::new(),
             vae: None,
             loras: vec![],
+            motion: None,
+            frames: 8,
+            clip: false,
+            fps: 8.0,
+            loop_playback: true,
             scheduler: defaults::SCHEDULER,
             steps: defaults::STEPS,
             guidance: defaults::GUIDANCE,
@@ -418,6 +433,8 @@ impl Settings {
         self.check_weight_files()?;
         let mut job = Job::new(self.model.source()?, self.prompt.clone());
         job.vae = self.vae.clone();
+        job.motion = self.motion.clone();
+        job.frames = self.clip_frames();
         job.loras = self
             .loras
             .iter()
@@ -452,6 +469,71 @@ impl Settings {
     }
 }
 
+/// Whether a model makes clips, as far as the settings tell before it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Video {
+    /// Images only.
+    No,
+    /// Images, or clips when asked (the built-in shapes model).
+    Optional,
+    /// Clips only: a motion module is set, or the model is a video UNet.
+    Always,
+}
+
+impl Settings {
+    /// Whether the chosen model (with its motion module) makes clips.
+    pub fn video(&self) -> Video {
+        if self.motion.is_some() {
+            return Video::Always;
+        }
+        match &self.model {
+            ModelChoice::Hub(name) => match name.parse::<HubModel>() {
+                Ok(HubModel::ModelScopeT2v) => Video::Always,
+                _ => Video::No,
+            },
+            ModelChoice::Builtin(p)
+                if p.file_name()
+                    .is_some_and(|n| n == crate::model::BUILTIN_SHAPES) =>
+            {
+                Video::Optional
+            }
+            ModelChoice::Builtin(p) | ModelChoice::Local(p) if is_video_folder(p) => Video::Always,
+            _ => Video::No,
+        }
+    }
+
+    /// The frame count the job asks for: the Frames control's when the model makes clips
+    /// (or, for a model that may, when a clip of more than one frame is asked for: one frame
+    /// is its image).
+    pub fn clip_frames(&self) -> Option<usize> {
+        match self.video() {
+            Video::Always => Some(self.frames),
+            Video::Optional if self.clip && self.frames > 1 => Some(self.frames),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a pipeline folder's UNet is a video UNet (`unet/config.json` names
+/// `UNet3DConditionModel`). Read once per folder: the settings ask every frame.
+fn is_video_folder(p: &Path) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashMap<PathBuf, bool>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen.lock().ok().and_then(|m| m.get(p).copied()) {
+        return v;
+    }
+    let video = std::fs::read_to_string(p.join("unet/config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["_class_name"].as_str() == Some("UNet3DConditionModel"));
+    if let Ok(mut m) = seen.lock() {
+        m.insert(p.to_path_buf(), video);
+    }
+    video
+}
+
 /// Where one side stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SideStatus {
@@ -480,7 +562,9 @@ pub struct SideView {
     pub steps: Vec<StepRecord>,
     /// The latest preview (live) or the final image.
     pub image: Option<Arc<image::RgbImage>>,
-    /// Bumped whenever `image` changes (the panel re-uploads the texture).
+    /// A clip's frames: the latest preview (live) or the final frames.
+    pub frames: Option<Frames>,
+    /// Bumped whenever `image` or `frames` change (the panel re-uploads the texture).
     pub image_version: u64,
     /// The final result.
     pub result: Option<Arc<SideResult>>,
@@ -499,6 +583,7 @@ impl Default for SideView {
             budget: 0,
             steps: vec![],
             image: None,
+            frames: None,
             image_version: 0,
             result: None,
             from_cache: false,
@@ -752,6 +837,7 @@ impl Session {
                 side,
                 record,
                 preview,
+                preview_frames,
                 ..
             } => {
                 let v = self.side_mut(side);
@@ -759,6 +845,10 @@ impl Session {
                 v.steps.push(record);
                 if let Some(p) = preview {
                     v.image = Some(p);
+                    v.image_version += 1;
+                }
+                if let Some(f) = preview_frames {
+                    v.frames = Some(f);
                     v.image_version += 1;
                 }
             }
@@ -861,6 +951,7 @@ impl Session {
         v.budget = result.trace.budget;
         v.steps = result.trace.steps.clone();
         v.image = Some(Arc::new(result.image.clone()));
+        v.frames = (!result.frames.is_empty()).then(|| result.frames.clone());
         v.image_version += 1;
         v.from_cache = from_cache;
         if !from_cache {
@@ -920,6 +1011,26 @@ impl Session {
         }
     }
 
+    /// Frames of the clip on screen (0: an image): both sides' when both have frames (the
+    /// fewer, should they differ), else the one side's that has.
+    pub fn clip_len(&self) -> usize {
+        let len = |v: &SideView| v.frames.as_ref().map(|f| f.len());
+        match (len(&self.baseline), len(&self.adaptive)) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(n), None) | (None, Some(n)) => n,
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether the job on screen makes a clip.
+    pub fn is_clip(&self) -> bool {
+        self.clip_len() > 0
+            || self
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.frames.is_some() || s.motion.is_some())
+    }
+
     /// Both results, when both sides are done.
     pub fn results(&self) -> Option<(Arc<SideResult>, Arc<SideResult>)> {
         Some((self.baseline.result.clone()?, self.adaptive.result.clone()?))
@@ -964,6 +1075,7 @@ mod tests {
         Arc::new(SideResult {
             side,
             image: image::RgbImage::new(2, 2),
+            frames: Arc::default(),
             trace: RunTrace {
                 method: Method::Baseline,
                 scheduler: "ddim".into(),
@@ -1021,6 +1133,7 @@ mod tests {
             side: Side::Baseline,
             record: record(0),
             preview: None,
+            preview_frames: None,
         });
         s.apply(Event::Finished {
             job: 1,
@@ -1050,6 +1163,7 @@ mod tests {
             side: Side::Baseline,
             record: slow,
             preview: None,
+            preview_frames: None,
         });
         // 9 baseline steps left, then the adaptive side's 10.
         let e = s.estimate().unwrap();
@@ -1072,6 +1186,7 @@ mod tests {
             side: Side::Baseline,
             record: record(0),
             preview: None,
+            preview_frames: None,
         });
         s.start_job(2, spec(0.05));
         assert_eq!(s.baseline_job, Some(1));
@@ -1080,6 +1195,7 @@ mod tests {
             side: Side::Baseline,
             record: record(1),
             preview: None,
+            preview_frames: None,
         });
         assert_eq!(s.baseline.steps.len(), 2);
         let r = result(Side::Baseline);
@@ -1110,6 +1226,63 @@ mod tests {
             budget: 10,
         });
         assert_eq!(s.adaptive.status, SideStatus::Running);
+    }
+
+    #[test]
+    fn frames_reach_the_job_only_when_the_model_makes_clips() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut s = Settings {
+            model: ModelChoice::Local(fx.join("tiny-sd")),
+            frames: 4,
+            clip: true,
+            ..Settings::default()
+        };
+        // An image model: no frames, whatever the check box says.
+        assert_eq!(s.video(), Video::No);
+        assert_eq!(s.job(10).unwrap().frames, None);
+        // A motion module makes it a video model.
+        s.motion = Some(fx.join("tiny-animatediff/motion_adapter"));
+        assert_eq!(s.video(), Video::Always);
+        let j = s.job(10).unwrap();
+        assert_eq!(j.frames, Some(4));
+        assert_eq!(j.motion, s.motion);
+        // A video UNet by itself, on disk or on the hub.
+        s.motion = None;
+        s.model = ModelChoice::Local(fx.join("tiny-modelscope"));
+        assert_eq!(s.video(), Video::Always);
+        assert_eq!(s.job(10).unwrap().frames, Some(4));
+        s.model = ModelChoice::Hub(HubModel::ModelScopeT2v.name().into());
+        assert_eq!(s.video(), Video::Always);
+        s.model = ModelChoice::Hub(HubModel::Sd15.name().into());
+        assert_eq!(s.video(), Video::No);
+        // The built-in shapes model: a clip when asked for.
+        s.model =
+            ModelChoice::Builtin(PathBuf::from("assets/models").join(crate::model::BUILTIN_SHAPES));
+        assert_eq!(s.video(), Video::Optional);
+        assert_eq!(s.job(10).unwrap().frames, Some(4));
+        s.frames = 1;
+        assert_eq!(s.job(10).unwrap().frames, None, "one frame: its image");
+        s.frames = 4;
+        s.clip = false;
+        assert_eq!(s.job(10).unwrap().frames, None);
+    }
+
+    #[test]
+    fn the_clip_on_screen_is_as_long_as_the_shorter_side() {
+        let mut s = Session::default();
+        assert_eq!((s.clip_len(), s.is_clip()), (0, false));
+        s.start_job(1, spec(0.01));
+        let frames = |n: usize| Arc::new(vec![image::RgbImage::new(2, 2); n]);
+        s.apply(Event::Step {
+            job: 1,
+            side: Side::Baseline,
+            record: record(0),
+            preview: None,
+            preview_frames: Some(frames(6)),
+        });
+        assert_eq!((s.clip_len(), s.is_clip()), (6, true));
+        s.adaptive.frames = Some(frames(5));
+        assert_eq!(s.clip_len(), 5);
     }
 
     #[test]

@@ -14,6 +14,7 @@ impl Wording for Controls {
             Field::Width => "Width",
             Field::Height => "Height",
             Field::EarlyStopTau => "Early stop τ",
+            Field::Frames => "Frames",
             // The rest read as the library's own names ("the prompt", "δ", "C_max").
             other => other.noun(),
         }

@@ -273,6 +273,15 @@ impl Worker {
     fn job(&mut self, job: JobId, spec: &Job) -> anyhow::Result<Option<Stop>> {
         spec.validate()?;
         self.ensure_model(job, spec)?;
+        if spec.frames.is_some() {
+            let (_, model) = self.model.as_ref().expect("model loaded");
+            if !model.sd.is_video() {
+                anyhow::bail!(
+                    "{} makes images, not clips (no motion module was found for it): untick “Make a clip”, or choose a model that makes video",
+                    super::export::short_model(&model.origin)
+                );
+            }
+        }
         if let Some(stop) = self.check(job) {
             return Ok(Some(stop));
         }
@@ -331,7 +340,7 @@ impl Worker {
             result: adaptive.clone(),
             from_cache,
         });
-        let comparison = super::quality::compare(&baseline.image, &adaptive.image)?;
+        let comparison = super::quality::compare(&baseline, &adaptive)?;
         self.send(Event::Compared { job, comparison });
         Ok(None)
     }
@@ -490,19 +499,26 @@ impl Worker {
         let mut observe = |ev: StepEvent<'_>| -> ControlFlow<()> {
             let last = ev.record.index + 1 >= ev.budget;
             let due = last_preview.is_none_or(|t| t.elapsed() >= Duration::from_millis(80));
-            let preview = if due || last {
+            let (mut preview, mut preview_frames) = (None, None);
+            if due || last {
                 last_preview = Some(Instant::now());
-                super::preview::latent_preview(ev.pred_x0, sdxl)
-                    .ok()
-                    .map(Arc::new)
-            } else {
-                None
-            };
+                // A clip's latents have a frame axis: one cheap picture per frame.
+                if ev.pred_x0.rank() == 5 {
+                    preview_frames = super::preview::latent_preview_frames(ev.pred_x0, sdxl)
+                        .ok()
+                        .map(Arc::new);
+                } else {
+                    preview = super::preview::latent_preview(ev.pred_x0, sdxl)
+                        .ok()
+                        .map(Arc::new);
+                }
+            }
             let _ = tx.send(Event::Step {
                 job,
                 side,
                 record: ev.record.clone(),
                 preview,
+                preview_frames,
             });
             notify();
             if !inbox.cancel || inbox.superseded {
@@ -527,6 +543,7 @@ impl Worker {
             Ok(g) => Ok(Ok(Arc::new(SideResult {
                 side,
                 image: g.image,
+                frames: Arc::new(g.frames),
                 trace: g.trace,
                 decode_ms: g.decode_ms,
                 model: model.origin.clone(),

@@ -206,38 +206,5 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
-/// Images smaller than this (e.g. the built-in model's 32×32) are enlarged by an integer
-/// factor, pixel for pixel, in the side-by-side picture so that they can be seen.
-const MIN_SIDE_BY_SIDE: u32 = 256;
-
-/// Put two images side by side (baseline left) with a gap; small images are enlarged by
-/// an integer factor with nearest-neighbour sampling (every model pixel stays visible).
-pub fn side_by_side(left: &image::RgbImage, right: &image::RgbImage) -> image::RgbImage {
-    let smallest = left
-        .width()
-        .min(left.height())
-        .min(right.width())
-        .min(right.height())
-        .max(1);
-    let factor = MIN_SIDE_BY_SIDE.div_ceil(smallest).max(1);
-    let enlarge = |img: &image::RgbImage| {
-        if factor == 1 {
-            img.clone()
-        } else {
-            image::imageops::resize(
-                img,
-                img.width() * factor,
-                img.height() * factor,
-                image::imageops::FilterType::Nearest,
-            )
-        }
-    };
-    let (left, right) = (&enlarge(left), &enlarge(right));
-    let gap = (left.width() / 32).max(4);
-    let w = left.width() + gap + right.width();
-    let h = left.height().max(right.height());
-    let mut img = image::RgbImage::from_pixel(w, h, image::Rgb([24, 24, 24]));
-    image::imageops::replace(&mut img, left, 0, 0);
-    image::imageops::replace(&mut img, right, (left.width() + gap) as i64, 0);
-    img
-}
+/// Two images side by side (baseline left): [`output::clip::side_by_side`].
+pub use crate::output::clip::side_by_side;

@@ -405,7 +405,7 @@ impl StableDiffusion {
         match (self.is_video(), frames) {
             (false, None) => Ok(vec![b, c, h, w]),
             (false, Some(_)) => bail!(
-                "is given but {} makes images, not video: leave it out, or load a video model (a ModelScope text-to-video folder, or an SD 1.x model with --motion)",
+                "is given but {} makes images, not video: leave it out, or load a video model (a ModelScope text-to-video folder, or an SD 1.x model with a motion module)",
                 self.origin
             ),
             (true, f) => {

@@ -78,6 +78,85 @@ pub fn write_frames(dir: &Path, frames: &[RgbImage]) -> Result<()> {
     Ok(())
 }
 
+/// Write both sides' frames as `dir/left/frame_000.png`, … and `dir/right/…`, all or
+/// nothing: they are written into a hidden folder beside `dir`, which then takes `dir`'s
+/// place (an earlier `dir` is replaced only once every frame is written).
+pub fn write_sides(dir: &Path, left: &[RgbImage], right: &[RgbImage]) -> Result<()> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} names no folder", dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let id = std::process::id();
+    let staged = parent.join(format!(".{name}.partial-{id}"));
+    let _ = std::fs::remove_dir_all(&staged);
+    let written = write_frames(&staged.join("left"), left)
+        .and_then(|()| write_frames(&staged.join("right"), right));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.old-{id}"));
+    let had_old = dir.exists();
+    if had_old && let Err(e) = std::fs::rename(dir, &old) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("cannot replace {}", dir.display()));
+    }
+    if let Err(e) = std::fs::rename(&staged, dir) {
+        if had_old {
+            let _ = std::fs::rename(&old, dir);
+        }
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("cannot write {}", dir.display()));
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// Images smaller than this (e.g. the built-in model's 32×32) are enlarged by an integer
+/// factor, pixel for pixel, in the side-by-side picture so that they can be seen.
+const MIN_SIDE_BY_SIDE: u32 = 256;
+
+/// Put two images side by side (baseline left) with a gap; small images are enlarged by
+/// an integer factor with nearest-neighbour sampling (every model pixel stays visible).
+pub fn side_by_side(left: &RgbImage, right: &RgbImage) -> RgbImage {
+    let smallest = left
+        .width()
+        .min(left.height())
+        .min(right.width())
+        .min(right.height())
+        .max(1);
+    let factor = MIN_SIDE_BY_SIDE.div_ceil(smallest).max(1);
+    let enlarge = |img: &RgbImage| {
+        if factor == 1 {
+            img.clone()
+        } else {
+            image::imageops::resize(
+                img,
+                img.width() * factor,
+                img.height() * factor,
+                image::imageops::FilterType::Nearest,
+            )
+        }
+    };
+    let (left, right) = (&enlarge(left), &enlarge(right));
+    let gap = (left.width() / 32).max(4);
+    let w = left.width() + gap + right.width();
+    let h = left.height().max(right.height());
+    let mut img = RgbImage::from_pixel(w, h, image::Rgb([24, 24, 24]));
+    image::imageops::replace(&mut img, left, 0, 0);
+    image::imageops::replace(&mut img, right, (left.width() + gap) as i64, 0);
+    img
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +180,32 @@ mod tests {
         // NETSCAPE loop extension: loops forever.
         assert!(bytes.windows(11).any(|w| w == b"NETSCAPE2.0"));
         assert!(gif_bytes(&[], 8.0).is_err() && gif_bytes(&frames, 0.0).is_err());
+    }
+
+    #[test]
+    fn both_sides_frames_are_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("frames");
+        let frames: Vec<RgbImage> = (0..3).map(|i| frame(i * 50)).collect();
+        write_sides(&out, &frames, &frames[..2]).unwrap();
+        assert!(out.join("left/frame_002.png").is_file());
+        assert!(out.join("right/frame_001.png").is_file());
+        assert!(!out.join("right/frame_002.png").exists());
+        // Again, over the first: replaced, nothing staged left behind.
+        write_sides(&out, &frames[..1], &frames[..1]).unwrap();
+        assert!(!out.join("left/frame_001.png").exists());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["frames".to_string()]);
+        // A frame that cannot be written (an empty image) after the left side's were:
+        // the earlier folder stays as it was, and nothing staged is left behind.
+        let bad = [RgbImage::new(0, 0)];
+        assert!(write_sides(&out, &frames, &bad).is_err());
+        assert!(out.join("left/frame_000.png").is_file());
+        assert!(!out.join("left/frame_001.png").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::super::export::ExportKind;
 use super::super::method_params::MethodParams;
 use super::super::protocol::Side;
-use super::super::state::{ModelChoice, hub_label};
+use super::super::state::{ModelChoice, Video, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;
@@ -295,13 +295,20 @@ fn typed_path(
     let id = ui.make_persistent_id(id);
     let mut text: String = ui.data_mut(|d| d.get_temp(id)).unwrap_or_default();
     let mut take = false;
+    // Room for the button after the field: its text and padding.
+    let reserve = {
+        let font = egui::TextStyle::Button.resolve(ui.style());
+        let text = ui.fonts_mut(|f| f.layout_no_wrap(button.into(), font, Color32::WHITE));
+        (text.size().x + 2.0 * ui.spacing().button_padding.x + 2.0 * ui.spacing().item_spacing.x)
+            .max(70.0)
+    };
     ui.horizontal(|ui| {
         let l = ui.label(label);
         let r = ui
             .add(
                 egui::TextEdit::singleline(&mut text)
                     .hint_text(hint)
-                    .desired_width((ui.available_width() - 70.0).max(60.0)),
+                    .desired_width((ui.available_width() - reserve).max(60.0)),
             )
             .labelled_by(l.id);
         let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
@@ -400,6 +407,7 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
         open = Some(DialogKind::Lora);
     }
     dialog_note(app, ui, &[DialogKind::Lora]);
+    motion_module(app, ui, &mut open);
     // What the last load found: the checkpoint's family, each LoRA's modules.
     if let Some(m) = &app.session.model {
         for note in &m.notes {
@@ -416,6 +424,103 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     if let Some(kind) = open {
         app.open_dialog(kind);
     }
+}
+
+/// The AnimateDiff motion module added to the model: with one, the model makes clips.
+fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
+    let s = &mut app.settings;
+    // Two lines, so that a long file name never runs past the panel's edge (see the LoRAs).
+    let heading = ui
+        .horizontal(|ui| {
+            let l = ui.label("Motion module");
+            match &s.motion {
+                Some(p) => {
+                    ui.add(egui::Label::new(short_file(p)).truncate())
+                        .on_hover_text(p.display().to_string());
+                }
+                None => {
+                    ui.label(RichText::new("none (images)").weak());
+                }
+            }
+            l
+        })
+        .inner;
+    ui.horizontal(|ui| {
+        ui.add_space(ui.spacing().indent);
+        if s.motion.is_some()
+            && ui
+                .small_button("Remove")
+                .on_hover_text("Make images again")
+                .clicked()
+        {
+            s.motion = None;
+        }
+        if ui
+            .small_button("Choose module…")
+            .on_hover_text("An AnimateDiff motion module: the model then makes clips")
+            .clicked()
+        {
+            *open = Some(DialogKind::Motion);
+        }
+        // The published modules, by name (downloaded into the Hugging Face cache on first
+        // use, as the hub models are).
+        egui::ComboBox::from_id_salt("published_motion")
+            .selected_text("Published")
+            .width(90.0)
+            .show_ui(ui, |ui| {
+                for (name, repo) in crate::model::motion::HUB_MODULES {
+                    if ui
+                        .selectable_label(
+                            s.motion.as_deref() == Some(std::path::Path::new(name)),
+                            name,
+                        )
+                        .on_hover_text(format!("{repo} (hub download for SD 1.5 models)"))
+                        .clicked()
+                    {
+                        s.motion = Some(name.into());
+                    }
+                }
+            })
+            .response
+            .labelled_by(heading.id)
+            .on_hover_text("A published AnimateDiff motion module for SD 1.5 models");
+    });
+    if let Some(p) = typed_path(
+        ui,
+        "motion_path",
+        "Motion module path",
+        "Use module",
+        "MotionAdapter folder or mm_*.safetensors",
+    ) {
+        app.take_path(DialogKind::Motion, p);
+    }
+    dialog_note(app, ui, &[DialogKind::Motion]);
+}
+
+/// The frame count of a clip, for a model that makes clips (or may: a check box asks for
+/// one).
+fn frames(app: &mut GuiApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    let video = s.video();
+    if video == Video::No {
+        return;
+    }
+    if video == Video::Optional {
+        ui.checkbox(&mut s.clip, "Make a clip (video)")
+            .on_hover_text("This model makes images, or clips with its motion module");
+    }
+    ui.add_enabled_ui(video == Video::Always || s.clip, |ui| {
+        ui.horizontal(|ui| {
+            let l = ui.label("Frames");
+            ui.add(
+                egui::DragValue::new(&mut s.frames)
+                    .range(1..=crate::job::limits::FRAMES)
+                    .speed(0.2),
+            )
+            .labelled_by(l.id)
+            .on_hover_text("Frames of the clip: both sides make the same number");
+        });
+    });
 }
 
 /// A load note with its file paths cut to their names.
@@ -493,6 +598,7 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
         s.width = (s.width / 8).max(1) * 8;
         s.height = (s.height / 8).max(1) * 8;
     }
+    frames(app, ui);
 }
 
 /// Menu label of a method.
@@ -698,6 +804,9 @@ fn scorer_label(k: ScorerKind) -> &'static str {
 fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
     ui.label(RichText::new("Export").strong());
     let ready = app.export_data().is_some();
+    // While a job runs the buttons stay on: pressing one says what is still running.
+    let busy = app.session.is_busy();
+    let clip = app.session.is_clip();
     let names = app.side_names();
     let mut dir = app.settings.export_dir.display().to_string();
     ui.horizontal(|ui| {
@@ -716,7 +825,32 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     });
     dialog_note(app, ui, &[DialogKind::ExportDir]);
-    ui.add_enabled_ui(ready, |ui| {
+    ui.add_enabled_ui(ready || busy, |ui| {
+        if clip {
+            ui.horizontal_wrapped(|ui| {
+                for (kind, label, hover) in [
+                    (
+                        ExportKind::ClipGif,
+                        "Clip GIF",
+                        "Both clips side by side, looping, at the player's frame rate",
+                    ),
+                    (
+                        ExportKind::Filmstrip,
+                        "Filmstrip PNG",
+                        "Each side's frames in rows, with the method titles and key numbers",
+                    ),
+                    (
+                        ExportKind::Frames,
+                        "Frames (each side)",
+                        "Every frame of both sides as PNGs, in a folder (left/, right/)",
+                    ),
+                ] {
+                    if ui.button(label).on_hover_text(hover).clicked() {
+                        app.export(kind, None);
+                    }
+                }
+            });
+        }
         ui.horizontal_wrapped(|ui| {
             if ui
                 .button("Export comparison PNG")
@@ -758,7 +892,11 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     });
     dialog_note(app, ui, &[DialogKind::SaveAs(ExportKind::Comparison)]);
-    if !ready {
+    if busy && clip {
+        ui.label(
+            RichText::new("The clip is still sampling: export once both sides are done.").weak(),
+        );
+    } else if !ready {
         ui.label(RichText::new("Available once both sides are done.").weak());
     }
 }

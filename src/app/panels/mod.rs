@@ -2,6 +2,7 @@
 //! blocks: model work goes to the worker, exports and dialogs to their own threads.
 
 mod controls;
+mod player;
 mod plots;
 mod results;
 
@@ -12,7 +13,6 @@ use super::frame_stats::summarize;
 use super::state::Phase;
 use super::{GuiApp, egui};
 use egui::{Color32, RichText};
-use std::sync::Arc;
 
 /// Colour of a palette entry.
 pub(super) fn color(c: [u8; 3]) -> Color32 {
@@ -33,7 +33,7 @@ impl Slot {
         &mut self,
         ctx: &egui::Context,
         name: &str,
-        img: Option<&Arc<image::RgbImage>>,
+        img: Option<&image::RgbImage>,
         version: u64,
         preview: bool,
     ) -> Option<&egui::TextureHandle> {
@@ -116,10 +116,12 @@ pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
         // The hints take the right end first; the rest fills what is left, one line, cut
         // with "…" (never drawn over the hints).
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            ui.label(
-                RichText::new("Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times")
-                    .weak(),
-            );
+            let hints = if app.session.clip_len() > 0 {
+                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · Left/Right frame · Space play"
+            } else {
+                "Ctrl+Enter generate · Esc cancel · Ctrl+1–4 view · F12 frame times"
+            };
+            ui.label(RichText::new(hints).weak());
             ui.separator();
             ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
                 status_text(app, ui, &names);

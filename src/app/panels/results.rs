@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let ctx = ui.ctx().clone();
+    // A clip plays in both players at one frame.
+    super::player::tick(app, ui);
+    let frame = app.player.frame();
     ui.horizontal(|ui| {
         ui.label("View:");
         for m in ViewMode::ALL {
@@ -37,7 +40,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let image_area_h = (total_h * 0.52).clamp(220.0, 900.0);
     let width = ui.available_width();
 
-    // Textures follow the session's image versions.
+    // Textures follow the session's image versions (and a clip's frame on screen).
     let s = &app.session;
     let tb = app
         .textures
@@ -45,8 +48,8 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         .sync(
             &ctx,
             "baseline",
-            s.baseline.image.as_ref(),
-            s.baseline.image_version,
+            shown(&s.baseline, frame),
+            shown_version(&s.baseline, frame),
             s.baseline.status == SideStatus::Running,
         )
         .cloned();
@@ -56,20 +59,24 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         .sync(
             &ctx,
             "adaptive",
-            s.adaptive.image.as_ref(),
-            s.adaptive.image_version,
+            shown(&s.adaptive, frame),
+            shown_version(&s.adaptive, frame),
             s.adaptive.status == SideStatus::Running,
         )
         .cloned();
     let gain = app.settings.diff_gain;
     let diff_img = (app.settings.view == ViewMode::Difference)
         .then(|| {
-            s.comparison
-                .as_ref()
-                .map(|c| Arc::new(amplify(&c.diff, gain)))
+            s.comparison.as_ref().map(|c| {
+                // A clip's difference is the frame on screen's.
+                let d = c.frame_diffs.get(frame).unwrap_or(&c.diff);
+                Arc::new(amplify(d, gain))
+            })
         })
         .flatten();
-    let diff_version = s.comparison_version.wrapping_mul(1 << 20) ^ gain.to_bits() as u64;
+    let diff_version = (s.comparison_version.wrapping_mul(1 << 20) ^ gain.to_bits() as u64)
+        .wrapping_mul(4096)
+        .wrapping_add(frame as u64);
     let td = if app.settings.view == ViewMode::Difference {
         sync_diff(
             &mut app.textures.diff,
@@ -83,6 +90,9 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
 
     let sides = Sides::of(app);
     let s = &app.session;
+    let n = s.clip_len();
+    // The frame both players show, under each of them.
+    let clip = (n > 0).then(|| format!("Frame {} (0–{})", frame.min(n - 1), n - 1));
     let img_side = (image_area_h - 110.0).min(width / 2.0 - 24.0).max(64.0);
     match app.settings.view {
         ViewMode::SideBySide => {
@@ -90,20 +100,20 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                 side_card(
                     &mut cols[0],
                     Side::Baseline,
-                    &s.baseline,
                     tb.as_ref(),
                     img_side,
                     s,
                     &sides,
+                    clip.as_deref(),
                 );
                 side_card(
                     &mut cols[1],
                     Side::Adaptive,
-                    &s.adaptive,
                     ta.as_ref(),
                     img_side,
                     s,
                     &sides,
+                    clip.as_deref(),
                 );
             });
         }
@@ -202,6 +212,9 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                     }
                     ViewMode::SideBySide => {}
                 }
+                if let Some(c) = &clip {
+                    ui.label(c);
+                }
                 let ui = &mut cols[1];
                 side_numbers(ui, Side::Baseline, &s.baseline, s, &sides);
                 ui.add_space(8.0);
@@ -210,6 +223,17 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     }
 
+    if app.session.clip_len() > 0 {
+        super::player::transport(app, ui);
+        if let Some(v) = app
+            .session
+            .comparison
+            .as_ref()
+            .and_then(|c| c.video.clone())
+        {
+            super::player::psnr_strip(app, ui, &v);
+        }
+    }
     ui.add_space(4.0);
     metrics_row(app, ui, &sides);
     ui.separator();
@@ -293,7 +317,23 @@ fn sync_diff(
     img: Option<&Arc<image::RgbImage>>,
     version: u64,
 ) -> Option<egui::TextureHandle> {
-    slot.sync(ctx, "difference", img, version, false).cloned()
+    slot.sync(ctx, "difference", img.map(|i| &**i), version, false)
+        .cloned()
+}
+
+/// What a side shows: a clip's frame `frame` (its last, should the clip be shorter), else
+/// its image.
+fn shown(v: &SideView, frame: usize) -> Option<&image::RgbImage> {
+    match &v.frames {
+        Some(f) if !f.is_empty() => f.get(frame.min(f.len() - 1)),
+        _ => v.image.as_deref(),
+    }
+}
+
+/// The version of what [`shown`] returns: the side's image version and the frame.
+fn shown_version(v: &SideView, frame: usize) -> u64 {
+    let frame = if v.frames.is_some() { frame as u64 } else { 0 };
+    v.image_version.wrapping_mul(4096).wrapping_add(frame)
 }
 
 fn amplify(diff: &image::RgbImage, gain: f32) -> image::RgbImage {
@@ -364,12 +404,13 @@ impl Sides {
 fn side_card(
     ui: &mut egui::Ui,
     side: Side,
-    v: &SideView,
     tex: Option<&egui::TextureHandle>,
     img_side: f32,
     s: &Session,
     sides: &Sides,
+    clip: Option<&str>,
 ) {
+    let v = s.side(side);
     let (t, c) = sides.title(side);
     // One line, cut with "…" when the column is narrow (the full title on hover), so that
     // both images start at the same height.
@@ -394,6 +435,9 @@ fn side_card(
                 Color32::GRAY,
             );
         }
+    }
+    if let Some(c) = clip {
+        ui.label(c);
     }
     if v.status == SideStatus::Running {
         let galley = ui.painter().layout_no_wrap(
@@ -500,15 +544,32 @@ fn side_numbers(ui: &mut egui::Ui, side: Side, v: &SideView, s: &Session, sides:
 }
 
 /// How far apart the two sides were timed, when more than 30 s: the loop times compare
-/// less well (machine load, clocks and caches change).
+/// less well (machine load, clocks and caches change). The time between the two runs
+/// counts, not between their ends: one side running right after the other, however long
+/// it takes (a clip, a large model on the CPU), was timed together with it.
 pub(in crate::app) fn timing_gap(
     left: &super::super::protocol::SideResult,
     right: &super::super::protocol::SideResult,
 ) -> Option<String> {
-    let (l, r) = (left.computed_at, right.computed_at);
-    let gap = if l > r { l - r } else { r - l };
+    use std::time::Duration;
+    // A run's span: from its start (its end less its loop and decode times) to its end.
+    let span = |r: &super::super::protocol::SideResult| {
+        let took = Duration::from_secs_f64(((r.trace.elapsed_ms + r.decode_ms) / 1e3).max(0.0));
+        (
+            r.computed_at.checked_sub(took).unwrap_or(r.computed_at),
+            r.computed_at,
+        )
+    };
+    let ((ls, le), (rs, re)) = (span(left), span(right));
+    let gap = if le <= rs {
+        rs - le
+    } else if re <= ls {
+        ls - re
+    } else {
+        Duration::ZERO
+    };
     (gap.as_secs() >= 30).then(|| {
-        let older = if l < r { "left" } else { "right" };
+        let older = if le < re { "left" } else { "right" };
         let secs = gap.as_secs();
         let words = if secs < 90 {
             format!("{secs} s")
@@ -543,4 +604,61 @@ fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui, sides: &Sides) {
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::protocol::{Side, SideResult};
+    use super::timing_gap;
+    use crate::sampler::{Method, RunTrace};
+    use std::time::{Duration, Instant};
+
+    fn run(end: Instant, loop_ms: f64) -> SideResult {
+        SideResult {
+            side: Side::Baseline,
+            image: image::RgbImage::new(1, 1),
+            frames: Default::default(),
+            trace: RunTrace {
+                method: Method::Baseline,
+                scheduler: "ddim".into(),
+                budget: 1,
+                guidance: 7.5,
+                early_stop: None,
+                stopped_early_at: None,
+                unet_calls: 1,
+                unet_macs: None,
+                unet_cost: None,
+                steps_run: 1,
+                elapsed_ms: loop_ms,
+                steps: vec![],
+            },
+            decode_ms: 500.0,
+            model: "m".into(),
+            computed_at: end,
+        }
+    }
+
+    #[test]
+    fn only_the_time_between_the_runs_counts() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        // A right side that ran for 45 s right after the left side: timed together.
+        let left = run(t0, 20_000.0);
+        let right = run(t0 + Duration::from_secs_f64(45.6), 45_000.0);
+        assert_eq!(timing_gap(&left, &right), None);
+        // The left side from a run two minutes before the right side started.
+        let right = run(t0 + Duration::from_secs(130), 10_000.0);
+        let note = timing_gap(&left, &right).unwrap();
+        assert!(
+            note.starts_with("Timed 2 min apart (the left side was reused"),
+            "{note}"
+        );
+        // The right side reused, the left side (20.5 s with its decode) started 40 s after
+        // it ended.
+        let right = run(t0 - Duration::from_secs_f64(60.5), 1_000.0);
+        let note = timing_gap(&left, &right).unwrap();
+        assert!(
+            note.starts_with("Timed 40 s apart (the right side"),
+            "{note}"
+        );
+    }
 }
