@@ -498,6 +498,12 @@ impl Settings {
                 Video::Optional
             }
             ModelChoice::Builtin(p) | ModelChoice::Local(p) if is_video_folder(p) => Video::Always,
+            // A folder that carries its own motion module (`motion/`) makes clips when asked.
+            ModelChoice::Builtin(p) | ModelChoice::Local(p)
+                if p.join("motion").join("config.json").is_file() =>
+            {
+                Video::Optional
+            }
             _ => Video::No,
         }
     }
