@@ -96,8 +96,12 @@ fn compare_end_to_end_writes_image_and_traces() {
         25 - adaptive_calls
     );
     let t = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
-    assert_eq!(t["baseline"].dims(), &[1, 4, 8, 8]);
-    assert_eq!(t["adaptive"].dims(), &[1, 4, 8, 8]);
+    assert_eq!(t["left"].dims(), &[1, 4, 8, 8]);
+    assert_eq!(t["right"].dims(), &[1, 4, 8, 8]);
+    assert!(
+        !t.contains_key("reference"),
+        "the left side is the reference"
+    );
 }
 
 #[test]

@@ -178,6 +178,7 @@ fn compare_writes_three_roles_and_words_the_ratios_the_right_way_round() {
 fn compare_runs_the_reference_when_no_side_is_it() {
     let dir = tempfile::tempdir().unwrap();
     let (out, trace) = (dir.path().join("c.png"), dir.path().join("c.json"));
+    let lat = dir.path().join("lat.safetensors");
     let w = tiny_sd();
     let o = adiff(&[
         "compare",
@@ -199,6 +200,8 @@ fn compare_runs_the_reference_when_no_side_is_it() {
         arg(&out),
         "--trace",
         arg(&trace),
+        "--latents-out",
+        arg(&lat),
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");

@@ -93,7 +93,7 @@ fn compare_writes_a_side_by_side_clip_frames_and_per_frame_psnr() {
     assert!(!frames.join("reference").exists(), "no third run");
     // 5-D latents out: [1, 4, 6, 8, 8] per side, and they feed back in.
     let l = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
-    assert_eq!(l["baseline"].dims(), &[1, 4, 6, 8, 8]);
+    assert_eq!(l["left"].dims(), &[1, 4, 6, 8, 8]);
     let back = dir.path().join("in.safetensors");
     let noise =
         candle_core::Tensor::randn(0f32, 1.0, (1, 4, 6, 8, 8), &candle_core::Device::Cpu).unwrap();

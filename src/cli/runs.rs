@@ -173,7 +173,8 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
         r.outputs.stage(p, output::json_bytes(&report)?)?;
     }
     if let Some(p) = &c.latents_out {
-        let latents = [("baseline", &left.latents), ("adaptive", &right.latents)];
+        let mut latents = vec![("left", &left.latents), ("right", &right.latents)];
+        latents.extend(own_reference.map(|g| ("reference", &g.latents)));
         r.outputs.stage(p, output::tensor_bytes(latents)?)?;
     }
     r.outputs.commit()?;
