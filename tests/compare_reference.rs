@@ -89,6 +89,9 @@ fn the_full_step_baseline_runs_once_and_both_sides_are_measured_against_it() {
         };
         assert!(std::ptr::eq(c.reference(), is));
     }
+    // `steps:n=6` of 6 steps counts as the reference because it is the same run, to the bit.
+    let (_, c) = compare("baseline", "steps:n=6");
+    assert_eq!(c.summary.psnr_db, f64::INFINITY);
     // Three steps of six are no full-step run.
     let (passes, _) = compare("steps:n=3", "adaptive");
     assert_eq!(passes.len(), 3, "{passes:?}");
