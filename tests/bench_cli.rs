@@ -200,6 +200,7 @@ fn bench_writes_reports_that_parse_and_agree_with_runs_csv() {
         "Pareto front",
         "speedup_vs_psnr.svg",
         "δ = 0.012",
+        "- Swept: AdaptiveDiffusion δ ∈ {",
         "adiff bench --prompts",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
@@ -508,7 +509,34 @@ fn bench_compares_methods_with_the_matched_fewer_steps_control() {
             <= by("ucache:threshold=1,start=0.15,end=0.95,decay=1,relative=1,reset=1").unet_calls
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("steps:n=match(ucache"), "{md}");
+    // Each row's label is unique: plain AdaptiveDiffusion and its forecast variant at the
+    // same δ read apart, the two ucache thresholds by the key that differs.
+    let labels: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| setting"))
+        .map(|l| l.split(" | ").next().unwrap().trim_start_matches("| "))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "baseline",
+            "adaptive",
+            "adaptive+forecast",
+            "ucache:threshold=1",
+            "ucache:threshold=3",
+            "steps:n=match(adaptive)",
+            "steps:n=match(adaptive+forecast)",
+            "steps:n=match(ucache:threshold=1)",
+            "steps:n=match(ucache:threshold=3)",
+        ],
+        "{md}"
+    );
+    // The header lists what was swept, each short label with its spec.
+    assert!(
+        md.contains("- Swept: `adaptive` = `adaptive:delta=0.02,cmax=4`; `adaptive+forecast` = `adaptive+forecast:delta=0.02,cmax=4`; `ucache:threshold=1` = `ucache:threshold=1,start=0.15,end=0.95,decay=1,relative=1,reset=1`"),
+        "{md}"
+    );
+    assert!(!md.contains("δ ∈ {}") && !md.contains("δ = 0.02"), "{md}");
 }
 
 /// A row of `runs.csv` without the columns that time the run.

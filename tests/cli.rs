@@ -65,7 +65,7 @@ fn compare_end_to_end_writes_image_and_traces() {
         assert_eq!(img.get_pixel(x, y), img.get_pixel(block.0, block.1));
     }
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
-    for side in ["baseline", "adaptive"] {
+    for side in ["left", "right"] {
         let s = &j[side];
         assert!(s["unet_calls"].as_u64().unwrap() >= 1, "{side}");
         assert!(s["elapsed_ms"].as_f64().unwrap() > 0.0);
@@ -83,16 +83,25 @@ fn compare_end_to_end_writes_image_and_traces() {
             .count();
         assert_eq!(computed as u64, s["unet_calls"].as_u64().unwrap());
     }
-    assert_eq!(j["baseline"]["unet_calls"], 25);
-    let adaptive_calls = j["adaptive"]["unet_calls"].as_u64().unwrap();
+    assert_eq!(j["left"]["unet_calls"], 25);
+    assert_eq!(j["left"]["spec"], "baseline");
+    assert_eq!(
+        j["reference"]["same_run_as"], "left",
+        "the baseline runs once"
+    );
+    let adaptive_calls = j["right"]["unet_calls"].as_u64().unwrap();
     assert!(adaptive_calls < 25, "δ=0.05 should skip some steps");
     assert_eq!(
         j["summary"]["unet_calls_saved"].as_u64().unwrap(),
         25 - adaptive_calls
     );
     let t = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
-    assert_eq!(t["baseline"].dims(), &[1, 4, 8, 8]);
-    assert_eq!(t["adaptive"].dims(), &[1, 4, 8, 8]);
+    assert_eq!(t["left"].dims(), &[1, 4, 8, 8]);
+    assert_eq!(t["right"].dims(), &[1, 4, 8, 8]);
+    assert!(
+        !t.contains_key("reference"),
+        "the left side is the reference"
+    );
 }
 
 #[test]

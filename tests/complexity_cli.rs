@@ -202,23 +202,23 @@ fn compare_budget_auto_gives_simple_prompts_fewer_steps() {
     let simple = compare_trace(SIMPLE, dir.path(), "simple");
     let complex = compare_trace(COMPLEX, dir.path(), "complex");
     for j in [&simple, &complex] {
-        assert_eq!(j["baseline"]["budget"], 20, "the baseline keeps --steps");
-        assert_eq!(j["baseline"]["steps_run"], 20);
+        assert_eq!(j["left"]["budget"], 20, "the baseline keeps --steps");
+        assert_eq!(j["left"]["steps_run"], 20);
         assert_eq!(j["complexity"]["scorer"], "heuristic");
         assert_eq!(j["complexity"]["budget"]["baseline_steps"], 20);
         assert_eq!(
-            j["adaptive"]["budget"], j["complexity"]["budget"]["steps"],
+            j["right"]["budget"], j["complexity"]["budget"]["steps"],
             "the adaptive trace runs the chosen budget"
         );
         assert!(j["complexity"]["rationale"].as_str().is_some());
         assert!(j["complexity"]["factors"]["subject_count"].is_u64());
     }
     let (s, c) = (
-        simple["adaptive"]["budget"].as_u64().unwrap(),
-        complex["adaptive"]["budget"].as_u64().unwrap(),
+        simple["right"]["budget"].as_u64().unwrap(),
+        complex["right"]["budget"].as_u64().unwrap(),
     );
     assert_eq!((s, c), (6, 14), "14 × 20/50 and 34 × 20/50, rounded");
-    assert!(simple["adaptive"]["unet_calls"].as_u64().unwrap() <= 6);
+    assert!(simple["right"]["unet_calls"].as_u64().unwrap() <= 6);
 }
 
 #[test]

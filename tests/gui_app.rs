@@ -408,8 +408,8 @@ fn gui_export_writes_png_with_metadata() {
     }
     let trace: serde_json::Value = serde_json::from_str(&get("adiff_trace")).unwrap();
     assert_eq!(trace["prompt"], "a teapot, studio light");
-    assert_eq!(trace["baseline"]["steps"].as_array().unwrap().len(), 12);
-    assert_eq!(trace["adaptive"]["mode"], "adaptive");
+    assert_eq!(trace["left"]["steps"].as_array().unwrap().len(), 12);
+    assert_eq!(trace["right"]["mode"], "adaptive");
     assert!(trace["summary"]["ssim"].is_number());
 
     let one = exported(

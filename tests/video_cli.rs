@@ -44,7 +44,10 @@ fn compare_writes_a_side_by_side_clip_frames_and_per_frame_psnr() {
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("per frame PSNR: mean"), "{err}");
+    assert!(
+        err.contains("right against left (the left side is the reference), per frame: PSNR mean"),
+        "{err}"
+    );
     // A looping animation of 6 frames, each both clips side by side (64-px frames enlarged
     // to at least 256, a gap between).
     use image::AnimationDecoder;
@@ -84,9 +87,13 @@ fn compare_writes_a_side_by_side_clip_frames_and_per_frame_psnr() {
     let clip = t["summary"]["psnr_db"].as_f64().unwrap();
     assert!(worst <= clip && clip <= best, "{worst} {clip} {best}");
     assert!(t["summary"]["unet_calls_saved"].as_u64().unwrap() > 0);
+    // The baseline is the left side: it ran once, and the right side against it is the pair.
+    assert_eq!(t["reference"]["same_run_as"], "left");
+    assert_eq!(t["right_vs_reference"]["video"], t["summary"]["video"]);
+    assert!(!frames.join("reference").exists(), "no third run");
     // 5-D latents out: [1, 4, 6, 8, 8] per side, and they feed back in.
     let l = candle_core::safetensors::load(&lat, &candle_core::Device::Cpu).unwrap();
-    assert_eq!(l["baseline"].dims(), &[1, 4, 6, 8, 8]);
+    assert_eq!(l["left"].dims(), &[1, 4, 6, 8, 8]);
     let back = dir.path().join("in.safetensors");
     let noise =
         candle_core::Tensor::randn(0f32, 1.0, (1, 4, 6, 8, 8), &candle_core::Device::Cpu).unwrap();
@@ -305,4 +312,67 @@ fn check_deepcache_and_tgate(model: &[String]) {
         t["summary"]
     );
     assert!(t["summary"]["psnr_db"].as_f64().unwrap() > 20.0);
+}
+
+#[test]
+fn compare_of_two_methods_measures_each_clip_against_the_full_step_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, trace, frames) = (
+        dir.path().join("clip.gif"),
+        dir.path().join("clip.json"),
+        dir.path().join("frames"),
+    );
+    let w = tiny_video();
+    let o = adiff(&[
+        "compare",
+        "--weights",
+        arg(&w),
+        "--prompt",
+        "a red circle moving left",
+        "--frames",
+        "3",
+        "--steps",
+        "6",
+        "--left",
+        "steps:n=3",
+        "--right",
+        "deepcache:interval=2",
+        "--out",
+        arg(&out),
+        "--trace",
+        arg(&trace),
+        "--frames-out",
+        arg(&frames),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for pair in [
+        "left against the reference, per frame: PSNR mean",
+        "right against the reference, per frame: PSNR mean",
+        "right against left, per frame: PSNR mean",
+    ] {
+        assert!(err.contains(pair), "{pair}: {err}");
+    }
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    assert_eq!(t["reference"]["spec"], "baseline");
+    assert_eq!(t["reference"]["unet_calls"], 6);
+    for pair in ["summary", "left_vs_reference", "right_vs_reference"] {
+        let v = &t[pair]["video"];
+        assert_eq!(v["frames"], 3, "{pair}");
+        assert_eq!(
+            v["psnr_per_frame_db"].as_array().unwrap().len(),
+            3,
+            "{pair}"
+        );
+        assert_eq!(t[pair]["ssim"], v["ssim_mean"], "{pair}");
+    }
+    assert_ne!(
+        t["left_vs_reference"]["video"],
+        t["right_vs_reference"]["video"]
+    );
+    for side in ["left", "right", "reference"] {
+        let p = frames.join(side).join("frame_002.png");
+        assert!(p.is_file(), "{}", p.display());
+    }
 }

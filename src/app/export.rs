@@ -234,14 +234,21 @@ impl ExportData {
                 load_ms: self.load_ms,
                 complexity: self.complexity.clone(),
             },
-            baseline: SideReport {
+            left: SideReport {
+                spec: crate::job::method_spec::format(&b.trace.method),
+                same_run_as: None,
                 trace: b.trace.clone(),
                 decode_ms: b.decode_ms,
             },
-            adaptive: SideReport {
+            right: SideReport {
+                spec: crate::job::method_spec::format(&a.trace.method),
+                same_run_as: None,
                 trace: a.trace.clone(),
                 decode_ms: a.decode_ms,
             },
+            reference: None,
+            left_vs_reference: None,
+            right_vs_reference: None,
             summary: CompareSummary {
                 video: self.video.clone(),
                 ..CompareSummary::of_traces(&b.trace, &a.trace, self.psnr_db.unwrap_or(f64::NAN))
@@ -372,6 +379,8 @@ impl ExportData {
             ExportKind::Image(side) => {
                 let r = self.side(side);
                 let json = serde_json::to_string(&SideReport {
+                    spec: String::new(),
+                    same_run_as: None,
                     trace: r.trace.clone(),
                     decode_ms: r.decode_ms,
                 })?;

@@ -20,6 +20,7 @@
 //!   and the complexity → budget mapping fitted from them.
 
 pub mod calibrate;
+pub mod labels;
 pub mod merge;
 pub mod plan;
 pub mod plots;

@@ -291,6 +291,7 @@ pub fn speedup_vs_psnr(groups: &[GroupSummary], axis: SpeedupAxis) -> String {
         .iter()
         .filter(|g| g.setting != BASELINE)
         .all(|g| g.setting.starts_with("delta"));
+    let labels = super::labels::Labels::of_groups(groups);
     for g in groups.iter().filter(|g| g.setting != BASELINE) {
         let x = match axis {
             SpeedupAxis::Wall => g.speedup,
@@ -300,10 +301,7 @@ pub fn speedup_vs_psnr(groups: &[GroupSummary], axis: SpeedupAxis) -> String {
             identical_only |= g.identical > 0;
             continue;
         };
-        let label = match g.delta {
-            Some(d) if g.setting.starts_with("delta") => format!("δ={d}"),
-            _ => g.setting.clone(),
-        };
+        let label = labels.get(&g.setting).to_string();
         let label = if g.pareto {
             format!("{label} ★")
         } else {
@@ -347,6 +345,7 @@ pub fn speedup_vs_psnr(groups: &[GroupSummary], axis: SpeedupAxis) -> String {
 pub fn steps_vs_complexity(rows: &[RunRow]) -> String {
     let use_complexity = rows.iter().any(|r| r.complexity.is_some());
     let use_grade = !use_complexity && rows.iter().any(|r| r.grade.is_some());
+    let labels = super::labels::Labels::of_rows(rows);
     // colour by setting, marker by scheduler
     let mut settings: Vec<String> = Vec::new();
     let mut schedulers: Vec<String> = Vec::new();
@@ -371,7 +370,7 @@ pub fn steps_vs_complexity(rows: &[RunRow]) -> String {
             .iter()
             .position(|s| *s == r.scheduler)
             .unwrap_or(0);
-        let name = format!("{} {}", r.scheduler, r.setting);
+        let name = format!("{} {}", r.scheduler, labels.get(&r.setting));
         match series.iter_mut().find(|s| s.name == name) {
             Some(s) => s.points.push((x, r.unet_calls as f64, None)),
             None => series.push(Series {
@@ -417,6 +416,7 @@ fn cell_rgb(c: char) -> [u8; 3] {
 type HeatRow = (String, Vec<[u8; 3]>);
 
 fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
+    let labels = super::labels::Labels::of_rows(rows);
     let mut adaptive: Vec<&RunRow> = rows.iter().filter(|r| r.setting != BASELINE).collect();
     let mut sch_order: Vec<&str> = Vec::new();
     for r in &adaptive {
@@ -440,7 +440,10 @@ fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
                 (
                     format!(
                         "p{} s{} {} {}",
-                        r.prompt_index, r.seed, r.scheduler, r.setting
+                        r.prompt_index,
+                        r.seed,
+                        r.scheduler,
+                        labels.get(&r.setting)
                     ),
                     r.pattern.chars().map(cell_rgb).collect(),
                 )
@@ -481,7 +484,10 @@ fn heat_rows(rows: &[RunRow], max_rows: usize) -> (Vec<HeatRow>, bool) {
                     [0, 1, 2].map(|k| (a[k] as f64 + (b[k] as f64 - a[k] as f64) * f).round() as u8)
                 })
                 .collect();
-            (format!("{sch} {set} ({} runs)", rs.len()), cells)
+            (
+                format!("{sch} {} ({} runs)", labels.get(&set), rs.len()),
+                cells,
+            )
         })
         .collect();
     (out, true)

@@ -1,6 +1,7 @@
 //! The report files of a benchmark folder: `summary.json`, `report.md` and the plots,
 //! rebuilt from `runs.csv` and `bench.json`.
 
+use super::labels::Labels;
 use super::plan::BASELINE;
 use super::plots;
 use super::records::{RunRow, read_rows};
@@ -93,15 +94,6 @@ fn mean_median(s: &Stat, prec: usize) -> String {
     match (s.mean, s.median) {
         (Some(m), Some(md)) => format!("{m:.prec$} / {md:.prec$}"),
         _ => "—".into(),
-    }
-}
-
-fn setting_label(g: &GroupSummary) -> String {
-    match (g.setting.as_str(), g.delta) {
-        (BASELINE, _) => BASELINE.into(),
-        ("budget", _) => "complexity budget, no skipping".into(),
-        (_, Some(d)) => format!("δ = {d}"),
-        (s, None) => s.into(),
     }
 }
 
@@ -210,15 +202,9 @@ fn write_header(o: &mut String, s: &Summary) {
     };
     let _ = writeln!(
         o,
-        "- Baseline: {} steps, guidance {}, {size}; adaptive: δ ∈ {{{}}}, C_max {}, budget {}{}, early stop {}",
+        "- Baseline: {} steps, guidance {}, {size}; budget {}{}, early stop {}",
         st.steps,
         st.guidance,
-        st.deltas
-            .iter()
-            .map(f64::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        st.max_skips,
         st.budget,
         if st.budget == "auto" {
             format!(" ({} scorer)", st.scorer)
@@ -230,6 +216,7 @@ fn write_header(o: &mut String, s: &Summary) {
             None => "off".into(),
         }
     );
+    let _ = writeln!(o, "- Swept: {}", swept(s));
     let _ = writeln!(
         o,
         "- CLIP alignment: {}",
@@ -255,6 +242,64 @@ fn write_header(o: &mut String, s: &Summary) {
     );
 }
 
+/// What the benchmark swept: the δ of a δ sweep, and each other setting by its label (with
+/// the spec it stands for when that is longer).
+fn swept(s: &Summary) -> String {
+    let st = &s.meta.settings;
+    let labels = Labels::of_groups(&s.groups);
+    let mut items = vec![];
+    if !st.deltas.is_empty() {
+        items.push(format!(
+            "AdaptiveDiffusion δ ∈ {{{}}} (C_max {})",
+            st.deltas
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            st.max_skips
+        ));
+    }
+    let (mut seen, mut matched): (Vec<&str>, Vec<&str>) = (vec![], vec![]);
+    for g in &s.groups {
+        let set = g.setting.as_str();
+        if set == BASELINE || set == "budget" || set.starts_with("delta=") || seen.contains(&set) {
+            continue;
+        }
+        seen.push(set);
+        let label = labels.get(set);
+        if let Some(inner) = label
+            .strip_prefix("steps:n=match(")
+            .and_then(|l| l.strip_suffix(')'))
+        {
+            matched.push(inner);
+            continue;
+        }
+        items.push(if label == set {
+            format!("`{set}`")
+        } else {
+            format!("`{label}` = `{set}`")
+        });
+    }
+    if !matched.is_empty() {
+        items.push(format!(
+            "`steps:n=match(…)`: every step computed, as many steps as the work (in full calls) of {}",
+            matched
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if st.budget == "auto" {
+        items.push("the complexity budget without skipping".into());
+    }
+    if items.is_empty() {
+        "nothing (the baseline only)".into()
+    } else {
+        items.join("; ")
+    }
+}
+
 /// One scheduler's table of settings and its Pareto front.
 fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
     let _ = writeln!(o, "## {sch}\n");
@@ -266,8 +311,13 @@ fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
         o,
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
     );
+    let labels = Labels::of_groups(&s.groups);
     for g in s.groups.iter().filter(|g| g.scheduler == sch) {
-        let _ = writeln!(o, "{}", table_row(g, s.meta.clip.measured));
+        let _ = writeln!(
+            o,
+            "{}",
+            table_row(g, labels.get(&g.setting), s.meta.clip.measured)
+        );
     }
     let front: Vec<String> = s
         .groups
@@ -280,7 +330,7 @@ fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
             };
             format!(
                 "{} ({}, {p})",
-                setting_label(g),
+                labels.get(&g.setting),
                 g.speedup.map(|x| format!("{x:.2}×")).unwrap_or_default()
             )
         })
@@ -297,7 +347,7 @@ fn write_scheduler_table(o: &mut String, s: &Summary, sch: &str) {
 }
 
 /// One setting's row of a scheduler's table.
-fn table_row(g: &GroupSummary, clip_measured: bool) -> String {
+fn table_row(g: &GroupSummary, label: &str, clip_measured: bool) -> String {
     let base = g.setting == BASELINE;
     let psnr = if base {
         "—".to_string()
@@ -331,7 +381,7 @@ fn table_row(g: &GroupSummary, clip_measured: bool) -> String {
     };
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-        setting_label(g),
+        label,
         g.runs,
         f(g.budget.mean, 1),
         mean_median(&g.latency_ms, 1),

@@ -4,6 +4,8 @@
 //!
 //! * [`run_args`] — the options of `generate` and `compare`, turned into a job.
 //! * [`runs`] — `generate` and `compare`: progress bars, outputs, the summary line.
+//! * [`compare_lines`] — the lines `compare` ends with: each side against the full-step
+//!   reference and against the other.
 //! * [`progress`] — the one progress-bar style.
 //! * [`measure`] — `overhead` and `unet-call`.
 //! * [`bench`](mod@bench) — `bench` and `calibrate` options.
@@ -12,6 +14,7 @@
 //! * [`train`] — `adiff train`: the built-in model's training, export, evaluation.
 
 pub mod bench;
+pub mod compare_lines;
 pub mod complexity;
 pub mod measure;
 pub mod progress;

@@ -7,7 +7,7 @@ use crate::complexity::ComplexityBudget;
 use crate::job::Job;
 use crate::output::{self, Outputs};
 use crate::pipeline::{
-    self, CompareReport, GenerateReport, LoadedModel, Prepared, Progress, RunInfo, SideReport,
+    self, CompareReport, GenerateReport, LoadedModel, Prepared, Progress, RunInfo,
 };
 use anyhow::Result;
 
@@ -146,63 +146,49 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     job.validate()?;
     let mut r = ready(c, job)?;
     let pass = r.job.method_pass(r.budget.as_ref());
-    let (base, fast, summary) =
-        pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
-    warn_notes(base.notes.iter().chain(&fast.notes));
-    let picture = side_by_side(&base.image, &fast.image);
-    let pairs: Vec<image::RgbImage> = base
+    let cmp = pipeline::compare(&r.model, &r.job, &r.prepared, &pass, &mut StepBars::new())?;
+    let (left, right) = (&cmp.left, &cmp.right);
+    let own_reference = match &cmp.reference {
+        pipeline::Reference::Ran(g) => Some(g.as_ref()),
+        pipeline::Reference::Side(_) => None,
+    };
+    warn_notes(
+        left.notes
+            .iter()
+            .chain(&right.notes)
+            .chain(own_reference.into_iter().flat_map(|g| &g.notes)),
+    );
+    let picture = side_by_side(&left.image, &right.image);
+    let pairs: Vec<image::RgbImage> = left
         .frames
         .iter()
-        .zip(&fast.frames)
+        .zip(&right.frames)
         .map(|(l, r)| side_by_side(l, r))
         .collect();
     r.outputs
         .stage(&c.out, out_bytes(&c.out, &picture, &pairs, c.fps)?)?;
     if let Some(p) = &c.trace {
-        let report = CompareReport {
-            info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
-            baseline: SideReport::of(&base),
-            adaptive: SideReport::of(&fast),
-            summary: summary.clone(),
-        };
+        let info = RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref());
+        let report = CompareReport::of(info, &cmp);
         r.outputs.stage(p, output::json_bytes(&report)?)?;
     }
     if let Some(p) = &c.latents_out {
-        let latents = [("baseline", &base.latents), ("adaptive", &fast.latents)];
+        let mut latents = vec![("left", &left.latents), ("right", &right.latents)];
+        latents.extend(own_reference.map(|g| ("reference", &g.latents)));
         r.outputs.stage(p, output::tensor_bytes(latents)?)?;
     }
     r.outputs.commit()?;
     if let Some(dir) = &c.frames_out {
-        output::clip::write_frames(&dir.join("left"), &base.frames)?;
-        output::clip::write_frames(&dir.join("right"), &fast.frames)?;
+        output::clip::write_frames(&dir.join("left"), &left.frames)?;
+        output::clip::write_frames(&dir.join("right"), &right.frames)?;
+        if let Some(g) = own_reference {
+            output::clip::write_frames(&dir.join("reference"), &g.frames)?;
+        }
     }
-    if let Some(v) = &summary.video {
-        eprintln!(
-            "per frame PSNR: mean {}, worst {} (frame {}), SSIM {:.4}",
-            crate::metrics::psnr_text(v.psnr_mean_db),
-            crate::metrics::psnr_text(v.psnr_worst_db),
-            v.worst_frame,
-            v.ssim_mean
-        );
+    for line in super::compare_lines::lines(&cmp) {
+        eprintln!("{line}");
     }
-    eprintln!(
-        "{} {}/{} calls {:.0} ms | {} {}/{} calls {:.0} ms | {:.2}x fewer calls, {} less work, {:.2}x wall, PSNR {}; wrote {}",
-        base.trace.method.name(),
-        base.trace.unet_calls,
-        base.trace.budget,
-        base.trace.elapsed_ms,
-        fast.trace.method.name(),
-        fast.trace.unet_calls,
-        fast.trace.budget,
-        fast.trace.elapsed_ms,
-        summary.nfe_speedup,
-        summary
-            .macs_speedup
-            .map_or("-".into(), |x| format!("{x:.2}x")),
-        summary.wall_speedup,
-        crate::metrics::psnr_text(summary.psnr_db),
-        c.out.display()
-    );
+    eprintln!("wrote {}", c.out.display());
     Ok(())
 }
 

@@ -212,6 +212,16 @@ impl Job {
         Ok(())
     }
 
+    /// The full-step baseline: every one of [`Job::steps`] computed, no early stop; what
+    /// `compare` measures both sides against.
+    pub fn full_step_pass(&self) -> Pass {
+        Pass {
+            method: Method::Baseline,
+            steps: self.steps,
+            early_stop: None,
+        }
+    }
+
     /// The reference run: the full-step baseline unless [`Job::reference`] says otherwise.
     pub fn baseline_pass(&self) -> Pass {
         Pass {

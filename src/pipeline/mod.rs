@@ -22,7 +22,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 pub use reports::{
-    CompareReport, CompareSummary, GenerateReport, RunInfo, SideReport, VideoQuality,
+    CompareReport, CompareSummary, GenerateReport, Role, RunInfo, SideReport, VideoQuality,
 };
 
 /// A loaded pipeline (its schedule, `--prediction` applied, is `sd.schedule()`).
@@ -361,14 +361,80 @@ impl Progress for Quiet {
     fn finish(&mut self) {}
 }
 
-/// Run the baseline and the method from the same inputs (after one warm-up call).
+/// A comparison's runs: its two sides and the full-step reference both are measured
+/// against.
+pub struct Comparison {
+    /// The left side's run ([`Job::baseline_pass`]).
+    pub left: Generation,
+    /// The right side's run ([`Job::method_pass`]).
+    pub right: Generation,
+    /// The full-step reference: its own run, or the side that is it.
+    pub reference: Reference,
+    /// The right side against the left.
+    pub summary: CompareSummary,
+    /// The left side against the reference.
+    pub left_vs_reference: CompareSummary,
+    /// The right side against the reference.
+    pub right_vs_reference: CompareSummary,
+}
+
+/// Where a comparison's full-step reference came from.
+pub enum Reference {
+    /// Neither side is the full-step baseline: it ran on its own.
+    Ran(Box<Generation>),
+    /// This side is the full-step baseline; it ran once.
+    Side(Role),
+}
+
+impl Comparison {
+    /// The reference run.
+    pub fn reference(&self) -> &Generation {
+        match &self.reference {
+            Reference::Ran(g) => g,
+            Reference::Side(Role::Right) => &self.right,
+            Reference::Side(_) => &self.left,
+        }
+    }
+
+    /// The side that is the reference, if one is.
+    pub fn reference_side(&self) -> Option<Role> {
+        match self.reference {
+            Reference::Ran(_) => None,
+            Reference::Side(r) => Some(r),
+        }
+    }
+}
+
+/// Whether a pass is the job's full-step baseline: every one of the job's steps computed
+/// (`baseline`, or `steps:n=N` with the job's N), no early stop.
+pub fn is_full_step(job: &Job, pass: &Pass) -> bool {
+    let full = match pass.method {
+        sampler::Method::Baseline => true,
+        sampler::Method::Steps { n } => n == job.steps,
+        _ => false,
+    };
+    full && pass.steps == job.steps && pass.early_stop.is_none()
+}
+
+/// Run the left side, the right side and (unless a side is it) the full-step baseline from
+/// the same inputs, after one warm-up call, and measure each side against the reference
+/// and the right against the left.
 pub fn compare(
     model: &LoadedModel,
     job: &Job,
     prepared: &Prepared,
-    method: &Pass,
+    right: &Pass,
     progress: &mut dyn Progress,
-) -> Result<(Generation, Generation, CompareSummary)> {
+) -> Result<Comparison> {
+    let left = job.baseline_pass();
+    let side = if is_full_step(job, &left) {
+        Some(Role::Left)
+    } else if is_full_step(job, right) {
+        Some(Role::Right)
+    } else {
+        None
+    };
+    let reference = job.full_step_pass();
     let mut run = |pass: &Pass, then: usize| -> Result<Generation> {
         progress.start(pass, pass.steps, then);
         let g = generate(model, job, prepared, pass, &mut |ev| progress.step(ev))?;
@@ -376,8 +442,32 @@ pub fn compare(
         Ok(g)
     };
     warm_up(model, job, prepared)?;
-    let base = run(&job.baseline_pass(), method.steps)?;
-    let fast = run(method, 0)?;
-    let summary = CompareSummary::of(&base, &fast)?;
-    Ok((base, fast, summary))
+    let own = match side {
+        None => Some(run(&reference, left.steps + right.steps)?),
+        Some(_) => None,
+    };
+    let l = run(&left, right.steps)?;
+    let r = run(right, 0)?;
+    let (left_vs_reference, right_vs_reference) = {
+        let reference = match (&own, side) {
+            (Some(g), _) => g,
+            (None, Some(Role::Right)) => &r,
+            (None, _) => &l,
+        };
+        (
+            CompareSummary::of(reference, &l)?,
+            CompareSummary::of(reference, &r)?,
+        )
+    };
+    Ok(Comparison {
+        summary: CompareSummary::of(&l, &r)?,
+        left: l,
+        right: r,
+        reference: match (own, side) {
+            (Some(g), _) => Reference::Ran(Box::new(g)),
+            (None, s) => Reference::Side(s.unwrap_or(Role::Left)),
+        },
+        left_vs_reference,
+        right_vs_reference,
+    })
 }

@@ -87,9 +87,40 @@ pub struct GenerateReport {
     pub decode_ms: f64,
 }
 
-/// One side of a comparison in the JSON written by `adiff compare --trace`.
+/// A run's role in a comparison: its two sides, and the full-step baseline both are
+/// measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The left side (`compare --left`; the app's reference side).
+    Left,
+    /// The right side (`compare --right`; the app's method side).
+    Right,
+    /// The full-step baseline of the same prompt, seed and scheduler.
+    Reference,
+}
+
+impl Role {
+    /// `left`, `right` or `reference`, as the JSON writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Left => "left",
+            Role::Right => "right",
+            Role::Reference => "reference",
+        }
+    }
+}
+
+/// One run of a comparison in the JSON written by `adiff compare --trace`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SideReport {
+    /// The method spec it ran (as `--method` takes it); empty in reports written before
+    /// sides carried their spec.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spec: String,
+    /// The reference only: the side that is the full-step baseline, whose one run this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_run_as: Option<Role>,
     /// The run's trace.
     #[serde(flatten)]
     pub trace: RunTrace,
@@ -97,22 +128,28 @@ pub struct SideReport {
     pub decode_ms: f64,
 }
 
-/// What the method saved and cost, relative to the baseline.
+/// One run measured against another (the measured run against its standard): what it
+/// saved and cost, and how close its image came.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareSummary {
-    /// Noise-predictor calls avoided.
+    /// Noise-predictor calls avoided (0 when the run made more).
     pub unet_calls_saved: usize,
-    /// Baseline calls / adaptive calls.
+    /// The standard's calls / the run's calls (below 1: the run made more).
     pub nfe_speedup: f64,
-    /// Baseline multiply-accumulates / the method's (partial calls count for what they
+    /// The standard's multiply-accumulates / the run's (partial calls count for what they
     /// compute), when both were counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macs_speedup: Option<f64>,
-    /// Baseline loop time / adaptive loop time (wall clock, same process).
+    /// The standard's loop time / the run's (wall clock, same process).
     pub wall_speedup: f64,
-    /// PSNR of the adaptive image against the baseline image, dB (0–255 scale); for a
-    /// clip, over all its frames.
+    /// PSNR of the run's image against the standard's, dB (0–255 scale); for a clip, over
+    /// all its frames. JSON `null`: the images are identical.
+    #[serde(deserialize_with = "psnr_or_identical")]
     pub psnr_db: f64,
+    /// SSIM of the run's image against the standard's (a clip: the mean over its frames);
+    /// absent in reports written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssim: Option<f64>,
     /// A clip's quality frame by frame, as the paper's video evaluation reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoQuality>,
@@ -191,36 +228,75 @@ impl VideoQuality {
     }
 }
 
-/// The JSON written by `adiff compare --trace`.
+/// A PSNR that JSON wrote as `null` (no NaN or ∞ in JSON) is that of identical images.
+fn psnr_or_identical<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+/// The JSON written by `adiff compare --trace`: the sides by role, each with its method
+/// spec. Reports written before the reference was run read too: `baseline` and
+/// `adaptive` are the left and right sides, and the reference is absent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareReport {
     /// Settings.
     #[serde(flatten)]
     pub info: RunInfo,
-    /// The fixed-step baseline.
-    pub baseline: SideReport,
-    /// The adaptive pipeline.
-    pub adaptive: SideReport,
-    /// Savings and quality.
+    /// The left side.
+    #[serde(alias = "baseline")]
+    pub left: SideReport,
+    /// The right side.
+    #[serde(alias = "adaptive")]
+    pub right: SideReport,
+    /// The full-step baseline of the same prompt, seed and scheduler (when a side is it,
+    /// its run again, with `same_run_as` naming the side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<SideReport>,
+    /// The right side against the left.
     pub summary: CompareSummary,
+    /// The left side against the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_vs_reference: Option<CompareSummary>,
+    /// The right side against the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right_vs_reference: Option<CompareSummary>,
+}
+
+impl CompareReport {
+    /// The report of a finished comparison run with the settings `info`.
+    pub fn of(info: RunInfo, c: &super::Comparison) -> Self {
+        let mut reference = SideReport::of(c.reference());
+        reference.same_run_as = c.reference_side();
+        Self {
+            info,
+            left: SideReport::of(&c.left),
+            right: SideReport::of(&c.right),
+            reference: Some(reference),
+            summary: c.summary.clone(),
+            left_vs_reference: Some(c.left_vs_reference.clone()),
+            right_vs_reference: Some(c.right_vs_reference.clone()),
+        }
+    }
 }
 
 impl CompareSummary {
-    /// The method's run `fast` against the baseline run `base`.
+    /// The run `fast` against the run `base`, its standard.
     pub fn of(base: &Generation, fast: &Generation) -> Result<Self> {
         if !base.frames.is_empty() {
             // A clip: PSNR over all its frames (not over the filmstrip, whose gaps would
             // count as agreeing pixels).
             let video = VideoQuality::of(&base.frames, &fast.frames)?;
             let mut s = Self::of_traces(&base.trace, &fast.trace, video.psnr_clip_db());
+            s.ssim = Some(video.ssim_mean);
             s.video = Some(video);
             return Ok(s);
         }
         let psnr_db = crate::metrics::psnr(&fast.image, &base.image)?;
-        Ok(Self::of_traces(&base.trace, &fast.trace, psnr_db))
+        let mut s = Self::of_traces(&base.trace, &fast.trace, psnr_db);
+        s.ssim = Some(crate::metrics::ssim(&fast.image, &base.image)?);
+        Ok(s)
     }
 
-    /// From the two traces and the PSNR of the method's image against the baseline's.
+    /// From the two traces and the PSNR of `fast`'s image against `base`'s (no SSIM).
     pub fn of_traces(base: &RunTrace, fast: &RunTrace, psnr_db: f64) -> Self {
         Self {
             unet_calls_saved: base.unet_calls.saturating_sub(fast.unet_calls),
@@ -231,6 +307,7 @@ impl CompareSummary {
             },
             wall_speedup: base.elapsed_ms / fast.elapsed_ms.max(1e-9),
             psnr_db,
+            ssim: None,
             video: None,
         }
     }
@@ -240,6 +317,8 @@ impl SideReport {
     /// The report of one finished run.
     pub fn of(g: &Generation) -> Self {
         Self {
+            spec: crate::job::method_spec::format(&g.trace.method),
+            same_run_as: None,
             trace: g.trace.clone(),
             decode_ms: g.decode_ms,
         }
