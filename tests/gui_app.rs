@@ -1444,7 +1444,7 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
         (t["width"].as_u64(), t["height"].as_u64()),
         (Some(32), Some(32))
     );
-    assert_eq!(t["baseline"]["steps"].as_array().unwrap().len(), 8);
+    assert_eq!(t["left"]["steps"].as_array().unwrap().len(), 8);
     assert_eq!(t["settings"]["frames"], 4);
     assert_eq!(t["summary"]["video"]["frames"], 4);
 

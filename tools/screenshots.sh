@@ -7,6 +7,7 @@
 #   tools/screenshots.sh --frame-times   # also measure UI frame times during a heavier run
 #   tools/screenshots.sh --frame-times-only
 #   tools/screenshots.sh --checkpoint-only   # only 09: a single-file checkpoint with LoRAs
+#   tools/screenshots.sh --clip-only     # only 11: the built-in model's clips in the player
 #
 # Needs Xvfb, xdotool and ImageMagick's `import`:
 #   apt-get install -y xvfb xdotool imagemagick x11-utils
@@ -23,13 +24,15 @@ cd "$(dirname "$0")/.."
 FRAME_TIMES=0
 SHOTS=1
 CHECKPOINT=1
+CLIP=1
 case "${1:-}" in
 --frame-times) FRAME_TIMES=1 ;;
---frame-times-only) FRAME_TIMES=1 SHOTS=0 CHECKPOINT=0 ;;
---checkpoint-only) SHOTS=0 ;;
+--frame-times-only) FRAME_TIMES=1 SHOTS=0 CHECKPOINT=0 CLIP=0 ;;
+--checkpoint-only) SHOTS=0 CLIP=0 ;;
+--clip-only) SHOTS=0 CHECKPOINT=0 ;;
 "") ;;
 *)
-    echo "usage: $0 [--frame-times | --frame-times-only | --checkpoint-only]" >&2
+    echo "usage: $0 [--frame-times | --frame-times-only | --checkpoint-only | --clip-only]" >&2
     exit 2
     ;;
 esac
@@ -173,6 +176,30 @@ EOF
     xdotool key ctrl+Return
     wait_title done 300
     shot 09-own-checkpoint
+    xdotool key ctrl+q
+    wait "$APP" || true
+    APP=""
+fi
+
+if ((CLIP)); then
+    # 11. The built-in model with "Make a clip" ticked, 8 frames: both clips play side by
+    # side in sync, the per-frame PSNR strip under them; paused, then stepped to frame 6.
+    cat >"$tmp/settings.json" <<EOF
+{"prompt": "", "model": {"kind": "builtin", "value": "$MODEL"}, "scheduler": "ddim",
+ "steps": 50, "guidance": 7.5, "seed": 42, "custom_size": false, "width": 32, "height": 32,
+ "delta": 0.01, "max_skips": 4, "force_cpu": true, "view": "side_by_side", "frames": 8,
+ "clip": true, "export_dir": "$tmp/exports", "ui_scale": 1.0, "auto_rerun": true}
+EOF
+    start_app
+    click 184 75
+    xdotool type --delay 25 "${ADIFF_SCREENSHOT_CLIP_PROMPT:-a red circle moving right on a black background}"
+    xdotool key ctrl+Return
+    wait_title done 600
+    sleep 1
+    click 1000 950 # the results area takes the keys
+    xdotool key space
+    for _ in $(seq 6); do xdotool key Right; done
+    shot 11-clip-player
     xdotool key ctrl+q
     wait "$APP" || true
     APP=""
