@@ -1,0 +1,185 @@
+//! The built-in model makes video: `--model shapes --frames N` loads its motion module
+//! (`assets/models/shapes/motion`, with its motion words), the clip comparison runs offline,
+//! the evaluator judges clips, and the bad inputs of video on the built-in model.
+
+mod common;
+
+use common::{adiff, arg, root, stderr};
+use std::process::Command;
+
+fn adiff_env(args: &[&str], env: (&str, &std::path::Path)) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_adiff"))
+        .args(args)
+        .env(env.0, env.1)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_builtin_model_compares_clips_with_its_motion_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, trace) = (dir.path().join("clip.gif"), dir.path().join("t.json"));
+    let o = adiff(&[
+        "compare",
+        "--model",
+        "shapes",
+        "--frames",
+        "4",
+        "--steps",
+        "6",
+        "--prompt",
+        "a red circle moving right",
+        "--out",
+        arg(&out),
+        "--trace",
+        arg(&trace),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    // The module and its words were loaded; no word of the prompt is unknown to them.
+    assert!(err.contains("the motion module's words"), "{err}");
+    assert!(!err.contains("moving"), "{err}");
+    use image::AnimationDecoder;
+    let bytes = std::fs::read(&out).unwrap();
+    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(&bytes)).unwrap();
+    let frames: Vec<image::Frame> = dec.into_frames().collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 4);
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    assert_eq!(t["summary"]["video"]["frames"], 4, "{t}");
+
+    // Without frames the image model runs, and the motion words are unknown to it.
+    let png = dir.path().join("still.png");
+    let o = adiff(&[
+        "generate",
+        "--model",
+        "shapes",
+        "--steps",
+        "4",
+        "--prompt",
+        "a red circle moving right",
+        "--out",
+        arg(&png),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("moving"), "{err}");
+}
+
+#[test]
+fn clips_beyond_the_modules_positions_and_models_without_one_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("c.gif");
+    let o = adiff(&[
+        "generate",
+        "--model",
+        "shapes",
+        "--frames",
+        "17",
+        "--prompt",
+        "a red circle moving up",
+        "--out",
+        arg(&gif),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("beyond the motion module's position table of 16 frames"),
+        "{err}"
+    );
+    assert!(!gif.exists());
+    // A copy of the image model without its motion module makes images only: frames are
+    // refused.
+    let gif = dir.path().join("c.png");
+    let copy = dir.path().join("shapes-image");
+    let src = root().join("assets/models/shapes");
+    std::fs::create_dir_all(&copy).unwrap();
+    for part in [
+        "model_index.json",
+        "unet",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+    ] {
+        copy_all(&src.join(part), &copy.join(part));
+    }
+    let o = adiff_env(
+        &[
+            "generate",
+            "--model",
+            "shapes",
+            "--frames",
+            "4",
+            "--prompt",
+            "a red circle moving up",
+            "--out",
+            arg(&gif),
+        ],
+        ("ADIFF_SHAPES_MODEL", &copy),
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("makes images, not video"), "{err}");
+    assert!(!gif.exists());
+}
+
+fn copy_all(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy_all(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+#[test]
+fn the_evaluator_generates_held_out_clips_and_judges_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let clips = dir.path().join("clips");
+    let o = adiff(&[
+        "train",
+        "motion-eval",
+        "--single",
+        "2",
+        "--pairs",
+        "1",
+        "--frames",
+        "4",
+        "--steps",
+        "4",
+        "--clips",
+        arg(&clips),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("one object: motion right"), "{out}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clips.join("summary.json")).unwrap()).unwrap();
+    let results = s["clips"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(s["single"]["clips"], 2);
+    assert_eq!(s["pairs"]["clips"], 1);
+    // The last prompt is a pair moving apart; each clip is a filmstrip of its 4 frames.
+    assert!(
+        results[2]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("moving apart")
+    );
+    let strips: Vec<_> = std::fs::read_dir(&clips)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "png").then_some(p)
+        })
+        .collect();
+    assert_eq!(strips.len(), 3);
+    // The frames in a grid of 32-px cells.
+    let img = image::open(&strips[0]).unwrap();
+    assert_eq!((img.width() % 32, img.height() % 32), (0, 0));
+    assert!(img.width() * img.height() >= 4 * 32 * 32);
+}
