@@ -328,6 +328,55 @@ pub(crate) fn adamw(
     Ok((new, m, v))
 }
 
+/// A run's per-parameter optimiser state: the AdamW moments and the EMA of the weights.
+pub(crate) struct Moments<'a> {
+    /// First moments.
+    pub m: &'a mut [Tensor],
+    /// Second moments.
+    pub v: &'a mut [Tensor],
+    /// EMA of the weights.
+    pub ema: &'a mut [Tensor],
+}
+
+/// Back-propagate `loss` (refused when not finite) and give every parameter with a gradient
+/// one AdamW update at step `step` (0-based) with learning rate `lr` and weight decay
+/// `wd_ema.0`, then move its EMA toward it with decay `min(wd_ema.1, (1 + step) / (10 +
+/// step))`. Returns the loss.
+pub(crate) fn adamw_ema_step(
+    loss: &Tensor,
+    params: &[(String, Var)],
+    state: Moments,
+    step: usize,
+    lr: f64,
+    (weight_decay, ema_decay): (f64, f64),
+) -> Result<f64> {
+    let value = loss.to_scalar::<f32>()? as f64;
+    if !value.is_finite() {
+        bail!("the loss is {value} at step {step}");
+    }
+    let grads = loss.backward()?;
+    let decay = ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+    for (i, (_, var)) in params.iter().enumerate() {
+        let Some(g) = grads.get(var.as_tensor()) else {
+            continue;
+        };
+        // Plain values from here on: nothing may keep this step's graph alive.
+        let (new, m, v) = adamw(
+            &var.as_tensor().detach(),
+            &g.detach(),
+            (&state.m[i], &state.v[i]),
+            step,
+            lr,
+            weight_decay,
+        )?;
+        var.set(&new)?;
+        state.ema[i] = ((&state.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
+        state.m[i] = m;
+        state.v[i] = v;
+    }
+    Ok(value)
+}
+
 /// Redraw every randomly initialised parameter from `seed` (normal, with the standard
 /// deviation measured on candle's draw); constant ones (norm weights) stay. candle's CPU
 /// initialisers cannot be seeded. The values come from `seed`, but the standard deviation
@@ -683,34 +732,19 @@ impl Trainer {
     /// One optimisation step; returns the loss.
     pub fn train_step(&mut self) -> Result<f64> {
         let loss = self.loss(self.config.batch)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        if !value.is_finite() {
-            bail!("the loss is {value} at step {}", self.step);
-        }
-        let grads = loss.backward()?;
         let lr = self.lr();
-        let decay = self
-            .config
-            .ema_decay
-            .min((1.0 + self.step as f64) / (10.0 + self.step as f64));
-        for (i, (_, var)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // Plain values from here on: nothing may keep this step's graph alive.
-            let (new, m, v) = adamw(
-                &var.as_tensor().detach(),
-                &g.detach(),
-                (&self.m[i], &self.v[i]),
-                self.step,
-                lr,
-                self.config.weight_decay,
-            )?;
-            var.set(&new)?;
-            self.ema[i] = ((&self.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
-            self.m[i] = m;
-            self.v[i] = v;
-        }
+        let value = adamw_ema_step(
+            &loss,
+            &self.params,
+            Moments {
+                m: &mut self.m,
+                v: &mut self.v,
+                ema: &mut self.ema,
+            },
+            self.step,
+            lr,
+            (self.config.weight_decay, self.config.ema_decay),
+        )?;
         self.step += 1;
         Ok(value)
     }

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,9 @@ use serde_json::json;
 
 use super::checkpoint;
 use super::seeded_init::SeededVarMap;
-use super::{adamw, alphas_cumprod, draw_timestep, loss_weight, lr_at, training_noise};
+use super::{
+    Moments, adamw_ema_step, alphas_cumprod, draw_timestep, loss_weight, lr_at, training_noise,
+};
 use crate::model::config::{ClipConfig, ClipJson, UNetConfig};
 use crate::model::motion::{MotionConfig, MotionModules, Temporal};
 use crate::model::text_encoder::ClipTextEncoder;
@@ -444,33 +446,19 @@ impl MotionTrainer {
     /// One optimisation step; returns the loss.
     pub fn train_step(&mut self) -> Result<f64> {
         let loss = self.loss()?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        if !value.is_finite() {
-            bail!("the loss is {value} at step {}", self.step);
-        }
-        let grads = loss.backward()?;
         let lr = self.lr();
-        let decay = self
-            .config
-            .ema_decay
-            .min((1.0 + self.step as f64) / (10.0 + self.step as f64));
-        for (i, (_, var)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let (new, m, v) = adamw(
-                &var.as_tensor().detach(),
-                &g.detach(),
-                (&self.m[i], &self.v[i]),
-                self.step,
-                lr,
-                self.config.weight_decay,
-            )?;
-            var.set(&new)?;
-            self.ema[i] = ((&self.ema[i] * decay)? + (&new * (1.0 - decay))?)?;
-            self.m[i] = m;
-            self.v[i] = v;
-        }
+        let value = adamw_ema_step(
+            &loss,
+            &self.params,
+            Moments {
+                m: &mut self.m,
+                v: &mut self.v,
+                ema: &mut self.ema,
+            },
+            self.step,
+            lr,
+            (self.config.weight_decay, self.config.ema_decay),
+        )?;
         self.step += 1;
         Ok(value)
     }
