@@ -484,14 +484,14 @@ fn bench_compares_methods_with_the_matched_fewer_steps_control() {
     let base = by("baseline");
     assert_eq!(base.method, "baseline");
     assert!(base.unet_cost.unwrap() > 0.0 && base.unet_macs.unwrap() > 0);
-    let adaptive = by("adaptive:delta=0.02,cmax=4");
+    let adaptive = by("adaptive:delta=0.02,max_skips=4");
     assert_eq!(adaptive.mode.name(), "adaptive");
     assert!(adaptive.unet_calls < base.unet_calls);
     // Cost is per call: the same per-call MACs on both sides.
     let per_call =
         |r: &adaptive_diffusion::bench::records::RunRow| r.unet_macs.unwrap() / r.unet_calls as u64;
     assert_eq!(per_call(adaptive), per_call(base));
-    let control = by("steps:n=match(adaptive:delta=0.02,cmax=4)");
+    let control = by("steps:n=match(adaptive:delta=0.02,max_skips=4)");
     assert_eq!(control.mode.name(), "steps");
     assert_eq!(
         control.budget, adaptive.unet_calls,
@@ -499,7 +499,7 @@ fn bench_compares_methods_with_the_matched_fewer_steps_control() {
     );
     assert_eq!(control.unet_calls, adaptive.unet_calls);
     assert!(control.psnr_db.is_some());
-    let forecast = by("adaptive+forecast:delta=0.02,cmax=4");
+    let forecast = by("adaptive+forecast:delta=0.02,max_skips=4");
     assert_eq!(
         forecast.pattern, adaptive.pattern,
         "the same decisions as plain reuse"
@@ -533,7 +533,7 @@ fn bench_compares_methods_with_the_matched_fewer_steps_control() {
     );
     // The header lists what was swept, each short label with its spec.
     assert!(
-        md.contains("- Swept: `adaptive` = `adaptive:delta=0.02,cmax=4`; `adaptive+forecast` = `adaptive+forecast:delta=0.02,cmax=4`; `ucache:threshold=1` = `ucache:threshold=1,start=0.15,end=0.95,decay=1,relative=1,reset=1`"),
+        md.contains("- Swept: `adaptive` = `adaptive:delta=0.02,max_skips=4`; `adaptive+forecast` = `adaptive+forecast:delta=0.02,max_skips=4`; `ucache:threshold=1` = `ucache:threshold=1,start=0.15,end=0.95,decay=1,relative=1,reset=1`"),
         "{md}"
     );
     assert!(!md.contains("δ ∈ {}") && !md.contains("δ = 0.02"), "{md}");

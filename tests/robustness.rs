@@ -357,9 +357,12 @@ fn cases() -> Vec<Case> {
         case(leak(g("a --guidance -1")), "--guidance"),
         case(leak(g("a --guidance nan")), "--guidance"),
         case(leak(g("a --guidance inf")), "--guidance"),
-        case(leak(g("a --delta -0.5")), "--delta must be a finite number"),
+        case(
+            leak(g("a --delta -0.5")),
+            "--delta must be within 0–10 (got -0.5)",
+        ),
         case(leak(g("a --delta nan")), "--delta"),
-        case(leak(g("a --delta 1e6")), "--delta must be at most 10"),
+        case(leak(g("a --delta 1e6")), "--delta must be within 0–10"),
         case(leak(g("a --max-skips 0")), "--max-skips must be at least 1"),
         usage(
             leak(g("a --max-skips -1")),
@@ -504,7 +507,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             leak(g("a --method adaptive:interval=2")),
-            "adaptive has no key 'interval' (keys: delta, cmax)",
+            "adaptive has no key 'interval' (keys: delta, max_skips)",
         ),
         case(leak(g("a --method steps:n=0")), "n must be at least 1"),
         case(leak(g("a --method steps")), "steps needs n=N"),
@@ -518,11 +521,11 @@ fn cases() -> Vec<Case> {
         ),
         case(
             leak(g("a --method tgate:gate=0")),
-            "tgate: gate must be at least 1",
+            "gate_step must be at least 1 (got 0)",
         ),
         case(
-            leak(g("a --method tgate:gate_step=3")),
-            "tgate has no key 'gate_step' (keys: gate, sp_interval, fi_interval, warm_up)",
+            leak(g("a --method tgate:gate_steps=3")),
+            "tgate has no key 'gate_steps' (keys: gate_step, sp_interval, fi_interval, warm_up)",
         ),
         case(
             leak(g("a --method deepcache:branch=6")),

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod compare_lines;
 pub mod complexity;
 pub mod measure;
+pub mod methods;
 pub mod progress;
 pub mod run_args;
 pub mod runs;
@@ -69,6 +70,8 @@ pub enum Command {
     Calibrate(bench::CalibrateArgs),
     /// Train the built-in "shapes" model (resumable), export it, time it, score it.
     Train(train::TrainArgs),
+    /// List every acceleration method with its keys, defaults, ranges and sources.
+    Methods,
 }
 
 /// The command line's names: a setting is its flag.
@@ -232,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => shards::run(&a),
         Command::Calibrate(a) => bench::run_calibrate_cmd(&a),
         Command::Train(a) => train::run(&a),
+        Command::Methods => methods::run(),
         Command::Overhead(a) => measure::overhead_cmd(&a),
         Command::UnetCall(a) => measure::unet_call_cmd(&a),
     }

@@ -275,6 +275,17 @@ impl RunSettings {
     /// The run's own preconditions (the front ends check more, with their wording).
     fn validate(&self) -> Result<()> {
         self.method.validate()?;
+        if let Some(ok) = self.method.def().schedulers()
+            && !ok.contains(&self.scheduler)
+        {
+            let names: Vec<_> = ok.iter().map(|k| k.name()).collect();
+            bail!(
+                "{} does not run with the {} scheduler (it supports {})",
+                self.method.name(),
+                self.scheduler.name(),
+                names.join(", ")
+            );
+        }
         if let Some(es) = &self.early_stop {
             es.validate()?;
         }

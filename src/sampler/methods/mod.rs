@@ -49,6 +49,9 @@ pub fn names() -> String {
         .join(", ")
 }
 
+/// The smallest valid value of a key that must be positive (checked as "a positive number").
+pub const POSITIVE: f64 = f64::MIN_POSITIVE;
+
 /// How a key's value is read, written and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -190,7 +193,9 @@ impl Key {
             _ => {}
         }
         if v < self.min || v > self.max {
-            let range = if self.max == f64::INFINITY {
+            let range = if self.min == POSITIVE && self.max == f64::INFINITY {
+                "must be a positive number".to_string()
+            } else if self.max == f64::INFINITY {
                 match (self.kind, self.min) {
                     (KeyKind::Count, m) => format!("must be at least {}", shown(m)),
                     (_, m) => format!("must be a finite number ≥ {}", shown(m)),

@@ -16,7 +16,7 @@
 //!
 //! There is no Python reference: `tests` pins the rule with hand-checked sequences.
 
-use super::{Choice, Key, KeyKind, MethodDef, Notes, RunInfo, SliderMax, Step, StepRule};
+use super::{Choice, Key, KeyKind, MethodDef, Notes, POSITIVE, RunInfo, SliderMax, Step, StepRule};
 use crate::sampler::denoise::RawPrediction;
 use crate::sampler::method::{Method, MethodError};
 use crate::sampler::trace::Decision;
@@ -25,7 +25,7 @@ use candle_core::{DType, Tensor};
 
 /// stable-diffusion.cpp's option names (shortened) and defaults.
 const KEYS: [Key; 6] = [
-    Key::new("threshold", KeyKind::Number, 1.0, f64::MIN_POSITIVE, f64::INFINITY)
+    Key::new("threshold", KeyKind::Number, 1.0, POSITIVE, f64::INFINITY)
         .aliases(&["ucache.threshold"])
         .described(
             "threshold",
