@@ -9,7 +9,8 @@
 use crate::field::{Field, FieldError};
 use crate::model::config::{SD15_UNET_CONFIG, UNetConfig, UNetJson};
 use crate::model::unet::UNet;
-use crate::sampler::adaptive::SkipController;
+use crate::sampler::change::ChangeTracker;
+use crate::sampler::methods::adaptive::ThirdOrderRule;
 use crate::sampler::{RawPrediction, run::rel_change};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -102,12 +103,13 @@ pub fn measure(
     let latents: Vec<Tensor> = (0..8)
         .map(|_| Tensor::randn(0f32, 1.0, &shape[..], device))
         .collect::<candle_core::Result<_>>()?;
-    let mut ctl = SkipController::new(crate::job::defaults::ADAPTIVE);
+    let mut tracker = ChangeTracker::default();
+    let mut ctl = ThirdOrderRule::new(&crate::job::defaults::ADAPTIVE, false);
     let t0 = Instant::now();
     for i in 0..controller_iters {
         let cur = &latents[i % latents.len()];
         let prev = &latents[(i + 1) % latents.len()];
-        ctl.observe(i, cur)?;
+        std::hint::black_box(ctl.observe(&tracker.observe(cur)?));
         std::hint::black_box(rel_change(cur, prev)?);
     }
     device.synchronize()?;

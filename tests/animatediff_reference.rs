@@ -94,7 +94,7 @@ fn animatediff_clips_match_diffusers_for_each_scheduler_and_both_layouts() {
                 scheduler: kind,
                 steps,
                 guidance,
-                method: Method::Baseline,
+                method: Method::BASELINE,
                 early_stop: None,
             };
             let sigma = sampler::build_scheduler(kind, &sch, steps)

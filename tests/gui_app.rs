@@ -626,7 +626,7 @@ fn gui_the_left_side_can_run_another_method() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     s.prompt = "a red circle".into();
-    s.left.steps_n = 6;
+    s.left.set(kind("steps"), "n", 6.0);
     let mut h = harness(s);
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
     wait_for(&mut h, "the first comparison", done);
@@ -732,9 +732,9 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     s.prompt = "a red circle".into();
-    s.left_method = MethodKind::DeepCache;
-    s.method = MethodKind::Steps;
-    s.steps_n = 6;
+    s.left_method = kind("deepcache");
+    s.method = kind("steps");
+    s.right.set(kind("steps"), "n", 6.0);
     let mut h = harness(s);
     // Named before the first run, too.
     h.get_by_label("DeepCache PNG");
@@ -789,25 +789,17 @@ fn gui_labels_follow_the_methods_and_each_side_has_its_own_settings() {
     wait_for(&mut h, "the left side with interval 2", |a| {
         done(a)
             && a.session.results().is_some_and(|(l, _)| {
-                l.trace.method
-                    == Method::DeepCache {
-                        interval: 2,
-                        branch: 0,
-                    }
+                l.trace.method == Method::named("deepcache").unwrap().with("interval", 2.0)
             })
     });
     let a = app(&h);
-    assert_eq!(a.settings.left.deepcache_interval, 2);
-    assert_eq!(
-        a.settings.right(),
-        MethodParams {
-            steps_n: 6,
-            ..MethodParams::default()
-        }
-    );
+    assert_eq!(a.settings.left.get(kind("deepcache"), "interval"), 2.0);
+    let mut right = MethodParams::default();
+    right.set(kind("steps"), "n", 6.0);
+    assert_eq!(a.settings.right, right);
     assert_eq!(
         a.session.results().unwrap().1.trace.method,
-        Method::Steps { n: 6 }
+        Method::steps(6)
     );
     h.get_by_label_contains("DeepCache: interval 2");
 }
@@ -962,7 +954,10 @@ fn gui_delta_above_the_slider_range_is_kept() {
     h.get_by_role_and_label(Role::Slider, "δ threshold")
         .set_value_accesskit(0.5);
     h.run_steps(3);
-    assert_eq!(app(&h).settings.delta, 0.5);
+    assert_eq!(
+        app(&h).settings.right.get(MethodKind::ADAPTIVE, "delta"),
+        0.5
+    );
 }
 
 /// Issue 30, defect 12: Generate during a run with the same settings does not restart it
@@ -1017,8 +1012,8 @@ fn gui_side_by_side_stays_aligned_when_the_centre_narrows() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness_sized(
         Settings {
-            left_method: MethodKind::TGate,
-            method: MethodKind::AdaptiveForecast,
+            left_method: kind("tgate"),
+            method: kind("adaptive+forecast"),
             ..settings(dir.path())
         },
         egui::vec2(900.0, 900.0),
@@ -1119,7 +1114,7 @@ fn gui_changing_the_left_side_does_not_rerun_the_right_side() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     s.prompt = "a red circle".into();
-    s.left.steps_n = 6;
+    s.left.set(kind("steps"), "n", 6.0);
     let mut h = harness(s);
     h.get_by_label("Generate").click();
     wait_for(&mut h, "the first comparison", done);
@@ -1199,7 +1194,7 @@ fn fixtures() -> PathBuf {
 /// The tiny pipeline with the tiny AnimateDiff motion module: 4-frame clips of 32×32 (the
 /// smallest SSIM's window allows), cheap on a 2-core machine.
 fn clip_settings(export_dir: &Path) -> Settings {
-    Settings {
+    let mut s = Settings {
         prompt: "a red circle moving right".into(),
         motion: Some(fixtures().join("tiny-animatediff/motion_adapter")),
         frames: 4,
@@ -1208,10 +1203,16 @@ fn clip_settings(export_dir: &Path) -> Settings {
         width: 32,
         height: 32,
         fps: 8.0,
-        // Large enough for the right side to skip steps in 8.
-        delta: 0.2,
         ..settings(export_dir)
-    }
+    };
+    // Large enough for the right side to skip steps in 8.
+    s.right.set(MethodKind::ADAPTIVE, "delta", 0.2);
+    s
+}
+
+/// A registered method's kind.
+fn kind(name: &str) -> MethodKind {
+    MethodKind::named(name).unwrap()
 }
 
 /// How many players say they show `frame` of the 4-frame clip.

@@ -139,7 +139,7 @@ fn baseline_runs_match_diffusers() {
         let name = b["scheduler"].as_str().unwrap();
         let steps = b["steps"].as_u64().unwrap() as usize;
         let t = tensors(b["file"].as_str().unwrap());
-        let (out, lat) = run(&s, kind(name), steps, Method::Baseline, &t["init_latents"]);
+        let (out, lat) = run(&s, kind(name), steps, Method::BASELINE, &t["init_latents"]);
         assert_eq!(out.trace.unet_calls, steps);
         for (i, x) in lat.iter().enumerate() {
             let want = t["step_latents"].i(i).unwrap().unsqueeze(0).unwrap();
@@ -160,10 +160,10 @@ fn adaptive_runs_reproduce_published_masks() {
     for a in m["adaptive"].as_array().unwrap() {
         let name = a["scheduler"].as_str().unwrap();
         let steps = a["steps"].as_u64().unwrap() as usize;
-        let policy = Method::Adaptive {
-            delta: a["delta"].as_f64().unwrap(),
-            max_skips: a["max_skips"].as_u64().unwrap() as usize,
-        };
+        let policy = Method::adaptive(
+            a["delta"].as_f64().unwrap(),
+            a["max_skips"].as_u64().unwrap() as usize,
+        );
         let t = tensors(a["file"].as_str().unwrap());
         let (out, _) = run(&s, kind(name), steps, policy, &t["init_latents"]);
         let want: Vec<bool> = a["computed"]

@@ -114,7 +114,7 @@ fn baseline_clips_match_diffusers_text_to_video() {
     ] {
         let file = m["runs"][name]["file"].as_str().unwrap();
         let t = tensors(file);
-        let (out, lat) = run(&s, kind, steps, Method::Baseline);
+        let (out, lat) = run(&s, kind, steps, Method::BASELINE);
         assert_eq!(out.latents.dims(), &[1, 4, 8, 8, 8]);
         assert_eq!(out.trace.unet_calls, steps);
         for (i, x) in lat.iter().enumerate() {
@@ -144,10 +144,7 @@ fn the_official_video_rule_is_reproduced_mask_and_latents() {
             &s,
             SchedulerKind::Ddim,
             steps,
-            Method::Adaptive {
-                delta,
-                max_skips: cmax,
-            },
+            Method::adaptive(delta, cmax),
         );
         let mask: String = out
             .trace

@@ -437,40 +437,14 @@ pub fn test_points(steps: &[StepRecord]) -> Vec<(f64, f64, f64, Decision)> {
 }
 
 /// The settings of a method as the pictures show them (`δ 0.01 · C_max 4`; empty for the
-/// baseline).
+/// baseline): the method's own description.
 pub fn method_settings(method: &crate::sampler::Method) -> String {
-    use crate::sampler::Method;
-    match method {
-        Method::Baseline => String::new(),
-        Method::Adaptive { delta, max_skips } => format!("δ {delta} · C_max {max_skips}"),
-        Method::AdaptiveForecast { delta, max_skips } => {
-            format!("forecast · δ {delta} · C_max {max_skips}")
-        }
-        Method::Steps { n } => format!("{n} steps"),
-        Method::UCache(u) => format!("ucache · threshold {}", u.threshold),
-        Method::DeepCache { interval, branch } => {
-            format!("interval {interval} · branch {branch}")
-        }
-        Method::TGate {
-            gate,
-            sp_interval,
-            fi_interval,
-            warm_up,
-        } => format!("gate {gate} · sp {sp_interval} · fi {fi_interval} · warm-up {warm_up}"),
-    }
+    method.describe()
 }
 
 /// The title of a method's side: `Adaptive`, `Fewer steps`, `ucache`, …
 pub fn method_title(method: &crate::sampler::Method) -> &'static str {
-    use crate::sampler::MethodKind;
-    match method.kind() {
-        MethodKind::Baseline => "Baseline",
-        MethodKind::Adaptive | MethodKind::AdaptiveForecast => "Adaptive",
-        MethodKind::Steps => "Fewer steps",
-        MethodKind::UCache => "ucache",
-        MethodKind::DeepCache => "DeepCache",
-        MethodKind::TGate => "T-GATE",
-    }
+    method.def().short()
 }
 
 /// Everything the composite shows.

@@ -1,76 +1,62 @@
 //! One side's acceleration-method settings. Each side of the comparison has its own set, so
-//! the left side's method is tuned independently of the right side's.
+//! the left side's method is tuned independently of the right side's; every registered
+//! method keeps its own values (switching methods and back keeps them).
 
-use crate::job::{defaults, method_spec};
-use crate::sampler::{Method, MethodKind, UCacheSettings};
+use crate::sampler::{Method, MethodKind};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// The settings of every method for one side (only the chosen method's are used).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+/// The settings of every method for one side (only the chosen method's are used); a method
+/// never touched has its registry defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MethodParams {
-    /// δ (adaptive methods).
-    pub delta: f64,
-    /// C_max (adaptive methods).
-    pub max_skips: usize,
-    /// Step count of the `steps` method.
-    pub steps_n: usize,
-    /// Threshold of the `ucache` method.
-    pub ucache_threshold: f64,
-    /// `cache_interval` of DeepCache.
-    pub deepcache_interval: usize,
-    /// `cache_branch_id` of DeepCache.
-    pub deepcache_branch: usize,
-    /// `gate_step` of T-GATE (its other settings keep their defaults).
-    pub tgate_gate: usize,
-}
-
-impl Default for MethodParams {
-    fn default() -> Self {
-        Self {
-            delta: defaults::DELTA,
-            max_skips: defaults::MAX_SKIPS,
-            steps_n: defaults::STEPS / 2,
-            ucache_threshold: UCacheSettings::default().threshold,
-            deepcache_interval: method_spec::DEEPCACHE_DEFAULTS.0,
-            deepcache_branch: method_spec::DEEPCACHE_DEFAULTS.1,
-            tgate_gate: method_spec::TGATE_DEFAULTS.0,
-        }
-    }
+    by_name: BTreeMap<&'static str, Method>,
 }
 
 impl MethodParams {
     /// A method of the given kind with these settings.
     pub fn method(&self, kind: MethodKind) -> Method {
-        match kind {
-            MethodKind::Baseline => Method::Baseline,
-            MethodKind::Adaptive => Method::Adaptive {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::AdaptiveForecast => Method::AdaptiveForecast {
-                delta: self.delta,
-                max_skips: self.max_skips,
-            },
-            MethodKind::Steps => Method::Steps { n: self.steps_n },
-            MethodKind::TGate => {
-                let (_, sp_interval, fi_interval, warm_up) = method_spec::TGATE_DEFAULTS;
-                Method::TGate {
-                    gate: self.tgate_gate,
-                    sp_interval,
-                    fi_interval,
-                    warm_up,
-                }
+        self.by_name
+            .get(kind.name())
+            .copied()
+            .unwrap_or_else(|| Method::of(kind.def()))
+    }
+
+    /// The value of `key` of method `kind`.
+    pub fn get(&self, kind: MethodKind, key: &str) -> f64 {
+        self.method(kind).get(key).unwrap_or(0.0)
+    }
+
+    /// Set `key` of method `kind` (a key it does not have is ignored).
+    pub fn set(&mut self, kind: MethodKind, key: &str, v: f64) {
+        let m = self.method(kind).with(key, v);
+        self.by_name.insert(kind.name(), m);
+    }
+
+    /// Keep `method`'s settings as its kind's.
+    pub fn keep(&mut self, method: Method) {
+        self.by_name.insert(method.name(), method);
+    }
+}
+
+impl Serialize for MethodParams {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.by_name.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodParams {
+    /// Leniently: a method that is no longer registered, or whose settings no longer read,
+    /// takes its defaults instead of failing the whole settings file.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        let mut p = MethodParams::default();
+        for v in raw.values() {
+            if let Ok(m) = serde_json::from_value::<Method>(v.clone()) {
+                p.keep(m);
             }
-            MethodKind::DeepCache => Method::DeepCache {
-                interval: self.deepcache_interval,
-                branch: self.deepcache_branch,
-            },
-            MethodKind::UCache => Method::UCache(UCacheSettings {
-                threshold: self.ucache_threshold,
-                ..UCacheSettings::default()
-            }),
         }
+        Ok(p)
     }
 }
 
@@ -80,13 +66,18 @@ mod tests {
 
     #[test]
     fn each_kind_takes_its_own_settings() {
-        let p = MethodParams {
-            delta: 0.05,
-            steps_n: 7,
-            ..MethodParams::default()
-        };
-        assert_eq!(p.method(MethodKind::Adaptive).delta(), Some(0.05));
-        assert_eq!(p.method(MethodKind::Steps).own_steps(), Some(7));
-        assert_eq!(p.method(MethodKind::Baseline), Method::Baseline);
+        let mut p = MethodParams::default();
+        p.set(MethodKind::ADAPTIVE, "delta", 0.05);
+        let steps = MethodKind::named("steps").unwrap();
+        p.set(steps, "n", 7.0);
+        assert_eq!(p.method(MethodKind::ADAPTIVE).delta(), Some(0.05));
+        assert_eq!(p.method(steps).own_steps(), Some(7));
+        assert_eq!(p.method(MethodKind::BASELINE), Method::BASELINE);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<MethodParams>(&json).unwrap(), p);
+        // A method that no longer reads keeps its defaults; the others survive.
+        let odd = r#"{"warp":{"mode":"warp"},"steps":{"mode":"steps","n":9}}"#;
+        let back: MethodParams = serde_json::from_str(odd).unwrap();
+        assert_eq!(back.get(steps, "n"), 9.0);
     }
 }

@@ -67,32 +67,16 @@ mod tests {
 
     #[test]
     fn sides_are_named_by_their_methods() {
-        let n = SideNames::new(
-            &Method::DeepCache {
-                interval: 3,
-                branch: 0,
-            },
-            &Method::Steps { n: 25 },
-        );
+        let n = SideNames::new(&Method::named("deepcache").unwrap(), &Method::steps(25));
         assert_eq!(n.versus(), "Fewer steps vs DeepCache");
-        let same = SideNames::new(
-            &Method::Adaptive {
-                delta: 0.01,
-                max_skips: 4,
-            },
-            &Method::Adaptive {
-                delta: 0.05,
-                max_skips: 4,
-            },
-        );
+        let same = SideNames::new(&Method::adaptive(0.01, 4), &Method::adaptive(0.05, 4));
         assert_eq!(same.of(Side::Baseline), "Adaptive (left)");
         assert_eq!(
             file_word(
                 Side::Adaptive,
-                &Method::AdaptiveForecast {
-                    delta: 0.01,
-                    max_skips: 4
-                }
+                &Method::named("adaptive+forecast")
+                    .unwrap()
+                    .with_adaptive_rule(0.01, 4)
             ),
             "right-adaptive-forecast"
         );

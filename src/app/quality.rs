@@ -65,7 +65,7 @@ mod tests {
             image: crate::output::clip::filmstrip(&frames),
             frames: Arc::new(frames),
             trace: RunTrace {
-                method: Method::Baseline,
+                method: Method::BASELINE,
                 scheduler: "ddim".into(),
                 budget: 1,
                 guidance: 7.5,

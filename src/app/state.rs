@@ -241,23 +241,8 @@ pub struct Settings {
     /// The left (reference) side's method: the full-step baseline unless another is
     /// chosen, with its own settings (`left`).
     pub left_method: MethodKind,
-    /// δ of the right side (adaptive methods). The right side's settings keep their
-    /// top-level names from before the left side had its own (no `#[serde(flatten)]`,
-    /// which would stop eframe's stored RON of earlier versions from loading): see
-    /// [`Settings::right`].
-    pub delta: f64,
-    /// C_max of the right side (adaptive methods).
-    pub max_skips: usize,
-    /// Step count of the right side's `steps` method.
-    pub steps_n: usize,
-    /// Threshold of the right side's `ucache` method.
-    pub ucache_threshold: f64,
-    /// `cache_interval` of the right side's DeepCache.
-    pub deepcache_interval: usize,
-    /// `cache_branch_id` of the right side's DeepCache.
-    pub deepcache_branch: usize,
-    /// `gate_step` of the right side's T-GATE.
-    pub tgate_gate: usize,
+    /// The right side's settings of every method (keys and defaults from the registry).
+    pub right: MethodParams,
     /// The left side's own method settings.
     pub left: MethodParams,
     /// Early stop on the adaptive side.
@@ -304,7 +289,6 @@ impl Default for Settings {
             "a watercolor painting of a lighthouse on a cliff at sunset"
         };
         let scoring = Scoring::default();
-        let right = MethodParams::default();
         Self {
             prompt: prompt.into(),
             negative: String::new(),
@@ -325,15 +309,9 @@ impl Default for Settings {
             custom_size: false,
             width: 512,
             height: 512,
-            method: MethodKind::Adaptive,
-            left_method: MethodKind::Baseline,
-            delta: right.delta,
-            max_skips: right.max_skips,
-            steps_n: right.steps_n,
-            ucache_threshold: right.ucache_threshold,
-            deepcache_interval: right.deepcache_interval,
-            deepcache_branch: right.deepcache_branch,
-            tgate_gate: right.tgate_gate,
+            method: MethodKind::ADAPTIVE,
+            left_method: MethodKind::BASELINE,
+            right: MethodParams::default(),
             left: MethodParams::default(),
             early_stop: false,
             early_stop_tau: defaults::EARLY_STOP_TAU,
@@ -359,33 +337,9 @@ fn default_export_dir() -> PathBuf {
 }
 
 impl Settings {
-    /// The right side's method settings.
-    pub fn right(&self) -> MethodParams {
-        MethodParams {
-            delta: self.delta,
-            max_skips: self.max_skips,
-            steps_n: self.steps_n,
-            ucache_threshold: self.ucache_threshold,
-            deepcache_interval: self.deepcache_interval,
-            deepcache_branch: self.deepcache_branch,
-            tgate_gate: self.tgate_gate,
-        }
-    }
-
-    /// Set the right side's method settings.
-    pub fn set_right(&mut self, p: MethodParams) {
-        self.delta = p.delta;
-        self.max_skips = p.max_skips;
-        self.steps_n = p.steps_n;
-        self.ucache_threshold = p.ucache_threshold;
-        self.deepcache_interval = p.deepcache_interval;
-        self.deepcache_branch = p.deepcache_branch;
-        self.tgate_gate = p.tgate_gate;
-    }
-
     /// The right side's method with its settings.
     pub fn right_method(&self) -> Method {
-        self.right().method(self.method)
+        self.right.method(self.method)
     }
 
     /// The left side's method with its settings.
@@ -1049,13 +1003,12 @@ mod tests {
     use crate::sampler::{Decision, RunTrace};
 
     fn spec(delta: f64) -> Job {
-        Settings {
+        let mut s = Settings {
             model: ModelChoice::Local("m".into()),
-            delta,
             ..Settings::default()
-        }
-        .job(10)
-        .unwrap()
+        };
+        s.right.set(MethodKind::ADAPTIVE, "delta", delta);
+        s.job(10).unwrap()
     }
 
     fn record(i: usize) -> StepRecord {
@@ -1083,7 +1036,7 @@ mod tests {
             image: image::RgbImage::new(2, 2),
             frames: Arc::default(),
             trace: RunTrace {
-                method: Method::Baseline,
+                method: Method::BASELINE,
                 scheduler: "ddim".into(),
                 budget: 10,
                 guidance: 7.5,
@@ -1300,10 +1253,11 @@ mod tests {
         let partial: Settings = serde_json::from_str(r#"{"prompt":"x","steps":12}"#).unwrap();
         assert_eq!(partial.prompt, "x");
         assert_eq!(partial.steps, 12);
-        assert_eq!(partial.max_skips, 4);
-        // Settings saved before the left side had its own keep their right side's δ.
+        assert_eq!(partial.right_method(), crate::job::defaults::ADAPTIVE);
+        // Settings saved before the method registry (flat right-side keys) still load; their
+        // method values take the registry's defaults.
         let old: Settings = serde_json::from_str(r#"{"delta":0.05,"steps_n":9}"#).unwrap();
-        assert_eq!((old.right().delta, old.right().steps_n), (0.05, 9));
+        assert_eq!(old.right, MethodParams::default());
         assert_eq!(old.left, MethodParams::default());
     }
 }

@@ -274,11 +274,8 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                 bar.inc(1);
                 g
             };
-            let base = run(Method::Baseline, steps)?;
-            let adaptive = |delta| Method::Adaptive {
-                delta,
-                max_skips: opts.max_skips,
-            };
+            let base = run(Method::BASELINE, steps)?;
+            let adaptive = |delta| Method::adaptive(delta, opts.max_skips);
             // δ ascending at the full budget.
             let (delta_probes, largest_delta) = search(&opts.deltas, |d| {
                 let g = run(adaptive(d), steps)?;

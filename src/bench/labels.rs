@@ -70,7 +70,7 @@ impl Labels {
         let spec_of = |s: &SettingOf| -> String {
             match (s.setting.strip_prefix("delta="), s.delta, s.max_skips) {
                 (Some(_), Some(delta), Some(max_skips)) => {
-                    crate::job::method_spec::format(&Method::Adaptive { delta, max_skips })
+                    crate::job::method_spec::format(&Method::adaptive(delta, max_skips))
                 }
                 (Some(d), _, _) => format!("adaptive:delta={d}"),
                 _ => s.setting.clone(),

@@ -93,20 +93,12 @@ pub struct Setting {
 impl Setting {
     /// Whether its runs save work (what a `steps:n=match` control is matched to).
     pub fn skips(&self) -> bool {
-        self.matched.is_none()
-            && matches!(
-                self.method,
-                Method::Adaptive { .. }
-                    | Method::AdaptiveForecast { .. }
-                    | Method::UCache(_)
-                    | Method::DeepCache { .. }
-                    | Method::TGate { .. }
-            )
+        self.matched.is_none() && self.method.saves_work()
     }
 
     /// The full-step baseline, the reference of the other settings.
     pub fn is_reference(&self) -> bool {
-        self.method == Method::Baseline && !self.budgeted
+        self.method == Method::BASELINE && !self.budgeted
     }
 
     /// The run of this setting in `job` (a prompt's job), for a prompt of `complexity`:
@@ -126,7 +118,7 @@ impl Setting {
         if self.matched.is_some() {
             let n = matched_calls.unwrap_or(job.steps).max(1);
             let pass = Pass {
-                method: Method::Steps { n },
+                method: Method::steps(n),
                 steps: n,
                 early_stop: None,
             };
@@ -164,15 +156,12 @@ impl BenchOptions {
             budgeted,
             matched: None,
         };
-        let mut v = vec![setting(BASELINE.into(), Method::Baseline, false)];
+        let mut v = vec![setting(BASELINE.into(), Method::BASELINE, false)];
         if auto {
-            v.push(setting("budget".into(), Method::Baseline, true));
+            v.push(setting("budget".into(), Method::BASELINE, true));
         }
         for &delta in &self.deltas {
-            let method = Method::Adaptive {
-                delta,
-                max_skips: self.max_skips,
-            };
+            let method = Method::adaptive(delta, self.max_skips);
             v.push(setting(format!("delta={delta}"), method, auto));
         }
         for m in &self.methods {
@@ -189,7 +178,7 @@ impl BenchOptions {
             for (i, label) in skippers {
                 v.push(Setting {
                     label: format!("steps:n=match({label})"),
-                    method: Method::Steps { n: 1 },
+                    method: Method::steps(1),
                     budgeted: false,
                     matched: Some(i),
                 });
@@ -355,7 +344,7 @@ mod tests {
             schedulers: vec![SchedulerKind::Ddim, SchedulerKind::Euler],
             seeds: vec![1, 2],
             deltas: vec![0.01],
-            methods: vec![Method::Steps { n: 10 }],
+            methods: vec![Method::steps(10)],
             match_steps: false,
             max_skips: 4,
             budget: BudgetMode::Fixed,

@@ -422,7 +422,7 @@ mod tests {
             seed: 42,
             scheduler: "ddim".into(),
             setting: "delta=0.01".into(),
-            mode: MethodKind::Adaptive,
+            mode: MethodKind::ADAPTIVE,
             delta: Some(0.01),
             max_skips: Some(4),
             early_stop: false,

@@ -300,9 +300,9 @@ mod tests {
             scheduler: "ddim".into(),
             setting: setting.into(),
             mode: if delta.is_some() {
-                MethodKind::Adaptive
+                MethodKind::ADAPTIVE
             } else {
-                MethodKind::Baseline
+                MethodKind::BASELINE
             },
             delta,
             max_skips: delta.map(|_| 4),

@@ -100,10 +100,7 @@ impl BenchInputArgs {
         job.width = self.width;
         job.height = self.height;
         job.frames = self.frames;
-        job.method = Method::Adaptive {
-            delta: defaults::DELTA,
-            max_skips: self.max_skips,
-        };
+        job.method = Method::adaptive(defaults::DELTA, self.max_skips);
         job.early_stop = early_stop;
         job.truncate = self.truncate;
         job.force_cpu = self.cpu;
@@ -145,7 +142,7 @@ fn bench_methods(specs: &[String]) -> Result<(Vec<Method>, bool)> {
 
 fn check_deltas(deltas: &[f64], max_skips: usize) -> Result<()> {
     for &delta in deltas {
-        job::validate_method(&Method::Adaptive { delta, max_skips })?;
+        job::validate_method(&Method::adaptive(delta, max_skips))?;
     }
     Ok(())
 }

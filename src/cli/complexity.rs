@@ -107,10 +107,7 @@ pub fn run(a: &ComplexityArgs) -> Result<()> {
     if a.steps < 1 {
         bail!("--steps must be at least 1 (got {})", a.steps);
     }
-    let method = Method::Adaptive {
-        delta: a.delta,
-        max_skips: a.max_skips,
-    };
+    let method = Method::adaptive(a.delta, a.max_skips);
     crate::job::validate_method(&method)?;
     let scoring = a.scoring.scoring();
     let map = scoring.mapping()?;

@@ -211,7 +211,7 @@ pub struct CommonArgs {
 
 /// `--mode`: the old spelling of `--method` for its first two methods.
 fn mode_parser() -> impl TypedValueParser<Value = MethodKind> {
-    PossibleValuesParser::new([MethodKind::Baseline, MethodKind::Adaptive].map(MethodKind::name))
+    PossibleValuesParser::new([MethodKind::BASELINE, MethodKind::ADAPTIVE].map(MethodKind::name))
         .try_map(|s| s.parse::<MethodKind>())
 }
 
@@ -223,10 +223,9 @@ pub struct GenerateArgs {
     /// baseline or adaptive (with --delta and --max-skips); --method names any method.
     #[arg(long, value_parser = mode_parser(), conflicts_with = "method")]
     pub mode: Option<MethodKind>,
-    /// The acceleration method as NAME[:KEY=VALUE,…]: baseline, adaptive[:delta=D,cmax=C],
-    /// steps:n=N, adaptive+forecast[:delta=D,cmax=C],
-    /// ucache[:threshold=T,start=S,end=E,decay=D,relative=0|1,reset=0|1] [default: adaptive
-    /// with --delta and --max-skips].
+    /// The acceleration method as NAME[:KEY=VALUE,…], e.g. adaptive:delta=0.02,max_skips=3,
+    /// steps:n=25, deepcache:interval=3 (`adiff methods` lists every method with its keys,
+    /// defaults and ranges) [default: adaptive with --delta and --max-skips].
     #[arg(long, conflicts_with_all = ["delta", "max_skips"])]
     pub method: Option<String>,
 }
@@ -236,7 +235,7 @@ impl GenerateArgs {
     pub fn method(&self) -> Result<Method> {
         Ok(match (&self.method, self.mode) {
             (Some(spec), _) => method_spec::parse(spec)?,
-            (None, Some(MethodKind::Baseline)) => Method::Baseline,
+            (None, Some(k)) if k == MethodKind::BASELINE => Method::BASELINE,
             (None, _) => self.common.adaptive(),
         })
     }
@@ -270,10 +269,7 @@ impl CompareArgs {
 impl CommonArgs {
     /// AdaptiveDiffusion with `--delta` and `--max-skips`.
     pub fn adaptive(&self) -> Method {
-        Method::Adaptive {
-            delta: self.delta,
-            max_skips: self.max_skips,
-        }
+        Method::adaptive(self.delta, self.max_skips)
     }
 
     /// The job these options describe, validated: every check that needs no model happens

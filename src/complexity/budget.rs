@@ -250,10 +250,7 @@ mod tests {
     fn reference_levels_at_50_and_scaled() {
         let m = BudgetMap::default();
         m.validate().unwrap();
-        let p = Method::Adaptive {
-            delta: 0.01,
-            max_skips: 4,
-        };
+        let p = Method::adaptive(0.01, 4);
         let steps: Vec<usize> = [0.0, 0.2, 0.45, 0.7, 1.0]
             .iter()
             .map(|&s| m.decide(s, 50, p).steps)
@@ -280,19 +277,17 @@ mod tests {
             scale_policy: true,
             ..BudgetMap::default()
         };
-        let p = Method::Adaptive {
-            delta: 0.01,
-            max_skips: 4,
-        };
+        let p = Method::adaptive(0.01, 4);
         let lo = m.decide(0.0, 50, p);
         let hi = m.decide(0.9, 50, p);
         assert_eq!(lo.max_skips, Some(5));
         assert_eq!(hi.max_skips, Some(3));
         assert!(lo.delta.unwrap() > 0.01 && hi.delta.unwrap() < 0.01);
-        assert!(matches!(
-            hi.method(p),
-            Method::Adaptive { delta, max_skips: 3 } if (delta - 0.007).abs() < 1e-12
-        ));
+        let (delta, max_skips) = hi.method(p).adaptive_rule().unwrap();
+        assert!(
+            (delta - 0.007).abs() < 1e-12 && max_skips == 3,
+            "{delta} {max_skips}"
+        );
 
         let mut bad = BudgetMap::default();
         bad.levels[2].steps = 10;

@@ -13,7 +13,7 @@ use crate::complexity::{ComplexityBudget, Scoring};
 use crate::field::{Field, FieldError};
 use crate::model::ModelSource;
 use crate::model::lora::LoraSpec;
-use crate::sampler::{EarlyStop, Method, MethodError, PredictionType, SchedulerKind};
+use crate::sampler::{EarlyStop, Method, PredictionType, SchedulerKind};
 use candle_core::DType;
 use std::path::PathBuf;
 
@@ -27,19 +27,16 @@ pub mod defaults {
     pub const GUIDANCE: f64 = 7.5;
     /// Seed of the initial noise.
     pub const SEED: u64 = 42;
-    /// δ of AdaptiveDiffusion (the published default).
-    pub const DELTA: f64 = 0.01;
-    /// C_max of AdaptiveDiffusion (the published default).
-    pub const MAX_SKIPS: usize = 4;
+    /// δ of AdaptiveDiffusion (the published default; its key's default in the registry).
+    pub const DELTA: f64 = crate::sampler::methods::adaptive::KEYS[0].default;
+    /// C_max of AdaptiveDiffusion (the published default; its key's default in the registry).
+    pub const MAX_SKIPS: usize = crate::sampler::methods::adaptive::KEYS[1].default as usize;
     /// τ of the early stop.
     pub const EARLY_STOP_TAU: f64 = 0.03;
     /// The scheduler.
     pub const SCHEDULER: SchedulerKind = SchedulerKind::Ddim;
     /// AdaptiveDiffusion with its published δ and C_max.
-    pub const ADAPTIVE: Method = Method::Adaptive {
-        delta: DELTA,
-        max_skips: MAX_SKIPS,
-    };
+    pub const ADAPTIVE: Method = Method::adaptive(DELTA, MAX_SKIPS);
 }
 
 /// The largest values of the settings that can still give a finite, meaningful image.
@@ -135,7 +132,7 @@ impl Job {
             width: None,
             height: None,
             method: defaults::ADAPTIVE,
-            reference: Method::Baseline,
+            reference: Method::BASELINE,
             early_stop: None,
             budget: None,
             init_latents: None,
@@ -204,8 +201,10 @@ impl Job {
                 ),
             ));
         }
-        validate_method(&self.method)?;
-        validate_method(&self.reference)?;
+        for m in [&self.method, &self.reference] {
+            validate_method(m)?;
+            validate_scheduler(m, self.scheduler)?;
+        }
         if let Some(es) = &self.early_stop {
             validate_early_stop(es)?;
         }
@@ -216,7 +215,7 @@ impl Job {
     /// `compare` measures both sides against.
     pub fn full_step_pass(&self) -> Pass {
         Pass {
-            method: Method::Baseline,
+            method: Method::BASELINE,
             steps: self.steps,
             early_stop: None,
         }
@@ -332,35 +331,34 @@ impl Job {
     }
 }
 
-/// δ and C_max, named as fields.
+/// A method's settings, named as fields: δ and C_max (which have their own flags and
+/// controls), any other key as the method.
 pub fn validate_method(method: &Method) -> Result<(), FieldError> {
-    if let Some(delta) = method.delta()
-        && delta > limits::DELTA
-    {
-        return Err(FieldError::new(
-            Field::Delta,
-            format!(
-                "must be at most {} (got {delta}): at {} the test already passes unless consecutive latent changes differ tenfold; C_max is what limits skipping then",
-                limits::DELTA,
-                limits::DELTA
-            ),
-        ));
-    }
-    method.validate().map_err(|e| match e {
-        MethodError::Delta(d) => FieldError::new(
-            Field::Delta,
-            format!("must be a finite number ≥ 0 (got {d})"),
-        ),
-        MethodError::MaxSkips => FieldError::new(
-            Field::MaxSkips,
-            "must be at least 1 (it caps consecutive skipped steps; the baseline never skips)",
-        ),
-        MethodError::Setting {
-            method,
-            key,
-            problem,
-        } => FieldError::new(Field::Method, format!("{method}: {key} {problem}")),
+    method.validate().map_err(|e| match e.key {
+        "delta" => FieldError::new(Field::Delta, e.problem),
+        "max_skips" => FieldError::new(Field::MaxSkips, e.problem),
+        "" => FieldError::new(Field::Method, format!("{}: {}", e.method, e.problem)),
+        key => FieldError::new(Field::Method, format!("{}: {key} {}", e.method, e.problem)),
     })
+}
+
+/// Whether `method` runs on `scheduler`; if not, the schedulers it runs on.
+pub fn validate_scheduler(method: &Method, scheduler: SchedulerKind) -> Result<(), FieldError> {
+    match method.def().schedulers() {
+        Some(ok) if !ok.contains(&scheduler) => {
+            let names: Vec<_> = ok.iter().map(|k| k.name()).collect();
+            Err(FieldError::new(
+                Field::Scheduler,
+                format!(
+                    "'{}' does not run {} (its authors' code supports {})",
+                    scheduler.name(),
+                    method.name(),
+                    names.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// τ (and the fixed settings) of an early stop, named as a field.
@@ -447,10 +445,7 @@ mod tests {
     fn baseline_key_ignores_the_method_settings_only() {
         let a = job();
         let mut b = a.clone();
-        b.method = Method::Adaptive {
-            delta: 0.05,
-            max_skips: 2,
-        };
+        b.method = Method::adaptive(0.05, 2);
         b.early_stop = early_stop(true, 0.03);
         assert_eq!(a.baseline_key(), b.baseline_key());
         for change in [
@@ -484,13 +479,7 @@ mod tests {
         assert_eq!(field(|j| j.guidance = 1e30), Field::Guidance);
         assert_eq!(field(|j| j.guidance = -1.0), Field::Guidance);
         assert_eq!(field(|j| j.width = Some(100_000)), Field::Width);
-        assert_eq!(
-            field(|j| j.method = Method::Adaptive {
-                delta: 1e6,
-                max_skips: 4
-            }),
-            Field::Delta
-        );
+        assert_eq!(field(|j| j.method = Method::adaptive(1e6, 4)), Field::Delta);
         assert_eq!(
             field(|j| j.early_stop = early_stop(true, 2.0)),
             Field::EarlyStopTau
@@ -498,17 +487,11 @@ mod tests {
         assert_eq!(field(|j| j.width = Some(65)), Field::Width);
         assert_eq!(field(|j| j.height = Some(0)), Field::Height);
         assert_eq!(
-            field(|j| j.method = Method::Adaptive {
-                delta: -1.0,
-                max_skips: 4
-            }),
+            field(|j| j.method = Method::adaptive(-1.0, 4)),
             Field::Delta
         );
         assert_eq!(
-            field(|j| j.method = Method::Adaptive {
-                delta: 0.01,
-                max_skips: 0
-            }),
+            field(|j| j.method = Method::adaptive(0.01, 0)),
             Field::MaxSkips
         );
         assert_eq!(
@@ -528,7 +511,7 @@ mod tests {
     #[test]
     fn the_method_pass_takes_the_complexity_budget() {
         let j = job();
-        assert_eq!(j.baseline_pass().method, Method::Baseline);
+        assert_eq!(j.baseline_pass().method, Method::BASELINE);
         assert_eq!(j.baseline_pass().steps, 10);
         assert_eq!(j.method_pass(None).method, defaults::ADAPTIVE);
         let engine = crate::complexity::ComplexityEngine::heuristic();

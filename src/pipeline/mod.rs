@@ -408,11 +408,9 @@ impl Comparison {
 /// Whether a pass is the job's full-step baseline: every one of the job's steps computed
 /// (`baseline`, or `steps:n=N` with the job's N), no early stop.
 pub fn is_full_step(job: &Job, pass: &Pass) -> bool {
-    let full = match pass.method {
-        sampler::Method::Baseline => true,
-        sampler::Method::Steps { n } => n == job.steps,
-        _ => false,
-    };
+    // A method that saves no work at its own step count (the baseline, `steps:n=N`).
+    let full =
+        !pass.method.saves_work() && pass.method.own_steps().unwrap_or(job.steps) == job.steps;
     full && pass.steps == job.steps && pass.early_stop.is_none()
 }
 

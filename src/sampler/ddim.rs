@@ -87,6 +87,26 @@ impl Scheduler for Ddim {
         Ok(x.clone())
     }
 
+    fn pred_x0(&self, output: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        let a = self.alphas_cumprod[self.timesteps[i]];
+        let b = 1.0 - a;
+        Ok(match self.prediction {
+            PredictionType::Epsilon => ((x - (output * b.sqrt())?)? * (1.0 / a.sqrt()))?,
+            PredictionType::VPrediction => ((x * a.sqrt())? - (output * b.sqrt())?)?,
+            PredictionType::Sample => output.clone(),
+        })
+    }
+
+    fn output_for_x0(&self, x0: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        let a = self.alphas_cumprod[self.timesteps[i]];
+        let b = 1.0 - a;
+        Ok(match self.prediction {
+            PredictionType::Epsilon => ((x - (x0 * a.sqrt())?)? * (1.0 / b.sqrt()))?,
+            PredictionType::VPrediction => (((x * a.sqrt())? - x0)? * (1.0 / b.sqrt()))?,
+            PredictionType::Sample => x0.clone(),
+        })
+    }
+
     fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor) -> Result<StepOutput> {
         let t = self.timesteps[i];
         let a_t = self.alphas_cumprod[t];

@@ -1,7 +1,7 @@
 //! The noise-predictor interface the sampler drives.
 
-use super::deepcache::DeepCachePlan;
-use super::tgate::TGatePlan;
+use super::methods::deepcache::DeepCachePlan;
+use super::methods::tgate::TGatePlan;
 use anyhow::Result;
 use candle_core::Tensor;
 

@@ -110,6 +110,19 @@ impl Scheduler for DpmPlusPlus2M {
         Ok(x.clone())
     }
 
+    fn pred_x0(&self, output: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        self.convert_to_x0(output, i, x)
+    }
+
+    fn output_for_x0(&self, x0: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
+        Ok(match self.prediction {
+            PredictionType::Epsilon => (x - (x0 * alpha)?)?.affine(1.0 / sigma, 0.0)?,
+            PredictionType::VPrediction => ((x * alpha)? - x0)?.affine(1.0 / sigma, 0.0)?,
+            PredictionType::Sample => x0.clone(),
+        })
+    }
+
     fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor) -> Result<StepOutput> {
         let n = self.timesteps.len();
         let x0 = self.convert_to_x0(model_output, i, x)?;

@@ -88,15 +88,31 @@ impl Scheduler for Euler {
         Ok((x * (1.0 / (s * s + 1.0).sqrt()))?)
     }
 
-    fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor) -> Result<StepOutput> {
+    fn pred_x0(&self, output: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
         let sigma = self.sigmas[i];
-        let x0 = match self.prediction {
-            PredictionType::Epsilon => (x - (model_output * sigma)?)?,
+        Ok(match self.prediction {
+            PredictionType::Epsilon => (x - (output * sigma)?)?,
             _ => {
                 let c = sigma * sigma + 1.0;
-                ((model_output * (-sigma / c.sqrt()))? + (x * (1.0 / c))?)?
+                ((output * (-sigma / c.sqrt()))? + (x * (1.0 / c))?)?
             }
-        };
+        })
+    }
+
+    fn output_for_x0(&self, x0: &Tensor, i: usize, x: &Tensor) -> Result<Tensor> {
+        let sigma = self.sigmas[i];
+        Ok(match self.prediction {
+            PredictionType::Epsilon => ((x - x0)? * (1.0 / sigma))?,
+            _ => {
+                let c = sigma * sigma + 1.0;
+                (((x * (1.0 / c))? - x0)? * (c.sqrt() / sigma))?
+            }
+        })
+    }
+
+    fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor) -> Result<StepOutput> {
+        let sigma = self.sigmas[i];
+        let x0 = self.pred_x0(model_output, i, x)?;
         // x_{i+1} = x + (x − x0)/σ · (σ_{i+1} − σ)
         let dt = self.sigmas[i + 1] - sigma;
         let derivative = ((x - &x0)? * (1.0 / sigma))?;

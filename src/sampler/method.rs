@@ -1,152 +1,349 @@
-//! Acceleration methods: how a run saves noise-predictor work.
+//! A method with its settings: [`Method`], the one value every front end builds (or parses
+//! from a spec, see `job::method_spec`), the sampler runs and the trace records. What a
+//! method *is* — its keys, defaults, checks and rule — lives in its module under
+//! [`super::methods`]; a `Method` is a registered [`MethodDef`] plus one value per key.
 //!
-//! [`Method`] is the one description of *how* a run saves work; every front end (command
-//! line, desktop app, benchmark) builds it (or parses it from a spec string, see
-//! [`crate::job::method_spec`]), the sampler runs it, and the trace records it (as `mode`,
-//! `delta`, `max_skips` — the JSON of every earlier version — plus the keys of the newer
-//! methods). A new method is a new variant here, a new [`MethodKind`], its keys in the spec
-//! and the trace, and its rule in the sampler loop.
-//!
-//! * `baseline` — every step.
-//! * `adaptive` — AdaptiveDiffusion's third-order rule ([`super::adaptive`]).
-//! * `steps` — the same scheduler with fewer steps: the control every accelerator must beat.
-//! * `adaptive+forecast` — AdaptiveDiffusion's decisions; a skipped step forecasts each
-//!   guidance half from the last two computed predictions instead of reusing the last one.
-//! * `ucache` — stable-diffusion.cpp's UNet cache ([`super::ucache`]).
-//! * `deepcache` — DeepCache: partial UNet calls between full ones ([`super::deepcache`]).
+//! In JSON a method is the `mode` key (its name), the `delta` and `max_skips` keys of every
+//! earlier version (`null` where a method has no such setting), and each of its own keys by
+//! name; older spellings of a key (`cmax`, T-GATE's `gate`, the nested `ucache` and `tgate`
+//! objects) still read.
 
-/// How a run may save noise-predictor calls.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(into = "MethodFields", try_from = "MethodFields")]
-pub enum Method {
+use super::methods::{self, KeyKind, MethodDef};
+use serde::de::Error as _;
+use serde::ser::SerializeMap;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The most keys a method may have.
+pub const MAX_KEYS: usize = 8;
+
+/// A registered method with a value for each of its keys.
+#[derive(Clone, Copy)]
+pub struct Method {
+    def: &'static dyn MethodDef,
+    /// In the order of `def.keys()`.
+    values: [f64; MAX_KEYS],
+}
+
+/// A method's setting that cannot run, named by the method and its key (each front end words
+/// it with its own name for the setting: a flag, a slider, a spec key).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{method}: {key} {problem}")]
+pub struct MethodError {
+    /// The method.
+    pub method: &'static str,
+    /// The key (empty when the problem is the method itself, e.g. its scheduler).
+    pub key: &'static str,
+    /// What is wrong, worded to follow the key's name.
+    pub problem: String,
+}
+
+impl Method {
     /// Every step calls the noise predictor.
-    Baseline,
-    /// The third-order rule with threshold δ and at most `max_skips` (C_max) skips in a row.
-    Adaptive {
-        /// δ, relative threshold on the third-order latent difference.
-        delta: f64,
-        /// C_max, the longest run of skips before a compute is forced.
-        max_skips: usize,
-    },
-    /// `n` steps of the same scheduler, every one computed.
-    Steps {
-        /// The step count.
-        n: usize,
-    },
-    /// The third-order rule's decisions; a skipped step forecasts ε to first order.
-    AdaptiveForecast {
-        /// δ, as for [`Method::Adaptive`].
-        delta: f64,
-        /// C_max, as for [`Method::Adaptive`].
-        max_skips: usize,
-    },
-    /// stable-diffusion.cpp's UNet cache.
-    UCache(UCacheSettings),
-    /// T-GATE: cross-attention cached after the gate step (and guidance dropped), self-
-    /// attention refreshed at intervals.
-    TGate {
-        /// `gate_step`.
-        gate: usize,
-        /// `sp_interval`: self-attention refresh before the gate.
-        sp_interval: usize,
-        /// `fi_interval`: self-attention refresh after the gate.
-        fi_interval: usize,
-        /// `warm_up`: steps that always compute self-attention.
-        warm_up: usize,
-    },
-    /// DeepCache: between full steps, the UNet's deep modules return their cached outputs.
-    DeepCache {
-        /// `cache_interval`: every `interval`-th step is full.
-        interval: usize,
-        /// `cache_branch_id`: where the shallow path ends (block `branch / 3`, layer
-        /// `branch % 3`).
-        branch: usize,
-    },
-}
+    pub const BASELINE: Method = Method {
+        def: &methods::baseline::Baseline,
+        values: [0.0; MAX_KEYS],
+    };
 
-/// The settings of `ucache` (stable-diffusion.cpp's `UCacheConfig`, its names shortened).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct UCacheSettings {
-    /// `reuse_threshold`: skip while the accumulated error stays below it.
-    pub threshold: f64,
-    /// `start_percent`: the cache is active from this share of the steps…
-    pub start: f64,
-    /// `end_percent`: …up to this share.
-    pub end: f64,
-    /// `error_decay_rate`: the accumulated error is multiplied by it at each test.
-    pub decay: f64,
-    /// `use_relative_threshold`: the change estimate is relative to the output's size.
-    pub relative: bool,
-    /// `reset_error_on_compute`: a computed step clears the accumulated error.
-    pub reset: bool,
-}
-
-impl Default for UCacheSettings {
-    /// stable-diffusion.cpp's defaults.
-    fn default() -> Self {
-        Self {
-            threshold: 1.0,
-            start: 0.15,
-            end: 0.95,
-            decay: 1.0,
-            relative: true,
-            reset: true,
+    /// AdaptiveDiffusion with threshold δ and at most `max_skips` (C_max) skips in a row.
+    pub const fn adaptive(delta: f64, max_skips: usize) -> Method {
+        let mut values = [0.0; MAX_KEYS];
+        values[0] = delta;
+        values[1] = max_skips as f64;
+        Method {
+            def: &methods::adaptive::Adaptive,
+            values,
         }
+    }
+
+    /// `n` steps of the same scheduler, every one computed.
+    pub const fn steps(n: usize) -> Method {
+        let mut values = [0.0; MAX_KEYS];
+        values[0] = n as f64;
+        Method {
+            def: &methods::steps::Steps,
+            values,
+        }
+    }
+
+    /// `def` with every key at its default.
+    pub fn of(def: &'static dyn MethodDef) -> Method {
+        let mut values = [0.0; MAX_KEYS];
+        for (v, k) in values.iter_mut().zip(def.keys()) {
+            *v = k.default;
+        }
+        Method { def, values }
+    }
+
+    /// The registered method called `name`, with its defaults.
+    pub fn named(name: &str) -> Option<Method> {
+        methods::find(name).map(Method::of)
+    }
+
+    /// What the method is.
+    pub fn def(&self) -> &'static dyn MethodDef {
+        self.def
+    }
+
+    /// Which method, without its settings.
+    pub fn kind(&self) -> MethodKind {
+        MethodKind(self.def)
+    }
+
+    /// The method's name.
+    pub fn name(&self) -> &'static str {
+        self.def.name()
+    }
+
+    fn index(&self, key: &str) -> Option<usize> {
+        self.def.keys().iter().position(|k| k.name == key)
+    }
+
+    /// The value of `key`, when the method has it.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.index(key).map(|i| self.values[i])
+    }
+
+    /// The value of the method's own `key` (0 for a key it does not have).
+    pub fn num(&self, key: &str) -> f64 {
+        debug_assert!(
+            self.index(key).is_some(),
+            "{} has no key {key}",
+            self.name()
+        );
+        self.get(key).unwrap_or(0.0)
+    }
+
+    /// The value of the method's own count `key`.
+    pub fn count(&self, key: &str) -> usize {
+        self.num(key).max(0.0) as usize
+    }
+
+    /// The value of the method's own flag `key`.
+    pub fn flag(&self, key: &str) -> bool {
+        self.num(key) != 0.0
+    }
+
+    /// The same method with `key` set to `v` (unchanged when it has no such key).
+    pub fn with(mut self, key: &str, v: f64) -> Method {
+        if let Some(i) = self.index(key) {
+            self.values[i] = v;
+        }
+        self
+    }
+
+    /// The value of `key` as written in specs and picture titles.
+    pub fn shown(&self, key: &str) -> String {
+        let Some(i) = self.index(key) else {
+            return String::new();
+        };
+        let v = self.values[i];
+        match self.def.keys()[i].kind {
+            KeyKind::Count | KeyKind::Flag => format!("{}", v as i64),
+            KeyKind::Number => format!("{v}"),
+        }
+    }
+
+    /// Check every key's value and the method's own relations between them.
+    pub fn validate(&self) -> Result<(), MethodError> {
+        for (k, &v) in self.def.keys().iter().zip(&self.values) {
+            k.check(v).map_err(|problem| MethodError {
+                method: self.name(),
+                key: k.name,
+                problem,
+            })?;
+        }
+        self.def.check(self)
+    }
+
+    /// The canonical spec (every key, in order): what `job::method_spec::parse` reads back.
+    pub fn spec(&self) -> String {
+        let keys: Vec<String> = self
+            .def
+            .keys()
+            .iter()
+            .map(|k| format!("{}={}", k.name, self.shown(k.name)))
+            .collect();
+        if keys.is_empty() {
+            self.name().to_string()
+        } else {
+            format!("{}:{}", self.name(), keys.join(","))
+        }
+    }
+
+    /// Its settings in a few words for picture titles ("δ threshold 0.01 · C_max 4").
+    pub fn describe(&self) -> String {
+        self.def.describe(self)
+    }
+
+    /// Whether its runs may save work.
+    pub fn saves_work(&self) -> bool {
+        self.def.saves_work()
+    }
+
+    /// The step count it runs instead of the job's (`steps:n=N`).
+    pub fn own_steps(&self) -> Option<usize> {
+        self.def.own_steps(self)
+    }
+
+    /// δ and C_max of the methods that have both (AdaptiveDiffusion's rule).
+    pub fn adaptive_rule(&self) -> Option<(f64, usize)> {
+        Some((self.get("delta")?, self.get("max_skips")? as usize))
+    }
+
+    /// δ of a method that has it.
+    pub fn delta(&self) -> Option<f64> {
+        self.get("delta")
+    }
+
+    /// C_max of a method that has it.
+    pub fn max_skips(&self) -> Option<usize> {
+        self.get("max_skips").map(|v| v as usize)
+    }
+
+    /// The same method with δ and C_max replaced (methods without them are unchanged).
+    pub fn with_adaptive_rule(self, delta: f64, max_skips: usize) -> Method {
+        self.with("delta", delta)
+            .with("max_skips", max_skips as f64)
     }
 }
 
-/// The kinds of [`Method`], without their settings (what `--mode` and CSV columns name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MethodKind {
-    /// [`Method::Baseline`].
-    Baseline,
-    /// [`Method::Adaptive`].
-    Adaptive,
-    /// [`Method::Steps`].
-    Steps,
-    /// [`Method::AdaptiveForecast`].
-    #[serde(rename = "adaptive+forecast")]
-    AdaptiveForecast,
-    /// [`Method::UCache`].
-    #[serde(rename = "ucache")]
-    UCache,
-    /// [`Method::DeepCache`].
-    #[serde(rename = "deepcache")]
-    DeepCache,
-    /// [`Method::TGate`].
-    #[serde(rename = "tgate")]
-    TGate,
+impl PartialEq for Method {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name() && self.values == other.values
+    }
 }
 
+impl fmt::Debug for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Method({})", self.spec())
+    }
+}
+
+impl serde::Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("mode", self.name())?;
+        map.serialize_entry("delta", &self.delta())?;
+        map.serialize_entry("max_skips", &self.max_skips())?;
+        for (k, &v) in self.def.keys().iter().zip(&self.values) {
+            if matches!(k.name, "delta" | "max_skips") {
+                continue;
+            }
+            match k.kind {
+                KeyKind::Count => map.serialize_entry(k.name, &(v as u64))?,
+                KeyKind::Flag => map.serialize_entry(k.name, &(v != 0.0))?,
+                KeyKind::Number => map.serialize_entry(k.name, &v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A JSON value as a key's number: numbers, and booleans as 0 / 1.
+fn json_number(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        v => v.as_f64(),
+    }
+}
+
+impl TryFrom<&BTreeMap<String, serde_json::Value>> for Method {
+    type Error = String;
+    fn try_from(map: &BTreeMap<String, serde_json::Value>) -> Result<Self, String> {
+        let name = map
+            .get("mode")
+            .and_then(|v| v.as_str())
+            .ok_or("a run needs its method's name under `mode`")?;
+        let def = methods::find(name)
+            .ok_or_else(|| format!("unknown method '{name}' (methods: {})", methods::names()))?;
+        let mut method = Method::of(def);
+        for (i, k) in def.keys().iter().enumerate() {
+            let lookup = |name: &str| -> Option<&serde_json::Value> {
+                match name.split_once('.') {
+                    Some((outer, inner)) => map.get(outer)?.get(inner),
+                    None => map.get(name),
+                }
+            };
+            let found = std::iter::once(k.name)
+                .chain(k.aliases.iter().copied())
+                .find_map(lookup);
+            match found {
+                Some(serde_json::Value::Null) => {
+                    return Err(format!("a {name} run needs `{}` (it is null)", k.name));
+                }
+                Some(v) => {
+                    method.values[i] = json_number(v)
+                        .ok_or_else(|| format!("{name}'s `{}` is not a number: {v}", k.name))?;
+                }
+                None if k.required => return Err(format!("a {name} run needs `{}`", k.name)),
+                None => {}
+            }
+        }
+        Ok(method)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+        Method::try_from(&map).map_err(D::Error::custom)
+    }
+}
+
+/// Which method, without its settings (what menus, `--mode` and CSV columns name).
+#[derive(Clone, Copy)]
+pub struct MethodKind(&'static dyn MethodDef);
+
 impl MethodKind {
-    /// Every kind, in menu order.
-    pub const ALL: [MethodKind; 7] = [
-        MethodKind::Baseline,
-        MethodKind::Adaptive,
-        MethodKind::Steps,
-        MethodKind::AdaptiveForecast,
-        MethodKind::UCache,
-        MethodKind::DeepCache,
-        MethodKind::TGate,
-    ];
+    /// [`Method::BASELINE`]'s kind.
+    pub const BASELINE: MethodKind = MethodKind(&methods::baseline::Baseline);
+    /// AdaptiveDiffusion's kind.
+    pub const ADAPTIVE: MethodKind = MethodKind(&methods::adaptive::Adaptive);
+
+    /// Every registered kind, in menu order.
+    pub fn all() -> impl Iterator<Item = MethodKind> {
+        methods::METHODS.iter().map(|d| MethodKind(*d))
+    }
+
+    /// The registered kind called `name`.
+    pub fn named(name: &str) -> Option<MethodKind> {
+        methods::find(name).map(MethodKind)
+    }
+
+    /// What the method is.
+    pub fn def(self) -> &'static dyn MethodDef {
+        self.0
+    }
 
     /// The name in specs, traces and CSV files.
     pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::Baseline => "baseline",
-            MethodKind::Adaptive => "adaptive",
-            MethodKind::Steps => "steps",
-            MethodKind::AdaptiveForecast => "adaptive+forecast",
-            MethodKind::UCache => "ucache",
-            MethodKind::DeepCache => "deepcache",
-            MethodKind::TGate => "tgate",
-        }
+        self.0.name()
     }
 }
 
-impl std::fmt::Display for MethodKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl PartialEq for MethodKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for MethodKind {}
+
+impl std::hash::Hash for MethodKind {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.name().hash(h);
+    }
+}
+
+impl fmt::Debug for MethodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MethodKind({})", self.name())
+    }
+}
+
+impl fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
@@ -154,288 +351,21 @@ impl std::fmt::Display for MethodKind {
 impl std::str::FromStr for MethodKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        MethodKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s.trim())
-            .ok_or_else(|| {
-                let names: Vec<_> = MethodKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown method '{s}' (methods: {})", names.join(", "))
-            })
+        MethodKind::named(s)
+            .ok_or_else(|| format!("unknown method '{s}' (methods: {})", methods::names()))
     }
 }
 
-/// A setting of a [`Method`] that cannot run, named by what it is (each front end words it
-/// with its own name for the setting: a flag, a slider, a spec key).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum MethodError {
-    /// δ is negative or not finite.
-    #[error("δ must be a finite number ≥ 0 (got {0})")]
-    Delta(f64),
-    /// C_max is 0.
-    #[error(
-        "C_max must be at least 1 (it caps consecutive skipped steps; the baseline never skips)"
-    )]
-    MaxSkips,
-    /// Another setting of a method.
-    #[error("{method}: {key} {problem}")]
-    Setting {
-        /// The method.
-        method: &'static str,
-        /// The spec key.
-        key: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl Method {
-    /// Check the method's settings.
-    pub fn validate(&self) -> Result<(), MethodError> {
-        match *self {
-            Method::Baseline => Ok(()),
-            Method::Adaptive { delta, max_skips }
-            | Method::AdaptiveForecast { delta, max_skips } => {
-                if !(delta >= 0.0 && delta.is_finite()) {
-                    return Err(MethodError::Delta(delta));
-                }
-                if max_skips == 0 {
-                    return Err(MethodError::MaxSkips);
-                }
-                Ok(())
-            }
-            Method::Steps { n } => {
-                if n == 0 {
-                    return Err(self.setting("n", "must be at least 1".into()));
-                }
-                Ok(())
-            }
-            Method::TGate {
-                gate,
-                sp_interval,
-                fi_interval,
-                ..
-            } => {
-                if gate == 0 {
-                    return Err(self.setting("gate", "must be at least 1".into()));
-                }
-                if sp_interval == 0 {
-                    return Err(self.setting("sp_interval", "must be at least 1".into()));
-                }
-                if fi_interval == 0 {
-                    return Err(self.setting("fi_interval", "must be at least 1".into()));
-                }
-                Ok(())
-            }
-            Method::DeepCache { interval, .. } => {
-                if interval == 0 {
-                    return Err(self.setting("interval", "must be at least 1".into()));
-                }
-                Ok(())
-            }
-            Method::UCache(u) => {
-                let unit = |key, v: f64| {
-                    if (0.0..=1.0).contains(&v) {
-                        Ok(())
-                    } else {
-                        Err(self.setting(key, format!("must be within 0–1 (got {v})")))
-                    }
-                };
-                unit("start", u.start)?;
-                unit("end", u.end)?;
-                if u.start >= u.end {
-                    return Err(self.setting(
-                        "start",
-                        format!("must be below end (got {} ≥ {})", u.start, u.end),
-                    ));
-                }
-                if !(u.threshold > 0.0 && u.threshold.is_finite()) {
-                    return Err(self.setting(
-                        "threshold",
-                        format!("must be a positive number (got {})", u.threshold),
-                    ));
-                }
-                if !(u.decay >= 0.0 && u.decay.is_finite()) {
-                    return Err(self.setting(
-                        "decay",
-                        format!("must be a finite number ≥ 0 (got {})", u.decay),
-                    ));
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn setting(&self, key: &'static str, problem: String) -> MethodError {
-        MethodError::Setting {
-            method: self.name(),
-            key,
-            problem,
-        }
-    }
-
-    /// Which kind of method.
-    pub fn kind(&self) -> MethodKind {
-        match self {
-            Method::Baseline => MethodKind::Baseline,
-            Method::Adaptive { .. } => MethodKind::Adaptive,
-            Method::Steps { .. } => MethodKind::Steps,
-            Method::AdaptiveForecast { .. } => MethodKind::AdaptiveForecast,
-            Method::UCache(_) => MethodKind::UCache,
-            Method::DeepCache { .. } => MethodKind::DeepCache,
-            Method::TGate { .. } => MethodKind::TGate,
-        }
-    }
-
-    /// The method's name.
-    pub fn name(&self) -> &'static str {
-        self.kind().name()
-    }
-
-    /// δ and C_max of the methods that use the third-order rule.
-    pub fn adaptive_rule(&self) -> Option<(f64, usize)> {
-        match *self {
-            Method::Adaptive { delta, max_skips }
-            | Method::AdaptiveForecast { delta, max_skips } => Some((delta, max_skips)),
-            _ => None,
-        }
-    }
-
-    /// δ of an adaptive method.
-    pub fn delta(&self) -> Option<f64> {
-        self.adaptive_rule().map(|(d, _)| d)
-    }
-
-    /// C_max of an adaptive method.
-    pub fn max_skips(&self) -> Option<usize> {
-        self.adaptive_rule().map(|(_, m)| m)
-    }
-
-    /// The same method with δ and C_max replaced (methods without them are unchanged).
-    pub fn with_adaptive_rule(self, delta: f64, max_skips: usize) -> Method {
-        match self {
-            Method::Adaptive { .. } => Method::Adaptive { delta, max_skips },
-            Method::AdaptiveForecast { .. } => Method::AdaptiveForecast { delta, max_skips },
-            other => other,
-        }
-    }
-
-    /// The step count a method runs instead of the job's (`steps:n=N`).
-    pub fn own_steps(&self) -> Option<usize> {
-        match *self {
-            Method::Steps { n } => Some(n),
-            _ => None,
-        }
+impl serde::Serialize for MethodKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
-/// The serialised form of a [`Method`]: the `mode`, `delta` and `max_skips` keys of every
-/// trace, report and PNG metadata since the first version (`null` where a method has no
-/// such setting), and the keys of the newer methods where they apply.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MethodFields {
-    mode: MethodKind,
-    #[serde(default)]
-    delta: Option<f64>,
-    #[serde(default)]
-    max_skips: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    n: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ucache: Option<UCacheSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    interval: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    branch: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tgate: Option<TGateFields>,
-}
-
-/// T-GATE's settings in a trace (the official names).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct TGateFields {
-    gate_step: usize,
-    sp_interval: usize,
-    fi_interval: usize,
-    warm_up: usize,
-}
-
-impl From<Method> for MethodFields {
-    fn from(m: Method) -> Self {
-        MethodFields {
-            mode: m.kind(),
-            delta: m.delta(),
-            max_skips: m.max_skips(),
-            n: m.own_steps(),
-            ucache: match m {
-                Method::UCache(u) => Some(u),
-                _ => None,
-            },
-            interval: match m {
-                Method::DeepCache { interval, .. } => Some(interval),
-                _ => None,
-            },
-            branch: match m {
-                Method::DeepCache { branch, .. } => Some(branch),
-                _ => None,
-            },
-            tgate: match m {
-                Method::TGate {
-                    gate,
-                    sp_interval,
-                    fi_interval,
-                    warm_up,
-                } => Some(TGateFields {
-                    gate_step: gate,
-                    sp_interval,
-                    fi_interval,
-                    warm_up,
-                }),
-                _ => None,
-            },
-        }
-    }
-}
-
-impl TryFrom<MethodFields> for Method {
-    type Error = String;
-    fn try_from(f: MethodFields) -> Result<Self, String> {
-        let rule = || match (f.delta, f.max_skips) {
-            (Some(delta), Some(max_skips)) => Ok((delta, max_skips)),
-            _ => Err(format!(
-                "an {} run needs both `delta` and `max_skips`",
-                f.mode.name()
-            )),
-        };
-        Ok(match f.mode {
-            MethodKind::Baseline => Method::Baseline,
-            MethodKind::Adaptive => {
-                let (delta, max_skips) = rule()?;
-                Method::Adaptive { delta, max_skips }
-            }
-            MethodKind::AdaptiveForecast => {
-                let (delta, max_skips) = rule()?;
-                Method::AdaptiveForecast { delta, max_skips }
-            }
-            MethodKind::Steps => Method::Steps {
-                n: f.n.ok_or("a steps run needs `n`")?,
-            },
-            MethodKind::TGate => {
-                let t = f.tgate.ok_or("a tgate run needs its `tgate` settings")?;
-                Method::TGate {
-                    gate: t.gate_step,
-                    sp_interval: t.sp_interval,
-                    fi_interval: t.fi_interval,
-                    warm_up: t.warm_up,
-                }
-            }
-            MethodKind::DeepCache => Method::DeepCache {
-                interval: f.interval.ok_or("a deepcache run needs `interval`")?,
-                branch: f.branch.ok_or("a deepcache run needs `branch`")?,
-            },
-            MethodKind::UCache => {
-                Method::UCache(f.ucache.ok_or("a ucache run needs its `ucache` settings")?)
-            }
-        })
+impl<'de> serde::Deserialize<'de> for MethodKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(D::Error::custom)
     }
 }
 
@@ -444,64 +374,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn validation_names_the_setting() {
-        let e = Method::Adaptive {
-            delta: -0.1,
-            max_skips: 4,
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e, MethodError::Delta(-0.1));
-        let e = Method::AdaptiveForecast {
-            delta: 0.1,
-            max_skips: 0,
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e, MethodError::MaxSkips);
-        let e = Method::Steps { n: 0 }.validate().unwrap_err();
-        assert_eq!(e.to_string(), "steps: n must be at least 1");
-        let u = UCacheSettings {
-            start: 0.9,
-            end: 0.5,
-            ..UCacheSettings::default()
-        };
-        let e = Method::UCache(u).validate().unwrap_err();
+    fn validation_names_the_method_and_key() {
+        let e = Method::adaptive(-0.1, 4).validate().unwrap_err();
+        assert_eq!((e.method, e.key), ("adaptive", "delta"));
+        assert_eq!(
+            e.to_string(),
+            "adaptive: delta must be within 0–10 (got -0.1)"
+        );
+        let e = Method::named("adaptive+forecast")
+            .unwrap()
+            .with("max_skips", 0.0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "max_skips");
+        let e = Method::steps(0).validate().unwrap_err();
+        assert_eq!(e.to_string(), "steps: n must be at least 1 (got 0)");
+        let u = Method::named("ucache")
+            .unwrap()
+            .with("start", 0.9)
+            .with("end", 0.5);
+        let e = u.validate().unwrap_err();
         assert!(
             e.to_string().starts_with("ucache: start must be below end"),
             "{e}"
         );
-        assert!(Method::UCache(UCacheSettings::default()).validate().is_ok());
+        for m in methods::METHODS {
+            if m.keys().iter().all(|k| !k.required) {
+                assert!(Method::of(*m).validate().is_ok(), "{}", m.name());
+            }
+        }
     }
 
     #[test]
     fn every_method_survives_a_trip_through_json() {
-        for m in [
-            Method::Baseline,
-            Method::Adaptive {
-                delta: 0.02,
-                max_skips: 3,
-            },
-            Method::Steps { n: 12 },
-            Method::AdaptiveForecast {
-                delta: 0.01,
-                max_skips: 4,
-            },
-            Method::UCache(UCacheSettings::default()),
-            Method::DeepCache {
-                interval: 3,
-                branch: 2,
-            },
-            Method::TGate {
-                gate: 10,
-                sp_interval: 5,
-                fi_interval: 1,
-                warm_up: 2,
-            },
-        ] {
+        for def in methods::METHODS {
+            let m = Method::of(*def).with("n", 12.0);
             let json = serde_json::to_value(m).unwrap();
             assert_eq!(json["mode"], m.name());
+            assert!(json.get("delta").is_some() && json.get("max_skips").is_some());
             assert_eq!(serde_json::from_value::<Method>(json).unwrap(), m);
         }
+        let json = serde_json::to_value(Method::adaptive(0.02, 3)).unwrap();
+        assert_eq!(json["delta"], 0.02);
+        assert_eq!(json["max_skips"], 3);
+    }
+
+    #[test]
+    fn old_json_still_reads() {
+        let old = |s: &str| serde_json::from_str::<Method>(s).unwrap();
+        assert_eq!(
+            old(
+                r#"{"mode":"tgate","delta":null,"max_skips":null,"tgate":{"gate_step":6,"sp_interval":5,"fi_interval":1,"warm_up":2}}"#
+            ),
+            Method::named("tgate").unwrap().with("gate_step", 6.0)
+        );
+        assert_eq!(
+            old(
+                r#"{"mode":"ucache","delta":null,"max_skips":null,"ucache":{"threshold":0.5,"start":0.15,"end":0.95,"decay":1.0,"relative":false,"reset":true}}"#
+            ),
+            Method::named("ucache")
+                .unwrap()
+                .with("threshold", 0.5)
+                .with("relative", 0.0)
+        );
+        assert_eq!(
+            old(r#"{"mode":"adaptive","delta":0.01,"max_skips":4}"#),
+            Method::adaptive(0.01, 4)
+        );
+        assert_eq!(
+            old(r#"{"mode":"deepcache","delta":null,"max_skips":null,"interval":3,"branch":2}"#),
+            Method::named("deepcache").unwrap().with("branch", 2.0)
+        );
+        let e = serde_json::from_str::<Method>(r#"{"mode":"steps"}"#).unwrap_err();
+        assert!(e.to_string().contains("a steps run needs `n`"), "{e}");
+        let e = serde_json::from_str::<Method>(r#"{"mode":"warp"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown method 'warp'"), "{e}");
     }
 }

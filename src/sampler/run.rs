@@ -1,16 +1,13 @@
 //! The denoising loop: scheduler × method × early stop over any [`Denoiser`].
 
 use super::SchedulerConfig;
-use super::adaptive::SkipController;
-use super::deepcache::DeepCachePlan;
-use super::denoise::CallPlan;
+use super::change::ChangeTracker;
 use super::denoise::{Denoiser, RawPrediction};
 use super::early_stop::{EarlyStop, EarlyStopState};
 use super::method::Method;
+use super::methods::{Choice, Notes, RunInfo, Step};
 use super::scheduler::{SchedulerKind, build_scheduler};
-use super::tgate::TGatePlan;
-use super::trace::{Decision, RunTrace, StepRecord};
-use super::ucache::{UCache, Verdict};
+use super::trace::{RunTrace, StepRecord};
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 use std::ops::ControlFlow;
@@ -104,33 +101,6 @@ impl Calls {
         self.history.push((i, p.clone()));
         Ok(p)
     }
-
-    fn has_history(&self) -> bool {
-        !self.history.is_empty()
-    }
-
-    /// The prediction of skipped step `s`: the last computed one, or with `forecast` (and
-    /// two computed steps `c′ < c`) each half extrapolated to first order,
-    /// `ε_c + (ε_c − ε_c′)·(s − c)/(c − c′)`.
-    fn reuse(&self, s: usize, forecast: bool) -> Result<RawPrediction> {
-        let (c, last) = self.history.last().expect("reuse needs a computed step");
-        let [(c0, first), _] = self.history.as_slice() else {
-            return Ok(last.clone());
-        };
-        if !forecast {
-            return Ok(last.clone());
-        }
-        let w = (s - c) as f64 / (c - c0) as f64;
-        let ahead = |a: &Tensor, b: &Tensor| -> Result<Tensor> { Ok((a + ((a - b)? * w)?)?) };
-        let uncond = match (&last.uncond, &first.uncond) {
-            (Some(a), Some(b)) => Some(ahead(a, b)?),
-            _ => None,
-        };
-        Ok(RawPrediction {
-            uncond,
-            cond: ahead(&last.cond, &first.cond)?,
-        })
-    }
 }
 
 /// A step produced latents that are not finite numbers.
@@ -148,74 +118,6 @@ pub struct NonFinite {
 /// Fail with [`NonFinite`] when `x` (the latents after step `i`) holds NaN or ∞: one
 /// reduction in f64, where any non-finite value (or an f32 value too large to square and
 /// add) makes the sum non-finite.
-/// One step's prediction, how it was obtained, and the signal of a rule that measured one.
-struct StepPrediction {
-    pred: RawPrediction,
-    decision: Decision,
-    signal: Option<f64>,
-    signal_limit: Option<f64>,
-}
-
-/// DeepCache and T-GATE tell the denoiser which parts of step `i`'s call to compute;
-/// true when the call will reuse any part (a partial call).
-fn plan_partial_call(method: Method, i: usize, denoiser: &mut dyn Denoiser) -> Result<bool> {
-    match method {
-        Method::DeepCache { interval, branch } => {
-            let plan = DeepCachePlan::for_step(i, interval, branch);
-            denoiser.plan_call(Some(CallPlan::DeepCache(plan)))?;
-            Ok(!plan.full)
-        }
-        Method::TGate {
-            gate,
-            sp_interval,
-            fi_interval,
-            warm_up,
-        } => {
-            let plan = TGatePlan::for_step(i, gate, sp_interval, fi_interval, warm_up);
-            denoiser.plan_call(Some(CallPlan::TGate(plan)))?;
-            Ok(plan.after_gate || plan.self_attn.reuse)
-        }
-        _ => Ok(false),
-    }
-}
-
-/// A ucache step: its rule decides from the model input alone whether to reuse.
-fn cache_step(
-    cache: &mut UCache,
-    calls: &mut Calls,
-    denoiser: &mut dyn Denoiser,
-    model_in: &Tensor,
-    t: f64,
-    i: usize,
-    sigma: f64,
-) -> Result<StepPrediction> {
-    Ok(match cache.before(sigma, model_in)? {
-        Verdict::Skip { error, threshold } => {
-            let (cond, uncond) = cache.reuse(model_in)?;
-            StepPrediction {
-                pred: RawPrediction { uncond, cond },
-                decision: Decision::Reused,
-                signal: Some(error),
-                signal_limit: Some(threshold),
-            }
-        }
-        verdict => {
-            let (signal, signal_limit) = match verdict {
-                Verdict::ComputeTested { error, threshold } => (Some(error), Some(threshold)),
-                _ => (None, None),
-            };
-            let pred = calls.predict(denoiser, model_in, t, i)?;
-            cache.after(model_in, &pred.cond, pred.uncond.as_ref())?;
-            StepPrediction {
-                pred,
-                decision: Decision::Computed,
-                signal,
-                signal_limit,
-            }
-        }
-    })
-}
-
 fn check_finite(x: &Tensor, i: usize, steps: usize) -> Result<()> {
     let energy = x
         .to_dtype(DType::F64)?
@@ -251,19 +153,19 @@ pub fn run(
 ) -> Result<RunOutput> {
     settings.validate()?;
     let mut scheduler = build_scheduler(settings.scheduler, schedule, settings.steps)?;
-    let mut controller = SkipController::new(settings.method);
-    let forecast = matches!(settings.method, Method::AdaptiveForecast { .. });
-    let mut ucache = match settings.method {
-        Method::UCache(cfg) => {
-            let sigmas: Vec<f64> = (0..settings.steps).map(|i| scheduler.sigma(i)).collect();
-            Some(UCache::new(cfg, &sigmas))
-        }
-        _ => None,
+    let timesteps = scheduler.timesteps().to_vec();
+    let info = RunInfo {
+        scheduler: settings.scheduler,
+        steps: settings.steps,
+        sigmas: (0..timesteps.len()).map(|i| scheduler.sigma(i)).collect(),
+        timesteps: timesteps.clone(),
+        guidance: settings.guidance,
     };
+    let mut rule = settings.method.def().rule(&settings.method, &info)?;
+    let mut change = ChangeTracker::default();
     let mut stopper = settings
         .early_stop
         .map(|es| EarlyStopState::new(es, settings.steps));
-    let timesteps = scheduler.timesteps().to_vec();
 
     let start = Instant::now();
     let mut x = init_latents.clone();
@@ -271,60 +173,58 @@ pub fn run(
     let mut records = Vec::with_capacity(settings.steps);
     let mut stopped_early_at = None;
     let mut output = None;
+    let mut planned = false;
 
     for (i, &t) in timesteps.iter().enumerate() {
         let step_start = Instant::now();
-        let mut decision = controller.decide(i);
-        if plan_partial_call(settings.method, i, denoiser)? {
-            decision = Decision::Partial;
-        }
         let model_in = scheduler.scale_model_input(&x, i)?;
-        let calls_before = calls.count;
-        let step = match ucache.as_mut() {
-            Some(cache) => cache_step(
-                cache,
-                &mut calls,
-                denoiser,
-                &model_in,
-                t,
-                i,
-                scheduler.sigma(i),
-            )?,
-            None => {
-                let pred = if !decision.computed() && calls.has_history() {
-                    calls.reuse(i, forecast)?
-                } else {
-                    // Nothing to reuse yet (cannot happen after warm-up): compute instead.
-                    if !decision.computed() {
-                        decision = Decision::Computed;
-                    }
-                    calls.predict(denoiser, &model_in, t, i)?
-                };
-                StepPrediction {
-                    pred,
-                    decision,
-                    signal: None,
-                    signal_limit: None,
-                }
-            }
+        let history = calls.history.clone();
+        let step = Step {
+            index: i,
+            steps: timesteps.len(),
+            timestep: t,
+            sigma: info.sigmas[i],
+            latents: &x,
+            model_in: &model_in,
+            guidance: settings.guidance,
+            scheduler: scheduler.as_ref(),
+            history: &history,
         };
-        let StepPrediction {
-            pred,
-            decision,
-            signal,
-            signal_limit,
-        } = step;
-        let predictor_ms = if calls.count > calls_before {
-            calls.last_ms
-        } else {
-            0.0
+        let mut notes = Notes::default();
+        let (pred, decision, predictor_ms) = match rule.before(&step, &mut notes)? {
+            Choice::Skip {
+                prediction,
+                decision,
+            } => (prediction, decision, 0.0),
+            Choice::Call { decision, plan } => {
+                // A plan holds for one call: clear the last one before a plain call.
+                if plan.is_some() || planned {
+                    denoiser.plan_call(plan)?;
+                }
+                planned = plan.is_some();
+                let pred = calls.predict(denoiser, &model_in, t, i)?;
+                rule.computed(&step, &pred)?;
+                (pred, decision, calls.last_ms)
+            }
         };
         let eps = pred.guided(settings.guidance)?;
         let out = scheduler.step(&eps, i, &x)?;
         check_finite(&out.prev_sample, i, timesteps.len())?;
 
         let c0 = Instant::now();
-        let obs = controller.observe(i, &out.prev_sample)?;
+        let measured = change.observe(&out.prev_sample)?;
+        let step = Step {
+            index: i,
+            steps: timesteps.len(),
+            timestep: t,
+            sigma: info.sigmas[i],
+            latents: &x,
+            model_in: &model_in,
+            guidance: settings.guidance,
+            scheduler: scheduler.as_ref(),
+            history: &history,
+        };
+        rule.after(&step, &out, &measured, &mut notes)?;
         let rel = rel_change(&out.prev_sample, &x)?;
         let stop = stopper.as_mut().is_some_and(|s| s.observe(i, rel));
         let controller_ms = c0.elapsed().as_secs_f64() * 1e3;
@@ -333,14 +233,14 @@ pub fn run(
         let record = StepRecord {
             index: i,
             timestep: t,
-            sigma: scheduler.sigma(i),
+            sigma: info.sigmas[i],
             computed: decision.computed(),
             decision,
-            d: obs.d,
-            third_order: obs.third_order,
-            threshold: obs.threshold,
-            signal,
-            signal_limit,
+            d: measured.d,
+            third_order: measured.third_order,
+            threshold: notes.threshold,
+            signal: notes.signal,
+            signal_limit: notes.signal_limit,
             rel_change: rel,
             predictor_ms,
             controller_ms,
@@ -445,7 +345,7 @@ mod tests {
             scheduler: SchedulerKind::Ddim,
             steps: 10,
             guidance: 1.0,
-            method: Method::Baseline,
+            method: Method::BASELINE,
             early_stop: None,
         };
         let init = Tensor::ones((1, 4, 8, 8), DType::F32, &Device::Cpu)?;
@@ -461,36 +361,6 @@ mod tests {
             &init,
             &mut |_| ControlFlow::Continue(()),
         )
-    }
-
-    #[test]
-    fn a_forecast_extrapolates_each_half_from_the_last_two_computed_steps() {
-        let t = |v: f32| Tensor::new(&[v], &Device::Cpu).unwrap();
-        let mut calls = Calls::default();
-        let pred = |c: f32, u: f32| RawPrediction {
-            uncond: Some(t(u)),
-            cond: t(c),
-        };
-        calls.history = vec![(2, pred(1.0, 10.0)), (4, pred(2.0, 14.0))];
-        // Step 7: three steps past the last computed one, at the slope (2 − 1)/(4 − 2).
-        let f = calls.reuse(7, true).unwrap();
-        assert_eq!(f.cond.to_vec1::<f32>().unwrap(), [3.5]);
-        assert_eq!(f.uncond.unwrap().to_vec1::<f32>().unwrap(), [20.0]);
-        // Plain reuse, or one computed step only: the last prediction.
-        assert_eq!(
-            calls
-                .reuse(7, false)
-                .unwrap()
-                .cond
-                .to_vec1::<f32>()
-                .unwrap(),
-            [2.0]
-        );
-        calls.history.remove(0);
-        assert_eq!(
-            calls.reuse(7, true).unwrap().cond.to_vec1::<f32>().unwrap(),
-            [2.0]
-        );
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor>;
     /// Advance `x` from step `i` to step `i + 1` with the (guided) noise prediction `eps`.
     fn step(&mut self, eps: &Tensor, i: usize, x: &Tensor) -> Result<StepOutput>;
+    /// The clean-sample estimate x0 that the model output `output` gives at step `i` from
+    /// latents `x` (before any clipping): what `step` would use.
+    fn pred_x0(&self, output: &Tensor, i: usize, x: &Tensor) -> Result<Tensor>;
+    /// The inverse of [`Scheduler::pred_x0`]: the model output whose x0 estimate at step `i`
+    /// from `x` is `x0` (how a method that forecasts x0 hands it to the scheduler).
+    fn output_for_x0(&self, x0: &Tensor, i: usize, x: &Tensor) -> Result<Tensor>;
 }
 
 /// The schedulers the command line and the GUI offer.

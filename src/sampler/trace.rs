@@ -272,14 +272,8 @@ mod json_tests {
     #[test]
     fn the_method_reads_and_writes_the_keys_of_earlier_traces() {
         for (json, method) in [
-            (old_json("baseline", "null", "null"), Method::Baseline),
-            (
-                old_json("adaptive", "0.02", "3"),
-                Method::Adaptive {
-                    delta: 0.02,
-                    max_skips: 3,
-                },
-            ),
+            (old_json("baseline", "null", "null"), Method::BASELINE),
+            (old_json("adaptive", "0.02", "3"), Method::adaptive(0.02, 3)),
         ] {
             let t: RunTrace = serde_json::from_str(&json).unwrap();
             assert_eq!(t.method, method);

@@ -48,7 +48,7 @@ impl Generator {
             scheduler,
             steps,
             guidance,
-            method: sampler::Method::Baseline,
+            method: sampler::Method::BASELINE,
             early_stop: None,
         };
         let mut den = self.sd.denoiser(&cond);

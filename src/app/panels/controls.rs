@@ -7,6 +7,7 @@ use super::super::state::{ModelChoice, Video, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;
+use crate::sampler::methods::{Control, KeyKind, SliderMax};
 use crate::sampler::{MethodKind, SchedulerKind};
 use egui::{Color32, RichText};
 
@@ -603,15 +604,7 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
 
 /// Menu label of a method.
 fn method_label(k: MethodKind) -> &'static str {
-    match k {
-        MethodKind::Baseline => "Baseline (every step)",
-        MethodKind::Adaptive => "AdaptiveDiffusion (reuse)",
-        MethodKind::AdaptiveForecast => "AdaptiveDiffusion + forecast",
-        MethodKind::Steps => "Fewer steps (control)",
-        MethodKind::UCache => "ucache (stable-diffusion.cpp)",
-        MethodKind::DeepCache => "DeepCache",
-        MethodKind::TGate => "T-GATE",
-    }
+    k.def().title()
 }
 
 /// Each side's method and its own controls: the left side's first, then the right side's.
@@ -624,7 +617,7 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         egui::ComboBox::from_label("Left side")
             .selected_text(method_label(app.settings.left_method))
             .show_ui(ui, |ui| {
-                for k in MethodKind::ALL {
+                for k in MethodKind::all() {
                     ui.selectable_value(&mut app.settings.left_method, k, method_label(k));
                 }
             })
@@ -640,19 +633,14 @@ fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
         egui::ComboBox::from_label("Method")
             .selected_text(method_label(app.settings.method))
             .show_ui(ui, |ui| {
-                for k in MethodKind::ALL
-                    .into_iter()
-                    .filter(|k| *k != MethodKind::Baseline)
-                {
+                for k in MethodKind::all().filter(|k| *k != MethodKind::BASELINE) {
                     ui.selectable_value(&mut app.settings.method, k, method_label(k));
                 }
             })
             .response
             .on_hover_text("The right side's method, with its own settings below");
         let kind = app.settings.method;
-        let mut right = app.settings.right();
-        responses.extend(method_controls(ui, &mut right, kind, steps));
-        app.settings.set_right(right);
+        responses.extend(method_controls(ui, &mut app.settings.right, kind, steps));
     });
     // Re-run once the value settles: not while dragging, not while typing into the field.
     let changed = (app.settings.method, app.settings.left_method) != before
@@ -696,56 +684,54 @@ fn plain_number(v: f64) -> String {
     }
 }
 
-/// The controls of one method's settings (none for the baseline).
+/// The controls of one method's settings (none for the baseline), built from its keys in
+/// the registry: a slider or a checkbox per key the app shows.
 fn method_controls(
     ui: &mut egui::Ui,
     p: &mut MethodParams,
     kind: MethodKind,
     steps: usize,
 ) -> Vec<egui::Response> {
-    match kind {
-        MethodKind::Baseline => vec![],
-        MethodKind::Adaptive | MethodKind::AdaptiveForecast => vec![
-            ui.add(
-                // Typed values beyond the slider's range are kept (δ ≥ 0 is valid; the job's
-                // check reports anything else).
-                egui::Slider::new(&mut p.delta, 0.0..=0.2)
-                    .logarithmic(true)
-                    .smallest_positive(1e-4)
-                    .clamping(egui::SliderClamping::Never)
-                    .custom_formatter(|v, _| plain_number(v))
-                    .text("δ threshold"),
-            )
-            .on_hover_text("Skip the next step when |d_k − 2d_(k−1) + d_(k−2)|/2 ≤ δ·d_(k−1)"),
-            ui.add(egui::Slider::new(&mut p.max_skips, 1..=10).text("C_max"))
-                .on_hover_text("At most this many skipped steps in a row"),
-        ],
-        MethodKind::Steps => vec![
-            ui.add(egui::Slider::new(&mut p.steps_n, 1..=steps).text("steps"))
-                .on_hover_text("The same scheduler with this many steps, every one computed"),
-        ],
-        MethodKind::DeepCache => vec![
-            ui.add(egui::Slider::new(&mut p.deepcache_interval, 1..=10).text("interval"))
-                .on_hover_text("Every interval-th step runs the whole UNet; the others only its shallow branch"),
-            ui.add(egui::Slider::new(&mut p.deepcache_branch, 0..=11).text("branch"))
-                .on_hover_text("Where the shallow branch ends: block branch / 3, layer branch % 3"),
-        ],
-        MethodKind::TGate => vec![
-            ui.add(egui::Slider::new(&mut p.tgate_gate, 1..=steps).text("gate step"))
-                .on_hover_text("From this step on, cross-attention is cached and guidance dropped"),
-        ],
-        MethodKind::UCache => vec![
-            ui.add(
-                egui::Slider::new(&mut p.ucache_threshold, 0.05..=5.0)
-                    .logarithmic(true)
-                    .custom_formatter(|v, _| plain_number(v))
-                    .text("threshold"),
-            )
-            .on_hover_text(
-                "Skip while the accumulated estimate of the output's change stays below it",
-            ),
-        ],
+    let mut responses = vec![];
+    for key in kind.def().keys() {
+        let mut v = p.get(kind, key.name);
+        let before = v;
+        let response = match key.control {
+            Control::Hidden => continue,
+            Control::Checkbox => {
+                let mut on = v != 0.0;
+                let r = ui.checkbox(&mut on, key.label);
+                v = f64::from(u8::from(on));
+                r
+            }
+            Control::Slider { min, max, log } => {
+                let max = match max {
+                    SliderMax::Value(m) => m,
+                    SliderMax::Steps => steps as f64,
+                }
+                .max(min);
+                let slider = if key.kind == KeyKind::Count {
+                    egui::Slider::new(&mut v, min..=max)
+                        .integer()
+                        .logarithmic(log)
+                } else {
+                    // Typed values beyond the slider's range are kept (the job's check
+                    // reports anything invalid).
+                    egui::Slider::new(&mut v, min..=max)
+                        .logarithmic(log)
+                        .smallest_positive(if min > 0.0 { min } else { 1e-4 })
+                        .clamping(egui::SliderClamping::Never)
+                        .custom_formatter(|v, _| plain_number(v))
+                };
+                ui.add(slider.text(key.label))
+            }
+        };
+        if v != before {
+            p.set(kind, key.name, v);
+        }
+        responses.push(response.on_hover_text(key.help));
     }
+    responses
 }
 
 fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {

@@ -619,7 +619,7 @@ mod tests {
             image: image::RgbImage::new(1, 1),
             frames: Default::default(),
             trace: RunTrace {
-                method: Method::Baseline,
+                method: Method::BASELINE,
                 scheduler: "ddim".into(),
                 budget: 1,
                 guidance: 7.5,

@@ -12,6 +12,108 @@
 //! guidance is applied (ε is the UNet's output). A cached attention output is taken after
 //! `to_out`, before the residual addition.
 
+use super::{Choice, Key, KeyKind, MethodDef, Notes, RunInfo, SliderMax, Step, StepRule};
+use crate::sampler::denoise::CallPlan;
+use crate::sampler::method::Method;
+use crate::sampler::trace::Decision;
+use anyhow::Result;
+
+/// The official names and defaults (its `tgate_scheduler`'s).
+const KEYS: [Key; 4] = [
+    Key::new("gate_step", KeyKind::Count, 10.0, 1.0, f64::INFINITY)
+        .aliases(&["gate", "tgate.gate_step"])
+        .described(
+            "gate step",
+            "From this step on, cross-attention is cached and guidance dropped",
+        )
+        .unit("steps")
+        .slider(1.0, SliderMax::Steps, false),
+    Key::new("sp_interval", KeyKind::Count, 5.0, 1.0, f64::INFINITY)
+        .aliases(&["tgate.sp_interval"])
+        .described(
+            "sp_interval",
+            "Self-attention refresh interval before the gate",
+        )
+        .unit("steps"),
+    Key::new("fi_interval", KeyKind::Count, 1.0, 1.0, f64::INFINITY)
+        .aliases(&["tgate.fi_interval"])
+        .described(
+            "fi_interval",
+            "Self-attention refresh interval after the gate",
+        )
+        .unit("steps"),
+    Key::new("warm_up", KeyKind::Count, 2.0, 0.0, f64::INFINITY)
+        .aliases(&["tgate.warm_up"])
+        .described("warm_up", "Steps that always compute self-attention")
+        .unit("steps"),
+];
+
+/// T-GATE.
+pub struct TGate;
+
+impl MethodDef for TGate {
+    fn name(&self) -> &'static str {
+        "tgate"
+    }
+    fn title(&self) -> &'static str {
+        "T-GATE"
+    }
+    fn short(&self) -> &'static str {
+        "T-GATE"
+    }
+    fn about(&self) -> &'static str {
+        "T-GATE (Liu et al., 2024; HaozheLiu-ST/T-GATE): cross-attention cached after the gate step and guidance dropped, self-attention refreshed at intervals"
+    }
+    fn keys(&self) -> &'static [Key] {
+        &KEYS
+    }
+    fn describe(&self, m: &Method) -> String {
+        format!(
+            "gate {} · sp {} · fi {} · warm-up {}",
+            m.count("gate_step"),
+            m.count("sp_interval"),
+            m.count("fi_interval"),
+            m.count("warm_up")
+        )
+    }
+    fn rule(&self, m: &Method, _: &RunInfo) -> Result<Box<dyn StepRule>> {
+        Ok(Box::new(TGateRule {
+            gate: m.count("gate_step"),
+            sp_interval: m.count("sp_interval"),
+            fi_interval: m.count("fi_interval"),
+            warm_up: m.count("warm_up"),
+        }))
+    }
+}
+
+struct TGateRule {
+    gate: usize,
+    sp_interval: usize,
+    fi_interval: usize,
+    warm_up: usize,
+}
+
+impl StepRule for TGateRule {
+    fn before(&mut self, step: &Step<'_>, _: &mut Notes) -> Result<Choice> {
+        let plan = TGatePlan::for_step(
+            step.index,
+            self.gate,
+            self.sp_interval,
+            self.fi_interval,
+            self.warm_up,
+        );
+        let partial = plan.after_gate || plan.self_attn.reuse;
+        Ok(Choice::Call {
+            decision: if partial {
+                Decision::Partial
+            } else {
+                Decision::Computed
+            },
+            plan: Some(CallPlan::TGate(plan)),
+        })
+    }
+}
+
 /// Whether an attention kind computes-and-caches, or reuses its cache (neither: computes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AttentionGate {

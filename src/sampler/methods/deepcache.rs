@@ -13,6 +13,77 @@
 //! when its layer is at or past the branch's layer (down) / past it (up). A quirk kept from
 //! the official code: at step index 50 every wrapped module returns its cache.
 
+use super::{Choice, Key, KeyKind, MethodDef, Notes, RunInfo, SliderMax, Step, StepRule};
+use crate::sampler::denoise::CallPlan;
+use crate::sampler::method::Method;
+use crate::sampler::trace::Decision;
+use anyhow::Result;
+
+/// `cache_interval` and `cache_branch_id`, with the defaults of DeepCache's README
+/// (`cache_interval=3, cache_branch_id=0`; the helper's own default interval, 1, would cache
+/// nothing).
+const KEYS: [Key; 2] = [
+    Key::new("interval", KeyKind::Count, 3.0, 1.0, f64::INFINITY)
+        .described(
+            "interval",
+            "cache_interval: every interval-th step runs the whole UNet; the others only its shallow branch",
+        )
+        .unit("steps")
+        .slider(1.0, SliderMax::Value(10.0), false),
+    Key::new("branch", KeyKind::Count, 0.0, 0.0, 11.0)
+        .described(
+            "branch",
+            "cache_branch_id: where the shallow branch ends (block branch / 3, layer branch % 3)",
+        )
+        .slider(0.0, SliderMax::Value(11.0), false),
+];
+
+/// DeepCache.
+pub struct DeepCache;
+
+impl MethodDef for DeepCache {
+    fn name(&self) -> &'static str {
+        "deepcache"
+    }
+    fn title(&self) -> &'static str {
+        "DeepCache"
+    }
+    fn short(&self) -> &'static str {
+        "DeepCache"
+    }
+    fn about(&self) -> &'static str {
+        "DeepCache (Ma et al., CVPR 2024; horseee/DeepCache, DeepCacheSDHelper): between full steps the UNet's deep modules return their cached outputs"
+    }
+    fn keys(&self) -> &'static [Key] {
+        &KEYS
+    }
+    fn rule(&self, m: &Method, _: &RunInfo) -> Result<Box<dyn StepRule>> {
+        Ok(Box::new(DeepCacheRule {
+            interval: m.count("interval"),
+            branch: m.count("branch"),
+        }))
+    }
+}
+
+struct DeepCacheRule {
+    interval: usize,
+    branch: usize,
+}
+
+impl StepRule for DeepCacheRule {
+    fn before(&mut self, step: &Step<'_>, _: &mut Notes) -> Result<Choice> {
+        let plan = DeepCachePlan::for_step(step.index, self.interval, self.branch);
+        Ok(Choice::Call {
+            decision: if plan.full {
+                Decision::Computed
+            } else {
+                Decision::Partial
+            },
+            plan: Some(CallPlan::DeepCache(plan)),
+        })
+    }
+}
+
 /// Where a wrapped module sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UNetPart {

@@ -16,9 +16,152 @@
 //!
 //! There is no Python reference: `tests` pins the rule with hand-checked sequences.
 
-use super::method::UCacheSettings;
+use super::{Choice, Key, KeyKind, MethodDef, Notes, RunInfo, SliderMax, Step, StepRule};
+use crate::sampler::denoise::RawPrediction;
+use crate::sampler::method::{Method, MethodError};
+use crate::sampler::trace::Decision;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
+
+/// stable-diffusion.cpp's option names (shortened) and defaults.
+const KEYS: [Key; 6] = [
+    Key::new("threshold", KeyKind::Number, 1.0, f64::MIN_POSITIVE, f64::INFINITY)
+        .aliases(&["ucache.threshold"])
+        .described(
+            "threshold",
+            "reuse_threshold: skip while the accumulated estimate of the output's change stays below it",
+        )
+        .slider(0.05, SliderMax::Value(5.0), true),
+    Key::new("start", KeyKind::Number, 0.15, 0.0, 1.0)
+        .aliases(&["ucache.start"])
+        .described("start", "start_percent: the cache is active from this share of the steps…")
+        .unit("share of steps"),
+    Key::new("end", KeyKind::Number, 0.95, 0.0, 1.0)
+        .aliases(&["ucache.end"])
+        .described("end", "end_percent: …up to this share")
+        .unit("share of steps"),
+    Key::new("decay", KeyKind::Number, 1.0, 0.0, f64::INFINITY)
+        .aliases(&["ucache.decay"])
+        .described(
+            "decay",
+            "error_decay_rate: the accumulated error is multiplied by it at each test",
+        ),
+    Key::new("relative", KeyKind::Flag, 1.0, 0.0, 1.0)
+        .aliases(&["ucache.relative"])
+        .described(
+            "relative",
+            "use_relative_threshold: the change estimate is relative to the output's size",
+        ),
+    Key::new("reset", KeyKind::Flag, 1.0, 0.0, 1.0)
+        .aliases(&["ucache.reset"])
+        .described(
+            "reset",
+            "reset_error_on_compute: a computed step clears the accumulated error",
+        ),
+];
+
+/// stable-diffusion.cpp's UNet cache.
+pub struct UCacheMethod;
+
+impl MethodDef for UCacheMethod {
+    fn name(&self) -> &'static str {
+        "ucache"
+    }
+    fn title(&self) -> &'static str {
+        "ucache (stable-diffusion.cpp)"
+    }
+    fn short(&self) -> &'static str {
+        "ucache"
+    }
+    fn about(&self) -> &'static str {
+        "stable-diffusion.cpp's UNet cache (leejet/stable-diffusion.cpp @97d29908, src/runtime/ucache.hpp): skip while an accumulated estimate of the output's change stays below a threshold, returning the input plus the cached difference"
+    }
+    fn keys(&self) -> &'static [Key] {
+        &KEYS
+    }
+    fn check(&self, m: &Method) -> Result<(), MethodError> {
+        let (start, end) = (m.num("start"), m.num("end"));
+        if start >= end {
+            return Err(MethodError {
+                method: self.name(),
+                key: "start",
+                problem: format!("must be below end (got {start} ≥ {end})"),
+            });
+        }
+        Ok(())
+    }
+    fn describe(&self, m: &Method) -> String {
+        format!("ucache · threshold {}", m.shown("threshold"))
+    }
+    fn rule(&self, m: &Method, run: &RunInfo) -> Result<Box<dyn StepRule>> {
+        Ok(Box::new(UCache::new(UCacheSettings::of(m), &run.sigmas)))
+    }
+}
+
+/// The settings of `ucache` (stable-diffusion.cpp's `UCacheConfig`, its names shortened).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UCacheSettings {
+    /// `reuse_threshold`.
+    pub threshold: f64,
+    /// `start_percent`.
+    pub start: f64,
+    /// `end_percent`.
+    pub end: f64,
+    /// `error_decay_rate`.
+    pub decay: f64,
+    /// `use_relative_threshold`.
+    pub relative: bool,
+    /// `reset_error_on_compute`.
+    pub reset: bool,
+}
+
+impl UCacheSettings {
+    /// The settings of a `ucache` method.
+    pub fn of(m: &Method) -> Self {
+        Self {
+            threshold: m.num("threshold"),
+            start: m.num("start"),
+            end: m.num("end"),
+            decay: m.num("decay"),
+            relative: m.flag("relative"),
+            reset: m.flag("reset"),
+        }
+    }
+}
+
+impl Default for UCacheSettings {
+    /// stable-diffusion.cpp's defaults.
+    fn default() -> Self {
+        Self::of(&Method::of(&UCacheMethod))
+    }
+}
+
+impl StepRule for UCache {
+    fn before(&mut self, step: &Step<'_>, notes: &mut Notes) -> Result<Choice> {
+        Ok(match self.verdict(step.sigma, step.model_in)? {
+            Verdict::Skip { error, threshold } => {
+                notes.signal = Some(error);
+                notes.signal_limit = Some(threshold);
+                let (cond, uncond) = self.reuse(step.model_in)?;
+                Choice::Skip {
+                    prediction: RawPrediction { uncond, cond },
+                    decision: Decision::Reused,
+                }
+            }
+            verdict => {
+                if let Verdict::ComputeTested { error, threshold } = verdict {
+                    notes.signal = Some(error);
+                    notes.signal_limit = Some(threshold);
+                }
+                Choice::compute()
+            }
+        })
+    }
+
+    fn computed(&mut self, step: &Step<'_>, p: &RawPrediction) -> Result<()> {
+        self.record(step.model_in, &p.cond, p.uncond.as_ref())
+    }
+}
 
 /// stable-diffusion.cpp's fixed settings of the adaptive threshold and the relative scale.
 const EARLY_MULTIPLIER: f64 = 0.5;
@@ -119,7 +262,7 @@ impl UCache {
     }
 
     /// Decide a step at noise level `sigma` whose scaled model input is `input`.
-    pub fn before(&mut self, sigma: f64, input: &Tensor) -> Result<Verdict> {
+    pub fn verdict(&mut self, sigma: f64, input: &Tensor) -> Result<Verdict> {
         self.last_input_change = None;
         self.active = sigma <= self.start_sigma && sigma > self.end_sigma;
         if !self.active {
@@ -176,7 +319,7 @@ impl UCache {
 
     /// Record a computed step of an active window: the halves' caches and the anchor's
     /// statistics.
-    pub fn after(&mut self, input: &Tensor, cond: &Tensor, uncond: Option<&Tensor>) -> Result<()> {
+    pub fn record(&mut self, input: &Tensor, cond: &Tensor, uncond: Option<&Tensor>) -> Result<()> {
         if !self.active {
             return Ok(());
         }
@@ -233,9 +376,9 @@ mod tests {
         let mut out = Vec::new();
         for (&s, &x) in sigmas.iter().zip(xs) {
             let input = t(x);
-            let v = c.before(s, &input).unwrap();
+            let v = c.verdict(s, &input).unwrap();
             if !matches!(v, Verdict::Skip { .. }) {
-                c.after(&input, &t(f(x)), None).unwrap();
+                c.record(&input, &t(f(x)), None).unwrap();
             }
             out.push(v);
         }
@@ -300,8 +443,8 @@ mod tests {
             },
             &sigmas,
         );
-        c.before(5.0, &t(1.0)).unwrap();
-        c.after(&t(1.0), &t(3.0), Some(&t(0.5))).unwrap();
+        c.verdict(5.0, &t(1.0)).unwrap();
+        c.record(&t(1.0), &t(3.0), Some(&t(0.5))).unwrap();
         let (cond, uncond) = c.reuse(&t(2.0)).unwrap();
         assert_eq!(cond.to_vec1::<f32>().unwrap(), [4.0, -4.0]);
         assert_eq!(uncond.unwrap().to_vec1::<f32>().unwrap(), [1.5, -1.5]);
