@@ -20,6 +20,7 @@ pub mod adaptive;
 pub mod baseline;
 pub mod deepcache;
 pub mod forecast;
+pub mod sada;
 pub mod steps;
 pub mod tgate;
 pub mod ucache;
@@ -33,6 +34,7 @@ pub static METHODS: &[&dyn MethodDef] = &[
     &ucache::UCacheMethod,
     &deepcache::DeepCache,
     &tgate::TGate,
+    &sada::Sada,
 ];
 
 /// The registered method called `name`.
