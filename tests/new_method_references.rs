@@ -1,12 +1,15 @@
-//! SADA on the tiny pipeline against its reference.
+//! SADA and Spectrum on the tiny pipeline against their references.
 //!
 //! - SADA: `tools/reference/make_sada_reference.py` ran the official `sada` code
 //!   (Ting-Justin-Jiang/sada-icml @bbbadce7, `apply_patch` with `max_downsample=0`) with
 //!   diffusers 0.42.1 for eight cases on Euler and DPM-Solver++. `adiff generate --method
 //!   sada:…` must call the UNet at the same steps, compute the same criterion at every tested
 //!   step and reach the same final latents.
+//! - Spectrum: `tools/reference/spectrum_reference.py` re-derived stable-diffusion.cpp's
+//!   `SpectrumState` in NumPy and ran it on the tiny pipeline's guided x0 for five cases
+//!   (Euler, DPM-Solver++, DDIM); the same decisions and final latents are expected.
 //!
-//! Also: the schedulers and settings it refuses.
+//! Also: the schedulers and settings each refuses.
 
 mod common;
 
@@ -170,6 +173,44 @@ fn sada_matches_the_official_code_on_euler_and_dpmpp() {
     println!("{}", report.join("\n"));
 }
 
+#[test]
+fn spectrum_matches_the_numpy_re_derivation_on_the_tiny_pipeline() {
+    let (meta, tensors) = reference("spectrum");
+    let runs = meta["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5);
+    let mut report = Vec::new();
+    for case in runs {
+        let s = &case["settings"];
+        let spec = format!(
+            "spectrum:{}",
+            ["w", "m", "lam", "window", "flex", "warmup", "stop"]
+                .map(|k| format!("{k}={}", s[k]))
+                .join(",")
+        );
+        let scheduler = case["scheduler"].as_str().unwrap();
+        let run = generate(
+            &meta,
+            &tensors[case["init"].as_str().unwrap()],
+            scheduler,
+            case["steps"].as_u64().unwrap(),
+            &spec,
+        );
+        let what = format!("{scheduler} {spec}");
+        assert_eq!(
+            mask(&run.trace, 'P'),
+            case["decisions"].as_str().unwrap(),
+            "{what}"
+        );
+        close(
+            &run.latents,
+            &tensors[case["tensor"].as_str().unwrap()],
+            &what,
+            &mut report,
+        );
+    }
+    println!("{}", report.join("\n"));
+}
+
 /// `adiff generate` with these arguments fails; its message.
 fn refused(method: &str, scheduler: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -208,4 +249,18 @@ fn sada_refuses_settings_that_cannot_run() {
         "dpm++",
     );
     assert!(e.contains("lagrange_step") && e.contains("multiple"), "{e}");
+}
+
+#[test]
+fn spectrum_refuses_a_degree_or_window_out_of_range() {
+    let e = refused("spectrum:m=9", "euler");
+    assert!(
+        e.contains("'spectrum:m=9': m must be within 0–8 (got 9)"),
+        "{e}"
+    );
+    let e = refused("spectrum:window=0", "euler");
+    assert!(
+        e.contains("'spectrum:window=0': window must be within 1–100 (got 0)"),
+        "{e}"
+    );
 }

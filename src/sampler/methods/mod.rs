@@ -21,6 +21,7 @@ pub mod baseline;
 pub mod deepcache;
 pub mod forecast;
 pub mod sada;
+pub mod spectrum;
 pub mod steps;
 pub mod tgate;
 pub mod ucache;
@@ -35,6 +36,7 @@ pub static METHODS: &[&dyn MethodDef] = &[
     &deepcache::DeepCache,
     &tgate::TGate,
     &sada::Sada,
+    &spectrum::Spectrum,
 ];
 
 /// The registered method called `name`.
