@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+)
 from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +31,7 @@ PROMPT = "a red circle at the top left"
 NEGATIVE = "blurry"
 GUIDANCE = 7.5
 SEED = 7
-SCHEDULERS = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}
+SCHEDULERS = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler}
 
 
 def pipeline(scheduler: str) -> StableDiffusionPipeline:

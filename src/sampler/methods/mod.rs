@@ -20,6 +20,8 @@ pub mod adaptive;
 pub mod baseline;
 pub mod deepcache;
 pub mod forecast;
+pub mod sada;
+pub mod spectrum;
 pub mod steps;
 pub mod tgate;
 pub mod ucache;
@@ -33,6 +35,8 @@ pub static METHODS: &[&dyn MethodDef] = &[
     &ucache::UCacheMethod,
     &deepcache::DeepCache,
     &tgate::TGate,
+    &sada::Sada,
+    &spectrum::Spectrum,
 ];
 
 /// The registered method called `name`.
