@@ -34,6 +34,7 @@ pub mod player;
 pub mod preview;
 pub mod protocol;
 mod quality;
+pub mod settings;
 pub mod state;
 mod thread_priority;
 pub mod wording;
@@ -45,7 +46,8 @@ pub use export::{ExportData, ExportKind};
 pub use method_params::MethodParams;
 pub use player::Player;
 pub use protocol::{JobId, Side};
-pub use state::{LoraEntry, ModelChoice, Phase, Session, Settings, SideStatus, Video, ViewMode};
+pub use settings::{LoraEntry, ModelChoice, Settings, Video, ViewMode};
+pub use state::{Phase, Session, SideStatus};
 pub use worker::WorkerHandle;
 pub use worker_stats::StatsSnapshot;
 
@@ -126,7 +128,7 @@ impl GuiApp {
         let worker = WorkerHandle::spawn(move || n());
         let (export_tx, export_rx) = crossbeam_channel::unbounded();
         let (picked_tx, picked_rx) = crossbeam_channel::unbounded();
-        let mut builtins = state::builtin_models();
+        let mut builtins = settings::builtin_models();
         if let ModelChoice::Builtin(p) = &settings.model
             && !builtins.contains(p)
         {
@@ -270,7 +272,7 @@ impl GuiApp {
             Ok(FileKind::Checkpoint(_)) => self.settings.model = ModelChoice::LocalFile(path),
             Ok(FileKind::Lora) => {
                 if !self.settings.loras.iter().any(|l| l.path == path) {
-                    self.settings.loras.push(state::LoraEntry {
+                    self.settings.loras.push(settings::LoraEntry {
                         path,
                         scale: 1.0,
                         enabled: true,
@@ -308,7 +310,7 @@ impl GuiApp {
             DialogKind::Motion => self.settings.motion = Some(p),
             DialogKind::Lora => {
                 if !self.settings.loras.iter().any(|l| l.path == p) {
-                    self.settings.loras.push(state::LoraEntry {
+                    self.settings.loras.push(settings::LoraEntry {
                         path: p,
                         scale: 1.0,
                         enabled: true,

@@ -3,7 +3,7 @@
 use super::super::export::ExportKind;
 use super::super::method_params::MethodParams;
 use super::super::protocol::Side;
-use super::super::state::{ModelChoice, Video, hub_label};
+use super::super::settings::{ModelChoice, Video, hub_label};
 use super::super::{DialogKind, GuiApp, egui};
 use crate::complexity::ScorerKind;
 use crate::model::HubModel;

@@ -4,7 +4,8 @@
 use super::super::compose::{key_numbers, method_settings, palette, speed_words};
 use super::super::names::SideNames;
 use super::super::protocol::Side;
-use super::super::state::{Session, SideStatus, SideView, ViewMode};
+use super::super::settings::ViewMode;
+use super::super::state::{Session, SideStatus, SideView};
 use super::super::{GuiApp, egui};
 use super::{Slot, color};
 use crate::sampler::Method;
