@@ -34,6 +34,7 @@ pub mod player;
 pub mod preview;
 pub mod protocol;
 mod quality;
+mod raster;
 pub mod settings;
 pub mod state;
 mod thread_priority;

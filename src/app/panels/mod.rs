@@ -2,6 +2,7 @@
 //! blocks: model work goes to the worker, exports and dialogs to their own threads.
 
 mod controls;
+mod methods;
 mod player;
 mod plots;
 mod results;
