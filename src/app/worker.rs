@@ -465,7 +465,12 @@ impl Worker {
             load_ms: model.load_ms,
             native_size: model.sd.default_size(),
             sdxl: model.sd.family() == crate::model::Family::Sdxl,
-            notes: model.sd.notes().to_vec(),
+            notes: model
+                .sd
+                .notes()
+                .iter()
+                .map(|n| n.worded(&super::wording::Controls))
+                .collect(),
         };
         self.model = Some((key, model));
         self.send(Event::ModelReady { job, info });

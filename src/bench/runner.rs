@@ -11,6 +11,7 @@ use super::{
     peak_rss_mb, report, run_id, utc_now,
 };
 use crate::complexity::{BudgetMap, Complexity, ComplexityEngine};
+use crate::field::{Field, FieldError, Fix, NAME};
 use crate::job::{Job, Pass};
 use crate::metrics::ClipScorer;
 use crate::model::HubOptions;
@@ -83,15 +84,19 @@ pub(crate) fn lock_folder(out: &Path) -> Result<std::fs::File> {
             let mut holder = String::new();
             file.read_to_string(&mut holder).ok();
             let holder = crate::field::cut(holder.trim(), 200);
-            bail!(
-                "{} is in use by another adiff bench ({}); wait for it to finish, or choose another --out",
-                out.display(),
-                if holder.is_empty() {
-                    "just starting"
-                } else {
-                    holder.as_str()
-                }
-            );
+            return Err(FieldError::new(
+                Field::Out,
+                format!(
+                    "{} is in use by another adiff bench ({}); wait for it to finish, or choose another {NAME}",
+                    out.display(),
+                    if holder.is_empty() {
+                        "just starting"
+                    } else {
+                        holder.as_str()
+                    }
+                ),
+            )
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -134,10 +139,15 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
     let out = &opts.out;
     let csv_path = out.join(RUNS_CSV);
     if csv_path.exists() && !opts.resume {
-        bail!(
-            "{} already holds a benchmark (runs.csv); pass --resume to continue it, or choose another --out",
-            out.display()
-        );
+        return Err(FieldError::new(
+            Field::Out,
+            format!(
+                "{} already holds a benchmark (runs.csv): choose another {NAME}",
+                out.display()
+            ),
+        )
+        .with_fix(Fix::Resume)
+        .into());
     }
     std::fs::create_dir_all(out.join(IMAGES_DIR))
         .with_context(|| format!("cannot create {}", out.join(IMAGES_DIR).display()))?;
@@ -325,14 +335,20 @@ fn done_runs(opts: &BenchOptions, csv_path: &Path) -> Result<HashMap<String, Run
     for r in done.values() {
         match opts.prompts.get(r.prompt_index) {
             Some(p) if p.text == r.prompt => {}
-            _ => bail!(
-                "runs.csv row {} has prompt #{} \"{}\", which is not prompt #{} of {} any more; use the original prompt file or another --out",
-                r.run_id,
-                r.prompt_index,
-                r.prompt,
-                r.prompt_index,
-                opts.prompts_file.display()
-            ),
+            _ => {
+                return Err(FieldError::new(
+                    Field::Out,
+                    format!(
+                        "runs.csv row {} has prompt #{} \"{}\", which is not prompt #{} of {} any more; use the original prompt file or another {NAME}",
+                        r.run_id,
+                        r.prompt_index,
+                        r.prompt,
+                        r.prompt_index,
+                        opts.prompts_file.display()
+                    ),
+                )
+                .into());
+            }
         }
     }
     Ok(done)
@@ -346,7 +362,7 @@ fn load_clip(opts: &BenchOptions, model: &LoadedModel, meta: &mut BenchMeta) -> 
         note,
     };
     let Some(src) = &opts.clip else {
-        meta.clip = not_measured("disabled with --no-clip".into());
+        meta.clip = not_measured("not asked for".into());
         return None;
     };
     let hub = HubOptions {

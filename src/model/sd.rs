@@ -200,7 +200,7 @@ pub struct StableDiffusion {
     schedule: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
     origin: String,
-    notes: Vec<String>,
+    notes: Vec<crate::field::Note>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -344,8 +344,9 @@ impl StableDiffusion {
         &self.origin
     }
 
-    /// What loading found, one line each (a checkpoint's family, the LoRAs merged).
-    pub fn notes(&self) -> &[String] {
+    /// What loading found, one line each (a checkpoint's family, the LoRAs merged), for
+    /// the front end to word.
+    pub fn notes(&self) -> &[crate::field::Note] {
         &self.notes
     }
 

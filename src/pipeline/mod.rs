@@ -11,7 +11,7 @@ pub mod latents;
 pub mod memory;
 pub mod reports;
 
-use crate::field::{Field, FieldError, Fix};
+use crate::field::{Field, FieldError, Fix, Note};
 use crate::job::{Job, Pass};
 use crate::model::parts::Parts;
 use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd, single_file};
@@ -39,9 +39,12 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// What the user should read about the load, one line each: why a GPU build runs on
-    /// the CPU, the checkpoint detected, each LoRA merged.
-    pub fn messages(&self) -> impl Iterator<Item = &String> {
-        self.device_note.iter().chain(self.sd.notes())
+    /// the CPU, the checkpoint detected, each LoRA merged (for the front end to word).
+    pub fn messages(&self) -> impl Iterator<Item = Note> + '_ {
+        self.device_note
+            .iter()
+            .map(|n| Note::new(n.clone()))
+            .chain(self.sd.notes().iter().cloned())
     }
 }
 
