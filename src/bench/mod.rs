@@ -9,6 +9,7 @@
 //!
 //! * [`plan`] — the options, the settings and the runs they plan.
 //! * [`runner`] — running the planned runs, one prompt × seed × scheduler group at a time.
+//! * [`observer`] — what a run tells its front end (notes, warnings, progress), as data.
 //! * [`prompts`] — text and COCO-caption prompt sets.
 //! * [`records`] — the `runs.csv` rows.
 //! * [`summary`] — per-setting aggregates and the Pareto front.
@@ -23,6 +24,7 @@
 pub mod calibrate;
 pub mod labels;
 pub mod merge;
+pub mod observer;
 pub mod plan;
 pub mod plots;
 pub mod prompts;
@@ -39,6 +41,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub use observer::{BenchEvent, BenchObserver};
 pub use plan::{BenchOptions, Setting};
 pub use runner::run_bench;
 

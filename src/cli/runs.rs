@@ -31,7 +31,7 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
     let outputs = Outputs::plan(common.outputs())?;
     outputs.refuse_inputs(&job.input_files())?;
     let budget = decide_budget(&job)?;
-    let model = pipeline::load_job_model(&job)?;
+    let model = pipeline::load_job_model(&job, &super::progress::downloads())?;
     if !model.sd.is_video() {
         let problem = if gif {
             Some(format!(

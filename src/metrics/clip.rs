@@ -825,34 +825,25 @@ fn fetch_hub(repo_id: &str, revision: Option<&str>, opts: &HubOptions) -> Result
     let cached = cache.repo(repo.clone());
     let mut api_repo = None;
     let mut dir = None;
-    let wanted = REQUIRED
+    let wanted: Vec<(&str, bool)> = REQUIRED
         .iter()
         .map(|f| (*f, true))
-        .chain(OPTIONAL.iter().map(|f| (*f, false)));
-    for (file, required) in wanted {
+        .chain(OPTIONAL.iter().map(|f| (*f, false)))
+        .collect();
+    let total = wanted.len();
+    for (k, (file, required)) in wanted.into_iter().enumerate() {
         let path = match cached.get(file) {
             Some(p) => Some(p),
             None if opts.offline => None,
             None => {
                 if api_repo.is_none() {
-                    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
-                        .with_progress(opts.progress);
-                    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-                        builder = builder.with_endpoint(endpoint);
-                    }
-                    if let Some(token) = std::env::var("HF_TOKEN")
-                        .ok()
-                        .filter(|t| !t.trim().is_empty())
-                    {
-                        builder = builder.with_token(Some(token.trim().to_string()));
-                    }
-                    let api = builder.build().map_err(|e| {
+                    let api = crate::model::hub::api(&cache).map_err(|e| {
                         anyhow::anyhow!("cannot reach the Hugging Face hub for {repo_id}: {e}")
                     })?;
                     api_repo = Some(api.repo(repo.clone()));
                 }
                 let r = api_repo.as_ref().expect("just set");
-                match r.get(file) {
+                match crate::model::hub::download(r, repo_id, file, opts, (k, total)) {
                     Ok(p) => Some(p),
                     Err(e) if required => {
                         let cause = e.to_string();

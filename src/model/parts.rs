@@ -280,10 +280,11 @@ impl Parts {
         Ok(())
     }
 
-    /// Add AnimateDiff motion modules (`--motion`): the model then makes video. The module
-    /// must fit the UNet (an SD 1.x image UNet of its widths).
-    pub fn add_motion(&mut self, path: &Path) -> Result<()> {
-        let part = super::motion::resolve(path, &super::HubOptions::default())?;
+    /// Add AnimateDiff motion modules (a file, a folder, or a published name fetched with
+    /// `hub`): the model then makes video. The module must fit the UNet (an SD 1.x image
+    /// UNet of its widths).
+    pub fn add_motion(&mut self, path: &Path, hub: &super::HubOptions) -> Result<()> {
+        let part = super::motion::resolve(path, hub)?;
         let fail = |why: String| -> anyhow::Error {
             anyhow::anyhow!("the motion module {} {why}", path.display())
         };

@@ -8,9 +8,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
+use super::hub::HubOptions;
 use super::motion::MotionModules;
 use super::parts::Parts;
-use super::source::{HubOptions, ModelFiles, ModelSource};
+use super::source::{ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
 use super::unet::{AddedCond, ModuleCache, UNet};
