@@ -336,25 +336,6 @@ pub struct ProbeArgs {
     pub guidance: f64,
 }
 
-/// glibc hands large freed blocks back to the OS and faults fresh zeroed pages in on the
-/// next allocation; a training step allocates many large temporaries, so keep them
-/// (measured ≈ 1.5× faster steps on the CPU).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only changes allocator thresholds; called before any training.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 30);
-            mallopt(M_TRIM_THRESHOLD, i32::MAX);
-        }
-    }
-}
-
 /// A `--lr-decay` value: `FROM:TO` steps, or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LrDecay(pub Option<(usize, usize)>);
@@ -424,7 +405,8 @@ fn parse_lr_decay(s: &str) -> std::result::Result<LrDecay, String> {
 
 /// Run `adiff train ...`.
 pub fn run(args: &TrainArgs) -> Result<()> {
-    keep_freed_memory();
+    // `main` keeps freed memory in the process for every command
+    // (`malloc_tuning::keep_freed_memory`), training's many large temporaries included.
     match &args.what {
         TrainCommand::Shapes(a) => train_shapes(a),
         TrainCommand::Export(a) => export(a),
@@ -448,7 +430,6 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
         "--shared-noise {} is out of range: give a share in 0..1 (e.g. 0.5)",
         a.shared_noise
     );
-    keep_freed_memory();
     let config = MotionTrainConfig {
         batch: a.batch,
         lr: a.lr,
