@@ -342,10 +342,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         println!("{}", eval_score_line(s));
     }
     if let Some(d) = &a.images {
-        std::fs::write(
-            d.join("summary.json"),
-            serde_json::to_string_pretty(&scores)?,
-        )?;
+        crate::output::write_json(&d.join("summary.json"), &scores)?;
     }
     Ok(())
 }
@@ -357,7 +354,7 @@ fn save_eval_image(dir: &Path, prompt: &str, i: usize, img: &image::RgbImage, ok
         if ok { "ok" } else { "bad" },
         prompt.replace(' ', "_")
     );
-    if let Err(e) = img.save(dir.join(&name)) {
+    if let Err(e) = crate::output::write_png(&dir.join(&name), img) {
         eprintln!("warning: could not write {name} to {}: {e}", dir.display());
     }
 }
