@@ -31,7 +31,7 @@ pub const LOCK_FILE: &str = ".adiff-bench.lock";
 /// Run (or continue) a benchmark and write its reports; notes, warnings and progress go
 /// to `observer`.
 ///
-/// One bench per folder: a second bench or resume on the same `--out` while one runs is
+/// One bench per folder: a second bench or resume on the same folder while one runs is
 /// refused, naming the one that holds it. A bench that fails before its first run is
 /// recorded removes what it created, so that the plain command can be run again.
 pub fn run_bench(opts: &BenchOptions, observer: &mut dyn BenchObserver) -> Result<report::Summary> {

@@ -35,9 +35,12 @@ pub enum DownloadEvent {
     Finish,
 }
 
+/// A download observer, shared by the threads that download.
+type Observer = Arc<dyn Fn(&DownloadEvent) + Send + Sync>;
+
 /// Where download progress goes: nowhere (the default), or the caller's observer.
 #[derive(Clone, Default)]
-pub struct Downloads(Option<Arc<dyn Fn(&DownloadEvent) + Send + Sync>>);
+pub struct Downloads(Option<Observer>);
 
 impl Downloads {
     /// Progress to `observer`.
