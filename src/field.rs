@@ -52,6 +52,10 @@ pub enum Field {
     Iters,
     /// The frames of a video clip.
     Frames,
+    /// A benchmark's prompt file.
+    Prompts,
+    /// The folder a command writes into.
+    Out,
 }
 
 impl Field {
@@ -80,6 +84,8 @@ impl Field {
             Field::Calls => "the number of timed calls",
             Field::Iters => "the number of controller iterations",
             Field::Frames => "the frame count",
+            Field::Prompts => "the prompt file",
+            Field::Out => "the output folder",
         }
     }
 }
@@ -92,6 +98,61 @@ pub enum Fix {
     Truncate,
     /// A local model folder instead of a hub download.
     LocalFolder,
+    /// Loading the file as a single-file checkpoint instead of a pipeline folder.
+    CheckpointFile,
+    /// Giving the VAE a checkpoint was made for (it has none of its own).
+    VaeFile,
+    /// Setting the prediction type to ε, for an SD 2.x 512-px base model (a 768-px
+    /// v-prediction model is assumed).
+    EpsilonPrediction,
+    /// Resuming the benchmark already in the folder.
+    Resume,
+}
+
+/// Something a user should read about a load (the checkpoint detected, a LoRA merged, an
+/// assumption made), with a fix a front end words in its own terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// What to read, with no setting named.
+    pub text: String,
+    /// What the user can do about it.
+    pub fix: Option<Fix>,
+}
+
+impl Note {
+    /// A note with nothing to do about it.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            fix: None,
+        }
+    }
+
+    /// The same note with a fix to suggest.
+    pub fn with_fix(mut self, fix: Fix) -> Self {
+        self.fix = Some(fix);
+        self
+    }
+
+    /// The note with its fix in `wording`'s terms, after `; `.
+    pub fn worded(&self, wording: &dyn Wording) -> String {
+        match self.fix.and_then(|f| wording.fix(f)) {
+            Some(advice) => format!("{}; {advice}", self.text),
+            None => self.text.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.worded(&Plain))
+    }
+}
+
+impl From<String> for Note {
+    fn from(text: String) -> Self {
+        Self::new(text)
+    }
 }
 
 /// Where a problem text puts the setting's name; without it the name comes first.
@@ -330,6 +391,9 @@ mod tests {
         let e = FieldError::new(Field::BudgetMap, "cannot read {name} m.json");
         assert_eq!(e.worded("--budget-map"), "cannot read --budget-map m.json");
         assert_eq!(e.to_string(), "cannot read the budget map m.json");
+        let note = Note::new("v-prediction assumed").with_fix(Fix::Truncate);
+        assert_eq!(note.worded(&Flags), "v-prediction assumed; pass --truncate");
+        assert_eq!(note.to_string(), "v-prediction assumed");
         let e = anyhow::anyhow!("line one\nline two").context("outer");
         assert_eq!(one_line(&e, &Plain), "outer: line one line two");
     }

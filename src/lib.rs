@@ -27,7 +27,6 @@ pub mod output;
 pub mod overhead;
 pub mod pipeline;
 pub mod proc_info;
-pub mod progress;
 pub mod sampler;
 pub mod shapes;
 pub mod train;

@@ -35,7 +35,9 @@ fn load(motion: &Path) -> StableDiffusion {
     let mut job = Job::new(ModelSource::Local(fixtures().join("tiny-sd")), "x");
     job.motion = Some(motion.to_path_buf());
     job.force_cpu = true;
-    adaptive_diffusion::pipeline::load_model(&job).unwrap().sd
+    adaptive_diffusion::pipeline::load_model(&job, &Default::default())
+        .unwrap()
+        .sd
 }
 
 /// The DDIM config AnimateDiff's authors recommend, as the reference ran it.

@@ -36,7 +36,7 @@ fn compare(left: &str, right: &str) -> (Vec<String>, pipeline::Comparison) {
     job.force_cpu = true;
     job.reference = method_spec::parse(left).unwrap();
     job.method = method_spec::parse(right).unwrap();
-    let model = pipeline::load_model(&job).unwrap();
+    let model = pipeline::load_model(&job, &Default::default()).unwrap();
     let prepared = pipeline::prepare(&model, &job).unwrap();
     let mut passes = Passes::default();
     let c =

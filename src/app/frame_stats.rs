@@ -133,7 +133,7 @@ impl FrameStats {
         let report = self.report();
         if let Ok(text) = serde_json::to_string_pretty(&report) {
             eprintln!("frame stats: {text}");
-            if let Err(e) = std::fs::write(path, text) {
+            if let Err(e) = crate::output::write_atomic(path, text.as_bytes()) {
                 eprintln!("cannot write {}: {e}", path.display());
             }
         }

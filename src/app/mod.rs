@@ -16,17 +16,17 @@
 //! * [`player`] — the clip player's logic (one frame for both sides) and the PSNR strip's
 //!   layout.
 //! * [`preview`] — the latent → RGB preview (with [`worker`], the only candle users here).
-//! * `quality`, `hub_poll`, `worker_stats`, `thread_priority` — the worker's helpers.
+//! * `quality`, `downloads`, `worker_stats`, `thread_priority` — the worker's helpers.
 //! * [`frame_stats`] — frame-time instrumentation (`ADIFF_FRAME_STATS`, F12 overlay).
 //!
 //! The UI thread never runs a model: it sends commands and renders what the worker streams.
 
 pub mod compose;
 pub mod dialogs;
+mod downloads;
 pub mod export;
 pub mod filmstrip;
 pub mod frame_stats;
-mod hub_poll;
 pub mod method_params;
 pub mod names;
 mod panels;

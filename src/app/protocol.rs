@@ -107,7 +107,7 @@ pub enum Event {
         /// The model being loaded.
         model: String,
     },
-    /// Download progress of a hub model, polled from the Hugging Face cache.
+    /// Download progress of a hub model (or a motion module), as its downloads report it.
     Download {
         /// The job.
         job: JobId,
@@ -115,7 +115,8 @@ pub enum Event {
         files_done: usize,
         /// Files the model needs.
         files_total: usize,
-        /// Bytes in the repository's cache folder (finished and partial files).
+        /// Bytes of the repository in the cache: what it held when the download started,
+        /// and what the download added.
         bytes: u64,
     },
     /// The model is loaded.

@@ -23,9 +23,18 @@ impl Wording for Controls {
 
     fn fix(&self, fix: Fix) -> Option<String> {
         match fix {
-            // The app always truncates (with a warning); nothing to add.
-            Fix::Truncate => None,
+            // The app always truncates (with a warning), and runs no benchmarks: nothing
+            // to add.
+            Fix::Truncate | Fix::Resume => None,
             Fix::LocalFolder => Some("or pick \"Local folder…\" in the model list".into()),
+            Fix::CheckpointFile => {
+                Some("load it as a file: pick \"Local file…\" in the model list".into())
+            }
+            Fix::VaeFile => Some("choose the VAE it was made for under VAE".into()),
+            // The app has no prediction control: say what the command line does.
+            Fix::EpsilonPrediction => Some(
+                "the app cannot set the prediction type yet: a 512-px base model runs with adiff's --prediction epsilon".into(),
+            ),
         }
     }
 
@@ -46,6 +55,25 @@ mod tests {
     use super::*;
     use crate::job::Job;
     use crate::model::ModelSource;
+
+    #[test]
+    fn load_notes_and_model_errors_get_the_apps_words() {
+        let note = crate::field::Note::new("SD 2.x: v-prediction at 768×768 assumed")
+            .with_fix(Fix::EpsilonPrediction);
+        assert!(
+            note.worded(&Controls)
+                .contains("the app cannot set the prediction type")
+        );
+        let e = anyhow::Error::new(crate::model::ModelError::NoVae {
+            path: "m.safetensors".into(),
+        });
+        assert!(
+            one_line(&e).ends_with("; choose the VAE it was made for under VAE"),
+            "{}",
+            one_line(&e)
+        );
+        assert!(!one_line(&e).contains("--"));
+    }
 
     #[test]
     fn job_errors_name_the_control() {

@@ -10,12 +10,10 @@
 //! so moving δ or C_max re-runs only the adaptive side; the right side's runs are cached
 //! too, so a change to the left side alone re-runs only the left side.
 
-use super::hub_poll::DownloadPoller;
 use super::protocol::{Command, Event, JobId, ModelInfo, Side, SideResult};
 use super::worker_stats::{StatsSnapshot, WorkerStats};
 use crate::complexity::{ComplexityBudget, ComplexityEngine, Scoring};
 use crate::job::{BaselineKey, InputsKey, Job, ModelKey, Pass};
-use crate::model::ModelSource;
 use crate::pipeline::{self, LoadedModel, Prepared};
 use crate::sampler::{Cancelled, StepEvent};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -439,19 +437,10 @@ impl Worker {
             job,
             model: spec.model.to_string(),
         });
-        let poller = match &spec.model {
-            ModelSource::Hub(m) => Some(DownloadPoller::start(
-                *m,
-                job,
-                self.tx.clone(),
-                // The poller's notifications go through the event channel only; the UI
-                // repaints on a timer while loading.
-            )),
-            ModelSource::Local(_) => None,
-        };
-        let loaded = pipeline::load_job_model(spec);
-        drop(poller);
-        let model = loaded?;
+        // Download progress goes through the event channel only; the UI repaints on a timer
+        // while loading.
+        let downloads = super::downloads::reporter(job, self.tx.clone());
+        let model = pipeline::load_job_model(spec, &downloads)?;
         if let Some(note) = &model.device_note {
             self.send(Event::Warning {
                 job,
@@ -465,7 +454,12 @@ impl Worker {
             load_ms: model.load_ms,
             native_size: model.sd.default_size(),
             sdxl: model.sd.family() == crate::model::Family::Sdxl,
-            notes: model.sd.notes().to_vec(),
+            notes: model
+                .sd
+                .notes()
+                .iter()
+                .map(|n| n.worded(&super::wording::Controls))
+                .collect(),
         };
         self.model = Some((key, model));
         self.send(Event::ModelReady { job, info });
@@ -558,6 +552,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelSource;
 
     fn spec() -> Job {
         let mut j = Job::new(ModelSource::Local("x".into()), "a fox");

@@ -1,6 +1,6 @@
 //! `adiff calibrate`: per prompt, the largest δ and the smallest step budget whose output
 //! stays at or above a PSNR target against the full-step baseline, and the complexity →
-//! budget mapping fitted from them (written as a `--budget-map` file for `--budget auto`).
+//! budget mapping fitted from them (written as a budget-map file for the automatic budget).
 //!
 //! Searches are monotone and stop early: δ ascending at the full budget (the largest δ
 //! before the first one that misses the target), budgets descending with the adaptive
@@ -11,6 +11,7 @@
 //! smallest "largest δ" among its prompts, relative to `--delta`) goes into `delta_scale`,
 //! used with `--scale-policy`.
 
+use super::observer::{BenchEvent, BenchObserver};
 use super::prompts::BenchPrompt;
 use super::records::csv_field;
 use crate::complexity::{BudgetLevel, BudgetMap, Scoring};
@@ -46,8 +47,6 @@ pub struct CalibrateOptions {
     pub scoring: Scoring,
     /// Output folder.
     pub out: PathBuf,
-    /// Draw a progress bar.
-    pub progress: bool,
 }
 
 /// One probed setting.
@@ -229,29 +228,32 @@ fn search<T: Copy>(
     Ok((probes, last_pass))
 }
 
-/// Run the calibration and write `calibration.json`, `calibration.csv`, `budget_map.json`.
-pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
+/// Run the calibration and write `calibration.json`, `calibration.csv`, `budget_map.json`;
+/// notes, warnings and progress go to `observer`.
+pub fn run_calibrate(
+    opts: &CalibrateOptions,
+    observer: &mut dyn BenchObserver,
+) -> Result<Calibration> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let engine = opts.scoring.engine()?;
     let base_map = opts.scoring.mapping()?;
-    let model = pipeline::load_job_model(&opts.job)?;
+    let model = pipeline::load_job_model(&opts.job, &observer.downloads())?;
     for note in model.messages() {
-        eprintln!("adiff: {note}");
+        observer.event(BenchEvent::Note(note));
     }
     let steps = opts.job.steps;
     let per_sample = 1 + opts.deltas.len() + opts.budgets.len();
-    let bar = crate::progress::bar(
-        (opts.prompts.len() * opts.seeds.len() * per_sample) as u64,
-        "calibrate [{bar:30}] {pos}/{len} runs (at most), {elapsed} elapsed, ETA {eta}",
-        opts.progress,
-    );
+    observer.event(BenchEvent::Planned {
+        total: opts.prompts.len() * opts.seeds.len() * per_sample,
+        done: 0,
+    });
     let mut samples = Vec::new();
     let mut warned = false;
     for (pi, p) in opts.prompts.iter().enumerate() {
         let c = engine.score(&p.text);
         if let Some(why) = c.fallback.as_ref().filter(|_| !warned) {
-            eprintln!("warning: {why}; using the heuristic scorer");
+            observer.event(BenchEvent::ScorerFallback(why));
             warned = true;
         }
         let level = base_map.level_of(c.score) + 1;
@@ -271,7 +273,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
                     early_stop: None,
                 };
                 let g = pipeline::generate(&model, &job, &prepared, &pass, &mut quiet);
-                bar.inc(1);
+                observer.event(BenchEvent::Ran(None));
                 g
             };
             let base = run(Method::BASELINE, steps)?;
@@ -315,7 +317,7 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
             });
         }
     }
-    bar.finish_and_clear();
+    observer.event(BenchEvent::Finished);
     let (map, levels) = fit_mapping(&base_map, &samples, steps, opts.delta);
     map.validate()
         .context("the fitted budget mapping is invalid")?;
@@ -364,37 +366,6 @@ pub fn run_calibrate(opts: &CalibrateOptions) -> Result<Calibration> {
     }
     w("calibration.csv", csv.as_bytes())?;
     Ok(cal)
-}
-
-/// Print the fit.
-pub fn print_summary(cal: &Calibration, out: &std::path::Path) {
-    println!(
-        "PSNR target {} dB vs the {}-step {} baseline, {} prompt×seed samples ({} scorer)",
-        cal.psnr_target,
-        cal.steps,
-        cal.scheduler,
-        cal.prompts.len(),
-        cal.scorer
-    );
-    println!("level  min score  samples  fitted budget  budget  largest δ");
-    for l in &cal.levels {
-        println!(
-            "{:>5}  {:>9.2}  {:>7}  {:>13}  {:>6}  {}",
-            l.level,
-            l.min_score,
-            l.samples,
-            l.fitted_steps.map_or("-".into(), |s| s.to_string()),
-            l.steps,
-            l.largest_delta.map_or("-".into(), |d| d.to_string())
-        );
-    }
-    if let Some(d) = cal.suggested_delta {
-        println!("median largest δ keeping the target: {d}");
-    }
-    println!(
-        "wrote {0}/calibration.json, {0}/calibration.csv and {0}/budget_map.json; use it with: --budget auto --budget-map {0}/budget_map.json",
-        out.display()
-    );
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 //! For each prompt × seed × scheduler the baseline runs once, then every adaptive setting,
 //! all from the same prepared inputs (encoded prompt, initial noise). Each finished run is
 //! appended to `runs.csv` at once; `summary.json`, `report.md` and the plots are rebuilt
-//! from it ([`report`]). An interrupted benchmark continues with `--resume`.
+//! from it ([`report`]). An interrupted benchmark continues where it stopped when resumed
+//! ([`BenchOptions::resume`]).
 //!
 //! * [`plan`] — the options, the settings and the runs they plan.
 //! * [`runner`] — running the planned runs, one prompt × seed × scheduler group at a time.
+//! * [`observer`] — what a run tells its front end (notes, warnings, progress), as data.
 //! * [`prompts`] — text and COCO-caption prompt sets.
 //! * [`records`] — the `runs.csv` rows.
 //! * [`summary`] — per-setting aggregates and the Pareto front.
@@ -22,6 +24,7 @@
 pub mod calibrate;
 pub mod labels;
 pub mod merge;
+pub mod observer;
 pub mod plan;
 pub mod plots;
 pub mod prompts;
@@ -32,11 +35,13 @@ pub mod shard;
 pub mod slurm;
 pub mod summary;
 
+use crate::field::{Field, FieldError, NAME};
 use crate::sampler::{Decision, EarlyStop, RunTrace};
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub use observer::{BenchEvent, BenchObserver};
 pub use plan::{BenchOptions, Setting};
 pub use runner::run_bench;
 
@@ -47,7 +52,7 @@ pub const BENCH_JSON: &str = "bench.json";
 /// Folder of the saved images.
 pub const IMAGES_DIR: &str = "images";
 
-/// The settings that define a benchmark; `--resume` requires the same.
+/// The settings that define a benchmark; resuming requires the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchSettings {
     /// The prompt file.
@@ -279,10 +284,14 @@ pub fn command_line() -> String {
 pub(crate) fn check_same_settings(old: &BenchSettings, new: &BenchSettings) -> Result<()> {
     let diffs = settings_diff(old, new)?;
     if !diffs.is_empty() {
-        bail!(
-            "--resume with different settings than the benchmark in this folder ({}); use the original options or another --out",
-            diffs.join("; ")
-        );
+        return Err(FieldError::new(
+            Field::Out,
+            format!(
+                "resuming with different settings than the benchmark in this folder ({}); use the original options or another {NAME}",
+                diffs.join("; ")
+            ),
+        )
+        .into());
     }
     Ok(())
 }

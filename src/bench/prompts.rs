@@ -2,6 +2,7 @@
 //! COCO-caption JSON (`captions_val2017.json`: the first caption of each image, the
 //! AdaptiveDiffusion paper's protocol).
 
+use crate::field::{Field, FieldError, NAME};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -132,8 +133,9 @@ pub fn parse_coco(json: &str) -> Result<Vec<BenchPrompt>> {
 
 /// Load a prompt file, keeping at most `limit` prompts.
 pub fn load(path: &Path, format: PromptFormat, limit: Option<usize>) -> Result<Vec<BenchPrompt>> {
+    let named = |problem: String| FieldError::new(Field::Prompts, problem);
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --prompts {}", path.display()))?;
+        .map_err(|e| named(format!("cannot read {NAME} {}: {e}", path.display())))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let coco = match format {
         PromptFormat::Coco => true,
@@ -147,12 +149,12 @@ pub fn load(path: &Path, format: PromptFormat, limit: Option<usize>) -> Result<V
     } else {
         parse_text(text)
     }
-    .with_context(|| format!("--prompts {}", path.display()))?;
+    .map_err(|e| named(format!("{NAME} {}: {e:#}", path.display())))?;
     if let Some(n) = limit {
         prompts.truncate(n);
     }
     if prompts.is_empty() {
-        bail!("--prompts {} has no prompts", path.display());
+        return Err(named(format!("{NAME} {} has no prompts", path.display())).into());
     }
     Ok(prompts)
 }

@@ -237,7 +237,7 @@ fn write_header(o: &mut String, s: &Summary) {
         if s.complete {
             ""
         } else {
-            " (incomplete: continue with --resume)"
+            " (incomplete: resume the benchmark to continue it)"
         }
     );
 }

@@ -2,6 +2,7 @@
 //! scheduler group run the baseline once and every other setting from the same prepared
 //! inputs, appending each finished run to `runs.csv` at once.
 
+use super::observer::{BenchEvent, BenchObserver};
 use super::plan::{BenchOptions, Setting};
 use super::prompts::BenchPrompt;
 use super::records::{CsvAppender, RunRow, read_rows};
@@ -11,6 +12,7 @@ use super::{
     peak_rss_mb, report, run_id, utc_now,
 };
 use crate::complexity::{BudgetMap, Complexity, ComplexityEngine};
+use crate::field::{Field, FieldError, Fix, NAME};
 use crate::job::{Job, Pass};
 use crate::metrics::ClipScorer;
 use crate::model::HubOptions;
@@ -26,12 +28,13 @@ use std::time::{Duration, Instant};
 /// The lock file that marks a benchmark folder as in use (held with `flock` for the run).
 pub const LOCK_FILE: &str = ".adiff-bench.lock";
 
-/// Run (or continue) a benchmark and write its reports.
+/// Run (or continue) a benchmark and write its reports; notes, warnings and progress go
+/// to `observer`.
 ///
-/// One bench per folder: a second bench or resume on the same `--out` while one runs is
+/// One bench per folder: a second bench or resume on the same folder while one runs is
 /// refused, naming the one that holds it. A bench that fails before its first run is
 /// recorded removes what it created, so that the plain command can be run again.
-pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
+pub fn run_bench(opts: &BenchOptions, observer: &mut dyn BenchObserver) -> Result<report::Summary> {
     let out = &opts.out;
     let existed = out.exists();
     // The folders this creates above `out` (a part's `OUT/shards/`, and `OUT`).
@@ -46,7 +49,7 @@ pub fn run_bench(opts: &BenchOptions) -> Result<report::Summary> {
     let csv_path = out.join(RUNS_CSV);
     let fresh = !csv_path.exists();
     let images_existed = out.join(IMAGES_DIR).exists();
-    let result = run_bench_locked(opts);
+    let result = run_bench_locked(opts, observer);
     if result.is_err() && fresh && read_rows(&csv_path).map_or(true, |rows| rows.is_empty()) {
         // Nothing was measured: leave the folder as it was.
         for f in [RUNS_CSV, BENCH_JSON] {
@@ -83,15 +86,19 @@ pub(crate) fn lock_folder(out: &Path) -> Result<std::fs::File> {
             let mut holder = String::new();
             file.read_to_string(&mut holder).ok();
             let holder = crate::field::cut(holder.trim(), 200);
-            bail!(
-                "{} is in use by another adiff bench ({}); wait for it to finish, or choose another --out",
-                out.display(),
-                if holder.is_empty() {
-                    "just starting"
-                } else {
-                    holder.as_str()
-                }
-            );
+            return Err(FieldError::new(
+                Field::Out,
+                format!(
+                    "{} is in use by another adiff bench ({}); wait for it to finish, or choose another {NAME}",
+                    out.display(),
+                    if holder.is_empty() {
+                        "just starting"
+                    } else {
+                        holder.as_str()
+                    }
+                ),
+            )
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -130,20 +137,28 @@ pub fn stop_requested() -> bool {
 }
 
 /// [`run_bench`] with the folder locked.
-fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
+fn run_bench_locked(
+    opts: &BenchOptions,
+    observer: &mut dyn BenchObserver,
+) -> Result<report::Summary> {
     let out = &opts.out;
     let csv_path = out.join(RUNS_CSV);
     if csv_path.exists() && !opts.resume {
-        bail!(
-            "{} already holds a benchmark (runs.csv); pass --resume to continue it, or choose another --out",
-            out.display()
-        );
+        return Err(FieldError::new(
+            Field::Out,
+            format!(
+                "{} already holds a benchmark (runs.csv): choose another {NAME}",
+                out.display()
+            ),
+        )
+        .with_fix(Fix::Resume)
+        .into());
     }
     std::fs::create_dir_all(out.join(IMAGES_DIR))
         .with_context(|| format!("cannot create {}", out.join(IMAGES_DIR).display()))?;
     let engine = opts.scoring.engine()?;
     let map = opts.scoring.mapping()?;
-    let complexities = score_prompts(&opts.prompts, &engine);
+    let complexities = score_prompts(&opts.prompts, &engine, observer);
     let settings = opts.settings();
     let groups = opts.groups();
     // The heuristic scorer is deterministic: every part computes the same budgets, so the
@@ -174,23 +189,20 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
         return report::write_reports_from(out, meta, &rows);
     }
 
-    let model = pipeline::load_job_model(&opts.job)?;
+    let model = pipeline::load_job_model(&opts.job, &observer.downloads())?;
     for note in model.messages() {
-        eprintln!("adiff: {note}");
+        observer.event(BenchEvent::Note(note));
     }
     meta.device = format!("{:?}", model.sd.device().location());
     meta.machine = Machine::detect();
-    let clip = load_clip(opts, &model, &mut meta);
+    let clip = load_clip(opts, &model, &mut meta, observer);
     crate::output::write_json(&meta_path, &meta)?;
 
     let expected = planned.len();
-    let bar = crate::progress::bar(
-        expected as u64,
-        "bench [{bar:30}] {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
-        opts.progress,
-    );
-    bar.set_position((expected - remaining) as u64);
-    bar.reset_eta();
+    observer.event(BenchEvent::Planned {
+        total: expected,
+        done: expected - remaining,
+    });
     let mut runner = Runner {
         opts,
         model: &model,
@@ -199,7 +211,7 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
         settings,
         done: &done,
         csv: CsvAppender::open(&csv_path)?,
-        bar,
+        observer,
         warmed: false,
     };
     let mut last_report = Instant::now();
@@ -221,7 +233,7 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
             last_report = Instant::now();
         }
     }
-    runner.bar.finish_and_clear();
+    runner.observer.event(BenchEvent::Finished);
     crate::output::write_json(&meta_path, &meta)?;
     let rows = read_rows(&csv_path)?;
     report::write_reports_from(out, meta, &rows)
@@ -229,14 +241,18 @@ fn run_bench_locked(opts: &BenchOptions) -> Result<report::Summary> {
 
 /// The complexity of every prompt (cheap for the heuristic; cached for Ollama); a fallback
 /// of the requested scorer is said once.
-fn score_prompts(prompts: &[BenchPrompt], engine: &ComplexityEngine) -> Vec<Complexity> {
+fn score_prompts(
+    prompts: &[BenchPrompt],
+    engine: &ComplexityEngine,
+    observer: &mut dyn BenchObserver,
+) -> Vec<Complexity> {
     let mut warned = false;
     prompts
         .iter()
         .map(|p| {
             let c = engine.score(&p.text);
             if let Some(why) = c.fallback.as_ref().filter(|_| !warned) {
-                eprintln!("warning: {why}; using the heuristic scorer");
+                observer.event(BenchEvent::ScorerFallback(why));
                 warned = true;
             }
             c
@@ -325,34 +341,42 @@ fn done_runs(opts: &BenchOptions, csv_path: &Path) -> Result<HashMap<String, Run
     for r in done.values() {
         match opts.prompts.get(r.prompt_index) {
             Some(p) if p.text == r.prompt => {}
-            _ => bail!(
-                "runs.csv row {} has prompt #{} \"{}\", which is not prompt #{} of {} any more; use the original prompt file or another --out",
-                r.run_id,
-                r.prompt_index,
-                r.prompt,
-                r.prompt_index,
-                opts.prompts_file.display()
-            ),
+            _ => {
+                return Err(FieldError::new(
+                    Field::Out,
+                    format!(
+                        "runs.csv row {} has prompt #{} \"{}\", which is not prompt #{} of {} any more; use the original prompt file or another {NAME}",
+                        r.run_id,
+                        r.prompt_index,
+                        r.prompt,
+                        r.prompt_index,
+                        opts.prompts_file.display()
+                    ),
+                )
+                .into());
+            }
         }
     }
     Ok(done)
 }
 
-/// The CLIP scorer, or why alignment is not measured (recorded in `meta`).
-fn load_clip(opts: &BenchOptions, model: &LoadedModel, meta: &mut BenchMeta) -> Option<ClipScorer> {
+/// The CLIP scorer, or why alignment is not measured (recorded in `meta`, and said).
+fn load_clip(
+    opts: &BenchOptions,
+    model: &LoadedModel,
+    meta: &mut BenchMeta,
+    observer: &mut dyn BenchObserver,
+) -> Option<ClipScorer> {
     let not_measured = |note: String| ClipStatus {
         measured: false,
         model: None,
         note,
     };
     let Some(src) = &opts.clip else {
-        meta.clip = not_measured("disabled with --no-clip".into());
+        meta.clip = not_measured("not asked for".into());
         return None;
     };
-    let hub = HubOptions {
-        progress: opts.progress,
-        ..HubOptions::default()
-    };
+    let hub = HubOptions::reporting(&observer.downloads());
     match ClipScorer::load(src, &hub, model.sd.device()) {
         Ok(c) => {
             meta.clip = ClipStatus {
@@ -364,9 +388,7 @@ fn load_clip(opts: &BenchOptions, model: &LoadedModel, meta: &mut BenchMeta) -> 
         }
         Err(e) => {
             let why = crate::field::one_line(&e, &crate::field::Plain);
-            eprintln!(
-                "warning: CLIP alignment not measured: {why} (give --clip a local transformers CLIP folder, or --no-clip)"
-            );
+            observer.event(BenchEvent::ClipUnavailable(&why));
             meta.clip = not_measured(format!("no CLIP weights could be loaded: {why}"));
             None
         }
@@ -439,7 +461,7 @@ struct Runner<'a> {
     settings: Vec<Setting>,
     done: &'a HashMap<String, RunRow>,
     csv: CsvAppender,
-    bar: indicatif::ProgressBar,
+    observer: &'a mut dyn BenchObserver,
     warmed: bool,
 }
 
@@ -460,9 +482,11 @@ impl Runner<'_> {
             )
         })?;
         meta.image_size.get_or_insert(prepared.size);
-        for w in &prepared.warnings {
-            let w = crate::field::printable(&w.to_string());
-            eprintln!("warning: prompt #{}: {w}", g.pi);
+        for warning in &prepared.warnings {
+            self.observer.event(BenchEvent::PromptWarning {
+                prompt: g.pi,
+                warning,
+            });
         }
         if !self.warmed {
             pipeline::warm_up(self.model, &job, &prepared)?;
@@ -500,14 +524,7 @@ impl Runner<'_> {
             let row = make_row(g, s, &m, Some(&reference))?;
             calls[k] = Some(base_work.full_steps(&row));
             self.csv.append(&row)?;
-            self.bar.set_message(format!(
-                "last: {} {} {} calls, PSNR {}",
-                g.scheduler.name(),
-                s.label,
-                row.unet_calls,
-                row.psnr_db.map_or("-".into(), |p| format!("{p:.1}"))
-            ));
-            self.bar.inc(1);
+            self.observer.event(BenchEvent::Ran(Some(&row)));
         }
         Ok(())
     }
@@ -551,7 +568,7 @@ impl Runner<'_> {
         let row = make_row(g, &self.settings[0], &m, None)?;
         if prev.is_none() {
             self.csv.append(&row)?;
-            self.bar.inc(1);
+            self.observer.event(BenchEvent::Ran(None));
         }
         Ok((m.output.image, m.clip_cosine, Work::of(&row)))
     }

@@ -1,6 +1,7 @@
 //! Command-line options of `adiff bench` and `adiff calibrate`, and the two commands.
 
 use super::complexity::ScoringArgs;
+use super::progress::BenchBar;
 use super::run_args::ModelArgs;
 use crate::bench::prompts::{self, PromptFormat};
 use crate::bench::shard::{SHARDS_DIR, ShardSpec};
@@ -402,7 +403,6 @@ impl CalibrateArgs {
             budgets,
             scoring,
             out: self.out.clone(),
-            progress: true,
         })
     }
 }
@@ -426,7 +426,7 @@ fn stop_on_usr1() {
 pub fn run_bench_cmd(a: &BenchArgs) -> Result<()> {
     let opts = a.to_options()?;
     stop_on_usr1();
-    let s = crate::bench::run_bench(&opts)?;
+    let s = crate::bench::run_bench(&opts, &mut BenchBar::bench())?;
     if crate::bench::runner::stop_requested() && !s.complete {
         eprintln!(
             "stopped on request (SIGUSR1) after {} of {} runs; run the same command with --resume to continue",
@@ -471,9 +471,40 @@ fn print_groups(s: &crate::bench::report::Summary) {
 /// `adiff calibrate`.
 pub fn run_calibrate_cmd(a: &CalibrateArgs) -> Result<()> {
     let opts = a.to_options()?;
-    let cal = crate::bench::calibrate::run_calibrate(&opts)?;
-    crate::bench::calibrate::print_summary(&cal, &opts.out);
+    let cal = crate::bench::calibrate::run_calibrate(&opts, &mut BenchBar::calibrate())?;
+    print_summary(&cal, &opts.out);
     Ok(())
+}
+
+/// Print the fit, and how to use it.
+fn print_summary(cal: &crate::bench::calibrate::Calibration, out: &std::path::Path) {
+    println!(
+        "PSNR target {} dB vs the {}-step {} baseline, {} prompt×seed samples ({} scorer)",
+        cal.psnr_target,
+        cal.steps,
+        cal.scheduler,
+        cal.prompts.len(),
+        cal.scorer
+    );
+    println!("level  min score  samples  fitted budget  budget  largest δ");
+    for l in &cal.levels {
+        println!(
+            "{:>5}  {:>9.2}  {:>7}  {:>13}  {:>6}  {}",
+            l.level,
+            l.min_score,
+            l.samples,
+            l.fitted_steps.map_or("-".into(), |s| s.to_string()),
+            l.steps,
+            l.largest_delta.map_or("-".into(), |d| d.to_string())
+        );
+    }
+    if let Some(d) = cal.suggested_delta {
+        println!("median largest δ keeping the target: {d}");
+    }
+    println!(
+        "wrote {0}/calibration.json, {0}/calibration.csv and {0}/budget_map.json; use it with: --budget auto --budget-map {0}/budget_map.json",
+        out.display()
+    );
 }
 
 /// The CLIP scorer used when `--clip` is not given: a local model folder's sibling

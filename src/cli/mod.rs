@@ -102,6 +102,8 @@ impl Wording for Flags {
             Field::Calls => "--calls",
             Field::Iters => "--iters",
             Field::Frames => "--frames",
+            Field::Prompts => "--prompts",
+            Field::Out => "--out",
         }
         .to_string()
     }
@@ -111,6 +113,10 @@ impl Wording for Flags {
             match fix {
                 Fix::Truncate => "or pass --truncate to drop them",
                 Fix::LocalFolder => "or pass --weights DIR with a local diffusers folder",
+                Fix::CheckpointFile => "load it as a file with --weights FILE",
+                Fix::VaeFile => "pass the VAE it was made for with --vae FILE",
+                Fix::EpsilonPrediction => "pass --prediction epsilon for a 512-px base model",
+                Fix::Resume => "or pass --resume to continue it",
             }
             .to_string(),
         )
@@ -279,5 +285,34 @@ mod tests {
             "{bad}"
         );
         assert!(!bad.contains("Usage"), "{bad}");
+    }
+
+    #[test]
+    fn library_fixes_and_notes_are_worded_with_flags() {
+        let note = crate::field::Note::new("SD 2.x: v-prediction at 768×768 assumed")
+            .with_fix(Fix::EpsilonPrediction);
+        assert!(
+            note.worded(&Flags)
+                .ends_with("; pass --prediction epsilon for a 512-px base model")
+        );
+        let e = anyhow::Error::new(ModelError::NoVae {
+            path: "m.safetensors".into(),
+        });
+        assert!(
+            one_line(&e).ends_with("; pass the VAE it was made for with --vae FILE"),
+            "{}",
+            one_line(&e)
+        );
+        let e = anyhow::Error::new(
+            crate::field::FieldError::new(
+                Field::Out,
+                "o already holds a benchmark: choose another {name}",
+            )
+            .with_fix(Fix::Resume),
+        );
+        assert_eq!(
+            one_line(&e),
+            "o already holds a benchmark: choose another --out; or pass --resume to continue it"
+        );
     }
 }

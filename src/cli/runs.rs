@@ -31,7 +31,7 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
     let outputs = Outputs::plan(common.outputs())?;
     outputs.refuse_inputs(&job.input_files())?;
     let budget = decide_budget(&job)?;
-    let model = pipeline::load_job_model(&job)?;
+    let model = pipeline::load_job_model(&job, &super::progress::downloads())?;
     if !model.sd.is_video() {
         let problem = if gif {
             Some(format!(
@@ -54,7 +54,7 @@ fn ready(common: &CommonArgs, job: Job) -> Result<Ready> {
     // The notes follow a successful prepare: a setting refused there is one error line.
     let prepared = pipeline::prepare(&model, &job)?;
     for note in model.messages() {
-        eprintln!("adiff: {note}");
+        eprintln!("adiff: {}", note.worded(&super::Flags));
     }
     for w in &prepared.warnings {
         super::warn(w);
@@ -112,7 +112,13 @@ pub fn generate_cmd(a: &GenerateArgs) -> Result<()> {
         .stage(&c.out, out_bytes(&c.out, &g.image, &g.frames, c.fps)?)?;
     if let Some(p) = &c.trace {
         let report = GenerateReport {
-            info: RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref()),
+            info: RunInfo::new(
+                &r.model,
+                &r.job,
+                &r.prepared,
+                r.budget.as_ref(),
+                &super::Flags,
+            ),
             trace: g.trace.clone(),
             decode_ms: g.decode_ms,
         };
@@ -168,7 +174,13 @@ pub fn compare_cmd(a: &CompareArgs) -> Result<()> {
     r.outputs
         .stage(&c.out, out_bytes(&c.out, &picture, &pairs, c.fps)?)?;
     if let Some(p) = &c.trace {
-        let info = RunInfo::new(&r.model, &r.job, &r.prepared, r.budget.as_ref());
+        let info = RunInfo::new(
+            &r.model,
+            &r.job,
+            &r.prepared,
+            r.budget.as_ref(),
+            &super::Flags,
+        );
         let report = CompareReport::of(info, &cmp);
         r.outputs.stage(p, output::json_bytes(&report)?)?;
     }

@@ -43,7 +43,7 @@ pub enum ModelError {
 
     /// A single-file (original-layout) checkpoint where a pipeline folder was expected.
     #[error(
-        "{path} is a single-file {what}, not a pipeline folder: load it as a file (adiff … --weights {path}); diffusers reads it with {pipeline}.from_single_file",
+        "{path} is a single-file {what}, not a pipeline folder (diffusers reads it with {pipeline}.from_single_file)",
         path = path.display()
     )]
     SingleFile {
@@ -65,6 +65,16 @@ pub enum ModelError {
         path: PathBuf,
         /// The prefixes of the names it does hold.
         found: String,
+    },
+
+    /// A single-file checkpoint without a VAE, and none given to use instead.
+    #[error(
+        "{path} holds no VAE (no first_stage_model.* tensors): it needs the VAE it was made for",
+        path = path.display()
+    )]
+    NoVae {
+        /// The checkpoint.
+        path: PathBuf,
     },
 
     /// A checkpoint that lacks a tensor its layout must have.
@@ -188,13 +198,16 @@ impl PickleKind {
 }
 
 impl ModelError {
-    /// What a front end can suggest in its own words: a local folder instead of the hub.
+    /// What a front end can suggest in its own words: a local folder instead of the hub,
+    /// a file loaded as a checkpoint, the VAE a checkpoint lacks.
     pub fn fix(&self) -> Option<crate::field::Fix> {
-        matches!(
-            self,
-            ModelError::UnknownModel { .. } | ModelError::Download { .. }
-        )
-        .then_some(crate::field::Fix::LocalFolder)
+        use crate::field::Fix;
+        match self {
+            ModelError::UnknownModel { .. } | ModelError::Download { .. } => Some(Fix::LocalFolder),
+            ModelError::SingleFile { .. } => Some(Fix::CheckpointFile),
+            ModelError::NoVae { .. } => Some(Fix::VaeFile),
+            _ => None,
+        }
     }
 }
 

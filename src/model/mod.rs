@@ -5,8 +5,8 @@
 //! pipeline assembly:
 //!
 //! * [`kernels`] — the fused CPU kernels and the layers built on them.
-//! * [`weights`] — where weights come from and how they are read: [`source`] (`--model` /
-//!   `--weights`, the hub cache), [`checkpoint`] (safetensors validation, reading tensors
+//! * [`weights`] — where weights come from and how they are read: [`source`] (a hub model
+//!   or a local folder), [`hub`] (the hub cache, downloads and their progress), [`checkpoint`] (safetensors validation, reading tensors
 //!   where they lie, the NaN/∞ check), single-file checkpoints ([`single_file`],
 //!   [`ldm_pipeline`], [`ldm_unet`], [`ldm_vae`], [`ldm_text`], [`infer_config`]), LoRAs
 //!   ([`lora`], [`lora_update`]).
@@ -29,7 +29,7 @@ pub(crate) use kernels::layers;
 pub use kernels::{cpu_conv, cpu_kernels, profile};
 pub use networks::{clip_layout, macs, motion, text_encoder, tokenizer, unet, unet3d, vae};
 pub use weights::{
-    checkpoint, infer_config, ldm_pipeline, ldm_text, ldm_unet, ldm_vae, lora, lora_update,
+    checkpoint, hub, infer_config, ldm_pipeline, ldm_text, ldm_unet, ldm_vae, lora, lora_update,
     single_file, source,
 };
 pub mod error;
@@ -49,12 +49,12 @@ pub(crate) fn single_file_fixture(name: &str) -> std::path::PathBuf {
 }
 
 pub use error::ModelError;
+pub use hub::{DownloadEvent, Downloads, HubOptions};
 pub use sd::{
     Conditioning, Family, PromptRole, SdDenoiser, StableDiffusion, TruncationReport,
     best_device_noted, default_dtype, device, latent_shape, to_rgb,
 };
 pub use source::{
-    BUILTIN_SHAPES, ComponentFiles, HubModel, HubOptions, ModelFiles, ModelSource,
-    builtin_shapes_dir,
+    BUILTIN_SHAPES, ComponentFiles, HubModel, ModelFiles, ModelSource, builtin_shapes_dir,
 };
 pub use tokenizer::{ClipTokenizer, Tokens, Truncated};

@@ -137,8 +137,8 @@ pub struct Parts {
     /// SDXL: zero embeddings for an empty negative prompt.
     pub force_zeros_for_empty_prompt: bool,
     /// What was found on the way (the checkpoint's family, each LoRA merged), one line
-    /// each, for the front end to show.
-    pub notes: Vec<String>,
+    /// each, for the front end to word and show.
+    pub notes: Vec<crate::field::Note>,
 }
 
 impl Parts {
@@ -280,10 +280,11 @@ impl Parts {
         Ok(())
     }
 
-    /// Add AnimateDiff motion modules (`--motion`): the model then makes video. The module
-    /// must fit the UNet (an SD 1.x image UNet of its widths).
-    pub fn add_motion(&mut self, path: &Path) -> Result<()> {
-        let part = super::motion::resolve(path, &super::HubOptions::default())?;
+    /// Add AnimateDiff motion modules (a file, a folder, or a published name fetched with
+    /// `hub`): the model then makes video. The module must fit the UNet (an SD 1.x image
+    /// UNet of its widths).
+    pub fn add_motion(&mut self, path: &Path, hub: &super::HubOptions) -> Result<()> {
+        let part = super::motion::resolve(path, hub)?;
         let fail = |why: String| -> anyhow::Error {
             anyhow::anyhow!("the motion module {} {why}", path.display())
         };
@@ -307,7 +308,7 @@ impl Parts {
             .collect();
         let layers = self.unet_config.down.first().map_or(0, |b| b.layers);
         super::motion::check_fit(&part.config, &widths, layers).map_err(|e| fail(e.to_string()))?;
-        self.notes.push(format!(
+        self.notes.push(crate::field::Note::new(format!(
             "motion module {} ({} modules, {} heads, up to {} frames)",
             part.origin,
             part.file
@@ -317,7 +318,7 @@ impl Parts {
                 .count(),
             part.config.heads,
             part.config.max_seq_length
-        ));
+        )));
         if let Some(words) = motion_words(path).map_err(|e| fail(e.to_string()))? {
             let same =
                 self.text.len() == 1 && self.text[0].config.hidden_size == words.config.hidden_size;
@@ -327,10 +328,10 @@ impl Parts {
                     words.config.hidden_size, self.origin
                 )));
             }
-            self.notes.push(format!(
+            self.notes.push(crate::field::Note::new(format!(
                 "the motion module's words: its text encoder ({} tokens) replaces the model's ({} tokens)",
                 words.config.vocab_size, self.text[0].config.vocab_size
-            ));
+            )));
             self.text[0] = words;
         }
         self.motion = Some(part);

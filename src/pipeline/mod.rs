@@ -11,10 +11,12 @@ pub mod latents;
 pub mod memory;
 pub mod reports;
 
-use crate::field::{Field, FieldError, Fix};
+use crate::field::{Field, FieldError, Fix, Note};
 use crate::job::{Job, Pass};
 use crate::model::parts::Parts;
-use crate::model::{ModelSource, StableDiffusion, ldm_pipeline, lora, sd, single_file};
+use crate::model::{
+    Downloads, HubOptions, ModelSource, StableDiffusion, ldm_pipeline, lora, sd, single_file,
+};
 use crate::sampler::{self, RunSettings, RunTrace, StepEvent};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -39,23 +41,26 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// What the user should read about the load, one line each: why a GPU build runs on
-    /// the CPU, the checkpoint detected, each LoRA merged.
-    pub fn messages(&self) -> impl Iterator<Item = &String> {
-        self.device_note.iter().chain(self.sd.notes())
+    /// the CPU, the checkpoint detected, each LoRA merged (for the front end to word).
+    pub fn messages(&self) -> impl Iterator<Item = Note> + '_ {
+        self.device_note
+            .iter()
+            .map(|n| Note::new(n.clone()))
+            .chain(self.sd.notes().iter().cloned())
     }
 }
 
 /// The parts of the model a job names: a single-file checkpoint or a folder (downloading
-/// hub weights when needed), with its VAE replaced, its LoRAs merged and its prediction
-/// type set as the job says.
-pub fn model_parts(job: &Job) -> Result<Parts> {
+/// hub weights when needed, their progress to `downloads`), with its VAE replaced, its
+/// LoRAs merged and its prediction type set as the job says.
+pub fn model_parts(job: &Job, downloads: &Downloads) -> Result<Parts> {
+    let hub = HubOptions::reporting(downloads);
     let mut parts = match &job.model {
         // Pickles and other files go the folder way, which names what they are.
         ModelSource::Local(path) if path.is_file() && single_file::is_safetensors(path) => {
             ldm_pipeline::parts(path, job.vae.as_deref(), job.prediction)?
         }
         source => {
-            let hub = crate::model::HubOptions::default();
             let mut parts = Parts::folder(&source.resolve(&hub)?)?;
             if let Some(vae) = &job.vae {
                 parts.replace_vae(vae)?;
@@ -68,17 +73,18 @@ pub fn model_parts(job: &Job) -> Result<Parts> {
     };
     lora::apply_all(&mut parts, &job.loras)?;
     if let Some(m) = job.motion_module() {
-        parts.add_motion(&m)?;
+        parts.add_motion(&m, &hub)?;
     }
     Ok(parts)
 }
 
-/// Load the model a job names on the CPU or the best device.
-pub fn load_model(job: &Job) -> Result<LoadedModel> {
+/// Load the model a job names on the CPU or the best device; hub downloads report to
+/// `downloads`.
+pub fn load_model(job: &Job, downloads: &Downloads) -> Result<LoadedModel> {
     let t0 = Instant::now();
     let (device, device_note) = crate::model::device(job.force_cpu);
     let dtype = job.dtype.unwrap_or_else(|| sd::default_dtype(&device));
-    let parts = model_parts(job)?;
+    let parts = model_parts(job, downloads)?;
     let sd = StableDiffusion::from_parts(parts, &device, dtype).map_err(|e| {
         // A poisoned weight is the whole story; "the weights do not match the config"
         // around it would send the user after the wrong problem.
@@ -96,13 +102,14 @@ pub fn load_model(job: &Job) -> Result<LoadedModel> {
 }
 
 /// The model a job names; a size given that cannot fit in memory is refused first (a side
-/// not given counts as 1024, the largest native size).
-pub fn load_job_model(job: &Job) -> Result<LoadedModel> {
+/// not given counts as 1024, the largest native size). Hub downloads report to
+/// `downloads`.
+pub fn load_job_model(job: &Job, downloads: &Downloads) -> Result<LoadedModel> {
     if job.width.is_some() || job.height.is_some() {
         let (w, h) = (job.width.unwrap_or(1024), job.height.unwrap_or(1024));
         memory::check_fits(&job.model, w, h, job.frames.unwrap_or(1))?;
     }
-    load_model(job)
+    load_model(job, downloads)
 }
 
 /// Inputs shared by every pass of a job: the encoded prompt and the initial latents.

@@ -3,6 +3,7 @@
 
 use super::{Generation, LoadedModel, Prepared};
 use crate::complexity::ComplexityBudget;
+use crate::field::Wording;
 use crate::job::Job;
 use crate::sampler::RunTrace;
 use anyhow::Result;
@@ -48,19 +49,21 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// The settings of `job` as run on `model`, with the complexity budget it was given.
+    /// The settings of `job` as run on `model`, with the complexity budget it was given;
+    /// the model's notes in `wording`'s terms.
     pub fn new(
         model: &LoadedModel,
         job: &Job,
         prepared: &Prepared,
         budget: Option<&ComplexityBudget>,
+        wording: &dyn Wording,
     ) -> Self {
         Self {
             adiff_version: env!("CARGO_PKG_VERSION").into(),
             model: model.origin.clone(),
             vae: job.vae.clone(),
             loras: job.loras.iter().map(|l| l.to_string()).collect(),
-            model_notes: model.sd.notes().to_vec(),
+            model_notes: model.sd.notes().iter().map(|n| n.worded(wording)).collect(),
             device: format!("{:?}", model.sd.device().location()),
             prompt: job.prompt.clone(),
             negative: job.negative.clone(),

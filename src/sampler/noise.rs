@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 
 /// A small, fast, well-mixed 64-bit generator (SplitMix64).
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     /// A generator for `seed`.

@@ -20,38 +20,36 @@ pub mod motion;
 pub mod track;
 pub mod vocab;
 
+use crate::sampler::noise::SplitMix64;
 use image::{Rgb, RgbImage};
 
 /// Image side in pixels.
 pub const SIZE: usize = 32;
 
-/// A small deterministic PRNG (SplitMix64): the same seed gives the same data everywhere.
+/// A small deterministic PRNG (the sampler's [`SplitMix64`], its seed mixed with this
+/// world's constant): the same seed gives the same data everywhere.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+        Self(SplitMix64::new(seed ^ 0x5DEE_CE66_D1CE_4E5B))
     }
 
     /// The internal state (to checkpoint a stream).
     pub fn state(&self) -> u64 {
-        self.0
+        self.0.0
     }
 
     /// Continue a stream from [`Rng::state`].
     pub fn from_state(state: u64) -> Self {
-        Self(state)
+        Self(SplitMix64(state))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n`.

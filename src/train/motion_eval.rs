@@ -125,7 +125,8 @@ pub fn evaluate(
     template.guidance = opts.guidance;
     template.scheduler = crate::sampler::SchedulerKind::Ddim;
     template.force_cpu = true;
-    let loaded = pipeline::load_job_model(&template)?;
+    // A local folder: nothing is downloaded.
+    let loaded = pipeline::load_job_model(&template, &Default::default())?;
     let t0 = Instant::now();
     let mut run = |clips: &[ClipScene], offset: usize| -> Result<Vec<ClipResult>> {
         let mut out = vec![];

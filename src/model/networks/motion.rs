@@ -137,7 +137,7 @@ pub fn resolve(path: &Path, opts: &crate::model::HubOptions) -> Result<MotionPar
     if std::fs::symlink_metadata(path).is_err()
         && let Some(repo) = path.to_str().and_then(hub_repo)
     {
-        let files = crate::model::source::fetch_files(
+        let files = crate::model::hub::fetch_files(
             repo,
             vec![
                 "config.json".into(),
@@ -517,7 +517,7 @@ mod tests {
         let opts = crate::model::HubOptions {
             cache_dir: Some(dir.path().to_path_buf()),
             offline: true,
-            progress: false,
+            ..crate::model::HubOptions::default()
         };
         let e = resolve(Path::new("animatediff-v1-5-2"), &opts)
             .unwrap_err()

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::field::{Fix, Note};
 use crate::model::checkpoint::{self, CheckedFile};
 use crate::model::error::ModelError;
 use crate::model::infer_config::{self, Heads, TextFamily, UNetFamily};
@@ -99,10 +100,15 @@ pub fn parts(path: &Path, vae: Option<&Path>, prediction: Option<PredictionType>
         },
     )?;
     let vae = vae_part(&file, &found, vae, defaults.scaling)?;
-    let mut notes = vec![format!("{}: {}", path.display(), found.describe())];
+    let mut notes = vec![Note::new(format!(
+        "{}: {}",
+        path.display(),
+        found.describe()
+    ))];
     if family == CheckpointFamily::Sd2 && prediction.is_none() && !marked_v {
         notes.push(
-            "SD 2.x: v-prediction at 768×768 assumed (the 2.0 / 2.1 768-px models); pass --prediction epsilon for a 512-px base model".into(),
+            Note::new("SD 2.x: v-prediction at 768×768 assumed (the 2.0 / 2.1 768-px models)")
+                .with_fix(Fix::EpsilonPrediction),
         );
     }
     Ok(Parts {
@@ -200,9 +206,8 @@ fn vae_part(
         (Some(v), _) => crate::model::parts::read_vae_file(v)?,
         (None, true) => ldm_vae::to_diffusers(file, single_file::VAE_PREFIX)?,
         (None, false) => {
-            return Err(ModelError::NotVae {
+            return Err(ModelError::NoVae {
                 path: file.path.clone(),
-                found: "the checkpoint has no first_stage_model.* tensors: pass the VAE it was made for with --vae FILE".into(),
             }
             .into());
         }
@@ -278,7 +283,11 @@ mod tests {
         assert_eq!(v.schedule.prediction_type, PredictionType::VPrediction);
         assert_eq!(v.unet_config.sample_size, Some((96, 96)));
         assert!(v.unet_config.upcast_attention);
-        assert!(v.notes.iter().any(|n| n.contains("--prediction epsilon")));
+        assert!(
+            v.notes
+                .iter()
+                .any(|n| n.fix == Some(Fix::EpsilonPrediction))
+        );
         // 24 resblocks in the file, 23 used; OpenCLIP's gelu.
         assert_eq!(v.text[0].config.num_hidden_layers, 23);
         let eps = parts(

@@ -570,7 +570,7 @@ fn check_family(parts: &Parts, (sd, xl): (bool, bool)) -> Result<(), String> {
 pub fn apply_all(parts: &mut Parts, specs: &[LoraSpec]) -> Result<()> {
     for spec in specs {
         let note = apply(parts, spec)?;
-        parts.notes.push(note);
+        parts.notes.push(note.into());
     }
     Ok(())
 }

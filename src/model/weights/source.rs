@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 
+use super::hub::{HubOptions, fetch_files};
 use crate::model::error::ModelError;
 use crate::model::single_file;
 use crate::model::tokenizer::TokenizerFiles;
@@ -161,49 +162,6 @@ impl fmt::Display for ModelSource {
             ModelSource::Local(p) => write!(f, "{}", p.display()),
             ModelSource::Hub(m) => write!(f, "{} ({})", m.name(), m.repo()),
         }
-    }
-}
-
-/// Settings for hub access.
-#[derive(Debug, Clone)]
-pub struct HubOptions {
-    /// The hub cache folder (`.../huggingface/hub`). Default: `$HF_HUB_CACHE`, else
-    /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-    pub cache_dir: Option<PathBuf>,
-    /// Never touch the network (also set by `HF_HUB_OFFLINE=1`).
-    pub offline: bool,
-    /// Draw a progress bar per downloaded file (on stderr).
-    pub progress: bool,
-}
-
-impl Default for HubOptions {
-    fn default() -> Self {
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"));
-        Self {
-            cache_dir: None,
-            offline,
-            progress: true,
-        }
-    }
-}
-
-impl HubOptions {
-    /// The cache folder these options use.
-    pub fn resolved_cache_dir(&self) -> Result<PathBuf> {
-        if let Some(d) = &self.cache_dir {
-            return Ok(d.clone());
-        }
-        if let Some(d) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
-            return Ok(PathBuf::from(d));
-        }
-        if let Some(d) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
-            return Ok(PathBuf::from(d).join("hub"));
-        }
-        let home = std::env::home_dir().context(
-            "no home directory to hold the Hugging Face cache; set HF_HOME or HF_HUB_CACHE",
-        )?;
-        Ok(home.join(".cache").join("huggingface").join("hub"))
     }
 }
 
@@ -536,32 +494,6 @@ impl ModelSource {
     }
 }
 
-/// An indicatif bar behind hf-hub's progress hook.
-struct Bar(indicatif::ProgressBar);
-
-impl hf_hub::api::Progress for Bar {
-    fn init(&mut self, size: usize, filename: &str) {
-        self.0.set_length(size as u64);
-        self.0.set_message(filename.to_string());
-    }
-
-    fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
-    }
-
-    fn finish(&mut self) {
-        self.0.finish();
-    }
-}
-
-fn progress_bar() -> indicatif::ProgressBar {
-    crate::progress::bar(
-        0,
-        "{msg:<40} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
-        true,
-    )
-}
-
 /// Whether every file `model` needs is in the hub cache at `cache_dir`.
 pub fn hub_model_cached(model: HubModel, cache_dir: &Path) -> bool {
     let cache = hf_hub::Cache::new(cache_dir.to_path_buf());
@@ -573,13 +505,6 @@ pub fn hub_model_cached(model: HubModel, cache_dir: &Path) -> bool {
         .all(|rel| cached.get(rel).is_some())
 }
 
-/// `dir/stem.fp16.safetensors` for `dir/stem.safetensors`.
-fn fp16_variant(rel: &str) -> Option<String> {
-    rel.strip_suffix(".safetensors")
-        .filter(|stem| !stem.ends_with(".fp16"))
-        .map(|stem| format!("{stem}.fp16.safetensors"))
-}
-
 fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
     let cache_dir = opts.resolved_cache_dir()?;
     let repo_id = model.repo();
@@ -587,108 +512,6 @@ fn resolve_hub(model: HubModel, opts: &HubOptions) -> Result<ModelFiles> {
     let origin = format!("{repo_id} (cache {})", cache_dir.display());
     let base = cache_dir.join(format!("models--{}", repo_id.replace('/', "--")));
     ModelFiles::locate(&origin, &base, &|rel: &str| found.get(rel).cloned())
-}
-
-/// `files` of the hub repository `repo_id`, from the cache or downloaded into it (a
-/// weights file only kept as its `.fp16` variant is fetched as that, under its own name);
-/// relative path → local path.
-pub fn fetch_files(
-    repo_id: &str,
-    files: Vec<String>,
-    opts: &HubOptions,
-) -> Result<std::collections::HashMap<String, PathBuf>> {
-    let cache_dir = opts.resolved_cache_dir()?;
-    let cache = hf_hub::Cache::new(cache_dir.clone());
-    let cached = cache.model(repo_id.to_string());
-    let mut api_repo = None;
-    let mut found = std::collections::HashMap::new();
-    for rel in files {
-        if let Some(p) = cached.get(&rel) {
-            found.insert(rel, p);
-            continue;
-        }
-        // Some repositories keep only the half-precision variant of a weights file.
-        let variant = fp16_variant(&rel);
-        if let Some(p) = variant.as_ref().and_then(|v| cached.get(v)) {
-            found.insert(variant.expect("matched"), p);
-            continue;
-        }
-        // special_tokens_map.json only backs up tokenizer_config.json; a repo may lack it.
-        let optional = rel.ends_with("special_tokens_map.json");
-        if opts.offline && optional {
-            continue;
-        }
-        if opts.offline {
-            return Err(ModelError::Download {
-                repo: repo_id.into(),
-                file: rel.clone(),
-                cause: format!(
-                    "offline mode (HF_HUB_OFFLINE) and the file is not in the cache {}",
-                    cache_dir.display()
-                ),
-            }
-            .into());
-        }
-        if api_repo.is_none() {
-            let mut builder =
-                hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(false);
-            if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-                builder = builder.with_endpoint(endpoint);
-            }
-            if let Some(token) = std::env::var("HF_TOKEN")
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-            {
-                builder = builder.with_token(Some(token.trim().to_string()));
-            }
-            let api = builder.build().map_err(|e| ModelError::Download {
-                repo: repo_id.into(),
-                file: rel.clone(),
-                cause: e.to_string(),
-            })?;
-            api_repo = Some(api.model(repo_id.to_string()));
-        }
-        let repo = api_repo.as_ref().expect("just set");
-        let result = if opts.progress {
-            repo.download_with_progress(&rel, Bar(progress_bar()))
-        } else {
-            repo.download_with_progress(&rel, ())
-        };
-        let result = match (result, &variant) {
-            (Err(e), Some(v)) => {
-                let fallback = if opts.progress {
-                    repo.download_with_progress(v, Bar(progress_bar()))
-                } else {
-                    repo.download_with_progress(v, ())
-                };
-                match fallback {
-                    Ok(path) => {
-                        found.insert(v.clone(), path);
-                        continue;
-                    }
-                    Err(_) => Err(e),
-                }
-            }
-            (r, _) => r,
-        };
-        match result {
-            Ok(path) => {
-                found.insert(rel, path);
-            }
-            Err(e) if optional => {
-                tracing::warn!("skipping optional {repo_id}/{rel}: {e}");
-            }
-            Err(e) => {
-                return Err(ModelError::Download {
-                    repo: repo_id.into(),
-                    file: rel.clone(),
-                    cause: e.to_string(),
-                }
-                .into());
-            }
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -702,7 +525,7 @@ mod tests {
         let opts = HubOptions {
             cache_dir: Some(empty.clone()),
             offline: true,
-            progress: false,
+            ..HubOptions::default()
         };
         assert!(!hub_model_cached(HubModel::Sd15, &empty));
         let (source, why) = ModelSource::default_for(&opts);
@@ -751,12 +574,6 @@ mod tests {
         let m: HubModel = "modelscope-t2v".parse().unwrap();
         assert_eq!(m.repo(), "ali-vilab/text-to-video-ms-1.7b");
         assert!(!m.is_sdxl());
-        assert_eq!(
-            fp16_variant("unet/diffusion_pytorch_model.safetensors").unwrap(),
-            "unet/diffusion_pytorch_model.fp16.safetensors"
-        );
-        assert_eq!(fp16_variant("unet/x.fp16.safetensors"), None);
-        assert_eq!(fp16_variant("vae/config.json"), None);
     }
 
     #[test]
@@ -765,7 +582,7 @@ mod tests {
         let opts = HubOptions {
             cache_dir: Some(dir.path().to_path_buf()),
             offline: true,
-            progress: false,
+            ..HubOptions::default()
         };
         let err = ModelSource::Hub(HubModel::Sd15).resolve(&opts).unwrap_err();
         let msg = err.to_string();
@@ -790,7 +607,7 @@ mod tests {
         let opts = HubOptions {
             cache_dir: Some(dir.path().to_path_buf()),
             offline: true,
-            progress: false,
+            ..HubOptions::default()
         };
         let files = ModelSource::Hub(HubModel::SdTurbo).resolve(&opts).unwrap();
         assert_eq!(

@@ -1,73 +1,38 @@
 //! A loaded Stable Diffusion pipeline (1.x, 2.x, SD-Turbo, SDXL): prompt encoding, the
 //! noise predictor behind the sampler's [`Denoiser`] trait, and VAE decoding.
+//!
+//! * [`device`] — the device and dtype a pipeline runs on.
+//! * [`predict`] — the UNet call per family (image, video, motion) and [`SdDenoiser`].
+//! * [`decode`] — the VAE decode (checked, redone in f32 when it overflows) and the RGB
+//!   images.
+//! * Here: loading (the parts checked to fit), the family seam `Backbone`, prompt encoding.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
+use super::hub::HubOptions;
 use super::motion::MotionModules;
 use super::parts::Parts;
-use super::source::{HubOptions, ModelFiles, ModelSource};
+use super::source::{ModelFiles, ModelSource};
 use super::text_encoder::ClipTextEncoder;
 use super::tokenizer::{ClipTokenizer, Truncated};
-use super::unet::{AddedCond, ModuleCache, UNet};
+use super::unet::{ModuleCache, UNet};
 use super::unet3d::UNet3D;
 use super::vae::VaeDecoder;
-use crate::sampler::{CallPlan, Denoiser, RawPrediction, SchedulerConfig};
+use crate::sampler::SchedulerConfig;
 
-/// The best available device: CUDA, then Metal (when built with those features), else
-/// the CPU. A GPU backend that is compiled in but cannot open a device (no GPU, no driver,
-/// the driver stub of a CUDA build) falls back to the CPU, and the second value says why,
-/// for the caller to show.
-pub fn best_device_noted() -> (Device, Option<String>) {
-    let mut why = vec![];
-    if candle_core::utils::cuda_is_available() {
-        match Device::new_cuda(0) {
-            Ok(d) => return (d, None),
-            Err(e) => why.push(format!(
-                "CUDA device 0 could not be opened ({})",
-                one_line(&e)
-            )),
-        }
-    }
-    if candle_core::utils::metal_is_available() {
-        match Device::new_metal(0) {
-            Ok(d) => return (d, None),
-            Err(e) => why.push(format!(
-                "Metal device 0 could not be opened ({})",
-                one_line(&e)
-            )),
-        }
-    }
-    let note = (!why.is_empty()).then(|| format!("{}: running on the CPU", why.join("; ")));
-    (Device::Cpu, note)
-}
+pub mod decode;
+pub mod device;
+pub mod predict;
 
-fn one_line(e: &candle_core::Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
-}
-
-/// The CPU when `cpu`, else [`best_device_noted`]: the device and why a GPU build runs on
-/// the CPU, if it does (for the caller to show).
-pub fn device(cpu: bool) -> (Device, Option<String>) {
-    if cpu {
-        (Device::Cpu, None)
-    } else {
-        best_device_noted()
-    }
-}
-
-/// The UNet dtype used on a device: f32 on the CPU, f16 on accelerators.
-pub fn default_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::F16
-    }
-}
+use decode::non_finite_count;
+pub use decode::{latent_shape, to_rgb};
+pub use device::{best_device_noted, default_dtype, device};
+pub use predict::SdDenoiser;
 
 /// Which prompt a truncation report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,36 +85,6 @@ impl Conditioning {
     }
 }
 
-/// How many values of `t` are NaN or ±∞ (counted on the host, in f32).
-fn non_finite_count(t: &Tensor) -> Result<usize> {
-    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    Ok(super::checkpoint::count_non_finite_f32(&values))
-}
-
-/// Video latents `(b, c, f, h, w)` as the batch of their frames `(b·f, c, h, w)`, frame
-/// order kept; image latents as they are.
-fn frames_as_batch(latents: &Tensor) -> Result<Tensor> {
-    if latents.rank() != 5 {
-        return Ok(latents.clone());
-    }
-    Ok(super::clip_layout::to_frames(latents)?)
-}
-
-/// A UNet output over the batch `[uncond; cond]` (guided) or `[cond]` as the two halves.
-fn split_guided(cond: &Conditioning, out: Tensor) -> Result<RawPrediction> {
-    Ok(if cond.guided {
-        RawPrediction {
-            uncond: Some(out.narrow(0, 0, 1)?),
-            cond: out.narrow(0, 1, 1)?,
-        }
-    } else {
-        RawPrediction {
-            uncond: None,
-            cond: out,
-        }
-    })
-}
-
 /// The SD family a loaded pipeline belongs to (informational).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -200,7 +135,7 @@ pub struct StableDiffusion {
     schedule: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
     origin: String,
-    notes: Vec<String>,
+    notes: Vec<crate::field::Note>,
 }
 
 impl std::fmt::Debug for StableDiffusion {
@@ -344,8 +279,9 @@ impl StableDiffusion {
         &self.origin
     }
 
-    /// What loading found, one line each (a checkpoint's family, the LoRAs merged).
-    pub fn notes(&self) -> &[String] {
+    /// What loading found, one line each (a checkpoint's family, the LoRAs merged), for
+    /// the front end to word.
+    pub fn notes(&self) -> &[crate::field::Note] {
         &self.notes
     }
 
@@ -570,309 +506,6 @@ impl StableDiffusion {
             cache: ModuleCache::default(),
         }
     }
-
-    /// Run the UNet once on `x` (batch 1, scaled model input).
-    pub fn predict(&self, cond: &Conditioning, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
-        self.predict_cached(cond, x, timestep, &mut ModuleCache::default())
-    }
-
-    /// As [`StableDiffusion::predict`], the UNet's module outputs kept in (and, where its
-    /// plan says, taken from) `cache`.
-    pub fn predict_cached(
-        &self,
-        cond: &Conditioning,
-        x: &Tensor,
-        timestep: f64,
-        cache: &mut ModuleCache,
-    ) -> Result<RawPrediction> {
-        if let Backbone::Video(unet) = &self.unet {
-            return self.predict_video(unet, cond, x, timestep, cache);
-        }
-        if let Backbone::Motion(unet, modules) = &self.unet {
-            return self.predict_motion(unet, modules, cond, x, timestep, cache);
-        }
-        let (b, _, h, w) = x.dims4()?;
-        ensure!(
-            b == 1,
-            "the denoiser takes one latent at a time (got batch {b})"
-        );
-        let out_dtype = x.dtype();
-        let batch = if cond.guided { 2 } else { 1 };
-        ensure!(
-            cond.context.dim(0)? == batch,
-            "conditioning batch {} does not match guidance ({})",
-            cond.context.dim(0)?,
-            if cond.guided { "on: 2" } else { "off: 1" }
-        );
-        let x_in = if cond.guided {
-            Tensor::cat(&[x, x], 0)?
-        } else {
-            x.clone()
-        };
-        let added = match &cond.pooled {
-            None => None,
-            Some(pooled) => {
-                // diffusers' default: original size = target size = the image size, no crop.
-                let (ih, iw) = ((h * self.vae_scale()) as f32, (w * self.vae_scale()) as f32);
-                let ids = Tensor::new(&[ih, iw, 0.0, 0.0, ih, iw], &self.device)?
-                    .unsqueeze(0)?
-                    .repeat((batch, 1))?;
-                Some(AddedCond {
-                    text_embeds: pooled.clone(),
-                    time_ids: ids,
-                })
-            }
-        };
-        let t = Tensor::full(timestep as f32, x_in.dim(0)?, x_in.device())?;
-        let Backbone::Image(unet) = &self.unet else {
-            unreachable!("video UNets return above");
-        };
-        let out = unet
-            .forward_cached(&x_in, &t, &cond.context, added.as_ref(), cache)?
-            .to_dtype(out_dtype)?;
-        split_guided(cond, out)
-    }
-
-    /// One AnimateDiff call on a clip `(1, c, frames, h, w)`: both CFG halves' frames in one
-    /// batch, each frame with its half's encoder states, as diffusers' `AnimateDiffPipeline`
-    /// runs them.
-    fn predict_motion(
-        &self,
-        unet: &UNet,
-        modules: &MotionModules,
-        cond: &Conditioning,
-        x: &Tensor,
-        timestep: f64,
-        cache: &mut ModuleCache,
-    ) -> Result<RawPrediction> {
-        let (b, _, frames, _, _) = x.dims5()?;
-        ensure!(
-            b == 1,
-            "the denoiser takes one clip at a time (got batch {b})"
-        );
-        // DeepCache and T-GATE run as on images: the motion modules sit inside the modules
-        // DeepCache keeps, T-GATE's attention means are over each CFG half's frames.
-        let x_in = if cond.guided {
-            Tensor::cat(&[x, x], 0)?
-        } else {
-            x.clone()
-        };
-        use super::clip_layout::{per_frame, to_clip, to_frames};
-        let n = x_in.dim(0)?;
-        let t = Tensor::full(timestep as f32, n * frames, x.device())?;
-        let out = unet.forward_motion(
-            &to_frames(&x_in)?,
-            &t,
-            &per_frame(&cond.context, frames)?,
-            super::motion::Temporal { modules, frames },
-            cache,
-        )?;
-        let out = to_clip(&out, frames)?.to_dtype(x.dtype())?;
-        split_guided(cond, out)
-    }
-
-    /// One video UNet call on a clip `(1, c, frames, h, w)`: both CFG halves in one batch,
-    /// as diffusers' `TextToVideoSDPipeline` runs them.
-    fn predict_video(
-        &self,
-        unet: &UNet3D,
-        cond: &Conditioning,
-        x: &Tensor,
-        timestep: f64,
-        cache: &mut ModuleCache,
-    ) -> Result<RawPrediction> {
-        let (b, ..) = x.dims5()?;
-        ensure!(
-            b == 1,
-            "the denoiser takes one clip at a time (got batch {b})"
-        );
-        let x_in = if cond.guided {
-            Tensor::cat(&[x, x], 0)?
-        } else {
-            x.clone()
-        };
-        let out = unet
-            .forward_cached(&x_in, timestep, &cond.context, cache)?
-            .to_dtype(x.dtype())?;
-        split_guided(cond, out)
-    }
-
-    /// Decode latents: divide by the scaling factor and run the VAE decoder. Returns the
-    /// raw decoder output (`(batch, 3, H, W)`, f32, about −1…1). In pixel space the
-    /// latents are the image: returned as f32.
-    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        Ok(self.decode_noted(latents)?.0)
-    }
-
-    /// [`Self::decode`], checked: an image with NaN or ∞ is an error naming the VAE, except
-    /// that a VAE running below f32 whose decode overflowed decodes again in f32 (as
-    /// diffusers' `force_upcast`), and the second value says so.
-    pub fn decode_noted(&self, latents: &Tensor) -> Result<(Tensor, Option<String>)> {
-        let Some((vae, config)) = &self.vae else {
-            return Ok((frames_as_batch(latents)?.to_dtype(DType::F32)?, None));
-        };
-        let z = (frames_as_batch(latents)?.to_dtype(DType::F32)? / config.scaling_factor)?;
-        // One frame at a time: a clip's decode in one batch would hold every frame's
-        // full-resolution activations at once.
-        let decode = |vae: &VaeDecoder, dtype: DType| -> Result<Tensor> {
-            let frames = (0..z.dim(0)?)
-                .map(|i| {
-                    Ok(vae
-                        .decode(&z.narrow(0, i, 1)?.to_dtype(dtype)?)?
-                        .to_dtype(DType::F32)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&frames, 0)?)
-        };
-        let out = decode(vae, self.vae_dtype)?;
-        let bad = non_finite_count(&out)?;
-        if bad == 0 {
-            return Ok((out, None));
-        }
-        if let Some(weights) = &self.vae_upcast {
-            let vae32 = VaeDecoder::new(weights.var_builder(DType::F32, &self.device)?, config)?;
-            let out = decode(&vae32, DType::F32)?;
-            if non_finite_count(&out)? == 0 {
-                let note = format!(
-                    "the VAE decode overflowed in {:?} ({bad} values NaN or ∞); it was decoded again in f32, as diffusers' force_upcast does",
-                    self.vae_dtype
-                );
-                return Ok((out, Some(note)));
-            }
-        }
-        bail!(
-            "the VAE decode produced {bad} of {} values that are not finite numbers (NaN or ∞) from finite latents: the VAE weights ({}) are broken",
-            out.elem_count(),
-            self.vae_origin
-        )
-    }
-
-    /// diffusers' postprocess of the first image: `(x / 2 + 0.5).clamp(0, 1)`, ×255, rounded.
-    pub fn to_rgb(&self, decoded: &Tensor) -> Result<image::RgbImage> {
-        to_rgb(decoded)
-    }
-
-    /// Every image of a decoded batch (a clip's frames, in order), as [`Self::to_rgb`].
-    pub fn to_frames(&self, decoded: &Tensor) -> Result<Vec<image::RgbImage>> {
-        (0..decoded.dim(0)?)
-            .map(|i| to_rgb(&decoded.narrow(0, i, 1)?))
-            .collect()
-    }
-}
-
-/// The noise predictor of one generation: a UNet bound to its conditioning.
-pub struct SdDenoiser<'a> {
-    sd: &'a StableDiffusion,
-    cond: &'a Conditioning,
-    /// DeepCache's module outputs and the plan of the next call.
-    cache: ModuleCache,
-}
-
-impl SdDenoiser<'_> {
-    /// Whether the next call is past T-GATE's gate.
-    fn after_gate(&self) -> bool {
-        matches!(self.cache.plan(), Some(CallPlan::TGate(t)) if t.after_gate)
-    }
-}
-
-impl Denoiser for SdDenoiser<'_> {
-    fn predict(&mut self, x: &Tensor, timestep: f64) -> Result<RawPrediction> {
-        if self.after_gate() && self.cond.guided {
-            // T-GATE past its gate: one batch on the negative prompt, no guidance.
-            let negative = self.cond.negative_only()?;
-            return self
-                .sd
-                .predict_cached(&negative, x, timestep, &mut self.cache);
-        }
-        self.sd
-            .predict_cached(self.cond, x, timestep, &mut self.cache)
-    }
-
-    fn plan_call(&mut self, plan: Option<CallPlan>) -> Result<()> {
-        self.cache.set_plan(plan);
-        Ok(())
-    }
-
-    fn call_macs(&self, x: &Tensor) -> Option<u64> {
-        if x.rank() == 5 {
-            let (_, _, frames, h, w) = x.dims5().ok()?;
-            let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
-            let temporal = match &self.sd.unet {
-                Backbone::Video(u) => super::macs::TemporalLayers::ModelScope {
-                    transformer_in_head_dim: u.config().transformer_in_head_dim,
-                },
-                Backbone::Motion(_, m) => super::macs::TemporalLayers::Motion {
-                    mid: m.config().mid_block,
-                },
-                Backbone::Image(_) => return None,
-            };
-            return Some(super::macs::video_call_macs(
-                self.sd.unet.config(),
-                temporal,
-                batch,
-                frames,
-                h,
-                w,
-                ctx_len,
-                self.cache.plan().as_ref(),
-            ));
-        }
-        let (_, _, h, w) = x.dims4().ok()?;
-        let (batch, ctx_len, _) = self.cond.context.dims3().ok()?;
-        let batch = if self.after_gate() { 1 } else { batch };
-        Some(super::macs::unet_call_macs_planned(
-            self.sd.unet.config(),
-            batch,
-            h,
-            w,
-            ctx_len,
-            self.cache.plan().as_ref(),
-        ))
-    }
-}
-
-/// `(1, latent_channels, height / f, width / f)`, with a clear error when the size is not a
-/// multiple of the VAE factor `f`.
-pub fn latent_shape(
-    vae: &VaeConfig,
-    width: usize,
-    height: usize,
-) -> Result<(usize, usize, usize, usize)> {
-    let f = vae.downscale_factor();
-    for (what, value) in [("width", width), ("height", height)] {
-        if value == 0 || value % f != 0 {
-            return Err(ModelError::BadImageSize {
-                what,
-                value,
-                factor: f,
-            }
-            .into());
-        }
-    }
-    Ok((1, vae.latent_channels(), height / f, width / f))
-}
-
-/// diffusers' `VaeImageProcessor.postprocess(output_type="pil")` for the first image of a
-/// decoded batch.
-pub fn to_rgb(decoded: &Tensor) -> Result<image::RgbImage> {
-    let img = decoded.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    let img = match img.rank() {
-        4 => img.get(0)?,
-        3 => img,
-        r => bail!("expected a (batch, 3, H, W) or (3, H, W) image tensor, got rank {r}"),
-    };
-    let (c, h, w) = img.dims3()?;
-    ensure!(c == 3, "expected 3 image channels, got {c}");
-    let pixels = ((img / 2.0)? + 0.5)?
-        .clamp(0f32, 1f32)?
-        .affine(255.0, 0.0)?
-        .round()?
-        .permute((1, 2, 0))?
-        .contiguous()?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let bytes: Vec<u8> = pixels.into_iter().map(|v| v as u8).collect();
-    image::RgbImage::from_raw(w as u32, h as u32, bytes).context("image buffer size mismatch")
 }
 
 /// The parts must fit together: the VAE's latents the UNet's input, SDXL's two encoders with

@@ -1,0 +1,382 @@
+//! `adiff train ...`.
+//!
+//! * [`args`] — the subcommands' flags and their value parsers.
+//! * [`measure`] — `adiff train measure`: a UNet call and a training step, timed.
+//! * Here: running each subcommand.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use candle_core::Device;
+
+use crate::train::{Arch, TrainConfig, Trainer};
+
+pub mod args;
+pub mod measure;
+
+pub use args::*;
+use measure::measure;
+
+/// Run `adiff train ...`.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    // `main` keeps freed memory in the process for every command
+    // (`malloc_tuning::keep_freed_memory`), training's many large temporaries included.
+    match &args.what {
+        TrainCommand::Shapes(a) => train_shapes(a),
+        TrainCommand::Export(a) => export(a),
+        TrainCommand::Clip(a) => train_clip(a),
+        TrainCommand::ClipEval(a) => clip_eval(a),
+        TrainCommand::Measure(a) => measure(a),
+        TrainCommand::Pack(a) => pack(a),
+        TrainCommand::Probe(a) => probe(a),
+        TrainCommand::Eval(a) => eval(a),
+        TrainCommand::Motion(a) => train_motion(a),
+        TrainCommand::MotionEval(a) => motion_eval(a),
+    }
+}
+
+/// `adiff train motion`.
+fn train_motion(a: &MotionArgs) -> Result<()> {
+    use crate::train::motion::{MotionTrainConfig, MotionTrainer};
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
+    ensure!(
+        (0.0..1.0).contains(&a.shared_noise),
+        "--shared-noise {} is out of range: give a share in 0..1 (e.g. 0.5)",
+        a.shared_noise
+    );
+    let config = MotionTrainConfig {
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        shared_noise: a.shared_noise,
+        ..Default::default()
+    };
+    let mut t = MotionTrainer::open(&a.out, &a.base, config)?;
+    if let Some(LrDecay(d)) = a.lr_decay {
+        t.config.lr_decay = d;
+    }
+    eprintln!(
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, {:.0} s trained so far; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        t.config.batch,
+        t.config.frames,
+        t.train_seconds,
+        a.out.display()
+    );
+    t.run(
+        &a.out,
+        &a.progress.schedule(a.steps),
+        &crate::train::steps::stop_file(&a.out),
+        &mut |line| eprintln!("{line}"),
+    )?;
+    if let Some(out) = &a.export {
+        t.export(out, !a.raw)?;
+        eprintln!("exported the motion module to {}", out.display());
+    }
+    Ok(())
+}
+
+/// `adiff train motion-eval`.
+fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
+    use crate::train::motion_eval::{MotionEvalOptions, evaluate};
+    if let Some(d) = &a.clips {
+        std::fs::create_dir_all(d)?;
+    }
+    let opts = MotionEvalOptions {
+        single: a.single,
+        pairs: a.pairs,
+        frames: a.frames,
+        steps: a.steps,
+        guidance: a.guidance,
+        seed: a.seed,
+    };
+    let report = evaluate(
+        &a.model,
+        &opts,
+        &mut |i, prompt, frames| {
+            if let Some(d) = &a.clips {
+                let strip = crate::output::clip::filmstrip(frames);
+                let name = format!("{i:03}-{}.png", prompt.replace(' ', "_"));
+                crate::output::write_png(&d.join(name), &strip)?;
+            }
+            Ok(())
+        },
+        &mut |line| eprintln!("{line}"),
+    )?;
+    println!("{}", report.single.line("one object"));
+    println!("{}", report.pairs.line("two objects"));
+    println!("{:.2} s per clip", report.seconds_per_clip);
+    if let Some(d) = &a.clips {
+        crate::output::write_json(&d.join("summary.json"), &report)?;
+    }
+    Ok(())
+}
+
+/// `adiff train shapes`: start or resume the run in `--out`, apply the options that also
+/// change a resumed run, train until `--steps` (or until a file STOP appears in `--out`),
+/// then export if asked.
+fn train_shapes(a: &ShapesArgs) -> Result<()> {
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
+    let config = TrainConfig {
+        arch: Arch::parse(&a.arch).context("--arch")?,
+        batch: a.batch,
+        lr: a.lr.unwrap_or(1e-3),
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    if let Some(o) = a.offset_noise {
+        ensure!(
+            (0.0..=1.0).contains(&o),
+            "--offset-noise {o} is out of range: give a standard deviation in 0..=1 (e.g. 0.15)"
+        );
+    }
+    let device = super::device(a.cpu);
+    let on = if device.is_cpu() { "CPU" } else { "GPU" };
+    let mut t = Trainer::open_on(&a.out, config, device)?;
+    apply_run_options(&mut t.config, a)?;
+    eprintln!("{}", shapes_run_summary(&t, a, on));
+    t.run(
+        &a.out,
+        &a.progress.schedule(a.steps),
+        &crate::train::steps::stop_file(&a.out),
+        &mut |line| eprintln!("{line}"),
+    )?;
+    eprintln!(
+        "stopped at step {} ({:.0} s trained)",
+        t.step, t.train_seconds
+    );
+    if let Some(dir) = &a.export {
+        t.export(dir, true)?;
+        eprintln!("exported the EMA weights to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Set the options of `adiff train shapes` that, given, also change a resumed run (whose
+/// `config` comes from its checkpoint); checks their ranges (`--offset-noise` is checked
+/// before the run is opened).
+fn apply_run_options(config: &mut TrainConfig, a: &ShapesArgs) -> Result<()> {
+    if let Some(o) = a.offset_noise {
+        config.offset_noise = o;
+    }
+    if let Some(LrDecay(d)) = a.lr_decay {
+        config.lr_decay = d;
+    }
+    if let Some(lr) = a.lr {
+        ensure!(
+            lr.is_finite() && lr > 0.0 && lr <= 0.1,
+            "--lr {lr} is out of range: give a learning rate in (0, 0.1] (e.g. 1e-3)"
+        );
+        config.lr = lr;
+    }
+    if let Some(d) = a.pyramid_noise {
+        ensure!(
+            (0.0..1.0).contains(&d),
+            "--pyramid-noise {d} is out of range: give a discount in 0..1 (0 = plain noise, e.g. 0.9)"
+        );
+        config.pyramid_noise = d;
+    }
+    if let Some(Focus(f)) = a.high_noise_focus {
+        config.high_noise_focus = f;
+    }
+    if let Some(ObjectMix(m)) = a.objects {
+        config.objects = m;
+    }
+    if let Some(k) = a.high_noise_weight {
+        ensure!(
+            k.is_finite() && (1.0..=1000.0).contains(&k),
+            "--high-noise-weight {k} is out of range: give a cap in 1..=1000 (1 = the plain ε loss, e.g. 50)"
+        );
+        config.high_noise_weight = k;
+    }
+    Ok(())
+}
+
+/// The line that opens a shapes run: its size, where it stands and its settings.
+fn shapes_run_summary(t: &Trainer, a: &ShapesArgs, on: &str) -> String {
+    let c = &t.config;
+    let focus = match c.high_noise_focus {
+        Some((from, share)) => {
+            format!("{:.0} % of timesteps from {from}..999", share * 100.0)
+        }
+        None => "uniform timesteps".into(),
+    };
+    let decay = match c.lr_decay {
+        Some((from, to)) => format!("cosine decay {from}→{to}"),
+        None => "no decay".into(),
+    };
+    let [p1, p2, p3] = c.objects;
+    format!(
+        "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        c.batch,
+        c.offset_noise,
+        c.pyramid_noise,
+        c.high_noise_weight,
+        c.lr,
+        a.out.display()
+    )
+}
+
+/// `adiff train export`.
+fn export(a: &ExportArgs) -> Result<()> {
+    crate::train::export_from_checkpoint(&a.from, &a.to, !a.raw)?;
+    eprintln!("exported {} to {}", a.from.display(), a.to.display());
+    Ok(())
+}
+
+/// `adiff train pack`.
+fn pack(a: &PackArgs) -> Result<()> {
+    crate::train::pack_checkpoint(&a.from, &a.to)?;
+    eprintln!("packed {} into {}", a.from.display(), a.to.display());
+    Ok(())
+}
+
+/// `adiff train clip`: start or resume the tiny-CLIP run in `--out`, train, export if asked.
+fn train_clip(a: &ClipArgs) -> Result<()> {
+    ensure!(a.batch >= 1, "--batch must be at least 1 (got {})", a.batch);
+    let device = super::device(a.cpu);
+    let config = crate::train::clip::ClipTrainConfig {
+        arch: crate::train::clip::ClipArch::parse(&a.arch).context("--arch")?,
+        batch: a.batch,
+        lr: a.lr,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut t = crate::train::clip::ClipTrainer::open(&a.out, config, device)?;
+    eprintln!(
+        "tiny CLIP: {} parameters; step {} of {}; batch {}; checkpoints in {}",
+        t.num_parameters(),
+        t.step,
+        a.steps,
+        t.config.batch,
+        a.out.display()
+    );
+    t.run(&a.out, &a.progress.schedule(a.steps), &mut |line| {
+        eprintln!("{line}")
+    })?;
+    if let Some(dir) = &a.export {
+        t.export(dir)?;
+        eprintln!("exported the CLIP to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `adiff train clip-eval`: how often each held-out render's true caption ranks first.
+fn clip_eval(a: &ClipEvalArgs) -> Result<()> {
+    let scorer = crate::metrics::clip::ClipScorer::from_dir(&a.model, &Device::Cpu)?;
+    let scores =
+        crate::train::clip::rank_accuracy(&scorer, a.single, a.pairs, a.candidates, a.seed)?;
+    for s in &scores {
+        println!(
+            "{:<6} true caption first among {}: {} / {} ({:.1} %)",
+            s.group,
+            s.candidates,
+            s.top1,
+            s.renders,
+            100.0 * s.top1 as f64 / s.renders.max(1) as f64
+        );
+    }
+    let (top1, n) = scores
+        .iter()
+        .fold((0, 0), |(a, b), s| (a + s.top1, b + s.renders));
+    println!(
+        "all    {top1} / {n} ({:.1} %)",
+        100.0 * top1 as f64 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `adiff train probe`: one line per probed timestep.
+fn probe(a: &ProbeArgs) -> Result<()> {
+    let g = crate::train::eval::Generator::load(&a.model)?;
+    let rows = crate::train::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
+    println!(
+        "position probe of {} ({} seeds × 5 positions, guidance {}): distance (px) from the colour's centre to the named position",
+        a.model.display(),
+        a.seeds,
+        a.guidance
+    );
+    for r in &rows {
+        println!(
+            "t {:>3}: distance {:>5.2} (if the words were ignored: {:>5.2})  moved by the words {:>5.2}  nearest the named position {:>3}/{}  corners' sides {:>3}/{}  | from a render's trace in x_t, no position words: nearest the rendered position {:>3}/{}",
+            r.timestep,
+            r.distance,
+            r.distance_if_ignored,
+            r.spread,
+            r.nearest_right,
+            r.prompts,
+            r.sides_right,
+            r.sides,
+            r.trace_right,
+            r.prompts
+        );
+    }
+    Ok(())
+}
+
+/// `adiff train eval`: score held-out prompts; with `--images`, keep each image (named by
+/// its verdict and prompt) and the scores as `summary.json`.
+fn eval(a: &EvalArgs) -> Result<()> {
+    let g = crate::train::eval::Generator::load(&a.model)?;
+    if let Some(d) = &a.images {
+        std::fs::create_dir_all(d)?;
+    }
+    let scores = crate::train::eval::score_held_out(
+        &g,
+        a.single,
+        a.pairs,
+        a.steps,
+        a.guidance,
+        &mut |prompt, i, img, ok| {
+            if let Some(d) = &a.images {
+                save_eval_image(d, prompt, i, img, ok);
+            }
+        },
+    )?;
+    for s in &scores {
+        println!("{}", eval_score_line(s));
+    }
+    if let Some(d) = &a.images {
+        crate::output::write_json(&d.join("summary.json"), &scores)?;
+    }
+    Ok(())
+}
+
+/// Write one evaluated image into `dir` as `ok|bad-III-PROMPT.png` (a failure is a warning).
+fn save_eval_image(dir: &Path, prompt: &str, i: usize, img: &image::RgbImage, ok: bool) {
+    let name = format!(
+        "{}-{i:03}-{}.png",
+        if ok { "ok" } else { "bad" },
+        prompt.replace(' ', "_")
+    );
+    if let Err(e) = crate::output::write_png(&dir.join(&name), img) {
+        eprintln!("warning: could not write {name} to {}: {e}", dir.display());
+    }
+}
+
+/// One group's line of `adiff train eval`.
+fn eval_score_line(s: &crate::train::eval::GroupScore) -> String {
+    format!(
+        "{:<7} {:>3} images: all right {:>5.1} %  background {:>5.1} %  objects {:>5.1} %  extra objects {:.2}/image  {:.2} s/image{}",
+        s.group,
+        s.images,
+        100.0 * s.all_right as f64 / s.images as f64,
+        100.0 * s.background_right as f64 / s.images as f64,
+        100.0 * s.objects_right as f64 / s.objects.max(1) as f64,
+        s.extra_objects as f64 / s.images as f64,
+        s.seconds_per_image,
+        if s.corner_sides > 0 {
+            format!(
+                "  corners' sides {:.1} % (one side of two: 50 %)",
+                100.0 * s.corner_sides_right as f64 / s.corner_sides as f64
+            )
+        } else {
+            String::new()
+        }
+    )
+}
