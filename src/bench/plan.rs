@@ -49,8 +49,6 @@ pub struct BenchOptions {
     pub resume: bool,
     /// Output folder.
     pub out: PathBuf,
-    /// Draw a progress bar.
-    pub progress: bool,
     /// The command line, for the report.
     pub command: String,
     /// The command line as arguments (a part's record keeps them to run it again).
@@ -353,7 +351,6 @@ mod tests {
             save_images: false,
             resume: false,
             out: "o".into(),
-            progress: false,
             command: String::new(),
             args: Vec::new(),
             shard,

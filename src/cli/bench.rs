@@ -311,7 +311,6 @@ impl BenchArgs {
             save_images: self.save_images,
             resume: self.resume,
             out,
-            progress: true,
             command: crate::bench::command_line(),
             args: std::env::args().collect(),
             shard,
