@@ -434,6 +434,13 @@ fn gui_export_writes_png_with_metadata() {
     let json = exported(&mut h, ExportKind::TraceJson);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["settings"]["steps"], 12);
+    // The left side is the full-step baseline: it is the reference, one run.
+    assert_eq!(v["reference"]["same_run_as"], "left");
+    assert_eq!(v["left_vs_reference"]["psnr_db"], serde_json::Value::Null);
+    assert_eq!(
+        v["right_vs_reference"]["unet_calls_saved"],
+        v["summary"]["unet_calls_saved"]
+    );
     h.run();
 }
 
@@ -644,6 +651,23 @@ fn gui_the_left_side_can_run_another_method() {
     assert_eq!(left.trace.unet_calls, 6);
     assert_eq!(right.trace.method.name(), "adaptive");
     h.get_by_label_contains("Fewer steps: 6 steps");
+    // Neither side is the full-step baseline: both are measured against it, which came
+    // from the cache (the first comparison's left side was it), so nothing ran twice.
+    let runs = |h: &Harness<'_, App>| app(h).worker_stats().baseline_runs;
+    assert_eq!(runs(&h), 2, "the first baseline and the 6-step left side");
+    h.get_by_label_contains("Against the full-step baseline (12 steps): left PSNR");
+    let json = export_by_button(&mut h, ExportKind::TraceJson);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["reference"]["spec"], "baseline");
+    assert_eq!(v["reference"]["unet_calls"], 12);
+    assert!(
+        v["reference"].get("same_run_as").is_none(),
+        "{}",
+        v["reference"]
+    );
+    assert!(v["left_vs_reference"]["psnr_db"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["left_vs_reference"]["nfe_speedup"], 2.0);
+    assert!(v["right_vs_reference"]["psnr_db"].as_f64().is_some());
 }
 
 /// Issue 30, defect 1: the side panel kept its width at scale 1.0 but crept wider on every

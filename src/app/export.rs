@@ -5,9 +5,9 @@
 //! and the trace with the per-frame quality; and as a filmstrip PNG.
 
 use super::compose::{self, CompositeInput, sampler_name};
-use super::protocol::{Side, SideResult};
+use super::protocol::{Comparison, ReferenceComparison, Side, SideResult};
 use crate::job::Job;
-use crate::pipeline::{CompareReport, CompareSummary, RunInfo, SideReport, VideoQuality};
+use crate::pipeline::{CompareReport, CompareSummary, Role, RunInfo, SideReport, VideoQuality};
 use anyhow::{Context, Result};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,8 @@ pub struct ExportData {
     pub video: Option<VideoQuality>,
     /// The clip's frame rate (the GIF's), frames per second.
     pub fps: f64,
+    /// Both sides against the full-step baseline, when neither side is it.
+    pub reference: Option<ReferenceComparison>,
 }
 
 /// What to export.
@@ -217,6 +219,10 @@ impl ExportData {
     pub fn report_json(&self) -> Result<serde_json::Value> {
         let (b, a) = (&self.baseline, &self.adaptive);
         let size = b.frames.first().unwrap_or(&b.image).dimensions();
+        // The full-step reference is known when it ran, or when the left side is it (a
+        // comparison stopped before its reference finished writes none).
+        let known = self.reference.is_some()
+            || crate::pipeline::is_full_step(&self.spec, &self.spec.baseline_pass());
         let report = CompareReport {
             info: RunInfo {
                 adiff_version: env!("CARGO_PKG_VERSION").into(),
@@ -246,9 +252,9 @@ impl ExportData {
                 trace: a.trace.clone(),
                 decode_ms: a.decode_ms,
             },
-            reference: None,
-            left_vs_reference: None,
-            right_vs_reference: None,
+            reference: known.then(|| self.reference_report()),
+            left_vs_reference: known.then(|| self.against_reference(Side::Baseline)),
+            right_vs_reference: known.then(|| self.against_reference(Side::Adaptive)),
             summary: CompareSummary {
                 video: self.video.clone(),
                 ..CompareSummary::of_traces(&b.trace, &a.trace, self.psnr_db.unwrap_or(f64::NAN))
@@ -281,6 +287,52 @@ impl ExportData {
             );
         }
         Ok(v)
+    }
+
+    /// The full-step reference's run: its own, or the left side's when that is it (as
+    /// `adiff compare` writes it: one run, `same_run_as: left`).
+    fn reference_report(&self) -> SideReport {
+        let (run, same) = match &self.reference {
+            Some(r) => (&r.reference, None),
+            None => (&self.baseline, Some(Role::Left)),
+        };
+        SideReport {
+            spec: crate::job::method_spec::format(&run.trace.method),
+            same_run_as: same,
+            trace: run.trace.clone(),
+            decode_ms: run.decode_ms,
+        }
+    }
+
+    /// One side against the full-step reference.
+    fn against_reference(&self, side: Side) -> CompareSummary {
+        let run = match side {
+            Side::Baseline => &self.baseline,
+            Side::Adaptive => &self.adaptive,
+        };
+        let measured = |reference: &SideResult, c: &Comparison| CompareSummary {
+            ssim: c.ssim,
+            video: c.video.clone(),
+            ..CompareSummary::of_traces(&reference.trace, &run.trace, c.psnr_db)
+        };
+        match (&self.reference, side) {
+            (Some(r), Side::Baseline) => measured(&r.reference, &r.left),
+            (Some(r), Side::Adaptive) => measured(&r.reference, &r.right),
+            // The left side is the reference: itself exactly, and the main comparison.
+            (None, Side::Baseline) => CompareSummary {
+                ssim: Some(1.0),
+                ..CompareSummary::of_traces(&run.trace, &run.trace, f64::INFINITY)
+            },
+            (None, Side::Adaptive) => CompareSummary {
+                ssim: self.ssim,
+                video: self.video.clone(),
+                ..CompareSummary::of_traces(
+                    &self.baseline.trace,
+                    &run.trace,
+                    self.psnr_db.unwrap_or(f64::NAN),
+                )
+            },
+        }
     }
 
     /// Both traces as CSV, with a leading `side` column.

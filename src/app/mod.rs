@@ -350,6 +350,10 @@ impl GuiApp {
             complexity: self.session.budget.clone(),
             video: comparison.and_then(|c| c.video.clone()),
             fps: self.settings.fps,
+            reference: match &self.session.reference {
+                Some(state::ReferenceView::Done(r)) => Some((**r).clone()),
+                _ => None,
+            },
         })
     }
 

@@ -86,6 +86,18 @@ pub struct Comparison {
     pub frame_diffs: Vec<Arc<RgbImage>>,
 }
 
+/// Both sides against the full-step baseline of the same prompt, seed and scheduler, when
+/// neither side is it (the left side's numbers against the right are [`Comparison`]).
+#[derive(Debug, Clone)]
+pub struct ReferenceComparison {
+    /// The full-step baseline's run.
+    pub reference: Arc<SideResult>,
+    /// The left side against it.
+    pub left: Comparison,
+    /// The right side against it.
+    pub right: Comparison,
+}
+
 /// Commands to the worker.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -178,6 +190,22 @@ pub enum Event {
         /// The numbers.
         comparison: Comparison,
     },
+    /// The full-step reference finished a step (neither side is the full-step baseline).
+    ReferenceStep {
+        /// The job.
+        job: JobId,
+        /// Steps done.
+        done: usize,
+        /// Steps of the run.
+        steps: usize,
+    },
+    /// Both sides measured against the full-step reference.
+    Referenced {
+        /// The job.
+        job: JobId,
+        /// The reference and the numbers.
+        reference: Box<ReferenceComparison>,
+    },
     /// The job is complete.
     Done {
         /// The job.
@@ -212,6 +240,8 @@ impl Event {
             | Event::Step { job, .. }
             | Event::Finished { job, .. }
             | Event::Compared { job, .. }
+            | Event::ReferenceStep { job, .. }
+            | Event::Referenced { job, .. }
             | Event::Done { job }
             | Event::Cancelled { job, .. }
             | Event::Failed { job, .. } => *job,

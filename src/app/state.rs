@@ -2,7 +2,9 @@
 //! no egui and no candle, so it is easy to test. The persisted settings are
 //! [`super::settings`].
 
-use super::protocol::{Comparison, Event, Frames, JobId, ModelInfo, Side, SideResult};
+use super::protocol::{
+    Comparison, Event, Frames, JobId, ModelInfo, ReferenceComparison, Side, SideResult,
+};
 use crate::complexity::ComplexityBudget;
 use crate::job::Job;
 use crate::sampler::StepRecord;
@@ -160,6 +162,9 @@ pub struct Session {
     pub comparison: Option<Comparison>,
     /// Bumped whenever `comparison` changes.
     pub comparison_version: u64,
+    /// When neither side is the full-step baseline: its run's progress, then both sides
+    /// against it.
+    pub reference: Option<ReferenceView>,
     /// The loaded model.
     pub model: Option<ModelInfo>,
     /// Download progress while a hub model loads.
@@ -178,6 +183,15 @@ pub struct Session {
     shown_before: Option<Box<Shown>>,
 }
 
+/// The full-step reference of a comparison whose sides are both accelerated.
+#[derive(Debug, Clone)]
+pub enum ReferenceView {
+    /// Running: steps done of steps.
+    Running(usize, usize),
+    /// Done: both sides against it.
+    Done(Box<ReferenceComparison>),
+}
+
 /// A finished comparison as it was on screen.
 #[derive(Debug)]
 struct Shown {
@@ -186,6 +200,7 @@ struct Shown {
     baseline: SideView,
     adaptive: SideView,
     comparison: Option<Comparison>,
+    reference: Option<ReferenceView>,
 }
 
 impl Default for Session {
@@ -199,6 +214,7 @@ impl Default for Session {
             adaptive: SideView::default(),
             comparison: None,
             comparison_version: 0,
+            reference: None,
             model: None,
             download: None,
             error: None,
@@ -236,6 +252,7 @@ impl Session {
                 baseline: self.baseline.clone(),
                 adaptive: self.adaptive.clone(),
                 comparison: self.comparison.clone(),
+                reference: self.reference.clone(),
             }));
         }
         if same_baseline && baseline_running {
@@ -252,6 +269,7 @@ impl Session {
         self.adaptive.reset(SideStatus::Waiting);
         self.comparison = None;
         self.comparison_version += 1;
+        self.reference = None;
         self.error = None;
         self.warnings.clear();
         self.budget = None;
@@ -341,6 +359,12 @@ impl Session {
             Event::Compared { comparison, .. } => {
                 self.comparison = Some(comparison);
                 self.comparison_version += 1;
+            }
+            Event::ReferenceStep { done, steps, .. } => {
+                self.reference = Some(ReferenceView::Running(done, steps));
+            }
+            Event::Referenced { reference, .. } => {
+                self.reference = Some(ReferenceView::Done(reference));
             }
             Event::Done { .. } => {
                 self.phase = Phase::Done;
@@ -450,6 +474,7 @@ impl Session {
             mut baseline,
             mut adaptive,
             comparison,
+            reference,
         } = *shown;
         // New versions, so that the panel uploads the images again.
         baseline.image_version = self.baseline.image_version + 1;
@@ -460,6 +485,7 @@ impl Session {
         self.adaptive = adaptive;
         self.comparison = comparison;
         self.comparison_version += 1;
+        self.reference = reference;
     }
 
     /// Mark the sides still running or waiting as ended with `status`.
@@ -468,6 +494,9 @@ impl Session {
             if matches!(v.status, SideStatus::Running | SideStatus::Waiting) {
                 v.status = status;
             }
+        }
+        if matches!(self.reference, Some(ReferenceView::Running(..))) {
+            self.reference = None;
         }
     }
 

@@ -10,7 +10,7 @@
 //! so moving δ or C_max re-runs only the adaptive side; the right side's runs are cached
 //! too, so a change to the left side alone re-runs only the left side.
 
-use super::protocol::{Command, Event, JobId, ModelInfo, Side, SideResult};
+use super::protocol::{Command, Event, JobId, ModelInfo, ReferenceComparison, Side, SideResult};
 use super::worker_stats::{StatsSnapshot, WorkerStats};
 use crate::complexity::{ComplexityBudget, ComplexityEngine, Scoring};
 use crate::job::{BaselineKey, InputsKey, Job, ModelKey, Pass};
@@ -323,7 +323,7 @@ impl Worker {
             }
             None => {
                 WorkerStats::inc(&self.stats.adaptive_runs);
-                let r = match self.run_side(job, spec, Side::Adaptive, &pass)? {
+                let r = match self.run_side(job, spec, Target::Side(Side::Adaptive), &pass)? {
                     Ok(r) => r,
                     Err(stop) => return Ok(Some(stop)),
                 };
@@ -340,7 +340,58 @@ impl Worker {
         });
         let comparison = super::quality::compare(&baseline, &adaptive)?;
         self.send(Event::Compared { job, comparison });
+        // Two accelerated sides: both against the full-step baseline too (from the cache,
+        // or run once). When the left side is it, nothing runs twice.
+        if !pipeline::is_full_step(spec, &spec.baseline_pass()) {
+            let reference = match self.reference(job, spec)? {
+                Ok(r) => r,
+                Err(stop) => return Ok(Some(stop)),
+            };
+            let left = super::quality::compare(&reference, &baseline)?;
+            let right = super::quality::compare(&reference, &adaptive)?;
+            self.send(Event::Referenced {
+                job,
+                reference: Box::new(ReferenceComparison {
+                    reference,
+                    left,
+                    right,
+                }),
+            });
+        }
         Ok(None)
+    }
+
+    /// The full-step baseline of the job's prompt, seed and scheduler: from the baseline
+    /// cache (where a comparison whose left side was it left it), or run quietly (its steps
+    /// reported as `ReferenceStep`) and cached; the inner `Err` is a stop.
+    fn reference(
+        &mut self,
+        job: JobId,
+        spec: &Job,
+    ) -> anyhow::Result<Result<Arc<SideResult>, Stop>> {
+        let full = Job {
+            reference: crate::sampler::Method::BASELINE,
+            ..spec.clone()
+        };
+        let key = full.baseline_key();
+        let cached = self
+            .baselines
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone());
+        if let Some(r) = cached {
+            WorkerStats::inc(&self.stats.baseline_cache_hits);
+            return Ok(Ok(r));
+        }
+        WorkerStats::inc(&self.stats.baseline_runs);
+        let r = match self.run_side(job, &full, Target::Reference, &full.full_step_pass())? {
+            Ok(r) => r,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        self.baselines.retain(|(k, _)| *k != key);
+        self.baselines.push_front((key, r.clone()));
+        self.baselines.truncate(BASELINE_CACHE);
+        Ok(Ok(r))
     }
 
     /// Encode the prompt and make the initial noise, unless the last job's are the same;
@@ -388,7 +439,12 @@ impl Worker {
             return Ok(Ok(r));
         }
         WorkerStats::inc(&self.stats.baseline_runs);
-        let r = match self.run_side(job, spec, Side::Baseline, &spec.baseline_pass())? {
+        let r = match self.run_side(
+            job,
+            spec,
+            Target::Side(Side::Baseline),
+            &spec.baseline_pass(),
+        )? {
             Ok(r) => r,
             Err(stop) => return Ok(Err(stop)),
         };
@@ -466,22 +522,30 @@ impl Worker {
         Ok(())
     }
 
-    /// Run one side; the inner `Err` is a cancel (or shutdown) between two steps.
+    /// Run one side (or the quiet full-step reference); the inner `Err` is a cancel (or
+    /// shutdown) between two steps.
     fn run_side(
         &mut self,
         job: JobId,
         spec: &Job,
-        side: Side,
+        target: Target,
         pass: &Pass,
     ) -> anyhow::Result<Result<Arc<SideResult>, Stop>> {
         let baseline_key: BaselineKey = spec.baseline_key();
         let (_, model) = self.model.as_ref().expect("model loaded");
         let (_, prepared) = self.prepared.as_ref().expect("prepared");
-        self.send(Event::Started {
-            job,
-            side,
-            budget: pass.steps,
-        });
+        // The reference is a baseline run; its steps are reported as progress only.
+        let side = match target {
+            Target::Side(side) => side,
+            Target::Reference => Side::Baseline,
+        };
+        if let Target::Side(side) = target {
+            self.send(Event::Started {
+                job,
+                side,
+                budget: pass.steps,
+            });
+        }
         let sdxl = model.sd.family() == crate::model::Family::Sdxl;
         let rx = &self.rx;
         let tx = &self.tx;
@@ -492,6 +556,23 @@ impl Worker {
         let mut last_preview: Option<Instant> = None;
         let mut observe = |ev: StepEvent<'_>| -> ControlFlow<()> {
             let last = ev.record.index + 1 >= ev.budget;
+            if target == Target::Reference {
+                let _ = tx.send(Event::ReferenceStep {
+                    job,
+                    done: ev.record.index + 1,
+                    steps: ev.budget,
+                });
+                notify();
+                let new = Self::poll_inbox(rx, tx, stats, pending, job);
+                inbox.cancel |= new.cancel;
+                inbox.superseded |= new.superseded;
+                inbox.shutdown |= new.shutdown;
+                return if inbox.cancel {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
+            }
             let due = last_preview.is_none_or(|t| t.elapsed() >= Duration::from_millis(80));
             let (mut preview, mut preview_frames) = (None, None);
             if due || last {
@@ -522,7 +603,7 @@ impl Worker {
                 inbox.shutdown |= new.shutdown;
             }
             // A newer job that needs exactly this baseline lets it finish.
-            let keep_going = side == Side::Baseline
+            let keep_going = target == Target::Side(Side::Baseline)
                 && inbox.superseded
                 && !inbox.shutdown
                 && matches!(&*pending, Some(Command::Generate(_, s)) if s.baseline_key() == baseline_key);
@@ -547,6 +628,14 @@ impl Worker {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What a run is for: one of the two sides, or the full-step reference of two
+/// accelerated sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Side(Side),
+    Reference,
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use super::super::compose::{key_numbers, method_settings, palette, speed_words};
 use super::super::names::SideNames;
-use super::super::protocol::Side;
+use super::super::protocol::{Comparison, Side, SideResult};
 use super::super::settings::ViewMode;
-use super::super::state::{Session, SideStatus, SideView};
+use super::super::state::{ReferenceView, Session, SideStatus, SideView};
 use super::super::{GuiApp, egui};
 use super::{Slot, color};
 use crate::sampler::Method;
@@ -599,12 +599,50 @@ fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui, sides: &Sides) {
                 if ssim.is_none() {
                     ui.label(RichText::new("(SSIM needs images of at least 11×11 pixels)").weak());
                 }
+                if let Some(line) = reference_line(s) {
+                    ui.end_row();
+                    ui.label(RichText::new(line).size(15.0));
+                }
             }
             _ => {
                 ui.label(RichText::new("PSNR / SSIM appear once both sides are done.").weak());
             }
         },
     );
+}
+
+/// Both accelerated sides against the full-step baseline (neither side is it): its progress
+/// while it runs, then each side's PSNR, SSIM and calls against it.
+fn reference_line(s: &Session) -> Option<String> {
+    Some(match s.reference.as_ref()? {
+        ReferenceView::Running(done, steps) => format!(
+            "Against the full-step baseline: running it ({done} of {steps} steps) to measure both sides…"
+        ),
+        ReferenceView::Done(r) => {
+            let side = |name: &str, c: &Comparison, run: &SideResult| {
+                let psnr = if c.psnr_db.is_finite() {
+                    format!("PSNR {:.2} dB", c.psnr_db)
+                } else {
+                    "identical".into()
+                };
+                let ssim = c
+                    .ssim
+                    .map(|v| format!(" · SSIM {v:.4}"))
+                    .unwrap_or_default();
+                format!(
+                    "{name} {psnr}{ssim}, {} of {} calls",
+                    run.trace.unet_calls, r.reference.trace.unet_calls
+                )
+            };
+            let (b, a) = s.results()?;
+            format!(
+                "Against the full-step baseline ({} steps): {}; {}",
+                r.reference.trace.budget,
+                side("left", &r.left, &b),
+                side("right", &r.right, &a)
+            )
+        }
+    })
 }
 
 #[cfg(test)]
