@@ -160,6 +160,8 @@ pub fn run(
         sigmas: (0..timesteps.len()).map(|i| scheduler.sigma(i)).collect(),
         timesteps: timesteps.clone(),
         guidance: settings.guidance,
+        betas: schedule.betas(),
+        prediction: schedule.prediction_type,
     };
     let mut rule = settings.method.def().rule(&settings.method, &info)?;
     let mut change = ChangeTracker::default();

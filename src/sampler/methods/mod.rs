@@ -11,6 +11,7 @@
 pub use super::change::Change;
 use super::denoise::{CallPlan, RawPrediction};
 use super::method::{Method, MethodError};
+use super::schedule::PredictionType;
 use super::scheduler::{Scheduler, SchedulerKind, StepOutput};
 use super::trace::Decision;
 use anyhow::Result;
@@ -269,6 +270,10 @@ pub struct RunInfo {
     pub timesteps: Vec<f64>,
     /// The guidance scale.
     pub guidance: f64,
+    /// The model's training noise schedule: β of every training timestep.
+    pub betas: Vec<f64>,
+    /// What the model predicts (ε, v or the sample).
+    pub prediction: PredictionType,
 }
 
 /// One step as a rule sees it.

@@ -28,10 +28,9 @@
 //!
 //! The trace records `m` as each tested step's signal, with 0 as its limit.
 //!
-//! The code needs the training β, which a rule is not given: it is recovered from the run's
-//! σs by finding the standard schedule (scaled-linear or linear 0.00085–0.012, linear
-//! 0.0001–0.02, squared cosine) that gives them; other schedules are refused. The prediction
-//! type is read off the scheduler's x0 conversion.
+//! The drift needs the model's training β at `int(t_n)` and its prediction type, both from
+//! the run ([`RunInfo::betas`], [`RunInfo::prediction`]); sample-predicting models are
+//! refused.
 //!
 //! Pinned to the official code run on the tiny pipeline (`tools/reference/make_sada_reference.py`,
 //! `tests/fixtures/reference/sada.{json,safetensors}`).
@@ -39,7 +38,7 @@
 use super::{Choice, Key, KeyKind, MethodDef, Notes, RunInfo, SliderMax, Step, StepRule};
 use crate::sampler::denoise::RawPrediction;
 use crate::sampler::method::{Method, MethodError};
-use crate::sampler::schedule::{SchedulerConfig, interp, train_sigmas};
+use crate::sampler::schedule::PredictionType;
 use crate::sampler::scheduler::{SchedulerKind, StepOutput};
 use crate::sampler::trace::Decision;
 use anyhow::{Result, bail};
@@ -237,33 +236,6 @@ pub fn lagrange(points: &[(usize, Tensor)], t: usize) -> Result<Tensor> {
     sum.ok_or_else(|| anyhow::anyhow!("sada: no stored x0 estimate to extrapolate"))
 }
 
-/// The training β of the standard schedule whose σ at `timesteps` are `sigmas`.
-fn recover_betas(timesteps: &[f64], sigmas: &[f64]) -> Result<Vec<f64>> {
-    let candidates = [
-        ("scaled_linear", 0.00085, 0.012),
-        ("linear", 0.00085, 0.012),
-        ("linear", 0.0001, 0.02),
-        ("squaredcos_cap_v2", 0.0001, 0.02),
-    ];
-    for (schedule, start, end) in candidates {
-        let mut cfg = SchedulerConfig::stable_diffusion();
-        cfg.beta_schedule = schedule.into();
-        cfg.beta_start = start;
-        cfg.beta_end = end;
-        let table = train_sigmas(&cfg.alphas_cumprod());
-        let fits = timesteps
-            .iter()
-            .zip(sigmas)
-            .all(|(&t, &s)| (interp(&table, t) - s).abs() <= 1e-9 * s.max(1.0));
-        if fits {
-            return Ok(cfg.betas());
-        }
-    }
-    bail!(
-        "sada needs the model's training β, and this model's noise schedule is none of the standard ones (scaled-linear or linear β 0.00085–0.012, linear 0.0001–0.02, squared cosine)"
-    )
-}
-
 /// The per-run state of the patched solver (the official `CacheBus`, reset per run).
 pub struct SadaRule {
     cfg: SadaSettings,
@@ -272,7 +244,7 @@ pub struct SadaRule {
     /// β at `int(t_n)` for every step.
     betas: Vec<f64>,
     sigmas: Vec<f64>,
-    output: Option<Output>,
+    output: Output,
     /// The last computed step's guided output.
     eps_last: Option<Tensor>,
     /// f_{n−2}, f_{n−1}.
@@ -293,7 +265,14 @@ impl SadaRule {
             SchedulerKind::DpmPlusPlus => false,
             other => bail!("sada runs on euler and dpm++ only (got {other})"),
         };
-        let train = recover_betas(&run.timesteps, &run.sigmas)?;
+        let output = match run.prediction {
+            PredictionType::Epsilon => Output::Epsilon,
+            PredictionType::VPrediction => Output::V,
+            PredictionType::Sample => bail!(
+                "sada supports ε- and v-prediction models only (the official criterion is written for those)"
+            ),
+        };
+        let train = &run.betas;
         let betas = run
             .timesteps
             .iter()
@@ -305,7 +284,7 @@ impl SadaRule {
             steps: run.steps,
             betas,
             sigmas: run.sigmas.clone(),
-            output: None,
+            output,
             eps_last: None,
             prev_f: [None, None],
             next: Next::Compute,
@@ -327,33 +306,6 @@ impl SadaRule {
     /// DPM-Solver++.
     fn frame(&self, i: usize) -> f64 {
         if self.euler { self.alpha(i) } else { 1.0 }
-    }
-
-    /// ε, v or neither, read off the scheduler: x0 of output 1 at latents 0 is −σ for ε and
-    /// −σ/√(σ² + 1) for v.
-    fn output_kind(&mut self, step: &Step<'_>) -> Result<Output> {
-        if let Some(o) = self.output {
-            return Ok(o);
-        }
-        let dev = step.latents.device();
-        let one = Tensor::ones(1, DType::F32, dev)?;
-        let x0 = step
-            .scheduler
-            .pred_x0(&one, step.index, &one.zeros_like()?)?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?[0];
-        let s = step.sigma;
-        let o = if (x0 + s).abs() <= 1e-4 * s.max(1.0) {
-            Output::Epsilon
-        } else if (x0 + s / (s * s + 1.0).sqrt()).abs() <= 1e-4 {
-            Output::V
-        } else {
-            bail!(
-                "sada supports ε- and v-prediction models only (the official criterion is written for those)"
-            )
-        };
-        self.output = Some(o);
-        Ok(o)
     }
 
     /// The drift f_n of step `i`'s guided output `eps` at latents `x`.
@@ -405,7 +357,7 @@ impl StepRule for SadaRule {
         notes: &mut Notes,
     ) -> Result<()> {
         let n = step.index;
-        let output = self.output_kind(step)?;
+        let output = self.output;
         let eps = self
             .eps_last
             .clone()

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sampler::denoise::Denoiser;
+use crate::sampler::schedule::SchedulerConfig;
 use crate::sampler::{RunSettings, build_scheduler, run};
 use candle_core::Device;
 use std::ops::ControlFlow;
@@ -66,22 +67,6 @@ fn the_lagrange_polynomial_goes_through_its_points() {
         "{v:?}"
     );
     assert!(lagrange(&[], 3).is_err());
-}
-
-#[test]
-fn the_training_betas_are_recovered_from_the_run_s_sigmas() {
-    let sd = SchedulerConfig::stable_diffusion();
-    for kind in SCHEDULERS {
-        let s = build_scheduler(kind, &sd, 20).unwrap();
-        let sigmas: Vec<f64> = (0..20).map(|i| s.sigma(i)).collect();
-        assert_eq!(recover_betas(s.timesteps(), &sigmas).unwrap(), sd.betas());
-    }
-    let mut odd = sd.clone();
-    odd.beta_end = 0.02;
-    let s = build_scheduler(SchedulerKind::Euler, &odd, 20).unwrap();
-    let sigmas: Vec<f64> = (0..20).map(|i| s.sigma(i)).collect();
-    let e = recover_betas(s.timesteps(), &sigmas).unwrap_err();
-    assert!(e.to_string().contains("noise schedule"), "{e}");
 }
 
 #[test]
@@ -206,13 +191,20 @@ fn the_criterion_and_the_skips_follow_the_formulas_on_synthetic_latents() {
 fn a_sample_predicting_model_or_ddim_is_refused() {
     let sd = SchedulerConfig::stable_diffusion();
     let s = build_scheduler(SchedulerKind::Ddim, &sd, 10).unwrap();
-    let info = RunInfo {
+    let mut info = RunInfo {
         scheduler: SchedulerKind::Ddim,
         steps: 10,
         sigmas: (0..10).map(|i| s.sigma(i)).collect(),
         timesteps: s.timesteps().to_vec(),
         guidance: 7.5,
+        betas: sd.betas(),
+        prediction: PredictionType::Epsilon,
     };
     let e = Sada.rule(&Method::of(&Sada), &info).err().unwrap();
     assert!(e.to_string().contains("euler and dpm++"), "{e}");
+    info.scheduler = SchedulerKind::Euler;
+    assert!(Sada.rule(&Method::of(&Sada), &info).is_ok());
+    info.prediction = PredictionType::Sample;
+    let e = Sada.rule(&Method::of(&Sada), &info).err().unwrap();
+    assert!(e.to_string().contains("ε- and v-prediction"), "{e}");
 }
