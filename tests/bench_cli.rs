@@ -842,3 +842,49 @@ fn shard_and_slurm_bad_input_is_one_error_line() {
     let written = std::fs::read_to_string(out.join("slurm/bench-array.sbatch")).unwrap();
     assert!(script.starts_with(&written), "--print prints what it wrote");
 }
+
+/// SADA's authors' code runs on Euler and DPM++ only: a sweep over DDIM and Euler runs it
+/// (and its matched control) on Euler, says in the report where it did not run, and counts
+/// only the runs it made.
+#[test]
+fn bench_runs_a_method_only_on_the_schedulers_it_supports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("prompts.txt");
+    std::fs::write(&p, "a red circle at the top left\n").unwrap();
+    let out = dir.path().join("b");
+    let w = root().join("tests/fixtures/tiny-sd");
+    let o = adiff(&[
+        "bench",
+        "--prompts",
+        p.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--schedulers",
+        "ddim,euler",
+        "--steps",
+        "8",
+        "--no-clip",
+        "--method",
+        "sada:acc_start=3,acc_end=7",
+        "--method",
+        "steps:n=match",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let r = rows(&out.join("runs.csv"));
+    let on = |k: &str| -> Vec<&str> {
+        r.iter()
+            .filter(|x| x["scheduler"] == k)
+            .map(|x| x["setting"].as_str())
+            .collect()
+    };
+    assert_eq!(on("ddim"), ["baseline"]);
+    assert_eq!(on("euler").len(), 3, "{:?}", on("euler"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("- Not run: `sada` on ddim (its authors' code runs on euler, dpm++"),
+        "{md}"
+    );
+    assert!(md.contains("- Runs: 4 of 4"), "{md}");
+}

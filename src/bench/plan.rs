@@ -94,6 +94,20 @@ impl Setting {
         self.matched.is_none() && self.method.saves_work()
     }
 
+    /// Whether it runs with `scheduler`: a method that names the schedulers its authors'
+    /// code supports runs on those only, and a `steps:n=match` control follows the setting
+    /// it matches (`all`: every setting of the plan).
+    pub fn runs_on(&self, scheduler: SchedulerKind, all: &[Setting]) -> bool {
+        let method = match self.matched {
+            Some(i) => all.get(i).map_or(self.method, |s| s.method),
+            None => self.method,
+        };
+        method
+            .def()
+            .schedulers()
+            .is_none_or(|ok| ok.contains(&scheduler))
+    }
+
     /// The full-step baseline, the reference of the other settings.
     pub fn is_reference(&self) -> bool {
         self.method == Method::BASELINE && !self.budgeted
@@ -259,12 +273,14 @@ impl BenchOptions {
     pub fn group_cost(
         &self,
         settings: &[Setting],
+        scheduler: SchedulerKind,
         map: &BudgetMap,
         complexity: Option<&Complexity>,
     ) -> u64 {
         let steps = self.job.steps;
         let total: usize = settings
             .iter()
+            .filter(|s| s.runs_on(scheduler, settings))
             .map(|s| match (s.budgeted, complexity) {
                 (true, Some(c)) => map.decide(c.score, steps, s.method).steps,
                 _ if s.matched.is_some() => steps,
@@ -364,7 +380,17 @@ mod tests {
         let settings = whole.settings();
         let map = whole.scoring.mapping().unwrap();
         // baseline 20 + δ 20 + steps:n=10 10
-        assert_eq!(whole.group_cost(&settings, &map, None), 50);
+        let ddim = SchedulerKind::Ddim;
+        assert_eq!(whole.group_cost(&settings, ddim, &map, None), 50);
+        // A method its authors' code runs on Euler and DPM++ only costs nothing on DDIM,
+        // and neither does its matched control.
+        let mut sada = options(&prompts, None);
+        sada.methods.push(Method::named("sada").unwrap());
+        sada.match_steps = true;
+        let s = sada.settings();
+        let on = |k| s.iter().filter(|x| x.runs_on(k, &s)).count();
+        assert_eq!((on(ddim), on(SchedulerKind::Euler)), (s.len() - 2, s.len()));
+        assert_eq!(sada.group_cost(&s, ddim, &map, None), 50 + 20);
         let groups = whole.groups();
         assert_eq!(groups.len(), 12);
         let costs = vec![50; groups.len()];

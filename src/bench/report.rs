@@ -217,6 +217,9 @@ fn write_header(o: &mut String, s: &Summary) {
         }
     );
     let _ = writeln!(o, "- Swept: {}", swept(s));
+    if let Some(line) = not_run(st) {
+        let _ = writeln!(o, "- Not run: {line}");
+    }
     let _ = writeln!(
         o,
         "- CLIP alignment: {}",
@@ -244,6 +247,36 @@ fn write_header(o: &mut String, s: &Summary) {
 
 /// What the benchmark swept: the δ of a δ sweep, and each other setting by its label (with
 /// the spec it stands for when that is longer).
+/// The methods that do not run with some of the plan's schedulers (their authors' code
+/// supports others), e.g. "`sada` on ddim (it runs on euler, dpm++)".
+fn not_run(st: &super::BenchSettings) -> Option<String> {
+    let mut items = vec![];
+    for spec in &st.methods {
+        let Ok(m) = crate::job::method_spec::parse(spec) else {
+            continue;
+        };
+        let Some(ok) = m.def().schedulers() else {
+            continue;
+        };
+        let off: Vec<&str> = st
+            .schedulers
+            .iter()
+            .filter(|k| !ok.iter().any(|o| o.name() == k.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !off.is_empty() {
+            let on: Vec<_> = ok.iter().map(|k| k.name()).collect();
+            items.push(format!(
+                "`{}` on {} (its authors' code runs on {}; nor its `steps:n=match` control)",
+                m.name(),
+                off.join(", "),
+                on.join(", ")
+            ));
+        }
+    }
+    (!items.is_empty()).then(|| items.join("; "))
+}
+
 fn swept(s: &Summary) -> String {
     let st = &s.meta.settings;
     let labels = Labels::of_groups(&s.groups);

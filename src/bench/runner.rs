@@ -166,7 +166,14 @@ fn run_bench_locked(
     let deterministic = opts.scoring.scorer == crate::complexity::ScorerKind::Heuristic;
     let costs: Vec<u64> = groups
         .iter()
-        .map(|g| opts.group_cost(&settings, &map, deterministic.then(|| &complexities[g.pi])))
+        .map(|g| {
+            opts.group_cost(
+                &settings,
+                g.scheduler,
+                &map,
+                deterministic.then(|| &complexities[g.pi]),
+            )
+        })
         .collect();
     let (in_part, record) = opts.part(&costs);
     let planned: Vec<String> = groups
@@ -176,6 +183,7 @@ fn run_bench_locked(
         .flat_map(|(g, _)| {
             settings
                 .iter()
+                .filter(|s| s.runs_on(g.scheduler, &settings))
                 .map(move |s| run_id(g.pi, g.seed, g.scheduler.name(), &s.label))
         })
         .collect();
@@ -469,7 +477,16 @@ impl Runner<'_> {
     /// Run the group's missing runs: the baseline (or its saved image), then each setting.
     fn run_group(&mut self, g: &Group<'_>, meta: &mut BenchMeta) -> Result<()> {
         let ids: Vec<String> = self.settings.iter().map(|s| g.run_id(s)).collect();
-        if ids.iter().all(|id| self.done.contains_key(id)) || stop_requested() {
+        let runs: Vec<bool> = self
+            .settings
+            .iter()
+            .map(|s| s.runs_on(g.scheduler, &self.settings))
+            .collect();
+        let all_done = ids
+            .iter()
+            .zip(&runs)
+            .all(|(id, &r)| !r || self.done.contains_key(id));
+        if all_done || stop_requested() {
             return Ok(());
         }
         let job = self.opts.job_for(g.prompt, g.seed, g.scheduler);
@@ -505,7 +522,7 @@ impl Runner<'_> {
             .map(|id| self.done.get(id).map(|r| base_work.full_steps(r)))
             .collect();
         for (k, (s, id)) in settings.iter().zip(&ids).enumerate().skip(1) {
-            if self.done.contains_key(id) {
+            if self.done.contains_key(id) || !runs[k] {
                 continue;
             }
             if stop_requested() {
