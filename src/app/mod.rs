@@ -12,7 +12,7 @@
 //! * [`dialogs`] — file choosers, and what the app says when the desktop has none.
 //! * `panels` — the egui panels (controls, results, plots, status bars): they read the
 //!   app's state, edit the settings, and queue what the user asks for as commands.
-//! * `commands` — those commands ([`commands::UiCommand`]), which the app applies once per
+//! * `commands` — those commands (`UiCommand`), which the app applies once per
 //!   frame, after the panels ran.
 //! * [`export`] / [`compose`] / [`filmstrip`] — PNG export with text chunks, the
 //!   comparison picture, a clip's GIF, filmstrip and frames.
