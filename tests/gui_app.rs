@@ -686,7 +686,7 @@ fn gui_side_panel_keeps_its_width_at_every_ui_scale() {
             egui::vec2(1600.0, 1000.0),
         );
         h.run_steps(3);
-        let width = app(&h).controls_width;
+        let width = app(&h).controls_width();
         assert!(width > 250.0, "scale {scale}: panel drawn ({width})");
         let move_pointer = |h: &mut Harness<'_, App>, i: usize| {
             let x = 20.0 + (i * 37 % 1500) as f32;
@@ -699,14 +699,18 @@ fn gui_side_panel_keeps_its_width_at_every_ui_scale() {
         for i in 0..60 {
             move_pointer(&mut h, i);
         }
-        assert_eq!(app(&h).controls_width, width, "scale {scale}: idle frames");
+        assert_eq!(
+            app(&h).controls_width(),
+            width,
+            "scale {scale}: idle frames"
+        );
         h.get_by_label("Generate").click();
         wait_for(&mut h, "both sides", done);
         for i in 0..60 {
             move_pointer(&mut h, i + 60);
         }
         assert_eq!(
-            app(&h).controls_width,
+            app(&h).controls_width(),
             width,
             "scale {scale}: after a finished run"
         );
@@ -1089,7 +1093,7 @@ fn gui_wipe_follows_the_pointer_and_difference_has_a_key() {
         modifiers: egui::Modifiers::NONE,
     });
     h.step();
-    let w = app(&h).wipe;
+    let w = app(&h).wipe();
     assert!((w - 0.8).abs() < 0.02, "divider at {w}");
 
     app_mut(&mut h).settings.view = adaptive_diffusion::app::ViewMode::Difference;
@@ -1183,7 +1187,7 @@ fn gui_side_panel_rows_fit_inside_the_panel() {
         .to_vec();
     let mut h = harness_sized(s, egui::vec2(1600.0, 1000.0));
     h.run_steps(4);
-    let right = app(&h).controls_width;
+    let right = app(&h).controls_width();
     for label in [
         "Add",
         "Use",
@@ -1270,25 +1274,25 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     assert!(v.psnr_per_frame_db.iter().all(|p| p.is_finite()), "{v:?}");
     // The finished clips play at once, both players on one frame.
     h.step();
-    assert!(app(&h).player.is_playing());
-    let f = app(&h).player.frame();
+    assert!(app(&h).player().is_playing());
+    let f = app(&h).player().frame();
     assert_eq!(showing(&h, f), 2, "both players on frame {f}");
     h.get_by_label("Pause").click();
     h.run_steps(2);
-    assert!(!app(&h).player.is_playing());
+    assert!(!app(&h).player().is_playing());
 
     // The frame slider moves both players.
     h.get_by_role_and_label(Role::Slider, "Frame")
         .set_value_accesskit(2.0);
     h.run_steps(2);
-    assert_eq!(app(&h).player.frame(), 2);
+    assert_eq!(app(&h).player().frame(), 2);
     assert_eq!((showing(&h, 2), showing(&h, 0)), (2, 0));
 
     // Frame by frame: → to the last frame, → again wraps (Loop is on), ← back.
     let key = |h: &mut Harness<'_, App>, k: egui::Key| {
         h.key_press(k);
         h.run_steps(2);
-        app(h).player.frame()
+        app(h).player().frame()
     };
     assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
     assert_eq!(key(&mut h, egui::Key::ArrowRight), 0);
@@ -1297,7 +1301,7 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     assert_eq!(showing(&h, 3), 2);
     h.get_by_label("Previous frame").click();
     h.run_steps(2);
-    assert_eq!(app(&h).player.frame(), 2);
+    assert_eq!(app(&h).player().frame(), 2);
     // Without Loop, → stops at the last frame.
     app_mut(&mut h).settings.loop_playback = false;
     assert_eq!(key(&mut h, egui::Key::ArrowRight), 3);
@@ -1309,35 +1313,35 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     h.run_steps(2);
     h.key_press(egui::Key::ArrowRight);
     h.run_steps(2);
-    assert_eq!(app(&h).player.frame(), 3);
+    assert_eq!(app(&h).player().frame(), 3);
     assert_eq!(app(&h).settings.fps, 9.0);
 
     // Play: each harness frame is 0.25 s, two frames of the clip at 8 fps; both players
     // follow on every frame.
     h.get_by_label("Play").click();
     h.step();
-    assert!(app(&h).player.is_playing());
+    assert!(app(&h).player().is_playing());
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..4 {
         h.step();
-        let f = app(&h).player.frame();
+        let f = app(&h).player().frame();
         seen.insert(f);
         assert_eq!(showing(&h, f), 2, "both players on frame {f}");
     }
     assert!(seen.len() >= 2, "playback advanced: {seen:?}");
     h.get_by_label("Pause").click();
     h.step();
-    let paused = app(&h).player.frame();
+    let paused = app(&h).player().frame();
     h.step();
     h.step();
-    assert_eq!(app(&h).player.frame(), paused, "paused");
+    assert_eq!(app(&h).player().frame(), paused, "paused");
 
     // The per-frame PSNR strip: a click goes to that frame.
     let target = (paused + 2) % 4;
     h.get_by_label_contains(&format!("Frame {target}: PSNR"))
         .click();
     h.run_steps(2);
-    assert_eq!(app(&h).player.frame(), target);
+    assert_eq!(app(&h).player().frame(), target);
     assert_eq!(showing(&h, target), 2);
     h.get_by_label_contains("PSNR per frame: mean");
 
@@ -1366,8 +1370,8 @@ fn gui_clip_plays_both_sides_on_one_frame() {
     assert_eq!(app(&h).session.clip_len(), 4);
     // The new comparison plays (from the frame on screen).
     h.step();
-    assert!(app(&h).player.is_playing());
-    let f = app(&h).player.frame();
+    assert!(app(&h).player().is_playing());
+    let f = app(&h).player().frame();
     assert_eq!(showing(&h, f), 1, "the wipe view on frame {f}");
     h.get_by_label("Pause").click();
     h.run();
@@ -1398,7 +1402,7 @@ fn gui_clip_exports_gif_filmstrip_frames_and_trace_and_not_while_sampling() {
             .is_some_and(|f| f.len() == 4 && f[0].dimensions() == (4, 4))
     });
     assert!(
-        app(&h).player.is_playing(),
+        app(&h).player().is_playing(),
         "the live frames play as they take shape"
     );
     wait_for(&mut h, "both clips", done);
@@ -1551,12 +1555,12 @@ fn gui_a_video_unet_plays_without_a_motion_module() {
             .frames,
         3
     );
-    assert!(a.player.is_playing());
+    assert!(a.player().is_playing());
     h.get_by_label("Pause").click();
     h.run_steps(2);
     h.key_press(egui::Key::ArrowRight);
     h.run_steps(2);
-    let f = app(&h).player.frame();
+    let f = app(&h).player().frame();
     assert_eq!(h.query_all_by_label(&format!("Frame {f} (0–2)")).count(), 2);
     h.run();
 }
@@ -1640,7 +1644,7 @@ fn gui_a_motion_module_is_dropped_or_typed_like_a_lora() {
     h.run_steps(2);
     assert_eq!(app(&h).settings.motion.as_ref(), Some(&adapter));
     // The motion module's rows stay inside the panel, with Remove shown.
-    let right = app(&h).controls_width;
+    let right = app(&h).controls_width();
     for label in ["Remove", "Choose module…", "Motion module", "Use module"] {
         for node in h.get_all_by_label(label) {
             assert!(

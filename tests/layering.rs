@@ -4,7 +4,10 @@
 //!   `src/main.rs`, and test-only code) names no command-line flag in a string literal and
 //!   writes nothing to the terminal: it names settings (`field::Field`, `field::Fix`) and
 //!   reports to an observer, and the front ends word and draw;
-//! * no file under `src/` is longer than [`MAX_LINES`] lines.
+//! * no file under `src/` is longer than [`MAX_LINES`] lines;
+//! * the app's panels (`src/app/panels/`) never name `GuiApp`: they read a `View` of it,
+//!   edit the settings they are given and queue `UiCommand`s, so they cannot write its
+//!   state.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -405,6 +408,36 @@ fn no_source_file_is_longer_than_the_limit() {
         long.is_empty(),
         "split these by responsibility (at most {MAX_LINES} lines a file):\n{}",
         long.join("\n")
+    );
+}
+
+#[test]
+fn the_app_panels_never_name_the_app() {
+    let mut checked = 0;
+    let mut problems = vec![];
+    for (file, src) in sources() {
+        if !file.starts_with("src/app/panels/") {
+            continue;
+        }
+        checked += 1;
+        let code = lex(&src).code;
+        let mut from = 0;
+        while let Some(n) = code[from..].find("GuiApp") {
+            let at = from + n;
+            from = at + "GuiApp".len();
+            if names_at(&code, at, "GuiApp") {
+                let line = code[..at].matches('\n').count() + 1;
+                problems.push(format!("{file}:{line}: names GuiApp"));
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} panel files found");
+    assert!(
+        problems.is_empty(),
+        "a panel reads the app through panels::View, edits the settings it is given and \
+         queues app::commands::UiCommand for every action; GuiApp applies them once per \
+         frame:\n{}",
+        problems.join("\n")
     );
 }
 

@@ -10,7 +10,10 @@
 //! * [`method_params`] — one side's method settings (each side has its own).
 //! * [`names`] — what each side is called: by its method, in every label and file name.
 //! * [`dialogs`] — file choosers, and what the app says when the desktop has none.
-//! * `panels` — the egui panels (controls, results, plots, status bars).
+//! * `panels` — the egui panels (controls, results, plots, status bars): they read the
+//!   app's state, edit the settings, and queue what the user asks for as commands.
+//! * `commands` — those commands (`UiCommand`), which the app applies once per
+//!   frame, after the panels ran.
 //! * [`export`] / [`compose`] / [`filmstrip`] — PNG export with text chunks, the
 //!   comparison picture, a clip's GIF, filmstrip and frames.
 //! * [`player`] — the clip player's logic (one frame for both sides) and the PSNR strip's
@@ -20,7 +23,9 @@
 //! * [`frame_stats`] — frame-time instrumentation (`ADIFF_FRAME_STATS`, F12 overlay).
 //!
 //! The UI thread never runs a model: it sends commands and renders what the worker streams.
+//! No panel writes the app's state: a frame draws the panels, then applies their commands.
 
+mod commands;
 pub mod compose;
 pub mod dialogs;
 mod downloads;
@@ -52,6 +57,7 @@ pub use state::{Phase, Session, SideStatus};
 pub use worker::WorkerHandle;
 pub use worker_stats::StatsSnapshot;
 
+use commands::{Commands, UiCommand};
 use crossbeam_channel::{Receiver, Sender};
 use dialogs::{DialogKind, FileChooser, Picked};
 use frame_stats::FrameStats;
@@ -100,22 +106,22 @@ pub struct GuiApp {
     /// Why the last file chooser showed nothing, beside the control that opened it.
     dialog_note: Option<(DialogKind, String)>,
     builtins: Vec<PathBuf>,
-    /// δ / C_max changed: re-run the adaptive side once the slider is released.
-    rerun_requested: bool,
-    /// δ / C_max changed and are still being edited.
-    rerun_pending: bool,
+    /// A method or its settings changed: the re-run waits until the value settles.
+    rerun: commands::Rerun,
+    /// What the UI asked for in this frame, applied after the panels ran.
+    commands: Commands,
     applied_zoom: Option<f32>,
     title: String,
     /// Where the wipe view's divider sits, 0 (left edge) … 1.
-    pub wipe: f32,
+    wipe: f32,
     /// The clip player: the frame both sides show.
-    pub player: Player,
+    player: Player,
     /// The comparison the player last started playing for.
     played_comparison: u64,
     /// Whether a clip was on screen in the last frame.
     had_clip: bool,
     /// The side panel's width in points, as drawn in the last frame.
-    pub controls_width: f32,
+    controls_width: f32,
     notify: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
 
@@ -153,8 +159,8 @@ impl GuiApp {
             settings_error: None,
             dialog_note: None,
             builtins,
-            rerun_requested: false,
-            rerun_pending: false,
+            rerun: commands::Rerun::default(),
+            commands: Commands::default(),
             applied_zoom: None,
             title: TITLE.to_string(),
             wipe: 0.5,
@@ -204,6 +210,21 @@ impl GuiApp {
         self.worker.stats()
     }
 
+    /// Where the wipe view's divider sits, 0 (left edge) … 1.
+    pub fn wipe(&self) -> f32 {
+        self.wipe
+    }
+
+    /// The clip player: the frame both sides show.
+    pub fn player(&self) -> &Player {
+        &self.player
+    }
+
+    /// The side panel's width in points, as drawn in the last frame.
+    pub fn controls_width(&self) -> f32 {
+        self.controls_width
+    }
+
     /// Whether a job or an export is in flight.
     pub fn is_busy(&self) -> bool {
         self.session.is_busy() || self.exports_in_flight > 0
@@ -234,11 +255,7 @@ impl GuiApp {
     /// Whether the job in flight is the job the current settings describe (a change of
     /// view, gain or export folder does not count).
     pub fn is_running_current_settings(&self) -> bool {
-        self.session.is_busy()
-            && self
-                .settings
-                .job(self.settings.steps)
-                .is_ok_and(|job| self.session.spec.as_ref() == Some(&job))
+        runs_settings(&self.session, &self.settings)
     }
 
     /// Cancel the running job (Cancel / Esc); honoured at the next step boundary.
@@ -293,12 +310,7 @@ impl GuiApp {
     /// What the two sides are called: after their methods in the job on screen, else in the
     /// settings.
     pub fn side_names(&self) -> names::SideNames {
-        match &self.session.spec {
-            Some(spec) => names::SideNames::new(&spec.reference, &spec.method),
-            None => {
-                names::SideNames::new(&self.settings.left_method(), &self.settings.right_method())
-            }
-        }
+        side_names(&self.session, &self.settings)
     }
 
     /// A path chosen in a dialog or typed into a path field.
@@ -478,20 +490,21 @@ impl GuiApp {
         }
     }
 
+    /// The keyboard shortcuts: actions are queued as commands, a view is chosen at once.
     fn shortcuts(&mut self, ctx: &egui::Context) {
         use egui::{Key, KeyboardShortcut, Modifiers};
         let generate = ctx.input_mut(|i| {
             i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter))
         });
         if generate {
-            self.generate();
+            self.commands.push(UiCommand::Generate);
         }
         if self.session.is_busy() && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape))
         {
-            self.cancel();
+            self.commands.push(UiCommand::Cancel);
         }
         if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::F12)) {
-            self.show_overlay = !self.show_overlay;
+            self.commands.push(UiCommand::ToggleOverlay);
         }
         for (key, mode) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4]
             .into_iter()
@@ -506,7 +519,19 @@ impl GuiApp {
         }
     }
 
-    /// Draw one frame.
+    /// Advance the clip player to the frame due now (before the panels draw it).
+    fn tick_player(&mut self, ctx: &egui::Context) {
+        let n = self.session.clip_len();
+        let now = ctx.input(|i| i.time);
+        let (fps, looping) = (self.settings.fps, self.settings.loop_playback);
+        if let Some(wait) = self.player.tick(now, n, fps, looping) {
+            // (At least once a second: a frame rate read from saved settings may be absurd.)
+            ctx.request_repaint_after(std::time::Duration::from_secs_f64(wait.min(1.0)));
+        }
+    }
+
+    /// Draw one frame: take the worker's events, draw the panels (they queue commands),
+    /// then apply the commands.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let t0 = Instant::now();
         let ctx = ui.ctx().clone();
@@ -515,6 +540,7 @@ impl GuiApp {
             self.applied_zoom = Some(self.settings.ui_scale);
         }
         self.drain();
+        self.tick_player(&ctx);
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
                 .dropped_files
@@ -524,7 +550,7 @@ impl GuiApp {
                 .collect()
         });
         for path in dropped {
-            self.take_dropped(path);
+            self.commands.push(UiCommand::Drop(path));
         }
         self.shortcuts(&ctx);
         // A refused Generate's message goes once its settings are edited (e.g. the prompt
@@ -537,16 +563,33 @@ impl GuiApp {
             self.settings_error = None;
             self.session.error = None;
         }
-        panels::top_bar(self, ui);
-        panels::status_bar(self, ui);
-        panels::controls(self, ui);
-        egui::CentralPanel::default().show(ui, |ui| panels::results(self, ui));
+        // The panels read the app's state, edit the settings and queue commands.
+        let export_ready = self.export_data().is_some();
+        let mut panel = panels::Panel {
+            app: panels::View {
+                session: &self.session,
+                player: &self.player,
+                wipe: self.wipe,
+                last_export: self.last_export.as_ref(),
+                dialog_note: self.dialog_note.as_ref(),
+                builtins: &self.builtins,
+                stats: self.worker.stats(),
+                frame_stats: &self.frame_stats,
+                rerun: self.rerun,
+                export_ready,
+            },
+            settings: &mut self.settings,
+            textures: &mut self.textures,
+            commands: &mut self.commands,
+        };
+        panels::top_bar(&panel, ui);
+        panels::status_bar(&panel, ui);
+        self.controls_width = panels::controls(&mut panel, ui);
+        egui::CentralPanel::default().show(ui, |ui| panels::results(&mut panel, ui));
         if self.show_overlay {
-            panels::overlay(self, &ctx);
+            panels::overlay(&panel.app, &ctx);
         }
-        if std::mem::take(&mut self.rerun_requested) && self.settings.auto_rerun {
-            self.generate();
-        }
+        self.apply_commands(&ctx);
         // The window title carries the phase (scripts and task bars read it).
         let head = format!("{TITLE} — {}", self.side_names().versus());
         let title = match &self.session.phase {
@@ -587,6 +630,23 @@ impl eframe::App for GuiApp {
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.frame_stats.write();
     }
+}
+
+/// What the two sides are called: after their methods in the job on screen, else in the
+/// settings.
+fn side_names(session: &Session, settings: &Settings) -> names::SideNames {
+    match &session.spec {
+        Some(spec) => names::SideNames::new(&spec.reference, &spec.method),
+        None => names::SideNames::new(&settings.left_method(), &settings.right_method()),
+    }
+}
+
+/// Whether the job in flight is the job `settings` describe.
+fn runs_settings(session: &Session, settings: &Settings) -> bool {
+    session.is_busy()
+        && settings
+            .job(settings.steps)
+            .is_ok_and(|job| session.spec.as_ref() == Some(&job))
 }
 
 /// Whether a dropped path is an AnimateDiff motion module: a folder whose `config.json`

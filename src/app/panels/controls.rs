@@ -1,15 +1,17 @@
 //! The left panel: prompt, model, sampling and adaptive settings, Generate / Cancel, export.
 
+use super::super::commands::UiCommand;
 use super::super::export::ExportKind;
 use super::super::protocol::Side;
 use super::super::settings::{ModelChoice, Video, hub_label};
-use super::super::{DialogKind, GuiApp, egui};
-use super::methods;
+use super::super::{DialogKind, egui};
+use super::{Panel, methods};
 use crate::model::HubModel;
 use crate::sampler::SchedulerKind;
 use egui::{Color32, RichText};
 
-pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
+/// The side panel; returns its width as drawn.
+pub(in crate::app) fn controls(p: &mut Panel<'_>, ui: &mut egui::Ui) -> f32 {
     // At most half the window: a width saved by an older version cannot cover the results.
     let max = (ui.available_width() * 0.5).max(MIN_WIDTH);
     let panel = egui::Panel::left("controls")
@@ -32,30 +34,30 @@ pub(in crate::app) fn controls(app: &mut GuiApp, ui: &mut egui::Ui) {
             inner.shrink_clip_rect(rect);
             egui::ScrollArea::vertical().show(&mut inner, |ui| {
                 ui.add_space(4.0);
-                prompt(app, ui);
+                prompt(p, ui);
                 ui.add_space(6.0);
-                run_buttons(app, ui);
+                run_buttons(p, ui);
                 ui.separator();
-                model(app, ui);
+                model(p, ui);
                 ui.separator();
-                sampling(app, ui);
+                sampling(p, ui);
                 ui.separator();
-                methods::adaptive(app, ui);
+                methods::adaptive(p, ui);
                 ui.separator();
-                export(app, ui);
+                export(p, ui);
                 ui.separator();
-                view(app, ui);
+                view(p, ui);
                 ui.add_space(8.0);
             });
             ui.advance_cursor_after_rect(rect);
         });
-    app.controls_width = panel.response.rect.width();
+    panel.response.rect.width()
 }
 
 /// The side panel's narrowest width.
 const MIN_WIDTH: f32 = 300.0;
 
-fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
+fn prompt(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     let l = ui.label(RichText::new("Prompt").strong());
     // A long prompt scrolls inside its box (at most about 5 lines) instead of pushing every
     // control down.
@@ -65,7 +67,7 @@ fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
         .max_height(line * 5.0 + 12.0)
         .show(ui, |ui| {
             ui.add(
-                egui::TextEdit::multiline(&mut app.settings.prompt)
+                egui::TextEdit::multiline(&mut p.settings.prompt)
                     .desired_rows(3)
                     .desired_width(f32::INFINITY)
                     .hint_text("describe the image"),
@@ -74,7 +76,7 @@ fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
         });
     let l = ui.label("Negative prompt");
     ui.add(
-        egui::TextEdit::multiline(&mut app.settings.negative)
+        egui::TextEdit::multiline(&mut p.settings.negative)
             .desired_rows(1)
             .desired_width(f32::INFINITY)
             .hint_text("optional"),
@@ -82,13 +84,13 @@ fn prompt(app: &mut GuiApp, ui: &mut egui::Ui) {
     .labelled_by(l.id);
 }
 
-fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let busy = app.session.is_busy();
+fn run_buttons(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let busy = p.app.session.is_busy();
     ui.horizontal(|ui| {
         let generate = egui::Button::new(RichText::new("Generate").size(18.0).strong())
             .fill(Color32::from_rgb(40, 110, 200))
             .min_size(egui::vec2(150.0, 34.0));
-        let same = app.is_running_current_settings();
+        let same = p.app.runs(p.settings);
         let hover = if same {
             "Running with these settings: change a setting to restart, or Cancel (Esc)"
         } else if busy {
@@ -102,7 +104,7 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
             .on_disabled_hover_text(hover)
             .clicked()
         {
-            app.generate();
+            p.push(UiCommand::Generate);
         }
         let cancel =
             egui::Button::new(RichText::new("Cancel").size(18.0)).min_size(egui::vec2(100.0, 34.0));
@@ -111,16 +113,16 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
             .on_hover_text("Stop at the next step (Esc)")
             .clicked()
         {
-            app.cancel();
+            p.push(UiCommand::Cancel);
         }
     });
-    if busy && !app.is_running_current_settings() {
+    if busy && !p.app.runs(p.settings) {
         ui.label(
             RichText::new("Settings changed: Generate restarts with them.")
                 .color(ui.visuals().warn_fg_color),
         );
     }
-    for warning in &app.session.warnings {
+    for warning in &p.app.session.warnings {
         egui::Frame::new()
             .fill(Color32::from_rgb(80, 65, 20))
             .inner_margin(6.0)
@@ -129,7 +131,7 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
                 ui.colored_label(Color32::from_rgb(255, 225, 150), format!("Note: {warning}"));
             });
     }
-    if let Some(err) = app.session.error.clone() {
+    if let Some(err) = &p.app.session.error {
         egui::Frame::new()
             .fill(Color32::from_rgb(90, 30, 30))
             .inner_margin(6.0)
@@ -138,27 +140,28 @@ fn run_buttons(app: &mut GuiApp, ui: &mut egui::Ui) {
                 ui.horizontal_wrapped(|ui| {
                     ui.colored_label(Color32::from_rgb(255, 200, 200), format!("Error: {err}"));
                     if ui.small_button("Dismiss").clicked() {
-                        app.session.error = None;
+                        p.commands.push(UiCommand::DismissError);
                     }
                 });
             });
     }
 }
 
-fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
+fn model(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     let heading = ui.label(RichText::new("Model").strong());
-    let current = app.settings.model.clone();
+    let current = p.settings.model.clone();
     // The local folder and file are remembered, so switching away and back keeps them.
     match &current {
-        ModelChoice::Local(p) if !p.as_os_str().is_empty() => {
-            app.settings.local_folder = p.clone();
+        ModelChoice::Local(path) if !path.as_os_str().is_empty() => {
+            p.settings.local_folder = path.clone();
         }
-        ModelChoice::LocalFile(p) if !p.as_os_str().is_empty() => {
-            app.settings.local_file = p.clone();
+        ModelChoice::LocalFile(path) if !path.as_os_str().is_empty() => {
+            p.settings.local_file = path.clone();
         }
         _ => {}
     }
-    let mut choices: Vec<ModelChoice> = app
+    let mut choices: Vec<ModelChoice> = p
+        .app
         .builtins
         .iter()
         .cloned()
@@ -169,8 +172,8 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
             .iter()
             .map(|m| ModelChoice::Hub(m.name().to_string())),
     );
-    choices.push(ModelChoice::Local(app.settings.local_folder.clone()));
-    choices.push(ModelChoice::LocalFile(app.settings.local_file.clone()));
+    choices.push(ModelChoice::Local(p.settings.local_folder.clone()));
+    choices.push(ModelChoice::LocalFile(p.settings.local_file.clone()));
     let combo = egui::ComboBox::from_id_salt("model")
         .selected_text(current.label())
         .width(ui.available_width() - 8.0)
@@ -189,33 +192,33 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
                     && (matches!(c, ModelChoice::Local(_) | ModelChoice::LocalFile(_))
                         || c == current);
                 if ui.selectable_label(selected, label).clicked() {
-                    app.settings.model = c;
+                    p.settings.model = c;
                 }
             }
         });
     combo.response.labelled_by(heading.id);
-    match &app.settings.model {
+    match &p.settings.model {
         ModelChoice::Local(path) => {
-            if let Some(p) = path_row(ui, "Model folder", path) {
-                app.settings.model = ModelChoice::Local(p);
+            if let Some(typed) = path_row(ui, "Model folder", path) {
+                p.settings.model = ModelChoice::Local(typed);
             }
             if browse_clicked(ui) {
-                app.open_dialog(DialogKind::ModelFolder);
+                p.push(UiCommand::OpenDialog(DialogKind::ModelFolder));
             }
         }
         ModelChoice::LocalFile(path) => {
-            if let Some(p) = path_row(ui, "Checkpoint file", path) {
-                app.settings.model = ModelChoice::LocalFile(p);
+            if let Some(typed) = path_row(ui, "Checkpoint file", path) {
+                p.settings.model = ModelChoice::LocalFile(typed);
             }
             if browse_clicked(ui) {
-                app.open_dialog(DialogKind::ModelFile);
+                p.push(UiCommand::OpenDialog(DialogKind::ModelFile));
             }
         }
         _ => {}
     }
-    dialog_note(app, ui, &[DialogKind::ModelFolder, DialogKind::ModelFile]);
-    weight_files(app, ui);
-    if let ModelChoice::Hub(_) = &app.settings.model {
+    dialog_note(p, ui, &[DialogKind::ModelFolder, DialogKind::ModelFile]);
+    weight_files(p, ui);
+    if let ModelChoice::Hub(_) = &p.settings.model {
         ui.label(
             RichText::new(
                 "Downloaded once into the Hugging Face cache (HF_HOME); needs network access.",
@@ -223,7 +226,7 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
             .weak(),
         );
     }
-    if let Some(d) = app.session.download {
+    if let Some(d) = p.app.session.download {
         let added = d.bytes.saturating_sub(d.bytes_at_start) as f64 / 1e6;
         let secs = d.since.elapsed().as_secs_f64().max(1e-3);
         let frac = d.files_done as f32 / d.files_total.max(1) as f32;
@@ -239,7 +242,7 @@ fn model(app: &mut GuiApp, ui: &mut egui::Ui) {
                 .animate(true),
         );
     }
-    ui.checkbox(&mut app.settings.force_cpu, "CPU only (ignore GPUs)");
+    ui.checkbox(&mut p.settings.force_cpu, "CPU only (ignore GPUs)");
 }
 
 /// A labelled path field; the new path when it was edited.
@@ -261,11 +264,11 @@ fn browse_clicked(ui: &mut egui::Ui) -> bool {
 }
 
 /// Why the last file chooser for one of `kinds` showed nothing (it could not open).
-fn dialog_note(app: &mut GuiApp, ui: &mut egui::Ui, kinds: &[DialogKind]) {
-    let Some((kind, note)) = app.dialog_note.clone() else {
+fn dialog_note(p: &mut Panel<'_>, ui: &mut egui::Ui, kinds: &[DialogKind]) {
+    let Some((kind, note)) = p.app.dialog_note else {
         return;
     };
-    if !kinds.contains(&kind) {
+    if !kinds.contains(kind) {
         return;
     }
     egui::Frame::new()
@@ -276,7 +279,7 @@ fn dialog_note(app: &mut GuiApp, ui: &mut egui::Ui, kinds: &[DialogKind]) {
             ui.horizontal_wrapped(|ui| {
                 ui.colored_label(Color32::from_rgb(255, 225, 150), note);
                 if ui.small_button("Dismiss").clicked() {
-                    app.dialog_note = None;
+                    p.push(UiCommand::DismissDialogNote);
                 }
             });
         });
@@ -325,8 +328,8 @@ fn typed_path(
 }
 
 /// The VAE replacing the model's own, and the LoRAs merged at load.
-fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let s = &mut app.settings;
+fn weight_files(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let s = &mut p.settings;
     let mut open = None;
     ui.horizontal(|ui| {
         ui.label("VAE");
@@ -350,17 +353,17 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
             open = Some(DialogKind::Vae);
         }
     });
-    if let Some(p) = typed_path(
+    if let Some(path) = typed_path(
         ui,
         "vae_path",
         "VAE file",
         "Use",
         "/path/to/vae.safetensors",
     ) {
-        app.take_path(DialogKind::Vae, p);
+        p.push(UiCommand::UsePath(DialogKind::Vae, path));
     }
-    dialog_note(app, ui, &[DialogKind::Vae]);
-    let s = &mut app.settings;
+    dialog_note(p, ui, &[DialogKind::Vae]);
+    let s = &mut p.settings;
     ui.label("LoRAs");
     let mut remove = None;
     // Each LoRA on two lines (name, then scale and Remove), so that a row never runs past
@@ -393,22 +396,22 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
     if let Some(i) = remove {
         s.loras.remove(i);
     }
-    if let Some(p) = typed_path(
+    if let Some(path) = typed_path(
         ui,
         "lora_path",
         "LoRA file",
         "Add",
         "/path/to/lora.safetensors",
     ) {
-        app.take_path(DialogKind::Lora, p);
+        p.push(UiCommand::UsePath(DialogKind::Lora, path));
     }
     if ui.button("Add LoRA…").clicked() {
         open = Some(DialogKind::Lora);
     }
-    dialog_note(app, ui, &[DialogKind::Lora]);
-    motion_module(app, ui, &mut open);
+    dialog_note(p, ui, &[DialogKind::Lora]);
+    motion_module(p, ui, &mut open);
     // What the last load found: the checkpoint's family, each LoRA's modules.
-    if let Some(m) = &app.session.model {
+    if let Some(m) = &p.app.session.model {
         for note in &m.notes {
             // Readable, and a merged LoRA in green: it is the confirmation it worked.
             let text = RichText::new(note_text(note));
@@ -421,13 +424,13 @@ fn weight_files(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     }
     if let Some(kind) = open {
-        app.open_dialog(kind);
+        p.push(UiCommand::OpenDialog(kind));
     }
 }
 
 /// The AnimateDiff motion module added to the model: with one, the model makes clips.
-fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
-    let s = &mut app.settings;
+fn motion_module(p: &mut Panel<'_>, ui: &mut egui::Ui, open: &mut Option<DialogKind>) {
+    let s = &mut p.settings;
     // Two lines, so that a long file name never runs past the panel's edge (see the LoRAs).
     let heading = ui
         .horizontal(|ui| {
@@ -484,22 +487,22 @@ fn motion_module(app: &mut GuiApp, ui: &mut egui::Ui, open: &mut Option<DialogKi
             .labelled_by(heading.id)
             .on_hover_text("A published AnimateDiff motion module for SD 1.5 models");
     });
-    if let Some(p) = typed_path(
+    if let Some(path) = typed_path(
         ui,
         "motion_path",
         "Motion module path",
         "Use module",
         "MotionAdapter folder or mm_*.safetensors",
     ) {
-        app.take_path(DialogKind::Motion, p);
+        p.push(UiCommand::UsePath(DialogKind::Motion, path));
     }
-    dialog_note(app, ui, &[DialogKind::Motion]);
+    dialog_note(p, ui, &[DialogKind::Motion]);
 }
 
 /// The frame count of a clip, for a model that makes clips (or may: a check box asks for
 /// one).
-fn frames(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let s = &mut app.settings;
+fn frames(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let s = &mut p.settings;
     let video = s.video();
     if video == Video::No {
         return;
@@ -544,8 +547,8 @@ fn short_file(p: &std::path::Path) -> String {
     )
 }
 
-fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let s = &mut app.settings;
+fn sampling(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let s = &mut p.settings;
     ui.label(RichText::new("Sampling").strong());
     egui::ComboBox::from_label("Scheduler")
         .selected_text(scheduler_label(s.scheduler))
@@ -597,17 +600,17 @@ fn sampling(app: &mut GuiApp, ui: &mut egui::Ui) {
         s.width = (s.width / 8).max(1) * 8;
         s.height = (s.height / 8).max(1) * 8;
     }
-    frames(app, ui);
+    frames(p, ui);
 }
 
-fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
+fn export(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     ui.label(RichText::new("Export").strong());
-    let ready = app.export_data().is_some();
+    let ready = p.app.export_ready;
     // While a job runs the buttons stay on: pressing one says what is still running.
-    let busy = app.session.is_busy();
-    let clip = app.session.is_clip();
-    let names = app.side_names();
-    let mut dir = app.settings.export_dir.display().to_string();
+    let busy = p.app.session.is_busy();
+    let clip = p.app.session.is_clip();
+    let names = p.app.side_names(p.settings);
+    let mut dir = p.settings.export_dir.display().to_string();
     ui.horizontal(|ui| {
         let l = ui.label("Export folder");
         let r = ui
@@ -617,13 +620,13 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
             )
             .labelled_by(l.id);
         if r.changed() {
-            app.settings.export_dir = dir.clone().into();
+            p.settings.export_dir = dir.clone().into();
         }
         if ui.button("Browse…").clicked() {
-            app.open_dialog(DialogKind::ExportDir);
+            p.push(UiCommand::OpenDialog(DialogKind::ExportDir));
         }
     });
-    dialog_note(app, ui, &[DialogKind::ExportDir]);
+    dialog_note(p, ui, &[DialogKind::ExportDir]);
     ui.add_enabled_ui(ready || busy, |ui| {
         if clip {
             ui.horizontal_wrapped(|ui| {
@@ -645,7 +648,7 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
                     ),
                 ] {
                     if ui.button(label).on_hover_text(hover).clicked() {
-                        app.export(kind, None);
+                        p.push(UiCommand::Export(kind));
                     }
                 }
             });
@@ -656,10 +659,10 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
                 .on_hover_text("Both images, labels, numbers and curves; settings and traces in PNG text chunks")
                 .clicked()
             {
-                app.export(ExportKind::Comparison, None);
+                p.push(UiCommand::Export(ExportKind::Comparison));
             }
             if ui.button("Save comparison as…").clicked() {
-                app.open_dialog(DialogKind::SaveAs(ExportKind::Comparison));
+                p.push(UiCommand::OpenDialog(DialogKind::SaveAs(ExportKind::Comparison)));
             }
             for side in [Side::Baseline, Side::Adaptive] {
                 if ui
@@ -670,27 +673,27 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
                     }))
                     .clicked()
                 {
-                    app.export(ExportKind::Image(side), None);
+                    p.push(UiCommand::Export(ExportKind::Image(side)));
                 }
             }
             if ui.button("Trace JSON").clicked() {
-                app.export(ExportKind::TraceJson, None);
+                p.push(UiCommand::Export(ExportKind::TraceJson));
             }
             if ui.button("Trace CSV").clicked() {
-                app.export(ExportKind::TraceCsv, None);
+                p.push(UiCommand::Export(ExportKind::TraceCsv));
             }
         });
-        if let Some(p) = typed_path(
+        if let Some(path) = typed_path(
             ui,
             "save_as_path",
             "Save as",
             "Save",
             "comparison.png (in the export folder) or a full path",
         ) {
-            app.take_path(DialogKind::SaveAs(ExportKind::Comparison), p);
+            p.push(UiCommand::UsePath(DialogKind::SaveAs(ExportKind::Comparison), path));
         }
     });
-    dialog_note(app, ui, &[DialogKind::SaveAs(ExportKind::Comparison)]);
+    dialog_note(p, ui, &[DialogKind::SaveAs(ExportKind::Comparison)]);
     if busy && clip {
         ui.label(
             RichText::new("The clip is still sampling: export once both sides are done.").weak(),
@@ -700,9 +703,9 @@ fn export(app: &mut GuiApp, ui: &mut egui::Ui) {
     }
 }
 
-fn view(app: &mut GuiApp, ui: &mut egui::Ui) {
+fn view(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     ui.label(RichText::new("Display").strong());
-    ui.add(egui::Slider::new(&mut app.settings.ui_scale, 0.75..=2.0).text("UI scale"));
+    ui.add(egui::Slider::new(&mut p.settings.ui_scale, 0.75..=2.0).text("UI scale"));
 }
 
 fn scheduler_label(k: SchedulerKind) -> &'static str {

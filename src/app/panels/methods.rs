@@ -1,8 +1,9 @@
 //! The side panel's method section: each side's method menu and the controls of its keys,
 //! built from the method registry, the re-run rule, early stop and the complexity budget.
 
+use super::super::egui;
 use super::super::method_params::MethodParams;
-use super::super::{GuiApp, egui};
+use super::Panel;
 use crate::complexity::ScorerKind;
 use crate::sampler::MethodKind;
 use crate::sampler::methods::{Control, KeyKind, SliderMax};
@@ -14,53 +15,49 @@ fn method_label(k: MethodKind) -> &'static str {
 }
 
 /// Each side's method and its own controls: the left side's first, then the right side's.
-pub(super) fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
+pub(super) fn adaptive(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     ui.label(RichText::new("Acceleration method").strong());
-    let before = (app.settings.method, app.settings.left_method);
-    let steps = app.settings.steps.max(1);
+    let before = (p.settings.method, p.settings.left_method);
+    let steps = p.settings.steps.max(1);
     let mut responses = vec![];
     ui.push_id("left_side", |ui| {
         egui::ComboBox::from_label("Left side")
-            .selected_text(method_label(app.settings.left_method))
+            .selected_text(method_label(p.settings.left_method))
             .show_ui(ui, |ui| {
                 for k in MethodKind::all() {
-                    ui.selectable_value(&mut app.settings.left_method, k, method_label(k));
+                    ui.selectable_value(&mut p.settings.left_method, k, method_label(k));
                 }
             })
             .response
             .on_hover_text(
                 "The reference the right side is compared with, with its own settings below",
             );
-        let kind = app.settings.left_method;
-        responses.extend(method_controls(ui, &mut app.settings.left, kind, steps));
+        let kind = p.settings.left_method;
+        responses.extend(method_controls(ui, &mut p.settings.left, kind, steps));
     });
     ui.add_space(4.0);
     ui.push_id("right_side", |ui| {
         egui::ComboBox::from_label("Method")
-            .selected_text(method_label(app.settings.method))
+            .selected_text(method_label(p.settings.method))
             .show_ui(ui, |ui| {
                 for k in MethodKind::all().filter(|k| *k != MethodKind::BASELINE) {
-                    ui.selectable_value(&mut app.settings.method, k, method_label(k));
+                    ui.selectable_value(&mut p.settings.method, k, method_label(k));
                 }
             })
             .response
             .on_hover_text("The right side's method, with its own settings below");
-        let kind = app.settings.method;
-        responses.extend(method_controls(ui, &mut app.settings.right, kind, steps));
+        let kind = p.settings.method;
+        responses.extend(method_controls(ui, &mut p.settings.right, kind, steps));
     });
     // Re-run once the value settles: not while dragging, not while typing into the field.
-    let changed = (app.settings.method, app.settings.left_method) != before
+    let changed = (p.settings.method, p.settings.left_method) != before
         || responses.iter().any(|r| r.changed() || r.drag_stopped());
-    if changed {
-        app.rerun_pending = true;
-    }
     let editing =
         responses.iter().any(egui::Response::dragged) || ui.ctx().egui_wants_keyboard_input();
-    if app.rerun_pending && !editing {
-        app.rerun_pending = false;
-        app.rerun_requested = true;
+    if let Some(rerun) = p.app.rerun.command(changed, editing) {
+        p.push(rerun);
     }
-    let s = &mut app.settings;
+    let s = &mut p.settings;
     ui.checkbox(
         &mut s.auto_rerun,
         "Re-run when a method or its settings change",
@@ -68,8 +65,8 @@ pub(super) fn adaptive(app: &mut GuiApp, ui: &mut egui::Ui) {
     .on_hover_text("A side whose settings did not change comes from the cache");
     ui.checkbox(&mut s.early_stop, "Early stop (latent convergence)")
         .on_hover_text("On the right side");
-    complexity(app, ui);
-    let s = &mut app.settings;
+    complexity(p, ui);
+    let s = &mut p.settings;
     if s.early_stop {
         ui.add(
             egui::Slider::new(&mut s.early_stop_tau, 0.001..=0.2)
@@ -140,8 +137,8 @@ fn method_controls(
     responses
 }
 
-fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let s = &mut app.settings;
+fn complexity(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let s = &mut p.settings;
     ui.checkbox(&mut s.complexity_budget, "Adaptive step budget from prompt complexity")
         .on_hover_text("The left side keeps Steps; the right side gets a budget chosen from the prompt's complexity score");
     if !s.complexity_budget {
@@ -166,7 +163,7 @@ fn complexity(app: &mut GuiApp, ui: &mut egui::Ui) {
         });
     }
     ui.checkbox(&mut s.scale_policy, "Also scale δ and C_max with the level");
-    if let Some(b) = &app.session.budget {
+    if let Some(b) = &p.app.session.budget {
         let c = &b.complexity;
         ui.label(
             RichText::new(format!(

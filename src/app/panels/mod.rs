@@ -1,5 +1,8 @@
-//! The egui panels. Each reads and edits [`GuiApp`](super::GuiApp) state; none of them
-//! blocks: model work goes to the worker, exports and dialogs to their own threads.
+//! The egui panels. Each reads the app's state (a [`View`]), edits the plain settings its
+//! widgets show ([`Settings`]), and queues what the user asks for as a
+//! [`UiCommand`](super::commands::UiCommand), which [`GuiApp`](super::GuiApp) applies after
+//! the panels ran: no panel writes the app's state. None of them blocks: model work goes
+//! to the worker, exports and dialogs to their own threads.
 
 mod controls;
 mod methods;
@@ -10,10 +13,71 @@ mod results;
 pub(super) use controls::controls;
 pub(super) use results::results;
 
-use super::frame_stats::summarize;
+use super::commands::{Commands, Rerun, UiCommand};
+use super::dialogs::DialogKind;
+use super::frame_stats::{FrameStats, summarize};
+use super::names::SideNames;
 use super::state::Phase;
-use super::{GuiApp, egui};
+use super::{ExportOutcome, Player, Session, Settings, StatsSnapshot, egui};
 use egui::{Color32, RichText};
+use std::path::PathBuf;
+
+/// What the panels read of the app in one frame (borrowed: they never write it).
+#[derive(Clone, Copy)]
+pub(super) struct View<'a> {
+    /// The job on screen, as the worker reported it.
+    pub session: &'a Session,
+    /// The clip player (its frame is the one both sides show).
+    pub player: &'a Player,
+    /// Where the wipe view's divider sits, 0 … 1.
+    pub wipe: f32,
+    /// The latest export.
+    pub last_export: Option<&'a ExportOutcome>,
+    /// Why the last file chooser showed nothing.
+    pub dialog_note: Option<&'a (DialogKind, String)>,
+    /// The built-in models the model menu offers.
+    pub builtins: &'a [PathBuf],
+    /// What the worker ran so far.
+    pub stats: StatsSnapshot,
+    /// The frame times (the F12 overlay).
+    pub frame_stats: &'a FrameStats,
+    /// Whether a method change waits to be re-run.
+    pub rerun: Rerun,
+    /// Whether both sides are done (an export has something to write).
+    pub export_ready: bool,
+}
+
+impl View<'_> {
+    /// What the two sides are called (after the job on screen, else `settings`).
+    pub fn side_names(&self, settings: &Settings) -> SideNames {
+        super::side_names(self.session, settings)
+    }
+
+    /// Whether the job in flight is the one `settings` describe.
+    pub fn runs(&self, settings: &Settings) -> bool {
+        super::runs_settings(self.session, settings)
+    }
+}
+
+/// What a panel works with in one frame: the app's state to read, the settings its widgets
+/// edit, the textures it draws, and the queue its commands go to.
+pub(super) struct Panel<'a> {
+    /// The app's state.
+    pub app: View<'a>,
+    /// The settings (plain data: a widget edits them in place).
+    pub settings: &'a mut Settings,
+    /// The uploaded images of the results view.
+    pub textures: &'a mut Textures,
+    /// What the user asked for in this frame.
+    pub commands: &'a mut Commands,
+}
+
+impl Panel<'_> {
+    /// Queue `command` (applied after the panels ran).
+    pub fn push(&mut self, command: UiCommand) {
+        self.commands.push(command);
+    }
+}
 
 /// Colour of a palette entry.
 pub(super) fn color(c: [u8; 3]) -> Color32 {
@@ -71,13 +135,17 @@ pub(super) struct Textures {
     pub diff: Slot,
 }
 
-pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
+pub(super) fn top_bar(p: &Panel<'_>, ui: &mut egui::Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| {
         ui.horizontal(|ui| {
-            let head = format!("{} — {}", super::TITLE, app.side_names().versus());
+            let head = format!(
+                "{} — {}",
+                super::TITLE,
+                p.app.side_names(p.settings).versus()
+            );
             ui.heading(RichText::new(head).strong());
             ui.separator();
-            let s = &app.session;
+            let s = p.app.session;
             match (&s.phase, &s.model) {
                 (Phase::Loading { model }, _) => {
                     ui.spinner();
@@ -111,8 +179,9 @@ pub(super) fn top_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
 /// How long an "Exported …" message stays in the status bar.
 const EXPORT_NOTE_SECS: f64 = 8.0;
 
-pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let names = app.side_names();
+pub(super) fn status_bar(p: &Panel<'_>, ui: &mut egui::Ui) {
+    let app = &p.app;
+    let names = app.side_names(p.settings);
     egui::Panel::bottom("status_bar").show(ui, |ui| {
         // The hints take the right end first; the rest fills what is left, one line, cut
         // with "…" (never drawn over the hints).
@@ -131,8 +200,8 @@ pub(super) fn status_bar(app: &mut GuiApp, ui: &mut egui::Ui) {
     });
 }
 
-fn status_text(app: &mut GuiApp, ui: &mut egui::Ui, names: &super::names::SideNames) {
-    let s = &app.session;
+fn status_text(app: &View<'_>, ui: &mut egui::Ui, names: &SideNames) {
+    let s = app.session;
     let phase = match &s.phase {
         Phase::Idle => "Ready".to_string(),
         Phase::Loading { .. } => "Loading the model…".into(),
@@ -152,7 +221,7 @@ fn status_text(app: &mut GuiApp, ui: &mut egui::Ui, names: &super::names::SideNa
         ui.separator();
         ui.label(format!("job #{job}"));
     }
-    let st = app.worker_stats();
+    let st = app.stats;
     ui.separator();
     ui.add(
         egui::Label::new(format!(
@@ -162,7 +231,7 @@ fn status_text(app: &mut GuiApp, ui: &mut egui::Ui, names: &super::names::SideNa
         .truncate(),
     );
     // An export's outcome: a success for a few seconds, a failure until the next export.
-    if let Some(e) = &app.last_export {
+    if let Some(e) = app.last_export {
         let fresh = e.at.elapsed().as_secs_f64() < EXPORT_NOTE_SECS;
         match &e.result {
             Ok(p) if fresh => {
@@ -188,7 +257,7 @@ fn status_text(app: &mut GuiApp, ui: &mut egui::Ui, names: &super::names::SideNa
     }
 }
 
-pub(super) fn overlay(app: &mut GuiApp, ctx: &egui::Context) {
+pub(super) fn overlay(app: &View<'_>, ctx: &egui::Context) {
     let recent = |v: &[f32]| summarize(&v[v.len().saturating_sub(300)..]);
     let running = recent(&app.frame_stats.running_ms);
     let idle = recent(&app.frame_stats.idle_ms);
@@ -211,7 +280,7 @@ pub(super) fn overlay(app: &mut GuiApp, ctx: &egui::Context) {
                         None => ui.label(format!("{name}: no frames yet")),
                     };
                 }
-                let st = app.worker_stats();
+                let st = app.stats;
                 ui.label(format!(
                     "worker: {} jobs, {} cancelled, {} failed, busy {}",
                     st.jobs, st.cancelled, st.failed, st.busy

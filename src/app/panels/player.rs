@@ -2,54 +2,49 @@
 //! frame-by-frame buttons and keys, loop and frame rate; and the per-frame PSNR strip
 //! (click a frame to go there). Both sides show the one frame of [`crate::app::Player`].
 
+use super::super::commands::{PlayerAction, UiCommand};
+use super::super::egui;
 use super::super::player::Strip;
-use super::super::{GuiApp, egui};
+use super::Panel;
 use crate::pipeline::VideoQuality;
 use egui::{Color32, Rect, RichText, Sense, pos2, vec2};
 
-/// Advance playback to the frame due now and handle the frame keys (Left / Right, Space)
-/// while no widget has the keyboard (a focused slider or text field keeps its keys).
-/// Called once per frame while a clip is on screen.
-pub(in crate::app) fn tick(app: &mut GuiApp, ui: &egui::Ui) {
-    let n = app.session.clip_len();
-    let looping = app.settings.loop_playback;
+/// The frame keys (Left / Right, Space) while no widget has the keyboard (a focused slider
+/// or text field keeps its keys). Called once per frame while a clip is on screen (the app
+/// advances playback to the frame due before the panels draw).
+pub(in crate::app) fn keys(p: &mut Panel<'_>, ui: &egui::Ui) {
+    let n = p.app.session.clip_len();
     let ctx = ui.ctx();
     let nothing_focused = ctx.memory(|m| m.focused().is_none());
     if n > 0 && nothing_focused {
         use egui::{Key, Modifiers};
-        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::ArrowLeft)) {
-            app.player.step(-1, n, looping);
+        for (key, action) in [
+            (Key::ArrowLeft, PlayerAction::Step(-1)),
+            (Key::ArrowRight, PlayerAction::Step(1)),
+            (Key::Space, PlayerAction::Toggle),
+        ] {
+            if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, key)) {
+                p.push(UiCommand::Player(action));
+            }
         }
-        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::ArrowRight)) {
-            app.player.step(1, n, looping);
-        }
-        if ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
-            app.player.toggle(n, looping);
-        }
-    }
-    let now = ctx.input(|i| i.time);
-    if let Some(wait) = app.player.tick(now, n, app.settings.fps, looping) {
-        // (At least once a second: a frame rate read from saved settings may be absurd.)
-        ctx.request_repaint_after(std::time::Duration::from_secs_f64(wait.min(1.0)));
     }
 }
 
 /// Play / pause, previous / next, the frame slider, loop and frame rate.
-pub(in crate::app) fn transport(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let n = app.session.clip_len();
+pub(in crate::app) fn transport(p: &mut Panel<'_>, ui: &mut egui::Ui) {
+    let n = p.app.session.clip_len();
     if n == 0 {
         return;
     }
-    let looping = app.settings.loop_playback;
     ui.horizontal_wrapped(|ui| {
         if ui
             .button("Previous frame")
             .on_hover_text("One frame back (Left arrow key)")
             .clicked()
         {
-            app.player.step(-1, n, looping);
+            p.push(UiCommand::Player(PlayerAction::Step(-1)));
         }
-        let play = if app.player.is_playing() {
+        let play = if p.app.player.is_playing() {
             "Pause"
         } else {
             "Play"
@@ -59,16 +54,16 @@ pub(in crate::app) fn transport(app: &mut GuiApp, ui: &mut egui::Ui) {
             .on_hover_text("Both clips, in step (Space)")
             .clicked()
         {
-            app.player.toggle(n, looping);
+            p.push(UiCommand::Player(PlayerAction::Toggle));
         }
         if ui
             .button("Next frame")
             .on_hover_text("One frame on (Right arrow key)")
             .clicked()
         {
-            app.player.step(1, n, looping);
+            p.push(UiCommand::Player(PlayerAction::Step(1)));
         }
-        let mut frame = app.player.frame();
+        let mut frame = p.app.player.frame();
         let r = ui.add_enabled(
             n > 1,
             egui::Slider::new(&mut frame, 0..=n - 1)
@@ -76,13 +71,12 @@ pub(in crate::app) fn transport(app: &mut GuiApp, ui: &mut egui::Ui) {
                 .clamping(egui::SliderClamping::Always),
         );
         if r.changed() {
-            app.player.pause();
-            app.player.seek(frame, n);
+            p.push(UiCommand::Player(PlayerAction::GoTo(frame)));
         }
         ui.label(format!("of {n}"));
-        ui.checkbox(&mut app.settings.loop_playback, "Loop");
+        ui.checkbox(&mut p.settings.loop_playback, "Loop");
         ui.add(
-            egui::Slider::new(&mut app.settings.fps, 1.0..=30.0)
+            egui::Slider::new(&mut p.settings.fps, 1.0..=30.0)
                 .step_by(1.0)
                 .text("Frame rate (fps)"),
         );
@@ -94,7 +88,7 @@ const STRIP_H: f32 = 46.0;
 
 /// The per-frame PSNR strip: a bar per frame (taller: closer to the left side), the worst
 /// frame in orange, the frame on screen outlined; a click goes to that frame.
-pub(in crate::app) fn psnr_strip(app: &mut GuiApp, ui: &mut egui::Ui, v: &VideoQuality) {
+pub(in crate::app) fn psnr_strip(p: &mut Panel<'_>, ui: &mut egui::Ui, v: &VideoQuality) {
     let n = v.frames.min(v.psnr_per_frame_db.len());
     if n == 0 {
         return;
@@ -113,7 +107,7 @@ pub(in crate::app) fn psnr_strip(app: &mut GuiApp, ui: &mut egui::Ui, v: &VideoQ
     let (rect, _) = ui.allocate_exact_size(vec2(width, STRIP_H), Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 3.0, Color32::from_gray(28));
-    let current = app.player.frame();
+    let current = p.app.player.frame();
     let mut go = None;
     for (i, &db) in v.psnr_per_frame_db.iter().enumerate().take(n) {
         let (x, w) = strip.cell(i);
@@ -163,7 +157,6 @@ pub(in crate::app) fn psnr_strip(app: &mut GuiApp, ui: &mut egui::Ui, v: &VideoQ
         }
     }
     if let Some(i) = go {
-        app.player.pause();
-        app.player.seek(i, app.session.clip_len().max(n));
+        p.push(UiCommand::Player(PlayerAction::GoTo(i)));
     }
 }

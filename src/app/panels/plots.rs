@@ -5,9 +5,10 @@
 //! the data. Hovering shows the nearest step's numbers.
 
 use super::super::compose::{decision_color, palette, test_points};
-use super::super::{GuiApp, egui};
-use super::color;
+use super::super::egui;
+use super::super::settings::Settings;
 use super::results::Sides;
+use super::{View, color};
 use crate::sampler::{Decision, StepRecord};
 use egui::{Color32, RichText};
 use egui_plot::{
@@ -234,10 +235,10 @@ fn describe(
     s
 }
 
-pub(in crate::app) fn plots(app: &mut GuiApp, ui: &mut egui::Ui) {
-    let sides = Sides::of(app);
+pub(in crate::app) fn plots(app: &View<'_>, settings: &Settings, ui: &mut egui::Ui) {
+    let s = app.session;
+    let sides = Sides::of(s, settings);
     let names = sides.names.clone();
-    let s = &app.session;
     let base: Vec<StepRecord> = s.baseline.steps.clone();
     let adapt: Vec<StepRecord> = s.adaptive.steps.clone();
     // Each side's step count: its budget (the steps it plans), at least the steps seen.

@@ -1,37 +1,41 @@
 //! The central panel: both images (side by side, difference, blink or wipe) with their
 //! progress and numbers, the quality metrics, and the per-step plots.
 
+use super::super::commands::UiCommand;
 use super::super::compose::{key_numbers, method_settings, palette, speed_words};
+use super::super::egui;
 use super::super::names::SideNames;
 use super::super::protocol::{Comparison, Side, SideResult};
+use super::super::settings::Settings;
 use super::super::settings::ViewMode;
 use super::super::state::{ReferenceView, Session, SideStatus, SideView};
-use super::super::{GuiApp, egui};
-use super::{Slot, color};
+use super::{Panel, Slot, View, color};
 use crate::sampler::Method;
 use egui::{Color32, Rect, RichText, Sense, pos2, vec2};
 use std::sync::Arc;
 
-pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
+pub(in crate::app) fn results(p: &mut Panel<'_>, ui: &mut egui::Ui) {
     let ctx = ui.ctx().clone();
     // A clip plays in both players at one frame.
-    super::player::tick(app, ui);
-    let frame = app.player.frame();
+    super::player::keys(p, ui);
+    let frame = p.app.player.frame();
+    // The wipe view's divider: drawn where it is dragged to, kept by the app.
+    let mut wipe = p.app.wipe;
     ui.horizontal(|ui| {
         ui.label("View:");
         for m in ViewMode::ALL {
-            ui.selectable_value(&mut app.settings.view, m, m.label());
+            ui.selectable_value(&mut p.settings.view, m, m.label());
         }
-        match app.settings.view {
+        match p.settings.view {
             ViewMode::Difference => {
                 ui.add(
-                    egui::Slider::new(&mut app.settings.diff_gain, 1.0..=64.0)
+                    egui::Slider::new(&mut p.settings.diff_gain, 1.0..=64.0)
                         .logarithmic(true)
                         .text("gain"),
                 );
             }
             ViewMode::Wipe => {
-                ui.add(egui::Slider::new(&mut app.wipe, 0.0..=1.0).text("split"));
+                ui.add(egui::Slider::new(&mut wipe, 0.0..=1.0).text("split"));
             }
             _ => {}
         }
@@ -42,8 +46,8 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let width = ui.available_width();
 
     // Textures follow the session's image versions (and a clip's frame on screen).
-    let s = &app.session;
-    let tb = app
+    let s = p.app.session;
+    let tb = p
         .textures
         .baseline
         .sync(
@@ -54,7 +58,7 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
             s.baseline.status == SideStatus::Running,
         )
         .cloned();
-    let ta = app
+    let ta = p
         .textures
         .adaptive
         .sync(
@@ -65,8 +69,8 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
             s.adaptive.status == SideStatus::Running,
         )
         .cloned();
-    let gain = app.settings.diff_gain;
-    let diff_img = (app.settings.view == ViewMode::Difference)
+    let gain = p.settings.diff_gain;
+    let diff_img = (p.settings.view == ViewMode::Difference)
         .then(|| {
             s.comparison.as_ref().map(|c| {
                 // A clip's difference is the frame on screen's.
@@ -78,24 +82,18 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
     let diff_version = (s.comparison_version.wrapping_mul(1 << 20) ^ gain.to_bits() as u64)
         .wrapping_mul(4096)
         .wrapping_add(frame as u64);
-    let td = if app.settings.view == ViewMode::Difference {
-        sync_diff(
-            &mut app.textures.diff,
-            &ctx,
-            diff_img.as_ref(),
-            diff_version,
-        )
+    let td = if p.settings.view == ViewMode::Difference {
+        sync_diff(&mut p.textures.diff, &ctx, diff_img.as_ref(), diff_version)
     } else {
         None
     };
 
-    let sides = Sides::of(app);
-    let s = &app.session;
+    let sides = Sides::of(s, p.settings);
     let n = s.clip_len();
     // The frame both players show, under each of them.
     let clip = (n > 0).then(|| format!("Frame {} (0–{})", frame.min(n - 1), n - 1));
     let img_side = (image_area_h - 110.0).min(width / 2.0 - 24.0).max(64.0);
-    match app.settings.view {
+    match p.settings.view {
         ViewMode::SideBySide => {
             ui.columns(2, |cols| {
                 side_card(
@@ -172,17 +170,17 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
                         if (response.dragged() || response.clicked())
                             && let Some(p) = response.interact_pointer_pos()
                         {
-                            app.wipe = ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
+                            wipe = ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0);
                         }
                         if let Some(t) = tb.as_ref() {
                             paint_fit(ui, t, rect, None);
                         }
                         if let Some(t) = ta.as_ref() {
-                            paint_fit(ui, t, rect, Some(app.wipe));
+                            paint_fit(ui, t, rect, Some(wipe));
                         }
                         // The divider stays on the image.
                         let painter = ui.painter_at(rect);
-                        let x = rect.left() + rect.width() * app.wipe;
+                        let x = rect.left() + rect.width() * wipe;
                         painter.line_segment(
                             [pos2(x, rect.top()), pos2(x, rect.bottom())],
                             egui::Stroke::new(2.0, Color32::WHITE),
@@ -224,21 +222,19 @@ pub(in crate::app) fn results(app: &mut GuiApp, ui: &mut egui::Ui) {
         }
     }
 
-    if app.session.clip_len() > 0 {
-        super::player::transport(app, ui);
-        if let Some(v) = app
-            .session
-            .comparison
-            .as_ref()
-            .and_then(|c| c.video.clone())
-        {
-            super::player::psnr_strip(app, ui, &v);
+    if wipe != p.app.wipe {
+        p.push(UiCommand::Wipe(wipe));
+    }
+    if s.clip_len() > 0 {
+        super::player::transport(p, ui);
+        if let Some(v) = s.comparison.as_ref().and_then(|c| c.video.clone()) {
+            super::player::psnr_strip(p, ui, &v);
         }
     }
     ui.add_space(4.0);
-    metrics_row(app, ui, &sides);
+    metrics_row(&p.app, ui, &sides);
     ui.separator();
-    super::plots::plots(app, ui);
+    super::plots::plots(&p.app, p.settings, ui);
 }
 
 /// A label on a dark backing in a corner of `rect`.
@@ -376,10 +372,10 @@ pub(super) struct Sides {
 }
 
 impl Sides {
-    pub(super) fn of(app: &GuiApp) -> Self {
-        let (left, right) = match &app.session.spec {
+    pub(super) fn of(session: &Session, settings: &Settings) -> Self {
+        let (left, right) = match &session.spec {
             Some(spec) => (spec.reference, spec.method),
-            None => (app.settings.left_method(), app.settings.right_method()),
+            None => (settings.left_method(), settings.right_method()),
         };
         Self {
             names: SideNames::new(&left, &right),
@@ -581,7 +577,7 @@ pub(in crate::app) fn timing_gap(
     })
 }
 
-fn metrics_row(app: &mut GuiApp, ui: &mut egui::Ui, sides: &Sides) {
+fn metrics_row(app: &View<'_>, ui: &mut egui::Ui, sides: &Sides) {
     let s = &app.session;
     ui.horizontal_wrapped(
         |ui| match (&s.baseline.result, &s.adaptive.result, &s.comparison) {
