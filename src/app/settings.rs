@@ -534,6 +534,25 @@ mod tests {
         assert_eq!(s.job(10).unwrap().frames, None);
     }
 
+    /// eframe keeps the settings between sessions as RON: every method's values per side
+    /// must come back from it.
+    #[test]
+    fn settings_round_trip_through_eframe_s_ron() {
+        let mut s = Settings {
+            method: MethodKind::named("spectrum").unwrap(),
+            left_method: MethodKind::named("steps").unwrap(),
+            ..Settings::default()
+        };
+        s.right.set(MethodKind::ADAPTIVE, "delta", 0.05);
+        s.right
+            .set(MethodKind::named("ucache").unwrap(), "relative", 0.0);
+        s.left.set(MethodKind::named("steps").unwrap(), "n", 7.0);
+        let ron = ron::ser::to_string(&s).unwrap();
+        let back: Settings = ron::from_str(&ron).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.left_method().own_steps(), Some(7));
+    }
+
     #[test]
     fn settings_round_trip_and_tolerate_missing_fields() {
         let s = Settings::default();
