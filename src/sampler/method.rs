@@ -356,16 +356,64 @@ impl std::str::FromStr for MethodKind {
     }
 }
 
+/// The registered names, for serde's enum form.
+fn variant_names() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| methods::METHODS.iter().map(|m| m.name()).collect())
+}
+
 impl serde::Serialize for MethodKind {
+    /// As a unit variant named by the method: a string in JSON and CSV, the bare identifier
+    /// the enum of earlier versions wrote in eframe's RON.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
+        let index = methods::METHODS
+            .iter()
+            .position(|m| m.name() == self.name())
+            .unwrap_or(0);
+        s.serialize_unit_variant("MethodKind", index as u32, self.name())
     }
 }
 
 impl<'de> serde::Deserialize<'de> for MethodKind {
+    /// From a unit variant named by the method (JSON and CSV strings, RON identifiers).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(D::Error::custom)
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = MethodKind;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a method's name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MethodKind, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> Result<MethodKind, A::Error> {
+                use serde::de::VariantAccess;
+                let (Ident(name), variant): (Ident, _) = data.variant()?;
+                variant.unit_variant()?;
+                name.parse().map_err(A::Error::custom)
+            }
+        }
+        /// A variant's name, read as an identifier (RON writes it bare).
+        struct Ident(String);
+        impl<'de> serde::Deserialize<'de> for Ident {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Ident;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a method's name")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Ident, E> {
+                        Ok(Ident(s.to_string()))
+                    }
+                }
+                d.deserialize_identifier(V)
+            }
+        }
+        d.deserialize_enum("MethodKind", variant_names(), Name)
     }
 }
 
@@ -417,6 +465,26 @@ mod tests {
         let json = serde_json::to_value(Method::adaptive(0.02, 3)).unwrap();
         assert_eq!(json["delta"], 0.02);
         assert_eq!(json["max_skips"], 3);
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_json_and_ron() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct S {
+            method: MethodKind,
+        }
+        for k in MethodKind::all() {
+            let s = S { method: k };
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!(r#"{{"method":"{}"}}"#, k.name()));
+            assert_eq!(serde_json::from_str::<S>(&json).unwrap(), s);
+            let ron = ron::ser::to_string(&s).unwrap();
+            assert_eq!(ron::from_str::<S>(&ron).unwrap(), s, "{ron}");
+        }
+        // eframe's RON of the versions before the registry (a bare variant name).
+        let old: S = ron::from_str("(method:adaptive)").unwrap();
+        assert_eq!(old.method, MethodKind::ADAPTIVE);
+        assert!(serde_json::from_str::<S>(r#"{"method":"warp"}"#).is_err());
     }
 
     #[test]
