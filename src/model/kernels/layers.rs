@@ -137,6 +137,7 @@ impl Conv {
         let cfg = self.conv.config();
         if self.kernels == Kernels::Fused
             && cpu_conv::applies(x)
+            && self.conv.weight().dtype() == DType::F32
             && residual.dtype() == DType::F32
             && cfg.groups == 1
             && cfg.dilation == 1
@@ -182,6 +183,17 @@ impl Conv {
     fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
         if self.kernels == Kernels::Fused {
             let cfg = self.conv.config();
+            // bf16 weights first: `cpu_conv::applies` looks at the input only.
+            if bf16::conv::applies(x, self.conv.weight()) && cfg.groups == 1 && cfg.dilation == 1 {
+                return Ok(bf16::conv::conv2d(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                )?
+                .0);
+            }
             if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
                 return cpu_conv::conv2d(
                     x,
@@ -312,6 +324,54 @@ mod tests {
                     assert!(err < 1e-2, "{path} {:?} + residual: {err}", x_in.dtype());
                 }
             });
+        }
+    }
+
+    #[test]
+    fn bf16_conv_on_the_cpu_runs_on_every_path() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 8), &dev).unwrap();
+        let up = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0), (3, 1, 0)] {
+            let w = Tensor::randn(0f32, 1.0, (4, 5, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let cfg = Conv2dConfig {
+                padding,
+                stride,
+                ..Default::default()
+            };
+            let want = x
+                .conv2d(&up(&w), padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&up(&b).reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let conv = Conv {
+                conv: Conv2d::new(
+                    w.to_dtype(DType::BF16).unwrap(),
+                    Some(b.to_dtype(DType::BF16).unwrap()),
+                    cfg,
+                ),
+                kernels: Kernels::Fused,
+            };
+            for path in bf16::Bf16Path::ALL {
+                bf16::with_forced_path(path, || {
+                    for x_in in [x.clone(), x.to_dtype(DType::BF16).unwrap()] {
+                        let got = conv.forward(&x_in).unwrap();
+                        assert_eq!(got.dtype(), x_in.dtype());
+                        assert_eq!(got.dims(), want.dims());
+                        let err = rel_err(&got, &want);
+                        assert!(
+                            err < 1e-2,
+                            "{path} k {k} stride {stride} pad {padding}: {err}"
+                        );
+                    }
+                });
+            }
         }
     }
 

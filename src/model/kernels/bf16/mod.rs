@@ -19,6 +19,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod conv;
 pub mod linear;
 #[cfg(test)]
 mod tests;
