@@ -333,6 +333,27 @@ fn gflops() {
             });
             line += &format!(", {path} {:.1}", flops / s / 1e9);
         }
+        // Whole bf16 linear layers on tensors (bf16 input and output): this module's, which
+        // packs the weight per call, and candle's, which widens both operands per call.
+        use candle_core::{DType, Device, Module, Tensor};
+        let x = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let ours = time(&mut || {
+            linear::linear(&x, &wt, None, None).unwrap();
+        });
+        let lin = candle_nn::Linear::new(wt.clone(), None);
+        let candle = time(&mut || {
+            lin.forward(&x).unwrap();
+        });
+        line += &format!(
+            "; bf16 layer {:.1} (candle's {:.1})",
+            flops / ours / 1e9,
+            flops / candle / 1e9
+        );
         println!("{line} GFLOP/s");
     }
 }
