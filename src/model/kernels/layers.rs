@@ -1,8 +1,10 @@
 //! The layers the UNet and the VAE decoder share, each with a fused CPU path for inference
-//! (`cpu_kernels`, `cpu_conv`) and candle's ops otherwise (GPUs, f16, training).
+//! (`cpu_kernels`, `cpu_conv`; linear layers with bf16 weights on `bf16`) and candle's ops
+//! otherwise (GPUs, f16, training).
 
 use crate::model::cpu_conv;
 use crate::model::cpu_kernels;
+use crate::model::kernels::bf16;
 use crate::model::profile::time;
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
@@ -21,10 +23,14 @@ pub(crate) enum Kernels {
     Autograd,
 }
 
-/// A linear layer: the fused CPU kernel for inference, candle's otherwise.
+/// A linear layer: the fused CPU kernel for inference (f32, or bf16 weights on the
+/// [`bf16`] kernels), candle's otherwise.
 pub(crate) fn linear(l: &Linear, x: &Tensor, kernels: Kernels) -> CResult<Tensor> {
     if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight()]) {
         return cpu_kernels::linear(x, l.weight(), l.bias(), None);
+    }
+    if kernels == Kernels::Fused && bf16::linear::applies(x, l.weight()) {
+        return Ok(bf16::linear::linear(x, l.weight(), l.bias(), None)?.0);
     }
     l.forward(x)
 }
@@ -38,6 +44,9 @@ pub(crate) fn linear_add(
 ) -> CResult<Tensor> {
     if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight(), residual]) {
         return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
+    }
+    if kernels == Kernels::Fused && bf16::linear::applies(x, l.weight()) {
+        return Ok(bf16::linear::linear(x, l.weight(), l.bias(), Some(residual))?.0);
     }
     l.forward(x)? + residual
 }
@@ -128,6 +137,7 @@ impl Conv {
         let cfg = self.conv.config();
         if self.kernels == Kernels::Fused
             && cpu_conv::applies(x)
+            && self.conv.weight().dtype() == DType::F32
             && residual.dtype() == DType::F32
             && cfg.groups == 1
             && cfg.dilation == 1
@@ -173,6 +183,17 @@ impl Conv {
     fn forward_inner(&self, x: &Tensor) -> CResult<Tensor> {
         if self.kernels == Kernels::Fused {
             let cfg = self.conv.config();
+            // bf16 weights first: `cpu_conv::applies` looks at the input only.
+            if bf16::conv::applies(x, self.conv.weight()) && cfg.groups == 1 && cfg.dilation == 1 {
+                return Ok(bf16::conv::conv2d(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                )?
+                .0);
+            }
             if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
                 return cpu_conv::conv2d(
                     x,
@@ -265,6 +286,94 @@ pub(crate) fn conv2d_unfold(
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// ‖got − want‖ / ‖want‖ over all values.
+    fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
+        let got = got.to_dtype(DType::F32).unwrap();
+        let want = want.to_dtype(DType::F32).unwrap();
+        let diff = (got - &want).unwrap().sqr().unwrap().sum_all().unwrap();
+        let norm = want.sqr().unwrap().sum_all().unwrap();
+        (diff.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap()).sqrt()
+    }
+
+    #[test]
+    fn bf16_linear_on_the_cpu_runs_on_every_path() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (70, 45), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 70, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 13, 45), &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (2, 13, 70), &dev).unwrap();
+        let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        // The f32 reference on the bf16-rounded weights (and inputs, for a bf16 network).
+        let up = |t: &Tensor| bf(t).to_dtype(DType::F32).unwrap();
+        let lin32 = Linear::new(up(&w), Some(up(&b)));
+        let lin16 = Linear::new(bf(&w), Some(bf(&b)));
+        for path in bf16::Bf16Path::ALL {
+            bf16::with_forced_path(path, || {
+                for x_in in [x.clone(), bf(&x)] {
+                    let want = linear(&lin32, &up(&x_in), Kernels::Fused).unwrap();
+                    let got = linear(&lin16, &x_in, Kernels::Fused).unwrap();
+                    assert_eq!(got.dtype(), x_in.dtype());
+                    assert_eq!(got.dims(), want.dims());
+                    let err = rel_err(&got, &want);
+                    assert!(err < 1e-2, "{path} {:?}: {err}", x_in.dtype());
+                    let res_in = res.to_dtype(x_in.dtype()).unwrap();
+                    let want = (want + up(&res_in)).unwrap();
+                    let got = linear_add(&lin16, &x_in, &res_in, Kernels::Fused).unwrap();
+                    let err = rel_err(&got, &want);
+                    assert!(err < 1e-2, "{path} {:?} + residual: {err}", x_in.dtype());
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn bf16_conv_on_the_cpu_runs_on_every_path() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 8), &dev).unwrap();
+        let up = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0), (3, 1, 0)] {
+            let w = Tensor::randn(0f32, 1.0, (4, 5, k, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let cfg = Conv2dConfig {
+                padding,
+                stride,
+                ..Default::default()
+            };
+            let want = x
+                .conv2d(&up(&w), padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&up(&b).reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let conv = Conv {
+                conv: Conv2d::new(
+                    w.to_dtype(DType::BF16).unwrap(),
+                    Some(b.to_dtype(DType::BF16).unwrap()),
+                    cfg,
+                ),
+                kernels: Kernels::Fused,
+            };
+            for path in bf16::Bf16Path::ALL {
+                bf16::with_forced_path(path, || {
+                    for x_in in [x.clone(), x.to_dtype(DType::BF16).unwrap()] {
+                        let got = conv.forward(&x_in).unwrap();
+                        assert_eq!(got.dtype(), x_in.dtype());
+                        assert_eq!(got.dims(), want.dims());
+                        let err = rel_err(&got, &want);
+                        assert!(
+                            err < 1e-2,
+                            "{path} k {k} stride {stride} pad {padding}: {err}"
+                        );
+                    }
+                });
+            }
+        }
+    }
 
     #[test]
     fn unfolded_conv_matches_candle_conv() {

@@ -1,0 +1,359 @@
+use super::*;
+
+/// A small deterministic generator (xorshift) of values in [−1, 1).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+/// `start + a · wᵀ` in f64 (`a` m × k, `w` n × k).
+fn reference(
+    a: &[f32],
+    w: &[f32],
+    (m, n, k): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s =
+                bias.map_or(0.0, |b| b[j] as f64) + residual.map_or(0.0, |r| r[i * n + j] as f64);
+            for kk in 0..k {
+                s += a[i * k + kk] as f64 * w[j * k + kk] as f64;
+            }
+            out[i * n + j] = s;
+        }
+    }
+    out
+}
+
+/// ‖got − want‖ / ‖want‖.
+fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (diff / norm.max(1e-300)).sqrt()
+}
+
+/// The paths this machine can run (the portable one always).
+fn runnable() -> Vec<Bf16Path> {
+    Bf16Path::ALL
+        .into_iter()
+        .filter(|p| CpuBf16::detect().has(*p))
+        .collect()
+}
+
+#[test]
+fn bf16_round_trip_and_rounding() {
+    for x in [0.0f32, -0.0, 1.0, -2.5, 3.0e38, 1.0e-30] {
+        let r = bf16_to_f32(f32_to_bf16(x));
+        assert!((r - x).abs() <= x.abs() / 256.0, "{x} → {r}");
+    }
+    assert_eq!(bf16_to_f32(f32_to_bf16(f32::INFINITY)), f32::INFINITY);
+    assert_eq!(bf16_to_f32(f32_to_bf16(f32::MAX)), f32::INFINITY);
+    assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    // Ties to even: 1 + 2^-8 lies halfway between 1 and 1 + 2^-7.
+    assert_eq!(bf16_to_f32(f32_to_bf16(1.0 + 1.0 / 256.0)), 1.0);
+    assert_eq!(
+        bf16_to_f32(f32_to_bf16(1.0 + 3.0 / 256.0)),
+        1.0 + 4.0 / 256.0
+    );
+}
+
+#[test]
+fn packing_keeps_every_value() {
+    let mut rng = Rng(7);
+    for (n, k) in [(1, 1), (33, 7), (64, 300), (5, 2)] {
+        let w: Vec<f32> = rng
+            .vec(n * k)
+            .iter()
+            .map(|v| bf16_to_f32(f32_to_bf16(*v)))
+            .collect();
+        let p = PackedBf16::from_f32_nk(&w, n, k);
+        assert_eq!(p.to_f32_nk(), w, "{n}×{k}");
+        let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
+        assert_eq!(PackedBf16::from_bf16_bits_nk(&bits, n, k).to_f32_nk(), w);
+    }
+}
+
+#[test]
+fn every_forced_path_matches_f64_on_odd_shapes() {
+    let mut rng = Rng(0x5eed);
+    let shapes = [
+        (1, 1, 1),
+        (1, 17, 3),
+        (13, 33, 5),
+        (12, 32, 256),
+        (97, 65, 513),
+        (200, 70, 77),
+        (31, 320, 768),
+        (5, 1000, 1),
+    ];
+    for path in Bf16Path::ALL {
+        for &(m, n, k) in &shapes {
+            for (with_bias, with_residual) in
+                [(false, false), (true, false), (true, true), (false, true)]
+            {
+                let a = rng.vec(m * k);
+                let w = rng.vec(n * k);
+                let bias = with_bias.then(|| rng.vec(n));
+                let residual = with_residual.then(|| rng.vec(m * n));
+                let packed = PackedBf16::from_f32_nk(&w, n, k);
+                let mut out = residual.clone().unwrap_or_else(|| vec![f32::NAN; m * n]);
+                let took = matmul_on(
+                    &mut out,
+                    &a,
+                    m,
+                    &packed,
+                    bias.as_deref(),
+                    with_residual,
+                    Some(path),
+                    CpuBf16::detect(),
+                );
+                assert_eq!(took, choose(Some(path), CpuBf16::detect()));
+                let want = reference(&a, &w, (m, n, k), bias.as_deref(), residual.as_deref());
+                let err = rel_err(&out, &want);
+                // bf16 keeps 8 significant bits: each product is off by up to ~2^-8
+                // relative, and the errors of k terms partly cancel.
+                assert!(
+                    err < 1e-2,
+                    "{path} (took {took}) {m}×{n}×{k} bias {with_bias} residual {with_residual}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn paths_agree_with_each_other_closely() {
+    // Not bit-equal (the portable path keeps A in f32), but both near the f64 result.
+    let mut rng = Rng(42);
+    let (m, n, k) = (50, 96, 640);
+    let a = rng.vec(m * k);
+    let w = rng.vec(n * k);
+    let packed = PackedBf16::from_f32_nk(&w, n, k);
+    let outs: Vec<Vec<f32>> = runnable()
+        .into_iter()
+        .map(|p| {
+            let mut out = vec![0f32; m * n];
+            with_forced_path(p, || {
+                assert_eq!(matmul(&mut out, &a, m, &packed, None, false), p)
+            });
+            out
+        })
+        .collect();
+    let first: Vec<f64> = outs[0].iter().map(|v| *v as f64).collect();
+    for o in &outs[1..] {
+        assert!(rel_err(o, &first) < 1e-2);
+    }
+}
+
+#[test]
+fn a_path_the_cpu_lacks_is_refused_and_named() {
+    // No bf16 instructions at all: every request ends on the portable path.
+    for want in Bf16Path::ALL {
+        assert_eq!(choose(Some(want), CpuBf16::NONE), Bf16Path::Portable);
+    }
+    // AVX512-bf16 but no AMX: AMX falls to AVX512-bf16, never the other way round.
+    let zen4 = CpuBf16 {
+        amx: false,
+        avx512_bf16: true,
+    };
+    assert_eq!(choose(Some(Bf16Path::Amx), zen4), Bf16Path::Avx512Bf16);
+    assert_eq!(choose(None, zen4), Bf16Path::Avx512Bf16);
+    assert_eq!(choose(Some(Bf16Path::Portable), zen4), Bf16Path::Portable);
+    let all = CpuBf16 {
+        amx: true,
+        avx512_bf16: true,
+    };
+    assert_eq!(choose(None, all), Bf16Path::Amx);
+    assert_eq!(Bf16Path::Avx512Bf16.to_string(), "AVX512-bf16");
+    assert_eq!(Bf16Path::Portable.name(), "portable");
+    assert_eq!(Bf16Path::Amx.name(), "AMX");
+    // AMX is not implemented: never detected.
+    assert!(!CpuBf16::detect().amx);
+
+    // A simulated CPU without AVX512-bf16 runs the request on the portable path, correctly.
+    let mut rng = Rng(3);
+    let (m, n, k) = (9, 40, 33);
+    let (a, w) = (rng.vec(m * k), rng.vec(n * k));
+    let packed = PackedBf16::from_f32_nk(&w, n, k);
+    let mut out = vec![0f32; m * n];
+    let took = matmul_on(
+        &mut out,
+        &a,
+        m,
+        &packed,
+        None,
+        false,
+        Some(Bf16Path::Avx512Bf16),
+        CpuBf16::NONE,
+    );
+    assert_eq!(took, Bf16Path::Portable);
+    assert!(rel_err(&out, &reference(&a, &w, (m, n, k), None, None)) < 1e-2);
+}
+
+#[test]
+fn forced_path_is_per_thread_and_restored() {
+    let best = current_path();
+    with_forced_path(Bf16Path::Portable, || {
+        assert_eq!(current_path(), Bf16Path::Portable);
+        std::thread::spawn(move || assert_eq!(current_path(), best))
+            .join()
+            .unwrap();
+    });
+    assert_eq!(current_path(), best);
+}
+
+#[test]
+fn nan_in_either_operand_reaches_the_output() {
+    let (m, n, k) = (14, 35, 9);
+    let mut rng = Rng(11);
+    for path in runnable() {
+        for which in 0..2 {
+            let mut a = rng.vec(m * k);
+            let mut w = rng.vec(n * k);
+            if which == 0 {
+                a[3 * k + 4] = f32::NAN;
+            } else {
+                w[20 * k + 8] = f32::NAN;
+            }
+            let packed = PackedBf16::from_f32_nk(&w, n, k);
+            let mut out = vec![0f32; m * n];
+            matmul_on(
+                &mut out,
+                &a,
+                m,
+                &packed,
+                None,
+                false,
+                Some(path),
+                CpuBf16::detect(),
+            );
+            let bad = if which == 0 {
+                out[3 * n + 7]
+            } else {
+                out[5 * n + 20]
+            };
+            assert!(bad.is_nan(), "{path} operand {which}");
+        }
+    }
+}
+
+/// GFLOP/s of each path against the f32 `gemm` product at SD 1.5 linear sizes:
+/// `cargo test --release --lib bf16::tests::gflops -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run by tools/perf/bf16_gemm.sh"]
+fn gflops() {
+    use std::time::Instant;
+    let mut rng = Rng(1);
+    println!("threads {}", rayon::current_num_threads());
+    for (m, n, k) in [
+        (512, 1280, 1280),
+        (4096, 320, 320),
+        (4096, 2560, 320),
+        (4096, 320, 1280),
+        (1024, 640, 640),
+        (256, 1280, 5120),
+    ] {
+        let a = rng.vec(m * k);
+        let w = rng.vec(n * k);
+        let packed = PackedBf16::from_f32_nk(&w, n, k);
+        let flops = 2.0 * (m * n * k) as f64;
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let reps = ((2e10 / flops) as usize).clamp(2, 50);
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64() / reps as f64
+        };
+        let mut out = vec![0f32; m * n];
+        let f32_s = time(&mut || {
+            let start = crate::model::cpu_kernels::Start {
+                residual: None,
+                bias: None,
+                per_col: true,
+            };
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.as_mut_ptr().cast::<std::mem::MaybeUninit<f32>>(),
+                    out.len(),
+                )
+            };
+            // SAFETY: a is m × k; Wᵀ read through W's strides.
+            unsafe {
+                crate::model::cpu_kernels::product(
+                    out,
+                    n,
+                    &start,
+                    (m, n, k),
+                    crate::model::cpu_kernels::Strided {
+                        ptr: a.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    crate::model::cpu_kernels::Strided {
+                        ptr: w.as_ptr(),
+                        rs: 1,
+                        cs: k as isize,
+                    },
+                    crate::model::cpu_kernels::parallelism(),
+                )
+            }
+        });
+        let mut line = format!("{m}×{n}×{k}: f32 gemm {:.1}", flops / f32_s / 1e9);
+        for path in runnable() {
+            let s = time(&mut || {
+                matmul_on(
+                    &mut out,
+                    &a,
+                    m,
+                    &packed,
+                    None,
+                    false,
+                    Some(path),
+                    CpuBf16::detect(),
+                );
+            });
+            line += &format!(", {path} {:.1}", flops / s / 1e9);
+        }
+        // Whole bf16 linear layers on tensors (bf16 input and output): this module's, which
+        // packs the weight per call, and candle's, which widens both operands per call.
+        use candle_core::{DType, Device, Module, Tensor};
+        let x = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let ours = time(&mut || {
+            linear::linear(&x, &wt, None, None).unwrap();
+        });
+        let lin = candle_nn::Linear::new(wt.clone(), None);
+        let candle = time(&mut || {
+            lin.forward(&x).unwrap();
+        });
+        line += &format!(
+            "; bf16 layer {:.1} (candle's {:.1})",
+            flops / ours / 1e9,
+            flops / candle / 1e9
+        );
+        println!("{line} GFLOP/s");
+    }
+}
