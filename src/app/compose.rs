@@ -26,6 +26,8 @@ pub mod palette {
     pub const REUSED: [u8; 3] = [70, 205, 110];
     /// Steps forced to compute by C_max.
     pub const FORCED: [u8; 3] = [240, 70, 70];
+    /// Steps whose prediction a method forecast (no call).
+    pub const FORECAST: [u8; 3] = [190, 120, 235];
     /// Warm-up steps.
     pub const WARMUP: [u8; 3] = [150, 150, 150];
     /// Partial calls (DeepCache's shallow branch).
@@ -38,6 +40,7 @@ pub fn decision_color(d: Decision) -> [u8; 3] {
         Decision::Warmup => palette::WARMUP,
         Decision::Computed => palette::COMPUTED,
         Decision::Reused => palette::REUSED,
+        Decision::Forecast => palette::FORECAST,
         Decision::Forced => palette::FORCED,
         Decision::Partial => palette::PARTIAL,
     }
@@ -752,6 +755,7 @@ fn third_order_plot(a: &SideResult, x_max: f64) -> PlotSpec<'static> {
         legend_extra: vec![
             (palette::COMPUTED, "computed"),
             (palette::REUSED, "reused"),
+            (palette::FORECAST, "forecast"),
             (palette::FORCED, "forced"),
         ],
     }

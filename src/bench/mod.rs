@@ -249,7 +249,7 @@ pub fn pattern(trace: &RunTrace) -> String {
             Decision::Warmup => 'W',
             Decision::Computed => 'C',
             Decision::Forced => 'F',
-            Decision::Reused => 'S',
+            Decision::Reused | Decision::Forecast => 'S',
             Decision::Partial => 'P',
         })
         .collect()

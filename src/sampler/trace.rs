@@ -17,12 +17,15 @@ pub enum Decision {
     Forced,
     /// A partial call: DeepCache's shallow branch, the deep modules from the cache.
     Partial,
+    /// No call: the method forecast the prediction from earlier ones (adaptive+forecast's
+    /// extrapolation, Spectrum's fit, SADA's x0 from its third-order prediction).
+    Forecast,
 }
 
 impl Decision {
     /// True when the noise predictor ran at this step.
     pub fn computed(self) -> bool {
-        !matches!(self, Decision::Reused)
+        !matches!(self, Decision::Reused | Decision::Forecast)
     }
 }
 

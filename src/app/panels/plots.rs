@@ -274,6 +274,7 @@ pub(in crate::app) fn plots(app: &View<'_>, settings: &Settings, ui: &mut egui::
     let (bd, ad) = (d_points(&base, nb), d_points(&adapt, na));
     let marks: Vec<(Decision, &str, Vec<[f64; 2]>)> = [
         (Decision::Reused, "reused (skipped)"),
+        (Decision::Forecast, "forecast (skipped)"),
         (Decision::Forced, "forced by C_max"),
     ]
     .into_iter()
@@ -346,6 +347,7 @@ pub(in crate::app) fn plots(app: &View<'_>, settings: &Settings, ui: &mut egui::
     let markers: Vec<(Decision, &str, Vec<[f64; 2]>)> = [
         (Decision::Computed, "step computed"),
         (Decision::Reused, "step reused"),
+        (Decision::Forecast, "step forecast"),
         (Decision::Forced, "step forced"),
     ]
     .into_iter()
@@ -459,6 +461,7 @@ pub(in crate::app) fn plots(app: &View<'_>, settings: &Settings, ui: &mut egui::
         (Decision::Computed, "full call"),
         (Decision::Partial, "partial call"),
         (Decision::Reused, "skipped"),
+        (Decision::Forecast, "forecast"),
     ]
     .into_iter()
     .map(|(d, name)| {

@@ -133,6 +133,12 @@ impl StepRule for ThirdOrderRule {
                 plan: None,
             });
         }
+        // With two computed steps to extrapolate from, adaptive+forecast forecasts.
+        let decision = if self.forecast && step.history.len() == 2 {
+            Decision::Forecast
+        } else {
+            decision
+        };
         Ok(Choice::Skip {
             prediction: reuse(step.history, step.index, self.forecast)?,
             decision,

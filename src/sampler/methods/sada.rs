@@ -331,7 +331,7 @@ impl StepRule for SadaRule {
                 .output_for_x0(&x0, step.index, step.latents)?;
             return Ok(Choice::Skip {
                 prediction: RawPrediction { uncond: None, cond },
-                decision: Decision::Reused,
+                decision: Decision::Forecast,
             });
         }
         let decision = match next {

@@ -307,7 +307,7 @@ impl StepRule for SpectrumState {
             let cond = step.scheduler.output_for_x0(&d, step.index, step.latents)?;
             return Ok(Choice::Skip {
                 prediction: RawPrediction { uncond: None, cond },
-                decision: Decision::Reused,
+                decision: Decision::Forecast,
             });
         }
         let decision = if self.cnt < self.cfg.warmup {
@@ -496,7 +496,7 @@ mod tests {
             assert_eq!(decisions, "CCCCPCPCPPCPPCPPPCCC", "{kind}");
             assert_eq!(out.trace.unet_calls, 11);
             assert_eq!(out.trace.steps[0].decision, Decision::Warmup);
-            assert_eq!(out.trace.steps[4].decision, Decision::Reused);
+            assert_eq!(out.trace.steps[4].decision, Decision::Forecast);
         }
     }
 }
