@@ -298,7 +298,7 @@ impl Worker {
             None => None,
         };
         self.prepare(job, spec)?;
-        let baseline = match self.baseline(job, spec)? {
+        let baseline = match self.baseline(job, spec, Target::Side(Side::Baseline))? {
             Ok(r) => r,
             Err(stop) => return Ok(Some(stop)),
         };
@@ -311,12 +311,7 @@ impl Worker {
         }
         let pass = spec.method_pass(budget.as_ref());
         let key: MethodKey = (spec.inputs_key(), spec.scheduler, format!("{pass:?}"));
-        let cached = self
-            .methods
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, r)| r.clone());
-        let (adaptive, from_cache) = match cached {
+        let (adaptive, from_cache) = match cached(&self.methods, &key) {
             Some(r) => {
                 WorkerStats::inc(&self.stats.method_cache_hits);
                 (r, true)
@@ -327,9 +322,7 @@ impl Worker {
                     Ok(r) => r,
                     Err(stop) => return Ok(Some(stop)),
                 };
-                self.methods.retain(|(k, _)| *k != key);
-                self.methods.push_front((key, r.clone()));
-                self.methods.truncate(BASELINE_CACHE);
+                keep(&mut self.methods, key, r.clone());
                 (r, false)
             }
         };
@@ -373,25 +366,7 @@ impl Worker {
             reference: crate::sampler::Method::BASELINE,
             ..spec.clone()
         };
-        let key = full.baseline_key();
-        let cached = self
-            .baselines
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, r)| r.clone());
-        if let Some(r) = cached {
-            WorkerStats::inc(&self.stats.baseline_cache_hits);
-            return Ok(Ok(r));
-        }
-        WorkerStats::inc(&self.stats.baseline_runs);
-        let r = match self.run_side(job, &full, Target::Reference, &full.full_step_pass())? {
-            Ok(r) => r,
-            Err(stop) => return Ok(Err(stop)),
-        };
-        self.baselines.retain(|(k, _)| *k != key);
-        self.baselines.push_front((key, r.clone()));
-        self.baselines.truncate(BASELINE_CACHE);
-        Ok(Ok(r))
+        self.baseline(job, &full, Target::Reference)
     }
 
     /// Encode the prompt and make the initial noise, unless the last job's are the same;
@@ -417,45 +392,38 @@ impl Worker {
         Ok(())
     }
 
-    /// The job's baseline: from the cache, or run (and cached); the inner `Err` is a stop.
+    /// The job's baseline (its left side, or with `Target::Reference` the quiet full-step
+    /// reference): from the cache, or run (and cached); the inner `Err` is a stop. Only a
+    /// side reports that it finished.
     fn baseline(
         &mut self,
         job: JobId,
         spec: &Job,
+        target: Target,
     ) -> anyhow::Result<Result<Arc<SideResult>, Stop>> {
         let key = spec.baseline_key();
-        let cached = self
-            .baselines
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, r)| r.clone());
-        if let Some(r) = cached {
-            WorkerStats::inc(&self.stats.baseline_cache_hits);
+        let (r, from_cache) = match cached(&self.baselines, &key) {
+            Some(r) => {
+                WorkerStats::inc(&self.stats.baseline_cache_hits);
+                (r, true)
+            }
+            None => {
+                WorkerStats::inc(&self.stats.baseline_runs);
+                let r = match self.run_side(job, spec, target, &spec.baseline_pass())? {
+                    Ok(r) => r,
+                    Err(stop) => return Ok(Err(stop)),
+                };
+                keep(&mut self.baselines, key, r.clone());
+                (r, false)
+            }
+        };
+        if let Target::Side(_) = target {
             self.send(Event::Finished {
                 job,
                 result: r.clone(),
-                from_cache: true,
+                from_cache,
             });
-            return Ok(Ok(r));
         }
-        WorkerStats::inc(&self.stats.baseline_runs);
-        let r = match self.run_side(
-            job,
-            spec,
-            Target::Side(Side::Baseline),
-            &spec.baseline_pass(),
-        )? {
-            Ok(r) => r,
-            Err(stop) => return Ok(Err(stop)),
-        };
-        self.baselines.retain(|(k, _)| *k != key);
-        self.baselines.push_front((key, r.clone()));
-        self.baselines.truncate(BASELINE_CACHE);
-        self.send(Event::Finished {
-            job,
-            result: r.clone(),
-            from_cache: false,
-        });
         Ok(Ok(r))
     }
 
@@ -628,6 +596,21 @@ impl Worker {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The result kept under `key`, if any.
+fn cached<K: PartialEq>(
+    cache: &VecDeque<(K, Arc<SideResult>)>,
+    key: &K,
+) -> Option<Arc<SideResult>> {
+    cache.iter().find(|(k, _)| k == key).map(|(_, r)| r.clone())
+}
+
+/// Keep `r` under `key`, newest first, the oldest dropped past [`BASELINE_CACHE`].
+fn keep<K: PartialEq>(cache: &mut VecDeque<(K, Arc<SideResult>)>, key: K, r: Arc<SideResult>) {
+    cache.retain(|(k, _)| *k != key);
+    cache.push_front((key, r));
+    cache.truncate(BASELINE_CACHE);
 }
 
 /// What a run is for: one of the two sides, or the full-step reference of two

@@ -102,10 +102,7 @@ impl Setting {
             Some(i) => all.get(i).map_or(self.method, |s| s.method),
             None => self.method,
         };
-        method
-            .def()
-            .schedulers()
-            .is_none_or(|ok| ok.contains(&scheduler))
+        method.refuses(scheduler).is_none()
     }
 
     /// The full-step baseline, the reference of the other settings.

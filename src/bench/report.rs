@@ -245,8 +245,6 @@ fn write_header(o: &mut String, s: &Summary) {
     );
 }
 
-/// What the benchmark swept: the δ of a δ sweep, and each other setting by its label (with
-/// the spec it stands for when that is longer).
 /// The methods that do not run with some of the plan's schedulers (their authors' code
 /// supports others), e.g. "`sada` on ddim (it runs on euler, dpm++)".
 fn not_run(st: &super::BenchSettings) -> Option<String> {
@@ -255,28 +253,27 @@ fn not_run(st: &super::BenchSettings) -> Option<String> {
         let Ok(m) = crate::job::method_spec::parse(spec) else {
             continue;
         };
-        let Some(ok) = m.def().schedulers() else {
-            continue;
-        };
-        let off: Vec<&str> = st
+        // (scheduler, the schedulers the method runs on) for each one it refuses.
+        let refused: Vec<(&str, String)> = st
             .schedulers
             .iter()
-            .filter(|k| !ok.iter().any(|o| o.name() == k.as_str()))
-            .map(String::as_str)
+            .filter_map(|k| Some((k.as_str(), m.refuses(k.parse().ok()?)?)))
             .collect();
-        if !off.is_empty() {
-            let on: Vec<_> = ok.iter().map(|k| k.name()).collect();
-            items.push(format!(
-                "`{}` on {} (its authors' code runs on {}; nor its `steps:n=match` control)",
-                m.name(),
-                off.join(", "),
-                on.join(", ")
-            ));
-        }
+        let Some((_, on)) = refused.first() else {
+            continue;
+        };
+        let off: Vec<&str> = refused.iter().map(|(k, _)| *k).collect();
+        items.push(format!(
+            "`{}` on {} (its authors' code runs on {on}; nor its `steps:n=match` control)",
+            m.name(),
+            off.join(", "),
+        ));
     }
     (!items.is_empty()).then(|| items.join("; "))
 }
 
+/// What the benchmark swept: the δ of a δ sweep, and each other setting by its label (with
+/// the spec it stands for when that is longer).
 fn swept(s: &Summary) -> String {
     let st = &s.meta.settings;
     let labels = Labels::of_groups(&s.groups);

@@ -18,10 +18,7 @@ pub fn listing() -> String {
             out.push_str(&format!("  schedulers: {}\n", names.join(", ")));
         }
         for k in m.keys() {
-            let shown = |v: f64| match k.kind {
-                KeyKind::Count | KeyKind::Flag => format!("{}", v as i64),
-                KeyKind::Number => format!("{v}"),
-            };
+            let shown = |v: f64| k.show(v);
             let default = if k.required {
                 "required".to_string()
             } else {

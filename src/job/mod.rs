@@ -344,20 +344,16 @@ pub fn validate_method(method: &Method) -> Result<(), FieldError> {
 
 /// Whether `method` runs on `scheduler`; if not, the schedulers it runs on.
 pub fn validate_scheduler(method: &Method, scheduler: SchedulerKind) -> Result<(), FieldError> {
-    match method.def().schedulers() {
-        Some(ok) if !ok.contains(&scheduler) => {
-            let names: Vec<_> = ok.iter().map(|k| k.name()).collect();
-            Err(FieldError::new(
-                Field::Scheduler,
-                format!(
-                    "'{}' does not run {} (its authors' code supports {})",
-                    scheduler.name(),
-                    method.name(),
-                    names.join(", ")
-                ),
-            ))
-        }
-        _ => Ok(()),
+    match method.refuses(scheduler) {
+        Some(supported) => Err(FieldError::new(
+            Field::Scheduler,
+            format!(
+                "'{}' does not run {} (its authors' code supports {supported})",
+                scheduler.name(),
+                method.name(),
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -137,11 +137,7 @@ impl Method {
         let Some(i) = self.index(key) else {
             return String::new();
         };
-        let v = self.values[i];
-        match self.def.keys()[i].kind {
-            KeyKind::Count | KeyKind::Flag => format!("{}", v as i64),
-            KeyKind::Number => format!("{v}"),
-        }
+        self.def.keys()[i].show(self.values[i])
     }
 
     /// Check every key's value and the method's own relations between them.
@@ -174,6 +170,14 @@ impl Method {
     /// Its settings in a few words for picture titles ("δ threshold 0.01 · C_max 4").
     pub fn describe(&self) -> String {
         self.def.describe(self)
+    }
+
+    /// When it does not run with `scheduler` (its authors' code supports others): the
+    /// schedulers it runs on, as "euler, dpm++".
+    pub fn refuses(&self, scheduler: super::SchedulerKind) -> Option<String> {
+        let ok = self.def.schedulers()?;
+        (!ok.contains(&scheduler))
+            .then(|| ok.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "))
     }
 
     /// Whether its runs may save work.

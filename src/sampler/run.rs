@@ -181,17 +181,24 @@ pub fn run(
         let step_start = Instant::now();
         let model_in = scheduler.scale_model_input(&x, i)?;
         let history = calls.history.clone();
-        let step = Step {
-            index: i,
-            steps: timesteps.len(),
-            timestep: t,
-            sigma: info.sigmas[i],
-            latents: &x,
-            model_in: &model_in,
-            guidance: settings.guidance,
-            scheduler: scheduler.as_ref(),
-            history: &history,
-        };
+        // The step as the rule sees it: before the call, and again after the scheduler stepped
+        // (which needed the scheduler mutably in between).
+        macro_rules! step {
+            () => {
+                Step {
+                    index: i,
+                    steps: timesteps.len(),
+                    timestep: t,
+                    sigma: info.sigmas[i],
+                    latents: &x,
+                    model_in: &model_in,
+                    guidance: settings.guidance,
+                    scheduler: scheduler.as_ref(),
+                    history: &history,
+                }
+            };
+        }
+        let step = step!();
         let mut notes = Notes::default();
         let (pred, decision, predictor_ms) = match rule.before(&step, &mut notes)? {
             Choice::Skip {
@@ -215,17 +222,7 @@ pub fn run(
 
         let c0 = Instant::now();
         let measured = change.observe(&out.prev_sample)?;
-        let step = Step {
-            index: i,
-            steps: timesteps.len(),
-            timestep: t,
-            sigma: info.sigmas[i],
-            latents: &x,
-            model_in: &model_in,
-            guidance: settings.guidance,
-            scheduler: scheduler.as_ref(),
-            history: &history,
-        };
+        let step = step!();
         rule.after(&step, &out, &measured, &mut notes)?;
         let rel = rel_change(&out.prev_sample, &x)?;
         let stop = stopper.as_mut().is_some_and(|s| s.observe(i, rel));
@@ -277,15 +274,11 @@ impl RunSettings {
     /// The run's own preconditions (the front ends check more, with their wording).
     fn validate(&self) -> Result<()> {
         self.method.validate()?;
-        if let Some(ok) = self.method.def().schedulers()
-            && !ok.contains(&self.scheduler)
-        {
-            let names: Vec<_> = ok.iter().map(|k| k.name()).collect();
+        if let Some(supported) = self.method.refuses(self.scheduler) {
             bail!(
-                "{} does not run with the {} scheduler (it supports {})",
+                "{} does not run with the {} scheduler (it supports {supported})",
                 self.method.name(),
                 self.scheduler.name(),
-                names.join(", ")
             );
         }
         if let Some(es) = &self.early_stop {

@@ -179,12 +179,17 @@ impl Key {
         self
     }
 
+    /// A value as specs, titles and messages write it (counts and flags whole).
+    pub fn show(&self, v: f64) -> String {
+        match self.kind {
+            KeyKind::Count | KeyKind::Flag => format!("{}", v as i64),
+            KeyKind::Number => format!("{v}"),
+        }
+    }
+
     /// Whether `v` is a valid value: in range, and whole for counts, 0 or 1 for flags.
     pub fn check(&self, v: f64) -> Result<(), String> {
-        let shown = |x: f64| match self.kind {
-            KeyKind::Count | KeyKind::Flag => format!("{}", x as i64),
-            KeyKind::Number => format!("{x}"),
-        };
+        let shown = |x: f64| self.show(x);
         match self.kind {
             KeyKind::Flag if v != 0.0 && v != 1.0 => {
                 return Err(format!("must be 0 or 1 (got {v})"));
