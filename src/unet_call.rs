@@ -108,7 +108,12 @@ fn unet_weights(
     device: &Device,
 ) -> Result<candle_nn::VarBuilder<'static>> {
     let weights = crate::model::source::component_weights(dir, "diffusion_pytorch_model")?;
-    checkpoint::var_builder(&checkpoint::check_all(&weights)?, dtype, device)
+    checkpoint::network_var_builder(
+        &checkpoint::check_all(&weights)?,
+        &Default::default(),
+        dtype,
+        device,
+    )
 }
 
 /// One guided call of a video UNet on a clip: ModelScope's `UNet3DConditionModel` folder,
@@ -148,7 +153,12 @@ pub fn measure_video(
             let unet = UNet::new(vb, &config)?;
             let part = crate::model::motion::read(m)?;
             let modules = crate::model::motion::MotionModules::new(
-                checkpoint::var_builder(std::slice::from_ref(&part.file), dtype, device)?,
+                checkpoint::network_var_builder(
+                    std::slice::from_ref(&part.file),
+                    &Default::default(),
+                    dtype,
+                    device,
+                )?,
                 &part.config,
             )?;
             // Frames folded into the batch, each with its sample's encoder states, as

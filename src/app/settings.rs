@@ -191,6 +191,51 @@ impl ViewMode {
     }
 }
 
+/// The UNet's number format, as the app offers it (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// f32 on the CPU, f16 on a GPU.
+    Default,
+    F32,
+    /// bf16: on the CPU, bf16 weights for the products (on AMX or AVX512-bf16 kernels
+    /// where the CPU has them) with f32 activations.
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// Every choice, in menu order.
+    pub const ALL: [Precision; 4] = [
+        Precision::Default,
+        Precision::F32,
+        Precision::Bf16,
+        Precision::F16,
+    ];
+
+    /// The job's dtype by name (`None`: the device's default).
+    pub fn dtype_name(self) -> Option<&'static str> {
+        match self {
+            Precision::Default => None,
+            Precision::F32 => Some("f32"),
+            Precision::Bf16 => Some("bf16"),
+            Precision::F16 => Some("f16"),
+        }
+    }
+
+    /// The menu's words; bf16 names the CPU kernels it runs on here.
+    pub fn label(self) -> String {
+        match self {
+            Precision::Default => "default (f32 on the CPU, f16 on a GPU)".into(),
+            Precision::F32 => "f32".into(),
+            Precision::Bf16 => format!(
+                "bf16 (on the CPU: {} kernels)",
+                crate::model::kernels::bf16::current_path()
+            ),
+            Precision::F16 => "f16 (slow on the CPU)".into(),
+        }
+    }
+}
+
 /// The settings remembered between launches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -260,6 +305,8 @@ pub struct Settings {
     pub auto_rerun: bool,
     /// Stay on the CPU.
     pub force_cpu: bool,
+    /// The UNet's number format.
+    pub precision: Precision,
     /// How results are shown.
     pub view: ViewMode,
     /// Amplification of the difference view.
@@ -319,6 +366,7 @@ impl Default for Settings {
             scale_policy: scoring.scale_policy,
             auto_rerun: true,
             force_cpu: false,
+            precision: Precision::Default,
             view: ViewMode::SideBySide,
             diff_gain: 4.0,
             export_dir: default_export_dir(),
@@ -396,6 +444,7 @@ impl Settings {
             })
             .collect();
         job.force_cpu = self.force_cpu;
+        job.set_dtype_name(self.precision.dtype_name());
         job.negative = self.negative.clone();
         job.scheduler = self.scheduler;
         job.steps = steps;

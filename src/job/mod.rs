@@ -114,6 +114,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// Set the UNet dtype by name (`f32`, `f16`, `bf16`; `None` or another name: the
+    /// device's default).
+    pub fn set_dtype_name(&mut self, name: Option<&str>) {
+        self.dtype = match name {
+            Some("f32") => Some(DType::F32),
+            Some("f16") => Some(DType::F16),
+            Some("bf16") => Some(DType::BF16),
+            _ => None,
+        };
+    }
+
     /// A job with every setting at its default.
     pub fn new(model: ModelSource, prompt: impl Into<String>) -> Self {
         Self {

@@ -39,6 +39,16 @@ impl Weights {
         checkpoint::var_builder_merged(&self.files, &self.merges, dtype, device)
     }
 
+    /// A var builder for a network in `dtype` (mixed precision for bf16 on the CPU:
+    /// [`checkpoint::network_var_builder`]).
+    pub fn network_var_builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<VarBuilder<'static>> {
+        checkpoint::network_var_builder(&self.files, &self.merges, dtype, device)
+    }
+
     /// The shape of an entry, if any file has it.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.files

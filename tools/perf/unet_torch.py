@@ -176,7 +176,7 @@ def run(args):
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    dtype = {"f32": torch.float32, "f16": torch.float16}[args.dtype]
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     inputs = load_file(os.path.join(args.dir, "inputs.safetensors"))
     cast = lambda v: v.to(dev, dtype)
     x = cast(inputs[f"x{args.size}"])
@@ -243,7 +243,8 @@ def main():
     r.add_argument("--calls", type=int, default=2)
     r.add_argument("--threads", type=int, default=os.cpu_count())
     r.add_argument("--device", default="cpu")
-    r.add_argument("--dtype", choices=["f32", "f16"], default="f32")
+    r.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
+                   help="the model's dtype (weights stored in another are converted at load)")
     a = sub.add_parser("agree", help="relative L2 difference of two outputs (tensor 'out')")
     a.add_argument("a")
     a.add_argument("b")

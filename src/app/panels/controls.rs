@@ -243,6 +243,18 @@ fn model(p: &mut Panel<'_>, ui: &mut egui::Ui) {
         );
     }
     ui.checkbox(&mut p.settings.force_cpu, "CPU only (ignore GPUs)");
+    ui.horizontal(|ui| {
+        let l = ui.label("Number format");
+        egui::ComboBox::from_id_salt("precision")
+            .selected_text(p.settings.precision.label())
+            .show_ui(ui, |ui| {
+                for choice in crate::app::settings::Precision::ALL {
+                    ui.selectable_value(&mut p.settings.precision, choice, choice.label());
+                }
+            })
+            .response
+            .labelled_by(l.id);
+    });
 }
 
 /// A labelled path field; the new path when it was edited.

@@ -136,6 +136,24 @@ impl Conv {
     pub(crate) fn forward_add(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let cfg = self.conv.config();
         if self.kernels == Kernels::Fused
+            && bf16::conv::applies(x, self.conv.weight())
+            && residual.dtype() == x.dtype()
+            && cfg.groups == 1
+            && cfg.dilation == 1
+        {
+            return time(self.op_name(x)?, || {
+                Ok(bf16::conv::conv2d(
+                    x,
+                    self.conv.weight(),
+                    self.conv.bias(),
+                    cfg.stride,
+                    cfg.padding,
+                    Some(residual),
+                )?
+                .0)
+            });
+        }
+        if self.kernels == Kernels::Fused
             && cpu_conv::applies(x)
             && self.conv.weight().dtype() == DType::F32
             && residual.dtype() == DType::F32
@@ -191,6 +209,7 @@ impl Conv {
                     self.conv.bias(),
                     cfg.stride,
                     cfg.padding,
+                    None,
                 )?
                 .0);
             }

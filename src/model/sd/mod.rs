@@ -193,14 +193,20 @@ impl StableDiffusion {
             )?);
             tokenizers.push(part.tokenizer);
         }
-        let vb = parts.unet.var_builder(dtype, device)?;
+        // bf16 on the CPU is mixed precision (PyTorch's autocast recipe): the products run
+        // on the bf16 kernels from bf16 weights, everything else stays f32.
+        let vb = parts.unet.network_var_builder(dtype, device)?;
         let unet = match (&parts.video, &parts.motion) {
             (Some(v), _) => UNet3D::new(vb, v).map(Backbone::Video),
             (None, None) => UNet::new(vb, &parts.unet_config).map(Backbone::Image),
             (None, Some(m)) => {
                 let unet = UNet::new(vb, &parts.unet_config)?;
-                let mvb =
-                    super::checkpoint::var_builder(std::slice::from_ref(&m.file), dtype, device)?;
+                let mvb = super::checkpoint::network_var_builder(
+                    std::slice::from_ref(&m.file),
+                    &Default::default(),
+                    dtype,
+                    device,
+                )?;
                 MotionModules::new(mvb, &m.config).map(|mm| Backbone::Motion(unet, Box::new(mm)))
             }
         }
@@ -258,6 +264,16 @@ impl StableDiffusion {
     /// The UNet dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype of the UNet's activations: f32 for bf16 on the CPU (mixed precision: only
+    /// the weights of its products are bf16), else the UNet dtype.
+    pub fn activation_dtype(&self) -> DType {
+        if self.device.is_cpu() && self.dtype == DType::BF16 {
+            DType::F32
+        } else {
+            self.dtype
+        }
     }
 
     /// The VAE dtype.
@@ -439,8 +455,10 @@ impl StableDiffusion {
             );
         }
         Ok(Conditioning {
-            context: context.to_dtype(self.dtype)?,
-            pooled: pooled.map(|p| p.to_dtype(self.dtype)).transpose()?,
+            context: context.to_dtype(self.activation_dtype())?,
+            pooled: pooled
+                .map(|p| p.to_dtype(self.activation_dtype()))
+                .transpose()?,
             guided,
             truncation,
         })

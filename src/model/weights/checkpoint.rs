@@ -378,6 +378,41 @@ pub fn var_builder_merged(
     ))
 }
 
+/// The var builder a network in `dtype` on `device` is built from: bf16 on the CPU is
+/// mixed precision ([`var_builder_bf16_matrices`]), any other choice [`var_builder_merged`].
+pub fn network_var_builder(
+    files: &[CheckedFile],
+    merges: &Merges,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    if device.is_cpu() && dtype == DType::BF16 {
+        var_builder_bf16_matrices(files, merges, device)
+    } else {
+        var_builder_merged(files, merges, dtype, device)
+    }
+}
+
+/// As [`var_builder_merged`] in f32, except that the weights of linear layers and
+/// convolutions (rank-2 and rank-4 `….weight` entries) come in bf16: a network built from it
+/// keeps its activations, norms and biases in f32 and runs its products on the bf16
+/// kernels, the mixed precision `--dtype bf16` means on the CPU. Each weight is converted
+/// as it is read, so no f32 copy of the model is ever held.
+pub fn var_builder_bf16_matrices(
+    files: &[CheckedFile],
+    merges: &Merges,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    let mut backend = ReadBackend::open(files)?;
+    backend.merges = merges.clone();
+    backend.bf16_matrices = true;
+    Ok(VarBuilder::from_backend(
+        Box::new(backend),
+        DType::F32,
+        device.clone(),
+    ))
+}
+
 /// Reads tensors from validated safetensors files with positioned reads, one at a time.
 pub struct ReadBackend {
     files: Vec<(File, PathBuf)>,
@@ -385,6 +420,9 @@ pub struct ReadBackend {
     index: HashMap<String, (usize, TensorInfo)>,
     /// Low-rank updates merged into the weights they name.
     merges: Merges,
+    /// Hand linear and convolution weights out in bf16 when f32 is asked for
+    /// ([`var_builder_bf16_matrices`]).
+    bf16_matrices: bool,
 }
 
 impl ReadBackend {
@@ -405,6 +443,7 @@ impl ReadBackend {
             files: opened,
             index,
             merges: Merges::new(),
+            bf16_matrices: false,
         })
     }
 
@@ -523,6 +562,19 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<
     Ok(())
 }
 
+impl ReadBackend {
+    /// The dtype a tensor is handed out in: `dtype`, or bf16 for a linear or convolution
+    /// weight when [`Self::bf16_matrices`] (and f32 was asked for).
+    fn dtype_for(&self, name: &str, rank: usize, dtype: DType) -> DType {
+        let matrix = name.ends_with(".weight") && matches!(rank, 2 | 4);
+        if self.bf16_matrices && dtype == DType::F32 && matrix {
+            DType::BF16
+        } else {
+            dtype
+        }
+    }
+}
+
 impl SimpleBackend for ReadBackend {
     fn get(
         &self,
@@ -542,11 +594,14 @@ impl SimpleBackend for ReadBackend {
             }
             .bt());
         }
-        self.read(name, dev)?.to_dtype(dtype)
+        self.read(name, dev)?
+            .to_dtype(self.dtype_for(name, s.rank(), dtype))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.read(name, dev)?.to_dtype(dtype)
+        let t = self.read(name, dev)?;
+        let dtype = self.dtype_for(name, t.rank(), dtype);
+        t.to_dtype(dtype)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -1,7 +1,8 @@
-//! Linear layers with bf16 weights on the CPU, on [`matmul`](super::matmul): candle's CPU
-//! product widens both bf16 operands to f32 on every call and multiplies in f32.
+//! Linear layers with bf16 weights on the CPU, on [`matmul`](super::matmul): the weight is
+//! read as it is stored (no per-call copy); candle's CPU product would widen both bf16
+//! operands to f32 on every call and multiply in f32.
 
-use super::{Bf16Path, PackedBf16, matmul};
+use super::{Acts, Bf16Path, OutAt, Start, Weight, matmul};
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
 
 /// Whether [`linear`] handles this input and weight: both on the CPU, a bf16 weight and an
@@ -13,27 +14,35 @@ pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
         && matches!(x.dtype(), DType::F32 | DType::BF16)
 }
 
-/// Pack a bf16 weight `(n, k)` (a linear layer's) for [`matmul`].
-pub fn pack_weight(weight: &Tensor) -> Result<PackedBf16> {
-    let (n, k) = weight.dims2()?;
+/// Run `f` on a bf16 CPU weight's values viewed as `(n, k)` row-major raw bits.
+pub fn with_weight<T>(
+    weight: &Tensor,
+    (n, k): (usize, usize),
+    f: impl FnOnce(Weight<'_>) -> T,
+) -> Result<T> {
+    if weight.elem_count() != n * k {
+        candle_core::bail!("bf16 weight {:?} read as {n}×{k}", weight.dims());
+    }
     let weight = weight.contiguous()?;
     let (storage, layout) = weight.storage_and_layout();
     let Storage::Cpu(CpuStorage::BF16(values)) = &*storage else {
-        candle_core::bail!("bf16 linear: expected a bf16 CPU weight");
+        candle_core::bail!("bf16 kernels: expected a bf16 CPU weight");
     };
     let values = &values[layout.start_offset()..][..n * k];
     // SAFETY: `half::bf16` is `repr(transparent)` over `u16`: same size, alignment and
     // validity; the slice is borrowed for this call only.
     let bits = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u16>(), values.len()) };
-    Ok(PackedBf16::from_bf16_bits_nk(bits, n, k))
+    Ok(f(Weight::new(bits, n, k)))
+}
+
+/// A tensor's values as f32 (widened when bf16).
+pub(crate) fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
 }
 
 /// `x · weightᵀ + bias (+ residual)` for a bf16 `weight` `(out, in)` and `x` `(…, in)` in
 /// f32 or bf16: products in bf16 accumulated in f32, on this thread's [`Bf16Path`]; the
 /// result has `x`'s dtype (so a bf16 network stays bf16). Returns the path taken too.
-///
-/// TODO(issue 28): the weight is packed on every call; pack it once at load (a layer type
-/// holding the [`PackedBf16`]), and take bf16 activations without the f32 copy.
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
@@ -48,11 +57,8 @@ pub fn linear(
     let rows = x.elem_count() / in_dim.max(1);
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
-    let packed = pack_weight(weight)?;
-    let f32_values =
-        |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_dtype(DType::F32)?.to_vec1() };
-    let a = f32_values(x)?;
-    let bias = bias.map(&f32_values).transpose()?;
+    let acts = Acts::from_rows(&f32_values(x)?, rows, in_dim);
+    let bias = bias.map(f32_values).transpose()?;
     if let Some(b) = &bias
         && b.len() != out_dim
     {
@@ -67,16 +73,20 @@ pub fn linear(
         }
         None => vec![0f32; rows * out_dim],
     };
-    let path = matmul(
-        &mut out,
-        &a,
-        rows,
-        &packed,
-        bias.as_deref(),
-        residual.is_some(),
-    );
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| tracing::info!("bf16 products on the CPU: {path} kernels"));
+    let start = Start {
+        bias: bias.as_deref(),
+        accumulate: residual.is_some(),
+    };
+    let path = with_weight(weight, (out_dim, in_dim), |w| {
+        matmul(&mut out, OutAt::tokens(out_dim), w, &acts, start)
+    })?;
+    said(path);
     let y = Tensor::from_vec(out, shape, x.device())?;
     Ok((y.to_dtype(x.dtype())?, path))
+}
+
+/// Log the path the first bf16 product took, once per process.
+pub(crate) fn said(path: Bf16Path) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| tracing::info!("bf16 products on the CPU: {path} kernels"));
 }

@@ -1,22 +1,29 @@
-//! bf16 matrix products on the CPU: `C (f32) = start + A · B` with `B` held in bf16 (packed
-//! once, [`PackedBf16`]) and products accumulated in f32, through a kernel chosen at run
-//! time ([`Bf16Path`]):
+//! bf16 matrix products on the CPU: `Y[j, i] = start + Σ_k W[j, k] · X[i, k]`, with `W` a
+//! bf16 weight `(n × k)` read as it is stored (row-major, one bf16 per value: no packed copy,
+//! so a model holds its weights once, at half the f32 size), `X` the activations rounded to
+//! bf16 once per call into the kernels' layout ([`Acts`]), and products accumulated in f32.
+//! `Y` is written through a stride pair ([`OutAt`]): `(o, pixels)` for a convolution,
+//! `(tokens, o)` for a linear layer. The kernel is chosen at run time ([`Bf16Path`]):
 //!
-//! * **AMX** (`tdpbf16ps`): not written yet; [`CpuBf16::detect`] always reports it absent.
-//!   TODO(issue 28): on Linux a process must ask for the tile data state before its first
-//!   tile instruction — `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` (0x1023, 18),
-//!   once per process, and fall back cleanly when the kernel refuses it (then confirm with
-//!   `ARCH_GET_XCOMP_PERM`) — besides `is_x86_feature_detected!("amx-tile")` and
-//!   `"amx-bf16"`, then configure the tiles (`ldtilecfg`) per thread.
-//! * **AVX512-bf16** (`vdpbf16ps`, [`avx512`]): `A` is rounded to bf16 block by block, each
-//!   instruction multiplies 16 column lanes × a pair of `k` values and adds into f32.
-//! * **portable**: `B` widened to f32 and today's f32 product (the `gemm` crate, AVX-512 /
-//!   AVX2 / scalar chosen by that crate); `A` stays f32.
+//! * **AMX** ([`amx`], `tdpbf16ps`): four 16 × 16 f32 tiles accumulate a 32 × 32 block of
+//!   `Y` over the whole of `k`, 32 values of `k` per step (two tiles of `W` rows, two of `X`).
+//!   Linux hands out the tile data state only on request: the first use asks for it once per
+//!   process (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`) and confirms it
+//!   (`ARCH_GET_XCOMP_PERM`); a refusal leaves AMX out. Each task configures the tiles
+//!   (`ldtilecfg`) and releases them. Written with `asm!` (the AMX intrinsics are unstable).
+//! * **AVX512-bf16** ([`avx512`], `vdpbf16ps`): 12 rows of `W` × 32 activations per
+//!   micro-kernel, each instruction multiplying a broadcast pair of `W` values by 16 lanes of
+//!   `X` pairs and adding into f32.
+//! * **portable**: `W` widened to f32 a block of rows at a time and `X` (already rounded to
+//!   bf16) widened to f32, multiplied by the f32 product of the `gemm` crate; the same
+//!   rounded operands as the other paths, so all three agree to f32 summation order.
 //!
 //! Every path is tested on any machine by forcing it ([`choose`] with a simulated
 //! [`CpuBf16`], or [`with_forced_path`]); a path the CPU lacks is never run: the request
 //! falls to the next path down, and the path taken is returned to the caller.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod conv;
@@ -30,7 +37,7 @@ use std::sync::OnceLock;
 /// Which kernel a bf16 product ran on, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bf16Path {
-    /// Intel AMX tiles (`tdpbf16ps`); not implemented yet, never chosen.
+    /// Intel AMX tiles (`tdpbf16ps`): Sapphire Rapids and later Xeons (Linux).
     Amx,
     /// AVX512-bf16 (`vdpbf16ps`): Zen 4/5, Cooper Lake, Sapphire Rapids and later.
     Avx512Bf16,
@@ -81,8 +88,9 @@ impl CpuBf16 {
             #[cfg(target_arch = "x86_64")]
             {
                 CpuBf16 {
-                    // TODO(issue 28): the AMX kernel and its arch_prctl request (see the
-                    // module documentation); until then AMX is never reported.
+                    #[cfg(target_os = "linux")]
+                    amx: amx::available(),
+                    #[cfg(not(target_os = "linux"))]
                     amx: false,
                     avx512_bf16: std::arch::is_x86_feature_detected!("avx512bf16")
                         && std::arch::is_x86_feature_detected!("avx512f"),
@@ -164,202 +172,367 @@ pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
-/// Columns per panel of a [`PackedBf16`] (two AVX-512 registers of f32 lanes).
-pub(crate) const NR: usize = 32;
+/// Rows of `X` per block of [`Acts`]: an AMX tile's and an AVX-512 register's 16 columns.
+pub(crate) const MB: usize = 16;
+/// `k` values per AMX step; [`Acts`] pads `k` to a multiple of it with zeros.
+pub(crate) const KB: usize = 32;
 
-/// The `B` matrix (`k × n`) of a product, in bf16 and in the layout the kernels read:
-/// panels of [`NR`] columns; within a panel, for each pair of rows `(2p, 2p + 1)`, the
-/// `NR` columns' two values side by side (`vdpbf16ps`'s operand). `k` is padded to even and
-/// `n` to a whole panel with zeros.
-#[derive(Clone)]
-pub struct PackedBf16 {
-    n: usize,
+/// The activations `X` (`m × k`) of a product, rounded to bf16 and laid out for the kernels:
+/// blocks of [`MB`] rows (an even number of blocks, zero rows past `m`); within a block, for
+/// each pair of `k` values `(2p, 2p + 1)` (`k` padded with zeros to a multiple of [`KB`]),
+/// the 16 rows' two values side by side — one AMX tile row or one AVX-512 register.
+pub struct Acts {
+    m: usize,
     k: usize,
-    /// `pairs · 2 · NR` bf16 values per panel.
+    /// `k` padded to a multiple of [`KB`].
+    kp: usize,
     data: Vec<u16>,
 }
 
-impl std::fmt::Debug for PackedBf16 {
+impl std::fmt::Debug for Acts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedBf16 {{ k: {}, n: {} }}", self.k, self.n)
+        write!(f, "Acts {{ m: {}, k: {} }}", self.m, self.k)
     }
 }
 
-impl PackedBf16 {
-    /// Pack a weight stored as a linear layer's, `(n, k)` row-major (`B = Wᵀ`), whose value
-    /// `(j, kk)` is `get(j · k + kk)`.
-    fn pack(n: usize, k: usize, get: impl Fn(usize) -> u16) -> PackedBf16 {
-        let pairs = k.div_ceil(2);
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0u16; panels * pairs * 2 * NR];
-        for (panel, dst) in data.chunks_exact_mut(pairs * 2 * NR).enumerate() {
-            for c in 0..NR.min(n - panel * NR) {
-                let row = (panel * NR + c) * k;
-                for kk in 0..k {
-                    dst[(kk / 2) * 2 * NR + c * 2 + kk % 2] = get(row + kk);
+impl Acts {
+    /// From `m` rows of `k` f32 values, row-major.
+    pub fn from_rows(x: &[f32], m: usize, k: usize) -> Acts {
+        assert_eq!(x.len(), m * k, "Acts: {} values for {m}×{k}", x.len());
+        Acts::build(m, k, |i, row| row.copy_from_slice(&x[i * k..(i + 1) * k]))
+    }
+
+    /// From a function that writes row `i`'s `k` values (called once per row, from several
+    /// threads: a convolution's patches are gathered this way, never stored in f32).
+    pub fn build(m: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Acts {
+        use rayon::prelude::*;
+        let kp = k.div_ceil(KB).max(1) * KB;
+        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
+        let mut data = vec![0u16; blocks * kp * MB];
+        data.par_chunks_mut(kp * MB).enumerate().for_each_init(
+            || vec![0f32; k],
+            |row, (b, block)| {
+                for r in 0..MB.min(m.saturating_sub(b * MB)) {
+                    fill(b * MB + r, row);
+                    for (p, two) in row.chunks(2).enumerate() {
+                        let at = p * 2 * MB + r * 2;
+                        block[at] = f32_to_bf16(two[0]);
+                        if let Some(v) = two.get(1) {
+                            block[at + 1] = f32_to_bf16(*v);
+                        }
+                    }
                 }
-            }
-        }
-        PackedBf16 { n, k, data }
-    }
-
-    /// From an f32 weight `(n, k)` row-major (rounded to bf16).
-    pub fn from_f32_nk(w: &[f32], n: usize, k: usize) -> PackedBf16 {
-        assert_eq!(
-            w.len(),
-            n * k,
-            "PackedBf16: weight of {} for {n}×{k}",
-            w.len()
+            },
         );
-        PackedBf16::pack(n, k, |i| f32_to_bf16(w[i]))
+        Acts { m, k, kp, data }
     }
 
-    /// From a bf16 weight `(n, k)` row-major, as raw bits (no rounding).
-    pub fn from_bf16_bits_nk(w: &[u16], n: usize, k: usize) -> PackedBf16 {
-        assert_eq!(
-            w.len(),
-            n * k,
-            "PackedBf16: weight of {} for {n}×{k}",
-            w.len()
-        );
-        PackedBf16::pack(n, k, |i| w[i])
+    /// Rows.
+    pub fn m(&self) -> usize {
+        self.m
     }
 
-    /// Output columns.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Inner dimension.
+    /// Values per row.
     pub fn k(&self) -> usize {
         self.k
     }
 
-    /// Pairs of `k` rows (`⌈k / 2⌉`).
-    pub(crate) fn pairs(&self) -> usize {
-        self.k.div_ceil(2)
+    /// Block `b`'s values (`kp · MB`), the rows `16b … 16b + 15`.
+    pub(crate) fn block(&self, b: usize) -> &[u16] {
+        &self.data[b * self.kp * MB..(b + 1) * self.kp * MB]
     }
 
-    /// Panel `i`'s packed values.
-    pub(crate) fn panel(&self, i: usize) -> &[u16] {
-        let len = self.pairs() * 2 * NR;
-        &self.data[i * len..(i + 1) * len]
+    /// `k` padded to a multiple of [`KB`].
+    pub(crate) fn kp(&self) -> usize {
+        self.kp
     }
 
-    /// The weight widened to f32, `(n, k)` row-major.
-    pub fn to_f32_nk(&self) -> Vec<f32> {
-        let mut w = vec![0f32; self.n * self.k];
-        for (j, row) in w.chunks_exact_mut(self.k.max(1)).enumerate().take(self.n) {
-            let panel = self.panel(j / NR);
-            let c = j % NR;
-            for (kk, v) in row.iter_mut().enumerate() {
-                *v = bf16_to_f32(panel[(kk / 2) * 2 * NR + c * 2 + kk % 2]);
-            }
-        }
-        w
+    /// Row `i` widened back to f32 (the values the kernels multiply).
+    pub fn row(&self, i: usize) -> Vec<f32> {
+        let block = self.block(i / MB);
+        let r = i % MB;
+        (0..self.k)
+            .map(|kk| bf16_to_f32(block[(kk / 2) * 2 * MB + r * 2 + kk % 2]))
+            .collect()
     }
 }
 
-/// `out (m × n) ← start + a (m × k, f32 row-major) · b` on this thread's path
-/// ([`current_path`]); `start` is `bias` per column (or zero), plus `out`'s own values when
-/// `accumulate` (a residual already in `out`). Returns the path taken.
-pub fn matmul(
-    out: &mut [f32],
-    a: &[f32],
-    m: usize,
-    b: &PackedBf16,
-    bias: Option<&[f32]>,
-    accumulate: bool,
-) -> Bf16Path {
+/// Where `Y[j, i]` goes in the output slice: `j · row + i · col`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutAt {
+    /// Stride between output channels `j`.
+    pub row: usize,
+    /// Stride between activation rows `i`.
+    pub col: usize,
+}
+
+impl OutAt {
+    /// A linear layer's `(tokens, n)` row-major output.
+    pub fn tokens(n: usize) -> OutAt {
+        OutAt { row: 1, col: n }
+    }
+
+    /// A convolution's `(n, pixels)` output: channel-major.
+    pub fn channels(pixels: usize) -> OutAt {
+        OutAt {
+            row: pixels,
+            col: 1,
+        }
+    }
+}
+
+/// A bf16 weight `(n × k)`, row-major, as raw bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Weight<'a> {
+    pub bits: &'a [u16],
+    pub n: usize,
+    pub k: usize,
+}
+
+impl<'a> Weight<'a> {
+    /// A weight of `n` rows of `k` bf16 values.
+    pub fn new(bits: &'a [u16], n: usize, k: usize) -> Weight<'a> {
+        assert_eq!(
+            bits.len(),
+            n * k,
+            "bf16 weight: {} values for {n}×{k}",
+            bits.len()
+        );
+        Weight { bits, n, k }
+    }
+
+    /// Rows `j0 .. j0 + rows` (zeros past `n`), each padded with zeros to `ld` values, into
+    /// `dst` (for blocks at the edges, where the kernels read whole tiles).
+    pub(crate) fn copy_rows(&self, j0: usize, rows: usize, ld: usize, dst: &mut Vec<u16>) {
+        dst.clear();
+        dst.resize(rows * ld, 0);
+        for r in 0..rows.min(self.n.saturating_sub(j0)) {
+            let j = j0 + r;
+            dst[r * ld..r * ld + self.k].copy_from_slice(&self.bits[j * self.k..(j + 1) * self.k]);
+        }
+    }
+}
+
+/// How each `Y` value starts before the product is added: `bias[j]` (or zero), plus the
+/// output's own value when `accumulate` (a residual already in place).
+#[derive(Debug, Clone, Copy)]
+pub struct Start<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub accumulate: bool,
+}
+
+/// A raw output pointer shared by tasks that write disjoint sets of values.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every task writes its own `(j, i)` block only, and `OutAt` maps distinct `(j, i)`
+// to distinct values (checked by `matmul`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Write a finished block: `tile` holds `Y[j0 + r, i0 + c]` at `r · ld + c`, for `rows`
+/// valid rows and `cols` valid columns.
+///
+/// # Safety
+/// `out` addresses every `(j, i)` of the block through `at` (the caller checked the whole
+/// output's extent), and no other thread writes them.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) unsafe fn write_block(
+    out: OutPtr,
+    at: OutAt,
+    start: Start<'_>,
+    tile: &[f32],
+    ld: usize,
+    (j0, rows): (usize, usize),
+    (i0, cols): (usize, usize),
+) {
+    let out = out.get();
+    let bias = |j: usize| start.bias.map_or(0.0, |b| b[j]);
+    // SAFETY: per the caller.
+    unsafe {
+        if at.col == 1 {
+            for r in 0..rows {
+                let b = bias(j0 + r);
+                let dst = out.add((j0 + r) * at.row + i0);
+                let src = &tile[r * ld..r * ld + cols];
+                for (c, v) in src.iter().enumerate() {
+                    let o = dst.add(c);
+                    let v = v + b;
+                    *o = if start.accumulate { *o + v } else { v };
+                }
+            }
+        } else {
+            for c in 0..cols {
+                let dst = out.add((i0 + c) * at.col + j0 * at.row);
+                for r in 0..rows {
+                    let o = dst.add(r * at.row);
+                    let v = tile[r * ld + c] + bias(j0 + r);
+                    *o = if start.accumulate { *o + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+/// `Y = start + W · Xᵀ` into `out` (see [`OutAt`], [`Start`]) on this thread's path
+/// ([`current_path`]). Returns the path taken.
+pub fn matmul(out: &mut [f32], at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) -> Bf16Path {
     let want = FORCED.with(|c| c.get());
-    matmul_on(out, a, m, b, bias, accumulate, want, CpuBf16::detect())
+    matmul_on(out, at, w, x, start, want, CpuBf16::detect())
 }
 
 /// [`matmul`] asking for `want` on a CPU with (at most) the features `cpu` (the detected
 /// ones are never exceeded: a simulated CPU can only lack features).
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_on(
     out: &mut [f32],
-    a: &[f32],
-    m: usize,
-    b: &PackedBf16,
-    bias: Option<&[f32]>,
-    accumulate: bool,
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
     want: Option<Bf16Path>,
     cpu: CpuBf16,
 ) -> Bf16Path {
-    let (n, k) = (b.n, b.k);
+    let (m, n) = (x.m, w.n);
     assert_eq!(
-        a.len(),
-        m * k,
-        "bf16 matmul: lhs of {} for {m}×{k}",
-        a.len()
+        w.k, x.k,
+        "bf16 matmul: weight k {} but activations k {}",
+        w.k, x.k
     );
-    assert_eq!(
-        out.len(),
-        m * n,
-        "bf16 matmul: out of {} for {m}×{n}",
-        out.len()
-    );
-    if let Some(bias) = bias {
+    if let Some(bias) = start.bias {
         assert_eq!(bias.len(), n, "bf16 matmul: bias of {} for {n}", bias.len());
     }
     let path = choose(want, cpu.and(CpuBf16::detect()));
     if m == 0 || n == 0 {
         return path;
     }
-    // The start, in place (the kernels add the product to `out`).
-    for row in out.chunks_exact_mut(n) {
-        match (bias, accumulate) {
-            (Some(bias), true) => row.iter_mut().zip(bias).for_each(|(o, b)| *o += b),
-            (Some(bias), false) => row.copy_from_slice(bias),
-            (None, true) => {}
-            (None, false) => row.fill(0.0),
-        }
-    }
+    // Every (j, i) lands inside `out`, and distinct ones on distinct values: the strides
+    // are 1 and a multiple of the other extent.
+    let last = (n - 1) * at.row + (m - 1) * at.col;
+    assert!(
+        last < out.len(),
+        "bf16 matmul: output of {} for {n}×{m} at {at:?}",
+        out.len()
+    );
+    assert!(
+        (at.col == 1 && at.row >= m) || (at.row == 1 && at.col >= n),
+        "bf16 matmul: overlapping output layout {at:?} for {n}×{m}"
+    );
+    let dst = OutPtr(out.as_mut_ptr());
     match path {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        // SAFETY: `choose` picked it from features this CPU (and the OS) has; `dst` covers
+        // the output (checked above).
+        Bf16Path::Amx => unsafe { amx::matmul(dst, at, w, x, start) },
         #[cfg(target_arch = "x86_64")]
-        Bf16Path::Avx512Bf16 => {
-            // SAFETY: `choose` picked it from features this CPU has.
-            unsafe { avx512::matmul_add(out, a, m, b) }
-        }
-        _ => portable_add(out, a, m, b),
+        // SAFETY: as above.
+        Bf16Path::Avx512Bf16 => unsafe { avx512::matmul(dst, at, w, x, start) },
+        // SAFETY: as above.
+        _ => unsafe { portable(dst, at, w, x, start) },
     }
     path
 }
 
-/// `out += a · b` with `b` widened to f32 and the f32 product of [`cpu_kernels`].
+/// How a product's blocks are spread over tasks: `jc` blocks of `jb` rows of `W` by `ic`
+/// blocks of 32 activation rows each, `tj × ti` tasks.
+pub(crate) struct Tasks {
+    pub jb: usize,
+    pub jc: usize,
+    pub ic: usize,
+    pub tj: usize,
+    pub ti: usize,
+}
+
+impl Tasks {
+    /// Enough tasks for the threads, each a run of `W` row blocks (kept in cache) against up
+    /// to 128 activation rows.
+    pub(crate) fn new(n: usize, m: usize, jb: usize) -> Tasks {
+        let threads = rayon::current_num_threads().max(1);
+        let (jblocks, iblocks) = (n.div_ceil(jb), m.div_ceil(32));
+        let ic = iblocks.min(4);
+        let ti = iblocks.div_ceil(ic);
+        let want_tj = (4 * threads).div_ceil(ti).clamp(1, jblocks);
+        let jc = jblocks.div_ceil(want_tj);
+        Tasks {
+            jb,
+            jc,
+            ic,
+            tj: jblocks.div_ceil(jc),
+            ti,
+        }
+    }
+
+    /// Task `t`'s `W` row blocks and activation blocks (of 32 rows).
+    pub(crate) fn ranges(
+        &self,
+        t: usize,
+        n: usize,
+        m: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (a, b) = (t / self.ti, t % self.ti);
+        let jblocks = n.div_ceil(self.jb);
+        let iblocks = m.div_ceil(32);
+        (
+            a * self.jc..((a + 1) * self.jc).min(jblocks),
+            b * self.ic..((b + 1) * self.ic).min(iblocks),
+        )
+    }
+}
+
+/// Rows of `W` the portable path widens at a time.
+const PORTABLE_ROWS: usize = 64;
+
+/// The portable path: `X` widened back to f32 once (`m × k`), `W` a block of rows at a time,
+/// and the f32 product of the `gemm` crate into a block of `Y`.
 ///
-/// TODO(issue 28): this widens the whole weight per call (a temporary of `n · k` f32);
-/// a blocked widening would keep the memory down on CPUs without bf16 instructions.
-///
-/// [`cpu_kernels`]: crate::model::cpu_kernels
-fn portable_add(out: &mut [f32], a: &[f32], m: usize, b: &PackedBf16) {
-    let (n, k) = (b.n, b.k);
-    let w = b.to_f32_nk();
-    // SAFETY: out is m × n row-major, read and written; a is m × k row-major; Wᵀ (k × n)
-    // is read through W's (n × k) strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            crate::model::cpu_kernels::parallelism(),
-        );
+/// # Safety
+/// `dst` covers the output through `at` (checked by [`matmul_on`]).
+unsafe fn portable(dst: OutPtr, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) {
+    let (m, n, k) = (x.m, w.n, w.k);
+    let xs: Vec<f32> = (0..m).flat_map(|i| x.row(i)).collect();
+    let mut wf = vec![0f32; PORTABLE_ROWS * k];
+    let mut y = vec![0f32; PORTABLE_ROWS * m];
+    for j0 in (0..n).step_by(PORTABLE_ROWS) {
+        let rows = PORTABLE_ROWS.min(n - j0);
+        for (d, s) in wf.iter_mut().zip(&w.bits[j0 * k..(j0 + rows) * k]) {
+            *d = bf16_to_f32(*s);
+        }
+        if k == 0 {
+            y.fill(0.0);
+        } else {
+            // SAFETY: y is rows × m row-major; wf is rows × k row-major; Xᵀ (k × m) is read
+            // through xs's (m × k) strides.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    m,
+                    k,
+                    y.as_mut_ptr(),
+                    1,
+                    m as isize,
+                    false,
+                    wf.as_ptr(),
+                    1,
+                    k as isize,
+                    xs.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    crate::model::cpu_kernels::parallelism(),
+                );
+            }
+        }
+        // SAFETY: per the caller; this thread writes every value.
+        unsafe { write_block(dst, at, start, &y, m, (j0, rows), (0, m)) };
     }
 }

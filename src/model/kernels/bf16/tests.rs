@@ -74,19 +74,51 @@ fn bf16_round_trip_and_rounding() {
     );
 }
 
+/// Run [`matmul_on`] for `y (m × n, tokens layout) = start + a · wᵀ`.
+#[allow(clippy::too_many_arguments)]
+fn run_tokens(
+    out: &mut [f32],
+    a: &[f32],
+    w: &[f32],
+    (m, n, k): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    accumulate: bool,
+    want: Option<Bf16Path>,
+    cpu: CpuBf16,
+) -> Bf16Path {
+    let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
+    let acts = Acts::from_rows(a, m, k);
+    matmul_on(
+        out,
+        OutAt::tokens(n),
+        Weight::new(&bits, n, k),
+        &acts,
+        Start { bias, accumulate },
+        want,
+        cpu,
+    )
+}
+
 #[test]
-fn packing_keeps_every_value() {
+fn acts_keep_every_value_rounded() {
     let mut rng = Rng(7);
-    for (n, k) in [(1, 1), (33, 7), (64, 300), (5, 2)] {
-        let w: Vec<f32> = rng
-            .vec(n * k)
-            .iter()
-            .map(|v| bf16_to_f32(f32_to_bf16(*v)))
-            .collect();
-        let p = PackedBf16::from_f32_nk(&w, n, k);
-        assert_eq!(p.to_f32_nk(), w, "{n}×{k}");
-        let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
-        assert_eq!(PackedBf16::from_bf16_bits_nk(&bits, n, k).to_f32_nk(), w);
+    for (m, k) in [(1, 1), (33, 7), (64, 300), (5, 2), (17, 33)] {
+        let x = rng.vec(m * k);
+        let acts = Acts::from_rows(&x, m, k);
+        assert_eq!((acts.m(), acts.k()), (m, k));
+        for i in 0..m {
+            let want: Vec<f32> = x[i * k..(i + 1) * k]
+                .iter()
+                .map(|v| bf16_to_f32(f32_to_bf16(*v)))
+                .collect();
+            assert_eq!(acts.row(i), want, "{m}×{k} row {i}");
+        }
+        // Padding (rows past m, k past k) is zero: the kernels read it.
+        let blocks = acts.data.len() / (acts.kp() * MB);
+        assert!(blocks >= 2 && blocks % 2 == 0);
+        let nonzero = acts.data.iter().filter(|v| **v != 0).count();
+        let real = x.iter().filter(|v| f32_to_bf16(**v) != 0).count();
+        assert_eq!(nonzero, real, "{m}×{k}: padding must be zero");
     }
 }
 
@@ -102,6 +134,7 @@ fn every_forced_path_matches_f64_on_odd_shapes() {
         (200, 70, 77),
         (31, 320, 768),
         (5, 1000, 1),
+        (40, 36, 64),
     ];
     for path in Bf16Path::ALL {
         for &(m, n, k) in &shapes {
@@ -112,20 +145,20 @@ fn every_forced_path_matches_f64_on_odd_shapes() {
                 let w = rng.vec(n * k);
                 let bias = with_bias.then(|| rng.vec(n));
                 let residual = with_residual.then(|| rng.vec(m * n));
-                let packed = PackedBf16::from_f32_nk(&w, n, k);
+                let want = reference(&a, &w, (m, n, k), bias.as_deref(), residual.as_deref());
+                // Tokens layout (a linear layer's).
                 let mut out = residual.clone().unwrap_or_else(|| vec![f32::NAN; m * n]);
-                let took = matmul_on(
+                let took = run_tokens(
                     &mut out,
                     &a,
-                    m,
-                    &packed,
+                    &w,
+                    (m, n, k),
                     bias.as_deref(),
                     with_residual,
                     Some(path),
                     CpuBf16::detect(),
                 );
                 assert_eq!(took, choose(Some(path), CpuBf16::detect()));
-                let want = reference(&a, &w, (m, n, k), bias.as_deref(), residual.as_deref());
                 let err = rel_err(&out, &want);
                 // bf16 keeps 8 significant bits: each product is off by up to ~2^-8
                 // relative, and the errors of k terms partly cancel.
@@ -133,32 +166,66 @@ fn every_forced_path_matches_f64_on_odd_shapes() {
                     err < 1e-2,
                     "{path} (took {took}) {m}×{n}×{k} bias {with_bias} residual {with_residual}: {err}"
                 );
+                // Channels layout (a convolution's): the transpose, in place.
+                let mut out_t = vec![f32::NAN; m * n];
+                if let Some(r) = &residual {
+                    for i in 0..m {
+                        for j in 0..n {
+                            out_t[j * m + i] = r[i * n + j];
+                        }
+                    }
+                }
+                let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
+                with_forced_path(path, || {
+                    matmul(
+                        &mut out_t,
+                        OutAt::channels(m),
+                        Weight::new(&bits, n, k),
+                        &Acts::from_rows(&a, m, k),
+                        Start {
+                            bias: bias.as_deref(),
+                            accumulate: with_residual,
+                        },
+                    )
+                });
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(out_t[j * m + i], out[i * n + j], "{path} {m}×{n}×{k}");
+                    }
+                }
             }
         }
     }
 }
 
 #[test]
-fn paths_agree_with_each_other_closely() {
-    // Not bit-equal (the portable path keeps A in f32), but both near the f64 result.
+fn paths_agree_to_summation_order() {
+    // The same bf16 operands on every path: only the order of the f32 sums differs.
     let mut rng = Rng(42);
     let (m, n, k) = (50, 96, 640);
     let a = rng.vec(m * k);
     let w = rng.vec(n * k);
-    let packed = PackedBf16::from_f32_nk(&w, n, k);
     let outs: Vec<Vec<f32>> = runnable()
         .into_iter()
         .map(|p| {
             let mut out = vec![0f32; m * n];
-            with_forced_path(p, || {
-                assert_eq!(matmul(&mut out, &a, m, &packed, None, false), p)
-            });
+            let took = run_tokens(
+                &mut out,
+                &a,
+                &w,
+                (m, n, k),
+                None,
+                false,
+                Some(p),
+                CpuBf16::detect(),
+            );
+            assert_eq!(took, p);
             out
         })
         .collect();
     let first: Vec<f64> = outs[0].iter().map(|v| *v as f64).collect();
     for o in &outs[1..] {
-        assert!(rel_err(o, &first) < 1e-2);
+        assert!(rel_err(o, &first) < 1e-5, "{}", rel_err(o, &first));
     }
 }
 
@@ -184,27 +251,30 @@ fn a_path_the_cpu_lacks_is_refused_and_named() {
     assert_eq!(Bf16Path::Avx512Bf16.to_string(), "AVX512-bf16");
     assert_eq!(Bf16Path::Portable.name(), "portable");
     assert_eq!(Bf16Path::Amx.name(), "AMX");
-    // AMX is not implemented: never detected.
-    assert!(!CpuBf16::detect().amx);
 
-    // A simulated CPU without AVX512-bf16 runs the request on the portable path, correctly.
+    // A simulated CPU without bf16 instructions runs the request on the portable path,
+    // correctly; one with AVX512-bf16 only runs an AMX request there.
     let mut rng = Rng(3);
     let (m, n, k) = (9, 40, 33);
     let (a, w) = (rng.vec(m * k), rng.vec(n * k));
-    let packed = PackedBf16::from_f32_nk(&w, n, k);
-    let mut out = vec![0f32; m * n];
-    let took = matmul_on(
-        &mut out,
-        &a,
-        m,
-        &packed,
-        None,
-        false,
-        Some(Bf16Path::Avx512Bf16),
-        CpuBf16::NONE,
-    );
-    assert_eq!(took, Bf16Path::Portable);
-    assert!(rel_err(&out, &reference(&a, &w, (m, n, k), None, None)) < 1e-2);
+    for (cpu, want) in [
+        (CpuBf16::NONE, Bf16Path::Portable),
+        (zen4, Bf16Path::Avx512Bf16),
+    ] {
+        let mut out = vec![0f32; m * n];
+        let took = run_tokens(
+            &mut out,
+            &a,
+            &w,
+            (m, n, k),
+            None,
+            false,
+            Some(Bf16Path::Amx),
+            cpu,
+        );
+        assert_eq!(took, choose(Some(want), CpuBf16::detect()));
+        assert!(rel_err(&out, &reference(&a, &w, (m, n, k), None, None)) < 1e-2);
+    }
 }
 
 #[test]
@@ -232,13 +302,12 @@ fn nan_in_either_operand_reaches_the_output() {
             } else {
                 w[20 * k + 8] = f32::NAN;
             }
-            let packed = PackedBf16::from_f32_nk(&w, n, k);
             let mut out = vec![0f32; m * n];
-            matmul_on(
+            run_tokens(
                 &mut out,
                 &a,
-                m,
-                &packed,
+                &w,
+                (m, n, k),
                 None,
                 false,
                 Some(path),
@@ -272,7 +341,7 @@ fn gflops() {
     ] {
         let a = rng.vec(m * k);
         let w = rng.vec(n * k);
-        let packed = PackedBf16::from_f32_nk(&w, n, k);
+        let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
         let flops = 2.0 * (m * n * k) as f64;
         let time = |f: &mut dyn FnMut()| {
             f();
@@ -320,21 +389,24 @@ fn gflops() {
         let mut line = format!("{m}×{n}×{k}: f32 gemm {:.1}", flops / f32_s / 1e9);
         for path in runnable() {
             let s = time(&mut || {
+                let acts = Acts::from_rows(&a, m, k);
                 matmul_on(
                     &mut out,
-                    &a,
-                    m,
-                    &packed,
-                    None,
-                    false,
+                    OutAt::tokens(n),
+                    Weight::new(&bits, n, k),
+                    &acts,
+                    Start {
+                        bias: None,
+                        accumulate: false,
+                    },
                     Some(path),
                     CpuBf16::detect(),
                 );
             });
             line += &format!(", {path} {:.1}", flops / s / 1e9);
         }
-        // Whole bf16 linear layers on tensors (bf16 input and output): this module's, which
-        // packs the weight per call, and candle's, which widens both operands per call.
+        // Whole bf16 linear layers on tensors (bf16 input and output): this module's (the
+        // activations rounded per call, the weight read in place), and candle's, which widens both operands per call.
         use candle_core::{DType, Device, Module, Tensor};
         let x = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu)
             .and_then(|t| t.to_dtype(DType::BF16))
