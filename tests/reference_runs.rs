@@ -221,8 +221,10 @@ fn adaptive_runs_reproduce_published_masks() {
 
 /// `--dtype bf16` on the CPU (bf16 weights for the products, f32 activations) on every
 /// bf16 kernel path this machine can run, forced one at a time: the final latents of the
-/// baseline runs stay within 2e-2 relative of diffusers' f32 ones, and every path computes
-/// the same run (the same bf16 operands; only f32 summation order differs).
+/// baseline runs stay within 2e-2 relative of diffusers' f32 ones. (The paths multiply the
+/// same bf16 operands, but a different f32 summation order can round an activation to the
+/// neighbouring bf16 value, so two paths' runs differ by about as much as each differs from
+/// f32.)
 #[test]
 fn bf16_runs_on_every_kernel_path_stay_near_f32() {
     use adaptive_diffusion::model::kernels::bf16::{Bf16Path, CpuBf16, choose, with_forced_path};
@@ -249,7 +251,6 @@ fn bf16_runs_on_every_kernel_path_stay_near_f32() {
         let name = b["scheduler"].as_str().unwrap();
         let steps = b["steps"].as_u64().unwrap() as usize;
         let t = tensors(b["file"].as_str().unwrap());
-        let mut first: Option<Tensor> = None;
         for path in &paths {
             let (out, _) = with_forced_path(*path, || {
                 run(&s, kind(name), steps, Method::BASELINE, &t["init_latents"])
@@ -258,17 +259,6 @@ fn bf16_runs_on_every_kernel_path_stay_near_f32() {
             let e = rel_err(&out.latents, &t["final_latents"]);
             println!("{name} bf16 on {path}: final latents relative error {e:e} vs f32");
             assert!(e < 2e-2, "{name} bf16 on {path}: relative error {e:e}");
-            match &first {
-                None => first = Some(out.latents),
-                Some(f) => {
-                    let d = rel_err(&out.latents, f);
-                    assert!(
-                        d < 1e-3,
-                        "{name}: {path} differs from {:?} by {d:e}",
-                        paths[0]
-                    );
-                }
-            }
         }
     }
 }

@@ -51,6 +51,36 @@ pub(crate) fn linear_add(
     l.forward(x)? + residual
 }
 
+/// The time (and SDXL's added) embedding MLP, `linear_2(silu(linear_1(x)))`, as
+/// candle-transformers' `TimestepEmbedding` but on [`linear`] (so bf16 weights on the CPU
+/// take the bf16 kernels).
+#[derive(Debug)]
+pub(crate) struct TimestepEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+    kernels: Kernels,
+}
+
+impl TimestepEmbedding {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        channels: usize,
+        dim: usize,
+        kernels: Kernels,
+    ) -> CResult<Self> {
+        Ok(Self {
+            linear_1: candle_nn::linear(channels, dim, vb.pp("linear_1"))?,
+            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            kernels,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let h = candle_nn::ops::silu(&linear(&self.linear_1, x, self.kernels)?)?;
+        linear(&self.linear_2, &h, self.kernels)
+    }
+}
+
 /// GroupNorm, optionally followed by SiLU: fused on the CPU for inference.
 pub(crate) struct Norm {
     gn: GroupNorm,

@@ -20,6 +20,7 @@
 
 use crate::model::clip_layout::{per_frame, to_clip, to_frames};
 use crate::model::config::{UNetBlock, UNetConfig};
+use crate::model::layers::TimestepEmbedding;
 use crate::model::layers::{Conv, Kernels, Norm, conv3x3, linear};
 use crate::model::unet::{
     Downsample, ModuleCache, Resnet, Transformer2D, TransformerBlock, Upsample, Wrapped, resnet,
@@ -27,9 +28,8 @@ use crate::model::unet::{
 };
 use crate::sampler::UNetPart;
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -478,7 +478,7 @@ impl UNet3D {
         let g = cfg.norm_num_groups;
         let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"), kernels)?;
         let time_embedding =
-            TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim)?;
+            TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim, kernels)?;
         let transformer_in = TemporalTransformer::new(
             vb.pp("transformer_in"),
             c0,

@@ -2,11 +2,11 @@
 //! mid and up blocks (each module wrapped for DeepCache through [`ModuleCache`]).
 
 use super::*;
-use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3};
+use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear};
 use crate::model::motion::Temporal;
 use crate::model::profile::time;
 use crate::sampler::UNetPart;
-use candle_core::{D, Module, Tensor};
+use candle_core::{D, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::model::config::{UNetBlock, UNetConfig};
@@ -36,11 +36,14 @@ impl Resnet {
         })?;
         let h = self.conv1.forward(&h)?;
         let h = time("resnet temb add", || {
-            self.time_emb_proj
-                .forward(&candle_nn::ops::silu(temb)?)?
-                .unsqueeze(D::Minus1)?
-                .unsqueeze(D::Minus1)?
-                .broadcast_add(&h)
+            linear(
+                &self.time_emb_proj,
+                &candle_nn::ops::silu(temb)?,
+                self.kernels,
+            )?
+            .unsqueeze(D::Minus1)?
+            .unsqueeze(D::Minus1)?
+            .broadcast_add(&h)
         })?;
         let h = time("groupnorm+silu", || {
             self.norm2.forward(&h, true, self.kernels)

@@ -12,13 +12,13 @@
 //! * [`module_cache`] — [`ModuleCache`]: what partial calls (DeepCache, T-GATE) keep.
 //! * Here: the time embedding, SDXL's added conditioning and the [`UNet`] itself.
 
+use crate::model::layers::TimestepEmbedding;
 use crate::model::layers::{Conv, Kernels, Norm, conv3x3};
 use crate::model::motion::Temporal;
 use crate::sampler::UNetPart;
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Module, Tensor};
+use candle_core::{D, DType, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::embeddings::TimestepEmbedding;
 
 use crate::model::config::UNetConfig;
 
@@ -120,7 +120,7 @@ impl UNet {
         let c0 = cfg.down[0].out_channels;
         let conv_in = conv3x3(cfg.in_channels, c0, 1, 1, vb.pp("conv_in"), kernels)?;
         let time_embedding =
-            TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim)?;
+            TimestepEmbedding::new(vb.pp("time_embedding"), c0, cfg.time_embed_dim, kernels)?;
         let text_time = match &cfg.text_time {
             None => None,
             Some(tt) => Some(TextTimeEmbedding {
@@ -129,6 +129,7 @@ impl UNet {
                     vb.pp("add_embedding"),
                     tt.input_dim,
                     cfg.time_embed_dim,
+                    kernels,
                 )?,
             }),
         };
