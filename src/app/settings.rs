@@ -545,6 +545,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_number_format_reaches_the_job_and_names_the_bf16_path() {
+        let mut s = Settings::default();
+        assert_eq!(s.job(10).unwrap().dtype, None);
+        let names: Vec<Option<&str>> = Precision::ALL.iter().map(|p| p.dtype_name()).collect();
+        assert_eq!(names, [None, Some("f32"), Some("bf16"), Some("f16")]);
+        s.precision = Precision::Bf16;
+        assert_eq!(s.job(10).unwrap().dtype, Some(candle_core::DType::BF16));
+        s.precision = Precision::F16;
+        assert_eq!(s.job(10).unwrap().dtype, Some(candle_core::DType::F16));
+        let path = crate::model::kernels::bf16::current_path();
+        assert!(
+            Precision::Bf16.label().contains(&format!("{path} kernels")),
+            "{}",
+            Precision::Bf16.label()
+        );
+        // Old settings files (without the field) read as the default.
+        let old: Settings = serde_json::from_str(r#"{"force_cpu": true}"#).unwrap();
+        assert_eq!(old.precision, Precision::Default);
+    }
+
+    #[test]
     fn frames_reach_the_job_only_when_the_model_makes_clips() {
         let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut s = Settings {

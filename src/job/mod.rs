@@ -465,6 +465,8 @@ mod tests {
             |s: &mut Job| s.width = Some(64),
             |s: &mut Job| s.model = ModelSource::Local("y".into()),
             |s: &mut Job| s.force_cpu = false,
+            // A bf16 side is never compared with (or served from the cache of) an f32 one.
+            |s: &mut Job| s.set_dtype_name(Some("bf16")),
             |s: &mut Job| s.init_latents = Some("l.safetensors".into()),
         ] {
             let mut c = a.clone();

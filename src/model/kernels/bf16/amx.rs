@@ -76,14 +76,26 @@ impl TileConfig {
 /// # Safety
 /// The CPU has AMX-BF16 and the permission was granted ([`available`]); `dst` covers the
 /// output through `at`.
-pub(super) unsafe fn matmul(dst: OutPtr, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) {
+pub(super) unsafe fn matmul(
+    dst: OutPtr,
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    parallel: bool,
+) {
     let (m, n) = (x.m(), w.n);
-    let tasks = Tasks::new(n, m, JB);
-    (0..tasks.tj * tasks.ti).into_par_iter().for_each(|t| {
+    let tasks = Tasks::new(n, m, JB, parallel);
+    let run = |t: usize| {
         let (jr, ir) = tasks.ranges(t, n, m);
         // SAFETY: per the caller; this task's blocks are written by this task only.
         unsafe { task(dst, at, w, x, start, jr, ir) };
-    });
+    };
+    if parallel {
+        (0..tasks.tj * tasks.ti).into_par_iter().for_each(run);
+    } else {
+        (0..tasks.tj * tasks.ti).for_each(run);
+    }
 }
 
 /// One task: blocks `jr` of `W` rows (of [`JB`]) × blocks `ir` of 32 activations.
@@ -118,8 +130,8 @@ unsafe fn task(
         };
         for ib in ir.clone() {
             let i0 = ib * 32;
-            let x0 = x.block(2 * ib).as_ptr();
-            let x1 = x.block(2 * ib + 1).as_ptr();
+            let x0 = x.block(2 * ib).as_ptr().cast::<u16>();
+            let x1 = x.block(2 * ib + 1).as_ptr().cast::<u16>();
             // SAFETY: wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold kp · MB
             // values each; tile holds JB × 32 f32.
             unsafe { block(wp, ldw * 2, x0, x1, steps, tile.as_mut_ptr()) };

@@ -18,14 +18,26 @@ const MR: usize = 12;
 ///
 /// # Safety
 /// The CPU has AVX512F and AVX512-bf16; `dst` covers the output through `at`.
-pub(super) unsafe fn matmul(dst: OutPtr, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) {
+pub(super) unsafe fn matmul(
+    dst: OutPtr,
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    parallel: bool,
+) {
     let (m, n) = (x.m(), w.n);
-    let tasks = Tasks::new(n, m, MR);
-    (0..tasks.tj * tasks.ti).into_par_iter().for_each(|t| {
+    let tasks = Tasks::new(n, m, MR, parallel);
+    let run = |t: usize| {
         let (jr, ir) = tasks.ranges(t, n, m);
         // SAFETY: per the caller; this task's blocks are written by this task only.
         unsafe { task(dst, at, w, x, start, jr, ir) };
-    });
+    };
+    if parallel {
+        (0..tasks.tj * tasks.ti).into_par_iter().for_each(run);
+    } else {
+        (0..tasks.tj * tasks.ti).for_each(run);
+    }
 }
 
 /// One task: strips `jr` of [`MR`] `W` rows × blocks `ir` of 32 activations.
@@ -55,8 +67,8 @@ unsafe fn task(
         };
         for ib in ir.clone() {
             let i0 = ib * 32;
-            let x0 = x.block(2 * ib).as_ptr();
-            let x1 = x.block(2 * ib + 1).as_ptr();
+            let x0 = x.block(2 * ib).as_ptr().cast::<u16>();
+            let x1 = x.block(2 * ib + 1).as_ptr().cast::<u16>();
             // SAFETY: wp addresses MR rows of 2 · pairs values at stride ldw; x0/x1 hold
             // ≥ pairs · 2 · MB values each; tile is MR × 32.
             unsafe { kernel(pairs, wp, ldw, x0, x1, tile.as_mut_ptr()) };

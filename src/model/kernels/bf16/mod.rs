@@ -24,6 +24,7 @@
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod conv;
@@ -160,10 +161,10 @@ pub fn current_path() -> Bf16Path {
 #[inline(always)]
 pub fn f32_to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    // A select, not a branch, so that loops over slices vectorise.
+    let nan = (b >> 16) | 0x40;
+    (if x.is_nan() { nan } else { rounded }) as u16
 }
 
 /// The f32 value of the bf16 bits `h` (exact).
@@ -186,7 +187,8 @@ pub struct Acts {
     k: usize,
     /// `k` padded to a multiple of [`KB`].
     kp: usize,
-    data: Vec<u16>,
+    /// Pairs of bf16 values, the first in the low half (little-endian memory order).
+    data: Vec<u32>,
 }
 
 impl std::fmt::Debug for Acts {
@@ -205,25 +207,47 @@ impl Acts {
     /// From a function that writes row `i`'s `k` values (called once per row, from several
     /// threads: a convolution's patches are gathered this way, never stored in f32).
     pub fn build(m: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Acts {
+        Acts::build_with(m, k, true, fill)
+    }
+
+    /// [`Acts::build`] on the rayon threads (`parallel`) or on this thread alone.
+    pub fn build_with(
+        m: usize,
+        k: usize,
+        parallel: bool,
+        fill: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> Acts {
         use rayon::prelude::*;
         let kp = k.div_ceil(KB).max(1) * KB;
         let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
-        let mut data = vec![0u16; blocks * kp * MB];
-        data.par_chunks_mut(kp * MB).enumerate().for_each_init(
-            || vec![0f32; k],
-            |row, (b, block)| {
-                for r in 0..MB.min(m.saturating_sub(b * MB)) {
-                    fill(b * MB + r, row);
-                    for (p, two) in row.chunks(2).enumerate() {
-                        let at = p * 2 * MB + r * 2;
-                        block[at] = f32_to_bf16(two[0]);
-                        if let Some(v) = two.get(1) {
-                            block[at + 1] = f32_to_bf16(*v);
-                        }
-                    }
+        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        let init = || (vec![0f32; k], vec![0u32; k.div_ceil(2)]);
+        let one = |(row, pairs): &mut (Vec<f32>, Vec<u32>), (b, block): (usize, &mut [u32])| {
+            for r in 0..MB.min(m.saturating_sub(b * MB)) {
+                fill(b * MB + r, row);
+                let mut two = row.chunks_exact(2);
+                for (p, v) in pairs.iter_mut().zip(&mut two) {
+                    *p = f32_to_bf16(v[0]) as u32 | (f32_to_bf16(v[1]) as u32) << 16;
                 }
-            },
-        );
+                if let [last] = two.remainder() {
+                    pairs[k / 2] = f32_to_bf16(*last) as u32;
+                }
+                for (p, v) in pairs.iter().enumerate() {
+                    block[p * MB + r] = *v;
+                }
+            }
+        };
+        let chunks = kp / 2 * MB;
+        if parallel {
+            data.par_chunks_mut(chunks)
+                .enumerate()
+                .for_each_init(init, one);
+        } else {
+            let mut scratch = init();
+            for item in data.chunks_mut(chunks).enumerate() {
+                one(&mut scratch, item);
+            }
+        }
         Acts { m, k, kp, data }
     }
 
@@ -237,9 +261,11 @@ impl Acts {
         self.k
     }
 
-    /// Block `b`'s values (`kp · MB`), the rows `16b … 16b + 15`.
-    pub(crate) fn block(&self, b: usize) -> &[u16] {
-        &self.data[b * self.kp * MB..(b + 1) * self.kp * MB]
+    /// Block `b`'s values (`kp · MB` bf16 as `kp / 2 · MB` pairs), the rows
+    /// `16b … 16b + 15`.
+    pub(crate) fn block(&self, b: usize) -> &[u32] {
+        let len = self.kp / 2 * MB;
+        &self.data[b * len..(b + 1) * len]
     }
 
     /// `k` padded to a multiple of [`KB`].
@@ -252,7 +278,7 @@ impl Acts {
         let block = self.block(i / MB);
         let r = i % MB;
         (0..self.k)
-            .map(|kk| bf16_to_f32(block[(kk / 2) * 2 * MB + r * 2 + kk % 2]))
+            .map(|kk| bf16_to_f32((block[(kk / 2) * MB + r] >> (16 * (kk % 2))) as u16))
             .collect()
     }
 }
@@ -424,19 +450,40 @@ pub fn matmul_on(
         (at.col == 1 && at.row >= m) || (at.row == 1 && at.col >= n),
         "bf16 matmul: overlapping output layout {at:?} for {n}×{m}"
     );
-    let dst = OutPtr(out.as_mut_ptr());
-    match path {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        // SAFETY: `choose` picked it from features this CPU (and the OS) has; `dst` covers
-        // the output (checked above).
-        Bf16Path::Amx => unsafe { amx::matmul(dst, at, w, x, start) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Bf16Path::Avx512Bf16 => unsafe { avx512::matmul(dst, at, w, x, start) },
-        // SAFETY: as above.
-        _ => unsafe { portable(dst, at, w, x, start) },
-    }
+    // SAFETY: `choose` picked the path from features this CPU (and the OS) has; `dst`
+    // covers the output (checked above).
+    unsafe { matmul_raw(OutPtr(out.as_mut_ptr()), at, w, x, start, path, true) };
     path
+}
+
+/// The product on `path` into a raw output, on the rayon threads (`parallel`) or on this
+/// thread alone (inside a task that is already one of many).
+///
+/// # Safety
+/// `path` runs on this CPU ([`choose`]); `dst` addresses every `(j, i)` through `at`,
+/// distinct values for distinct `(j, i)`, which no other thread touches meanwhile.
+pub(crate) unsafe fn matmul_raw(
+    dst: OutPtr,
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    path: Bf16Path,
+    parallel: bool,
+) {
+    if x.m == 0 || w.n == 0 {
+        return;
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        match path {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Bf16Path::Amx => amx::matmul(dst, at, w, x, start, parallel),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Avx512Bf16 => avx512::matmul(dst, at, w, x, start, parallel),
+            _ => portable(dst, at, w, x, start, parallel),
+        }
+    }
 }
 
 /// How a product's blocks are spread over tasks: `jc` blocks of `jb` rows of `W` by `ic`
@@ -450,10 +497,14 @@ pub(crate) struct Tasks {
 }
 
 impl Tasks {
-    /// Enough tasks for the threads, each a run of `W` row blocks (kept in cache) against up
-    /// to 128 activation rows.
-    pub(crate) fn new(n: usize, m: usize, jb: usize) -> Tasks {
-        let threads = rayon::current_num_threads().max(1);
+    /// Enough tasks for the threads (one thread when not `parallel`), each a run of `W` row
+    /// blocks (kept in cache) against up to 128 activation rows.
+    pub(crate) fn new(n: usize, m: usize, jb: usize, parallel: bool) -> Tasks {
+        let threads = if parallel {
+            rayon::current_num_threads().max(1)
+        } else {
+            1
+        };
         let (jblocks, iblocks) = (n.div_ceil(jb), m.div_ceil(32));
         let ic = iblocks.min(4);
         let ti = iblocks.div_ceil(ic);
@@ -493,7 +544,14 @@ const PORTABLE_ROWS: usize = 64;
 ///
 /// # Safety
 /// `dst` covers the output through `at` (checked by [`matmul_on`]).
-unsafe fn portable(dst: OutPtr, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) {
+unsafe fn portable(
+    dst: OutPtr,
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    parallel: bool,
+) {
     let (m, n, k) = (x.m, w.n, w.k);
     let xs: Vec<f32> = (0..m).flat_map(|i| x.row(i)).collect();
     let mut wf = vec![0f32; PORTABLE_ROWS * k];
@@ -528,7 +586,11 @@ unsafe fn portable(dst: OutPtr, at: OutAt, w: Weight<'_>, x: &Acts, start: Start
                     false,
                     false,
                     false,
-                    crate::model::cpu_kernels::parallelism(),
+                    if parallel {
+                        crate::model::cpu_kernels::parallelism()
+                    } else {
+                        gemm::Parallelism::None
+                    },
                 );
             }
         }

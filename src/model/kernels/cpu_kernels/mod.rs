@@ -167,7 +167,7 @@ fn exp2_nonpositive(t: f32) -> f32 {
 simd_fn! {
     /// `x ← exp(scale·(x − max))` over a row (`scale` > 0, `max` the row's largest value);
     /// returns the sum of the results.
-    fn exp_scaled_in_place(row: &mut [f32], max: f32, scale: f32) -> f32 {
+    pub(crate) fn exp_scaled_in_place(row: &mut [f32], max: f32, scale: f32) -> f32 {
         // exp(s·(x − max)) = 2^(x·s·log2 e − max·s·log2 e): one multiply-add per value.
         let s2 = scale * std::f32::consts::LOG2_E;
         let m2 = -max * s2;
@@ -192,7 +192,7 @@ simd_fn! {
 simd_fn! {
     /// The largest value of a non-empty row, NaN when the row holds one (`f32::max` would
     /// skip it, and the softmax would then hide a poisoned score).
-    fn row_max(row: &[f32]) -> f32 {
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
         #[inline(always)]
         fn max_nan(a: f32, v: f32) -> f32 {
             if v > a || v.is_nan() { v } else { a }

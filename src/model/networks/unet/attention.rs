@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::cpu_kernels;
+use crate::model::kernels::bf16;
 use crate::model::layers::{Conv, Kernels, Norm, conv1x1, linear, linear_add};
 use crate::model::profile::time;
 use candle_core::{D, DType, Module, Tensor};
@@ -105,6 +106,16 @@ impl Attention {
         } else {
             "attn core (self)"
         };
+        // Mixed bf16 on the CPU (bf16 weights, f32 activations): both products in bf16.
+        if kernels == Kernels::Fused
+            && self.to_q.weight().dtype() == DType::BF16
+            && bf16::attention::applies(&q, &k, &v)
+        {
+            let o = time(core, || {
+                bf16::attention::attention(&q, &k, &v, self.heads, self.scale as f32)
+            })?;
+            return time("attn out", || self.out(&o, residual));
+        }
         if kernels == Kernels::Fused && cpu_kernels::applies(&[&q, &k, &v]) {
             let o = time(core, || {
                 cpu_kernels::attention(&q, &k, &v, self.heads, self.scale as f32)

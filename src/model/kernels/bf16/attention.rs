@@ -1,0 +1,163 @@
+//! Attention with bf16 products on the CPU (the mixed precision of `--dtype bf16`): f32
+//! queries, keys and values in, f32 out; both products (`Q·Kᵀ` and `P·V`) run on the bf16
+//! kernels with f32 accumulation, the softmax in f32 — as PyTorch's autocast does.
+//!
+//! Each (batch, head) has its keys `(m × hd)` and transposed values `(hd × m)` rounded to
+//! bf16 once, as the products' weight operand; then tasks of [`ROWS`] queries each compute
+//! their scores (`rows × m`, f32, a few hundred KB), exponentiate them in place, round the
+//! probabilities into the kernels' layout and multiply by the values straight into the
+//! output, scaled by the row sums. Every task runs its products on its own thread.
+
+use super::{Acts, Bf16Path, OutAt, OutPtr, Start, Weight, f32_to_bf16, matmul_raw};
+use crate::model::cpu_kernels::{exp_scaled_in_place, row_max, with_slice};
+use candle_core::{DType, Device, Result, Tensor};
+use rayon::prelude::*;
+
+/// Queries per task.
+const ROWS: usize = 64;
+
+/// Whether [`attention`] should run these: f32 on the CPU, on a path with bf16 instructions
+/// (on the portable path the f32 attention kernel is faster).
+pub fn applies(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    [q, k, v]
+        .iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+        && super::current_path() != Bf16Path::Portable
+}
+
+/// `softmax(scale · Q Kᵀ) V` per head, for `q` `(b, n, dim)` and `k`, `v` `(b, m, dim)`
+/// with `heads` heads of `dim / heads`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
+    let (b, n, dim) = q.dims3()?;
+    let (bk, m, dk) = k.dims3()?;
+    if bk != b || dk != dim || v.dims3()? != (b, m, dim) || heads == 0 || !dim.is_multiple_of(heads)
+    {
+        candle_core::bail!(
+            "attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    let hd = dim / heads;
+    let path = super::current_path();
+    let mut out = vec![0f32; b * n * dim];
+    let dst = OutPtr(out.as_mut_ptr());
+    with_slice(k, |ks| {
+        with_slice(v, |vs| {
+            with_slice(q, |qs| {
+                // Keys (m × hd) and transposed values (hd × m) per (batch, head), in bf16.
+                let mut kb = vec![0u16; b * heads * m * hd];
+                let mut vt = vec![0u16; b * heads * hd * m];
+                kb.par_chunks_mut(m * hd)
+                    .zip(vt.par_chunks_mut(hd * m))
+                    .enumerate()
+                    .for_each(|(bh, (kh, vh))| {
+                        let (bi, h) = (bh / heads, bh % heads);
+                        for j in 0..m {
+                            let src = (bi * m + j) * dim + h * hd;
+                            for d in 0..hd {
+                                kh[j * hd + d] = f32_to_bf16(ks[src + d]);
+                                vh[d * m + j] = f32_to_bf16(vs[src + d]);
+                            }
+                        }
+                    });
+                let blocks = n.div_ceil(ROWS);
+                (0..b * heads * blocks).into_par_iter().for_each_init(
+                    || vec![0f32; ROWS * m],
+                    |scores, task| {
+                        let block = task % blocks;
+                        let bh = task / blocks;
+                        let (bi, h) = (bh / heads, bh % heads);
+                        let start = block * ROWS;
+                        let rows = ROWS.min(n - start);
+                        let q0 = (bi * n + start) * dim + h * hd;
+                        let qa = Acts::build_with(rows, hd, false, |i, row| {
+                            for (r, x) in row.iter_mut().zip(&qs[q0 + i * dim..][..hd]) {
+                                *r = x * scale;
+                            }
+                        });
+                        let keys = Weight::new(&kb[bh * m * hd..(bh + 1) * m * hd], m, hd);
+                        let scores = &mut scores[..rows * m];
+                        let none = Start {
+                            bias: None,
+                            accumulate: false,
+                        };
+                        // SAFETY: `path` runs here (chosen from this CPU's features); the
+                        // scores (rows × m, row-major) are this task's own.
+                        unsafe {
+                            matmul_raw(
+                                OutPtr(scores.as_mut_ptr()),
+                                OutAt::tokens(m),
+                                keys,
+                                &qa,
+                                none,
+                                path,
+                                false,
+                            )
+                        };
+                        let mut sums = [0f32; ROWS];
+                        for (row, sum) in scores.chunks_exact_mut(m).zip(sums.iter_mut()) {
+                            let max = row_max(row);
+                            *sum = exp_scaled_in_place(row, max, 1.0);
+                        }
+                        let pa = Acts::build_with(rows, m, false, |i, row| {
+                            row.copy_from_slice(&scores[i * m..(i + 1) * m])
+                        });
+                        let values = Weight::new(&vt[bh * hd * m..(bh + 1) * hd * m], hd, m);
+                        // SAFETY: as above; this task's output block (rows × hd at row
+                        // stride dim, from q0) is written by no other task.
+                        unsafe {
+                            let o = dst.get().add(q0);
+                            matmul_raw(
+                                OutPtr(o),
+                                OutAt { row: 1, col: dim },
+                                values,
+                                &pa,
+                                none,
+                                path,
+                                false,
+                            );
+                            for (r, sum) in sums.iter().take(rows).enumerate() {
+                                let inv = 1.0 / sum;
+                                for x in std::slice::from_raw_parts_mut(o.add(r * dim), hd) {
+                                    *x *= inv;
+                                }
+                            }
+                        }
+                    },
+                );
+                Ok(())
+            })
+        })
+    })?;
+    super::linear::said(path);
+    Tensor::from_vec(out, (b, n, dim), q.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_f32_attention_on_every_path_with_bf16_instructions() {
+        let dev = Device::Cpu;
+        for (b, n, m, dim, heads) in [(2, 70, 77, 64, 2), (1, 130, 130, 40, 1), (2, 9, 5, 48, 3)] {
+            let q = Tensor::randn(0f32, 1.0, (b, n, dim), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, m, dim), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, m, dim), &dev).unwrap();
+            let scale = 1.0 / ((dim / heads) as f32).sqrt();
+            let want = crate::model::cpu_kernels::attention(&q, &k, &v, heads, scale).unwrap();
+            for path in Bf16Path::ALL {
+                super::super::with_forced_path(path, || {
+                    let got = attention(&q, &k, &v, heads, scale).unwrap();
+                    let diff = (&got - &want).unwrap().sqr().unwrap().sum_all().unwrap();
+                    let norm = want.sqr().unwrap().sum_all().unwrap();
+                    let rel = (diff.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap())
+                        .sqrt();
+                    assert!(rel < 1e-2, "{path} {b}×{n}×{m}×{dim}/{heads}: {rel}");
+                });
+            }
+        }
+    }
+}
