@@ -29,6 +29,8 @@ pub struct ExportData {
     pub model_notes: Vec<String>,
     /// Device name.
     pub device: String,
+    /// The UNet's number format.
+    pub precision: String,
     /// Model load time, ms.
     pub load_ms: f64,
     /// The baseline.
@@ -231,6 +233,7 @@ impl ExportData {
                 loras: self.spec.loras.iter().map(|l| l.to_string()).collect(),
                 model_notes: self.model_notes.clone(),
                 device: self.device.clone(),
+                precision: self.precision.clone(),
                 prompt: self.spec.prompt.clone(),
                 negative: self.spec.negative.clone(),
                 seed: self.spec.seed,

@@ -354,6 +354,10 @@ impl GuiApp {
             model: baseline.model.clone(),
             model_notes: model.as_ref().map(|m| m.notes.clone()).unwrap_or_default(),
             device: model.as_ref().map(|m| m.device.clone()).unwrap_or_default(),
+            precision: model
+                .as_ref()
+                .map(|m| m.precision.clone())
+                .unwrap_or_default(),
             load_ms: model.as_ref().map(|m| m.load_ms).unwrap_or_default(),
             baseline,
             adaptive,

@@ -42,6 +42,8 @@ pub struct ModelInfo {
     pub origin: String,
     /// Device, e.g. `Cpu` or `Cuda`.
     pub device: String,
+    /// The UNet's number format, e.g. `f32` or `bf16 (CPU, AMX kernels)`.
+    pub precision: String,
     /// Load time, milliseconds.
     pub load_ms: f64,
     /// The model's native image size (width, height).

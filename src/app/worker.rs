@@ -475,6 +475,7 @@ impl Worker {
         let info = ModelInfo {
             origin: model.origin.clone(),
             device: format!("{:?}", model.sd.device().location()),
+            precision: model.sd.precision(),
             load_ms: model.load_ms,
             native_size: model.sd.default_size(),
             sdxl: model.sd.family() == crate::model::Family::Sdxl,

@@ -45,7 +45,9 @@ impl LoadedModel {
     pub fn messages(&self) -> impl Iterator<Item = Note> + '_ {
         self.device_note
             .iter()
-            .map(|n| Note::new(n.clone()))
+            .cloned()
+            .chain(self.sd.precision_note())
+            .map(Note::new)
             .chain(self.sd.notes().iter().cloned())
     }
 }

@@ -28,6 +28,9 @@ pub struct RunInfo {
     pub model_notes: Vec<String>,
     /// Device name.
     pub device: String,
+    /// The UNet's number format (`f32`, `f16`, `bf16 (CPU, AMX kernels)`).
+    #[serde(default)]
+    pub precision: String,
     /// The prompt.
     pub prompt: String,
     /// The negative prompt.
@@ -65,6 +68,7 @@ impl RunInfo {
             loras: job.loras.iter().map(|l| l.to_string()).collect(),
             model_notes: model.sd.notes().iter().map(|n| n.worded(wording)).collect(),
             device: format!("{:?}", model.sd.device().location()),
+            precision: model.sd.precision(),
             prompt: job.prompt.clone(),
             negative: job.negative.clone(),
             seed: job.seed,

@@ -154,9 +154,10 @@ pub(super) fn top_bar(p: &Panel<'_>, ui: &mut egui::Ui) {
                 (_, Some(m)) => {
                     let loras = m.notes.iter().filter(|n| n.starts_with("LoRA ")).count();
                     let label = ui.label(format!(
-                        "Model: {} · {} · loaded in {:.1} s{}",
+                        "Model: {} · {} {} · loaded in {:.1} s{}",
                         short(&m.origin, 60),
                         m.device,
+                        m.precision,
                         m.load_ms / 1e3,
                         match loras {
                             0 => String::new(),

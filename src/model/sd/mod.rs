@@ -266,6 +266,35 @@ impl StableDiffusion {
         self.dtype
     }
 
+    /// The UNet's number format in words, with the CPU kernels bf16 runs on (for reports):
+    /// `f32`, `bf16 (CPU, AMX kernels)`.
+    pub fn precision(&self) -> String {
+        if self.device.is_cpu() && self.dtype == DType::BF16 {
+            format!(
+                "bf16 (CPU, {} kernels)",
+                crate::model::kernels::bf16::current_path()
+            )
+        } else {
+            self.dtype.as_str().to_string()
+        }
+    }
+
+    /// What a user should know about the number format: which kernels bf16 runs on here
+    /// (the portable one is correct but slower).
+    pub fn precision_note(&self) -> Option<String> {
+        (self.device.is_cpu() && self.dtype == DType::BF16).then(|| {
+            let path = crate::model::kernels::bf16::current_path();
+            let slow = if path == crate::model::kernels::bf16::Bf16Path::Portable {
+                " (this CPU has no AVX512-bf16 or AMX: correct, but slower than f32)"
+            } else {
+                ""
+            };
+            format!(
+                "bf16 on the CPU: bf16 weights for the linear layers, convolutions and attention products on the {path} kernels, everything else in f32{slow}"
+            )
+        })
+    }
+
     /// The dtype of the UNet's activations: f32 for bf16 on the CPU (mixed precision: only
     /// the weights of its products are bf16), else the UNet dtype.
     pub fn activation_dtype(&self) -> DType {
