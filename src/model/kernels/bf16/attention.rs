@@ -111,7 +111,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                             let o = dst.get().add(q0);
                             matmul_raw(
                                 OutPtr(o),
-                                OutAt { row: 1, col: dim },
+                                OutAt::strided(1, dim),
                                 values,
                                 &pa,
                                 none,

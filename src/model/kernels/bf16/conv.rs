@@ -61,42 +61,53 @@ pub fn conv2d(
         accumulate: residual.is_some(),
     };
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+    // All images in one product: each weight is read once for the batch.
+    let plane = c * h * w;
     let path = with_weight(weight, (o, k), |wt| {
-        let mut path = Bf16Path::Portable;
-        for img in 0..b {
-            let src = &xs[img * c * h * w..(img + 1) * c * h * w];
-            let acts = Acts::build(pixels, k, |i, row| {
-                if pointwise {
-                    for (ch, v) in row.iter_mut().enumerate() {
-                        *v = src[ch * pixels + i];
-                    }
-                    return;
+        let acts = Acts::build(b * pixels, k, |i, row| {
+            let (img, i) = (i / pixels, i % pixels);
+            let src = &xs[img * plane..(img + 1) * plane];
+            if pointwise {
+                for (ch, v) in row.iter_mut().enumerate() {
+                    *v = src[ch * pixels + i];
                 }
-                let (oy, ox) = (i / wo, i % wo);
-                for ch in 0..c {
+                return;
+            }
+            let (oy, ox) = (i / wo, i % wo);
+            let (y0, x0) = (oy * stride, ox * stride);
+            if y0 >= padding && x0 >= padding && y0 + kh <= h + padding && x0 + kw <= w + padding {
+                // Inside the image: whole kernel rows, no bounds to check.
+                let (y0, x0) = (y0 - padding, x0 - padding);
+                for (ch, plane) in src.chunks_exact(h * w).enumerate() {
                     for ky in 0..kh {
-                        let y = (oy * stride + ky) as isize - padding as isize;
-                        let dst = &mut row[(ch * kh + ky) * kw..(ch * kh + ky + 1) * kw];
-                        if !(0..h as isize).contains(&y) {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
-                        for (kx, v) in dst.iter_mut().enumerate() {
-                            let xx = (ox * stride + kx) as isize - padding as isize;
-                            *v = if (0..w as isize).contains(&xx) {
-                                line[xx as usize]
-                            } else {
-                                0.0
-                            };
-                        }
+                        let at = (y0 + ky) * w + x0;
+                        let d = (ch * kh + ky) * kw;
+                        row[d..d + kw].copy_from_slice(&plane[at..at + kw]);
                     }
                 }
-            });
-            let dst = &mut out[img * o * pixels..(img + 1) * o * pixels];
-            path = matmul(dst, OutAt::channels(pixels), wt, &acts, start);
-        }
-        path
+                return;
+            }
+            for ch in 0..c {
+                for ky in 0..kh {
+                    let y = (oy * stride + ky) as isize - padding as isize;
+                    let dst = &mut row[(ch * kh + ky) * kw..(ch * kh + ky + 1) * kw];
+                    if !(0..h as isize).contains(&y) {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
+                    for (kx, v) in dst.iter_mut().enumerate() {
+                        let xx = (ox * stride + kx) as isize - padding as isize;
+                        *v = if (0..w as isize).contains(&xx) {
+                            line[xx as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        });
+        matmul(&mut out, OutAt::images(o, pixels), wt, &acts, start)
     })?;
     said(path);
     let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;

@@ -283,26 +283,60 @@ impl Acts {
     }
 }
 
-/// Where `Y[j, i]` goes in the output slice: `j · row + i · col`.
+/// Where `Y[j, i]` goes in the output slice: `j · row + i · col`, or, with images
+/// (`group` > 0 activation rows each), `(i / group) · group_stride + j · row + (i % group) ·
+/// col`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutAt {
     /// Stride between output channels `j`.
     pub row: usize,
     /// Stride between activation rows `i`.
     pub col: usize,
+    /// Activation rows per image (0: one image).
+    pub group: usize,
+    /// Stride between images.
+    pub group_stride: usize,
 }
 
 impl OutAt {
     /// A linear layer's `(tokens, n)` row-major output.
     pub fn tokens(n: usize) -> OutAt {
-        OutAt { row: 1, col: n }
+        OutAt::strided(1, n)
+    }
+
+    /// Outputs at `j · row + i · col`.
+    pub fn strided(row: usize, col: usize) -> OutAt {
+        OutAt {
+            row,
+            col,
+            group: 0,
+            group_stride: 0,
+        }
     }
 
     /// A convolution's `(n, pixels)` output: channel-major.
     pub fn channels(pixels: usize) -> OutAt {
+        OutAt::strided(pixels, 1)
+    }
+
+    /// A batch of convolution outputs `(images, n, pixels)`, the activation rows of all
+    /// images in one product (each weight read once for them all).
+    pub fn images(n: usize, pixels: usize) -> OutAt {
         OutAt {
             row: pixels,
             col: 1,
+            group: pixels,
+            group_stride: n * pixels,
+        }
+    }
+
+    /// The position of `Y[j, i]`.
+    #[inline(always)]
+    pub fn index(&self, j: usize, i: usize) -> usize {
+        if self.group == 0 {
+            j * self.row + i * self.col
+        } else {
+            (i / self.group) * self.group_stride + j * self.row + (i % self.group) * self.col
         }
     }
 }
@@ -383,7 +417,16 @@ pub(crate) unsafe fn write_block(
     let bias = |j: usize| start.bias.map_or(0.0, |b| b[j]);
     // SAFETY: per the caller.
     unsafe {
-        if at.col == 1 {
+        if at.group > 0 {
+            for r in 0..rows {
+                let b = bias(j0 + r);
+                for c in 0..cols {
+                    let o = out.add(at.index(j0 + r, i0 + c));
+                    let v = tile[r * ld + c] + b;
+                    *o = if start.accumulate { *o + v } else { v };
+                }
+            }
+        } else if at.col == 1 {
             for r in 0..rows {
                 let b = bias(j0 + r);
                 let dst = out.add((j0 + r) * at.row + i0);
@@ -440,14 +483,16 @@ pub fn matmul_on(
     }
     // Every (j, i) lands inside `out`, and distinct ones on distinct values: the strides
     // are 1 and a multiple of the other extent.
-    let last = (n - 1) * at.row + (m - 1) * at.col;
+    let last = at.index(n - 1, m - 1);
     assert!(
         last < out.len(),
         "bf16 matmul: output of {} for {n}×{m} at {at:?}",
         out.len()
     );
+    let per_image = if at.group > 0 { at.group.min(m) } else { m };
     assert!(
-        (at.col == 1 && at.row >= m) || (at.row == 1 && at.col >= n),
+        ((at.col == 1 && at.row >= per_image) || (at.row == 1 && at.col >= n))
+            && (at.group == 0 || at.group_stride >= at.index(n - 1, at.group - 1) + 1),
         "bf16 matmul: overlapping output layout {at:?} for {n}×{m}"
     );
     // SAFETY: `choose` picked the path from features this CPU (and the OS) has; `dst`
