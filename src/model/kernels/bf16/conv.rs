@@ -6,7 +6,7 @@
 
 use super::linear::{f32_values, said, with_weight};
 use super::{Acts, Bf16Path, OutAt, Start, matmul};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// Whether [`conv2d`] handles this input and weight: both on the CPU, a bf16 weight and an
 /// f32 or bf16 input.
@@ -35,7 +35,7 @@ pub fn conv2d(
     }
     let (ho, wo) = ((hp - kh) / stride + 1, (wp - kw) / stride + 1);
     let k = c * kh * kw;
-    let xs = f32_values(x)?;
+    let x32 = x.to_dtype(DType::F32)?;
     let bias = bias.map(f32_values).transpose()?;
     if let Some(bv) = &bias
         && bv.len() != o
@@ -63,8 +63,8 @@ pub fn conv2d(
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
     // All images in one product: each weight is read once for the batch.
     let plane = c * h * w;
-    let path = with_weight(weight, (o, k), |wt| {
-        let acts = Acts::build(b * pixels, k, |i, row| {
+    let acts = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+        Ok(Acts::build(b * pixels, k, |i, row| {
             let (img, i) = (i / pixels, i % pixels);
             let src = &xs[img * plane..(img + 1) * plane];
             if pointwise {
@@ -106,7 +106,9 @@ pub fn conv2d(
                     }
                 }
             }
-        });
+        }))
+    })?;
+    let path = with_weight(weight, (o, k), |wt| {
         matmul(&mut out, OutAt::images(o, pixels), wt, &acts, start)
     })?;
     said(path);

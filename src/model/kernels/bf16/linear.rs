@@ -57,7 +57,11 @@ pub fn linear(
     let rows = x.elem_count() / in_dim.max(1);
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
-    let acts = Acts::from_rows(&f32_values(x)?, rows, in_dim);
+    let acts = if x.dtype() == DType::F32 {
+        crate::model::cpu_kernels::with_slice(x, |xs| Ok(Acts::from_rows(xs, rows, in_dim)))?
+    } else {
+        Acts::from_rows(&f32_values(x)?, rows, in_dim)
+    };
     let bias = bias.map(f32_values).transpose()?;
     if let Some(b) = &bias
         && b.len() != out_dim

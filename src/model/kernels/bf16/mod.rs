@@ -29,6 +29,7 @@ pub mod attention;
 mod avx512;
 pub mod conv;
 pub mod linear;
+mod pack;
 #[cfg(test)]
 mod tests;
 
@@ -221,21 +222,17 @@ impl Acts {
         let kp = k.div_ceil(KB).max(1) * KB;
         let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
         let mut data = vec![0u32; blocks * kp / 2 * MB];
-        let init = || (vec![0f32; k], vec![0u32; k.div_ceil(2)]);
-        let one = |(row, pairs): &mut (Vec<f32>, Vec<u32>), (b, block): (usize, &mut [u32])| {
-            for r in 0..MB.min(m.saturating_sub(b * MB)) {
-                fill(b * MB + r, row);
-                let mut two = row.chunks_exact(2);
-                for (p, v) in pairs.iter_mut().zip(&mut two) {
-                    *p = f32_to_bf16(v[0]) as u32 | (f32_to_bf16(v[1]) as u32) << 16;
-                }
-                if let [last] = two.remainder() {
-                    pairs[k / 2] = f32_to_bf16(*last) as u32;
-                }
-                for (p, v) in pairs.iter().enumerate() {
-                    block[p * MB + r] = *v;
+        let init = || vec![0f32; MB * k];
+        let one = |rows: &mut Vec<f32>, (b, block): (usize, &mut [u32])| {
+            let real = MB.min(m.saturating_sub(b * MB));
+            for (r, row) in rows.chunks_exact_mut(k.max(1)).enumerate().take(MB) {
+                if r < real {
+                    fill(b * MB + r, row);
+                } else {
+                    row.fill(0.0);
                 }
             }
+            pack::pack_block(rows, k, block);
         };
         let chunks = kp / 2 * MB;
         if parallel {
