@@ -379,7 +379,15 @@ mod tests {
     #[test]
     fn bf16_conv_on_the_cpu_runs_on_every_path() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 5, 9, 8), &dev).unwrap();
+        // 8 wide: patches gathered per pixel; 16 wide: by runs of 16 pixels (stride 1).
+        for dims in [(2, 5, 9, 8), (2, 3, 5, 16)] {
+            bf16_conv_case(&Tensor::randn(0f32, 1.0, dims, &dev).unwrap());
+        }
+    }
+
+    fn bf16_conv_case(x: &Tensor) {
+        let dev = Device::Cpu;
+        let c = x.dim(1).unwrap();
         let up = |t: &Tensor| {
             t.to_dtype(DType::BF16)
                 .unwrap()
@@ -387,7 +395,7 @@ mod tests {
                 .unwrap()
         };
         for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0), (3, 1, 0)] {
-            let w = Tensor::randn(0f32, 1.0, (4, 5, k, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (4, c, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
             let cfg = Conv2dConfig {
                 padding,
@@ -419,6 +427,11 @@ mod tests {
                             "{path} k {k} stride {stride} pad {padding}: {err}"
                         );
                     }
+                    // With a residual: the product starts from it.
+                    let res = Tensor::randn(0f32, 1.0, want.dims(), &dev).unwrap();
+                    let got = conv.forward_add(x, &res).unwrap();
+                    let err = rel_err(&got, &(&want + &res).unwrap());
+                    assert!(err < 1e-2, "{path} k {k} + residual: {err}");
                 });
             }
         }

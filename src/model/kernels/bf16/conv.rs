@@ -5,7 +5,7 @@
 //! already in the output when asked). The weight is read as it is stored.
 
 use super::linear::{f32_values, said, with_weight};
-use super::{Acts, Bf16Path, OutAt, Start, matmul};
+use super::{Acts, Bf16Path, MB, OutAt, Start, matmul};
 use candle_core::{DType, Result, Tensor};
 
 /// Whether [`conv2d`] handles this input and weight: both on the CPU, a bf16 weight and an
@@ -62,8 +62,43 @@ pub fn conv2d(
     };
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
     // All images in one product: each weight is read once for the batch.
+    // Stride 1 over rows of whole 16-pixel blocks: each patch value of 16 neighbouring
+    // pixels is a run of one image line, rounded straight from the image.
+    let by_columns = stride == 1 && wo.is_multiple_of(MB);
     let plane = c * h * w;
     let acts = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+        if by_columns {
+            return Ok(Acts::build_columns(b * pixels, k, |blk, kk, dst| {
+                let i0 = blk * MB;
+                let (img, p0) = (i0 / pixels, i0 % pixels);
+                let src = &xs[img * plane..(img + 1) * plane];
+                if pointwise {
+                    dst.copy_from_slice(&src[kk * pixels + p0..kk * pixels + p0 + MB]);
+                    return;
+                }
+                let (oy, ox0) = (p0 / wo, p0 % wo);
+                let (ch, ky, kx) = (kk / (kh * kw), kk / kw % kh, kk % kw);
+                let y = (oy + ky) as isize - padding as isize;
+                if !(0..h as isize).contains(&y) {
+                    dst.fill(0.0);
+                    return;
+                }
+                let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
+                let x0 = (ox0 + kx) as isize - padding as isize;
+                if x0 >= 0 && x0 as usize + MB <= w {
+                    dst.copy_from_slice(&line[x0 as usize..x0 as usize + MB]);
+                } else {
+                    for (r, v) in dst.iter_mut().enumerate() {
+                        let x = x0 + r as isize;
+                        *v = if (0..w as isize).contains(&x) {
+                            line[x as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }));
+        }
         Ok(Acts::build(b * pixels, k, |i, row| {
             let (img, i) = (i / pixels, i % pixels);
             let src = &xs[img * plane..(img + 1) * plane];

@@ -248,6 +248,38 @@ impl Acts {
         Acts { m, k, kp, data }
     }
 
+    /// From a function that writes, for block `b` (rows `16b … 16b + 15`; `m` a multiple of
+    /// 16) and value `kk`, the 16 rows' values — for inputs whose columns are contiguous (a
+    /// convolution's patches over 16 neighbouring pixels), rounded a pair of columns at a
+    /// time.
+    pub fn build_columns(
+        m: usize,
+        k: usize,
+        col: impl Fn(usize, usize, &mut [f32; MB]) + Sync,
+    ) -> Acts {
+        use rayon::prelude::*;
+        assert!(m.is_multiple_of(MB), "Acts::build_columns: {m} rows");
+        let kp = k.div_ceil(KB).max(1) * KB;
+        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
+        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        data.par_chunks_mut(kp / 2 * MB)
+            .take(m / MB)
+            .enumerate()
+            .for_each(|(b, block)| {
+                let (mut c0, mut c1) = ([0f32; MB], [0f32; MB]);
+                for p in 0..k.div_ceil(2) {
+                    col(b, 2 * p, &mut c0);
+                    if 2 * p + 1 < k {
+                        col(b, 2 * p + 1, &mut c1);
+                    } else {
+                        c1 = [0.0; MB];
+                    }
+                    pack::pack_pair(&c0, &c1, &mut block[p * MB..(p + 1) * MB]);
+                }
+            });
+        Acts { m, k, kp, data }
+    }
+
     /// Rows.
     pub fn m(&self) -> usize {
         self.m

@@ -20,6 +20,21 @@ pub(super) fn pack_block(rows: &[f32], k: usize, block: &mut [u32]) {
     pack_block_scalar(rows, k, block);
 }
 
+/// Round two columns (`k` values `2p` and `2p + 1` of 16 rows) into their 16 pairs.
+#[inline]
+pub(super) fn pack_pair(a: &[f32; 16], b: &[f32; 16], dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if CpuBf16::detect().avx512_bf16 && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has the features; `dst` holds 16 values (checked).
+        assert!(dst.len() >= MB);
+        unsafe { avx512::pack_pair(a, b, dst) };
+        return;
+    }
+    for (r, d) in dst.iter_mut().take(MB).enumerate() {
+        *d = f32_to_bf16(a[r]) as u32 | (f32_to_bf16(b[r]) as u32) << 16;
+    }
+}
+
 /// [`pack_block`] without vector instructions (any CPU; the reference in tests).
 pub(super) fn pack_block_scalar(rows: &[f32], k: usize, block: &mut [u32]) {
     for (r, row) in rows.chunks_exact(k.max(1)).enumerate().take(MB) {
@@ -67,6 +82,23 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// AVX512F, AVX512BW and AVX512-bf16; `dst` holds 16 values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pack_pair(a: &[f32; 16], b: &[f32; 16], dst: &mut [u32]) {
+        // SAFETY: the arrays hold 16 values, dst at least 16 (caller).
+        unsafe {
+            let v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b.as_ptr()), _mm512_loadu_ps(a.as_ptr()));
+            // bf16 lanes 0–15 are a's, 16–31 b's: interleave them into pairs.
+            let idx = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            let pairs = _mm512_permutexvar_epi16(idx, std::mem::transmute::<__m512bh, __m512i>(v));
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), pairs);
+        }
+    }
+
     /// The load masks of a chunk with `left` values left in the row.
     #[inline]
     fn mask(left: usize) -> (__mmask16, __mmask16) {
@@ -110,6 +142,18 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::model::kernels::bf16::KB;
+
+    #[test]
+    fn pairs_pack_as_the_scalar_rounding_does() {
+        let a: [f32; 16] = std::array::from_fn(|i| i as f32 * 0.37 - 2.0);
+        let b: [f32; 16] = std::array::from_fn(|i| 1.0 / (i as f32 + 0.3));
+        let mut got = [0u32; 16];
+        pack_pair(&a, &b, &mut got);
+        for r in 0..16 {
+            assert_eq!(got[r] & 0xffff, f32_to_bf16(a[r]) as u32, "row {r}");
+            assert_eq!(got[r] >> 16, f32_to_bf16(b[r]) as u32, "row {r}");
+        }
+    }
 
     #[test]
     fn the_vector_packing_equals_the_scalar_one() {

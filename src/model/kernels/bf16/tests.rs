@@ -342,6 +342,8 @@ fn gflops() {
         (4096, 320, 1280),
         (1024, 640, 640),
         (256, 1280, 5120),
+        (8192, 320, 2880),
+        (2048, 640, 5760),
     ] {
         let a = rng.vec(m * k);
         let w = rng.vec(n * k);
@@ -409,6 +411,34 @@ fn gflops() {
             });
             line += &format!(", {path} {:.1}", flops / s / 1e9);
         }
+        // The parts: rounding the activations, and the product alone (channels layout too).
+        let acts_s = time(&mut || {
+            Acts::from_rows(&a, m, k);
+        });
+        let acts = Acts::from_rows(&a, m, k);
+        for (name, at) in [
+            ("tokens", OutAt::tokens(n)),
+            ("channels", OutAt::channels(m)),
+        ] {
+            let s = time(&mut || {
+                matmul(
+                    &mut out,
+                    at,
+                    Weight::new(&bits, n, k),
+                    &acts,
+                    Start {
+                        bias: None,
+                        accumulate: false,
+                    },
+                );
+            });
+            line += &format!("; product alone ({name}) {:.1}", flops / s / 1e9);
+        }
+        line += &format!(
+            "; rounding {:.1} ms ({:.2} ns/value)",
+            acts_s * 1e3,
+            acts_s * 1e9 / (m * k) as f64
+        );
         // Whole bf16 linear layers on tensors (bf16 input and output): this module's (the
         // activations rounded per call, the weight read in place), and candle's, which widens both operands per call.
         use candle_core::{DType, Device, Module, Tensor};
