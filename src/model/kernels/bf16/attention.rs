@@ -2,11 +2,12 @@
 //! queries, keys and values in, f32 out; both products (`Q·Kᵀ` and `P·V`) run on the bf16
 //! kernels with f32 accumulation, the softmax in f32 — as PyTorch's autocast does.
 //!
-//! Each (batch, head) has its keys `(m × hd)` and transposed values `(hd × m)` rounded to
-//! bf16 once, as the products' weight operand; then tasks of [`ROWS`] queries each compute
-//! their scores (`rows × m`, f32, a few hundred KB), exponentiate them in place, round the
-//! probabilities into the kernels' layout and multiply by the values straight into the
-//! output, scaled by the row sums. Every task runs its products on its own thread.
+//! Each (batch, head) has its keys `(m × hd)` and transposed values `(hd × m)` rounded once
+//! into the kernels' activation layout; then tasks of [`ROWS`] queries each round their
+//! (scaled) queries as the weight operand, compute their scores (`rows × m`, f32, row-major,
+//! a few hundred KB), exponentiate them in place, round the probabilities as the weight
+//! operand of `P·V` and write the product straight into the output, scaled by the row
+//! sums. Every task runs its products on its own thread.
 
 use super::{Acts, Bf16Path, OutAt, OutPtr, Start, Weight, f32_to_bf16, matmul_raw};
 use crate::model::cpu_kernels::{exp_scaled_in_place, row_max, with_slice};
@@ -46,51 +47,55 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
     with_slice(k, |ks| {
         with_slice(v, |vs| {
             with_slice(q, |qs| {
-                // Keys (m × hd) and transposed values (hd × m) per (batch, head), in bf16.
-                let mut kb = vec![0u16; b * heads * m * hd];
-                let mut vt = vec![0u16; b * heads * hd * m];
-                kb.par_chunks_mut(m * hd)
-                    .zip(vt.par_chunks_mut(hd * m))
-                    .enumerate()
-                    .for_each(|(bh, (kh, vh))| {
+                // Per (batch, head), in the kernels' layout: the keys (m rows of hd) and the
+                // transposed values (hd rows of m), rounded once.
+                let per_head: Vec<(Acts, Acts)> = (0..b * heads)
+                    .into_par_iter()
+                    .map(|bh| {
                         let (bi, h) = (bh / heads, bh % heads);
-                        for j in 0..m {
-                            let src = (bi * m + j) * dim + h * hd;
-                            for d in 0..hd {
-                                kh[j * hd + d] = f32_to_bf16(ks[src + d]);
-                                vh[d * m + j] = f32_to_bf16(vs[src + d]);
+                        let base = bi * m * dim + h * hd;
+                        let keys = Acts::build_with(m, hd, false, |j, row| {
+                            row.copy_from_slice(&ks[base + j * dim..base + j * dim + hd])
+                        });
+                        let values_t = Acts::build_with(hd, m, false, |d, row| {
+                            for (j, x) in row.iter_mut().enumerate() {
+                                *x = vs[base + j * dim + d];
                             }
-                        }
-                    });
+                        });
+                        (keys, values_t)
+                    })
+                    .collect();
                 let blocks = n.div_ceil(ROWS);
                 (0..b * heads * blocks).into_par_iter().for_each_init(
-                    || vec![0f32; ROWS * m],
-                    |scores, task| {
+                    || (vec![0f32; ROWS * m], vec![0u16; ROWS * m.max(hd)]),
+                    |(scores, bits), task| {
                         let block = task % blocks;
                         let bh = task / blocks;
                         let (bi, h) = (bh / heads, bh % heads);
+                        let (keys, values_t) = &per_head[bh];
                         let start = block * ROWS;
                         let rows = ROWS.min(n - start);
                         let q0 = (bi * n + start) * dim + h * hd;
-                        let qa = Acts::build_with(rows, hd, false, |i, row| {
-                            for (r, x) in row.iter_mut().zip(&qs[q0 + i * dim..][..hd]) {
-                                *r = x * scale;
+                        // The block's queries, scaled, as the weight operand (rows × hd).
+                        for r in 0..rows {
+                            let src = &qs[q0 + r * dim..q0 + r * dim + hd];
+                            for (d, x) in bits[r * hd..(r + 1) * hd].iter_mut().zip(src) {
+                                *d = f32_to_bf16(x * scale);
                             }
-                        });
-                        let keys = Weight::new(&kb[bh * m * hd..(bh + 1) * m * hd], m, hd);
-                        let scores = &mut scores[..rows * m];
+                        }
                         let none = Start {
                             bias: None,
                             accumulate: false,
                         };
+                        let scores = &mut scores[..rows * m];
                         // SAFETY: `path` runs here (chosen from this CPU's features); the
                         // scores (rows × m, row-major) are this task's own.
                         unsafe {
                             matmul_raw(
                                 OutPtr(scores.as_mut_ptr()),
-                                OutAt::tokens(m),
+                                OutAt::channels(m),
+                                Weight::new(&bits[..rows * hd], rows, hd),
                                 keys,
-                                &qa,
                                 none,
                                 path,
                                 false,
@@ -101,19 +106,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                             let max = row_max(row);
                             *sum = exp_scaled_in_place(row, max, 1.0);
                         }
-                        let pa = Acts::build_with(rows, m, false, |i, row| {
-                            row.copy_from_slice(&scores[i * m..(i + 1) * m])
-                        });
-                        let values = Weight::new(&vt[bh * hd * m..(bh + 1) * hd * m], hd, m);
+                        // The probabilities (rows × m) as the weight operand of P·V.
+                        for (d, x) in bits[..rows * m].iter_mut().zip(scores.iter()) {
+                            *d = f32_to_bf16(*x);
+                        }
                         // SAFETY: as above; this task's output block (rows × hd at row
                         // stride dim, from q0) is written by no other task.
                         unsafe {
                             let o = dst.get().add(q0);
                             matmul_raw(
                                 OutPtr(o),
-                                OutAt::strided(1, dim),
-                                values,
-                                &pa,
+                                OutAt::strided(dim, 1),
+                                Weight::new(&bits[..rows * m], rows, m),
+                                values_t,
                                 none,
                                 path,
                                 false,
