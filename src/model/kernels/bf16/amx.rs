@@ -71,7 +71,8 @@ impl TileConfig {
 }
 
 /// `Y += W · Xᵀ` into `dst` (with the start), over tasks of `W` row blocks × activation
-/// blocks.
+/// blocks. A bias with a residual is added to the output first, so that every block starts
+/// from what is in place.
 ///
 /// # Safety
 /// The CPU has AMX-BF16 and the permission was granted ([`available`]); `dst` covers the
@@ -85,6 +86,21 @@ pub(super) unsafe fn matmul(
     parallel: bool,
 ) {
     let (m, n) = (x.m(), w.n);
+    let start = match (start.bias, start.accumulate) {
+        (Some(bias), true) => {
+            for (j, b) in bias.iter().enumerate() {
+                for i in 0..m {
+                    // SAFETY: (j, i) lies in the output (caller).
+                    unsafe { *dst.get().add(at.index(j, i)) += b };
+                }
+            }
+            Start {
+                bias: None,
+                accumulate: true,
+            }
+        }
+        _ => start,
+    };
     let tasks = Tasks::new(n, m, JB, parallel);
     let run = |t: usize| {
         let (jr, ir) = tasks.ranges(t, n, m);
@@ -98,10 +114,39 @@ pub(super) unsafe fn matmul(
     }
 }
 
-/// One task: blocks `jr` of `W` rows (of [`JB`]) × blocks `ir` of 32 activations.
+/// Where the four accumulator tiles of a 32 × 32 block are loaded from or stored to: tiles
+/// 0 and 1 (rows 0–15, columns 0–15 and 16–31), 2 and 3 (rows 16–31), and the row stride in
+/// bytes.
+#[derive(Clone, Copy)]
+struct Tiles {
+    at: [*mut f32; 4],
+    stride: usize,
+}
+
+impl Tiles {
+    /// A 32 × 32 block of f32 at `base` with `row` values between rows.
+    fn block(base: *mut f32, row: usize) -> Tiles {
+        // SAFETY (of the offsets): inside the block the caller describes.
+        Tiles {
+            at: [
+                base,
+                base.wrapping_add(16),
+                base.wrapping_add(16 * row),
+                base.wrapping_add(16 * row + 16),
+            ],
+            stride: row * 4,
+        }
+    }
+}
+
+/// One task: blocks `jr` of `W` rows (of [`JB`]) × blocks `ir` of 32 activations. A block
+/// wholly inside an output with unit column stride (a convolution's, the scores of
+/// attention) is accumulated in place: its tiles are loaded from the output (a residual),
+/// from the bias or zeroed, and stored back; any other block goes through a scratch block
+/// and [`write_block`].
 ///
 /// # Safety
-/// As [`matmul`].
+/// As [`matmul`]; a bias comes without a residual ([`matmul`] folds them).
 unsafe fn task(
     dst: OutPtr,
     at: OutAt,
@@ -116,6 +161,8 @@ unsafe fn task(
     let steps = kp / KB;
     let mut edge = Vec::new();
     let mut tile = [0f32; JB * 32];
+    // Each row's bias across 16 columns: the start of tiles 0 and 1 (rows 0–15) and 2 and 3.
+    let mut bias_tile = [0f32; JB * 16];
     let cfg = TileConfig::full();
     // SAFETY: the CPU has AMX (caller); the configuration is a valid palette-1 layout.
     unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
@@ -128,46 +175,66 @@ unsafe fn task(
             w.copy_rows(j0, JB, kp, &mut edge);
             (edge.as_ptr(), kp)
         };
+        let bias_start = start.bias.map(|bias| {
+            for (r, row) in bias_tile.chunks_exact_mut(16).enumerate() {
+                row.fill(bias.get(j0 + r).copied().unwrap_or(0.0));
+            }
+            let base = bias_tile.as_mut_ptr();
+            Tiles {
+                at: [base, base, base.wrapping_add(256), base.wrapping_add(256)],
+                stride: 64,
+            }
+        });
         for ib in ir.clone() {
             let i0 = ib * 32;
             let x0 = x.block(2 * ib).as_ptr().cast::<u16>();
             let x1 = x.block(2 * ib + 1).as_ptr().cast::<u16>();
-            // SAFETY: wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold kp · MB
-            // values each; tile holds JB × 32 f32.
-            unsafe { block(wp, ldw * 2, x0, x1, steps, tile.as_mut_ptr()) };
-            // SAFETY: per the caller.
+            let whole = j0 + JB <= n && i0 + 32 <= m;
+            let one_image = at.group == 0 || i0 / at.group == (i0 + 31) / at.group;
+            let direct = (whole && at.col == 1 && one_image)
+                .then(|| Tiles::block(dst.get().wrapping_add(at.index(j0, i0)), at.row));
+            // SAFETY: the tiles are configured; the loads and stores address the block in
+            // the output (direct: whole and inside it, per the caller), the bias tile or the
+            // scratch block; wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold
+            // kp · MB values each.
             unsafe {
-                write_block(
-                    dst,
-                    at,
-                    start,
-                    &tile,
-                    32,
-                    (j0, JB.min(n - j0)),
-                    (i0, 32.min(m - i0)),
-                )
-            };
+                match (direct, start.accumulate, bias_start) {
+                    (Some(d), true, _) => load(d),
+                    (_, _, Some(b)) => load(b),
+                    _ => zero(),
+                }
+                run(wp, ldw * 2, x0, x1, steps);
+                match direct {
+                    Some(d) => store(d),
+                    None => {
+                        store(Tiles::block(tile.as_mut_ptr(), 32));
+                        write_block(
+                            dst,
+                            at,
+                            Start {
+                                bias: None,
+                                accumulate: start.accumulate,
+                            },
+                            &tile,
+                            32,
+                            (j0, JB.min(n - j0)),
+                            (i0, 32.min(m - i0)),
+                        );
+                    }
+                }
+            }
         }
     }
     // SAFETY: releases this thread's tile state.
     unsafe { asm!("tilerelease", options(nostack)) };
 }
 
-/// One 32 × 32 block over `steps` steps of 32 `k` values: `tile[r · 32 + c] = Σ W[r, ·] X[c, ·]`.
+/// Zero the four accumulator tiles.
 ///
 /// # Safety
-/// Tiles configured ([`TileConfig::full`]); `w` addresses 32 rows at `ldw_bytes` apart of
-/// `32 · steps` bf16 each; `x0`, `x1` `steps` KiB each; `tile` 32 × 32 f32.
+/// Tiles configured ([`TileConfig::full`]).
 #[inline]
-unsafe fn block(
-    w: *const u16,
-    ldw_bytes: usize,
-    x0: *const u16,
-    x1: *const u16,
-    steps: usize,
-    tile: *mut f32,
-) {
-    debug_assert!(steps > 0);
+unsafe fn zero() {
     // SAFETY: per the caller.
     unsafe {
         asm!(
@@ -175,6 +242,68 @@ unsafe fn block(
             "tilezero tmm1",
             "tilezero tmm2",
             "tilezero tmm3",
+            options(nostack)
+        )
+    };
+}
+
+/// Load the four accumulator tiles (16 × 16 f32 each).
+///
+/// # Safety
+/// Tiles configured; each address has 16 rows of 64 bytes at the stride.
+#[inline]
+unsafe fn load(t: Tiles) {
+    // SAFETY: per the caller.
+    unsafe {
+        asm!(
+            "tileloadd tmm0, [{a} + {s}*1]",
+            "tileloadd tmm1, [{b} + {s}*1]",
+            "tileloadd tmm2, [{c} + {s}*1]",
+            "tileloadd tmm3, [{d} + {s}*1]",
+            a = in(reg) t.at[0],
+            b = in(reg) t.at[1],
+            c = in(reg) t.at[2],
+            d = in(reg) t.at[3],
+            s = in(reg) t.stride,
+            options(nostack, readonly)
+        )
+    };
+}
+
+/// Store the four accumulator tiles.
+///
+/// # Safety
+/// As [`load`], and the addresses are writable.
+#[inline]
+unsafe fn store(t: Tiles) {
+    // SAFETY: per the caller.
+    unsafe {
+        asm!(
+            "tilestored [{a} + {s}*1], tmm0",
+            "tilestored [{b} + {s}*1], tmm1",
+            "tilestored [{c} + {s}*1], tmm2",
+            "tilestored [{d} + {s}*1], tmm3",
+            a = in(reg) t.at[0],
+            b = in(reg) t.at[1],
+            c = in(reg) t.at[2],
+            d = in(reg) t.at[3],
+            s = in(reg) t.stride,
+            options(nostack)
+        )
+    };
+}
+
+/// Add `W · [X0 X1]ᵀ` over `steps` steps of 32 `k` values to the accumulator tiles.
+///
+/// # Safety
+/// Tiles configured; `w` addresses 32 rows at `ldw_bytes` apart of `32 · steps` bf16 each;
+/// `x0`, `x1` `steps` KiB each.
+#[inline]
+unsafe fn run(w: *const u16, ldw_bytes: usize, x0: *const u16, x1: *const u16, steps: usize) {
+    debug_assert!(steps > 0);
+    // SAFETY: per the caller.
+    unsafe {
+        asm!(
             "2:",
             "tileloadd tmm4, [{w} + {ldw}*1]",
             "tileloadd tmm5, [{w2} + {ldw}*1]",
@@ -190,13 +319,6 @@ unsafe fn block(
             "add {x1}, 1024",
             "dec {steps}",
             "jnz 2b",
-            "tilestored [{t} + {s128}*1], tmm0",
-            "add {t}, 64",
-            "tilestored [{t} + {s128}*1], tmm1",
-            "add {t}, 1984",
-            "tilestored [{t} + {s128}*1], tmm2",
-            "add {t}, 64",
-            "tilestored [{t} + {s128}*1], tmm3",
             w = inout(reg) w => _,
             w2 = inout(reg) w.byte_add(16 * ldw_bytes) => _,
             ldw = in(reg) ldw_bytes,
@@ -204,9 +326,7 @@ unsafe fn block(
             x1 = inout(reg) x1 => _,
             s64 = in(reg) 64usize,
             steps = inout(reg) steps => _,
-            t = inout(reg) tile => _,
-            s128 = in(reg) 128usize,
-            options(nostack),
+            options(nostack, readonly),
         );
     }
 }
