@@ -86,20 +86,40 @@ pub(super) unsafe fn matmul(
     parallel: bool,
 ) {
     let (m, n) = (x.m(), w.n);
+    if let (Some(bias), true) = (start.col_bias, start.accumulate) {
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: (j, i) lies in the output (caller).
+                unsafe { *dst.get().add(at.index(j, i)) += bias[i] };
+            }
+        }
+    }
+    let col_bias = start.col_bias.filter(|_| !start.accumulate);
     let start = match (start.bias, start.accumulate) {
         (Some(bias), true) => {
-            for (j, b) in bias.iter().enumerate() {
+            // In the output's own order (a linear layer's rows hold every j).
+            if at.row == 1 && at.group == 0 {
                 for i in 0..m {
-                    // SAFETY: (j, i) lies in the output (caller).
-                    unsafe { *dst.get().add(at.index(j, i)) += b };
+                    // SAFETY: row i's n values lie in the output (caller).
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.get().add(i * at.col), n) };
+                    row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                }
+            } else {
+                for (j, b) in bias.iter().enumerate() {
+                    for i in 0..m {
+                        // SAFETY: (j, i) lies in the output (caller).
+                        unsafe { *dst.get().add(at.index(j, i)) += b };
+                    }
                 }
             }
             Start {
                 bias: None,
                 accumulate: true,
+                col_bias,
             }
         }
-        _ => start,
+        _ => Start { col_bias, ..start },
     };
     let tasks = Tasks::new(n, m, JB, parallel);
     let run = |t: usize| {
@@ -146,7 +166,8 @@ impl Tiles {
 /// and [`write_block`].
 ///
 /// # Safety
-/// As [`matmul`]; a bias comes without a residual ([`matmul`] folds them).
+/// As [`matmul`]; a bias comes without a residual ([`matmul`] folds them), and a row bias
+/// without a column bias.
 unsafe fn task(
     dst: OutPtr,
     at: OutAt,
@@ -163,6 +184,7 @@ unsafe fn task(
     let mut tile = [0f32; JB * 32];
     // Each row's bias across 16 columns: the start of tiles 0 and 1 (rows 0–15) and 2 and 3.
     let mut bias_tile = [0f32; JB * 16];
+    let mut col_tile = [0f32; 32];
     let cfg = TileConfig::full();
     // SAFETY: the CPU has AMX (caller); the configuration is a valid palette-1 layout.
     unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
@@ -187,6 +209,17 @@ unsafe fn task(
         });
         for ib in ir.clone() {
             let i0 = ib * 32;
+            // A bias per column: every row of a tile the same 16 values (stride 0).
+            let col_start = start.col_bias.map(|bias| {
+                for (c, v) in col_tile.iter_mut().enumerate() {
+                    *v = bias.get(i0 + c).copied().unwrap_or(0.0);
+                }
+                let base = col_tile.as_mut_ptr();
+                Tiles {
+                    at: [base, base.wrapping_add(16), base, base.wrapping_add(16)],
+                    stride: 0,
+                }
+            });
             let x0 = x.block(2 * ib).as_ptr().cast::<u16>();
             let x1 = x.block(2 * ib + 1).as_ptr().cast::<u16>();
             let whole = j0 + JB <= n && i0 + 32 <= m;
@@ -198,7 +231,7 @@ unsafe fn task(
             // scratch block; wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold
             // kp · MB values each.
             unsafe {
-                match (direct, start.accumulate, bias_start) {
+                match (direct, start.accumulate, bias_start.or(col_start)) {
                     (Some(d), true, _) => load(d),
                     (_, _, Some(b)) => load(b),
                     _ => zero(),
@@ -214,6 +247,7 @@ unsafe fn task(
                             Start {
                                 bias: None,
                                 accumulate: start.accumulate,
+                                col_bias: None,
                             },
                             &tile,
                             32,
@@ -304,13 +338,15 @@ unsafe fn run(w: *const u16, ldw_bytes: usize, x0: *const u16, x1: *const u16, s
     // SAFETY: per the caller.
     unsafe {
         asm!(
+            // Loads interleaved with the products that free their tiles (tile registers
+            // are not renamed: a load waits for the last product reading its tile).
             "2:",
             "tileloadd tmm4, [{w} + {ldw}*1]",
-            "tileloadd tmm5, [{w2} + {ldw}*1]",
             "tileloadd tmm6, [{x0} + {s64}*1]",
-            "tileloadd tmm7, [{x1} + {s64}*1]",
             "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{x1} + {s64}*1]",
             "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{w2} + {ldw}*1]",
             "tdpbf16ps tmm2, tmm5, tmm6",
             "tdpbf16ps tmm3, tmm5, tmm7",
             "add {w}, 64",

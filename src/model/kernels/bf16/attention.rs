@@ -86,6 +86,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                         let none = Start {
                             bias: None,
                             accumulate: false,
+                            col_bias: None,
                         };
                         let scores = &mut scores[..rows * m];
                         // SAFETY: `path` runs here (chosen from this CPU's features); the

@@ -59,6 +59,7 @@ pub fn conv2d(
     let start = Start {
         bias: bias.as_deref(),
         accumulate: residual.is_some(),
+        col_bias: None,
     };
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
     // All images in one product: each weight is read once for the batch.

@@ -57,11 +57,6 @@ pub fn linear(
     let rows = x.elem_count() / in_dim.max(1);
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
-    let acts = if x.dtype() == DType::F32 {
-        crate::model::cpu_kernels::with_slice(x, |xs| Ok(Acts::from_rows(xs, rows, in_dim)))?
-    } else {
-        Acts::from_rows(&f32_values(x)?, rows, in_dim)
-    };
     let bias = bias.map(f32_values).transpose()?;
     if let Some(b) = &bias
         && b.len() != out_dim
@@ -77,16 +72,54 @@ pub fn linear(
         }
         None => vec![0f32; rows * out_dim],
     };
+    // Roles swapped: the tokens, rounded in place (row-major, no transpose), are the
+    // product's weight operand and the layer's weight (already bf16, re-laid out per call,
+    // out × in values) its activation operand, so that the output `(tokens, out)` is
+    // written row-major, whole blocks straight from the tiles.
+    let tokens = to_bits(x, rows * in_dim)?;
     let start = Start {
-        bias: bias.as_deref(),
+        bias: None,
         accumulate: residual.is_some(),
+        col_bias: bias.as_deref(),
     };
     let path = with_weight(weight, (out_dim, in_dim), |w| {
-        matmul(&mut out, OutAt::tokens(out_dim), w, &acts, start)
+        let acts = Acts::from_bf16_rows(w.bits, out_dim, in_dim);
+        matmul(
+            &mut out,
+            OutAt::channels(out_dim),
+            Weight::new(&tokens, rows, in_dim),
+            &acts,
+            start,
+        )
     })?;
     said(path);
     let y = Tensor::from_vec(out, shape, x.device())?;
     Ok((y.to_dtype(x.dtype())?, path))
+}
+
+/// A tensor's `len` values rounded to bf16 bits (f32 read in place; bf16 as stored).
+fn to_bits(x: &Tensor, len: usize) -> Result<Vec<u16>> {
+    use rayon::prelude::*;
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let start = layout.start_offset();
+    Ok(match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => {
+            let mut bits = vec![0u16; len];
+            bits.par_chunks_mut(1 << 16)
+                .zip(v[start..start + len].par_chunks(1 << 16))
+                .for_each(|(d, s)| {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = super::f32_to_bf16(*s);
+                    }
+                });
+            bits
+        }
+        Storage::Cpu(CpuStorage::BF16(v)) => {
+            v[start..start + len].iter().map(|h| h.to_bits()).collect()
+        }
+        _ => candle_core::bail!("bf16 linear: expected an f32 or bf16 CPU input"),
+    })
 }
 
 /// Log the path the first bf16 product took, once per process.

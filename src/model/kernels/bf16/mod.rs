@@ -280,6 +280,30 @@ impl Acts {
         Acts { m, k, kp, data }
     }
 
+    /// From `m` rows of `k` values already in bf16 (raw bits, row-major): no rounding.
+    pub fn from_bf16_rows(bits: &[u16], m: usize, k: usize) -> Acts {
+        use rayon::prelude::*;
+        assert_eq!(bits.len(), m * k, "Acts: {} values for {m}×{k}", bits.len());
+        let kp = k.div_ceil(KB).max(1) * KB;
+        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
+        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        data.par_chunks_mut(kp / 2 * MB)
+            .enumerate()
+            .for_each(|(b, block)| {
+                for r in 0..MB.min(m.saturating_sub(b * MB)) {
+                    let row = &bits[(b * MB + r) * k..(b * MB + r + 1) * k];
+                    let mut two = row.chunks_exact(2);
+                    for (p, v) in (&mut two).enumerate() {
+                        block[p * MB + r] = v[0] as u32 | (v[1] as u32) << 16;
+                    }
+                    if let [last] = two.remainder() {
+                        block[(k / 2) * MB + r] = *last as u32;
+                    }
+                }
+            });
+        Acts { m, k, kp, data }
+    }
+
     /// Rows.
     pub fn m(&self) -> usize {
         self.m
@@ -406,8 +430,12 @@ impl<'a> Weight<'a> {
 /// output's own value when `accumulate` (a residual already in place).
 #[derive(Debug, Clone, Copy)]
 pub struct Start<'a> {
+    /// A bias per output row `j`.
     pub bias: Option<&'a [f32]>,
     pub accumulate: bool,
+    /// A bias per activation row `i` (a linear layer's whose weight is the activation
+    /// operand).
+    pub col_bias: Option<&'a [f32]>,
 }
 
 /// A raw output pointer shared by tasks that write disjoint sets of values.
@@ -443,35 +471,37 @@ pub(crate) unsafe fn write_block(
     (i0, cols): (usize, usize),
 ) {
     let out = out.get();
-    let bias = |j: usize| start.bias.map_or(0.0, |b| b[j]);
+    let row_bias = |j: usize| start.bias.map_or(0.0, |b| b[j]);
+    let col_bias = |i: usize| start.col_bias.map_or(0.0, |b| b[i]);
     // SAFETY: per the caller.
     unsafe {
         if at.group > 0 {
             for r in 0..rows {
-                let b = bias(j0 + r);
+                let b = row_bias(j0 + r);
                 for c in 0..cols {
                     let o = out.add(at.index(j0 + r, i0 + c));
-                    let v = tile[r * ld + c] + b;
+                    let v = tile[r * ld + c] + b + col_bias(i0 + c);
                     *o = if start.accumulate { *o + v } else { v };
                 }
             }
         } else if at.col == 1 {
             for r in 0..rows {
-                let b = bias(j0 + r);
+                let b = row_bias(j0 + r);
                 let dst = out.add((j0 + r) * at.row + i0);
                 let src = &tile[r * ld..r * ld + cols];
                 for (c, v) in src.iter().enumerate() {
                     let o = dst.add(c);
-                    let v = v + b;
+                    let v = v + b + col_bias(i0 + c);
                     *o = if start.accumulate { *o + v } else { v };
                 }
             }
         } else {
             for c in 0..cols {
+                let cb = col_bias(i0 + c);
                 let dst = out.add((i0 + c) * at.col + j0 * at.row);
                 for r in 0..rows {
                     let o = dst.add(r * at.row);
-                    let v = tile[r * ld + c] + bias(j0 + r);
+                    let v = tile[r * ld + c] + row_bias(j0 + r) + cb;
                     *o = if start.accumulate { *o + v } else { v };
                 }
             }
@@ -505,6 +535,14 @@ pub fn matmul_on(
     );
     if let Some(bias) = start.bias {
         assert_eq!(bias.len(), n, "bf16 matmul: bias of {} for {n}", bias.len());
+    }
+    if let Some(bias) = start.col_bias {
+        assert_eq!(
+            bias.len(),
+            m,
+            "bf16 matmul: column bias of {} for {m}",
+            bias.len()
+        );
     }
     let path = choose(want, cpu.and(CpuBf16::detect()));
     if m == 0 || n == 0 {
@@ -580,7 +618,12 @@ impl Tasks {
             1
         };
         let (jblocks, iblocks) = (n.div_ceil(jb), m.div_ceil(32));
-        let ic = iblocks.min(4);
+        // One thread: one task (no per-task setup repeated).
+        let ic = if parallel {
+            iblocks.min(4)
+        } else {
+            iblocks.max(1)
+        };
         let ti = iblocks.div_ceil(ic);
         let want_tj = (4 * threads).div_ceil(ti).clamp(1, jblocks);
         let jc = jblocks.div_ceil(want_tj);

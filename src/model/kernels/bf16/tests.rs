@@ -93,7 +93,11 @@ fn run_tokens(
         OutAt::tokens(n),
         Weight::new(&bits, n, k),
         &acts,
-        Start { bias, accumulate },
+        Start {
+            bias,
+            accumulate,
+            col_bias: None,
+        },
         want,
         cpu,
     )
@@ -189,6 +193,7 @@ fn every_forced_path_matches_f64_on_odd_shapes() {
                         Start {
                             bias: bias.as_deref(),
                             accumulate: with_residual,
+                            col_bias: None,
                         },
                     )
                 });
@@ -410,6 +415,7 @@ fn gflops() {
                     Start {
                         bias: None,
                         accumulate: false,
+                        col_bias: None,
                     },
                     Some(path),
                     CpuBf16::detect(),
@@ -435,6 +441,7 @@ fn gflops() {
                     Start {
                         bias: None,
                         accumulate: false,
+                        col_bias: None,
                     },
                 );
             });
@@ -467,5 +474,80 @@ fn gflops() {
             flops / candle / 1e9
         );
         println!("{line} GFLOP/s");
+    }
+}
+
+#[test]
+fn a_bias_per_activation_row_on_every_path() {
+    // Y[j, i] = colbias[i] + Σ W[j]·X[i] (+ a residual): a linear layer with the tokens as
+    // the weight operand; whole blocks (accumulated in place on AMX) and edges.
+    let mut rng = Rng(77);
+    for path in Bf16Path::ALL {
+        for &(m, n, k) in &[(64, 96, 64), (70, 33, 40), (32, 32, 33)] {
+            for accumulate in [false, true] {
+                let x = rng.vec(m * k);
+                let w = rng.vec(n * k);
+                let cb = rng.vec(m);
+                let res = rng.vec(n * m);
+                // Reference in the Y[j, i] at j·m + i layout.
+                let mut want = vec![0f64; n * m];
+                for j in 0..n {
+                    for i in 0..m {
+                        let mut s = cb[i] as f64
+                            + if accumulate {
+                                res[j * m + i] as f64
+                            } else {
+                                0.0
+                            };
+                        for kk in 0..k {
+                            s += bf16_to_f32(f32_to_bf16(w[j * k + kk])) as f64
+                                * bf16_to_f32(f32_to_bf16(x[i * k + kk])) as f64;
+                        }
+                        want[j * m + i] = s;
+                    }
+                }
+                let bits: Vec<u16> = w.iter().map(|v| f32_to_bf16(*v)).collect();
+                let mut out = if accumulate {
+                    res.clone()
+                } else {
+                    vec![f32::NAN; n * m]
+                };
+                with_forced_path(path, || {
+                    matmul(
+                        &mut out,
+                        OutAt::channels(m),
+                        Weight::new(&bits, n, k),
+                        &Acts::from_rows(&x, m, k),
+                        Start {
+                            bias: None,
+                            accumulate,
+                            col_bias: Some(&cb),
+                        },
+                    )
+                });
+                let err = rel_err(&out, &want);
+                assert!(
+                    err < 1e-5,
+                    "{path} {m}×{n}×{k} accumulate {accumulate}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn acts_from_bf16_rows_equal_acts_from_the_same_values() {
+    let mut rng = Rng(5);
+    for (m, k) in [(3, 5), (17, 64), (40, 33)] {
+        let x: Vec<f32> = rng
+            .vec(m * k)
+            .iter()
+            .map(|v| bf16_to_f32(f32_to_bf16(*v)))
+            .collect();
+        let bits: Vec<u16> = x.iter().map(|v| f32_to_bf16(*v)).collect();
+        assert_eq!(
+            Acts::from_bf16_rows(&bits, m, k).data,
+            Acts::from_rows(&x, m, k).data
+        );
     }
 }
