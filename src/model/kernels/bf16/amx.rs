@@ -87,10 +87,10 @@ pub(super) unsafe fn matmul(
 ) {
     let (m, n) = (x.m(), w.n);
     if let (Some(bias), true) = (start.col_bias, start.accumulate) {
-        for i in 0..m {
-            for j in 0..n {
+        for j in 0..n {
+            for (i, b) in bias.iter().enumerate() {
                 // SAFETY: (j, i) lies in the output (caller).
-                unsafe { *dst.get().add(at.index(j, i)) += bias[i] };
+                unsafe { *dst.get().add(at.index(j, i)) += b };
             }
         }
     }

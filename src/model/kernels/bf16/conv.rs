@@ -5,7 +5,7 @@
 //! already in the output when asked). The weight is read as it is stored.
 
 use super::linear::{f32_values, said, with_weight};
-use super::{Acts, Bf16Path, MB, OutAt, Start, matmul};
+use super::{Acts, Bf16Path, MB, OutAt, Start, matmul, matmul_uninit};
 use candle_core::{DType, Result, Tensor};
 
 /// Whether [`conv2d`] handles this input and weight: both on the CPU, a bf16 weight and an
@@ -43,7 +43,7 @@ pub fn conv2d(
         candle_core::bail!("conv bias: {} values for {o} channels", bv.len());
     }
     let pixels = ho * wo;
-    let mut out = match residual {
+    let residual = match residual {
         Some(r) => {
             if r.dims() != [b, o, ho, wo] {
                 candle_core::bail!(
@@ -52,9 +52,9 @@ pub fn conv2d(
                     [b, o, ho, wo]
                 );
             }
-            f32_values(r)?
+            Some(f32_values(r)?)
         }
-        None => vec![0f32; b * o * pixels],
+        None => None,
     };
     let start = Start {
         bias: bias.as_deref(),
@@ -144,8 +144,18 @@ pub fn conv2d(
             }
         }))
     })?;
-    let path = with_weight(weight, (o, k), |wt| {
-        matmul(&mut out, OutAt::images(o, pixels), wt, &acts, start)
+    let at = OutAt::images(o, pixels);
+    let (out, path) = with_weight(weight, (o, k), |wt| match residual {
+        Some(mut out) => {
+            let path = matmul(&mut out, at, wt, &acts, start);
+            (out, path)
+        }
+        None => {
+            let mut out = crate::model::cpu_kernels::uninit_vec(b * o * pixels);
+            let path = matmul_uninit(&mut out, at, wt, &acts, start);
+            // SAFETY: the product wrote every value (no residual to start from).
+            (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
+        }
     })?;
     said(path);
     let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;

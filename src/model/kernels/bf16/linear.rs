@@ -2,7 +2,7 @@
 //! read as it is stored (no per-call copy); candle's CPU product would widen both bf16
 //! operands to f32 on every call and multiply in f32.
 
-use super::{Acts, Bf16Path, OutAt, Start, Weight, matmul};
+use super::{Acts, Bf16Path, OutAt, Start, Weight, matmul, matmul_uninit};
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
 
 /// Whether [`linear`] handles this input and weight: both on the CPU, a bf16 weight and an
@@ -63,15 +63,6 @@ pub fn linear(
     {
         candle_core::bail!("linear bias: {} values for {out_dim} outputs", b.len());
     }
-    let mut out = match residual {
-        Some(r) => {
-            if r.dims() != shape.as_slice() {
-                candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
-            }
-            f32_values(r)?
-        }
-        None => vec![0f32; rows * out_dim],
-    };
     // Roles swapped: the tokens, rounded in place (row-major, no transpose), are the
     // product's weight operand and the layer's weight (already bf16, re-laid out per call,
     // out × in values) its activation operand, so that the output `(tokens, out)` is
@@ -82,16 +73,27 @@ pub fn linear(
         accumulate: residual.is_some(),
         col_bias: bias.as_deref(),
     };
-    let path = with_weight(weight, (out_dim, in_dim), |w| {
+    let (out, path) = with_weight(weight, (out_dim, in_dim), |w| -> Result<_> {
         let acts = Acts::from_bf16_rows(w.bits, out_dim, in_dim);
-        matmul(
-            &mut out,
-            OutAt::channels(out_dim),
-            Weight::new(&tokens, rows, in_dim),
-            &acts,
-            start,
-        )
-    })?;
+        let tokens = Weight::new(&tokens, rows, in_dim);
+        let at = OutAt::channels(out_dim);
+        Ok(match residual {
+            Some(r) => {
+                if r.dims() != shape.as_slice() {
+                    candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
+                }
+                let mut out = f32_values(r)?;
+                let path = matmul(&mut out, at, tokens, &acts, start);
+                (out, path)
+            }
+            None => {
+                let mut out = crate::model::cpu_kernels::uninit_vec(rows * out_dim);
+                let path = matmul_uninit(&mut out, at, tokens, &acts, start);
+                // SAFETY: the product wrote every value (no residual to start from).
+                (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
+            }
+        })
+    })??;
     said(path);
     let y = Tensor::from_vec(out, shape, x.device())?;
     Ok((y.to_dtype(x.dtype())?, path))

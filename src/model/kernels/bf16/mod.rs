@@ -527,6 +527,45 @@ pub fn matmul_on(
     want: Option<Bf16Path>,
     cpu: CpuBf16,
 ) -> Bf16Path {
+    let path = choose(want, cpu.and(CpuBf16::detect()));
+    if check(out.len(), at, w, x, start) {
+        // SAFETY: `choose` picked the path from features this CPU (and the OS) has; `out`
+        // covers the output (checked).
+        unsafe { matmul_raw(OutPtr(out.as_mut_ptr()), at, w, x, start, path, true) };
+    }
+    path
+}
+
+/// [`matmul`] into an output not yet written (no residual to start from): every value is
+/// written once. Returns the path taken.
+pub fn matmul_uninit(
+    out: &mut [std::mem::MaybeUninit<f32>],
+    at: OutAt,
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+) -> Bf16Path {
+    assert!(!start.accumulate, "bf16 matmul: nothing to accumulate into");
+    let path = current_path();
+    if check(out.len(), at, w, x, start) {
+        // SAFETY: as in `matmul_on`; without `accumulate` the kernels only write `out`.
+        unsafe {
+            matmul_raw(
+                OutPtr(out.as_mut_ptr().cast::<f32>()),
+                at,
+                w,
+                x,
+                start,
+                path,
+                true,
+            )
+        };
+    }
+    path
+}
+
+/// Check a product's operands and its output's extent (`len` values); false when empty.
+fn check(len: usize, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) -> bool {
     let (m, n) = (x.m, w.n);
     assert_eq!(
         w.k, x.k,
@@ -544,17 +583,15 @@ pub fn matmul_on(
             bias.len()
         );
     }
-    let path = choose(want, cpu.and(CpuBf16::detect()));
     if m == 0 || n == 0 {
-        return path;
+        return false;
     }
-    // Every (j, i) lands inside `out`, and distinct ones on distinct values: the strides
-    // are 1 and a multiple of the other extent.
+    // Every (j, i) lands inside the output, and distinct ones on distinct values: the
+    // strides are 1 and a multiple of the other extent.
     let last = at.index(n - 1, m - 1);
     assert!(
-        last < out.len(),
-        "bf16 matmul: output of {} for {n}×{m} at {at:?}",
-        out.len()
+        last < len,
+        "bf16 matmul: output of {len} for {n}×{m} at {at:?}"
     );
     let per_image = if at.group > 0 { at.group.min(m) } else { m };
     assert!(
@@ -562,10 +599,7 @@ pub fn matmul_on(
             && (at.group == 0 || at.group_stride >= at.index(n - 1, at.group - 1) + 1),
         "bf16 matmul: overlapping output layout {at:?} for {n}×{m}"
     );
-    // SAFETY: `choose` picked the path from features this CPU (and the OS) has; `dst`
-    // covers the output (checked above).
-    unsafe { matmul_raw(OutPtr(out.as_mut_ptr()), at, w, x, start, path, true) };
-    path
+    true
 }
 
 /// The product on `path` into a raw output, on the rayon threads (`parallel`) or on this
