@@ -10,7 +10,7 @@
 //! sums. Every task runs its products on its own thread.
 
 use super::{Acts, Bf16Path, OutAt, OutPtr, Start, Weight, f32_to_bf16, matmul_raw};
-use crate::model::cpu_kernels::{exp_scaled_in_place, row_max, with_slice};
+use crate::model::cpu_kernels::{exp_to_bf16, row_max, with_slice};
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -102,14 +102,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                                 false,
                             )
                         };
+                        // The probabilities (rows × m, unnormalised) rounded straight into
+                        // the weight operand of P·V; the sums from the unrounded values.
                         let mut sums = [0f32; ROWS];
-                        for (row, sum) in scores.chunks_exact_mut(m).zip(sums.iter_mut()) {
-                            let max = row_max(row);
-                            *sum = exp_scaled_in_place(row, max, 1.0);
-                        }
-                        // The probabilities (rows × m) as the weight operand of P·V.
-                        for (d, x) in bits[..rows * m].iter_mut().zip(scores.iter()) {
-                            *d = f32_to_bf16(*x);
+                        for ((row, p), sum) in scores
+                            .chunks_exact(m)
+                            .zip(bits.chunks_exact_mut(m))
+                            .zip(sums.iter_mut())
+                        {
+                            *sum = exp_to_bf16(row, row_max(row), p);
                         }
                         // SAFETY: as above; this task's output block (rows × hd at row
                         // stride dim, from q0) is written by no other task.

@@ -190,6 +190,32 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// `out ← bf16(exp(x − max))` over a row (`max` the row's largest value); returns the
+    /// sum of the unrounded exponentials (a softmax whose probabilities feed bf16 products).
+    pub(crate) fn exp_to_bf16(row: &[f32], max: f32, out: &mut [u16]) -> f32 {
+        let s2 = std::f32::consts::LOG2_E;
+        let m2 = -max * s2;
+        let mut sum = 0f32;
+        let mut acc = [0f32; 16];
+        let mut chunks = row.chunks_exact(16);
+        let mut outs = out.chunks_exact_mut(16);
+        for (c, o) in (&mut chunks).zip(&mut outs) {
+            for ((v, a), o) in c.iter().zip(acc.iter_mut()).zip(o.iter_mut()) {
+                let e = exp2_nonpositive(v.mul_add(s2, m2));
+                *o = crate::model::kernels::bf16::f32_to_bf16(e);
+                *a += e;
+            }
+        }
+        for (v, o) in chunks.remainder().iter().zip(outs.into_remainder()) {
+            let e = exp2_nonpositive(v.mul_add(s2, m2));
+            *o = crate::model::kernels::bf16::f32_to_bf16(e);
+            sum += e;
+        }
+        sum + acc.iter().sum::<f32>()
+    }
+}
+
+simd_fn! {
     /// The largest value of a non-empty row, NaN when the row holds one (`f32::max` would
     /// skip it, and the softmax would then hide a poisoned score).
     pub(crate) fn row_max(row: &[f32]) -> f32 {
