@@ -14,8 +14,9 @@ use crate::model::cpu_kernels::{exp_to_bf16, row_max, with_slice};
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-/// Queries per task.
-const ROWS: usize = 64;
+/// Queries per task (32: their scores, 512 KB at 4096 keys, stay in L2 beside the keys
+/// and values; 64 measured 7 % slower at 512×512).
+const ROWS: usize = 32;
 
 /// Whether [`attention`] should run these: f32 on the CPU, on a path with bf16 instructions
 /// (on the portable path the f32 attention kernel is faster).
