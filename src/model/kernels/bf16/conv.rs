@@ -69,33 +69,45 @@ pub fn conv2d(
     let plane = c * h * w;
     let acts = crate::model::cpu_kernels::with_slice(&x32, |xs| {
         if by_columns {
-            return Ok(Acts::build_columns(b * pixels, k, |blk, kk, dst| {
+            return Ok(Acts::build_columns(b * pixels, k, |blk, cols| {
                 let i0 = blk * MB;
                 let (img, p0) = (i0 / pixels, i0 % pixels);
                 let src = &xs[img * plane..(img + 1) * plane];
+                let mut col = [0f32; MB];
                 if pointwise {
-                    dst.copy_from_slice(&src[kk * pixels + p0..kk * pixels + p0 + MB]);
+                    for ch in 0..c {
+                        col.copy_from_slice(&src[ch * pixels + p0..ch * pixels + p0 + MB]);
+                        cols.push(&col);
+                    }
                     return;
                 }
                 let (oy, ox0) = (p0 / wo, p0 % wo);
-                let (ch, ky, kx) = (kk / (kh * kw), kk / kw % kh, kk % kw);
-                let y = (oy + ky) as isize - padding as isize;
-                if !(0..h as isize).contains(&y) {
-                    dst.fill(0.0);
-                    return;
-                }
-                let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
-                let x0 = (ox0 + kx) as isize - padding as isize;
-                if x0 >= 0 && x0 as usize + MB <= w {
-                    dst.copy_from_slice(&line[x0 as usize..x0 as usize + MB]);
-                } else {
-                    for (r, v) in dst.iter_mut().enumerate() {
-                        let x = x0 + r as isize;
-                        *v = if (0..w as isize).contains(&x) {
-                            line[x as usize]
-                        } else {
-                            0.0
-                        };
+                for ch in 0..c {
+                    for ky in 0..kh {
+                        let y = (oy + ky) as isize - padding as isize;
+                        if !(0..h as isize).contains(&y) {
+                            for _ in 0..kw {
+                                cols.push(&[0.0; MB]);
+                            }
+                            continue;
+                        }
+                        let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
+                        for kx in 0..kw {
+                            let x0 = (ox0 + kx) as isize - padding as isize;
+                            if x0 >= 0 && x0 as usize + MB <= w {
+                                col.copy_from_slice(&line[x0 as usize..x0 as usize + MB]);
+                            } else {
+                                for (r, v) in col.iter_mut().enumerate() {
+                                    let x = x0 + r as isize;
+                                    *v = if (0..w as isize).contains(&x) {
+                                        line[x as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                }
+                            }
+                            cols.push(&col);
+                        }
                     }
                 }
             }));

@@ -248,14 +248,14 @@ impl Acts {
         Acts { m, k, kp, data }
     }
 
-    /// From a function that writes, for block `b` (rows `16b … 16b + 15`; `m` a multiple of
-    /// 16) and value `kk`, the 16 rows' values — for inputs whose columns are contiguous (a
-    /// convolution's patches over 16 neighbouring pixels), rounded a pair of columns at a
-    /// time.
+    /// From a function that hands, for block `b` (rows `16b … 16b + 15`; `m` a multiple of
+    /// 16), the 16 rows' values of each `k` in order to a [`Columns`] sink — for inputs whose
+    /// columns are contiguous (a convolution's patches over 16 neighbouring pixels), rounded
+    /// a pair of columns at a time.
     pub fn build_columns(
         m: usize,
         k: usize,
-        col: impl Fn(usize, usize, &mut [f32; MB]) + Sync,
+        fill: impl Fn(usize, &mut Columns<'_>) + Sync,
     ) -> Acts {
         use rayon::prelude::*;
         assert!(m.is_multiple_of(MB), "Acts::build_columns: {m} rows");
@@ -266,15 +266,24 @@ impl Acts {
             .take(m / MB)
             .enumerate()
             .for_each(|(b, block)| {
-                let (mut c0, mut c1) = ([0f32; MB], [0f32; MB]);
-                for p in 0..k.div_ceil(2) {
-                    col(b, 2 * p, &mut c0);
-                    if 2 * p + 1 < k {
-                        col(b, 2 * p + 1, &mut c1);
-                    } else {
-                        c1 = [0.0; MB];
-                    }
-                    pack::pack_pair(&c0, &c1, &mut block[p * MB..(p + 1) * MB]);
+                let mut sink = Columns {
+                    block,
+                    pushed: 0,
+                    pending: [0.0; MB],
+                };
+                fill(b, &mut sink);
+                assert_eq!(
+                    sink.pushed, k,
+                    "Acts::build_columns: {} of {k} values",
+                    sink.pushed
+                );
+                if k % 2 == 1 {
+                    let p = k / 2;
+                    pack::pack_pair(
+                        &sink.pending,
+                        &[0.0; MB],
+                        &mut sink.block[p * MB..(p + 1) * MB],
+                    );
                 }
             });
         Acts { m, k, kp, data }
@@ -333,6 +342,27 @@ impl Acts {
         (0..self.k)
             .map(|kk| bf16_to_f32((block[(kk / 2) * MB + r] >> (16 * (kk % 2))) as u16))
             .collect()
+    }
+}
+
+/// Where [`Acts::build_columns`] takes a block's columns, in order.
+pub struct Columns<'a> {
+    block: &'a mut [u32],
+    pushed: usize,
+    pending: [f32; MB],
+}
+
+impl Columns<'_> {
+    /// The next `k` value of the block's 16 rows.
+    #[inline]
+    pub fn push(&mut self, column: &[f32; MB]) {
+        if self.pushed % 2 == 0 {
+            self.pending = *column;
+        } else {
+            let p = self.pushed / 2;
+            pack::pack_pair(&self.pending, column, &mut self.block[p * MB..(p + 1) * MB]);
+        }
+        self.pushed += 1;
     }
 }
 
