@@ -674,7 +674,8 @@ pub(crate) struct Tasks {
 
 impl Tasks {
     /// Enough tasks for the threads (one thread when not `parallel`), each a run of `W` row
-    /// blocks (kept in cache) against up to 128 activation rows.
+    /// blocks against up to 512 activation rows (each `W` block is then read once per 512
+    /// activations: 128 measured 7 % slower on SD 1.5 at 512×512, 1024 the same as 512).
     pub(crate) fn new(n: usize, m: usize, jb: usize, parallel: bool) -> Tasks {
         let threads = if parallel {
             rayon::current_num_threads().max(1)
@@ -684,7 +685,7 @@ impl Tasks {
         let (jblocks, iblocks) = (n.div_ceil(jb), m.div_ceil(32));
         // One thread: one task (no per-task setup repeated).
         let ic = if parallel {
-            iblocks.min(4)
+            iblocks.min(16)
         } else {
             iblocks.max(1)
         };
