@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GFLOP/s of each bf16 product path this CPU can run (src/model/kernels/bf16: AVX512-bf16,
-# portable; AMX once written) against the f32 `gemm` product, at SD 1.5 linear sizes
-# (M×N×K, with M the tokens of a batch-2 CFG call). A measurement, not a test: run by hand.
+# GFLOP/s of each bf16 product path this CPU can run (src/model/kernels/bf16: AMX,
+# AVX512-bf16, portable) against the f32 `gemm` product, at SD 1.5 linear and convolution
+# sizes (M×N×K, with M the tokens or pixels of a batch-2 CFG call): with the activations
+# rounded per call, the product alone in both output layouts, the rounding alone, and whole
+# layers on tensors. A measurement, not a test: run by hand.
 #
 #   tools/perf/bf16_gemm.sh
 #
