@@ -32,9 +32,15 @@ fn tensors(file: &str) -> HashMap<String, Tensor> {
 /// The tiny SD 1.x pipeline with the motion adapter at `motion`, loaded the way `--motion`
 /// does.
 fn load(motion: &Path) -> StableDiffusion {
+    load_as(motion, None)
+}
+
+/// [`load`] in a given number format (`bf16`: mixed precision on the CPU).
+fn load_as(motion: &Path, dtype: Option<&str>) -> StableDiffusion {
     let mut job = Job::new(ModelSource::Local(fixtures().join("tiny-sd")), "x");
     job.motion = Some(motion.to_path_buf());
     job.force_cpu = true;
+    job.set_dtype_name(dtype);
     adaptive_diffusion::pipeline::load_model(&job, &Default::default())
         .unwrap()
         .sd
@@ -127,4 +133,55 @@ fn animatediff_clips_match_diffusers_for_each_scheduler_and_both_layouts() {
             );
         }
     }
+}
+
+/// `--dtype bf16` with a motion module: the image UNet's and the motion modules' products on
+/// the bf16 kernels; the DDIM clip stays within 2e-2 relative of diffusers' f32 one.
+#[test]
+fn a_bf16_animatediff_clip_stays_near_f32() {
+    let m = meta();
+    let dir = tempfile::tempdir().unwrap();
+    let sch = schedule(&m, dir.path());
+    let guidance = m["guidance_scale"].as_f64().unwrap();
+    let steps = m["num_inference_steps"].as_u64().unwrap() as usize;
+    let noise = tensors("init_latents.safetensors")["latents"].clone();
+    let sd = load_as(
+        &fixtures().join("tiny-animatediff/motion_adapter"),
+        Some("bf16"),
+    );
+    assert!(
+        sd.precision().starts_with("bf16 (CPU"),
+        "{}",
+        sd.precision()
+    );
+    let cond = sd
+        .encode_prompt(
+            m["prompt"].as_str().unwrap(),
+            Some(m["negative_prompt"].as_str().unwrap()),
+            guidance,
+        )
+        .unwrap();
+    let want = tensors(m["runs"]["ddim"]["file"].as_str().unwrap());
+    let settings = RunSettings {
+        scheduler: SchedulerKind::Ddim,
+        steps,
+        guidance,
+        method: Method::BASELINE,
+        early_stop: None,
+    };
+    let sigma = sampler::build_scheduler(SchedulerKind::Ddim, &sch, steps)
+        .unwrap()
+        .init_noise_sigma();
+    let mut den = sd.denoiser(&cond);
+    let out = sampler::run(
+        &mut den,
+        &sch,
+        &settings,
+        &(&noise * sigma).unwrap(),
+        &mut |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let e = rel_err(&out.latents, &want["latents"]);
+    println!("ddim bf16: final latents relative error {e:e} vs f32");
+    assert!(e < 2e-2, "bf16: relative error {e:e}");
 }

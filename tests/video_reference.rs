@@ -159,3 +159,35 @@ fn the_official_video_rule_is_reproduced_mask_and_latents() {
         assert!(e < 1e-4, "δ {delta}: final latents relative error {e:e}");
     }
 }
+
+/// `--dtype bf16` on the CPU runs the video UNet (its 2-D and temporal layers' products on
+/// the bf16 kernels, the rest in f32): the clips stay within 2e-2 relative of diffusers' f32
+/// ones, on the best kernel path here and on the portable one.
+#[test]
+fn bf16_clips_stay_near_f32() {
+    use adaptive_diffusion::model::kernels::bf16::{Bf16Path, with_forced_path};
+    let m = meta();
+    let mut s = setup(&m);
+    let dir = fixtures().join("tiny-modelscope");
+    s.sd = StableDiffusion::load_dir(&dir, &Device::Cpu, DType::BF16).unwrap();
+    s.cond =
+        s.sd.encode_prompt(
+            m["prompt"].as_str().unwrap(),
+            Some(m["negative_prompt"].as_str().unwrap()),
+            s.guidance,
+        )
+        .unwrap();
+    let steps = m["num_inference_steps"].as_u64().unwrap() as usize;
+    for (name, kind) in [
+        ("ddim", SchedulerKind::Ddim),
+        ("euler", SchedulerKind::Euler),
+    ] {
+        let t = tensors(m["runs"][name]["file"].as_str().unwrap());
+        for path in [Bf16Path::Amx, Bf16Path::Portable] {
+            let (out, _) = with_forced_path(path, || run(&s, kind, steps, Method::BASELINE));
+            let e = rel_err(&out.latents, &t["latents"]);
+            println!("{name} bf16 on {path} (or the next path down): {e:e} vs f32");
+            assert!(e < 2e-2, "{name} bf16 on {path}: relative error {e:e}");
+        }
+    }
+}
