@@ -1674,3 +1674,28 @@ fn gui_a_motion_module_is_dropped_or_typed_like_a_lora() {
     h.get_by_label("Frames");
     h.run();
 }
+
+#[test]
+fn gui_runs_in_bf16_and_names_the_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(Settings {
+        precision: adaptive_diffusion::app::settings::Precision::Bf16,
+        steps: 4,
+        ..settings(dir.path())
+    });
+    // The menu offers it with the kernels it runs on here.
+    let path = adaptive_diffusion::model::kernels::bf16::current_path();
+    let offered = format!("bf16 (on the CPU: {path} kernels)");
+    h.get(
+        egui_kittest::kittest::By::new()
+            .label("Number format")
+            .value(&offered),
+    );
+    type_prompt(&mut h, "a red fox");
+    h.get_by_label("Generate").click();
+    wait_for(&mut h, "both sides", done);
+    let model = app(&h).session.model.clone().unwrap();
+    assert_eq!(model.precision, format!("bf16 (CPU, {path} kernels)"));
+    wait_for_label(&mut h, &format!("Cpu bf16 (CPU, {path} kernels)"));
+    h.run();
+}
