@@ -277,7 +277,7 @@ impl Acts {
                     "Acts::build_columns: {} of {k} values",
                     sink.pushed
                 );
-                if k % 2 == 1 {
+                if !k.is_multiple_of(2) {
                     let p = k / 2;
                     pack::pack_pair(
                         &sink.pending,
@@ -356,7 +356,7 @@ impl Columns<'_> {
     /// The next `k` value of the block's 16 rows.
     #[inline]
     pub fn push(&mut self, column: &[f32; MB]) {
-        if self.pushed % 2 == 0 {
+        if self.pushed.is_multiple_of(2) {
             self.pending = *column;
         } else {
             let p = self.pushed / 2;
@@ -416,10 +416,9 @@ impl OutAt {
     /// The position of `Y[j, i]`.
     #[inline(always)]
     pub fn index(&self, j: usize, i: usize) -> usize {
-        if self.group == 0 {
-            j * self.row + i * self.col
-        } else {
-            (i / self.group) * self.group_stride + j * self.row + (i % self.group) * self.col
+        match (i.checked_div(self.group), i.checked_rem(self.group)) {
+            (Some(image), Some(i)) => image * self.group_stride + j * self.row + i * self.col,
+            _ => j * self.row + i * self.col,
         }
     }
 }
@@ -626,7 +625,7 @@ fn check(len: usize, at: OutAt, w: Weight<'_>, x: &Acts, start: Start<'_>) -> bo
     let per_image = if at.group > 0 { at.group.min(m) } else { m };
     assert!(
         ((at.col == 1 && at.row >= per_image) || (at.row == 1 && at.col >= n))
-            && (at.group == 0 || at.group_stride >= at.index(n - 1, at.group - 1) + 1),
+            && (at.group == 0 || at.group_stride > at.index(n - 1, at.group - 1)),
         "bf16 matmul: overlapping output layout {at:?} for {n}×{m}"
     );
     true

@@ -119,7 +119,7 @@ fn acts_keep_every_value_rounded() {
         }
         // Padding (rows past m, k past k) is zero: the kernels read it.
         let blocks = acts.data.len() / (acts.kp() / 2 * MB);
-        assert!(blocks >= 2 && blocks % 2 == 0);
+        assert!(blocks >= 2 && blocks.is_multiple_of(2));
         let nonzero: usize = acts
             .data
             .iter()
