@@ -231,7 +231,10 @@ fn bf16_runs_on_every_kernel_path_stay_near_f32() {
     let m = manifest();
     let mut s = setup(&m);
     let dir = fixtures().join("tiny-sd");
-    s.sd = StableDiffusion::load_dir(&dir, &Device::Cpu, DType::BF16).unwrap();
+    let f32_sd = std::mem::replace(
+        &mut s.sd,
+        StableDiffusion::load_dir(&dir, &Device::Cpu, DType::BF16).unwrap(),
+    );
     assert_eq!(s.sd.activation_dtype(), DType::F32);
     let g = &m["generation"];
     s.cond =
@@ -259,6 +262,16 @@ fn bf16_runs_on_every_kernel_path_stay_near_f32() {
             let e = rel_err(&out.latents, &t["final_latents"]);
             println!("{name} bf16 on {path}: final latents relative error {e:e} vs f32");
             assert!(e < 2e-2, "{name} bf16 on {path}: relative error {e:e}");
+            // The VAE decoder's products in bf16 too: the same latents decode to within
+            // 1e-2 of the f32 decoder's image.
+            let want = f32_sd.decode(&t["final_latents"]).unwrap();
+            let got = with_forced_path(*path, || s.sd.decode(&t["final_latents"]).unwrap());
+            let e = rel_err(&got, &want);
+            println!("{name} bf16 VAE decode on {path}: relative error {e:e} vs f32");
+            assert!(
+                e < 1e-2,
+                "{name} bf16 decode on {path}: relative error {e:e}"
+            );
         }
     }
 }

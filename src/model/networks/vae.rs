@@ -11,9 +11,10 @@
 
 use crate::model::config::VaeConfig;
 use crate::model::cpu_kernels;
-use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3};
+use crate::model::kernels::bf16;
+use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear};
 use crate::model::profile::time;
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Linear, VarBuilder};
 
 type CResult<T> = candle_core::Result<T>;
@@ -123,12 +124,22 @@ impl Attention {
             });
         }
         let tokens = xn.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
-        let q = self.q.forward(&tokens)?;
-        let k = self.k.forward(&tokens)?;
-        let v = self.v.forward(&tokens)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let o = self.out.forward(&probs.matmul(&v)?)?;
+        let q = linear(&self.q, &tokens, Kernels::Fused)?;
+        let k = linear(&self.k, &tokens, Kernels::Fused)?;
+        let v = linear(&self.v, &tokens, Kernels::Fused)?;
+        // Mixed bf16 on the CPU (bf16 weights, f32 activations): both products in bf16.
+        let o = if self.q.weight().dtype() == candle_core::DType::BF16
+            && bf16::attention::applies(&q, &k, &v)
+        {
+            time("attn core (self)", || {
+                bf16::attention::attention(&q, &k, &v, 1, scale as f32)
+            })?
+        } else {
+            let scores = (q.matmul(&k.t()?)? * scale)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            probs.matmul(&v)?
+        };
+        let o = linear(&self.out, &o, Kernels::Fused)?;
         let o = o.transpose(1, 2)?.reshape((b, c, h, w))?;
         o + x
     }

@@ -214,12 +214,19 @@ impl StableDiffusion {
 
         let (vae, vae_dtype) = match &parts.vae {
             Some(v) => {
-                let vae_dtype = if v.config.force_upcast {
-                    DType::F32
+                let vae_dtype =
+                    if v.config.force_upcast || (device.is_cpu() && dtype == DType::BF16) {
+                        DType::F32
+                    } else {
+                        dtype
+                    };
+                // bf16 on the CPU: the decoder's products in bf16 too, activations in f32
+                // (no overflow to guard against, so `force_upcast` has nothing to do).
+                let vb = if device.is_cpu() && dtype == DType::BF16 {
+                    v.weights.network_var_builder(dtype, device)?
                 } else {
-                    dtype
+                    v.weights.var_builder(vae_dtype, device)?
                 };
-                let vb = v.weights.var_builder(vae_dtype, device)?;
                 let vae = VaeDecoder::new(vb, &v.config).with_context(|| {
                     format!(
                         "the VAE weights {} do not match the VAE config",
@@ -290,7 +297,7 @@ impl StableDiffusion {
                 ""
             };
             format!(
-                "bf16 on the CPU: bf16 weights for the linear layers, convolutions and attention products on the {path} kernels, everything else in f32{slow}"
+                "bf16 on the CPU: bf16 weights for the UNet's and the VAE decoder's linear layers, convolutions and attention products on the {path} kernels, everything else in f32{slow}"
             )
         })
     }
