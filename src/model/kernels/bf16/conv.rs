@@ -8,6 +8,9 @@ use super::linear::{f32_values, said, with_weight};
 use super::{Acts, Bf16Path, MB, OutAt, Start, matmul, matmul_uninit};
 use candle_core::{DType, Result, Tensor};
 
+/// The most bytes of patches a convolution rounds at once.
+const PATCH_BYTES: usize = 16 << 20;
+
 /// Whether [`conv2d`] handles this input and weight: both on the CPU, a bf16 weight and an
 /// f32 or bf16 input.
 pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
@@ -23,6 +26,18 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
     residual: Option<&Tensor>,
+) -> Result<(Tensor, Bf16Path)> {
+    conv2d_with(x, weight, bias, (stride, padding), residual, PATCH_BYTES)
+}
+
+/// [`conv2d`] rounding at most `patch_bytes` of patches at once.
+fn conv2d_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    (stride, padding): (usize, usize),
+    residual: Option<&Tensor>,
+    patch_bytes: usize,
 ) -> Result<(Tensor, Bf16Path)> {
     let (b, c, h, w) = x.dims4()?;
     let (o, ci, kh, kw) = weight.dims4()?;
@@ -62,15 +77,15 @@ pub fn conv2d(
         col_bias: None,
     };
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
-    // All images in one product: each weight is read once for the batch.
     // Stride 1 over rows of whole 16-pixel blocks: each patch value of 16 neighbouring
     // pixels is a run of one image line, rounded straight from the image.
     let by_columns = stride == 1 && wo.is_multiple_of(MB);
     let plane = c * h * w;
-    let acts = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+    // The patches of activation rows `first .. first + rows` (rows over all images).
+    let patches = |xs: &[f32], first: usize, rows: usize| -> Acts {
         if by_columns {
-            return Ok(Acts::build_columns(b * pixels, k, |blk, cols| {
-                let i0 = blk * MB;
+            return Acts::build_columns(rows, k, |blk, cols| {
+                let i0 = first + blk * MB;
                 let (img, p0) = (i0 / pixels, i0 % pixels);
                 let src = &xs[img * plane..(img + 1) * plane];
                 let mut col = [0f32; MB];
@@ -110,10 +125,10 @@ pub fn conv2d(
                         }
                     }
                 }
-            }));
+            });
         }
-        Ok(Acts::build(b * pixels, k, |i, row| {
-            let (img, i) = (i / pixels, i % pixels);
+        Acts::build(rows, k, |i, row| {
+            let (img, i) = ((first + i) / pixels, (first + i) % pixels);
             let src = &xs[img * plane..(img + 1) * plane];
             if pointwise {
                 for (ch, v) in row.iter_mut().enumerate() {
@@ -154,22 +169,100 @@ pub fn conv2d(
                     }
                 }
             }
-        }))
-    })?;
-    let at = OutAt::images(o, pixels);
-    let (out, path) = with_weight(weight, (o, k), |wt| match residual {
-        Some(mut out) => {
-            let path = matmul(&mut out, at, wt, &acts, start);
+        })
+    };
+    // All images in one product when their patches are small (each weight read once for
+    // the batch); else whole output rows of one image at a time, so that a large image's
+    // patches (a VAE's 512×512 layers: 600 MB) never exist at once.
+    let row_bytes = wo * k * 2;
+    let chunk_rows = (patch_bytes / row_bytes.max(1)).max(1);
+    let (out, path) = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+        with_weight(weight, (o, k), |wt| {
+            // Start from the residual, or write every value of an uninitialised output.
+            let mut init = residual;
+            let mut uninit = match init {
+                Some(_) => Vec::new(),
+                None => crate::model::cpu_kernels::uninit_vec(b * o * pixels),
+            };
+            let mut product =
+                |range: std::ops::Range<usize>, at: OutAt, acts: &Acts| match &mut init {
+                    Some(out) => matmul(&mut out[range], at, wt, acts, start),
+                    None => matmul_uninit(&mut uninit[range], at, wt, acts, start),
+                };
+            let mut path = Bf16Path::Portable;
+            if b * pixels * k * 2 <= patch_bytes {
+                let acts = patches(xs, 0, b * pixels);
+                path = product(0..b * o * pixels, OutAt::images(o, pixels), &acts);
+            } else {
+                for img in 0..b {
+                    for y0 in (0..ho).step_by(chunk_rows) {
+                        let (p0, len) = (y0 * wo, chunk_rows.min(ho - y0) * wo);
+                        let acts = patches(xs, img * pixels + p0, len);
+                        let range = img * o * pixels + p0..(img + 1) * o * pixels;
+                        path = product(range, OutAt::channels(pixels), &acts);
+                    }
+                }
+            }
+            let out = match init {
+                Some(out) => out,
+                // SAFETY: the products wrote every value (each pixel of each image belongs
+                // to exactly one chunk).
+                None => unsafe { crate::model::cpu_kernels::assume_init(uninit) },
+            };
             (out, path)
-        }
-        None => {
-            let mut out = crate::model::cpu_kernels::uninit_vec(b * o * pixels);
-            let path = matmul_uninit(&mut out, at, wt, &acts, start);
-            // SAFETY: the product wrote every value (no residual to start from).
-            (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
-        }
+        })
     })?;
     said(path);
     let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;
     Ok((y.to_dtype(x.dtype())?, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn rounding_the_patches_by_rows_gives_the_same_convolution() {
+        let dev = Device::Cpu;
+        for (dims, k, stride, padding) in [
+            ((2, 3, 9, 32), 3, 1, 1),
+            ((2, 3, 9, 32), 1, 1, 0),
+            ((1, 4, 11, 12), 3, 2, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, dims, &dev).unwrap();
+            let c = dims.1;
+            let w = Tensor::randn(0f32, 1.0, (5, c, k, k), &dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+            let whole = conv2d_with(&x, &w, Some(&b), (stride, padding), None, usize::MAX)
+                .unwrap()
+                .0;
+            let res = Tensor::randn(0f32, 1.0, whole.dims(), &dev).unwrap();
+            for residual in [None, Some(&res)] {
+                let want = conv2d_with(&x, &w, Some(&b), (stride, padding), residual, usize::MAX)
+                    .unwrap()
+                    .0;
+                // A few output rows at a time (one row per chunk at the smallest).
+                for limit in [1, 3 * 32 * c * k * k * 2] {
+                    let got = conv2d_with(&x, &w, Some(&b), (stride, padding), residual, limit)
+                        .unwrap()
+                        .0;
+                    let diff = (&got - &want)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(
+                        diff < 1e-5,
+                        "{dims:?} k {k} stride {stride} limit {limit}: {diff}"
+                    );
+                }
+            }
+        }
+    }
 }
