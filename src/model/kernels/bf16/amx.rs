@@ -56,10 +56,10 @@ pub(super) fn available() -> bool {
 
 /// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
 #[repr(C, align(64))]
-struct TileConfig([u8; 64]);
+pub(super) struct TileConfig(pub(super) [u8; 64]);
 
 impl TileConfig {
-    fn full() -> TileConfig {
+    pub(super) fn full() -> TileConfig {
         let mut c = [0u8; 64];
         c[0] = 1;
         for t in 0..8 {
@@ -138,14 +138,14 @@ pub(super) unsafe fn matmul(
 /// 0 and 1 (rows 0–15, columns 0–15 and 16–31), 2 and 3 (rows 16–31), and the row stride in
 /// bytes.
 #[derive(Clone, Copy)]
-struct Tiles {
-    at: [*mut f32; 4],
-    stride: usize,
+pub(super) struct Tiles {
+    pub(super) at: [*mut f32; 4],
+    pub(super) stride: usize,
 }
 
 impl Tiles {
     /// A 32 × 32 block of f32 at `base` with `row` values between rows.
-    fn block(base: *mut f32, row: usize) -> Tiles {
+    pub(super) fn block(base: *mut f32, row: usize) -> Tiles {
         // SAFETY (of the offsets): inside the block the caller describes.
         Tiles {
             at: [
@@ -268,7 +268,7 @@ unsafe fn task(
 /// # Safety
 /// Tiles configured ([`TileConfig::full`]).
 #[inline]
-unsafe fn zero() {
+pub(super) unsafe fn zero() {
     // SAFETY: per the caller.
     unsafe {
         asm!(
@@ -286,7 +286,7 @@ unsafe fn zero() {
 /// # Safety
 /// Tiles configured; each address has 16 rows of 64 bytes at the stride.
 #[inline]
-unsafe fn load(t: Tiles) {
+pub(super) unsafe fn load(t: Tiles) {
     // SAFETY: per the caller.
     unsafe {
         asm!(
@@ -309,7 +309,7 @@ unsafe fn load(t: Tiles) {
 /// # Safety
 /// As [`load`], and the addresses are writable.
 #[inline]
-unsafe fn store(t: Tiles) {
+pub(super) unsafe fn store(t: Tiles) {
     // SAFETY: per the caller.
     unsafe {
         asm!(

@@ -76,6 +76,34 @@ fn conv2d_with(
         accumulate: residual.is_some(),
         col_bias: None,
     };
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if super::current_path() == Bf16Path::Amx
+        && super::amx_conv::applies((o, c), (kh, kw), stride, padding, w)
+    {
+        let out = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+            with_weight(weight, (o, k), |wt| {
+                let (mut init, mut uninit) = match residual {
+                    Some(out) => (Some(out), Vec::new()),
+                    None => (None, crate::model::cpu_kernels::uninit_vec(b * o * pixels)),
+                };
+                let dst = match &mut init {
+                    Some(out) => super::OutPtr(out.as_mut_ptr()),
+                    None => super::OutPtr(uninit.as_mut_ptr().cast()),
+                };
+                // SAFETY: the path is AMX (chosen from this CPU's features), `applies`
+                // holds, and the output holds b · o · pixels values.
+                unsafe { super::amx_conv::conv3x3(dst, xs, (b, c, h, w), wt.bits, o, start) };
+                match init {
+                    Some(out) => out,
+                    // SAFETY: the convolution wrote every value.
+                    None => unsafe { crate::model::cpu_kernels::assume_init(uninit) },
+                }
+            })
+        })?;
+        said(Bf16Path::Amx);
+        let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;
+        return Ok((y.to_dtype(x.dtype())?, Bf16Path::Amx));
+    }
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
     // Stride 1 over rows of whole 16-pixel blocks: each patch value of 16 neighbouring
     // pixels is a run of one image line, rounded straight from the image.
@@ -221,6 +249,50 @@ fn conv2d_with(
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn the_amx_convolution_without_patches_matches_the_patch_path() {
+        use crate::model::kernels::bf16::with_forced_path;
+        let dev = Device::Cpu;
+        // 5 rows of 16 pixels: the last pixel block is half; 64 output channels.
+        let x = Tensor::randn(0f32, 1.0, (2, 64, 5, 16), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.1, (64, 64, 3, 3), &dev)
+            .and_then(|t| t.to_dtype(DType::BF16))
+            .unwrap();
+        let b = Tensor::randn(0f32, 1.0, 64, &dev).unwrap();
+        let res = Tensor::randn(0f32, 1.0, (2, 64, 5, 16), &dev).unwrap();
+        for (bias, residual) in [
+            (None, None),
+            (Some(&b), None),
+            (Some(&b), Some(&res)),
+            (None, Some(&res)),
+        ] {
+            let want = with_forced_path(Bf16Path::Avx512Bf16, || {
+                conv2d(&x, &w, bias, 1, 1, residual).unwrap()
+            });
+            let got = with_forced_path(Bf16Path::Amx, || {
+                conv2d(&x, &w, bias, 1, 1, residual).unwrap()
+            });
+            assert_eq!(
+                got.1,
+                super::super::choose(Some(Bf16Path::Amx), super::super::CpuBf16::detect())
+            );
+            let diff = (&got.0 - &want.0)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff < 1e-4,
+                "bias {} residual {}: {diff}",
+                bias.is_some(),
+                residual.is_some()
+            );
+        }
+    }
 
     #[test]
     fn rounding_the_patches_by_rows_gives_the_same_convolution() {

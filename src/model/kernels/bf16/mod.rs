@@ -24,6 +24,8 @@
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) mod amx_conv;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;

@@ -1,0 +1,245 @@
+//! 3×3 convolutions (stride 1, "same" padding) on AMX without patches (implicit GEMM): the
+//! input is rounded once into a padded layout whose rows are pairs of channels —
+//! `P[y][c / 2][x]`, each value the two channels' bf16 side by side — so that for a kernel
+//! offset `(ky, kx)` and 32 channels, the tile of 16 output pixels of one row is 16 rows of
+//! 64 contiguous bytes at a fixed stride: loaded straight from `P`. The weight is re-laid
+//! out per call as `(o, ky, kx, c)`, so that `k` runs over 32 channels at one offset per
+//! step. Output blocks of 32 channels × 32 pixels accumulate in four tiles over all
+//! `9 · c / 32` steps and are stored straight into the `(o, pixels)` output (or through
+//! [`write_block`] at the edges).
+
+use super::amx::{TileConfig, Tiles, load, store, zero};
+use super::{OutAt, OutPtr, Start, f32_to_bf16, write_block};
+use rayon::prelude::*;
+use std::arch::asm;
+
+/// Whether [`conv3x3`] runs this convolution: 3×3, stride 1, padding 1, input and output
+/// channels multiples of 32, output rows a multiple of 16 pixels.
+pub(crate) fn applies(
+    (o, c): (usize, usize),
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: usize,
+    w: usize,
+) -> bool {
+    kh == 3
+        && kw == 3
+        && stride == 1
+        && padding == 1
+        && o.is_multiple_of(32)
+        && c.is_multiple_of(32)
+        && w.is_multiple_of(16)
+}
+
+/// One image's input in the pair layout (`(h + 2) × c/2 × (w + 2)` pairs, zero border).
+fn pairs_layout(src: &[f32], c: usize, h: usize, w: usize) -> Vec<u32> {
+    let (hp, wp, cp) = (h + 2, w + 2, c / 2);
+    let mut p = vec![0u32; hp * cp * wp];
+    p.par_chunks_mut(cp * wp).enumerate().for_each(|(y, rows)| {
+        if y == 0 || y > h {
+            return;
+        }
+        for (q, row) in rows.chunks_exact_mut(wp).enumerate() {
+            let a = &src[((2 * q) * h + y - 1) * w..][..w];
+            let b = &src[((2 * q + 1) * h + y - 1) * w..][..w];
+            for ((d, x0), x1) in row[1..=w].iter_mut().zip(a).zip(b) {
+                *d = f32_to_bf16(*x0) as u32 | (f32_to_bf16(*x1) as u32) << 16;
+            }
+        }
+    });
+    p
+}
+
+/// The weight `(o, c, 3, 3)` as `(o, 3, 3, c)` bf16 bits.
+fn weight_by_offset(bits: &[u16], o: usize, c: usize) -> Vec<u16> {
+    let mut w = vec![0u16; o * 9 * c];
+    w.par_chunks_mut(9 * c).enumerate().for_each(|(j, row)| {
+        for ch in 0..c {
+            for s in 0..9 {
+                row[s * c + ch] = bits[(j * c + ch) * 9 + s];
+            }
+        }
+    });
+    w
+}
+
+/// `out (b, o, h·w) = conv3x3(x) + start` for `x` `(b, c, h, w)` f32 and the bf16 weight
+/// `(o, c, 3, 3)` (raw bits).
+///
+/// # Safety
+/// The CPU has AMX-BF16 with the permission granted; [`applies`] holds; `out` holds
+/// `b · o · h · w` values (the residual in place when `start.accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv3x3(
+    out: OutPtr,
+    x: &[f32],
+    (b, c, h, w): (usize, usize, usize, usize),
+    weight: &[u16],
+    o: usize,
+    start: Start<'_>,
+) {
+    let pixels = h * w;
+    // A bias with a residual: folded into the output first (every block then starts from
+    // what is in place).
+    let start = match (start.bias, start.accumulate) {
+        (Some(bias), true) => {
+            for img in 0..b {
+                for (j, bv) in bias.iter().enumerate() {
+                    let at = (img * o + j) * pixels;
+                    // SAFETY: inside the output (caller).
+                    let row = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), pixels) };
+                    row.iter_mut().for_each(|v| *v += bv);
+                }
+            }
+            Start {
+                bias: None,
+                ..start
+            }
+        }
+        _ => start,
+    };
+    let wt = weight_by_offset(weight, o, c);
+    let k = 9 * c;
+    let (cp, wp) = (c / 2, w + 2);
+    let jblocks = o.div_ceil(32);
+    let iblocks = pixels.div_ceil(32);
+    for img in 0..b {
+        let p = pairs_layout(&x[img * c * pixels..(img + 1) * c * pixels], c, h, w);
+        let dst = OutPtr(out.get().wrapping_add(img * o * pixels));
+        let at = OutAt::channels(pixels);
+        // Tasks: runs of up to 16 pixel blocks by runs of W row blocks, enough of them for
+        // the threads (a small image splits its W rows, so each W block still serves all
+        // of its pixel blocks).
+        let threads = rayon::current_num_threads().max(1);
+        let per = iblocks.min(16);
+        let ti = iblocks.div_ceil(per);
+        let tj = (4 * threads).div_ceil(ti).clamp(1, jblocks);
+        let jc = jblocks.div_ceil(tj);
+        (0..ti * tj).into_par_iter().for_each(|task| {
+            let (t, tjx) = (task % ti, task / ti);
+            let cfg = TileConfig::full();
+            let mut tile = [0f32; 32 * 32];
+            let mut bias_tile = [0f32; 32 * 16];
+            // SAFETY: AMX present (caller); a valid palette-1 configuration.
+            unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+            for jb in tjx * jc..((tjx + 1) * jc).min(jblocks) {
+                let j0 = jb * 32;
+                let bias = start.bias.map(|bias| {
+                    for (r, row) in bias_tile.chunks_exact_mut(16).enumerate() {
+                        row.fill(bias.get(j0 + r).copied().unwrap_or(0.0));
+                    }
+                    let base = bias_tile.as_mut_ptr();
+                    Tiles {
+                        at: [base, base, base.wrapping_add(256), base.wrapping_add(256)],
+                        stride: 64,
+                    }
+                });
+                // W rows j0 … j0 + 31 (o is a multiple of 32).
+                let (w0, w1) = (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr());
+                let whole_j = true;
+                for ib in t * per..((t + 1) * per).min(iblocks) {
+                    let i0 = ib * 32;
+                    let whole = whole_j && i0 + 32 <= pixels;
+                    // The two 16-pixel tiles of the block: each within one output row.
+                    let px = |i: usize| {
+                        let i = i.min(pixels - 16);
+                        (i / w, i % w)
+                    };
+                    let (ya, xa) = px(i0);
+                    let (yb, xb) = px(i0 + 16);
+                    let direct = whole
+                        .then(|| Tiles::block(dst.get().wrapping_add(at.index(j0, i0)), at.row));
+                    // SAFETY: tiles configured; every load below reads inside `p`, `wt`,
+                    // the bias tile or the output block, every store the output block or
+                    // `tile`.
+                    unsafe {
+                        match (direct, start.accumulate, bias) {
+                            (Some(d), true, _) => load(d),
+                            (_, _, Some(bt)) => load(bt),
+                            _ => zero(),
+                        }
+                        for s in 0..9 {
+                            let (ky, kx) = (s / 3, s % 3);
+                            for cc in 0..c / 32 {
+                                let q = cc * 16;
+                                let xa_p = p.as_ptr().add(((ya + ky) * cp + q) * wp + xa + kx);
+                                let xb_p = p.as_ptr().add(((yb + ky) * cp + q) * wp + xb + kx);
+                                let kk = s * c + cc * 32;
+                                step(
+                                    w0.add(kk),
+                                    w1.add(kk),
+                                    k * 2,
+                                    xa_p.cast(),
+                                    xb_p.cast(),
+                                    wp * 4,
+                                );
+                            }
+                        }
+                        match direct {
+                            Some(d) => store(d),
+                            None => {
+                                store(Tiles::block(tile.as_mut_ptr(), 32));
+                                // The last block of an image of 16·(odd) pixels: its
+                                // second tile repeated the first; only 16 are written.
+                                let rows = 32.min(o - j0);
+                                let cols = 32.min(pixels - i0);
+                                write_block(
+                                    dst,
+                                    at,
+                                    Start {
+                                        bias: None,
+                                        accumulate: start.accumulate,
+                                        col_bias: None,
+                                    },
+                                    &tile,
+                                    32,
+                                    (j0, rows),
+                                    (i0, cols),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: releases this thread's tile state.
+            unsafe { asm!("tilerelease", options(nostack)) };
+        });
+    }
+}
+
+/// One step of 32 `k` values: two `W` tiles (rows 0–15 at `w0`, 16–31 at `w1`, `ldw`
+/// bytes apart) by two `X` tiles (16 pixel pairs rows at `xa`, `xb`, `ldx` bytes apart)
+/// into the four accumulators.
+///
+/// # Safety
+/// Tiles configured; the addresses hold 16 rows of 64 bytes at their strides.
+#[inline]
+unsafe fn step(
+    w0: *const u16,
+    w1: *const u16,
+    ldw: usize,
+    xa: *const u16,
+    xb: *const u16,
+    ldx: usize,
+) {
+    // SAFETY: per the caller.
+    unsafe {
+        asm!(
+            "tileloadd tmm4, [{w0} + {ldw}*1]",
+            "tileloadd tmm6, [{xa} + {ldx}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{xb} + {ldx}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{w1} + {ldw}*1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            w0 = in(reg) w0,
+            w1 = in(reg) w1,
+            ldw = in(reg) ldw,
+            xa = in(reg) xa,
+            xb = in(reg) xb,
+            ldx = in(reg) ldx,
+            options(nostack, readonly),
+        );
+    }
+}
