@@ -9,7 +9,6 @@
 //! compiler.
 
 use super::{Acts, KB, OutAt, OutPtr, Start, Tasks, Weight, write_block};
-use rayon::prelude::*;
 use std::arch::asm;
 use std::arch::x86_64::__cpuid_count;
 
@@ -54,19 +53,157 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
-#[repr(C, align(64))]
-pub(super) struct TileConfig(pub(super) [u8; 64]);
+/// This thread's tiles, configured (palette 1, all eight tiles 16 rows × 64 bytes) until
+/// dropped, which releases them.
+pub(super) struct TileUse(());
 
-impl TileConfig {
-    pub(super) fn full() -> TileConfig {
-        let mut c = [0u8; 64];
-        c[0] = 1;
+impl TileUse {
+    /// Configure this thread's tiles.
+    ///
+    /// # Safety
+    /// The CPU has AMX and the permission was granted ([`available`]).
+    pub(super) unsafe fn configure() -> TileUse {
+        #[repr(C, align(64))]
+        struct Config([u8; 64]);
+        let mut c = Config([0; 64]);
+        c.0[0] = 1;
         for t in 0..8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = 16;
+            c.0[16 + 2 * t] = 64;
+            c.0[48 + t] = 16;
         }
-        TileConfig(c)
+        // SAFETY: AMX present (caller); a valid palette-1 configuration.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) c.0.as_ptr(), options(nostack)) };
+        TileUse(())
+    }
+}
+
+impl Drop for TileUse {
+    fn drop(&mut self) {
+        // SAFETY: the tiles were configured by this thread (`configure`).
+        unsafe { asm!("tilerelease", options(nostack)) };
+    }
+}
+
+/// With a residual (`accumulate`), add the biases to the output first, so that every block
+/// starts from what is in place; the start that is left (no bias with a residual).
+///
+/// # Safety
+/// `dst` covers the `n × m` output through `at`, and no other thread touches it meanwhile.
+pub(super) unsafe fn fold_bias<'a>(
+    dst: OutPtr,
+    at: OutAt,
+    start: Start<'a>,
+    (n, m): (usize, usize),
+) -> Start<'a> {
+    if !start.accumulate || (start.bias.is_none() && start.col_bias.is_none()) {
+        return start;
+    }
+    // SAFETY (of every slice): a run of values the output holds at unit stride (caller).
+    let run = |j: usize, i: usize, len: usize| unsafe {
+        std::slice::from_raw_parts_mut(dst.get().add(at.index(j, i)), len)
+    };
+    // Each bias in its own pass (the column bias first), each a plain add over a run.
+    let add_col =
+        |row: &mut [f32], bias: &[f32]| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    let add_one = |row: &mut [f32], b: f32| row.iter_mut().for_each(|v| *v += b);
+    if at.col == 1 {
+        // Runs of activation rows, one image at a time.
+        let per = if at.group > 0 { at.group } else { m }.max(1);
+        for j in 0..n {
+            for i0 in (0..m).step_by(per) {
+                let row = run(j, i0, per.min(m - i0));
+                if let Some(cb) = start.col_bias {
+                    add_col(row, &cb[i0..]);
+                }
+                if let Some(b) = start.bias {
+                    add_one(row, b[j]);
+                }
+            }
+        }
+    } else if at.row == 1 && at.group == 0 {
+        for i in 0..m {
+            let row = run(0, i, n);
+            if let Some(cb) = start.col_bias {
+                add_one(row, cb[i]);
+            }
+            if let Some(b) = start.bias {
+                add_col(row, b);
+            }
+        }
+    } else {
+        for j in 0..n {
+            for i in 0..m {
+                let v = &mut run(j, i, 1)[0];
+                *v += start.col_bias.map_or(0.0, |b| b[i]);
+                *v += start.bias.map_or(0.0, |b| b[j]);
+            }
+        }
+    }
+    Start {
+        bias: None,
+        col_bias: None,
+        ..start
+    }
+}
+
+/// The start of tiles 0 and 1 (rows 0–15) and 2 and 3 (rows 16–31) from a bias per output
+/// row: each row's value across 16 columns, written into `buf`.
+pub(super) fn row_bias_tiles(buf: &mut [f32; 32 * 16], bias: &[f32], j0: usize) -> Tiles {
+    for (r, row) in buf.chunks_exact_mut(16).enumerate() {
+        row.fill(bias.get(j0 + r).copied().unwrap_or(0.0));
+    }
+    let base = buf.as_mut_ptr();
+    Tiles {
+        at: [base, base, base.wrapping_add(256), base.wrapping_add(256)],
+        stride: 64,
+    }
+}
+
+/// Start a block's accumulators: loaded from the output in place (`direct`, with a
+/// residual), from the bias tiles, or zeroed.
+///
+/// # Safety
+/// Tiles configured; the addresses hold what [`load`] reads.
+pub(super) unsafe fn begin(direct: Option<Tiles>, accumulate: bool, bias: Option<Tiles>) {
+    // SAFETY: per the caller.
+    unsafe {
+        match (direct, accumulate, bias) {
+            (Some(d), true, _) => load(d),
+            (_, _, Some(b)) => load(b),
+            _ => zero(),
+        }
+    }
+}
+
+/// Finish a block: store its tiles in place (`direct`), or into `tile` and then through
+/// [`write_block`] (adding to the output when `accumulate`) for its `rows` × `cols` values
+/// at `(j0, i0)`.
+///
+/// # Safety
+/// Tiles configured; `direct` addresses the whole block in the output; `dst` covers the
+/// block's values through `at`, written by no other thread.
+pub(super) unsafe fn finish(
+    direct: Option<Tiles>,
+    tile: &mut [f32; 32 * 32],
+    (dst, at): (OutPtr, OutAt),
+    accumulate: bool,
+    (j0, rows): (usize, usize),
+    (i0, cols): (usize, usize),
+) {
+    // SAFETY: per the caller.
+    unsafe {
+        match direct {
+            Some(d) => store(d),
+            None => {
+                store(Tiles::block(tile.as_mut_ptr(), 32));
+                let start = Start {
+                    bias: None,
+                    accumulate,
+                    col_bias: None,
+                };
+                write_block(dst, at, start, tile, 32, (j0, rows), (i0, cols));
+            }
+        }
     }
 }
 
@@ -86,52 +223,12 @@ pub(super) unsafe fn matmul(
     parallel: bool,
 ) {
     let (m, n) = (x.m(), w.n);
-    if let (Some(bias), true) = (start.col_bias, start.accumulate) {
-        for j in 0..n {
-            for (i, b) in bias.iter().enumerate() {
-                // SAFETY: (j, i) lies in the output (caller).
-                unsafe { *dst.get().add(at.index(j, i)) += b };
-            }
-        }
-    }
-    let col_bias = start.col_bias.filter(|_| !start.accumulate);
-    let start = match (start.bias, start.accumulate) {
-        (Some(bias), true) => {
-            // In the output's own order (a linear layer's rows hold every j).
-            if at.row == 1 && at.group == 0 {
-                for i in 0..m {
-                    // SAFETY: row i's n values lie in the output (caller).
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(dst.get().add(i * at.col), n) };
-                    row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
-                }
-            } else {
-                for (j, b) in bias.iter().enumerate() {
-                    for i in 0..m {
-                        // SAFETY: (j, i) lies in the output (caller).
-                        unsafe { *dst.get().add(at.index(j, i)) += b };
-                    }
-                }
-            }
-            Start {
-                bias: None,
-                accumulate: true,
-                col_bias,
-            }
-        }
-        _ => Start { col_bias, ..start },
-    };
-    let tasks = Tasks::new(n, m, JB, parallel);
-    let run = |t: usize| {
-        let (jr, ir) = tasks.ranges(t, n, m);
+    // SAFETY: per the caller.
+    let start = unsafe { fold_bias(dst, at, start, (n, m)) };
+    Tasks::new(n, m, JB, parallel).run(n, m, parallel, |jr, ir| {
         // SAFETY: per the caller; this task's blocks are written by this task only.
         unsafe { task(dst, at, w, x, start, jr, ir) };
-    };
-    if parallel {
-        (0..tasks.tj * tasks.ti).into_par_iter().for_each(run);
-    } else {
-        (0..tasks.tj * tasks.ti).for_each(run);
-    }
+    });
 }
 
 /// Where the four accumulator tiles of a 32 × 32 block are loaded from or stored to: tiles
@@ -166,8 +263,8 @@ impl Tiles {
 /// and [`write_block`].
 ///
 /// # Safety
-/// As [`matmul`]; a bias comes without a residual ([`matmul`] folds them), and a row bias
-/// without a column bias.
+/// As [`matmul`]; a bias comes without a residual ([`fold_bias`]), and a row bias without a
+/// column bias.
 unsafe fn task(
     dst: OutPtr,
     at: OutAt,
@@ -182,12 +279,10 @@ unsafe fn task(
     let steps = kp / KB;
     let mut edge = Vec::new();
     let mut tile = [0f32; JB * 32];
-    // Each row's bias across 16 columns: the start of tiles 0 and 1 (rows 0–15) and 2 and 3.
     let mut bias_tile = [0f32; JB * 16];
     let mut col_tile = [0f32; 32];
-    let cfg = TileConfig::full();
-    // SAFETY: the CPU has AMX (caller); the configuration is a valid palette-1 layout.
-    unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+    // SAFETY: the CPU has AMX (caller).
+    let _tiles = unsafe { TileUse::configure() };
     for jb in jr {
         let j0 = jb * JB;
         // The block's W rows, in place when whole, else copied with zero padding.
@@ -197,16 +292,9 @@ unsafe fn task(
             w.copy_rows(j0, JB, kp, &mut edge);
             (edge.as_ptr(), kp)
         };
-        let bias_start = start.bias.map(|bias| {
-            for (r, row) in bias_tile.chunks_exact_mut(16).enumerate() {
-                row.fill(bias.get(j0 + r).copied().unwrap_or(0.0));
-            }
-            let base = bias_tile.as_mut_ptr();
-            Tiles {
-                at: [base, base, base.wrapping_add(256), base.wrapping_add(256)],
-                stride: 64,
-            }
-        });
+        let bias_start = start
+            .bias
+            .map(|bias| row_bias_tiles(&mut bias_tile, bias, j0));
         for ib in ir.clone() {
             let i0 = ib * 32;
             // A bias per column: every row of a tile the same 16 values (stride 0).
@@ -231,44 +319,26 @@ unsafe fn task(
             // scratch block; wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold
             // kp · MB values each.
             unsafe {
-                match (direct, start.accumulate, bias_start.or(col_start)) {
-                    (Some(d), true, _) => load(d),
-                    (_, _, Some(b)) => load(b),
-                    _ => zero(),
-                }
+                begin(direct, start.accumulate, bias_start.or(col_start));
                 run(wp, ldw * 2, x0, x1, steps);
-                match direct {
-                    Some(d) => store(d),
-                    None => {
-                        store(Tiles::block(tile.as_mut_ptr(), 32));
-                        write_block(
-                            dst,
-                            at,
-                            Start {
-                                bias: None,
-                                accumulate: start.accumulate,
-                                col_bias: None,
-                            },
-                            &tile,
-                            32,
-                            (j0, JB.min(n - j0)),
-                            (i0, 32.min(m - i0)),
-                        );
-                    }
-                }
+                finish(
+                    direct,
+                    &mut tile,
+                    (dst, at),
+                    start.accumulate,
+                    (j0, JB.min(n - j0)),
+                    (i0, 32.min(m - i0)),
+                );
             }
         }
     }
-    // SAFETY: releases this thread's tile state.
-    unsafe { asm!("tilerelease", options(nostack)) };
 }
-
 /// Zero the four accumulator tiles.
 ///
 /// # Safety
-/// Tiles configured ([`TileConfig::full`]).
+/// Tiles configured ([`TileUse::configure`]).
 #[inline]
-pub(super) unsafe fn zero() {
+unsafe fn zero() {
     // SAFETY: per the caller.
     unsafe {
         asm!(
@@ -286,7 +356,7 @@ pub(super) unsafe fn zero() {
 /// # Safety
 /// Tiles configured; each address has 16 rows of 64 bytes at the stride.
 #[inline]
-pub(super) unsafe fn load(t: Tiles) {
+unsafe fn load(t: Tiles) {
     // SAFETY: per the caller.
     unsafe {
         asm!(

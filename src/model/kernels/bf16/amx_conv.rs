@@ -8,8 +8,8 @@
 //! `9 · c / 32` steps and are stored straight into the `(o, pixels)` output (or through
 //! [`write_block`] at the edges).
 
-use super::amx::{TileConfig, Tiles, load, store, zero};
-use super::{OutAt, OutPtr, Start, f32_to_bf16, write_block};
+use super::amx::{TileUse, Tiles, begin, finish, fold_bias, row_bias_tiles};
+use super::{OutAt, OutPtr, Start, f32_to_bf16};
 use rayon::prelude::*;
 use std::arch::asm;
 
@@ -79,25 +79,8 @@ pub(crate) unsafe fn conv3x3(
     start: Start<'_>,
 ) {
     let pixels = h * w;
-    // A bias with a residual: folded into the output first (every block then starts from
-    // what is in place).
-    let start = match (start.bias, start.accumulate) {
-        (Some(bias), true) => {
-            for img in 0..b {
-                for (j, bv) in bias.iter().enumerate() {
-                    let at = (img * o + j) * pixels;
-                    // SAFETY: inside the output (caller).
-                    let row = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), pixels) };
-                    row.iter_mut().for_each(|v| *v += bv);
-                }
-            }
-            Start {
-                bias: None,
-                ..start
-            }
-        }
-        _ => start,
-    };
+    // SAFETY: the output holds the b images (caller).
+    let start = unsafe { fold_bias(out, OutAt::images(o, pixels), start, (o, b * pixels)) };
     let wt = weight_by_offset(weight, o, c);
     let k = 9 * c;
     let (cp, wp) = (c / 2, w + 2);
@@ -117,29 +100,20 @@ pub(crate) unsafe fn conv3x3(
         let jc = jblocks.div_ceil(tj);
         (0..ti * tj).into_par_iter().for_each(|task| {
             let (t, tjx) = (task % ti, task / ti);
-            let cfg = TileConfig::full();
             let mut tile = [0f32; 32 * 32];
             let mut bias_tile = [0f32; 32 * 16];
-            // SAFETY: AMX present (caller); a valid palette-1 configuration.
-            unsafe { asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+            // SAFETY: AMX present (caller).
+            let _tiles = unsafe { TileUse::configure() };
             for jb in tjx * jc..((tjx + 1) * jc).min(jblocks) {
                 let j0 = jb * 32;
-                let bias = start.bias.map(|bias| {
-                    for (r, row) in bias_tile.chunks_exact_mut(16).enumerate() {
-                        row.fill(bias.get(j0 + r).copied().unwrap_or(0.0));
-                    }
-                    let base = bias_tile.as_mut_ptr();
-                    Tiles {
-                        at: [base, base, base.wrapping_add(256), base.wrapping_add(256)],
-                        stride: 64,
-                    }
-                });
+                let bias = start
+                    .bias
+                    .map(|bias| row_bias_tiles(&mut bias_tile, bias, j0));
                 // W rows j0 … j0 + 31 (o is a multiple of 32).
                 let (w0, w1) = (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr());
-                let whole_j = true;
                 for ib in t * per..((t + 1) * per).min(iblocks) {
                     let i0 = ib * 32;
-                    let whole = whole_j && i0 + 32 <= pixels;
+                    let whole = i0 + 32 <= pixels;
                     // The two 16-pixel tiles of the block: each within one output row.
                     let px = |i: usize| {
                         let i = i.min(pixels - 16);
@@ -153,11 +127,7 @@ pub(crate) unsafe fn conv3x3(
                     // the bias tile or the output block, every store the output block or
                     // `tile`.
                     unsafe {
-                        match (direct, start.accumulate, bias) {
-                            (Some(d), true, _) => load(d),
-                            (_, _, Some(bt)) => load(bt),
-                            _ => zero(),
-                        }
+                        begin(direct, start.accumulate, bias);
                         for s in 0..9 {
                             let (ky, kx) = (s / 3, s % 3);
                             for cc in 0..c / 32 {
@@ -175,34 +145,19 @@ pub(crate) unsafe fn conv3x3(
                                 );
                             }
                         }
-                        match direct {
-                            Some(d) => store(d),
-                            None => {
-                                store(Tiles::block(tile.as_mut_ptr(), 32));
-                                // The last block of an image of 16·(odd) pixels: its
-                                // second tile repeated the first; only 16 are written.
-                                let rows = 32.min(o - j0);
-                                let cols = 32.min(pixels - i0);
-                                write_block(
-                                    dst,
-                                    at,
-                                    Start {
-                                        bias: None,
-                                        accumulate: start.accumulate,
-                                        col_bias: None,
-                                    },
-                                    &tile,
-                                    32,
-                                    (j0, rows),
-                                    (i0, cols),
-                                );
-                            }
-                        }
+                        // The last block of an image of 16·(odd) pixels: its second
+                        // tile repeated the first; only 16 are written.
+                        finish(
+                            direct,
+                            &mut tile,
+                            (dst, at),
+                            start.accumulate,
+                            (j0, 32),
+                            (i0, 32.min(pixels - i0)),
+                        );
                     }
                 }
             }
-            // SAFETY: releases this thread's tile state.
-            unsafe { asm!("tilerelease", options(nostack)) };
         });
     }
 }

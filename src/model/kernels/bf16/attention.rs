@@ -10,7 +10,7 @@
 //! sums. Every task runs its products on its own thread.
 
 use super::{Acts, Bf16Path, OutAt, OutPtr, Start, Weight, f32_to_bf16, matmul_raw};
-use crate::model::cpu_kernels::{exp_to_bf16, row_max, with_slice};
+use crate::model::cpu_kernels::{AttentionDims, exp_to_bf16, row_max, with_slice};
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -30,18 +30,7 @@ pub fn applies(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
 /// `softmax(scale · Q Kᵀ) V` per head, for `q` `(b, n, dim)` and `k`, `v` `(b, m, dim)`
 /// with `heads` heads of `dim / heads`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
-    let (b, n, dim) = q.dims3()?;
-    let (bk, m, dk) = k.dims3()?;
-    if bk != b || dk != dim || v.dims3()? != (b, m, dim) || heads == 0 || !dim.is_multiple_of(heads)
-    {
-        candle_core::bail!(
-            "attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        );
-    }
-    let hd = dim / heads;
+    let AttentionDims { b, n, m, dim, hd } = AttentionDims::check(q, k, v, heads)?;
     let path = super::current_path();
     let mut out = vec![0f32; b * n * dim];
     let dst = OutPtr(out.as_mut_ptr());

@@ -8,7 +8,6 @@
 //! activations each.
 
 use super::{Acts, MB, OutAt, OutPtr, Start, Tasks, Weight, write_block};
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// `W` rows per micro-kernel.
@@ -27,17 +26,10 @@ pub(super) unsafe fn matmul(
     parallel: bool,
 ) {
     let (m, n) = (x.m(), w.n);
-    let tasks = Tasks::new(n, m, MR, parallel);
-    let run = |t: usize| {
-        let (jr, ir) = tasks.ranges(t, n, m);
+    Tasks::new(n, m, MR, parallel).run(n, m, parallel, |jr, ir| {
         // SAFETY: per the caller; this task's blocks are written by this task only.
         unsafe { task(dst, at, w, x, start, jr, ir) };
-    };
-    if parallel {
-        (0..tasks.tj * tasks.ti).into_par_iter().for_each(run);
-    } else {
-        (0..tasks.tj * tasks.ti).for_each(run);
-    }
+    });
 }
 
 /// One task: strips `jr` of [`MR`] `W` rows × blocks `ir` of 32 activations.

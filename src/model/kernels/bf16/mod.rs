@@ -221,9 +221,7 @@ impl Acts {
         fill: impl Fn(usize, &mut [f32]) + Sync,
     ) -> Acts {
         use rayon::prelude::*;
-        let kp = k.div_ceil(KB).max(1) * KB;
-        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
-        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        let (kp, mut data) = Acts::zeroed(m, k);
         let init = || vec![0f32; MB * k];
         let one = |rows: &mut Vec<f32>, (b, block): (usize, &mut [u32])| {
             let real = MB.min(m.saturating_sub(b * MB));
@@ -261,9 +259,7 @@ impl Acts {
     ) -> Acts {
         use rayon::prelude::*;
         assert!(m.is_multiple_of(MB), "Acts::build_columns: {m} rows");
-        let kp = k.div_ceil(KB).max(1) * KB;
-        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
-        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        let (kp, mut data) = Acts::zeroed(m, k);
         data.par_chunks_mut(kp / 2 * MB)
             .take(m / MB)
             .enumerate()
@@ -295,9 +291,7 @@ impl Acts {
     pub fn from_bf16_rows(bits: &[u16], m: usize, k: usize) -> Acts {
         use rayon::prelude::*;
         assert_eq!(bits.len(), m * k, "Acts: {} values for {m}×{k}", bits.len());
-        let kp = k.div_ceil(KB).max(1) * KB;
-        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
-        let mut data = vec![0u32; blocks * kp / 2 * MB];
+        let (kp, mut data) = Acts::zeroed(m, k);
         data.par_chunks_mut(kp / 2 * MB)
             .enumerate()
             .for_each(|(b, block)| {
@@ -313,6 +307,14 @@ impl Acts {
                 }
             });
         Acts { m, k, kp, data }
+    }
+
+    /// `k` padded to a multiple of [`KB`], and zeroed storage for `m` rows of it in whole
+    /// pairs of blocks.
+    fn zeroed(m: usize, k: usize) -> (usize, Vec<u32>) {
+        let kp = k.div_ceil(KB).max(1) * KB;
+        let blocks = m.div_ceil(MB).next_multiple_of(2).max(2);
+        (kp, vec![0u32; blocks * kp / 2 * MB])
     }
 
     /// Rows.
@@ -699,6 +701,27 @@ impl Tasks {
             ic,
             tj: jblocks.div_ceil(jc),
             ti,
+        }
+    }
+
+    /// Run `f` on every task's `W` row blocks and activation blocks, on the rayon threads
+    /// (`parallel`) or on this one.
+    pub(crate) fn run(
+        &self,
+        n: usize,
+        m: usize,
+        parallel: bool,
+        f: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
+    ) {
+        use rayon::prelude::*;
+        let one = |t: usize| {
+            let (jr, ir) = self.ranges(t, n, m);
+            f(jr, ir);
+        };
+        if parallel {
+            (0..self.tj * self.ti).into_par_iter().for_each(one);
+        } else {
+            (0..self.tj * self.ti).for_each(one);
         }
     }
 

@@ -255,6 +255,43 @@ simd_fn! {
     }
 }
 
+/// The sizes of an attention: `q` `(b, n, dim)`, `k` and `v` `(b, m, dim)`, heads of `hd`.
+pub(crate) struct AttentionDims {
+    pub(crate) b: usize,
+    pub(crate) n: usize,
+    pub(crate) m: usize,
+    pub(crate) dim: usize,
+    pub(crate) hd: usize,
+}
+
+impl AttentionDims {
+    /// The sizes, or an error when the shapes and the head count do not fit together.
+    pub(crate) fn check(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Self> {
+        let (b, n, dim) = q.dims3()?;
+        let (bk, m, dk) = k.dims3()?;
+        if bk != b
+            || dk != dim
+            || v.dims3()? != (b, m, dim)
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
+            candle_core::bail!(
+                "attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit",
+                q.dims(),
+                k.dims(),
+                v.dims()
+            );
+        }
+        Ok(Self {
+            b,
+            n,
+            m,
+            dim,
+            hd: dim / heads,
+        })
+    }
+}
+
 /// Query rows per attention block: the block of scores (rows × keys) stays a few MB
 /// (64 rows: SD 1.5's self-attention at 512×512 1.59 s per call, 128: 1.37 s, 192: 1.27 s,
 /// 256: 1.31 s, within this machine's noise of 192).
@@ -266,18 +303,7 @@ const ATTENTION_BLOCK_ROWS: usize = 256;
 /// `softmax(scale·Q Kᵀ) V` per head in `(b, n, heads·d)` (heads side by side, as diffusers'
 /// `to_out` expects).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
-    let (b, n, dim) = q.dims3()?;
-    let (bk, m, dk) = k.dims3()?;
-    if bk != b || dk != dim || v.dims3()? != (b, m, dim) || heads == 0 || !dim.is_multiple_of(heads)
-    {
-        candle_core::bail!(
-            "attention: q {:?}, k {:?}, v {:?} with {heads} heads do not fit",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        );
-    }
-    let hd = dim / heads;
+    let AttentionDims { b, n, m, dim, hd } = AttentionDims::check(q, k, v, heads)?;
     let block_rows = ATTENTION_BLOCK_ROWS;
     let blocks = n.div_ceil(block_rows);
     let mut out = uninit_vec(b * n * dim);
