@@ -19,16 +19,12 @@ venv="$perf/venv"
 data="$perf/sd15-unet"
 mkdir -p "$perf"
 
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch, diffusers' 2>/dev/null; then
-    echo "making $venv (PyTorch + diffusers from PyPI)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check torch diffusers transformers safetensors
-fi
+# shellcheck source=tools/perf/torch_env.sh
+source tools/perf/torch_env.sh
+ensure_torch_venv "$venv"
 cargo build --release --locked --quiet
 adiff=target/release/adiff
-if [ ! -f "$data/config.json" ] || [ ! -f "$data/inputs.safetensors" ]; then
-    "$venv/bin/python" tools/perf/unet_torch.py make "$data" --sizes 256 512 768 1024
-fi
+ensure_sd15_unet "$venv/bin/python" "$data"
 
 rows=()
 for size in "${sizes[@]}"; do

@@ -21,11 +21,9 @@ perf=${PERF_DIR:-target/perf}
 venv=${VENV:-$perf/venv}
 py="$venv/bin/python"
 mkdir -p "$perf"
-if [ ! -x "$py" ] || ! "$py" -c 'import torch, diffusers' 2>/dev/null; then
-    echo "making $venv (PyTorch + diffusers from PyPI)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check torch diffusers transformers safetensors
-fi
+# shellcheck source=tools/perf/torch_env.sh
+source tools/perf/torch_env.sh
+ensure_torch_venv "$venv"
 cargo build --release --locked --quiet
 adiff=target/release/adiff
 [ -f "$perf/sd15-unet/config.json" ] || "$py" tools/perf/unet_torch.py make "$perf/sd15-unet" --sizes 256
