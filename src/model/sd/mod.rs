@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 
+use super::checkpoint::mixed_bf16;
 use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
 use super::hub::HubOptions;
@@ -214,15 +215,14 @@ impl StableDiffusion {
 
         let (vae, vae_dtype) = match &parts.vae {
             Some(v) => {
-                let vae_dtype =
-                    if v.config.force_upcast || (device.is_cpu() && dtype == DType::BF16) {
-                        DType::F32
-                    } else {
-                        dtype
-                    };
+                let vae_dtype = if v.config.force_upcast || mixed_bf16(device, dtype) {
+                    DType::F32
+                } else {
+                    dtype
+                };
                 // bf16 on the CPU: the decoder's products in bf16 too, activations in f32
                 // (no overflow to guard against, so `force_upcast` has nothing to do).
-                let vb = if device.is_cpu() && dtype == DType::BF16 {
+                let vb = if mixed_bf16(device, dtype) {
                     v.weights.network_var_builder(dtype, device)?
                 } else {
                     v.weights.var_builder(vae_dtype, device)?
@@ -276,7 +276,7 @@ impl StableDiffusion {
     /// The UNet's number format in words, with the CPU kernels bf16 runs on (for reports):
     /// `f32`, `bf16 (CPU, AMX kernels)`.
     pub fn precision(&self) -> String {
-        if self.device.is_cpu() && self.dtype == DType::BF16 {
+        if mixed_bf16(&self.device, self.dtype) {
             format!(
                 "bf16 (CPU, {} kernels)",
                 crate::model::kernels::bf16::current_path()
@@ -289,7 +289,7 @@ impl StableDiffusion {
     /// What a user should know about the number format: which kernels bf16 runs on here
     /// (the portable one is correct but slower).
     pub fn precision_note(&self) -> Option<String> {
-        (self.device.is_cpu() && self.dtype == DType::BF16).then(|| {
+        mixed_bf16(&self.device, self.dtype).then(|| {
             let path = crate::model::kernels::bf16::current_path();
             let slow = if path == crate::model::kernels::bf16::Bf16Path::Portable {
                 " (this CPU has no AVX512-bf16 or AMX: correct, but slower than f32)"
@@ -305,7 +305,7 @@ impl StableDiffusion {
     /// The dtype of the UNet's activations: f32 for bf16 on the CPU (mixed precision: only
     /// the weights of its products are bf16), else the UNet dtype.
     pub fn activation_dtype(&self) -> DType {
-        if self.device.is_cpu() && self.dtype == DType::BF16 {
+        if mixed_bf16(&self.device, self.dtype) {
             DType::F32
         } else {
             self.dtype
