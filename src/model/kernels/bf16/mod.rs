@@ -74,7 +74,8 @@ impl std::fmt::Display for Bf16Path {
 pub struct CpuBf16 {
     /// AMX tiles with bf16, and the OS's permission for tile data.
     pub amx: bool,
-    /// AVX512-bf16 together with AVX512F.
+    /// AVX512-bf16 together with AVX512F and AVX512BW (every CPU with the first has the
+    /// others).
     pub avx512_bf16: bool,
 }
 
@@ -97,7 +98,8 @@ impl CpuBf16 {
                     #[cfg(not(target_os = "linux"))]
                     amx: false,
                     avx512_bf16: std::arch::is_x86_feature_detected!("avx512bf16")
-                        && std::arch::is_x86_feature_detected!("avx512f"),
+                        && std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512bw"),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]

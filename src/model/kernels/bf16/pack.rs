@@ -24,7 +24,7 @@ pub(super) fn pack_block(rows: &[f32], k: usize, block: &mut [u32]) {
 #[inline]
 pub(super) fn pack_pair(a: &[f32; 16], b: &[f32; 16], dst: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if CpuBf16::detect().avx512_bf16 && std::arch::is_x86_feature_detected!("avx512bw") {
+    if CpuBf16::detect().avx512_bf16 {
         // SAFETY: the CPU has the features; `dst` holds 16 values (checked).
         assert!(dst.len() >= MB);
         unsafe { avx512::pack_pair(a, b, dst) };
