@@ -12,10 +12,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 
-use super::checkpoint::mixed_bf16;
 use super::config::{UNetConfig, VaeConfig};
 use super::error::ModelError;
 use super::hub::HubOptions;
+use super::kernels::bf16::mixed_bf16;
 use super::motion::MotionModules;
 use super::parts::Parts;
 use super::source::{ModelFiles, ModelSource};

@@ -378,12 +378,6 @@ pub fn var_builder_merged(
     ))
 }
 
-/// Whether `dtype` on `device` means mixed precision: bf16 on the CPU keeps its linear and
-/// convolution weights in bf16 and everything else in f32 ([`var_builder_bf16_matrices`]).
-pub fn mixed_bf16(device: &Device, dtype: DType) -> bool {
-    device.is_cpu() && dtype == DType::BF16
-}
-
 /// The var builder a network in `dtype` on `device` is built from: bf16 on the CPU is
 /// mixed precision ([`var_builder_bf16_matrices`]), any other choice [`var_builder_merged`].
 pub fn network_var_builder(
@@ -392,7 +386,7 @@ pub fn network_var_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
-    if mixed_bf16(device, dtype) {
+    if crate::model::kernels::bf16::mixed_bf16(device, dtype) {
         var_builder_bf16_matrices(files, merges, device)
     } else {
         var_builder_merged(files, merges, dtype, device)

@@ -38,6 +38,13 @@ mod tests;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
+/// Whether `dtype` on `device` means mixed precision: bf16 on the CPU keeps the weights of
+/// linear layers and convolutions in bf16 for these kernels and everything else in f32
+/// (`checkpoint::var_builder_bf16_matrices`).
+pub fn mixed_bf16(device: &candle_core::Device, dtype: candle_core::DType) -> bool {
+    device.is_cpu() && dtype == candle_core::DType::BF16
+}
+
 /// Which kernel a bf16 product ran on, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bf16Path {
