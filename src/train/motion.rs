@@ -72,6 +72,10 @@ pub struct MotionTrainConfig {
     pub high_noise_focus: Option<(usize, f64)>,
     /// Cosine decay of the learning rate between these steps.
     pub lr_decay: Option<(usize, usize)>,
+    /// Extra loss weight where a clip changes: a pixel of frame `f` weighs
+    /// `1 + k·|x0_f − mean over the clip's frames|` (channel mean; 0 = plain ε MSE).
+    #[serde(default)]
+    pub motion_weight: f64,
 }
 
 impl Default for MotionTrainConfig {
@@ -93,6 +97,7 @@ impl Default for MotionTrainConfig {
             high_noise_weight: 50.0,
             high_noise_focus: Some((600, 0.5)),
             lr_decay: None,
+            motion_weight: 0.0,
         }
     }
 }
@@ -183,6 +188,33 @@ pub fn position_table(len: usize, dim: usize, device: &Device) -> Result<Tensor>
         }
     }
     Ok(Tensor::from_vec(pe, (1, len, dim), device)?)
+}
+
+/// Per-pixel loss weights of `clips` clips of `frames` frames of `plane` pixels × 3
+/// channels (model pixels, clip-major): `1 + k·|x − clip mean|` averaged over channels, so
+/// the loss leans on what moves; `None` when `k` is 0.
+fn motion_weights(
+    pixels: &[f32],
+    (clips, frames, plane): (usize, usize, usize),
+    k: f64,
+) -> Option<Vec<f32>> {
+    if k <= 0.0 {
+        return None;
+    }
+    let image = 3 * plane;
+    let mut out = vec![0f32; clips * frames * plane];
+    for c in 0..clips {
+        let clip = &pixels[c * frames * image..(c + 1) * frames * image];
+        for i in 0..image {
+            let mean = (0..frames).map(|f| clip[f * image + i]).sum::<f32>() / frames as f32;
+            for f in 0..frames {
+                let d = (clip[f * image + i] - mean).abs();
+                out[(c * frames + f) * plane + i % plane] += d * k as f32 / 3.0;
+            }
+        }
+    }
+    out.iter_mut().for_each(|w| *w += 1.0);
+    Some(out)
 }
 
 impl MotionTrainer {
@@ -378,6 +410,7 @@ impl MotionTrainer {
             eos.push(t.eos_position);
         }
         let len = ids.len() / b;
+        let pixel_weights = motion_weights(&pixels, (b, f, s * s), self.config.motion_weight);
         let x0 = Tensor::from_vec(pixels, (b * f, 3, s, s), &self.device)?;
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         let text = self.text_encoder(&self.rows()?)?;
@@ -434,7 +467,15 @@ impl MotionTrainer {
             },
             &mut ModuleCache::default(),
         )?;
-        let per_frame = (pred - noise)?.sqr()?.flatten_from(1)?.mean(1)?;
+        let err = (pred - noise)?.sqr()?;
+        let per_frame = match pixel_weights {
+            None => err.flatten_from(1)?.mean(1)?,
+            Some(pw) => {
+                let pw = Tensor::from_vec(pw, (b * f, 1, s, s), &self.device)?;
+                let total = pw.flatten_from(1)?.sum(1)?.affine(3.0, 0.0)?;
+                (err.broadcast_mul(&pw)?.flatten_from(1)?.sum(1)? / total)?
+            }
+        };
         let w = Tensor::from_vec(weights, b * f, &self.device)?;
         Ok((per_frame * w)?.mean_all()?)
     }
@@ -597,6 +638,17 @@ mod tests {
             frames: 3,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn motion_weights_lean_on_changing_pixels_only() {
+        // One clip of 2 frames, 2 pixels: pixel 0 still, pixel 1 flips from -1 to 1 in
+        // every channel.
+        let frame = |v: f32| [0.5, v, 0.5, v, 0.5, v];
+        let pixels: Vec<f32> = [frame(-1.0), frame(1.0)].concat();
+        assert!(motion_weights(&pixels, (1, 2, 2), 0.0).is_none());
+        let w = motion_weights(&pixels, (1, 2, 2), 2.0).unwrap();
+        assert_eq!(w, vec![1.0, 3.0, 1.0, 3.0]);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct MotionArgs {
     /// Cosine learning-rate decay FROM:TO (steps); given, it also changes a resumed run.
     #[arg(long, value_parser = parse_lr_decay)]
     pub lr_decay: Option<LrDecay>,
+    /// Extra loss weight where a clip changes (a pixel weighs 1 + K·|its change from the
+    /// clip's mean|; 0 = plain ε loss); given, it also changes a resumed run.
+    #[arg(long)]
+    pub motion_weight: Option<f64>,
     /// Seed (new runs only).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

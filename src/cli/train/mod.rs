@@ -51,17 +51,27 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
         shared_noise: a.shared_noise,
         ..Default::default()
     };
+    if let Some(k) = a.motion_weight {
+        ensure!(
+            k.is_finite() && k >= 0.0,
+            "--motion-weight {k} is out of range: give 0 or more (e.g. 4)"
+        );
+    }
     let mut t = MotionTrainer::open(&a.out, &a.base, config)?;
     if let Some(LrDecay(d)) = a.lr_decay {
         t.config.lr_decay = d;
     }
+    if let Some(k) = a.motion_weight {
+        t.config.motion_weight = k;
+    }
     eprintln!(
-        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, {:.0} s trained so far; checkpoints in {}",
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, {:.0} s trained so far; checkpoints in {}",
         t.num_parameters(),
         t.step,
         a.steps,
         t.config.batch,
         t.config.frames,
+        t.config.motion_weight,
         t.train_seconds,
         a.out.display()
     );

@@ -7,7 +7,7 @@ use crate::model::cpu_kernels;
 use crate::model::kernels::bf16;
 use crate::model::profile::time;
 use candle_core::{D, DType, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -23,16 +23,81 @@ pub(crate) enum Kernels {
     Autograd,
 }
 
+/// A linear layer: candle's (f32 and f16, GPUs, training), or — a bf16 weight on the CPU,
+/// the mixed precision of `--dtype bf16` — the weight laid out once, when the layer is
+/// built, as the bf16 kernels' operand ([`bf16::linear::Packed`]; no other copy held).
+#[derive(Debug)]
+pub(crate) enum Linear {
+    /// candle's layer.
+    Candle(candle_nn::Linear),
+    /// A bf16 CPU weight, laid out for the bf16 kernels.
+    Bf16(bf16::linear::Packed),
+}
+
+impl Linear {
+    /// `in_dim → out_dim` with a bias, from `vb` (`weight`, `bias`).
+    pub(crate) fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
+        Linear::from_candle(candle_nn::linear(in_dim, out_dim, vb)?)
+    }
+
+    /// `in_dim → out_dim` without a bias.
+    pub(crate) fn no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> CResult<Linear> {
+        Linear::from_candle(candle_nn::linear_no_bias(in_dim, out_dim, vb)?)
+    }
+
+    /// candle's layer, laid out for the bf16 kernels when its weight is bf16 on the CPU.
+    pub(crate) fn from_candle(l: candle_nn::Linear) -> CResult<Linear> {
+        let w = l.weight();
+        if w.dtype() == DType::BF16 && w.device().is_cpu() && w.rank() == 2 {
+            return Ok(Linear::Bf16(bf16::linear::Packed::new(w, l.bias())?));
+        }
+        Ok(Linear::Candle(l))
+    }
+
+    /// candle's layer, when held as such.
+    pub(crate) fn dense(&self) -> Option<&candle_nn::Linear> {
+        match self {
+            Linear::Candle(l) => Some(l),
+            Linear::Bf16(_) => None,
+        }
+    }
+
+    /// Whether the weight is bf16 (the mixed precision's products).
+    pub(crate) fn is_bf16(&self) -> bool {
+        match self {
+            Linear::Candle(l) => l.weight().dtype() == DType::BF16,
+            Linear::Bf16(_) => true,
+        }
+    }
+
+    /// candle's layer: as held, or rebuilt from the bf16 layout (a product the bf16 kernels
+    /// do not run: an input off the CPU or in another dtype).
+    fn candle(&self, x: &Tensor) -> CResult<std::borrow::Cow<'_, candle_nn::Linear>> {
+        Ok(match self {
+            Linear::Candle(l) => std::borrow::Cow::Borrowed(l),
+            Linear::Bf16(p) => {
+                let (w, b) = p.tensors(x.device())?;
+                std::borrow::Cow::Owned(candle_nn::Linear::new(w, b))
+            }
+        })
+    }
+}
+
 /// A linear layer: the fused CPU kernel for inference (f32, or bf16 weights on the
 /// [`bf16`] kernels), candle's otherwise.
 pub(crate) fn linear(l: &Linear, x: &Tensor, kernels: Kernels) -> CResult<Tensor> {
-    if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight()]) {
-        return cpu_kernels::linear(x, l.weight(), l.bias(), None);
+    match l {
+        Linear::Bf16(p) if kernels == Kernels::Fused && bf16::linear::applies_packed(x) => {
+            return Ok(bf16::linear::linear_packed(x, p, None)?.0);
+        }
+        Linear::Candle(l)
+            if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight()]) =>
+        {
+            return cpu_kernels::linear(x, l.weight(), l.bias(), None);
+        }
+        _ => {}
     }
-    if kernels == Kernels::Fused && bf16::linear::applies(x, l.weight()) {
-        return Ok(bf16::linear::linear(x, l.weight(), l.bias(), None)?.0);
-    }
-    l.forward(x)
+    l.candle(x)?.forward(x)
 }
 
 /// `linear(x) + residual`; on the CPU the product starts from the residual (one pass).
@@ -42,13 +107,18 @@ pub(crate) fn linear_add(
     residual: &Tensor,
     kernels: Kernels,
 ) -> CResult<Tensor> {
-    if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight(), residual]) {
-        return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
+    match l {
+        Linear::Bf16(p) if kernels == Kernels::Fused && bf16::linear::applies_packed(x) => {
+            return Ok(bf16::linear::linear_packed(x, p, Some(residual))?.0);
+        }
+        Linear::Candle(l)
+            if kernels == Kernels::Fused && cpu_kernels::applies(&[x, l.weight(), residual]) =>
+        {
+            return cpu_kernels::linear(x, l.weight(), l.bias(), Some(residual));
+        }
+        _ => {}
     }
-    if kernels == Kernels::Fused && bf16::linear::applies(x, l.weight()) {
-        return Ok(bf16::linear::linear(x, l.weight(), l.bias(), Some(residual))?.0);
-    }
-    l.forward(x)? + residual
+    l.candle(x)?.forward(x)? + residual
 }
 
 /// The time (and SDXL's added) embedding MLP, `linear_2(silu(linear_1(x)))`, as
@@ -69,8 +139,8 @@ impl TimestepEmbedding {
         kernels: Kernels,
     ) -> CResult<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(channels, dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            linear_1: Linear::new(channels, dim, vb.pp("linear_1"))?,
+            linear_2: Linear::new(dim, dim, vb.pp("linear_2"))?,
             kernels,
         })
     }
@@ -136,28 +206,95 @@ pub(crate) fn conv3x3(
         stride,
         ..Default::default()
     };
-    Ok(Conv {
-        conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
-        kernels,
-    })
+    Conv::new(candle_nn::conv2d(cin, cout, 3, cfg, vb)?, kernels)
 }
 
 pub(crate) fn conv1x1(cin: usize, cout: usize, vb: VarBuilder, kernels: Kernels) -> CResult<Conv> {
-    Ok(Conv {
-        conv: candle_nn::conv2d(cin, cout, 1, Default::default(), vb)?,
+    Conv::new(
+        candle_nn::conv2d(cin, cout, 1, Default::default(), vb)?,
         kernels,
-    })
+    )
 }
 
 /// A 2-D convolution: candle's kernel, or (for training) the same convolution written as
 /// patch extraction + one matrix product, whose backward pass is a matrix product too
 /// (candle's CPU convolution backward is very slow for these sizes).
 pub(crate) struct Conv {
-    pub(crate) conv: Conv2d,
+    /// The convolution; its weight is `(o, c, kh, kw)`, or by offset `(o, kh, kw, c)` when
+    /// `by_offset` (a bf16 CPU weight of a kernel larger than 1×1, laid out once for the
+    /// bf16 kernels, so that no call re-lays it out and no second copy is held).
+    conv: Conv2d,
     kernels: Kernels,
+    by_offset: bool,
 }
 
 impl Conv {
+    /// `conv` for `kernels`; a bf16 weight on the CPU (the mixed precision of `--dtype
+    /// bf16`) of a kernel larger than 1×1 is re-laid out by offset for the bf16 kernels.
+    pub(crate) fn new(conv: Conv2d, kernels: Kernels) -> CResult<Conv> {
+        let w = conv.weight();
+        let relay = kernels == Kernels::Fused
+            && w.dtype() == DType::BF16
+            && w.device().is_cpu()
+            && w.rank() == 4
+            && w.dim(2)? * w.dim(3)? > 1;
+        if !relay {
+            return Ok(Conv {
+                conv,
+                kernels,
+                by_offset: false,
+            });
+        }
+        let weight = bf16::conv::by_offset(w)?;
+        let conv = Conv2d::new(weight, conv.bias().cloned(), *conv.config());
+        Ok(Conv {
+            conv,
+            kernels,
+            by_offset: true,
+        })
+    }
+
+    /// The weight `(o, c)` and bias of a 1×1 convolution, for the fused token kernels.
+    pub(crate) fn pointwise(&self) -> (&Tensor, Option<&Tensor>) {
+        (self.conv.weight(), self.conv.bias())
+    }
+
+    /// The convolution with its weight `(o, c, kh, kw)` (re-laid back when held by offset:
+    /// only a fallback that candle's own kernel runs, never the bf16 CPU path).
+    fn as_stored(&self) -> CResult<std::borrow::Cow<'_, Conv2d>> {
+        if !self.by_offset {
+            return Ok(std::borrow::Cow::Borrowed(&self.conv));
+        }
+        let w = self.conv.weight().permute((0, 3, 1, 2))?.contiguous()?;
+        Ok(std::borrow::Cow::Owned(Conv2d::new(
+            w,
+            self.conv.bias().cloned(),
+            *self.conv.config(),
+        )))
+    }
+
+    /// Whether the bf16 kernels run this convolution of `x` (`+ residual`).
+    fn bf16_runs(&self, x: &Tensor, residual: Option<&Tensor>) -> bool {
+        let cfg = self.conv.config();
+        self.kernels == Kernels::Fused
+            && bf16::conv::applies(x, self.conv.weight())
+            && residual.is_none_or(|r| r.dtype() == x.dtype())
+            && cfg.groups == 1
+            && cfg.dilation == 1
+    }
+
+    /// The bf16 kernels' convolution of `x` (`+ residual`), when [`Self::bf16_runs`].
+    fn bf16_forward(&self, x: &Tensor, residual: Option<&Tensor>) -> CResult<Tensor> {
+        let cfg = self.conv.config();
+        let w = self.conv.weight();
+        let (y, _) = if self.by_offset {
+            bf16::conv::conv2d_by_offset(x, w, self.conv.bias(), cfg.stride, cfg.padding, residual)?
+        } else {
+            bf16::conv::conv2d(x, w, self.conv.bias(), cfg.stride, cfg.padding, residual)?
+        };
+        Ok(y)
+    }
+
     pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         time(self.op_name(x)?, || self.forward_inner(x))
     }
@@ -165,23 +302,8 @@ impl Conv {
     /// `forward(x) + residual` (the fused CPU path starts the product from the residual).
     pub(crate) fn forward_add(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let cfg = self.conv.config();
-        if self.kernels == Kernels::Fused
-            && bf16::conv::applies(x, self.conv.weight())
-            && residual.dtype() == x.dtype()
-            && cfg.groups == 1
-            && cfg.dilation == 1
-        {
-            return time(self.op_name(x)?, || {
-                Ok(bf16::conv::conv2d(
-                    x,
-                    self.conv.weight(),
-                    self.conv.bias(),
-                    cfg.stride,
-                    cfg.padding,
-                    Some(residual),
-                )?
-                .0)
-            });
+        if self.bf16_runs(x, Some(residual)) {
+            return time(self.op_name(x)?, || self.bf16_forward(x, Some(residual)));
         }
         if self.kernels == Kernels::Fused
             && cpu_conv::applies(x)
@@ -207,7 +329,8 @@ impl Conv {
 
     /// The profile's name for this convolution on `x`: kernel size and input width.
     fn op_name(&self, x: &Tensor) -> CResult<&'static str> {
-        Ok(match (self.conv.weight().dim(2)?, x.dim(D::Minus1)?) {
+        let kh = self.conv.weight().dim(if self.by_offset { 1 } else { 2 })?;
+        Ok(match (kh, x.dim(D::Minus1)?) {
             (1, _) => "conv 1x1",
             (_, w) if w >= 128 => "conv 3x3, width ≥ 128",
             (_, w) if w >= 64 => "conv 3x3, width 64-127",
@@ -232,16 +355,8 @@ impl Conv {
         if self.kernels == Kernels::Fused {
             let cfg = self.conv.config();
             // bf16 weights first: `cpu_conv::applies` looks at the input only.
-            if bf16::conv::applies(x, self.conv.weight()) && cfg.groups == 1 && cfg.dilation == 1 {
-                return Ok(bf16::conv::conv2d(
-                    x,
-                    self.conv.weight(),
-                    self.conv.bias(),
-                    cfg.stride,
-                    cfg.padding,
-                    None,
-                )?
-                .0);
+            if self.bf16_runs(x, None) {
+                return self.bf16_forward(x, None);
             }
             if cpu_conv::applies(x) && cfg.groups == 1 && cfg.dilation == 1 {
                 return cpu_conv::conv2d(
@@ -252,7 +367,7 @@ impl Conv {
                     cfg.padding,
                 );
             }
-            return self.conv.forward(x);
+            return self.as_stored()?.forward(x);
         }
         let cfg = self.conv.config();
         if cpu_conv::applies(x) {
@@ -355,8 +470,29 @@ mod tests {
         let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
         // The f32 reference on the bf16-rounded weights (and inputs, for a bf16 network).
         let up = |t: &Tensor| bf(t).to_dtype(DType::F32).unwrap();
-        let lin32 = Linear::new(up(&w), Some(up(&b)));
-        let lin16 = Linear::new(bf(&w), Some(bf(&b)));
+        let lin32 = Linear::from_candle(candle_nn::Linear::new(up(&w), Some(up(&b)))).unwrap();
+        let lin16 = Linear::from_candle(candle_nn::Linear::new(bf(&w), Some(bf(&b)))).unwrap();
+        assert!(matches!(lin16, Linear::Bf16(_)) && lin16.is_bf16());
+        assert!(matches!(lin32, Linear::Candle(_)) && !lin32.is_bf16());
+        // A product the bf16 kernels do not run (candle's, from the weight rebuilt from its
+        // layout): the same values as candle's layer on the weight as loaded.
+        let bf_x = bf(&x);
+        let rebuilt = linear(&lin16, &bf_x, Kernels::Autograd).unwrap();
+        let candle = candle_nn::Linear::new(bf(&w), Some(bf(&b)))
+            .forward(&bf_x)
+            .unwrap();
+        assert_eq!(
+            rebuilt
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap(),
+            candle
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap()
+        );
         for path in bf16::Bf16Path::ALL {
             bf16::with_forced_path(path, || {
                 for x_in in [x.clone(), bf(&x)] {
@@ -407,14 +543,16 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&up(&b).reshape((1, 4, 1, 1)).unwrap())
                 .unwrap();
-            let conv = Conv {
-                conv: Conv2d::new(
+            let conv = Conv::new(
+                Conv2d::new(
                     w.to_dtype(DType::BF16).unwrap(),
                     Some(b.to_dtype(DType::BF16).unwrap()),
                     cfg,
                 ),
-                kernels: Kernels::Fused,
-            };
+                Kernels::Fused,
+            )
+            .unwrap();
+            assert_eq!(conv.by_offset, k > 1);
             for path in bf16::Bf16Path::ALL {
                 bf16::with_forced_path(path, || {
                     for x_in in [x.clone(), x.to_dtype(DType::BF16).unwrap()] {

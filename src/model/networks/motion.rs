@@ -21,11 +21,11 @@
 use crate::model::checkpoint::{self, CheckedFile, TensorInfo};
 use crate::model::clip_layout::to_clip;
 use crate::model::error::ModelError;
-use crate::model::layers::{Kernels, Norm, linear};
+use crate::model::layers::{Kernels, Linear, Norm, linear};
 use crate::model::unet::{ModuleCache, TransformerBlock};
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -331,9 +331,9 @@ impl MotionModule {
         let pe = tb.pp("pos_embed").get((1, cfg.max_seq_length, c), "pe")?;
         Ok(Self {
             norm: Norm::new(cfg.groups, c, 1e-6, vb.pp("norm"))?,
-            proj_in: candle_nn::linear(c, c, vb.pp("proj_in"))?,
+            proj_in: Linear::new(c, c, vb.pp("proj_in"))?,
             block: TransformerBlock::double_self(tb, c, cfg.heads, kernels)?.with_positions(pe),
-            proj_out: candle_nn::linear(c, c, vb.pp("proj_out"))?,
+            proj_out: Linear::new(c, c, vb.pp("proj_out"))?,
         })
     }
 

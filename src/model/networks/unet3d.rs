@@ -21,7 +21,7 @@
 use crate::model::clip_layout::{per_frame, to_clip, to_frames};
 use crate::model::config::{UNetBlock, UNetConfig};
 use crate::model::layers::TimestepEmbedding;
-use crate::model::layers::{Conv, Kernels, Norm, conv3x3, linear};
+use crate::model::layers::{Conv, Kernels, Linear, Norm, conv3x3, linear};
 use crate::model::unet::{
     Downsample, ModuleCache, Resnet, Transformer2D, TransformerBlock, Upsample, Wrapped, resnet,
     timestep_embedding,
@@ -29,7 +29,7 @@ use crate::model::unet::{
 use crate::sampler::UNetPart;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -313,14 +313,14 @@ impl TemporalTransformer {
         let inner = heads * head_dim;
         Ok(Self {
             norm: Norm::new(groups, c, 1e-6, vb.pp("norm"))?,
-            proj_in: candle_nn::linear(c, inner, vb.pp("proj_in"))?,
+            proj_in: Linear::new(c, inner, vb.pp("proj_in"))?,
             blocks: vec![TransformerBlock::double_self(
                 vb.pp("transformer_blocks").pp(0),
                 inner,
                 heads,
                 kernels,
             )?],
-            proj_out: candle_nn::linear(inner, c, vb.pp("proj_out"))?,
+            proj_out: Linear::new(inner, c, vb.pp("proj_out"))?,
         })
     }
 

@@ -12,10 +12,10 @@
 use crate::model::config::VaeConfig;
 use crate::model::cpu_kernels;
 use crate::model::kernels::bf16;
-use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear};
+use crate::model::layers::{Conv, Kernels, Linear, Norm, conv1x1, conv3x3, linear};
 use crate::model::profile::time;
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -69,7 +69,7 @@ fn projection(vb: VarBuilder, c: usize) -> CResult<Linear> {
     } else {
         vb.get((c, c), "weight")?
     };
-    Ok(Linear::new(weight, Some(vb.get(c, "bias")?)))
+    Linear::from_candle(candle_nn::Linear::new(weight, Some(vb.get(c, "bias")?)))
 }
 
 /// The mid block's single-head self-attention over all pixels, with its residual.
@@ -103,24 +103,24 @@ impl Attention {
         let (b, c, h, w) = x.dims4()?;
         let xn = time("groupnorm", || self.norm.forward(x, false, Kernels::Fused))?;
         let scale = 1.0 / (self.channels as f64).sqrt();
-        if cpu_kernels::applies(&[x, self.q.weight()]) {
+        if let (Some(ql), Some(kl), Some(vl), Some(out)) = (
+            self.q.dense(),
+            self.k.dense(),
+            self.v.dense(),
+            self.out.dense(),
+        ) && cpu_kernels::applies(&[x, ql.weight()])
+        {
             // Tokens straight from the image, attention, and back with the residual.
-            let as_conv = |l: &Linear| l.weight().reshape((c, c, 1, 1));
-            let tok = |l: &Linear| cpu_kernels::pointwise_to_tokens(&xn, &as_conv(l)?, l.bias());
-            let (q, k, v) = time("attn q/k/v", || {
-                CResult::Ok((tok(&self.q)?, tok(&self.k)?, tok(&self.v)?))
-            })?;
+            let as_conv = |l: &candle_nn::Linear| l.weight().reshape((c, c, 1, 1));
+            let tok = |l: &candle_nn::Linear| {
+                cpu_kernels::pointwise_to_tokens(&xn, &as_conv(l)?, l.bias())
+            };
+            let (q, k, v) = time("attn q/k/v", || CResult::Ok((tok(ql)?, tok(kl)?, tok(vl)?)))?;
             let o = time("attn core (self)", || {
                 cpu_kernels::attention(&q, &k, &v, 1, scale as f32)
             })?;
             return time("attn out", || {
-                cpu_kernels::tokens_to_pointwise(
-                    &o,
-                    (h, w),
-                    &as_conv(&self.out)?,
-                    self.out.bias(),
-                    Some(x),
-                )
+                cpu_kernels::tokens_to_pointwise(&o, (h, w), &as_conv(out)?, out.bias(), Some(x))
             });
         }
         let tokens = xn.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
@@ -128,9 +128,7 @@ impl Attention {
         let k = linear(&self.k, &tokens, Kernels::Fused)?;
         let v = linear(&self.v, &tokens, Kernels::Fused)?;
         // Mixed bf16 on the CPU (bf16 weights, f32 activations): both products in bf16.
-        let o = if self.q.weight().dtype() == candle_core::DType::BF16
-            && bf16::attention::applies(&q, &k, &v)
-        {
+        let o = if self.q.is_bf16() && bf16::attention::applies(&q, &k, &v) {
             time("attn core (self)", || {
                 bf16::attention::attention(&q, &k, &v, 1, scale as f32)
             })?

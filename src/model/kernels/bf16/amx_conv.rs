@@ -2,9 +2,9 @@
 //! input is rounded once into a padded layout whose rows are pairs of channels —
 //! `P[y][c / 2][x]`, each value the two channels' bf16 side by side — so that for a kernel
 //! offset `(ky, kx)` and 32 channels, the tile of 16 output pixels of one row is 16 rows of
-//! 64 contiguous bytes at a fixed stride: loaded straight from `P`. The weight is re-laid
-//! out per call as `(o, ky, kx, c)`, so that `k` runs over 32 channels at one offset per
-//! step. Output blocks of 32 channels × 32 pixels accumulate in four tiles over all
+//! 64 contiguous bytes at a fixed stride: loaded straight from `P`. The weight comes by
+//! offset, `(o, ky, kx, c)` (laid out once, when the layer is built), so that `k` runs over
+//! 32 channels at one offset per step. Output blocks of 32 channels × 32 pixels accumulate in four tiles over all
 //! `9 · c / 32` steps and are stored straight into the `(o, pixels)` output (or through
 //! [`write_block`] at the edges).
 
@@ -50,21 +50,8 @@ fn pairs_layout(src: &[f32], c: usize, h: usize, w: usize) -> Vec<u32> {
     p
 }
 
-/// The weight `(o, c, 3, 3)` as `(o, 3, 3, c)` bf16 bits.
-fn weight_by_offset(bits: &[u16], o: usize, c: usize) -> Vec<u16> {
-    let mut w = vec![0u16; o * 9 * c];
-    w.par_chunks_mut(9 * c).enumerate().for_each(|(j, row)| {
-        for ch in 0..c {
-            for s in 0..9 {
-                row[s * c + ch] = bits[(j * c + ch) * 9 + s];
-            }
-        }
-    });
-    w
-}
-
 /// `out (b, o, h·w) = conv3x3(x) + start` for `x` `(b, c, h, w)` f32 and the bf16 weight
-/// `(o, c, 3, 3)` (raw bits).
+/// by offset, `(o, 3, 3, c)` (raw bits).
 ///
 /// # Safety
 /// The CPU has AMX-BF16 with the permission granted; [`applies`] holds; `out` holds
@@ -81,7 +68,7 @@ pub(crate) unsafe fn conv3x3(
     let pixels = h * w;
     // SAFETY: the output holds the b images (caller).
     let start = unsafe { fold_bias(out, OutAt::images(o, pixels), start, (o, b * pixels)) };
-    let wt = weight_by_offset(weight, o, c);
+    let wt = weight;
     let k = 9 * c;
     let (cp, wp) = (c / 2, w + 2);
     let jblocks = o.div_ceil(32);

@@ -1,8 +1,14 @@
 //! 2-D convolutions with bf16 weights on the CPU (groups 1, dilation 1), on
-//! [`matmul`](super::matmul): `Y (o, pixels) = W (o, c·kh·kw) · patchesᵀ`, with each
+//! [`matmul`](super::matmul): `Y (o, pixels) = W (o, kh·kw·c) · patchesᵀ`, with each
 //! image's patches gathered straight into the kernels' bf16 layout ([`Acts::build`], never
 //! an f32 patch matrix) and the result written channel-major, in place (plus a residual
-//! already in the output when asked). The weight is read as it is stored.
+//! already in the output when asked).
+//!
+//! The kernels take the weight **by offset**, `(o, kh, kw, c)`: `k` runs over the channels
+//! at one kernel offset, which the AMX convolution needs (32 channels per step, loaded
+//! straight from the weight) and the patch paths follow. A layer re-lays its weight out
+//! once, when it is built ([`by_offset`], `layers::Conv`); [`conv2d`] takes the stored
+//! `(o, c, kh, kw)` layout and re-lays it out per call (tests, one-off products).
 
 use super::linear::{f32_values, said, with_weight};
 use super::{Acts, Bf16Path, MB, OutAt, Start, matmul, matmul_uninit};
@@ -17,9 +23,35 @@ pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
     super::linear::applies(x, weight)
 }
 
+/// A bf16 weight `(o, c, kh, kw)` re-laid out by offset, `(o, kh, kw, c)` (what
+/// [`conv2d_by_offset`] takes).
+pub fn by_offset(weight: &Tensor) -> Result<Tensor> {
+    weight.permute((0, 2, 3, 1))?.contiguous()
+}
+
 /// `conv2d(x, weight) + bias (+ residual)` for `x` `(b, c, h, w)` and a bf16 `weight`
-/// `(o, c, kh, kw)`; the result has `x`'s dtype. Returns the path taken too.
+/// `(o, c, kh, kw)` (re-laid out by offset for this call); the result has `x`'s dtype.
+/// Returns the path taken too.
 pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    residual: Option<&Tensor>,
+) -> Result<(Tensor, Bf16Path)> {
+    conv2d_with(
+        x,
+        &by_offset(weight)?,
+        bias,
+        (stride, padding),
+        residual,
+        PATCH_BYTES,
+    )
+}
+
+/// [`conv2d`] for a weight already by offset, `(o, kh, kw, c)`.
+pub fn conv2d_by_offset(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -30,7 +62,7 @@ pub fn conv2d(
     conv2d_with(x, weight, bias, (stride, padding), residual, PATCH_BYTES)
 }
 
-/// [`conv2d`] rounding at most `patch_bytes` of patches at once.
+/// [`conv2d_by_offset`] rounding at most `patch_bytes` of patches at once.
 fn conv2d_with(
     x: &Tensor,
     weight: &Tensor,
@@ -40,7 +72,7 @@ fn conv2d_with(
     patch_bytes: usize,
 ) -> Result<(Tensor, Bf16Path)> {
     let (b, c, h, w) = x.dims4()?;
-    let (o, ci, kh, kw) = weight.dims4()?;
+    let (o, kh, kw, ci) = weight.dims4()?;
     if ci != c || stride == 0 {
         candle_core::bail!("conv: {c} input channels but the kernel takes {ci} (stride {stride})");
     }
@@ -125,18 +157,19 @@ fn conv2d_with(
                     return;
                 }
                 let (oy, ox0) = (p0 / wo, p0 % wo);
-                for ch in 0..c {
-                    for ky in 0..kh {
-                        let y = (oy + ky) as isize - padding as isize;
-                        if !(0..h as isize).contains(&y) {
-                            for _ in 0..kw {
-                                cols.push(&[0.0; MB]);
-                            }
-                            continue;
+                for ky in 0..kh {
+                    let y = (oy + ky) as isize - padding as isize;
+                    if !(0..h as isize).contains(&y) {
+                        for _ in 0..kw * c {
+                            cols.push(&[0.0; MB]);
                         }
-                        let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
-                        for kx in 0..kw {
-                            let x0 = (ox0 + kx) as isize - padding as isize;
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let x0 = (ox0 + kx) as isize - padding as isize;
+                        for ch in 0..c {
+                            let line =
+                                &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
                             if x0 >= 0 && x0 as usize + MB <= w {
                                 col.copy_from_slice(&line[x0 as usize..x0 as usize + MB]);
                             } else {
@@ -165,35 +198,20 @@ fn conv2d_with(
                 return;
             }
             let (oy, ox) = (i / wo, i % wo);
-            let (y0, x0) = (oy * stride, ox * stride);
-            if y0 >= padding && x0 >= padding && y0 + kh <= h + padding && x0 + kw <= w + padding {
-                // Inside the image: whole kernel rows, no bounds to check.
-                let (y0, x0) = (y0 - padding, x0 - padding);
-                for (ch, plane) in src.chunks_exact(h * w).enumerate() {
-                    for ky in 0..kh {
-                        let at = (y0 + ky) * w + x0;
-                        let d = (ch * kh + ky) * kw;
-                        row[d..d + kw].copy_from_slice(&plane[at..at + kw]);
-                    }
-                }
-                return;
-            }
-            for ch in 0..c {
-                for ky in 0..kh {
-                    let y = (oy * stride + ky) as isize - padding as isize;
-                    let dst = &mut row[(ch * kh + ky) * kw..(ch * kh + ky + 1) * kw];
-                    if !(0..h as isize).contains(&y) {
+            // Row value (ky, kx, ch) at (ky · kw + kx) · c + ch: the input at that offset,
+            // zero outside the image.
+            for ky in 0..kh {
+                let y = (oy * stride + ky) as isize - padding as isize;
+                for kx in 0..kw {
+                    let dst = &mut row[(ky * kw + kx) * c..(ky * kw + kx + 1) * c];
+                    let xx = (ox * stride + kx) as isize - padding as isize;
+                    if !(0..h as isize).contains(&y) || !(0..w as isize).contains(&xx) {
                         dst.fill(0.0);
                         continue;
                     }
-                    let line = &src[(ch * h + y as usize) * w..(ch * h + y as usize + 1) * w];
-                    for (kx, v) in dst.iter_mut().enumerate() {
-                        let xx = (ox * stride + kx) as isize - padding as isize;
-                        *v = if (0..w as isize).contains(&xx) {
-                            line[xx as usize]
-                        } else {
-                            0.0
-                        };
+                    let at = y as usize * w + xx as usize;
+                    for (ch, v) in dst.iter_mut().enumerate() {
+                        *v = src[ch * h * w + at];
                     }
                 }
             }
@@ -306,6 +324,7 @@ mod tests {
             let c = dims.1;
             let w = Tensor::randn(0f32, 1.0, (5, c, k, k), &dev)
                 .and_then(|t| t.to_dtype(DType::BF16))
+                .and_then(|t| by_offset(&t))
                 .unwrap();
             let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
             let whole = conv2d_with(&x, &w, Some(&b), (stride, padding), None, usize::MAX)

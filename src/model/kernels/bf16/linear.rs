@@ -1,6 +1,7 @@
 //! Linear layers with bf16 weights on the CPU, on [`matmul`](super::matmul): the weight is
-//! read as it is stored (no per-call copy); candle's CPU product would widen both bf16
-//! operands to f32 on every call and multiply in f32.
+//! laid out once as the kernels' operand ([`Packed`], when the layer is built; no per-call
+//! copy, no second copy held); candle's CPU product would widen both bf16 operands to f32
+//! on every call and multiply in f32.
 
 use super::{Acts, Bf16Path, OutAt, Start, Weight, matmul, matmul_uninit};
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
@@ -40,16 +41,93 @@ pub(crate) fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
 }
 
+/// A bf16 linear layer's weight `(out, in)` laid out once as the activation operand of the
+/// kernels (roles swapped: see [`linear_packed`]), and its bias in f32.
+pub struct Packed {
+    acts: Acts,
+    bias: Option<Vec<f32>>,
+    /// The bias's dtype as loaded (for [`Packed::tensors`]).
+    bias_dtype: DType,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Packed {{ out: {}, in: {} }}",
+            self.acts.m(),
+            self.acts.k()
+        )
+    }
+}
+
+impl Packed {
+    /// From a bf16 CPU `weight` `(out, in)` and its bias (`out` values, any dtype).
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Packed> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        let acts = with_weight(weight, (out_dim, in_dim), |w| {
+            Acts::from_bf16_rows(w.bits, out_dim, in_dim)
+        })?;
+        let bias_dtype = bias.map_or(DType::F32, |b| b.dtype());
+        let bias = bias.map(f32_values).transpose()?;
+        if let Some(b) = &bias
+            && b.len() != out_dim
+        {
+            candle_core::bail!("linear bias: {} values for {out_dim} outputs", b.len());
+        }
+        Ok(Packed {
+            acts,
+            bias,
+            bias_dtype,
+        })
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.acts.m(), self.acts.k())
+    }
+
+    /// The weight `(out, in)` in bf16 and the bias (in its dtype as loaded) as tensors again
+    /// (exactly the values held), for a product the bf16 kernels do not run.
+    pub fn tensors(&self, device: &Device) -> Result<(Tensor, Option<Tensor>)> {
+        let (out_dim, in_dim) = self.dims();
+        let rows: Vec<f32> = (0..out_dim).flat_map(|j| self.acts.row(j)).collect();
+        let w = Tensor::from_vec(rows, (out_dim, in_dim), device)?.to_dtype(DType::BF16)?;
+        let b = match &self.bias {
+            Some(b) => {
+                Some(Tensor::from_vec(b.clone(), out_dim, device)?.to_dtype(self.bias_dtype)?)
+            }
+            None => None,
+        };
+        Ok((w, b))
+    }
+}
+
+/// Whether [`linear_packed`] handles this input: on the CPU, f32 or bf16.
+pub fn applies_packed(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::BF16)
+}
+
 /// `x · weightᵀ + bias (+ residual)` for a bf16 `weight` `(out, in)` and `x` `(…, in)` in
-/// f32 or bf16: products in bf16 accumulated in f32, on this thread's [`Bf16Path`]; the
-/// result has `x`'s dtype (so a bf16 network stays bf16). Returns the path taken too.
+/// f32 or bf16 (the weight laid out for this call): see [`linear_packed`].
 pub fn linear(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
 ) -> Result<(Tensor, Bf16Path)> {
-    let (out_dim, in_dim) = weight.dims2()?;
+    linear_packed(x, &Packed::new(weight, bias)?, residual)
+}
+
+/// `x · weightᵀ + bias (+ residual)` for a [`Packed`] layer and `x` `(…, in)` in f32 or
+/// bf16: products in bf16 accumulated in f32, on this thread's [`Bf16Path`]; the result has
+/// `x`'s dtype (so a bf16 network stays bf16). Returns the path taken too.
+pub fn linear_packed(
+    x: &Tensor,
+    layer: &Packed,
+    residual: Option<&Tensor>,
+) -> Result<(Tensor, Bf16Path)> {
+    let (out_dim, in_dim) = layer.dims();
     let dims = x.dims();
     if dims.last() != Some(&in_dim) {
         candle_core::bail!("linear: input {:?} for a {out_dim}×{in_dim} weight", dims);
@@ -57,43 +135,34 @@ pub fn linear(
     let rows = x.elem_count() / in_dim.max(1);
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
-    let bias = bias.map(f32_values).transpose()?;
-    if let Some(b) = &bias
-        && b.len() != out_dim
-    {
-        candle_core::bail!("linear bias: {} values for {out_dim} outputs", b.len());
-    }
     // Roles swapped: the tokens, rounded in place (row-major, no transpose), are the
-    // product's weight operand and the layer's weight (already bf16, re-laid out per call,
-    // out × in values) its activation operand, so that the output `(tokens, out)` is
-    // written row-major, whole blocks straight from the tiles.
+    // product's weight operand and the layer's weight (laid out once) its activation
+    // operand, so that the output `(tokens, out)` is written row-major, whole blocks
+    // straight from the tiles.
     let tokens = to_bits(x, rows * in_dim)?;
     let start = Start {
         bias: None,
         accumulate: residual.is_some(),
-        col_bias: bias.as_deref(),
+        col_bias: layer.bias.as_deref(),
     };
-    let (out, path) = with_weight(weight, (out_dim, in_dim), |w| -> Result<_> {
-        let acts = Acts::from_bf16_rows(w.bits, out_dim, in_dim);
-        let tokens = Weight::new(&tokens, rows, in_dim);
-        let at = OutAt::channels(out_dim);
-        Ok(match residual {
-            Some(r) => {
-                if r.dims() != shape.as_slice() {
-                    candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
-                }
-                let mut out = f32_values(r)?;
-                let path = matmul(&mut out, at, tokens, &acts, start);
-                (out, path)
+    let tokens = Weight::new(&tokens, rows, in_dim);
+    let at = OutAt::channels(out_dim);
+    let (out, path) = match residual {
+        Some(r) => {
+            if r.dims() != shape.as_slice() {
+                candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
             }
-            None => {
-                let mut out = crate::model::cpu_kernels::uninit_vec(rows * out_dim);
-                let path = matmul_uninit(&mut out, at, tokens, &acts, start);
-                // SAFETY: the product wrote every value (no residual to start from).
-                (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
-            }
-        })
-    })??;
+            let mut out = f32_values(r)?;
+            let path = matmul(&mut out, at, tokens, &layer.acts, start);
+            (out, path)
+        }
+        None => {
+            let mut out = crate::model::cpu_kernels::uninit_vec(rows * out_dim);
+            let path = matmul_uninit(&mut out, at, tokens, &layer.acts, start);
+            // SAFETY: the product wrote every value (no residual to start from).
+            (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
+        }
+    };
     said(path);
     let y = Tensor::from_vec(out, shape, x.device())?;
     Ok((y.to_dtype(x.dtype())?, path))

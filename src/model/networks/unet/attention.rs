@@ -4,10 +4,10 @@
 use super::*;
 use crate::model::cpu_kernels;
 use crate::model::kernels::bf16;
-use crate::model::layers::{Conv, Kernels, Norm, conv1x1, linear, linear_add};
+use crate::model::layers::{Conv, Kernels, Linear, Norm, conv1x1, linear, linear_add};
 use crate::model::profile::time;
 use candle_core::{D, DType, Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::model::config::{UNetBlock, UNetConfig};
 
@@ -65,10 +65,10 @@ impl Attention {
     ) -> CResult<Self> {
         let head_dim = dim / heads;
         Ok(Self {
-            to_q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            to_q: Linear::no_bias(dim, dim, vb.pp("to_q"))?,
+            to_k: Linear::no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: Linear::no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_out: Linear::new(dim, dim, vb.pp("to_out").pp("0"))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
             upcast,
@@ -107,9 +107,7 @@ impl Attention {
             "attn core (self)"
         };
         // Mixed bf16 on the CPU (bf16 weights, f32 activations): both products in bf16.
-        if kernels == Kernels::Fused
-            && self.to_q.weight().dtype() == DType::BF16
-            && bf16::attention::applies(&q, &k, &v)
+        if kernels == Kernels::Fused && self.to_q.is_bf16() && bf16::attention::applies(&q, &k, &v)
         {
             let o = time(core, || {
                 bf16::attention::attention(&q, &k, &v, self.heads, self.scale as f32)
@@ -185,8 +183,8 @@ impl FeedForward {
         let inner = dim * 4;
         let vb = vb.pp("net");
         Ok(Self {
-            proj: candle_nn::linear(dim, inner * 2, vb.pp("0").pp("proj"))?,
-            out: candle_nn::linear(inner, dim, vb.pp("2"))?,
+            proj: Linear::new(dim, inner * 2, vb.pp("0").pp("proj"))?,
+            out: Linear::new(inner, dim, vb.pp("2"))?,
             kernels,
         })
     }
@@ -322,8 +320,8 @@ impl Transformer2D {
         let norm = Norm::new(cfg.norm_num_groups, channels, 1e-6, vb.pp("norm"))?;
         let (proj_in, proj_out) = if cfg.use_linear_projection {
             (
-                Proj::Linear(candle_nn::linear(channels, channels, vb.pp("proj_in"))?),
-                Proj::Linear(candle_nn::linear(channels, channels, vb.pp("proj_out"))?),
+                Proj::Linear(Linear::new(channels, channels, vb.pp("proj_in"))?),
+                Proj::Linear(Linear::new(channels, channels, vb.pp("proj_out"))?),
             )
         } else {
             (
@@ -370,7 +368,8 @@ impl Transformer2D {
         };
         let mut x = match &self.proj_in {
             Proj::Conv(p) if p.fused(&x) => time("conv 1x1", || {
-                cpu_kernels::pointwise_to_tokens(&x, p.conv.weight(), p.conv.bias())
+                let (w, b) = p.pointwise();
+                cpu_kernels::pointwise_to_tokens(&x, w, b)
             })?,
             Proj::Conv(p) => to_tokens(&p.forward(&x)?)?,
             Proj::Linear(p) => time("proj in/out", || linear(p, &to_tokens(&x)?, kernels))?,
@@ -387,8 +386,8 @@ impl Transformer2D {
                 cpu_kernels::tokens_to_pointwise(
                     &x,
                     (h, w),
-                    p.conv.weight(),
-                    p.conv.bias(),
+                    p.pointwise().0,
+                    p.pointwise().1,
                     Some(residual),
                 )
             });

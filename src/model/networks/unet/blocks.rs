@@ -2,12 +2,12 @@
 //! mid and up blocks (each module wrapped for DeepCache through [`ModuleCache`]).
 
 use super::*;
-use crate::model::layers::{Conv, Kernels, Norm, conv1x1, conv3x3, linear};
+use crate::model::layers::{Conv, Kernels, Linear, Norm, conv1x1, conv3x3, linear};
 use crate::model::motion::Temporal;
 use crate::model::profile::time;
 use crate::sampler::UNetPart;
 use candle_core::{D, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::model::config::{UNetBlock, UNetConfig};
 
@@ -107,7 +107,7 @@ pub(in crate::model::networks) fn resnet(
         conv1: conv3x3(cin, cout, 1, 1, vb.pp("conv1"), kernels)?,
         norm2: Norm::new(g, cout, cfg.norm_eps, vb.pp("norm2"))?,
         conv2: conv3x3(cout, cout, 1, 1, vb.pp("conv2"), kernels)?,
-        time_emb_proj: candle_nn::linear(cfg.time_embed_dim, cout, vb.pp("time_emb_proj"))?,
+        time_emb_proj: Linear::new(cfg.time_embed_dim, cout, vb.pp("time_emb_proj"))?,
         conv_shortcut: if cin != cout {
             Some(conv1x1(cin, cout, vb.pp("conv_shortcut"), kernels)?)
         } else {
