@@ -231,6 +231,17 @@ pub(super) unsafe fn matmul(
     });
 }
 
+/// A value aligned to a cache line (tile loads and stores of unaligned rows are ~6×
+/// slower: see [`super::Aligned`]).
+#[repr(C, align(64))]
+pub(super) struct A64<T>(pub(super) T);
+
+/// Whether a 32 × 32 block at `base` with `row` values between rows can be loaded and
+/// stored as tiles at full speed (every row on a cache line).
+pub(super) fn tile_aligned(base: *const f32, row: usize) -> bool {
+    (base as usize).is_multiple_of(64) && (row * 4).is_multiple_of(64)
+}
+
 /// Where the four accumulator tiles of a 32 × 32 block are loaded from or stored to: tiles
 /// 0 and 1 (rows 0–15, columns 0–15 and 16–31), 2 and 3 (rows 16–31), and the row stride in
 /// bytes.
@@ -277,32 +288,34 @@ unsafe fn task(
     let (m, n, k) = (x.m(), w.n, w.k);
     let kp = x.kp();
     let steps = kp / KB;
-    let mut edge = Vec::new();
-    let mut tile = [0f32; JB * 32];
-    let mut bias_tile = [0f32; JB * 16];
-    let mut col_tile = [0f32; 32];
+    let mut edge = super::Aligned::zeroed(0);
+    let mut tile = A64([0f32; JB * 32]);
+    let mut bias_tile = A64([0f32; JB * 16]);
+    let mut col_tile = A64([0f32; 32]);
     // SAFETY: the CPU has AMX (caller).
     let _tiles = unsafe { TileUse::configure() };
     for jb in jr {
         let j0 = jb * JB;
-        // The block's W rows, in place when whole, else copied with zero padding.
-        let (wp, ldw) = if j0 + JB <= n && k == kp {
-            (w.bits[j0 * k..].as_ptr(), k)
+        // The block's W rows, in place when whole and every row on a cache line, else
+        // copied (aligned, zero-padded): a misaligned tile row loads ~6× slower.
+        let at_row = w.bits[(j0 * k).min(w.bits.len())..].as_ptr();
+        let (wp, ldw) = if j0 + JB <= n && k == kp && (at_row as usize).is_multiple_of(64) {
+            (at_row, k)
         } else {
             w.copy_rows(j0, JB, kp, &mut edge);
-            (edge.as_ptr(), kp)
+            (edge.as_u16_mut().as_ptr(), kp)
         };
         let bias_start = start
             .bias
-            .map(|bias| row_bias_tiles(&mut bias_tile, bias, j0));
+            .map(|bias| row_bias_tiles(&mut bias_tile.0, bias, j0));
         for ib in ir.clone() {
             let i0 = ib * 32;
             // A bias per column: every row of a tile the same 16 values (stride 0).
             let col_start = start.col_bias.map(|bias| {
-                for (c, v) in col_tile.iter_mut().enumerate() {
+                for (c, v) in col_tile.0.iter_mut().enumerate() {
                     *v = bias.get(i0 + c).copied().unwrap_or(0.0);
                 }
-                let base = col_tile.as_mut_ptr();
+                let base = col_tile.0.as_mut_ptr();
                 Tiles {
                     at: [base, base.wrapping_add(16), base, base.wrapping_add(16)],
                     stride: 0,
@@ -312,8 +325,9 @@ unsafe fn task(
             let x1 = x.block(2 * ib + 1).as_ptr().cast::<u16>();
             let whole = j0 + JB <= n && i0 + 32 <= m;
             let one_image = at.group == 0 || i0 / at.group == (i0 + 31) / at.group;
-            let direct = (whole && at.col == 1 && one_image)
-                .then(|| Tiles::block(dst.get().wrapping_add(at.index(j0, i0)), at.row));
+            let base = dst.get().wrapping_add(at.index(j0, i0));
+            let direct = (whole && at.col == 1 && one_image && tile_aligned(base, at.row))
+                .then(|| Tiles::block(base, at.row));
             // SAFETY: the tiles are configured; the loads and stores address the block in
             // the output (direct: whole and inside it, per the caller), the bias tile or the
             // scratch block; wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold
@@ -323,7 +337,7 @@ unsafe fn task(
                 run(wp, ldw * 2, x0, x1, steps);
                 finish(
                     direct,
-                    &mut tile,
+                    &mut tile.0,
                     (dst, at),
                     start.accumulate,
                     (j0, JB.min(n - j0)),
@@ -434,5 +448,118 @@ unsafe fn run(w: *const u16, ldw_bytes: usize, x0: *const u16, x1: *const u16, s
             steps = inout(reg) steps => _,
             options(nostack, readonly),
         );
+    }
+}
+
+#[cfg(test)]
+mod peak {
+    use super::*;
+
+    /// The microkernel on operands that stay in L1 (a measurement: run by hand).
+    #[test]
+    #[ignore]
+    fn microkernel_peak() {
+        if !available() {
+            return;
+        }
+        for steps in [2usize, 8, 32] {
+            let mut wb = super::super::Aligned::zeroed(32 * 16 * steps);
+            let mut xb = super::super::Aligned::zeroed(512 * steps);
+            let w = wb.as_u16_mut();
+            let x = xb.as_u16_mut();
+            let reps = 4_000_000 / steps;
+            let t = std::time::Instant::now();
+            unsafe {
+                let _t = TileUse::configure();
+                zero();
+                for _ in 0..reps {
+                    run(
+                        w.as_ptr(),
+                        64 * steps,
+                        x.as_ptr(),
+                        x.as_ptr().add(512 * steps),
+                        steps,
+                    );
+                }
+                let mut tile = [0f32; 32 * 32];
+                store(Tiles::block(tile.as_mut_ptr(), 32));
+            }
+            let s = t.elapsed().as_secs_f64();
+            let flops = 2.0 * 32.0 * 32.0 * 32.0 * (steps * reps) as f64;
+            if steps == 2 {
+                let t = std::time::Instant::now();
+                let n = 1_000_000usize;
+                unsafe {
+                    let _t = TileUse::configure();
+                    zero();
+                    asm!(
+                        "tileloadd tmm4, [{w} + {s64}*1]",
+                        "tileloadd tmm5, [{w} + {s64}*1]",
+                        "tileloadd tmm6, [{w} + {s64}*1]",
+                        "tileloadd tmm7, [{w} + {s64}*1]",
+                        "2:",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        "dec {n}",
+                        "jnz 2b",
+                        w = in(reg) w.as_ptr(),
+                        s64 = in(reg) 64usize,
+                        n = inout(reg) n => _,
+                        options(nostack, readonly),
+                    );
+                }
+                let s2 = t.elapsed().as_secs_f64();
+                for (stride, mis) in [
+                    (64usize, 0usize),
+                    (64, 16),
+                    (64, 32),
+                    (128, 0),
+                    (128, 16),
+                    (72, 0),
+                    (136, 0),
+                    (264, 0),
+                    (5760, 0),
+                    (5760, 8),
+                ] {
+                    let name = format!("loads, stride {stride}, base +{mis}");
+                    let buf = vec![0u16; 16 * 23040 * 4];
+                    let t = std::time::Instant::now();
+                    unsafe {
+                        let _t = TileUse::configure();
+                        asm!(
+                            "2:",
+                            "tileloadd tmm4, [{w} + {st}*1]",
+                            "tileloadd tmm5, [{w2} + {st}*1]",
+                            "tileloadd tmm6, [{w} + {st}*1]",
+                            "tileloadd tmm7, [{w2} + {st}*1]",
+                            "dec {n}",
+                            "jnz 2b",
+                            w = in(reg) buf.as_ptr().byte_add(64 - buf.as_ptr() as usize % 64 + mis),
+                            w2 = in(reg) buf.as_ptr().add(16 * 23040).byte_add(64 - buf.as_ptr() as usize % 64 + mis),
+                            st = in(reg) stride,
+                            n = inout(reg) n => _,
+                            options(nostack, readonly),
+                        );
+                    }
+                    let s3 = t.elapsed().as_secs_f64();
+                    println!(
+                        "{name}: {:.1} cycles per tileloadd at 2.6 GHz",
+                        s3 * 2.6e9 / (4 * n) as f64
+                    );
+                }
+                println!(
+                    "products only: {:.1} cycles per tdp at 2.6 GHz, {:.0} GFLOP/s",
+                    s2 * 2.6e9 / (4 * n) as f64,
+                    2.0 * 32768.0 * (4 * n) as f64 / s2 / 1e9
+                );
+            }
+            println!(
+                "steps {steps}: {:.0} GFLOP/s ({:.1} cycles per tdp at 2.6 GHz)",
+                flops / s / 1e9,
+                s * 2.6e9 / (4 * steps * reps) as f64
+            );
+        }
     }
 }

@@ -8,8 +8,8 @@
 //! `9 · c / 32` steps and are stored straight into the `(o, pixels)` output (or through
 //! [`write_block`] at the edges).
 
-use super::amx::{TileUse, Tiles, begin, finish, fold_bias, row_bias_tiles};
-use super::{OutAt, OutPtr, Start, f32_to_bf16};
+use super::amx::{A64, TileUse, Tiles, begin, finish, fold_bias, row_bias_tiles, tile_aligned};
+use super::{Aligned, OutAt, OutPtr, Start};
 use rayon::prelude::*;
 use std::arch::asm;
 
@@ -31,22 +31,47 @@ pub(crate) fn applies(
         && w.is_multiple_of(16)
 }
 
-/// One image's input in the pair layout (`(h + 2) × c/2 × (w + 2)` pairs, zero border).
-fn pairs_layout(src: &[f32], c: usize, h: usize, w: usize) -> Vec<u32> {
-    let (hp, wp, cp) = (h + 2, w + 2, c / 2);
-    let mut p = vec![0u32; hp * cp * wp];
-    p.par_chunks_mut(cp * wp).enumerate().for_each(|(y, rows)| {
-        if y == 0 || y > h {
-            return;
-        }
-        for (q, row) in rows.chunks_exact_mut(wp).enumerate() {
-            let a = &src[((2 * q) * h + y - 1) * w..][..w];
-            let b = &src[((2 * q + 1) * h + y - 1) * w..][..w];
-            for ((d, x0), x1) in row[1..=w].iter_mut().zip(a).zip(b) {
-                *d = f32_to_bf16(*x0) as u32 | (f32_to_bf16(*x1) as u32) << 16;
+/// One image's input in the pair layout, three times: copy `kx` holds at `[y][q][x]` the
+/// pair of channels `2q, 2q + 1` at row `y − 1`, column `x + kx − 1` (zero outside the
+/// image), `(h + 2) × c/2 × w` pairs each. So the 16 pixels of a tile at any kernel offset
+/// start on a cache line (`x` a multiple of 16, rows `4w` bytes apart, the buffer aligned):
+/// a tile row that straddles two lines loads ~6× slower.
+fn shifted_pairs(src: &[f32], c: usize, h: usize, w: usize) -> Aligned {
+    let (hp, cp) = (h + 2, c / 2);
+    let plane = hp * cp * w;
+    let mut p = Aligned::zeroed(3 * plane);
+    let (left, rest) = p.split_at_mut(plane);
+    let (mid, right) = rest.split_at_mut(plane);
+    mid.par_chunks_mut(cp * w)
+        .zip(left.par_chunks_mut(cp * w))
+        .zip(right.par_chunks_mut(cp * w))
+        .enumerate()
+        .for_each(|(y, ((rows, lrows), rrows))| {
+            if y == 0 || y > h {
+                return;
             }
-        }
-    });
+            for (q, ((row, lrow), rrow)) in rows
+                .chunks_exact_mut(w)
+                .zip(lrows.chunks_exact_mut(w))
+                .zip(rrows.chunks_exact_mut(w))
+                .enumerate()
+            {
+                let a = &src[((2 * q) * h + y - 1) * w..][..w];
+                let b = &src[((2 * q + 1) * h + y - 1) * w..][..w];
+                // w is a multiple of 16 (`applies`): 16 pixels' pairs at a time.
+                for ((d, x0), x1) in row
+                    .chunks_exact_mut(16)
+                    .zip(a.chunks_exact(16))
+                    .zip(b.chunks_exact(16))
+                {
+                    let (x0, x1) = (x0.try_into().expect("16"), x1.try_into().expect("16"));
+                    super::pack::pack_pair(x0, x1, d);
+                }
+                // Offset 0 reads one pixel to the left, offset 2 one to the right.
+                lrow[1..].copy_from_slice(&row[..w - 1]);
+                rrow[..w - 1].copy_from_slice(&row[1..]);
+            }
+        });
     p
 }
 
@@ -70,11 +95,12 @@ pub(crate) unsafe fn conv3x3(
     let start = unsafe { fold_bias(out, OutAt::images(o, pixels), start, (o, b * pixels)) };
     let wt = weight;
     let k = 9 * c;
-    let (cp, wp) = (c / 2, w + 2);
+    let cp = c / 2;
+    let plane = (h + 2) * cp * w;
     let jblocks = o.div_ceil(32);
     let iblocks = pixels.div_ceil(32);
     for img in 0..b {
-        let p = pairs_layout(&x[img * c * pixels..(img + 1) * c * pixels], c, h, w);
+        let p = shifted_pairs(&x[img * c * pixels..(img + 1) * c * pixels], c, h, w);
         let dst = OutPtr(out.get().wrapping_add(img * o * pixels));
         let at = OutAt::channels(pixels);
         // Tasks: runs of up to 16 pixel blocks by runs of W row blocks, enough of them for
@@ -87,17 +113,28 @@ pub(crate) unsafe fn conv3x3(
         let jc = jblocks.div_ceil(tj);
         (0..ti * tj).into_par_iter().for_each(|task| {
             let (t, tjx) = (task % ti, task / ti);
-            let mut tile = [0f32; 32 * 32];
-            let mut bias_tile = [0f32; 32 * 16];
+            let mut tile = A64([0f32; 32 * 32]);
+            let mut bias_tile = A64([0f32; 32 * 16]);
+            // This task's W rows, copied to a cache-line-aligned buffer per row block.
+            let mut wrows = Aligned::zeroed(0);
             // SAFETY: AMX present (caller).
             let _tiles = unsafe { TileUse::configure() };
             for jb in tjx * jc..((tjx + 1) * jc).min(jblocks) {
                 let j0 = jb * 32;
                 let bias = start
                     .bias
-                    .map(|bias| row_bias_tiles(&mut bias_tile, bias, j0));
-                // W rows j0 … j0 + 31 (o is a multiple of 32).
-                let (w0, w1) = (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr());
+                    .map(|bias| row_bias_tiles(&mut bias_tile.0, bias, j0));
+                // W rows j0 … j0 + 31 (o is a multiple of 32; 2k bytes a row, a multiple
+                // of 64 as c is of 32).
+                // In place when on a cache line (a layer's weight is laid out so), else
+                // copied to an aligned buffer.
+                let (w0, w1) = if (wt.as_ptr() as usize).is_multiple_of(64) {
+                    (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr())
+                } else {
+                    super::Weight::new(wt, o, k).copy_rows(j0, 32, k, &mut wrows);
+                    let wb = wrows.as_u16_mut();
+                    (wb.as_ptr(), wb[16 * k..].as_ptr())
+                };
                 for ib in t * per..((t + 1) * per).min(iblocks) {
                     let i0 = ib * 32;
                     let whole = i0 + 32 <= pixels;
@@ -108,8 +145,9 @@ pub(crate) unsafe fn conv3x3(
                     };
                     let (ya, xa) = px(i0);
                     let (yb, xb) = px(i0 + 16);
-                    let direct = whole
-                        .then(|| Tiles::block(dst.get().wrapping_add(at.index(j0, i0)), at.row));
+                    let base = dst.get().wrapping_add(at.index(j0, i0));
+                    let direct =
+                        (whole && tile_aligned(base, at.row)).then(|| Tiles::block(base, at.row));
                     // SAFETY: tiles configured; every load below reads inside `p`, `wt`,
                     // the bias tile or the output block, every store the output block or
                     // `tile`.
@@ -119,8 +157,9 @@ pub(crate) unsafe fn conv3x3(
                             let (ky, kx) = (s / 3, s % 3);
                             for cc in 0..c / 32 {
                                 let q = cc * 16;
-                                let xa_p = p.as_ptr().add(((ya + ky) * cp + q) * wp + xa + kx);
-                                let xb_p = p.as_ptr().add(((yb + ky) * cp + q) * wp + xb + kx);
+                                let shifted = p.as_ptr().add(kx * plane);
+                                let xa_p = shifted.add(((ya + ky) * cp + q) * w + xa);
+                                let xb_p = shifted.add(((yb + ky) * cp + q) * w + xb);
                                 let kk = s * c + cc * 32;
                                 step(
                                     w0.add(kk),
@@ -128,7 +167,7 @@ pub(crate) unsafe fn conv3x3(
                                     k * 2,
                                     xa_p.cast(),
                                     xb_p.cast(),
-                                    wp * 4,
+                                    w * 4,
                                 );
                             }
                         }
@@ -136,7 +175,7 @@ pub(crate) unsafe fn conv3x3(
                         // tile repeated the first; only 16 are written.
                         finish(
                             direct,
-                            &mut tile,
+                            &mut tile.0,
                             (dst, at),
                             start.accumulate,
                             (j0, 32),

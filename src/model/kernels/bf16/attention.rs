@@ -57,8 +57,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                     .collect();
                 let blocks = n.div_ceil(ROWS);
                 (0..b * heads * blocks).into_par_iter().for_each_init(
-                    || (vec![0f32; ROWS * m], vec![0u16; ROWS * m.max(hd)]),
+                    || {
+                        // Cache-line aligned: both are read and written as tiles in place.
+                        let scores = super::Aligned::zeroed(ROWS * m);
+                        let bits = super::Aligned::zeroed((ROWS * m.max(hd)).div_ceil(2));
+                        (scores, bits)
+                    },
                     |(scores, bits), task| {
+                        let (scores, bits) = (scores.as_f32_mut(), bits.as_u16_mut());
                         let block = task % blocks;
                         let bh = task / blocks;
                         let (bi, h) = (bh / heads, bh % heads);

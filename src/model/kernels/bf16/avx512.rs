@@ -45,7 +45,7 @@ unsafe fn task(
 ) {
     let (m, n, k) = (x.m(), w.n, w.k);
     let pairs = k.div_ceil(2);
-    let mut edge = Vec::new();
+    let mut edge = super::Aligned::zeroed(0);
     let mut tile = [0f32; MR * 32];
     for strip in jr {
         let j0 = strip * MR;
@@ -55,7 +55,7 @@ unsafe fn task(
             (w.bits[j0 * k..].as_ptr(), k)
         } else {
             w.copy_rows(j0, MR, 2 * pairs, &mut edge);
-            (edge.as_ptr(), 2 * pairs)
+            (edge.as_u16_mut().as_ptr(), 2 * pairs)
         };
         for ib in ir.clone() {
             let i0 = ib * 32;

@@ -24,9 +24,27 @@ pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
 }
 
 /// A bf16 weight `(o, c, kh, kw)` re-laid out by offset, `(o, kh, kw, c)` (what
-/// [`conv2d_by_offset`] takes).
+/// [`conv2d_by_offset`] takes), its values starting on a cache line (a view into a slightly
+/// longer buffer), so that the AMX convolution loads its rows as tiles in place.
 pub fn by_offset(weight: &Tensor) -> Result<Tensor> {
-    weight.permute((0, 2, 3, 1))?.contiguous()
+    let t = weight.permute((0, 2, 3, 1))?.contiguous()?;
+    let dims = t.dims4()?;
+    let n = t.elem_count();
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(values)) = &*storage else {
+        candle_core::bail!("conv by offset: expected a bf16 CPU weight");
+    };
+    let values = &values[layout.start_offset()..][..n];
+    if n == 0 {
+        return Ok(t.clone());
+    }
+    // (The 32 values around the view are never read.)
+    let mut buf = vec![values[0]; n + 32];
+    let off = (64 - buf.as_ptr() as usize % 64) % 64 / 2;
+    buf[off..off + n].copy_from_slice(values);
+    Tensor::from_vec(buf, n + 32, weight.device())?
+        .narrow(0, off, n)?
+        .reshape(dims)
 }
 
 /// `conv2d(x, weight) + bias (+ residual)` for `x` `(b, c, h, w)` and a bf16 `weight`

@@ -145,7 +145,7 @@ pub fn linear_packed(
         accumulate: residual.is_some(),
         col_bias: layer.bias.as_deref(),
     };
-    let tokens = Weight::new(&tokens, rows, in_dim);
+    let tokens = Weight::new(&tokens.as_u16()[..rows * in_dim], rows, in_dim);
     let at = OutAt::channels(out_dim);
     let (out, path) = match residual {
         Some(r) => {
@@ -168,29 +168,29 @@ pub fn linear_packed(
     Ok((y.to_dtype(x.dtype())?, path))
 }
 
-/// A tensor's `len` values rounded to bf16 bits (f32 read in place; bf16 as stored).
-fn to_bits(x: &Tensor, len: usize) -> Result<Vec<u16>> {
+/// A tensor's `len` values rounded to bf16 bits (f32 read in place; bf16 as stored), in a
+/// cache-line-aligned buffer (the product reads its rows as tiles in place).
+fn to_bits(x: &Tensor, len: usize) -> Result<super::Aligned> {
     use rayon::prelude::*;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let start = layout.start_offset();
-    Ok(match &*storage {
+    let mut out = super::Aligned::zeroed(len.div_ceil(2));
+    let bits = &mut out.as_u16_mut()[..len];
+    match &*storage {
         Storage::Cpu(CpuStorage::F32(v)) => {
-            let mut bits = vec![0u16; len];
             bits.par_chunks_mut(1 << 16)
                 .zip(v[start..start + len].par_chunks(1 << 16))
-                .for_each(|(d, s)| {
-                    for (d, s) in d.iter_mut().zip(s) {
-                        *d = super::f32_to_bf16(*s);
-                    }
-                });
-            bits
+                .for_each(|(d, s)| super::pack::round_into(s, d));
         }
         Storage::Cpu(CpuStorage::BF16(v)) => {
-            v[start..start + len].iter().map(|h| h.to_bits()).collect()
+            for (d, s) in bits.iter_mut().zip(&v[start..start + len]) {
+                *d = s.to_bits();
+            }
         }
         _ => candle_core::bail!("bf16 linear: expected an f32 or bf16 CPU input"),
-    })
+    }
+    Ok(out)
 }
 
 /// Log the path the first bf16 product took, once per process.

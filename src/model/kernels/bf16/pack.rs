@@ -35,6 +35,21 @@ pub(super) fn pack_pair(a: &[f32; 16], b: &[f32; 16], dst: &mut [u32]) {
     }
 }
 
+/// Round `src` to bf16 bits into `dst` (same length), 32 values per `vcvtne2ps2bf16` where
+/// the CPU has AVX512-bf16.
+pub(crate) fn round_into(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "round_into: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if CpuBf16::detect().avx512_bf16 {
+        // SAFETY: the CPU has the features; the slices have one length (checked).
+        unsafe { avx512::round_into(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32_to_bf16(*s);
+    }
+}
+
 /// [`pack_block`] without vector instructions (any CPU; the reference in tests).
 pub(super) fn pack_block_scalar(rows: &[f32], k: usize, block: &mut [u32]) {
     for (r, row) in rows.chunks_exact(k.max(1)).enumerate().take(MB) {
@@ -99,6 +114,35 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// AVX512F, AVX512BW and AVX512-bf16; `dst` as long as `src`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn round_into(src: &[f32], dst: &mut [u16]) {
+        let (n, s, d) = (src.len(), src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        // SAFETY: every access is below `n` (whole chunks, then the masked tail).
+        unsafe {
+            while i + 32 <= n {
+                let v =
+                    _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s.add(i + 16)), _mm512_loadu_ps(s.add(i)));
+                _mm512_storeu_si512(d.add(i).cast(), std::mem::transmute::<__m512bh, __m512i>(v));
+                i += 32;
+            }
+            if i < n {
+                let (m0, m1) = mask(n - i);
+                let lo = _mm512_maskz_loadu_ps(m0, s.add(i));
+                let hi = _mm512_maskz_loadu_ps(m1, s.add(i + 16));
+                let v = _mm512_cvtne2ps_pbh(hi, lo);
+                let m = (m0 as u32 | (m1 as u32) << 16) as __mmask32;
+                _mm512_mask_storeu_epi16(
+                    d.add(i).cast(),
+                    m,
+                    std::mem::transmute::<__m512bh, __m512i>(v),
+                );
+            }
+        }
+    }
+
     /// The load masks of a chunk with `left` values left in the row.
     #[inline]
     fn mask(left: usize) -> (__mmask16, __mmask16) {
@@ -152,6 +196,18 @@ mod tests {
         for r in 0..16 {
             assert_eq!(got[r] & 0xffff, f32_to_bf16(a[r]) as u32, "row {r}");
             assert_eq!(got[r] >> 16, f32_to_bf16(b[r]) as u32, "row {r}");
+        }
+    }
+
+    #[test]
+    fn rounding_a_run_equals_the_scalar_rounding() {
+        for n in [0usize, 1, 15, 31, 32, 33, 70] {
+            let src: Vec<f32> = (0..n).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
+            let mut got = vec![7u16; n + 2];
+            round_into(&src, &mut got[..n]);
+            let want: Vec<u16> = src.iter().map(|v| f32_to_bf16(*v)).collect();
+            assert_eq!(&got[..n], &want[..], "{n} values");
+            assert_eq!(&got[n..], &[7, 7], "{n}: wrote past the run");
         }
     }
 

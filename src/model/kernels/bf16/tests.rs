@@ -546,8 +546,8 @@ fn acts_from_bf16_rows_equal_acts_from_the_same_values() {
             .collect();
         let bits: Vec<u16> = x.iter().map(|v| f32_to_bf16(*v)).collect();
         assert_eq!(
-            Acts::from_bf16_rows(&bits, m, k).data,
-            Acts::from_rows(&x, m, k).data
+            &Acts::from_bf16_rows(&bits, m, k).data[..],
+            &Acts::from_rows(&x, m, k).data[..]
         );
     }
 }
