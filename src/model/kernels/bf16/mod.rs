@@ -595,16 +595,19 @@ pub(crate) unsafe fn write_block(
                 }
             }
         } else if at.col == 1 {
-            for r in 0..rows {
-                let b = row_bias(j0 + r);
-                let dst = out.add((j0 + r) * at.row + i0);
-                let src = &tile[r * ld..r * ld + cols];
-                for (c, v) in src.iter().enumerate() {
-                    let o = dst.add(c);
-                    let v = v + b + col_bias(i0 + c);
-                    *o = if start.accumulate { *o + v } else { v };
-                }
-            }
+            const ZEROS: [f32; 32] = [0.0; 32];
+            let col = match start.col_bias {
+                Some(cb) => &cb[i0..i0 + cols],
+                None if cols <= 32 => &ZEROS[..cols],
+                None => &vec![0.0; cols][..],
+            };
+            let bias = start.bias.map(|b| &b[j0..j0 + rows]);
+            let block = Block {
+                out: out.add(j0 * at.row + i0),
+                row: at.row,
+                rows,
+            };
+            add_rows(block, tile, ld, bias, col, start.accumulate);
         } else {
             for c in 0..cols {
                 let cb = col_bias(i0 + c);
@@ -613,6 +616,46 @@ pub(crate) unsafe fn write_block(
                     let o = dst.add(r * at.row);
                     let v = tile[r * ld + c] + row_bias(j0 + r) + cb;
                     *o = if start.accumulate { *o + v } else { v };
+                }
+            }
+        }
+    }
+}
+
+/// `rows` output rows of unit column stride, `row` values apart, from `out`.
+#[derive(Clone, Copy)]
+struct Block {
+    out: *mut f32,
+    row: usize,
+    rows: usize,
+}
+
+crate::model::cpu_kernels::simd_fn! {
+    /// `out[r][c] (+)= tile[r · ld + c] + bias[r] + col[c]` for the block's rows and the
+    /// `col.len()` columns (vectorised: this runs for every block not stored in place).
+    /// The block's rows must be valid for writes and written by no other thread (the
+    /// caller of [`write_block`] guarantees it).
+    fn add_rows(
+        block: Block,
+        tile: &[f32],
+        ld: usize,
+        bias: Option<&[f32]>,
+        col: &[f32],
+        accumulate: bool,
+    ) {
+        let cols = col.len();
+        for r in 0..block.rows {
+            // SAFETY: per the function's contract.
+            let d = unsafe { std::slice::from_raw_parts_mut(block.out.add(r * block.row), cols) };
+            let b = bias.map_or(0.0, |b| b[r]);
+            let src = &tile[r * ld..r * ld + cols];
+            if accumulate {
+                for ((d, s), c) in d.iter_mut().zip(src).zip(col) {
+                    *d += s + b + c;
+                }
+            } else {
+                for ((d, s), c) in d.iter_mut().zip(src).zip(col) {
+                    *d = s + b + c;
                 }
             }
         }

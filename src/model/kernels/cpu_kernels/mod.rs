@@ -99,6 +99,7 @@ macro_rules! simd_fn {
         }
     };
 }
+pub(crate) use simd_fn;
 
 /// `exp(x)` for `x` in [−87, 88] (clamped), relative error < 3e-7: Cody–Waite range
 /// reduction to `r` in [−ln2/2, ln2/2] and Cephes' degree-6 polynomial. Branch-free so that
