@@ -331,6 +331,32 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_by_offset_starts_on_a_cache_line_and_holds_the_same_values() {
+        let dev = Device::Cpu;
+        for (o, c) in [(4, 3), (32, 64), (5, 1)] {
+            let w = Tensor::randn(0f32, 1.0, (o, c, 3, 3), &dev)
+                .and_then(|t| t.to_dtype(DType::BF16))
+                .unwrap();
+            let by = by_offset(&w).unwrap();
+            assert_eq!(by.dims(), &[o, 3, 3, c]);
+            with_weight(&by, (o, 9 * c), |wt| {
+                assert!((wt.bits.as_ptr() as usize).is_multiple_of(64), "{o}×{c}");
+            })
+            .unwrap();
+            let back = by.permute((0, 3, 1, 2)).unwrap();
+            let d = (back.to_dtype(DType::F32).unwrap() - w.to_dtype(DType::F32).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0);
+        }
+    }
+
+    #[test]
     fn rounding_the_patches_by_rows_gives_the_same_convolution() {
         let dev = Device::Cpu;
         for (dims, k, stride, padding) in [

@@ -1,7 +1,10 @@
 //! bf16 matrix products on the CPU: `Y[j, i] = start + Σ_k W[j, k] · X[i, k]`, with `W` a
-//! bf16 weight `(n × k)` read as it is stored (row-major, one bf16 per value: no packed copy,
-//! so a model holds its weights once, at half the f32 size), `X` the activations rounded to
-//! bf16 once per call into the kernels' layout ([`Acts`]), and products accumulated in f32.
+//! bf16 matrix `(n × k)` read as it is stored (row-major, one bf16 per value), `X` rounded to
+//! bf16 into the kernels' layout ([`Acts`]), and products accumulated in f32. A layer lays its
+//! weight out once, when it is built (a linear layer's as an [`Acts`], a 3×3 convolution's by
+//! offset): the model holds its weights once, at half the f32 size, and no call re-lays them
+//! out. AMX tile rows must start on cache lines to load at full speed (a split row costs
+//! ~6×), so the operands live in [`Aligned`] buffers.
 //! `Y` is written through a stride pair ([`OutAt`]): `(o, pixels)` for a convolution,
 //! `(tokens, o)` for a linear layer. The kernel is chosen at run time ([`Bf16Path`]):
 //!
@@ -22,6 +25,7 @@
 //! [`CpuBf16`], or [`with_forced_path`]); a path the CPU lacks is never run: the request
 //! falls to the next path down, and the path taken is returned to the caller.
 
+mod aligned;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -32,6 +36,7 @@ mod avx512;
 pub mod conv;
 pub mod linear;
 mod pack;
+pub(crate) use aligned::Aligned;
 #[cfg(test)]
 mod tests;
 
@@ -202,65 +207,6 @@ pub struct Acts {
     /// Pairs of bf16 values, the first in the low half (little-endian memory order); every
     /// block starts on a cache line (its tiles load at full speed).
     data: Aligned,
-}
-
-/// 64 bytes, aligned to 64: the unit of [`Aligned`].
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u32; 16]);
-
-/// A zero-initialised buffer of `u32` whose start is 64-byte aligned. AMX tile loads whose
-/// rows are not cache-line aligned run ~6× slower on the Xeons measured (each row splits
-/// over two lines: 34–40 cycles per `tileloadd` against 6, `amx::peak`), and a `Vec`'s
-/// allocation is only 16-byte aligned.
-pub(crate) struct Aligned {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-impl Aligned {
-    /// `len` zeros.
-    pub(crate) fn zeroed(len: usize) -> Aligned {
-        Aligned {
-            lines: vec![Line([0; 16]); len.div_ceil(16)],
-            len,
-        }
-    }
-
-    /// The values as `u16` (twice as many).
-    pub(crate) fn as_u16(&self) -> &[u16] {
-        // SAFETY: as `as_u16_mut`, shared.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u16>(), 2 * self.len) }
-    }
-
-    /// The values as `f32` (bit patterns of zero are 0.0).
-    pub(crate) fn as_f32_mut(&mut self) -> &mut [f32] {
-        // SAFETY: the lines hold `len` 32-bit values; every bit pattern is a valid f32.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
-    }
-
-    /// The values as `u16` (twice as many).
-    pub(crate) fn as_u16_mut(&mut self) -> &mut [u16] {
-        let len = 2 * self.len;
-        // SAFETY: the lines hold at least `len` u16 values; u16 has no invalid values and a
-        // smaller alignment than the lines.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u16>(), len) }
-    }
-}
-
-impl std::ops::Deref for Aligned {
-    type Target = [u32];
-    fn deref(&self) -> &[u32] {
-        // SAFETY: the lines hold at least `len` u32 values.
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u32>(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for Aligned {
-    fn deref_mut(&mut self) -> &mut [u32] {
-        // SAFETY: as above, uniquely borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u32>(), self.len) }
-    }
 }
 
 impl std::fmt::Debug for Acts {

@@ -551,3 +551,23 @@ fn acts_from_bf16_rows_equal_acts_from_the_same_values() {
         );
     }
 }
+
+#[test]
+fn aligned_buffers_start_on_cache_lines_and_start_zeroed() {
+    for len in [0usize, 1, 15, 16, 17, 1000] {
+        let mut a = Aligned::zeroed(len);
+        assert_eq!(a.len(), len);
+        assert!(a.iter().all(|&v| v == 0));
+        assert!((a.as_ptr() as usize).is_multiple_of(64), "{len}");
+        assert_eq!(a.as_u16_mut().len(), 2 * len);
+        assert_eq!(a.as_f32_mut().len(), len);
+    }
+    // Every block of an activation layout starts on a cache line.
+    let acts = Acts::from_rows(&vec![1.0; 40 * 70], 40, 70);
+    for b in 0..3 {
+        assert!(
+            (acts.block(b).as_ptr() as usize).is_multiple_of(64),
+            "block {b}"
+        );
+    }
+}
