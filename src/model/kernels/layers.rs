@@ -254,6 +254,19 @@ impl Conv {
         })
     }
 
+    /// Whether this is a 1×1 convolution (stride 1, no padding) the bf16 kernels run on
+    /// `x` (so [`bf16::pointwise`] can take it in and out of the token layout).
+    pub(crate) fn bf16_pointwise(&self, x: &Tensor) -> bool {
+        let cfg = self.conv.config();
+        let w = self.conv.weight();
+        self.bf16_runs(x, None)
+            && !self.by_offset
+            && w.rank() == 4
+            && w.dims()[2..] == [1, 1]
+            && cfg.stride == 1
+            && cfg.padding == 0
+    }
+
     /// The weight `(o, c)` and bias of a 1×1 convolution, for the fused token kernels.
     pub(crate) fn pointwise(&self) -> (&Tensor, Option<&Tensor>) {
         (self.conv.weight(), self.conv.bias())

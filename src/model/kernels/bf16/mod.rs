@@ -36,6 +36,7 @@ mod avx512;
 pub mod conv;
 pub mod linear;
 mod pack;
+pub mod pointwise;
 pub(crate) use aligned::Aligned;
 #[cfg(test)]
 mod tests;

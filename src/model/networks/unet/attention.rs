@@ -367,6 +367,10 @@ impl Transformer2D {
             })
         };
         let mut x = match &self.proj_in {
+            Proj::Conv(p) if p.bf16_pointwise(&x) => time("conv 1x1", || {
+                let (w, b) = p.pointwise();
+                bf16::pointwise::to_tokens(&x, w, b)
+            })?,
             Proj::Conv(p) if p.fused(&x) => time("conv 1x1", || {
                 let (w, b) = p.pointwise();
                 cpu_kernels::pointwise_to_tokens(&x, w, b)
@@ -378,6 +382,15 @@ impl Transformer2D {
             x = block.forward(&x, context, cache)?;
         }
         let to_image = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
+        if let Proj::Conv(p) = &self.proj_out
+            && p.bf16_pointwise(residual)
+            && x.dtype() == residual.dtype()
+        {
+            return time("conv 1x1", || {
+                let (wt, bias) = p.pointwise();
+                bf16::pointwise::from_tokens(&x, (h, w), wt, bias, residual)
+            });
+        }
         if let Proj::Conv(p) = &self.proj_out
             && p.fused(&x)
             && residual.dtype() == DType::F32
