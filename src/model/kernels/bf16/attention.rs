@@ -106,7 +106,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
                             .zip(bits.chunks_exact_mut(m))
                             .zip(sums.iter_mut())
                         {
-                            *sum = exp_to_bf16(row, row_max(row), p);
+                            *sum = numerators(row, p);
                         }
                         // SAFETY: as above; this task's output block (rows × hd at row
                         // stride dim, from q0) is written by no other task.
@@ -220,6 +220,24 @@ unsafe fn exp_to_bf16_avx512(row: &[f32], max: f32, out: &mut [u16]) -> f32 {
     }
 }
 
+/// Keys whose maximum gives a row's first shift in [`numerators`].
+const SHIFT_KEYS: usize = 512;
+
+/// `out ← bf16(exp(x − shift))` over a row and the sum of the unrounded values, the
+/// numerators of its softmax. The shift is the maximum of the first [`SHIFT_KEYS`] scores
+/// rather than of the row (one pass over the scores instead of two): any shift at or below
+/// the row's maximum gives the same softmax, and values below `shift − 87` (flushed to zero)
+/// weigh under e⁻⁸⁷ of the largest. Only when a later score exceeds it by so much that a
+/// value or the sum overflows is the row redone with its true maximum (a NaN score stays
+/// NaN either way).
+fn numerators(row: &[f32], out: &mut [u16]) -> f32 {
+    let sum = exp_to_bf16(row, row_max(&row[..row.len().min(SHIFT_KEYS)]), out);
+    if sum.is_finite() {
+        return sum;
+    }
+    exp_to_bf16(row, row_max(row), out)
+}
+
 /// [`exp_to_bf16_avx512`] where the CPU has it, else the portable rounding of the same
 /// values; `out` holds at least `row.len()` values.
 fn exp_to_bf16(row: &[f32], max: f32, out: &mut [u16]) -> f32 {
@@ -235,6 +253,35 @@ fn exp_to_bf16(row: &[f32], max: f32, out: &mut [u16]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numerators_shifted_by_the_first_keys_give_the_softmax_of_the_row() {
+        // A row whose later scores exceed the first keys' maximum by a little (same
+        // softmax) and by far more than exp's range (redone with the true maximum).
+        for jump in [0.0f32, 5.0, 40.0, 200.0] {
+            let mut row: Vec<f32> = (0..1500)
+                .map(|i| ((i * 7919 % 211) as f32) * 0.05)
+                .collect();
+            row[1200] += jump;
+            let mut got = vec![0u16; row.len()];
+            let sum = numerators(&row, &mut got);
+            let mut want = vec![0u16; row.len()];
+            let sum_want = exp_to_bf16(&row, row_max(&row), &mut want);
+            assert!(sum.is_finite(), "jump {jump}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let (g, w) = (super::super::bf16_to_f32(*g), super::super::bf16_to_f32(*w));
+                let (pg, pw) = (g / sum, w / sum_want);
+                assert!(
+                    (pg - pw).abs() <= 8e-3 * pw + 1e-12,
+                    "jump {jump} [{i}]: {pg} vs {pw}"
+                );
+            }
+        }
+        let mut row = vec![1.0f32; 600];
+        row[550] = f32::NAN;
+        let mut out = vec![0u16; 600];
+        assert!(numerators(&row, &mut out).is_nan());
+    }
 
     #[test]
     fn the_vector_exponentials_match_the_portable_ones() {
