@@ -455,20 +455,103 @@ unsafe fn run(w: *const u16, ldw_bytes: usize, x0: *const u16, x1: *const u16, s
 mod peak {
     use super::*;
 
-    /// The microkernel on operands that stay in L1 (a measurement: run by hand).
+    /// Nanoseconds → cycles at the nominal 2.6 GHz (the cores may run faster).
+    fn cycles(s: f64, ops: usize) -> f64 {
+        s * 2.6e9 / ops as f64
+    }
+
+    /// What the AMX unit does on this CPU (a measurement, not a test: run by hand with
+    /// `cargo test --release --lib microkernel_peak -- --ignored --nocapture`): `tdpbf16ps`
+    /// alone; `tileloadd` with rows on cache lines and off them; and [`run`], the 2×2-tile
+    /// step loop, on operands that stay in L1 (2 and 8 steps) and in L2 (32 steps).
     #[test]
     #[ignore]
     fn microkernel_peak() {
         if !available() {
             return;
         }
+        let mut buf = super::super::Aligned::zeroed(16 * 23040 * 2);
+        let base = buf.as_u16_mut().as_ptr();
+        // Products only (the operand tiles loaded once); the first run wakes the AMX unit
+        // up (its first use in a process runs slower), the second is timed.
+        let n = 1_000_000usize;
+        let products = || {
+            let t = std::time::Instant::now();
+            // SAFETY: AMX present; every load reads 16 rows of 64 bytes inside `buf`.
+            unsafe {
+                let _t = TileUse::configure();
+                zero();
+                asm!(
+                    "tileloadd tmm4, [{w} + {s64}*1]",
+                    "tileloadd tmm5, [{w} + {s64}*1]",
+                    "tileloadd tmm6, [{w} + {s64}*1]",
+                    "tileloadd tmm7, [{w} + {s64}*1]",
+                    "2:",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "dec {n}",
+                    "jnz 2b",
+                    w = in(reg) base,
+                    s64 = in(reg) 64usize,
+                    n = inout(reg) n => _,
+                    options(nostack, readonly),
+                );
+            }
+            t.elapsed().as_secs_f64()
+        };
+        products();
+        let s = products();
+        println!(
+            "tdpbf16ps alone: {:.1} cycles each, {:.0} GFLOP/s",
+            cycles(s, 4 * n),
+            2.0 * 16.0 * 16.0 * 32.0 * (4 * n) as f64 / s / 1e9
+        );
+        // Loads only: row stride and the first row's offset from a cache line.
+        for (stride, off) in [
+            (64usize, 0usize),
+            (64, 16),
+            (128, 0),
+            (128, 16),
+            (72, 0),
+            (5760, 0),
+            (5760, 8),
+        ] {
+            let t = std::time::Instant::now();
+            // SAFETY: AMX present; 16 rows at `stride` from `off` stay inside `buf`.
+            unsafe {
+                let _t = TileUse::configure();
+                asm!(
+                    "2:",
+                    "tileloadd tmm4, [{w} + {st}*1]",
+                    "tileloadd tmm5, [{w2} + {st}*1]",
+                    "tileloadd tmm6, [{w} + {st}*1]",
+                    "tileloadd tmm7, [{w2} + {st}*1]",
+                    "dec {n}",
+                    "jnz 2b",
+                    w = in(reg) base.byte_add(off),
+                    w2 = in(reg) base.add(16 * 23040).byte_add(off),
+                    st = in(reg) stride,
+                    n = inout(reg) n => _,
+                    options(nostack, readonly),
+                );
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "tileloadd, stride {stride}, first row +{off} B: {:.1} cycles each",
+                cycles(s, 4 * n)
+            );
+        }
+        // The step loop.
         for steps in [2usize, 8, 32] {
             let mut wb = super::super::Aligned::zeroed(32 * 16 * steps);
             let mut xb = super::super::Aligned::zeroed(512 * steps);
-            let w = wb.as_u16_mut();
-            let x = xb.as_u16_mut();
+            let (w, x) = (wb.as_u16_mut(), xb.as_u16_mut());
             let reps = 4_000_000 / steps;
             let t = std::time::Instant::now();
+            // SAFETY: AMX present; W is 32 rows of 32 · steps values, X two blocks of
+            // `steps` KiB; the scratch tile is 32 × 32.
             unsafe {
                 let _t = TileUse::configure();
                 zero();
@@ -481,84 +564,14 @@ mod peak {
                         steps,
                     );
                 }
-                let mut tile = [0f32; 32 * 32];
-                store(Tiles::block(tile.as_mut_ptr(), 32));
+                let mut tile = A64([0f32; 32 * 32]);
+                store(Tiles::block(tile.0.as_mut_ptr(), 32));
             }
             let s = t.elapsed().as_secs_f64();
-            let flops = 2.0 * 32.0 * 32.0 * 32.0 * (steps * reps) as f64;
-            if steps == 2 {
-                let t = std::time::Instant::now();
-                let n = 1_000_000usize;
-                unsafe {
-                    let _t = TileUse::configure();
-                    zero();
-                    asm!(
-                        "tileloadd tmm4, [{w} + {s64}*1]",
-                        "tileloadd tmm5, [{w} + {s64}*1]",
-                        "tileloadd tmm6, [{w} + {s64}*1]",
-                        "tileloadd tmm7, [{w} + {s64}*1]",
-                        "2:",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        "dec {n}",
-                        "jnz 2b",
-                        w = in(reg) w.as_ptr(),
-                        s64 = in(reg) 64usize,
-                        n = inout(reg) n => _,
-                        options(nostack, readonly),
-                    );
-                }
-                let s2 = t.elapsed().as_secs_f64();
-                for (stride, mis) in [
-                    (64usize, 0usize),
-                    (64, 16),
-                    (64, 32),
-                    (128, 0),
-                    (128, 16),
-                    (72, 0),
-                    (136, 0),
-                    (264, 0),
-                    (5760, 0),
-                    (5760, 8),
-                ] {
-                    let name = format!("loads, stride {stride}, base +{mis}");
-                    let buf = vec![0u16; 16 * 23040 * 4];
-                    let t = std::time::Instant::now();
-                    unsafe {
-                        let _t = TileUse::configure();
-                        asm!(
-                            "2:",
-                            "tileloadd tmm4, [{w} + {st}*1]",
-                            "tileloadd tmm5, [{w2} + {st}*1]",
-                            "tileloadd tmm6, [{w} + {st}*1]",
-                            "tileloadd tmm7, [{w2} + {st}*1]",
-                            "dec {n}",
-                            "jnz 2b",
-                            w = in(reg) buf.as_ptr().byte_add(64 - buf.as_ptr() as usize % 64 + mis),
-                            w2 = in(reg) buf.as_ptr().add(16 * 23040).byte_add(64 - buf.as_ptr() as usize % 64 + mis),
-                            st = in(reg) stride,
-                            n = inout(reg) n => _,
-                            options(nostack, readonly),
-                        );
-                    }
-                    let s3 = t.elapsed().as_secs_f64();
-                    println!(
-                        "{name}: {:.1} cycles per tileloadd at 2.6 GHz",
-                        s3 * 2.6e9 / (4 * n) as f64
-                    );
-                }
-                println!(
-                    "products only: {:.1} cycles per tdp at 2.6 GHz, {:.0} GFLOP/s",
-                    s2 * 2.6e9 / (4 * n) as f64,
-                    2.0 * 32768.0 * (4 * n) as f64 / s2 / 1e9
-                );
-            }
             println!(
-                "steps {steps}: {:.0} GFLOP/s ({:.1} cycles per tdp at 2.6 GHz)",
-                flops / s / 1e9,
-                s * 2.6e9 / (4 * steps * reps) as f64
+                "run, {steps} steps: {:.0} GFLOP/s ({:.1} cycles per tdpbf16ps)",
+                2.0 * 32.0 * 32.0 * 32.0 * (steps * reps) as f64 / s / 1e9,
+                cycles(s, 4 * steps * reps)
             );
         }
     }
