@@ -31,6 +31,16 @@ pub(crate) fn applies(
         && w.is_multiple_of(16)
 }
 
+/// The most bytes of one image's input copies ([`shifted_pairs`], three of them) this
+/// convolution takes; larger images (a VAE decoder's full-resolution layers: 3 × 67 MB at
+/// 512×512 × 128 channels) go to the patch path, which rounds 16 MB at a time.
+pub(crate) const MAX_INPUT_COPIES: usize = 3 * (16 << 20);
+
+/// Whether one image of `c` channels, `h × w`, fits [`MAX_INPUT_COPIES`].
+pub(crate) fn fits(c: usize, h: usize, w: usize) -> bool {
+    3 * (h + 2) * w * c * 2 <= MAX_INPUT_COPIES
+}
+
 /// One image's input in the pair layout, three times: copy `kx` holds at `[y][q][x]` the
 /// pair of channels `2q, 2q + 1` at row `y − 1`, column `x + kx − 1` (zero outside the
 /// image), `(h + 2) × c/2 × w` pairs each. So the 16 pixels of a tile at any kernel offset
