@@ -460,12 +460,12 @@ pub(crate) fn conv2d_unfold(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// ‖got − want‖ / ‖want‖ over all values.
-    fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
+    /// ‖got − want‖ / ‖want‖ over all values (either dtype).
+    pub(crate) fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
         let got = got.to_dtype(DType::F32).unwrap();
         let want = want.to_dtype(DType::F32).unwrap();
         let diff = (got - &want).unwrap().sqr().unwrap().sum_all().unwrap();

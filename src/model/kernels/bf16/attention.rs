@@ -139,9 +139,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -
 }
 
 /// `out ← bf16(exp(x − max))` over a row (`max` the row's largest value); returns the sum
-/// of the unrounded exponentials. `2^t` as `2^f · 2^n` (`n` rounded by `vrndscaleps`, the
-/// degree-4 Taylor polynomial of `2^f` on [−½, ½], relative error < 4e-5, a hundredth of
-/// bf16's rounding), scaled by `vscalefps` (exact, 0 below the range) and rounded 32 at a
+/// of the unrounded exponentials. `2^t` as `2^f · 2^n` (`n` rounded by `vrndscaleps`, `2^f`
+/// by the portable kernel's polynomial, `cpu_kernels::EXP2_BF16_POLY`), scaled by `vscalefps` (exact, 0 below the range) and rounded 32 at a
 /// time by `vcvtne2ps2bf16`: 10 instructions per 16 values against 24 compiled from
 /// portable code. A NaN score stays NaN (a poisoned row is not hidden).
 ///
@@ -158,11 +157,11 @@ unsafe fn exp_to_bf16_avx512(row: &[f32], max: f32, out: &mut [u16]) -> f32 {
         let t = _mm512_max_ps(_mm512_set1_ps(-150.0), t);
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let f = _mm512_sub_ps(t, n);
-        let mut p = _mm512_set1_ps(9.618_129e-3);
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550_411e-2));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240_226_5));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(std::f32::consts::LN_2));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0));
+        let [c4, coefs @ ..] = crate::model::cpu_kernels::EXP2_BF16_POLY;
+        let mut p = _mm512_set1_ps(c4);
+        for c in coefs {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        }
         _mm512_scalef_ps(p, n)
     }
     let s2 = _mm512_set1_ps(std::f32::consts::LOG2_E);

@@ -58,14 +58,7 @@ pub fn conv2d(
     padding: usize,
     residual: Option<&Tensor>,
 ) -> Result<(Tensor, Bf16Path)> {
-    conv2d_with(
-        x,
-        &by_offset(weight)?,
-        bias,
-        (stride, padding),
-        residual,
-        PATCH_BYTES,
-    )
+    conv2d_by_offset(x, &by_offset(weight)?, bias, stride, padding, residual)
 }
 
 /// [`conv2d`] for a weight already by offset, `(o, kh, kw, c)`.
@@ -287,6 +280,18 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The largest `|a − b|` over all values.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn the_amx_convolution_without_patches_matches_the_patch_path() {
         use crate::model::kernels::bf16::with_forced_path;
@@ -314,14 +319,7 @@ mod tests {
                 got.1,
                 super::super::choose(Some(Bf16Path::Amx), super::super::CpuBf16::detect())
             );
-            let diff = (&got.0 - &want.0)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got.0, &want.0);
             assert!(
                 diff < 1e-4,
                 "bias {} residual {}: {diff}",
@@ -345,15 +343,7 @@ mod tests {
             })
             .unwrap();
             let back = by.permute((0, 3, 1, 2)).unwrap();
-            let d = (back.to_dtype(DType::F32).unwrap() - w.to_dtype(DType::F32).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(d, 0.0);
+            assert_eq!(max_abs_diff(&back, &w), 0.0);
         }
     }
 
@@ -385,14 +375,7 @@ mod tests {
                     let got = conv2d_with(&x, &w, Some(&b), (stride, padding), residual, limit)
                         .unwrap()
                         .0;
-                    let diff = (&got - &want)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    let diff = max_abs_diff(&got, &want);
                     assert!(
                         diff < 1e-5,
                         "{dims:?} k {k} stride {stride} limit {limit}: {diff}"

@@ -105,11 +105,7 @@ mod tests {
     use crate::model::kernels::bf16::{Bf16Path, with_forced_path};
     use candle_core::Device;
 
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap();
-        let n = b.sqr().unwrap().sum_all().unwrap();
-        (d.to_scalar::<f32>().unwrap() / n.to_scalar::<f32>().unwrap()).sqrt()
-    }
+    use crate::model::kernels::layers::tests::rel_err as rel;
 
     #[test]
     fn projections_in_and_out_of_tokens_match_the_convolution_and_layout_change() {

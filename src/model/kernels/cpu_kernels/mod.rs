@@ -165,19 +165,30 @@ fn exp2_nonpositive(t: f32) -> f32 {
     p * pow2(n)
 }
 
-/// [`exp2_nonpositive`] to the precision a bf16 result needs: the degree-4 Taylor
-/// polynomial of `2^f` (relative error < 4e-5, a hundredth of bf16's rounding).
+/// The degree-4 Taylor polynomial of `2^f` on [−½, ½], highest power first (relative error
+/// < 4e-5, a hundredth of bf16's rounding): the exponentials whose results are rounded to
+/// bf16 (here and in the AVX-512 kernel of `bf16::attention`).
+pub(crate) const EXP2_BF16_POLY: [f32; 5] = [
+    9.618_129e-3,
+    5.550_411e-2,
+    0.240_226_5,
+    std::f32::consts::LN_2,
+    1.0,
+];
+
+/// [`exp2_nonpositive`] to the precision a bf16 result needs ([`EXP2_BF16_POLY`]).
 #[inline(always)]
 fn exp2_nonpositive_bf16(t: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0;
     let t = if t < -126.0 { -126.0 } else { t };
     let n = (t + SHIFT) - SHIFT;
     let f = t - n;
-    let mut p = 9.618_129e-3f32;
-    p = p.mul_add(f, 5.550_411e-2);
-    p = p.mul_add(f, 0.240_226_5);
-    p = p.mul_add(f, std::f32::consts::LN_2);
-    p = p.mul_add(f, 1.0);
+    let [c4, c3, c2, c1, c0] = EXP2_BF16_POLY;
+    let p = c4
+        .mul_add(f, c3)
+        .mul_add(f, c2)
+        .mul_add(f, c1)
+        .mul_add(f, c0);
     p * pow2(n)
 }
 
