@@ -31,33 +31,48 @@ pub(crate) fn applies(
         && w.is_multiple_of(16)
 }
 
-/// The most bytes of one image's input copies ([`shifted_pairs`], three of them) this
-/// convolution takes; larger images (a VAE decoder's full-resolution layers: 3 × 67 MB at
-/// 512×512 × 128 channels) go to the patch path, which rounds 16 MB at a time.
-pub(crate) const MAX_INPUT_COPIES: usize = 3 * (16 << 20);
+/// The most bytes of input copies ([`shifted_pairs`], three of them) a band of output rows
+/// takes: an image whose copies are larger (a VAE decoder's full-resolution layers: 3 ×
+/// 67 MB at 512×512 × 128 channels) is done a band of rows at a time, each band's copies
+/// built into the same buffer.
+pub(crate) const BAND_BYTES: usize = 4 << 20;
 
-/// Whether one image of `c` channels, `h × w`, fits [`MAX_INPUT_COPIES`].
-pub(crate) fn fits(c: usize, h: usize, w: usize) -> bool {
-    3 * (h + 2) * w * c * 2 <= MAX_INPUT_COPIES
+/// Output rows per band for an image of `c` channels, `h × w`, with at most `bytes` of
+/// copies per band (at least one row).
+fn band_rows(c: usize, h: usize, w: usize, bytes: usize) -> usize {
+    let per_row = 3 * (c / 2) * w * 4;
+    (bytes / per_row).saturating_sub(2).clamp(1, h)
 }
 
-/// One image's input in the pair layout, three times: copy `kx` holds at `[y][q][x]` the
-/// pair of channels `2q, 2q + 1` at row `y − 1`, column `x + kx − 1` (zero outside the
-/// image), `(h + 2) × c/2 × w` pairs each. So the 16 pixels of a tile at any kernel offset
-/// start on a cache line (`x` a multiple of 16, rows `4w` bytes apart, the buffer aligned):
-/// a tile row that straddles two lines loads ~6× slower.
-fn shifted_pairs(src: &[f32], c: usize, h: usize, w: usize) -> Aligned {
-    let (hp, cp) = (h + 2, c / 2);
-    let plane = hp * cp * w;
-    let mut p = Aligned::zeroed(3 * plane);
+/// Input rows `y0 − 1 … y0 + rows` of one image in the pair layout, three times, into `p`
+/// (`3 × (rows + 2) × c/2 × w` pairs): copy `kx` holds at `[r][q][x]` the pair of channels
+/// `2q, 2q + 1` at image row `y0 + r − 1`, column `x + kx − 1` (zero outside the image).
+/// So the 16 pixels of a tile at any kernel offset start on a cache line (`x` a multiple of
+/// 16, rows `4w` bytes apart, the buffer aligned): a tile row that straddles two lines
+/// loads ~6× slower. The columns a shift leaves empty are never written, so a buffer that
+/// starts zeroed keeps them zero from band to band.
+fn shifted_pairs(
+    p: &mut Aligned,
+    src: &[f32],
+    (c, h, w): (usize, usize, usize),
+    y0: usize,
+    rows: usize,
+) {
+    let cp = c / 2;
+    let plane = p.len() / 3;
     let (left, rest) = p.split_at_mut(plane);
     let (mid, right) = rest.split_at_mut(plane);
     mid.par_chunks_mut(cp * w)
         .zip(left.par_chunks_mut(cp * w))
         .zip(right.par_chunks_mut(cp * w))
+        .take(rows + 2)
         .enumerate()
-        .for_each(|(y, ((rows, lrows), rrows))| {
-            if y == 0 || y > h {
+        .for_each(|(r, ((rows, lrows), rrows))| {
+            let y = (y0 + r).wrapping_sub(1);
+            if y >= h {
+                rows.fill(0);
+                lrows.fill(0);
+                rrows.fill(0);
                 return;
             }
             for (q, ((row, lrow), rrow)) in rows
@@ -66,8 +81,8 @@ fn shifted_pairs(src: &[f32], c: usize, h: usize, w: usize) -> Aligned {
                 .zip(rrows.chunks_exact_mut(w))
                 .enumerate()
             {
-                let a = &src[((2 * q) * h + y - 1) * w..][..w];
-                let b = &src[((2 * q + 1) * h + y - 1) * w..][..w];
+                let a = &src[((2 * q) * h + y) * w..][..w];
+                let b = &src[((2 * q + 1) * h + y) * w..][..w];
                 // w is a multiple of 16 (`applies`): 16 pixels' pairs at a time.
                 for ((d, x0), x1) in row
                     .chunks_exact_mut(16)
@@ -82,7 +97,6 @@ fn shifted_pairs(src: &[f32], c: usize, h: usize, w: usize) -> Aligned {
                 rrow[..w - 1].copy_from_slice(&row[1..]);
             }
         });
-    p
 }
 
 /// `out (b, o, h·w) = conv3x3(x) + start` for `x` `(b, c, h, w)` f32 and the bf16 weight
@@ -91,14 +105,30 @@ fn shifted_pairs(src: &[f32], c: usize, h: usize, w: usize) -> Aligned {
 /// # Safety
 /// The CPU has AMX-BF16 with the permission granted; [`applies`] holds; `out` holds
 /// `b · o · h · w` values (the residual in place when `start.accumulate`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv3x3(
+    out: OutPtr,
+    x: &[f32],
+    dims: (usize, usize, usize, usize),
+    weight: &[u16],
+    o: usize,
+    start: Start<'_>,
+) {
+    // SAFETY: per the caller.
+    unsafe { conv3x3_banded(out, x, dims, weight, o, start, BAND_BYTES) }
+}
+
+/// [`conv3x3`] with bands of at most `band_bytes` of input copies.
+///
+/// # Safety
+/// As [`conv3x3`].
+pub(crate) unsafe fn conv3x3_banded(
     out: OutPtr,
     x: &[f32],
     (b, c, h, w): (usize, usize, usize, usize),
     weight: &[u16],
     o: usize,
     start: Start<'_>,
+    band_bytes: usize,
 ) {
     let pixels = h * w;
     // SAFETY: the output holds the b images (caller).
@@ -106,95 +136,104 @@ pub(crate) unsafe fn conv3x3(
     let wt = weight;
     let k = 9 * c;
     let cp = c / 2;
-    let plane = (h + 2) * cp * w;
+    let rows = band_rows(c, h, w, band_bytes);
+    let plane = (rows + 2) * cp * w;
     let jblocks = o.div_ceil(32);
-    let iblocks = pixels.div_ceil(32);
+    let mut p = Aligned::zeroed(3 * plane);
     for img in 0..b {
-        let p = shifted_pairs(&x[img * c * pixels..(img + 1) * c * pixels], c, h, w);
+        let src = &x[img * c * pixels..(img + 1) * c * pixels];
         let dst = OutPtr(out.get().wrapping_add(img * o * pixels));
         let at = OutAt::channels(pixels);
-        // Tasks: runs of up to 16 pixel blocks by runs of W row blocks, enough of them for
-        // the threads (a small image splits its W rows, so each W block still serves all
-        // of its pixel blocks).
-        let threads = rayon::current_num_threads().max(1);
-        let per = iblocks.min(16);
-        let ti = iblocks.div_ceil(per);
-        let tj = (4 * threads).div_ceil(ti).clamp(1, jblocks);
-        let jc = jblocks.div_ceil(tj);
-        (0..ti * tj).into_par_iter().for_each(|task| {
-            let (t, tjx) = (task % ti, task / ti);
-            let mut tile = A64([0f32; 32 * 32]);
-            let mut bias_tile = A64([0f32; 32 * 16]);
-            // This task's W rows, copied to a cache-line-aligned buffer per row block.
-            let mut wrows = Aligned::zeroed(0);
-            // SAFETY: AMX present (caller).
-            let _tiles = unsafe { TileUse::configure() };
-            for jb in tjx * jc..((tjx + 1) * jc).min(jblocks) {
-                let j0 = jb * 32;
-                let bias = start
-                    .bias
-                    .map(|bias| row_bias_tiles(&mut bias_tile.0, bias, j0));
-                // W rows j0 … j0 + 31 (o is a multiple of 32; 2k bytes a row, a multiple
-                // of 64 as c is of 32).
-                // In place when on a cache line (a layer's weight is laid out so), else
-                // copied to an aligned buffer.
-                let (w0, w1) = if (wt.as_ptr() as usize).is_multiple_of(64) {
-                    (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr())
-                } else {
-                    super::Weight::new(wt, o, k).copy_rows(j0, 32, k, &mut wrows);
-                    let wb = wrows.as_u16_mut();
-                    (wb.as_ptr(), wb[16 * k..].as_ptr())
-                };
-                for ib in t * per..((t + 1) * per).min(iblocks) {
-                    let i0 = ib * 32;
-                    let whole = i0 + 32 <= pixels;
-                    // The two 16-pixel tiles of the block: each within one output row.
-                    let px = |i: usize| {
-                        let i = i.min(pixels - 16);
-                        (i / w, i % w)
+        for y0 in (0..h).step_by(rows) {
+            let band = rows.min(h - y0);
+            shifted_pairs(&mut p, src, (c, h, w), y0, band);
+            let p = &p;
+            // The band's pixels, `first .. end` of the image.
+            let (first, end) = (y0 * w, (y0 + band) * w);
+            let iblocks = (end - first).div_ceil(32);
+            // Tasks: runs of up to 16 pixel blocks by runs of W row blocks, enough of them
+            // for the threads (a small band splits its W rows, so each W block still
+            // serves all of its pixel blocks).
+            let threads = rayon::current_num_threads().max(1);
+            let per = iblocks.min(16);
+            let ti = iblocks.div_ceil(per);
+            let tj = (4 * threads).div_ceil(ti).clamp(1, jblocks);
+            let jc = jblocks.div_ceil(tj);
+            (0..ti * tj).into_par_iter().for_each(|task| {
+                let (t, tjx) = (task % ti, task / ti);
+                let mut tile = A64([0f32; 32 * 32]);
+                let mut bias_tile = A64([0f32; 32 * 16]);
+                // This task's W rows, copied to a cache-line-aligned buffer per row block.
+                let mut wrows = Aligned::zeroed(0);
+                // SAFETY: AMX present (caller).
+                let _tiles = unsafe { TileUse::configure() };
+                for jb in tjx * jc..((tjx + 1) * jc).min(jblocks) {
+                    let j0 = jb * 32;
+                    let bias = start
+                        .bias
+                        .map(|bias| row_bias_tiles(&mut bias_tile.0, bias, j0));
+                    // W rows j0 … j0 + 31 (o is a multiple of 32; 2k bytes a row, a
+                    // multiple of 64 as c is of 32). In place when on a cache line (a
+                    // layer's weight is laid out so), else copied to an aligned buffer.
+                    let (w0, w1) = if (wt.as_ptr() as usize).is_multiple_of(64) {
+                        (wt[j0 * k..].as_ptr(), wt[(j0 + 16) * k..].as_ptr())
+                    } else {
+                        super::Weight::new(wt, o, k).copy_rows(j0, 32, k, &mut wrows);
+                        let wb = wrows.as_u16_mut();
+                        (wb.as_ptr(), wb[16 * k..].as_ptr())
                     };
-                    let (ya, xa) = px(i0);
-                    let (yb, xb) = px(i0 + 16);
-                    let base = dst.get().wrapping_add(at.index(j0, i0));
-                    let direct =
-                        (whole && tile_aligned(base, at.row)).then(|| Tiles::block(base, at.row));
-                    // SAFETY: tiles configured; every load below reads inside `p`, `wt`,
-                    // the bias tile or the output block, every store the output block or
-                    // `tile`.
-                    unsafe {
-                        begin(direct, start.accumulate, bias);
-                        for s in 0..9 {
-                            let (ky, kx) = (s / 3, s % 3);
-                            for cc in 0..c / 32 {
-                                let q = cc * 16;
+                    for ib in t * per..((t + 1) * per).min(iblocks) {
+                        let i0 = first + ib * 32;
+                        let whole = i0 + 32 <= end;
+                        // The two 16-pixel tiles of the block: each within one output row
+                        // of the band (the band's last block of 16·(odd) pixels repeats
+                        // its first tile).
+                        let px = |i: usize| {
+                            let i = i.min(end - 16);
+                            (i / w - y0, i % w)
+                        };
+                        let (ya, xa) = px(i0);
+                        let (yb, xb) = px(i0 + 16);
+                        let base = dst.get().wrapping_add(at.index(j0, i0));
+                        let direct = (whole && tile_aligned(base, at.row))
+                            .then(|| Tiles::block(base, at.row));
+                        // SAFETY: tiles configured; every load below reads inside `p`,
+                        // `wt`, the bias tile or the output block, every store the output
+                        // block or `tile`.
+                        unsafe {
+                            begin(direct, start.accumulate, bias);
+                            for s in 0..9 {
+                                let (ky, kx) = (s / 3, s % 3);
                                 let shifted = p.as_ptr().add(kx * plane);
-                                let xa_p = shifted.add(((ya + ky) * cp + q) * w + xa);
-                                let xb_p = shifted.add(((yb + ky) * cp + q) * w + xb);
-                                let kk = s * c + cc * 32;
-                                step(
-                                    w0.add(kk),
-                                    w1.add(kk),
-                                    k * 2,
-                                    xa_p.cast(),
-                                    xb_p.cast(),
-                                    w * 4,
-                                );
+                                for cc in 0..c / 32 {
+                                    let q = cc * 16;
+                                    let xa_p = shifted.add(((ya + ky) * cp + q) * w + xa);
+                                    let xb_p = shifted.add(((yb + ky) * cp + q) * w + xb);
+                                    let kk = s * c + cc * 32;
+                                    step(
+                                        w0.add(kk),
+                                        w1.add(kk),
+                                        k * 2,
+                                        xa_p.cast(),
+                                        xb_p.cast(),
+                                        w * 4,
+                                    );
+                                }
                             }
+                            // Only the block's pixels inside the band are written.
+                            finish(
+                                direct,
+                                &mut tile.0,
+                                (dst, at),
+                                start.accumulate,
+                                (j0, 32),
+                                (i0, 32.min(end - i0)),
+                            );
                         }
-                        // The last block of an image of 16·(odd) pixels: its second
-                        // tile repeated the first; only 16 are written.
-                        finish(
-                            direct,
-                            &mut tile.0,
-                            (dst, at),
-                            start.accumulate,
-                            (j0, 32),
-                            (i0, 32.min(pixels - i0)),
-                        );
                     }
                 }
-            }
-        });
+            });
+        }
     }
 }
 
@@ -232,5 +271,80 @@ unsafe fn step(
             ldx = in(reg) ldx,
             options(nostack, readonly),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bands of any height give the very values of the whole image (each output block sums
+    /// the same products in the same order) over two images whose bands end inside a pixel
+    /// block, with a bias; with a residual too, within rounding (a block stored in place
+    /// starts from the residual, one through the scratch tile adds it at the end).
+    #[test]
+    fn banded_convolutions_equal_the_whole_image() {
+        if super::super::current_path() != super::super::Bf16Path::Amx {
+            eprintln!("no AMX on this CPU: nothing to compare");
+            return;
+        }
+        let (b, c, h, w, o) = (2, 64, 5, 16, 64);
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let x: Vec<f32> = (0..b * c * h * w).map(|_| next()).collect();
+        let wt: Vec<u16> = (0..o * 9 * c)
+            .map(|_| super::super::f32_to_bf16(next() * 0.2))
+            .collect();
+        let bias: Vec<f32> = (0..o).map(|_| next()).collect();
+        let residual: Vec<f32> = (0..b * o * h * w).map(|_| next()).collect();
+        let run = |band_bytes: usize, accumulate: bool| {
+            let mut out = if accumulate {
+                residual.clone()
+            } else {
+                vec![0.0; residual.len()]
+            };
+            let start = Start {
+                bias: Some(&bias),
+                accumulate,
+                col_bias: None,
+            };
+            // SAFETY: AMX (checked above); applies; out holds b · o · h · w values.
+            unsafe {
+                conv3x3_banded(
+                    OutPtr(out.as_mut_ptr()),
+                    &x,
+                    (b, c, h, w),
+                    &wt,
+                    o,
+                    start,
+                    band_bytes,
+                )
+            };
+            out
+        };
+        let per_row = 3 * (c / 2) * w * 4;
+        for accumulate in [false, true] {
+            let whole = run(usize::MAX / 4, accumulate);
+            assert!(whole.iter().any(|v| *v != 0.0));
+            for rows in 1..=4 {
+                assert_eq!(band_rows(c, h, w, (rows + 2) * per_row), rows);
+                let got = run((rows + 2) * per_row, accumulate);
+                let worst = got
+                    .iter()
+                    .zip(&whole)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                if accumulate {
+                    assert!(worst < 1e-5, "bands of {rows} rows, residual: {worst}");
+                } else {
+                    assert!(worst == 0.0, "bands of {rows} rows: {worst}");
+                }
+            }
+        }
     }
 }

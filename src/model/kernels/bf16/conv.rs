@@ -122,7 +122,6 @@ fn conv2d_with(
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if super::current_path() == Bf16Path::Amx
         && super::amx_conv::applies((o, c), (kh, kw), stride, padding, w)
-        && super::amx_conv::fits(c, h, w)
     {
         let out = crate::model::cpu_kernels::with_slice(&x32, |xs| {
             with_weight(weight, (o, k), |wt| {

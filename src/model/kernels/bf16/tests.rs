@@ -571,3 +571,86 @@ fn aligned_buffers_start_on_cache_lines_and_start_zeroed() {
         );
     }
 }
+
+/// The 3×3 convolutions of an SD VAE decoder at 512² (one image): the AMX implicit GEMM
+/// and whatever `conv2d_by_offset` picks, milliseconds each. A measurement, not a test:
+/// `cargo test --release --lib vae_conv_ms -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn vae_conv_ms() {
+    use super::conv::conv2d_by_offset;
+    use candle_core::{DType, Device, Tensor};
+    use std::time::Instant;
+    if current_path() != Bf16Path::Amx {
+        println!("no AMX here");
+        return;
+    }
+    let mut rng = Rng(3);
+    println!("threads {}", rayon::current_num_threads());
+    for (b, c, o, h) in [
+        (2, 320, 320, 64),
+        (2, 640, 640, 32),
+        (2, 1280, 1280, 16),
+        (1, 512, 512, 64),
+        (1, 512, 512, 128),
+        (1, 256, 256, 256),
+        (1, 128, 128, 512),
+    ] {
+        let x = Tensor::from_vec(rng.vec(b * c * h * h), (b, c, h, h), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(rng.vec(o * 9 * c), (o, 3, 3, c), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let t = Instant::now();
+            for _ in 0..3 {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e3 / 3.0
+        };
+        let picked = time(&mut || {
+            conv2d_by_offset(&x, &wt, None, 1, 1, None).unwrap();
+        });
+        let bits: Vec<u16> = wt
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| f32_to_bf16(*v))
+            .collect();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut out = vec![0f32; b * o * h * h];
+        let gf = 2.0 * (b * o * 9 * c * h * h) as f64 / 1e6;
+        let mut line = format!(
+            "{b}× {c}→{o} @ {h}²: picked {picked:.1} ms ({:.0} GFLOP/s)",
+            gf / picked
+        );
+        for band_mb in [1, 2, 4, 8, 1024] {
+            let ms = time(&mut || {
+                let start = Start {
+                    bias: None,
+                    accumulate: false,
+                    col_bias: None,
+                };
+                // SAFETY: AMX path; applies; out holds o · h · h values.
+                unsafe {
+                    super::amx_conv::conv3x3_banded(
+                        OutPtr(out.as_mut_ptr()),
+                        &xs,
+                        (b, c, h, h),
+                        &bits,
+                        o,
+                        start,
+                        band_mb << 20,
+                    )
+                };
+            });
+            line += &format!(", band {band_mb} MB {ms:.1} ms ({:.0})", gf / ms);
+        }
+        println!("{line}");
+    }
+}
