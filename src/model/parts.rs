@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
@@ -122,6 +122,24 @@ fn motion_words(path: &Path) -> Result<Option<TextPart>> {
         weights,
         tokenizer,
     }))
+}
+
+/// A motion module folder's own image UNet (`unet/` beside its weights: the built-in
+/// shapes module's domain adapter, the image UNet trained on with the module), if it has
+/// one: its config file and checked weights.
+fn motion_unet(path: &Path) -> Result<Option<(PathBuf, UNetConfig, CheckedFile)>> {
+    let dir = path.join("unet");
+    let config_file = dir.join("config.json");
+    if !path.is_dir() || !config_file.is_file() {
+        return Ok(None);
+    }
+    let config = UNetConfig::from_file(&config_file)?;
+    let mut files =
+        checkpoint::check_all(&[dir.join("diffusion_pytorch_model.safetensors")])?.into_iter();
+    let file = files
+        .next()
+        .with_context(|| format!("{} has no weights", dir.display()))?;
+    Ok(Some((config_file, config, file)))
 }
 
 /// Everything a [`super::StableDiffusion`] is built from.
@@ -343,6 +361,23 @@ impl Parts {
                 words.config.vocab_size, self.text[0].config.vocab_size
             )));
             self.text[0] = words;
+        }
+        if let Some((config_file, config, file)) =
+            motion_unet(path).map_err(|e| fail(e.to_string()))?
+        {
+            if config != self.unet_config {
+                return Err(fail(format!(
+                    "brings its own image UNet ({}), shaped unlike {}'s: it was trained for another model",
+                    config_file.display(),
+                    self.origin
+                )));
+            }
+            self.notes.push(crate::field::Note::new(format!(
+                "the motion module's image UNet ({}, trained with the module) replaces the model's",
+                config_file.display()
+            )));
+            self.unet.files = vec![file];
+            self.unet_file = config_file;
         }
         self.motion = Some(part);
         Ok(())

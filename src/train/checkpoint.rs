@@ -94,6 +94,18 @@ pub(super) fn restore(
     params: &[(String, Var)],
     state: &mut [(&str, &mut Vec<Tensor>)],
 ) -> Result<()> {
+    restore_some(path, device, params, state, &|_| false)
+}
+
+/// [`restore`], leaving the parameters for which `may_lack(name)` holds and that the
+/// checkpoint lacks as they are (a parameter group that joins a resumed run).
+pub(super) fn restore_some(
+    path: &Path,
+    device: &Device,
+    params: &[(String, Var)],
+    state: &mut [(&str, &mut Vec<Tensor>)],
+    may_lack: &dyn Fn(&str) -> bool,
+) -> Result<()> {
     let map = candle_core::safetensors::load(path, device)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let get = |k: &str| -> Result<Tensor> {
@@ -103,6 +115,9 @@ pub(super) fn restore(
             .to_dtype(DType::F32)?)
     };
     for (i, (name, var)) in params.iter().enumerate() {
+        if may_lack(name) && !map.contains_key(&format!("param/{name}")) {
+            continue;
+        }
         var.set(&get(&format!("param/{name}"))?)?;
         for (prefix, tensors) in state.iter_mut() {
             tensors[i] = get(&format!("{prefix}/{name}"))?;

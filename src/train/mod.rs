@@ -44,7 +44,7 @@ use crate::shapes::{self, Rng, vocab};
 pub use arch::{Arch, scheduler_json};
 pub(crate) use export::write_map;
 pub use export::{export_folder, export_from_checkpoint, pack_checkpoint};
-pub(crate) use optim::{Moments, adamw, adamw_ema_step, reseed};
+pub(crate) use optim::{Group, Moments, adamw, adamw_ema_step, adamw_ema_step_groups, reseed};
 
 /// The training noise ε for a batch of shape `(n, c, h, w)`: standard normal values;
 /// with `pyramid > 0`, multi-resolution ("pyramid") noise — bilinearly upsampled normal

@@ -27,7 +27,8 @@ use serde_json::json;
 use super::checkpoint;
 use super::seeded_init::SeededVarMap;
 use super::{
-    Moments, adamw_ema_step, alphas_cumprod, draw_timestep, loss_weight, lr_at, training_noise,
+    Group, Moments, adamw_ema_step_groups, alphas_cumprod, draw_timestep, loss_weight, lr_at,
+    training_noise,
 };
 use crate::model::config::{ClipConfig, ClipJson, UNetConfig};
 use crate::model::motion::{MotionConfig, MotionModules, Temporal};
@@ -76,6 +77,15 @@ pub struct MotionTrainConfig {
     /// `1 + k·|x0_f − mean over the clip's frames|` (channel mean; 0 = plain ε MSE).
     #[serde(default)]
     pub motion_weight: f64,
+    /// The image UNet's learning rate as a share of the module's: 0 keeps it frozen (the
+    /// AnimateDiff way); more trains it with the module — a domain adapter, as AnimateDiff
+    /// v3's, since the frozen image model only ever saw objects at five places and a clip's
+    /// frames need them anywhere on their path. Exported as the module folder's `unet/`.
+    #[serde(default)]
+    pub base_lr_scale: f64,
+    /// The step the image UNet's training began at (its AdamW moments start there).
+    #[serde(default)]
+    pub base_since: usize,
 }
 
 impl Default for MotionTrainConfig {
@@ -98,6 +108,8 @@ impl Default for MotionTrainConfig {
             high_noise_focus: Some((600, 0.5)),
             lr_decay: None,
             motion_weight: 0.0,
+            base_lr_scale: 0.0,
+            base_since: 0,
         }
     }
 }
@@ -156,6 +168,10 @@ pub struct MotionTrainer {
     v: Vec<Tensor>,
     ema: Vec<Tensor>,
     unet: UNet,
+    /// Trained parameters `params[base_from..]` are the image UNet's (`unet.` + its names).
+    base_from: usize,
+    /// The image UNet's `config.json` (copied into an export that carries the UNet).
+    unet_json: serde_json::Value,
     modules: MotionModules,
     motion_config: MotionConfig,
     text_tensors: HashMap<String, Tensor>,
@@ -223,13 +239,39 @@ impl MotionTrainer {
         let device = Device::Cpu;
         let unet_dir = base.join("unet");
         let ucfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-        let files = crate::model::checkpoint::check_all(&[
-            unet_dir.join("diffusion_pytorch_model.safetensors")
-        ])?;
-        let unet = UNet::new_trainable(
-            crate::model::checkpoint::var_builder(&files, DType::F32, &device)?,
-            &ucfg,
-        )?;
+        let unet_json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(unet_dir.join("config.json"))?)?;
+        let unet_file = unet_dir.join("diffusion_pytorch_model.safetensors");
+        let files = crate::model::checkpoint::check_all(std::slice::from_ref(&unet_file))?;
+        let base_map = VarMap::new();
+        let unet = if config.base_lr_scale > 0.0 {
+            // Trainable: every weight a variable, set from the image model's file.
+            let unet = UNet::new_trainable(
+                VarBuilder::from_varmap(&base_map, DType::F32, &device).pp("unet"),
+                &ucfg,
+            )?;
+            let stored = candle_core::safetensors::load(&unet_file, &device)?;
+            for (name, var) in checkpoint::sorted_params(&base_map) {
+                let key = name.strip_prefix("unet.").unwrap_or(&name);
+                let t = stored
+                    .get(key)
+                    .with_context(|| format!("{} lacks {key}", unet_file.display()))?;
+                ensure!(
+                    t.dims() == var.dims(),
+                    "{} has {key} shaped {:?}, the UNet wants {:?}",
+                    unet_file.display(),
+                    t.dims(),
+                    var.dims()
+                );
+                var.set(&t.to_dtype(DType::F32)?)?;
+            }
+            unet
+        } else {
+            UNet::new_trainable(
+                crate::model::checkpoint::var_builder(&files, DType::F32, &device)?,
+                &ucfg,
+            )?
+        };
         let widths: Vec<usize> = ucfg.down.iter().map(|b| b.out_channels).collect();
         let layers = ucfg.down.first().map_or(1, |b| b.layers);
         let motion_config = MotionConfig {
@@ -305,6 +347,8 @@ impl MotionTrainer {
                 params.push((name, var));
             }
         }
+        let base_from = params.len();
+        params.extend(checkpoint::sorted_params(&base_map));
         let m = checkpoint::zeros_like(&params)?;
         let v = checkpoint::zeros_like(&params)?;
         let ema = params
@@ -322,6 +366,8 @@ impl MotionTrainer {
             v,
             ema,
             unet,
+            base_from,
+            unet_json,
             modules,
             motion_config,
             text_tensors,
@@ -340,11 +386,37 @@ impl MotionTrainer {
     /// Resume from `dir` when it holds a checkpoint (its base and settings win), else start
     /// fresh on `base` with `config`.
     pub fn open(dir: &Path, base: &Path, config: MotionTrainConfig) -> Result<Self> {
+        Self::open_adjusted(dir, base, config, None)
+    }
+
+    /// [`Self::open`]; a resumed run takes `base_lr_scale` when given (the image UNet
+    /// joins the training at the checkpoint's step, or leaves it).
+    pub fn open_adjusted(
+        dir: &Path,
+        base: &Path,
+        mut config: MotionTrainConfig,
+        base_lr_scale: Option<f64>,
+    ) -> Result<Self> {
         let Some(meta) = checkpoint::read_meta::<MotionMeta>(dir, &FILES)? else {
+            if let Some(k) = base_lr_scale {
+                config.base_lr_scale = k;
+            }
             return Self::new(base, config, &dir.join("tokenizer"));
         };
-        let mut t = Self::new(&meta.base, meta.config.clone(), &dir.join("tokenizer"))?;
-        checkpoint::restore(
+        let mut config = meta.config.clone();
+        let joins = match base_lr_scale {
+            Some(k) => {
+                let joins = config.base_lr_scale == 0.0 && k > 0.0;
+                if joins {
+                    config.base_since = meta.step;
+                }
+                config.base_lr_scale = k;
+                joins
+            }
+            None => false,
+        };
+        let mut t = Self::new(&meta.base, config, &dir.join("tokenizer"))?;
+        checkpoint::restore_some(
             &dir.join(FILES.tensors),
             &t.device,
             &t.params,
@@ -353,6 +425,7 @@ impl MotionTrainer {
                 ("adam_m", &mut t.m),
                 ("adam_v", &mut t.v),
             ],
+            &|name| joins && name.starts_with("unet."),
         )?;
         t.step = meta.step;
         t.rng = Rng::from_state(meta.rng_state);
@@ -488,7 +561,14 @@ impl MotionTrainer {
     pub fn train_step(&mut self) -> Result<f64> {
         let loss = self.loss()?;
         let lr = self.lr();
-        let value = adamw_ema_step(
+        let (base_from, base) = (
+            self.base_from,
+            Group {
+                lr_scale: self.config.base_lr_scale,
+                since: self.config.base_since,
+            },
+        );
+        let value = adamw_ema_step_groups(
             &loss,
             &self.params,
             Moments {
@@ -499,6 +579,13 @@ impl MotionTrainer {
             self.step,
             lr,
             (self.config.weight_decay, self.config.ema_decay),
+            &|i| {
+                if i >= base_from {
+                    base
+                } else {
+                    Group::default()
+                }
+            },
         )?;
         self.step += 1;
         Ok(value)
@@ -544,6 +631,7 @@ impl MotionTrainer {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(tmp.join("text_encoder"))?;
         let mut module: HashMap<String, Tensor> = self.fixed.iter().cloned().collect();
+        let mut unet: HashMap<String, Tensor> = HashMap::new();
         let mut rows = None;
         for (i, (name, var)) in self.params.iter().enumerate() {
             let t = if ema {
@@ -553,9 +641,20 @@ impl MotionTrainer {
             };
             if name == NEW_ROWS {
                 rows = Some(t);
+            } else if i >= self.base_from {
+                let key = name.strip_prefix("unet.").unwrap_or(name);
+                unet.insert(key.to_string(), t);
             } else {
                 module.insert(name.clone(), t);
             }
+        }
+        if !unet.is_empty() {
+            std::fs::create_dir_all(tmp.join("unet"))?;
+            crate::output::write_json(&tmp.join("unet/config.json"), &self.unet_json)?;
+            crate::output::write_tensors(
+                &tmp.join("unet/diffusion_pytorch_model.safetensors"),
+                unet.iter().map(|(k, v)| (k.as_str(), v)),
+            )?;
         }
         let c = &self.motion_config;
         let config = json!({
@@ -708,6 +807,96 @@ mod tests {
         assert!(moved > 0.0);
         assert!(t.params.iter().all(|(n, _)| !n.ends_with("pos_embed.pe")));
         assert!(t.num_parameters() > 10_000);
+    }
+
+    #[test]
+    fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("ck");
+        let schedule = |n| super::super::steps::Schedule {
+            total_steps: n,
+            log_every: 1,
+            ckpt_every_s: 1e9,
+        };
+        // One step with the image UNet frozen, then resumed with it trained.
+        let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
+        a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
+        assert_eq!(a.base_from, a.params.len());
+        let mut b = MotionTrainer::open_adjusted(&ck, &base(), small(), Some(0.5)).unwrap();
+        assert_eq!((b.config.base_lr_scale, b.config.base_since), (0.5, 1));
+        assert!(b.base_from < b.params.len());
+        let (i, name) = (b.base_from, b.params[b.base_from].0.clone());
+        assert!(name.starts_with("unet."), "{name}");
+        let before = b.params[i].1.as_tensor().copy().unwrap();
+        // The UNet starts as the image model's file says.
+        let stored = candle_core::safetensors::load(
+            base().join("unet/diffusion_pytorch_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let file = &stored[name.strip_prefix("unet.").unwrap()];
+        assert_eq!(
+            before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            file.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+        let moved: f32 = (b.params[i].1.as_tensor() - &before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(moved > 0.0);
+        // Resumed again: the UNet's weights come back from the checkpoint.
+        let c = MotionTrainer::open(&ck, &base(), small()).unwrap();
+        assert_eq!(
+            c.params[i]
+                .1
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            b.params[i]
+                .1
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
+        // The export carries the UNet, and loading the module puts it in the model's place.
+        let out = dir.path().join("motion");
+        b.export(&out, false).unwrap();
+        assert!(
+            out.join("unet/diffusion_pytorch_model.safetensors")
+                .is_file()
+        );
+        let files = crate::model::ModelSource::Local(base())
+            .resolve(&crate::model::HubOptions::default())
+            .unwrap();
+        let mut parts = crate::model::parts::Parts::folder(&files).unwrap();
+        parts
+            .add_motion(&out, &crate::model::HubOptions::default())
+            .unwrap();
+        assert_eq!(parts.unet_file, out.join("unet/config.json"));
+        assert_eq!(
+            parts.unet.files[0].path,
+            out.join("unet/diffusion_pytorch_model.safetensors")
+        );
+        // A UNet of another shape is refused by name.
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("unet/config.json")).unwrap()).unwrap();
+        cfg["block_out_channels"] = json!([16, 32, 32]);
+        crate::output::write_json(&out.join("unet/config.json"), &cfg).unwrap();
+        let mut parts = crate::model::parts::Parts::folder(&files).unwrap();
+        let e = parts
+            .add_motion(&out, &crate::model::HubOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("brings its own image UNet"), "{e}");
     }
 
     #[test]

@@ -49,25 +49,61 @@ pub(crate) fn adamw_ema_step(
     state: Moments,
     step: usize,
     lr: f64,
+    wd_ema: (f64, f64),
+) -> Result<f64> {
+    adamw_ema_step_groups(loss, params, state, step, lr, wd_ema, &|_| Group::default())
+}
+
+/// How one parameter is optimised within a step: its learning rate as a share of the
+/// step's, and the step at which its training began (its moments' bias correction and EMA
+/// warm-up count from there, so a parameter group that joins a resumed run starts as a
+/// fresh run would).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Group {
+    /// Share of the step's learning rate.
+    pub lr_scale: f64,
+    /// The step this parameter's training began at.
+    pub since: usize,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            lr_scale: 1.0,
+            since: 0,
+        }
+    }
+}
+
+/// [`adamw_ema_step`] with each parameter's [`Group`] given by `group(index)`.
+pub(crate) fn adamw_ema_step_groups(
+    loss: &Tensor,
+    params: &[(String, Var)],
+    state: Moments,
+    step: usize,
+    lr: f64,
     (weight_decay, ema_decay): (f64, f64),
+    group: &dyn Fn(usize) -> Group,
 ) -> Result<f64> {
     let value = loss.to_scalar::<f32>()? as f64;
     if !value.is_finite() {
         bail!("the loss is {value} at step {step}");
     }
     let grads = loss.backward()?;
-    let decay = ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
     for (i, (_, var)) in params.iter().enumerate() {
         let Some(g) = grads.get(var.as_tensor()) else {
             continue;
         };
+        let Group { lr_scale, since } = group(i);
+        let own_step = step.saturating_sub(since);
+        let decay = ema_decay.min((1.0 + own_step as f64) / (10.0 + own_step as f64));
         // Plain values from here on: nothing may keep this step's graph alive.
         let (new, m, v) = adamw(
             &var.as_tensor().detach(),
             &g.detach(),
             (&state.m[i], &state.v[i]),
-            step,
-            lr,
+            own_step,
+            lr * lr_scale,
             weight_decay,
         )?;
         var.set(&new)?;

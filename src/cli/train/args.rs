@@ -69,6 +69,11 @@ pub struct MotionArgs {
     /// clip's mean|; 0 = plain ε loss); given, it also changes a resumed run.
     #[arg(long)]
     pub motion_weight: Option<f64>,
+    /// Train the image UNet too, at this share of the learning rate (a domain adapter:
+    /// the module folder then carries its own `unet/`); 0 freezes it again. Given, it also
+    /// changes a resumed run (the UNet joins at the checkpoint's step).
+    #[arg(long, value_name = "SHARE")]
+    pub adapt_base: Option<f64>,
     /// Seed (new runs only).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

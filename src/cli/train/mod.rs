@@ -57,7 +57,13 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
             "--motion-weight {k} is out of range: give 0 or more (e.g. 4)"
         );
     }
-    let mut t = MotionTrainer::open(&a.out, &a.base, config)?;
+    if let Some(k) = a.adapt_base {
+        ensure!(
+            k.is_finite() && (0.0..=1.0).contains(&k),
+            "--adapt-base {k} is out of range: give a share of the learning rate in 0..1 (e.g. 0.3), 0 to freeze the image UNet"
+        );
+    }
+    let mut t = MotionTrainer::open_adjusted(&a.out, &a.base, config, a.adapt_base)?;
     if let Some(LrDecay(d)) = a.lr_decay {
         t.config.lr_decay = d;
     }
@@ -65,13 +71,21 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
         t.config.motion_weight = k;
     }
     eprintln!(
-        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, {:.0} s trained so far; checkpoints in {}",
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, image UNet {}, {:.0} s trained so far; checkpoints in {}",
         t.num_parameters(),
         t.step,
         a.steps,
         t.config.batch,
         t.config.frames,
         t.config.motion_weight,
+        if t.config.base_lr_scale > 0.0 {
+            format!(
+                "trained at {}× the learning rate since step {}",
+                t.config.base_lr_scale, t.config.base_since
+            )
+        } else {
+            "frozen".to_string()
+        },
         t.train_seconds,
         a.out.display()
     );
