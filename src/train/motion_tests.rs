@@ -1,0 +1,199 @@
+//! Tests of the motion-module trainer.
+
+use super::*;
+
+fn base() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes")
+}
+
+fn small() -> MotionTrainConfig {
+    MotionTrainConfig {
+        batch: 1,
+        frames: 3,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn motion_weights_lean_on_changing_pixels_only() {
+    // One clip of 2 frames, 2 pixels: pixel 0 still, pixel 1 flips from -1 to 1 in
+    // every channel.
+    let frame = |v: f32| [0.5, v, 0.5, v, 0.5, v];
+    let pixels: Vec<f32> = [frame(-1.0), frame(1.0)].concat();
+    assert!(motion_weights(&pixels, (1, 2, 2), 0.0).is_none());
+    let w = motion_weights(&pixels, (1, 2, 2), 2.0).unwrap();
+    assert_eq!(w, vec![1.0, 3.0, 1.0, 3.0]);
+}
+
+#[test]
+fn position_table_is_diffusers_sinusoid() {
+    let pe = position_table(4, 6, &Device::Cpu).unwrap();
+    let v = pe.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    // pos 0: sin 0 = 0, cos 0 = 1.
+    assert_eq!(&v[..6], &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+    // pos 2, channel 2: sin(2 · 10000^(-2/6)).
+    let want = (2.0f64 * (-(10000f64.ln()) * 2.0 / 6.0).exp()).sin() as f32;
+    assert!((v[2 * 6 + 2] - want).abs() < 1e-6);
+}
+
+#[test]
+fn a_fresh_module_changes_nothing_and_only_it_and_the_new_words_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = MotionTrainer::new(&base(), small(), &dir.path().join("tok")).unwrap();
+    // Zero proj_out: the UNet with the fresh modules is the image UNet.
+    let x = Tensor::randn(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+    let ts = Tensor::full(500f32, 3, &Device::Cpu).unwrap();
+    let ctx = Tensor::randn(0f32, 1.0, (3, 8, 64), &Device::Cpu).unwrap();
+    let with = t
+        .unet
+        .forward_motion(
+            &x,
+            &ts,
+            &ctx,
+            Temporal {
+                modules: &t.modules,
+                frames: 3,
+            },
+            &mut ModuleCache::default(),
+        )
+        .unwrap();
+    let without = t.unet.forward_t(&x, &ts, &ctx, None).unwrap();
+    let d: f32 = (with - without)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(d < 1e-5, "{d}");
+    // A step moves the modules' proj_out and the new rows, nothing frozen.
+    let before = t.rows().unwrap().copy().unwrap();
+    let loss = t.train_step().unwrap();
+    assert!(loss.is_finite());
+    let moved: f32 = (t.rows().unwrap() - before)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(moved > 0.0);
+    assert!(t.params.iter().all(|(n, _)| !n.ends_with("pos_embed.pe")));
+    assert!(t.num_parameters() > 10_000);
+}
+
+#[test]
+fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let schedule = |n| super::super::steps::Schedule {
+        total_steps: n,
+        log_every: 1,
+        ckpt_every_s: 1e9,
+    };
+    // One step with the image UNet frozen, then resumed with it trained.
+    let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
+    assert_eq!(a.base_from, a.params.len());
+    let mut b = MotionTrainer::open_adjusted(&ck, &base(), small(), Some(0.5)).unwrap();
+    assert_eq!((b.config.base_lr_scale, b.config.base_since), (0.5, 1));
+    assert!(b.base_from < b.params.len());
+    let (i, name) = (b.base_from, b.params[b.base_from].0.clone());
+    assert!(name.starts_with("unet."), "{name}");
+    let before = b.params[i].1.as_tensor().copy().unwrap();
+    // The UNet starts as the image model's file says.
+    let stored = candle_core::safetensors::load(
+        base().join("unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let file = &stored[name.strip_prefix("unet.").unwrap()];
+    assert_eq!(
+        before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        file.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+    let moved: f32 = (b.params[i].1.as_tensor() - &before)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(moved > 0.0);
+    // Resumed again: the UNet's weights come back from the checkpoint.
+    let c = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    assert_eq!(
+        c.params[i]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        b.params[i]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    );
+    // The export carries the UNet, and loading the module puts it in the model's place.
+    let out = dir.path().join("motion");
+    b.export(&out, false).unwrap();
+    assert!(
+        out.join("unet/diffusion_pytorch_model.safetensors")
+            .is_file()
+    );
+    let files = crate::model::ModelSource::Local(base())
+        .resolve(&crate::model::HubOptions::default())
+        .unwrap();
+    let mut parts = crate::model::parts::Parts::folder(&files).unwrap();
+    parts
+        .add_motion(&out, &crate::model::HubOptions::default())
+        .unwrap();
+    assert_eq!(parts.unet_file, out.join("unet/config.json"));
+    assert_eq!(
+        parts.unet.files[0].path,
+        out.join("unet/diffusion_pytorch_model.safetensors")
+    );
+    // A UNet of another shape is refused by name.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("unet/config.json")).unwrap()).unwrap();
+    cfg["block_out_channels"] = json!([16, 32, 32]);
+    crate::output::write_json(&out.join("unet/config.json"), &cfg).unwrap();
+    let mut parts = crate::model::parts::Parts::folder(&files).unwrap();
+    let e = parts
+        .add_motion(&out, &crate::model::HubOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("brings its own image UNet"), "{e}");
+}
+
+#[test]
+fn resume_continues_bit_for_bit_and_export_loads_as_a_motion_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let schedule = |n| super::super::steps::Schedule {
+        total_steps: n,
+        log_every: 1,
+        ckpt_every_s: 1e9,
+    };
+    let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
+    let mut b = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    assert_eq!(b.step, 1);
+    b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+    a.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+    assert_eq!(a.loss_log, b.loss_log);
+    let out = dir.path().join("motion");
+    b.export(&out, false).unwrap();
+    let part = crate::model::motion::read(&out).unwrap();
+    assert_eq!(part.config.block_out_channels, vec![16, 32, 64]);
+    assert_eq!(part.config.shared_noise, 0.5);
+    assert!(!dir.path().join("motion.partial").exists());
+}
