@@ -42,6 +42,8 @@ pub struct MergeArgs {
 
 /// `adiff bench slurm`.
 #[derive(Debug, Clone, Args)]
+// Each task picks its own part: --shard is refused here, so its help is not shown.
+#[command(mut_arg("shard", |a| a.hide(true)))]
 pub struct SlurmArgs {
     /// The benchmark, as for `adiff bench` (without --shard: each task picks its part).
     #[command(flatten)]
@@ -318,6 +320,32 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn slurm_help_leaves_out_shard_which_is_still_parsed_to_be_refused() {
+        use clap::{Args, FromArgMatches};
+        let mut cmd = SlurmArgs::augment_args(clap::Command::new("slurm"));
+        let help = cmd.render_long_help().to_string();
+        assert!(
+            help.contains("--tasks") && !help.contains("--shard"),
+            "{help}"
+        );
+        let m = cmd
+            .try_get_matches_from([
+                "slurm",
+                "--prompts",
+                "p",
+                "--out",
+                "o",
+                "--tasks",
+                "2",
+                "--shard",
+                "1/2",
+            ])
+            .unwrap();
+        let a = SlurmArgs::from_arg_matches(&m).unwrap();
+        assert!(a.bench.shard.is_some());
     }
 
     #[test]
