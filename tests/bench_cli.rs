@@ -634,6 +634,12 @@ fn sharded_parts_merge_into_the_rows_of_one_process() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("Ran as 3 parts on 1 machine"), "{md}");
     assert!(md.contains("counted once"), "{md}");
+    // The command is the whole benchmark's: no part's --shard.
+    let command = md.lines().find(|l| l.starts_with("- Command:")).unwrap();
+    assert!(
+        command.contains("bench") && !command.contains("--shard"),
+        "{command}"
+    );
     // A part still running (its folder's bench lock held) is not merged.
     let lock = std::fs::File::open(out.join("shards/2-of-3/.adiff-bench.lock")).unwrap();
     lock.lock().unwrap();

@@ -353,6 +353,7 @@ fn merged_meta(started: &[&Part], runs: usize, duplicates: usize) -> BenchMeta {
         .collect();
     let (first, rec) = metas[0];
     let mut meta = first.clone();
+    meta.command = without_shard(&first.command);
     meta.started_utc = metas
         .iter()
         .map(|(m, _)| m.started_utc.clone())
@@ -380,6 +381,21 @@ fn merged_meta(started: &[&Part], runs: usize, duplicates: usize) -> BenchMeta {
         merged_utc: super::utc_now(),
     });
     meta
+}
+
+/// A part's command line without its `--shard K/N` (or `--shard=…`): the command of the
+/// whole benchmark the parts make up.
+fn without_shard(command: &str) -> String {
+    let mut out: Vec<&str> = vec![];
+    let mut words = command.split(' ');
+    while let Some(w) = words.next() {
+        if w == "--shard" {
+            words.next();
+        } else if !w.starts_with("--shard=") {
+            out.push(w);
+        }
+    }
+    out.join(" ")
 }
 
 /// `out` may receive the merge: empty of a benchmark, or holding an earlier merge.
@@ -444,6 +460,18 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_merged_command_is_the_parts_without_their_shard() {
+        assert_eq!(
+            without_shard("adiff bench --prompts p.txt --shard auto --out o --resume"),
+            "adiff bench --prompts p.txt --out o --resume"
+        );
+        assert_eq!(
+            without_shard("adiff bench --shard=2/3 --out 'my dir'"),
+            "adiff bench --out 'my dir'"
+        );
+    }
 
     #[test]
     fn a_missing_list_names_each_part() {
