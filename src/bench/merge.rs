@@ -90,8 +90,9 @@ struct Part {
     meta: Option<(BenchMeta, ShardRecord)>,
 }
 
-/// Merge `out/shards/*` into `out`.
-pub fn merge(out: &Path) -> Result<Merged> {
+/// Merge `out/shards/*` into `out`; the merged report's command is `whole_command` of a
+/// part's (the front end drops the part's own selection from it).
+pub fn merge(out: &Path, whole_command: &dyn Fn(&str) -> String) -> Result<Merged> {
     let parts = read_parts(out)?;
     let count = parts[0].shard.count;
     let started: Vec<&Part> = parts.iter().filter(|p| p.meta.is_some()).collect();
@@ -177,7 +178,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
         );
     }
     let rows = in_run_order(rows, meta0, rec0);
-    let meta = merged_meta(&started, rows.len(), duplicates);
+    let meta = merged_meta(&started, rows.len(), duplicates, whole_command);
     check_target(out)?;
     write(out, &parts, meta, &rows, duplicates)
 }
@@ -346,14 +347,19 @@ fn in_run_order(rows: HashMap<String, RunRow>, meta: &BenchMeta, rec: &ShardReco
 
 /// The merged `bench.json`: the first part's, started when the first part started, with
 /// every part's resumes, the whole plan's runs and the hosts.
-fn merged_meta(started: &[&Part], runs: usize, duplicates: usize) -> BenchMeta {
+fn merged_meta(
+    started: &[&Part],
+    runs: usize,
+    duplicates: usize,
+    whole_command: &dyn Fn(&str) -> String,
+) -> BenchMeta {
     let metas: Vec<(&BenchMeta, &ShardRecord)> = started
         .iter()
         .filter_map(|p| p.meta.as_ref().map(|(m, r)| (m, r)))
         .collect();
     let (first, rec) = metas[0];
     let mut meta = first.clone();
-    meta.command = without_shard(&first.command);
+    meta.command = whole_command(&first.command);
     meta.started_utc = metas
         .iter()
         .map(|(m, _)| m.started_utc.clone())
@@ -381,21 +387,6 @@ fn merged_meta(started: &[&Part], runs: usize, duplicates: usize) -> BenchMeta {
         merged_utc: super::utc_now(),
     });
     meta
-}
-
-/// A part's command line without its `--shard K/N` (or `--shard=…`): the command of the
-/// whole benchmark the parts make up.
-fn without_shard(command: &str) -> String {
-    let mut out: Vec<&str> = vec![];
-    let mut words = command.split(' ');
-    while let Some(w) = words.next() {
-        if w == "--shard" {
-            words.next();
-        } else if !w.starts_with("--shard=") {
-            out.push(w);
-        }
-    }
-    out.join(" ")
 }
 
 /// `out` may receive the merge: empty of a benchmark, or holding an earlier merge.
@@ -460,18 +451,6 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_merged_command_is_the_parts_without_their_shard() {
-        assert_eq!(
-            without_shard("adiff bench --prompts p.txt --shard auto --out o --resume"),
-            "adiff bench --prompts p.txt --out o --resume"
-        );
-        assert_eq!(
-            without_shard("adiff bench --shard=2/3 --out 'my dir'"),
-            "adiff bench --out 'my dir'"
-        );
-    }
 
     #[test]
     fn a_missing_list_names_each_part() {

@@ -40,6 +40,21 @@ pub struct MergeArgs {
     pub out: PathBuf,
 }
 
+/// A part's command line without its `--shard K/N` (or `--shard=…`): the command of the
+/// whole benchmark the parts make up, for the merged report.
+fn without_shard(command: &str) -> String {
+    let mut out: Vec<&str> = vec![];
+    let mut words = command.split(' ');
+    while let Some(w) = words.next() {
+        if w == "--shard" {
+            words.next();
+        } else if !w.starts_with("--shard=") {
+            out.push(w);
+        }
+    }
+    out.join(" ")
+}
+
 /// `adiff bench slurm`.
 #[derive(Debug, Clone, Args)]
 // Each task picks its own part: --shard is refused here, so its help is not shown.
@@ -106,7 +121,7 @@ pub fn run(c: &BenchCommand) -> Result<()> {
 
 /// `adiff bench merge OUT`.
 fn merge_cmd(m: &MergeArgs) -> Result<()> {
-    let merged = match merge::merge(&m.out) {
+    let merged = match merge::merge(&m.out, &without_shard) {
         Ok(x) => x,
         Err(e) => {
             if let Some(inc) = e.downcast_ref::<Incomplete>() {
@@ -320,6 +335,18 @@ mod tests {
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_merged_command_is_the_parts_without_their_shard() {
+        assert_eq!(
+            without_shard("adiff bench --prompts p.txt --shard auto --out o --resume"),
+            "adiff bench --prompts p.txt --out o --resume"
+        );
+        assert_eq!(
+            without_shard("adiff bench --shard=2/3 --out 'my dir'"),
+            "adiff bench --out 'my dir'"
+        );
     }
 
     #[test]
