@@ -405,6 +405,13 @@ impl MotionTrainer {
         };
         let mut config = meta.config.clone();
         let joins = match base_lr_scale {
+            Some(k) if k <= 0.0 && config.base_lr_scale > 0.0 => {
+                anyhow::bail!(
+                    "this run trains the image UNet (at {}× the learning rate since step {}); freezing it now would drop what it learned: give a share above 0, or start a new run",
+                    config.base_lr_scale,
+                    config.base_since
+                );
+            }
             Some(k) => {
                 let joins = config.base_lr_scale == 0.0 && k > 0.0;
                 if joins {

@@ -124,6 +124,12 @@ fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
         .to_scalar()
         .unwrap();
     assert!(moved > 0.0);
+    // Freezing it again would drop what it learned: refused.
+    let e = MotionTrainer::open_adjusted(&ck, &base(), small(), Some(0.0))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("would drop what it learned"), "{e}");
     // Resumed again: the UNet's weights come back from the checkpoint.
     let c = MotionTrainer::open(&ck, &base(), small()).unwrap();
     assert_eq!(

@@ -70,8 +70,8 @@ pub struct MotionArgs {
     #[arg(long)]
     pub motion_weight: Option<f64>,
     /// Train the image UNet too, at this share of the learning rate (a domain adapter:
-    /// the module folder then carries its own `unet/`); 0 freezes it again. Given, it also
-    /// changes a resumed run (the UNet joins at the checkpoint's step).
+    /// the module folder then carries its own `unet/`). Given, it also changes a resumed run
+    /// (the UNet joins at the checkpoint's step; a run that trains it keeps training it).
     #[arg(long, value_name = "SHARE")]
     pub adapt_base: Option<f64>,
     /// Seed (new runs only).

@@ -60,7 +60,7 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
     if let Some(k) = a.adapt_base {
         ensure!(
             k.is_finite() && (0.0..=1.0).contains(&k),
-            "--adapt-base {k} is out of range: give a share of the learning rate in 0..1 (e.g. 0.3), 0 to freeze the image UNet"
+            "--adapt-base {k} is out of range: give a share of the learning rate in 0..1 (e.g. 0.05)"
         );
     }
     let mut t = MotionTrainer::open_adjusted(&a.out, &a.base, config, a.adapt_base)?;
