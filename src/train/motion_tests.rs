@@ -1,9 +1,24 @@
 //! Tests of the motion-module trainer.
 
 use super::*;
+use crate::model::kernels::layers::tests::max_abs_diff;
 
 fn base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes")
+}
+
+/// A run to `n` steps, logging every step, checkpointing only at the end.
+fn schedule(n: usize) -> super::super::steps::Schedule {
+    super::super::steps::Schedule {
+        total_steps: n,
+        log_every: 1,
+        ckpt_every_s: 1e9,
+    }
+}
+
+/// A tensor's values, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
 fn small() -> MotionTrainConfig {
@@ -28,7 +43,7 @@ fn motion_weights_lean_on_changing_pixels_only() {
 #[test]
 fn position_table_is_diffusers_sinusoid() {
     let pe = position_table(4, 6, &Device::Cpu).unwrap();
-    let v = pe.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let v = values(&pe);
     // pos 0: sin 0 = 0, cos 0 = 1.
     assert_eq!(&v[..6], &[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
     // pos 2, channel 2: sin(2 · 10000^(-2/6)).
@@ -58,27 +73,13 @@ fn a_fresh_module_changes_nothing_and_only_it_and_the_new_words_train() {
         )
         .unwrap();
     let without = t.unet.forward_t(&x, &ts, &ctx, None).unwrap();
-    let d: f32 = (with - without)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = max_abs_diff(&with, &without);
     assert!(d < 1e-5, "{d}");
     // A step moves the modules' proj_out and the new rows, nothing frozen.
     let before = t.rows().unwrap().copy().unwrap();
     let loss = t.train_step().unwrap();
     assert!(loss.is_finite());
-    let moved: f32 = (t.rows().unwrap() - before)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let moved = max_abs_diff(&t.rows().unwrap(), &before);
     assert!(moved > 0.0);
     assert!(t.params.iter().all(|(n, _)| !n.ends_with("pos_embed.pe")));
     assert!(t.num_parameters() > 10_000);
@@ -88,11 +89,6 @@ fn a_fresh_module_changes_nothing_and_only_it_and_the_new_words_train() {
 fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
-    let schedule = |n| super::super::steps::Schedule {
-        total_steps: n,
-        log_every: 1,
-        ckpt_every_s: 1e9,
-    };
     // One step with the image UNet frozen, then resumed with it trained.
     let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
     a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
@@ -110,19 +106,9 @@ fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
     )
     .unwrap();
     let file = &stored[name.strip_prefix("unet.").unwrap()];
-    assert_eq!(
-        before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        file.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    assert_eq!(values(&before), values(file));
     b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
-    let moved: f32 = (b.params[i].1.as_tensor() - &before)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let moved = max_abs_diff(b.params[i].1.as_tensor(), &before);
     assert!(moved > 0.0);
     // Freezing it again would drop what it learned: refused.
     let e = MotionTrainer::open_adjusted(&ck, &base(), small(), Some(0.0))
@@ -133,20 +119,8 @@ fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
     // Resumed again: the UNet's weights come back from the checkpoint.
     let c = MotionTrainer::open(&ck, &base(), small()).unwrap();
     assert_eq!(
-        c.params[i]
-            .1
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap(),
-        b.params[i]
-            .1
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+        values(c.params[i].1.as_tensor()),
+        values(b.params[i].1.as_tensor())
     );
     // The export carries the UNet, and loading the module puts it in the model's place.
     let out = dir.path().join("motion");
@@ -184,11 +158,6 @@ fn the_image_unet_joins_a_resumed_run_and_its_export_replaces_the_models() {
 fn resume_continues_bit_for_bit_and_export_loads_as_a_motion_module() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
-    let schedule = |n| super::super::steps::Schedule {
-        total_steps: n,
-        log_every: 1,
-        ckpt_every_s: 1e9,
-    };
     let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
     a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
     let mut b = MotionTrainer::open(&ck, &base(), small()).unwrap();

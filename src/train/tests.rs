@@ -153,16 +153,7 @@ fn trainable_and_inference_models_agree() {
     let ids = Tensor::new(&[[0u32, 5, 7, 9, 1, 1, 1, 1]], &dev).unwrap();
     let a = train_text.forward(&ids, &[4]).unwrap().last_hidden_state;
     let b = infer_text.forward(&ids, &[4]).unwrap().last_hidden_state;
-    let diff = |x: &Tensor, y: &Tensor| {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let diff = crate::model::kernels::layers::tests::max_abs_diff;
     assert!(diff(&a, &b) < 1e-4, "text {}", diff(&a, &b));
     let ctx = Tensor::cat(&[&a, &a], 0).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();

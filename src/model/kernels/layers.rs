@@ -464,6 +464,18 @@ pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The largest `|a − b|` over all values (either dtype).
+    pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// ‖got − want‖ / ‖want‖ over all values (either dtype).
     pub(crate) fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
         let got = got.to_dtype(DType::F32).unwrap();
@@ -606,14 +618,7 @@ pub(crate) mod tests {
                 want.dims(),
                 "k {k} stride {stride} pad {padding}"
             );
-            let err = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = max_abs_diff(&got, &want);
             assert!(err < 1e-4, "k {k} stride {stride} pad {padding}: {err}");
         }
     }

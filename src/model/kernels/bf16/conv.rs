@@ -277,19 +277,8 @@ fn conv2d_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::layers::tests::max_abs_diff;
     use candle_core::Device;
-
-    /// The largest `|a − b|` over all values.
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn the_amx_convolution_without_patches_matches_the_patch_path() {
