@@ -159,16 +159,38 @@ pub(super) fn row_bias_tiles(buf: &mut [f32; 32 * 16], bias: &[f32], j0: usize) 
     }
 }
 
-/// Start a block's accumulators: loaded from the output in place (`direct`, with a
-/// residual), from the bias tiles, or zeroed.
+/// A block of the output: `rows` × `cols` values at `(j0, i0)` of `dst` through `at`.
+#[derive(Clone, Copy)]
+pub(super) struct Block {
+    pub(super) dst: OutPtr,
+    pub(super) at: OutAt,
+    pub(super) j: (usize, usize),
+    pub(super) i: (usize, usize),
+}
+
+/// Start a block's accumulators: from the residual in place (loaded from the output when
+/// `direct`, else gathered into `tile` first), from the bias tiles, or zeroed. A block
+/// takes the same values whichever way it goes (the accumulators start from the residual
+/// either way), so the result does not depend on where the output buffer happens to start.
 ///
 /// # Safety
-/// Tiles configured; the addresses hold what [`load`] reads.
-pub(super) unsafe fn begin(direct: Option<Tiles>, accumulate: bool, bias: Option<Tiles>) {
+/// Tiles configured; the addresses hold what [`load`] reads; `block` is inside the output
+/// and no other thread writes it.
+pub(super) unsafe fn begin(
+    direct: Option<Tiles>,
+    accumulate: bool,
+    bias: Option<Tiles>,
+    tile: &mut [f32; 32 * 32],
+    block: Block,
+) {
     // SAFETY: per the caller.
     unsafe {
         match (direct, accumulate, bias) {
             (Some(d), true, _) => load(d),
+            (None, true, _) => {
+                super::read_block(block.dst, block.at, tile, 32, block.j, block.i);
+                load(Tiles::block(tile.as_mut_ptr(), 32));
+            }
             (_, _, Some(b)) => load(b),
             _ => zero(),
         }
@@ -176,20 +198,12 @@ pub(super) unsafe fn begin(direct: Option<Tiles>, accumulate: bool, bias: Option
 }
 
 /// Finish a block: store its tiles in place (`direct`), or into `tile` and then through
-/// [`write_block`] (adding to the output when `accumulate`) for its `rows` × `cols` values
-/// at `(j0, i0)`.
+/// [`write_block`] (the tiles hold the whole value, residual included: [`begin`]).
 ///
 /// # Safety
-/// Tiles configured; `direct` addresses the whole block in the output; `dst` covers the
-/// block's values through `at`, written by no other thread.
-pub(super) unsafe fn finish(
-    direct: Option<Tiles>,
-    tile: &mut [f32; 32 * 32],
-    (dst, at): (OutPtr, OutAt),
-    accumulate: bool,
-    (j0, rows): (usize, usize),
-    (i0, cols): (usize, usize),
-) {
+/// Tiles configured; `direct` addresses the whole block in the output; the block is
+/// inside the output and written by no other thread.
+pub(super) unsafe fn finish(direct: Option<Tiles>, tile: &mut [f32; 32 * 32], block: Block) {
     // SAFETY: per the caller.
     unsafe {
         match direct {
@@ -198,10 +212,10 @@ pub(super) unsafe fn finish(
                 store(Tiles::block(tile.as_mut_ptr(), 32));
                 let start = Start {
                     bias: None,
-                    accumulate,
+                    accumulate: false,
                     col_bias: None,
                 };
-                write_block(dst, at, start, tile, 32, (j0, rows), (i0, cols));
+                write_block(block.dst, block.at, start, tile, 32, block.j, block.i);
             }
         }
     }
@@ -227,7 +241,27 @@ pub(super) unsafe fn matmul(
     let start = unsafe { fold_bias(dst, at, start, (n, m)) };
     Tasks::new(n, m, JB, parallel).run(n, m, parallel, |jr, ir| {
         // SAFETY: per the caller; this task's blocks are written by this task only.
-        unsafe { task(dst, at, w, x, start, jr, ir) };
+        unsafe { task((dst, at), None, w, x, start, jr, ir) };
+    });
+}
+
+/// `W · Xᵀ` (from the start, which has no residual) handed a finished 32 × 32 block at a
+/// time to `epilogue` instead of being written out ([`super::matmul_blocks`]).
+///
+/// # Safety
+/// The CPU has AMX-BF16 and the permission was granted ([`available`]).
+pub(super) unsafe fn matmul_blocks(
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    epilogue: super::Epilogue<'_>,
+) {
+    assert!(!start.accumulate, "bf16 blocks: nothing to accumulate into");
+    let (m, n) = (x.m(), w.n);
+    let nowhere = (OutPtr(std::ptr::null_mut()), OutAt::channels(m));
+    Tasks::new(n, m, JB, true).run(n, m, true, |jr, ir| {
+        // SAFETY: per the caller; no block is written to the (absent) output.
+        unsafe { task(nowhere, Some(epilogue), w, x, start, jr, ir) };
     });
 }
 
@@ -277,8 +311,8 @@ impl Tiles {
 /// As [`matmul`]; a bias comes without a residual ([`fold_bias`]), and a row bias without a
 /// column bias.
 unsafe fn task(
-    dst: OutPtr,
-    at: OutAt,
+    (dst, at): (OutPtr, OutAt),
+    epilogue: Option<super::Epilogue<'_>>,
     w: Weight<'_>,
     x: &Acts,
     start: Start<'_>,
@@ -326,23 +360,38 @@ unsafe fn task(
             let whole = j0 + JB <= n && i0 + 32 <= m;
             let one_image = at.group == 0 || i0 / at.group == (i0 + 31) / at.group;
             let base = dst.get().wrapping_add(at.index(j0, i0));
-            let direct = (whole && at.col == 1 && one_image && tile_aligned(base, at.row))
-                .then(|| Tiles::block(base, at.row));
+            let direct = (epilogue.is_none()
+                && whole
+                && at.col == 1
+                && one_image
+                && tile_aligned(base, at.row))
+            .then(|| Tiles::block(base, at.row));
             // SAFETY: the tiles are configured; the loads and stores address the block in
             // the output (direct: whole and inside it, per the caller), the bias tile or the
             // scratch block; wp addresses JB rows of ≥ kp values at stride ldw; x0/x1 hold
             // kp · MB values each.
             unsafe {
-                begin(direct, start.accumulate, bias_start.or(col_start));
-                run(wp, ldw * 2, x0, x1, steps);
-                finish(
+                let block = Block {
+                    dst,
+                    at,
+                    j: (j0, JB.min(n - j0)),
+                    i: (i0, 32.min(m - i0)),
+                };
+                begin(
                     direct,
-                    &mut tile.0,
-                    (dst, at),
                     start.accumulate,
-                    (j0, JB.min(n - j0)),
-                    (i0, 32.min(m - i0)),
+                    bias_start.or(col_start),
+                    &mut tile.0,
+                    block,
                 );
+                run(wp, ldw * 2, x0, x1, steps);
+                match epilogue {
+                    Some(f) => {
+                        store(Tiles::block(tile.0.as_mut_ptr(), 32));
+                        f(block.j, block.i, &tile.0);
+                    }
+                    None => finish(direct, &mut tile.0, block),
+                }
             }
         }
     }

@@ -44,10 +44,10 @@ pub(crate) fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
 /// A bf16 linear layer's weight `(out, in)` laid out once as the activation operand of the
 /// kernels (roles swapped: see [`linear_packed`]), and its bias in f32.
 pub struct Packed {
-    acts: Acts,
-    bias: Option<Vec<f32>>,
+    pub(super) acts: Acts,
+    pub(super) bias: Option<Vec<f32>>,
     /// The bias's dtype as loaded (for [`Packed::tensors`]).
-    bias_dtype: DType,
+    pub(super) bias_dtype: DType,
 }
 
 impl std::fmt::Debug for Packed {
@@ -135,11 +135,27 @@ pub fn linear_packed(
     let rows = x.elem_count() / in_dim.max(1);
     let mut shape = dims.to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
+    let tokens = to_bits(x, rows * in_dim)?;
+    let y = linear_tokens(&tokens, rows, layer, residual, &shape, x.device())?;
+    Ok((y.0.to_dtype(x.dtype())?, y.1))
+}
+
+/// [`linear_packed`] of `rows` tokens already rounded to bf16 (row-major, `in` values each,
+/// in an aligned buffer: what [`to_bits`] makes, or a fused producer such as
+/// [`super::geglu`]); the f32 result has `shape`.
+pub(super) fn linear_tokens(
+    tokens: &super::Aligned,
+    rows: usize,
+    layer: &Packed,
+    residual: Option<&Tensor>,
+    shape: &[usize],
+    device: &Device,
+) -> Result<(Tensor, Bf16Path)> {
+    let (out_dim, in_dim) = layer.dims();
     // Roles swapped: the tokens, rounded in place (row-major, no transpose), are the
     // product's weight operand and the layer's weight (laid out once) its activation
     // operand, so that the output `(tokens, out)` is written row-major, whole blocks
     // straight from the tiles.
-    let tokens = to_bits(x, rows * in_dim)?;
     let start = Start {
         bias: None,
         accumulate: residual.is_some(),
@@ -149,7 +165,7 @@ pub fn linear_packed(
     let at = OutAt::channels(out_dim);
     let (out, path) = match residual {
         Some(r) => {
-            if r.dims() != shape.as_slice() {
+            if r.dims() != shape {
                 candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
             }
             let mut out = f32_values(r)?;
@@ -164,13 +180,12 @@ pub fn linear_packed(
         }
     };
     said(path);
-    let y = Tensor::from_vec(out, shape, x.device())?;
-    Ok((y.to_dtype(x.dtype())?, path))
+    Ok((Tensor::from_vec(out, shape, device)?, path))
 }
 
 /// A tensor's `len` values rounded to bf16 bits (f32 read in place; bf16 as stored), in a
 /// cache-line-aligned buffer (the product reads its rows as tiles in place).
-fn to_bits(x: &Tensor, len: usize) -> Result<super::Aligned> {
+pub(super) fn to_bits(x: &Tensor, len: usize) -> Result<super::Aligned> {
     use rayon::prelude::*;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();

@@ -34,6 +34,7 @@ pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod conv;
+pub mod geglu;
 pub mod linear;
 mod pack;
 pub mod pointwise;
@@ -333,6 +334,18 @@ impl Acts {
         (kp, Aligned::zeroed(blocks * kp / 2 * MB))
     }
 
+    /// The same rows with their 16-row blocks reordered: block `b` of the result is block
+    /// `from(b)` of these (`m` a multiple of 32, so that there are no padding blocks).
+    pub(crate) fn blocks_reordered(&self, from: impl Fn(usize) -> usize) -> Acts {
+        assert!(self.m.is_multiple_of(32), "Acts: reorder {} rows", self.m);
+        let len = self.kp / 2 * MB;
+        let mut data = Aligned::zeroed(self.data.len());
+        for (b, block) in data.chunks_exact_mut(len).enumerate() {
+            block.copy_from_slice(self.block(from(b)));
+        }
+        Acts { data, ..*self }
+    }
+
     /// Rows.
     pub fn m(&self) -> usize {
         self.m
@@ -510,6 +523,40 @@ impl OutPtr {
     }
 }
 
+/// Read a block of the output into `tile` (`Y[j0 + r, i0 + c]` at `r · ld + c`, for `rows`
+/// rows and `cols` columns; the rest of the tile's rows zeroed): the residual a block
+/// that cannot be loaded in place starts from.
+///
+/// # Safety
+/// `out` addresses every `(j, i)` of the block through `at`, and no other thread writes
+/// them meanwhile.
+#[inline]
+pub(crate) unsafe fn read_block(
+    out: OutPtr,
+    at: OutAt,
+    tile: &mut [f32],
+    ld: usize,
+    (j0, rows): (usize, usize),
+    (i0, cols): (usize, usize),
+) {
+    let out = out.get();
+    for r in 0..rows {
+        let row = &mut tile[r * ld..(r + 1) * ld];
+        row[cols..].fill(0.0);
+        if at.col == 1 && at.group == 0 {
+            // SAFETY: a run of `cols` values of one output row (caller).
+            let src = unsafe { std::slice::from_raw_parts(out.add(at.index(j0 + r, i0)), cols) };
+            row[..cols].copy_from_slice(src);
+        } else {
+            for (c, v) in row[..cols].iter_mut().enumerate() {
+                // SAFETY: per the caller.
+                *v = unsafe { *out.add(at.index(j0 + r, i0 + c)) };
+            }
+        }
+    }
+    tile[rows * ld..].fill(0.0);
+}
+
 /// Write a finished block: `tile` holds `Y[j0 + r, i0 + c]` at `r · ld + c`, for `rows`
 /// valid rows and `cols` valid columns.
 ///
@@ -661,6 +708,64 @@ pub fn matmul_uninit(
             )
         };
     }
+    path
+}
+
+/// What [`matmul_blocks`] hands each finished block of `Y` to: `((j0, rows), (i0, cols),
+/// block)`, the block's values `Y[j0 + r, i0 + c]` at `r · 32 + c` (start included).
+/// Called from several threads, each block once.
+pub type Epilogue<'a> = &'a (dyn Fn((usize, usize), (usize, usize), &[f32; 32 * 32]) + Sync);
+
+/// `Y = start + W · Xᵀ` (no residual) handed to `epilogue` a 32 × 32 block at a time, never
+/// written out whole: a layer whose output is only an input to what follows (GEGLU's
+/// halves) finishes each block while it is in cache. On AMX the blocks come straight from
+/// the tiles; the other paths write `Y` and hand out copies of its blocks — the same values
+/// as [`matmul`] on that path either way. Returns the path taken.
+pub fn matmul_blocks(
+    w: Weight<'_>,
+    x: &Acts,
+    start: Start<'_>,
+    epilogue: Epilogue<'_>,
+) -> Bf16Path {
+    use rayon::prelude::*;
+    assert!(!start.accumulate, "bf16 blocks: nothing to accumulate into");
+    let path = current_path();
+    let (m, n) = (x.m, w.n);
+    if !check(n * m, OutAt::channels(m), w, x, start) {
+        return path;
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if path == Bf16Path::Amx {
+        // SAFETY: the path was chosen from this CPU's features.
+        unsafe { amx::matmul_blocks(w, x, start, epilogue) };
+        return path;
+    }
+    let mut y = crate::model::cpu_kernels::uninit_vec(n * m);
+    // SAFETY: as in `matmul_uninit`: without `accumulate` the kernels only write `y`, all
+    // of it (checked extent).
+    let y = unsafe {
+        matmul_raw(
+            OutPtr(y.as_mut_ptr().cast::<f32>()),
+            OutAt::channels(m),
+            w,
+            x,
+            start,
+            path,
+            true,
+        );
+        crate::model::cpu_kernels::assume_init(y)
+    };
+    y.par_chunks(32 * m).enumerate().for_each(|(jb, rows)| {
+        let mut block = [0f32; 32 * 32];
+        let (j0, nr) = (jb * 32, rows.len() / m);
+        for i0 in (0..m).step_by(32) {
+            let nc = 32.min(m - i0);
+            for (r, row) in rows.chunks_exact(m).enumerate() {
+                block[r * 32..r * 32 + nc].copy_from_slice(&row[i0..i0 + nc]);
+            }
+            epilogue((j0, nr), (i0, nc), &block);
+        }
+    });
     path
 }
 

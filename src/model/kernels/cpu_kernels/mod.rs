@@ -806,7 +806,8 @@ pub fn group_norm(
 }
 
 simd_fn! {
-    fn geglu_rows(h: &[f32], out: &mut [std::mem::MaybeUninit<f32>], half: usize) {
+    /// [`geglu`] of rows of `2 · half` values (`value`, then `gate`) into rows of `half`.
+    pub(crate) fn geglu_rows(h: &[f32], out: &mut [std::mem::MaybeUninit<f32>], half: usize) {
         for (hr, or) in h.chunks_exact(2 * half).zip(out.chunks_exact_mut(half)) {
             let (value, gate) = hr.split_at(half);
             for ((v, g), o) in value.iter().zip(gate).zip(or.iter_mut()) {

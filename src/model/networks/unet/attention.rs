@@ -173,17 +173,33 @@ impl Attention {
 
 /// GEGLU feed-forward (`ff.net.0.proj`, `ff.net.2`), exact-erf GELU as in diffusers.
 pub(super) struct FeedForward {
-    pub(super) proj: Linear,
+    pub(super) proj: FfProj,
     pub(super) out: Linear,
     pub(super) kernels: Kernels,
+}
+
+/// The feed-forward's input projection: a linear layer followed by GEGLU, or — a bf16
+/// weight on the CPU, the mixed precision of `--dtype bf16` — the two fused, the GEGLU done
+/// per block of the product and its output left in bf16 for the output layer
+/// ([`bf16::geglu`]).
+pub(super) enum FfProj {
+    Plain(Linear),
+    Geglu(bf16::geglu::GegluProj),
 }
 
 impl FeedForward {
     pub(super) fn new(vb: VarBuilder, dim: usize, kernels: Kernels) -> CResult<Self> {
         let inner = dim * 4;
         let vb = vb.pp("net");
+        let proj = Linear::new(dim, inner * 2, vb.pp("0").pp("proj"))?;
+        let proj = match &proj {
+            Linear::Bf16(p) if kernels == Kernels::Fused => bf16::geglu::GegluProj::new(p)
+                .map(FfProj::Geglu)
+                .unwrap_or(FfProj::Plain(proj)),
+            _ => FfProj::Plain(proj),
+        };
         Ok(Self {
-            proj: Linear::new(dim, inner * 2, vb.pp("0").pp("proj"))?,
+            proj,
             out: Linear::new(inner, dim, vb.pp("2"))?,
             kernels,
         })
@@ -192,7 +208,17 @@ impl FeedForward {
     /// The feed-forward of `x`, plus `residual`.
     pub(super) fn forward(&self, x: &Tensor, residual: &Tensor) -> CResult<Tensor> {
         let kernels = self.kernels;
-        let h = time("ff proj", || linear(&self.proj, x, kernels))?;
+        let proj = match &self.proj {
+            FfProj::Geglu(g) => {
+                let (h, _) = time("ff proj+geglu", || g.forward(x))?;
+                return time("ff out", || match &self.out {
+                    Linear::Bf16(out) => Ok(bf16::geglu::linear_add_tokens(&h, out, residual)?.0),
+                    out => linear_add(out, &h.to_tensor(x.device())?, residual, kernels),
+                });
+            }
+            FfProj::Plain(proj) => proj,
+        };
+        let h = time("ff proj", || linear(proj, x, kernels))?;
         if kernels == Kernels::Fused && cpu_kernels::applies(&[&h]) {
             let h = time("ff geglu", || cpu_kernels::geglu(&h))?;
             return time("ff out", || linear_add(&self.out, &h, residual, kernels));
