@@ -58,3 +58,80 @@ impl std::ops::DerefMut for Aligned {
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u32>(), self.len) }
     }
 }
+
+/// An f32 output of `len` values whose first value sits on a cache line, for candle: a
+/// `Vec` with a few spare values before the output (zeroed), handed to a tensor whole and
+/// viewed from `off`. A product's blocks of whole cache-line rows are then accumulated in
+/// place (tile loads and stores), where a `Vec`'s usual 16-byte start sent three buffers in
+/// four through a scratch tile and a second pass.
+pub(crate) struct OutVec {
+    vec: Vec<std::mem::MaybeUninit<f32>>,
+    off: usize,
+    len: usize,
+}
+
+impl OutVec {
+    /// Spare values allocated before the output (a 64-byte line holds 16).
+    const SPARE: usize = 16;
+
+    /// `len` values, not yet written.
+    pub(crate) fn uninit(len: usize) -> OutVec {
+        let mut vec = crate::model::cpu_kernels::uninit_vec(len + Self::SPARE);
+        let off = (64 - vec.as_ptr() as usize % 64) % 64 / 4;
+        let (head, rest) = vec.split_at_mut(off);
+        for v in head.iter_mut().chain(&mut rest[len..]) {
+            v.write(0.0);
+        }
+        OutVec { vec, off, len }
+    }
+
+    /// A copy of a tensor's values, widened to f32 (a residual to accumulate onto).
+    pub(crate) fn copy_of_tensor(t: &candle_core::Tensor) -> candle_core::Result<OutVec> {
+        if t.dtype() == candle_core::DType::F32 {
+            crate::model::cpu_kernels::with_slice(t, |s| Ok(OutVec::copy_of(s)))
+        } else {
+            Ok(OutVec::copy_of(&super::linear::f32_values(t)?))
+        }
+    }
+
+    /// A copy of `values` (a residual to accumulate onto).
+    pub(crate) fn copy_of(values: &[f32]) -> OutVec {
+        let mut out = OutVec::uninit(values.len());
+        for (d, s) in out.uninit_mut().iter_mut().zip(values) {
+            d.write(*s);
+        }
+        out
+    }
+
+    /// The output's values (not yet written, or written: the caller knows which).
+    pub(crate) fn uninit_mut(&mut self) -> &mut [std::mem::MaybeUninit<f32>] {
+        &mut self.vec[self.off..self.off + self.len]
+    }
+
+    /// The output's values, once written.
+    ///
+    /// # Safety
+    /// Every value was written ([`OutVec::copy_of`], or by the caller).
+    pub(crate) unsafe fn values_mut(&mut self) -> &mut [f32] {
+        let v = self.uninit_mut();
+        // SAFETY: written (caller); MaybeUninit<f32> has f32's layout.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len()) }
+    }
+
+    /// The output as a tensor of `shape` (a view into the whole buffer).
+    ///
+    /// # Safety
+    /// Every value was written.
+    pub(crate) unsafe fn into_tensor(
+        self,
+        shape: &[usize],
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let total = self.vec.len();
+        // SAFETY: the spare values were zeroed here, the output written (caller).
+        let vec = unsafe { crate::model::cpu_kernels::assume_init(self.vec) };
+        candle_core::Tensor::from_vec(vec, total, device)?
+            .narrow(0, self.off, self.len)?
+            .reshape(shape)
+    }
+}

@@ -110,7 +110,7 @@ fn conv2d_with(
                     [b, o, ho, wo]
                 );
             }
-            Some(f32_values(r)?)
+            Some(super::OutVec::copy_of_tensor(r)?)
         }
         None => None,
     };
@@ -119,32 +119,24 @@ fn conv2d_with(
         accumulate: residual.is_some(),
         col_bias: None,
     };
+    // The output: a copy of the residual to start from, or not yet written.
+    let mut out = residual.unwrap_or_else(|| super::OutVec::uninit(b * o * pixels));
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if super::current_path() == Bf16Path::Amx
         && super::amx_conv::applies((o, c), (kh, kw), stride, padding, w)
     {
-        let out = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+        crate::model::cpu_kernels::with_slice(&x32, |xs| {
             with_weight(weight, (o, k), |wt| {
-                let (mut init, mut uninit) = match residual {
-                    Some(out) => (Some(out), Vec::new()),
-                    None => (None, crate::model::cpu_kernels::uninit_vec(b * o * pixels)),
-                };
-                let dst = match &mut init {
-                    Some(out) => super::OutPtr(out.as_mut_ptr()),
-                    None => super::OutPtr(uninit.as_mut_ptr().cast()),
-                };
+                let dst = super::OutPtr(out.uninit_mut().as_mut_ptr().cast());
                 // SAFETY: the path is AMX (chosen from this CPU's features), `applies`
-                // holds, and the output holds b · o · pixels values.
+                // holds, and the output holds b · o · pixels values (the residual's when
+                // accumulating).
                 unsafe { super::amx_conv::conv3x3(dst, xs, (b, c, h, w), wt.bits, o, start) };
-                match init {
-                    Some(out) => out,
-                    // SAFETY: the convolution wrote every value.
-                    None => unsafe { crate::model::cpu_kernels::assume_init(uninit) },
-                }
             })
         })?;
         said(Bf16Path::Amx);
-        let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;
+        // SAFETY: the convolution wrote every value.
+        let y = unsafe { out.into_tensor(&[b, o, ho, wo], x.device())? };
         return Ok((y.to_dtype(x.dtype())?, Bf16Path::Amx));
     }
     let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0;
@@ -233,19 +225,17 @@ fn conv2d_with(
     // patches (a VAE's 512×512 layers: 600 MB) never exist at once.
     let row_bytes = wo * k * 2;
     let chunk_rows = (patch_bytes / row_bytes.max(1)).max(1);
-    let (out, path) = crate::model::cpu_kernels::with_slice(&x32, |xs| {
+    let path = crate::model::cpu_kernels::with_slice(&x32, |xs| {
         with_weight(weight, (o, k), |wt| {
             // Start from the residual, or write every value of an uninitialised output.
-            let mut init = residual;
-            let mut uninit = match init {
-                Some(_) => Vec::new(),
-                None => crate::model::cpu_kernels::uninit_vec(b * o * pixels),
+            let mut product = |range: std::ops::Range<usize>, at: OutAt, acts: &Acts| {
+                if start.accumulate {
+                    // SAFETY: a copy of the residual: every value written.
+                    matmul(&mut unsafe { out.values_mut() }[range], at, wt, acts, start)
+                } else {
+                    matmul_uninit(&mut out.uninit_mut()[range], at, wt, acts, start)
+                }
             };
-            let mut product =
-                |range: std::ops::Range<usize>, at: OutAt, acts: &Acts| match &mut init {
-                    Some(out) => matmul(&mut out[range], at, wt, acts, start),
-                    None => matmul_uninit(&mut uninit[range], at, wt, acts, start),
-                };
             let mut path = Bf16Path::Portable;
             if b * pixels * k * 2 <= patch_bytes {
                 let acts = patches(xs, 0, b * pixels);
@@ -260,17 +250,13 @@ fn conv2d_with(
                     }
                 }
             }
-            let out = match init {
-                Some(out) => out,
-                // SAFETY: the products wrote every value (each pixel of each image belongs
-                // to exactly one chunk).
-                None => unsafe { crate::model::cpu_kernels::assume_init(uninit) },
-            };
-            (out, path)
+            path
         })
     })?;
     said(path);
-    let y = Tensor::from_vec(out, (b, o, ho, wo), x.device())?;
+    // SAFETY: the products wrote every value (each pixel of each image belongs to exactly
+    // one chunk), or started from the residual's.
+    let y = unsafe { out.into_tensor(&[b, o, ho, wo], x.device())? };
     Ok((y.to_dtype(x.dtype())?, path))
 }
 

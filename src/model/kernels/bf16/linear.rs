@@ -168,19 +168,20 @@ pub(super) fn linear_tokens(
             if r.dims() != shape {
                 candle_core::bail!("linear residual: {:?}, expected {:?}", r.dims(), shape);
             }
-            let mut out = f32_values(r)?;
-            let path = matmul(&mut out, at, tokens, &layer.acts, start);
+            let mut out = super::OutVec::copy_of_tensor(r)?;
+            // SAFETY: a copy: every value written.
+            let path = matmul(unsafe { out.values_mut() }, at, tokens, &layer.acts, start);
             (out, path)
         }
         None => {
-            let mut out = crate::model::cpu_kernels::uninit_vec(rows * out_dim);
-            let path = matmul_uninit(&mut out, at, tokens, &layer.acts, start);
-            // SAFETY: the product wrote every value (no residual to start from).
-            (unsafe { crate::model::cpu_kernels::assume_init(out) }, path)
+            let mut out = super::OutVec::uninit(rows * out_dim);
+            let path = matmul_uninit(out.uninit_mut(), at, tokens, &layer.acts, start);
+            (out, path)
         }
     };
     said(path);
-    Ok((Tensor::from_vec(out, shape, device)?, path))
+    // SAFETY: the product wrote every value (or started from the residual's).
+    Ok((unsafe { out.into_tensor(shape, device)? }, path))
 }
 
 /// A tensor's `len` values rounded to bf16 bits (f32 read in place; bf16 as stored), in a

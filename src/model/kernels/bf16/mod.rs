@@ -38,7 +38,7 @@ pub mod geglu;
 pub mod linear;
 mod pack;
 pub mod pointwise;
-pub(crate) use aligned::Aligned;
+pub(crate) use aligned::{Aligned, OutVec};
 #[cfg(test)]
 mod tests;
 

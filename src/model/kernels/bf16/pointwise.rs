@@ -86,17 +86,26 @@ pub fn from_tokens(
     let bias = bias.map(f32_values).transpose()?;
     let t32 = t.to_dtype(DType::F32)?;
     let acts = with_slice(&t32, |ts| Ok(Acts::from_rows(&ts[..b * hw * c], b * hw, c)))?;
-    let mut out = f32_values(residual)?;
+    let mut out = super::OutVec::copy_of_tensor(residual)?;
     let start = Start {
         bias: bias.as_deref(),
         accumulate: true,
         col_bias: None,
     };
     let path = with_weight(weight, (o, c), |wt| {
-        matmul(&mut out, OutAt::images(o, hw), wt, &acts, start)
+        // SAFETY: a copy of the residual: every value written.
+        matmul(
+            unsafe { out.values_mut() },
+            OutAt::images(o, hw),
+            wt,
+            &acts,
+            start,
+        )
     })?;
     said(path);
-    Tensor::from_vec(out, (b, o, h, w), t.device())?.to_dtype(t.dtype())
+    // SAFETY: as above; the product added to every value.
+    let y = unsafe { out.into_tensor(&[b, o, h, w], t.device())? };
+    y.to_dtype(t.dtype())
 }
 
 #[cfg(test)]
