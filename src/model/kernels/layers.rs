@@ -230,15 +230,24 @@ pub(crate) struct Conv {
 
 impl Conv {
     /// `conv` for `kernels`; a bf16 weight on the CPU (the mixed precision of `--dtype
-    /// bf16`) of a kernel larger than 1×1 is re-laid out by offset for the bf16 kernels.
+    /// bf16`) of a kernel larger than 1×1 is re-laid out by offset for the bf16 kernels, a
+    /// 1×1 kernel's copied to start on a cache line (its layout is by offset already).
     pub(crate) fn new(conv: Conv2d, kernels: Kernels) -> CResult<Conv> {
         let w = conv.weight();
-        let relay = kernels == Kernels::Fused
+        let bf16_cpu = kernels == Kernels::Fused
             && w.dtype() == DType::BF16
             && w.device().is_cpu()
-            && w.rank() == 4
-            && w.dim(2)? * w.dim(3)? > 1;
-        if !relay {
+            && w.rank() == 4;
+        if bf16_cpu && w.dim(2)? * w.dim(3)? == 1 {
+            // A 1×1 kernel keeps its layout, copied once to start on a cache line.
+            let conv = Conv2d::new(bf16::conv::aligned(w)?, conv.bias().cloned(), *conv.config());
+            return Ok(Conv {
+                conv,
+                kernels,
+                by_offset: false,
+            });
+        }
+        if !bf16_cpu {
             return Ok(Conv {
                 conv,
                 kernels,

@@ -27,12 +27,19 @@ pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
 /// [`conv2d_by_offset`] takes), its values starting on a cache line (a view into a slightly
 /// longer buffer), so that the AMX convolution loads its rows as tiles in place.
 pub fn by_offset(weight: &Tensor) -> Result<Tensor> {
-    let t = weight.permute((0, 2, 3, 1))?.contiguous()?;
-    let dims = t.dims4()?;
+    aligned(&weight.permute((0, 2, 3, 1))?)
+}
+
+/// A bf16 CPU tensor's values in a fresh buffer where they start on a cache line (a view
+/// into a slightly longer buffer), same shape: a 1×1 convolution's weight, whose rows the
+/// AMX kernels then load in place.
+pub fn aligned(t: &Tensor) -> Result<Tensor> {
+    let t = t.contiguous()?;
+    let dims = t.dims().to_vec();
     let n = t.elem_count();
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(values)) = &*storage else {
-        candle_core::bail!("conv by offset: expected a bf16 CPU weight");
+        candle_core::bail!("bf16 weight: expected a bf16 CPU tensor");
     };
     let values = &values[layout.start_offset()..][..n];
     if n == 0 {
@@ -42,7 +49,7 @@ pub fn by_offset(weight: &Tensor) -> Result<Tensor> {
     let mut buf = vec![values[0]; n + 32];
     let off = (64 - buf.as_ptr() as usize % 64) % 64 / 2;
     buf[off..off + n].copy_from_slice(values);
-    Tensor::from_vec(buf, n + 32, weight.device())?
+    Tensor::from_vec(buf, n + 32, t.device())?
         .narrow(0, off, n)?
         .reshape(dims)
 }
@@ -58,7 +65,14 @@ pub fn conv2d(
     padding: usize,
     residual: Option<&Tensor>,
 ) -> Result<(Tensor, Bf16Path)> {
-    conv2d_by_offset(x, &by_offset(weight)?, bias, stride, padding, residual)
+    let (o, c, kh, kw) = weight.dims4()?;
+    // A 1×1 kernel is laid out by offset already: a view, no copy.
+    let weight = if kh * kw == 1 {
+        weight.reshape((o, 1, 1, c))?
+    } else {
+        by_offset(weight)?
+    };
+    conv2d_by_offset(x, &weight, bias, stride, padding, residual)
 }
 
 /// [`conv2d`] for a weight already by offset, `(o, kh, kw, c)`.
