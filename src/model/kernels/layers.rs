@@ -240,7 +240,11 @@ impl Conv {
             && w.rank() == 4;
         if bf16_cpu && w.dim(2)? * w.dim(3)? == 1 {
             // A 1×1 kernel keeps its layout, copied once to start on a cache line.
-            let conv = Conv2d::new(bf16::conv::aligned(w)?, conv.bias().cloned(), *conv.config());
+            let conv = Conv2d::new(
+                bf16::conv::aligned(w)?,
+                conv.bias().cloned(),
+                *conv.config(),
+            );
             return Ok(Conv {
                 conv,
                 kernels,

@@ -511,8 +511,9 @@ mod peak {
 
     /// What the AMX unit does on this CPU (a measurement, not a test: run by hand with
     /// `cargo test --release --lib microkernel_peak -- --ignored --nocapture`): `tdpbf16ps`
-    /// alone; `tileloadd` with rows on cache lines and off them; and [`run`], the 2×2-tile
-    /// step loop, on operands that stay in L1 (2 and 8 steps) and in L2 (32 steps).
+    /// alone; `tileloadd` with rows on cache lines and off them; whole products whose
+    /// blocks are stored to a scratch tile or into their f32 output; and [`run`], the
+    /// 2×2-tile step loop, on operands that stay in L1 (2 and 8 steps) and in L2 (32 steps).
     #[test]
     #[ignore]
     fn microkernel_peak() {
@@ -590,6 +591,52 @@ mod peak {
             println!(
                 "tileloadd, stride {stride}, first row +{off} B: {:.1} cycles each",
                 cycles(s, 4 * n)
+            );
+        }
+        // Where the finished blocks go: a product of the model's shapes on one core, each
+        // 32 × 32 block stored to one scratch tile (stays in L1) or into its f32 output
+        // (rows `m` values apart: the layout the model's layers write), with the run of
+        // 16 activation blocks per W block that the tasks use.
+        for (n, m, k) in [
+            (320usize, 4096usize, 320usize),
+            (2560, 4096, 320),
+            (1280, 1024, 1280),
+        ] {
+            let steps = k / 32;
+            let mut wb = super::super::Aligned::zeroed(n * k / 2);
+            let mut xb = super::super::Aligned::zeroed(m * k / 2);
+            let mut ob = super::super::Aligned::zeroed(n * m);
+            let (w, x) = (wb.as_u16_mut().as_ptr(), xb.as_u16_mut().as_ptr());
+            let out = ob.as_f32_mut().as_mut_ptr();
+            let mut tile = A64([0f32; 32 * 32]);
+            let mut rates = [0f64; 2];
+            for (into_output, rate) in rates.iter_mut().enumerate() {
+                let t = std::time::Instant::now();
+                // SAFETY: AMX present; W is n rows of k, X m/16 blocks of k pairs, the
+                // output n × m: every block's loads and stores stay inside them.
+                unsafe {
+                    let _t = TileUse::configure();
+                    for i0 in (0..m / 32).step_by(16) {
+                        for jb in 0..n / 32 {
+                            for ib in i0..i0 + 16 {
+                                zero();
+                                let x0 = x.add(ib * 32 * k);
+                                run(w.add(jb * 32 * k), k * 2, x0, x0.add(16 * k), steps);
+                                let to = if into_output == 1 {
+                                    Tiles::block(out.add(jb * 32 * m + ib * 32), m)
+                                } else {
+                                    Tiles::block(tile.0.as_mut_ptr(), 32)
+                                };
+                                store(to);
+                            }
+                        }
+                    }
+                }
+                *rate = 2.0 * (n * m * k) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            }
+            println!(
+                "{n}×{m}×{k}: blocks to a scratch tile {:.0} GFLOP/s, into the f32 output {:.0}",
+                rates[0], rates[1]
             );
         }
         // The step loop.
