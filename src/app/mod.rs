@@ -179,7 +179,12 @@ impl GuiApp {
             .filter(|p| !p.is_empty())
             .and_then(|p| match std::fs::read_to_string(&p) {
                 Ok(text) => match serde_json::from_str::<Settings>(&text) {
-                    Ok(s) => Some(s),
+                    Ok(mut s) => {
+                        if let Ok(legacy) = serde_json::from_str(&text) {
+                            s.take_legacy(&legacy);
+                        }
+                        Some(s)
+                    }
                     Err(e) => {
                         tracing::warn!(
                             "ignoring ADIFF_SETTINGS {}: {e}",
@@ -198,8 +203,12 @@ impl GuiApp {
             });
         let settings = from_file
             .or_else(|| {
-                cc.storage
-                    .and_then(|s| eframe::get_value::<Settings>(s, SETTINGS_KEY))
+                let storage = cc.storage?;
+                let mut s = eframe::get_value::<Settings>(storage, SETTINGS_KEY)?;
+                if let Some(legacy) = eframe::get_value(storage, SETTINGS_KEY) {
+                    s.take_legacy(&legacy);
+                }
+                Some(s)
             })
             .unwrap_or_default();
         Self::new(&cc.egui_ctx, settings)

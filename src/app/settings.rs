@@ -381,7 +381,65 @@ fn default_export_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("adiff-exports"))
 }
 
+/// The right side's method values of settings saved before the method registry, under
+/// their old flat keys (read from the same saved text as [`Settings`], which ignores them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LegacyKeys {
+    #[serde(deserialize_with = "present")]
+    delta: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    max_skips: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    steps_n: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    ucache_threshold: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    deepcache_interval: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    deepcache_branch: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    tgate_gate: Option<f64>,
+}
+
+/// A number that was saved (a plain number: RON would want `Some(…)` for an `Option`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    f64::deserialize(d).map(Some)
+}
+
+impl LegacyKeys {
+    /// `(method, registry key, value)` for every old key present.
+    fn values(&self) -> Vec<(&'static str, &'static str, f64)> {
+        [
+            ("adaptive", "delta", self.delta),
+            ("adaptive", "max_skips", self.max_skips),
+            ("steps", "n", self.steps_n),
+            ("ucache", "threshold", self.ucache_threshold),
+            ("deepcache", "interval", self.deepcache_interval),
+            ("deepcache", "branch", self.deepcache_branch),
+            ("tgate", "gate_step", self.tgate_gate),
+        ]
+        .into_iter()
+        .filter_map(|(m, k, v)| v.map(|v| (m, k, v)))
+        .collect()
+    }
+}
+
 impl Settings {
+    /// Move the right side's method values saved under the old flat keys (settings written
+    /// before the method registry) into the right side's methods, where a saved setting of
+    /// the registry's own does not already say otherwise.
+    pub fn take_legacy(&mut self, legacy: &LegacyKeys) {
+        for (name, key, v) in legacy.values() {
+            let Some(kind) = MethodKind::named(name) else {
+                continue;
+            };
+            if self.right.get(kind, key) == MethodParams::default().get(kind, key) {
+                self.right.set(kind, key, v);
+            }
+        }
+    }
+
     /// The right side's method with its settings.
     pub fn right_method(&self) -> Method {
         self.right.method(self.method)
@@ -633,10 +691,38 @@ mod tests {
         assert_eq!(partial.prompt, "x");
         assert_eq!(partial.steps, 12);
         assert_eq!(partial.right_method(), crate::job::defaults::ADAPTIVE);
-        // Settings saved before the method registry (flat right-side keys) still load; their
-        // method values take the registry's defaults.
-        let old: Settings = serde_json::from_str(r#"{"delta":0.05,"steps_n":9}"#).unwrap();
+        // Settings saved before the method registry (flat right-side keys) still load, and
+        // their method values move to the right side's methods (JSON and eframe's RON).
+        let text = r#"{"delta":0.05,"steps_n":9,"max_skips":3,"tgate_gate":6}"#;
+        let mut old: Settings = serde_json::from_str(text).unwrap();
         assert_eq!(old.right, MethodParams::default());
+        old.take_legacy(&serde_json::from_str(text).unwrap());
+        let adaptive = old.right.method(MethodKind::ADAPTIVE);
+        assert_eq!(adaptive.delta(), Some(0.05));
+        assert_eq!(old.right.get(MethodKind::ADAPTIVE, "max_skips"), 3.0);
+        assert_eq!(
+            old.right
+                .method(MethodKind::named("steps").unwrap())
+                .own_steps(),
+            Some(9)
+        );
+        assert_eq!(
+            old.right
+                .get(MethodKind::named("tgate").unwrap(), "gate_step"),
+            6.0
+        );
         assert_eq!(old.left, MethodParams::default());
+        let ron_text = "(prompt: \"x\", delta: 0.2, deepcache_interval: 5)";
+        let mut from_ron: Settings = ron::from_str(ron_text).unwrap();
+        from_ron.take_legacy(&ron::from_str(ron_text).unwrap());
+        assert_eq!(from_ron.prompt, "x");
+        assert_eq!(from_ron.right.get(MethodKind::ADAPTIVE, "delta"), 0.2);
+        let deepcache = MethodKind::named("deepcache").unwrap();
+        assert_eq!(from_ron.right.get(deepcache, "interval"), 5.0);
+        // A registry value saved beside an old key wins.
+        let both = r#"{"delta":0.05,"right":{"adaptive":{"mode":"adaptive","delta":0.3}}}"#;
+        let mut newer: Settings = serde_json::from_str(both).unwrap();
+        newer.take_legacy(&serde_json::from_str(both).unwrap());
+        assert_eq!(newer.right.get(MethodKind::ADAPTIVE, "delta"), 0.3);
     }
 }
