@@ -183,3 +183,34 @@ fn the_evaluator_generates_held_out_clips_and_judges_each() {
     assert_eq!((img.width() % 32, img.height() % 32), (0, 0));
     assert!(img.width() * img.height() >= 4 * 32 * 32);
 }
+
+#[test]
+fn the_loss_by_noise_level_compares_the_checkpoint_with_its_modules_off() {
+    // The committed checkpoint, read only: a table of five bands, each with both losses.
+    let o = adiff(&[
+        "train",
+        "motion-loss",
+        "--out",
+        "assets/models/shapes/motion/checkpoint",
+        "--batches",
+        "1",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains('–'))
+        .collect();
+    assert_eq!(rows.len(), 5, "{out}");
+    assert!(
+        rows[0].starts_with("| 0–199 |") && rows[4].starts_with("| 800–999 |"),
+        "{out}"
+    );
+    // A folder without a checkpoint is refused by name, with what to give instead.
+    let dir = tempfile::tempdir().unwrap();
+    let o = adiff(&["train", "motion-loss", "--out", arg(dir.path())]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("holds no motion checkpoint"), "{err}");
+}

@@ -149,6 +149,11 @@ const FILES: checkpoint::Files = checkpoint::Files {
     loss_plot: "loss.png",
 };
 
+/// Whether `dir` holds a motion-module checkpoint.
+pub fn has_checkpoint(dir: &Path) -> bool {
+    dir.join(FILES.meta).is_file()
+}
+
 /// The name of the new token embeddings among the parameters.
 const NEW_ROWS: &str = "text_new_rows";
 /// The text encoder's token table in the image model's file.
@@ -475,6 +480,11 @@ impl MotionTrainer {
 
     /// The loss of one batch (weighted ε MSE over every frame), as a graph.
     pub fn loss(&mut self) -> Result<Tensor> {
+        self.loss_in(None)
+    }
+
+    /// [`Self::loss`] with every clip's timestep drawn from `band` (`lo..hi`) when given.
+    fn loss_in(&mut self, band: Option<(usize, usize)>) -> Result<Tensor> {
         let (b, f) = (self.config.batch, self.config.frames);
         let s = shapes::SIZE;
         let mut pixels = Vec::with_capacity(b * f * 3 * s * s);
@@ -498,11 +508,14 @@ impl MotionTrainer {
         let ctx = crate::model::clip_layout::per_frame(&ctx, f)?;
         let (mut ts, mut a, mut bn, mut weights) = (vec![], vec![], vec![], vec![]);
         for _ in 0..b {
-            let t = draw_timestep(
-                &mut self.rng,
-                self.alphas.len(),
-                self.config.high_noise_focus,
-            );
+            let t = match band {
+                Some((lo, hi)) => lo + self.rng.below(hi.saturating_sub(lo).max(1)),
+                None => draw_timestep(
+                    &mut self.rng,
+                    self.alphas.len(),
+                    self.config.high_noise_focus,
+                ),
+            };
             let w = loss_weight(&self.alphas, t, self.config.high_noise_weight) as f32;
             for _ in 0..f {
                 ts.push(t as f32);
@@ -562,6 +575,59 @@ impl MotionTrainer {
 
     fn lr(&self) -> f64 {
         lr_at(&self.config.lr_config(), self.step)
+    }
+
+    /// The loss per band of timesteps (`lo..hi` each, within the schedule's 1000) over
+    /// `batches` batches drawn from `seed`: `(with, without)` — with the modules as trained,
+    /// and with every temporal transformer's `proj_out` zeroed (each module then passes its
+    /// input through: the image model alone, the frames tied only by their shared noise) —
+    /// on the same clips, timesteps and noise. Says whether, and at which noise levels, the
+    /// module lowers the loss at all. The trained weights (not the EMA) are measured; the
+    /// run's weights and random stream are left as they were.
+    pub fn loss_by_band(
+        &mut self,
+        bands: &[(usize, usize)],
+        batches: usize,
+        seed: u64,
+    ) -> Result<Vec<(f64, f64)>> {
+        ensure!(batches > 0, "loss by band: no batches");
+        for &(lo, hi) in bands {
+            ensure!(
+                lo < hi && hi <= self.alphas.len(),
+                "timestep band {lo}..{hi} is not within 0..{}",
+                self.alphas.len()
+            );
+        }
+        let saved_rng = self.rng.clone();
+        let outs: Vec<(Var, Tensor)> = self
+            .params
+            .iter()
+            .filter(|(n, _)| !n.starts_with("unet.") && n.contains("proj_out"))
+            .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        ensure!(!outs.is_empty(), "the motion modules have no proj_out");
+        let mut result = Vec::with_capacity(bands.len());
+        let run = |t: &mut Self, band: (usize, usize)| -> Result<f64> {
+            let mut sum = 0.0;
+            for i in 0..batches {
+                t.rng = Rng::new(seed.wrapping_add(i as u64));
+                sum += t.loss_in(Some(band))?.to_scalar::<f32>()? as f64;
+            }
+            Ok(sum / batches as f64)
+        };
+        for &band in bands {
+            let with = run(self, band)?;
+            for (v, _) in &outs {
+                v.set(&v.as_tensor().zeros_like()?)?;
+            }
+            let without = run(self, band);
+            for (v, kept) in &outs {
+                v.set(kept)?;
+            }
+            result.push((with, without?));
+        }
+        self.rng = saved_rng;
+        Ok(result)
     }
 
     /// One optimisation step; returns the loss.

@@ -172,3 +172,40 @@ fn resume_continues_bit_for_bit_and_export_loads_as_a_motion_module() {
     assert_eq!(part.config.shared_noise, 0.5);
     assert!(!dir.path().join("motion.partial").exists());
 }
+
+#[test]
+fn loss_by_band_switches_the_modules_off_on_the_same_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = MotionTrainer::new(&base(), small(), &dir.path().join("tok")).unwrap();
+    let bands = [(0, 500), (500, 1000)];
+    // Fresh modules pass their input through already: switching them off changes nothing,
+    // on batches that are the same both times.
+    for (with, without) in t.loss_by_band(&bands, 1, 3).unwrap() {
+        assert_eq!(with, without);
+    }
+    // proj_out made non-zero: the module now counts; the numbers repeat, and the weights
+    // and the run's random stream are left as they were.
+    for (n, v) in &t.params {
+        if !n.starts_with("unet.") && n.contains("proj_out") {
+            v.set(&v.as_tensor().randn_like(0.0, 0.5).unwrap()).unwrap();
+        }
+    }
+    let weights: Vec<Vec<f32>> = t
+        .params
+        .iter()
+        .map(|(_, v)| values(v.as_tensor()))
+        .collect();
+    let stream = format!("{:?}", t.rng);
+    let got = t.loss_by_band(&bands, 1, 3).unwrap();
+    assert!(got.iter().all(|(w, wo)| w.is_finite() && wo.is_finite()));
+    assert!(got.iter().any(|(w, wo)| w != wo), "{got:?}");
+    assert_eq!(t.loss_by_band(&bands, 1, 3).unwrap(), got);
+    let after: Vec<Vec<f32>> = t
+        .params
+        .iter()
+        .map(|(_, v)| values(v.as_tensor()))
+        .collect();
+    assert!(after == weights);
+    assert_eq!(format!("{:?}", t.rng), stream);
+    assert!(t.loss_by_band(&[(900, 1200)], 1, 3).is_err());
+}

@@ -39,6 +39,23 @@ pub enum TrainCommand {
     Motion(MotionArgs),
     /// Generate held-out motion prompts as clips and judge each: motion, objects, flicker.
     MotionEval(MotionEvalArgs),
+    /// A motion-module checkpoint's loss per band of noise levels, with its modules and
+    /// with them switched off (`proj_out` zeroed), on the same batches: where it helps.
+    MotionLoss(MotionLossArgs),
+}
+
+/// `adiff train motion-loss`.
+#[derive(Debug, Clone, Args)]
+pub struct MotionLossArgs {
+    /// Checkpoint folder of `adiff train motion`.
+    #[arg(long, default_value = "target/shapes-motion-train")]
+    pub out: PathBuf,
+    /// Batches per band (each the run's batch size of clips).
+    #[arg(long, default_value_t = 8)]
+    pub batches: usize,
+    /// Seed of the batches.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// `adiff train motion`.

@@ -32,7 +32,40 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         TrainCommand::Eval(a) => eval(a),
         TrainCommand::Motion(a) => train_motion(a),
         TrainCommand::MotionEval(a) => motion_eval(a),
+        TrainCommand::MotionLoss(a) => motion_loss(a),
     }
+}
+
+/// `adiff train motion-loss`.
+fn motion_loss(a: &MotionLossArgs) -> Result<()> {
+    use crate::train::motion::{MotionTrainConfig, MotionTrainer, has_checkpoint};
+    ensure!(
+        has_checkpoint(&a.out),
+        "{} holds no motion checkpoint: give --out the folder of an `adiff train motion` run (e.g. a copy of assets/models/shapes/motion/checkpoint)",
+        a.out.display()
+    );
+    ensure!(
+        a.batches >= 1,
+        "--batches must be at least 1 (got {})",
+        a.batches
+    );
+    let mut t = MotionTrainer::open(&a.out, Path::new(""), MotionTrainConfig::default())?;
+    let bands: Vec<(usize, usize)> = (0..5).map(|i| (i * 200, (i + 1) * 200)).collect();
+    let losses = t.loss_by_band(&bands, a.batches, a.seed)?;
+    println!(
+        "step {}, {} batches of {} clips × {} frames per band (seed {}); ε loss as trained (weighted min(1/ᾱ, {}))",
+        t.step, a.batches, t.config.batch, t.config.frames, a.seed, t.config.high_noise_weight
+    );
+    println!("| timesteps | with the modules | proj_out zeroed | ratio |");
+    println!("|---|---:|---:|---:|");
+    for ((lo, hi), (with, without)) in bands.iter().zip(&losses) {
+        println!(
+            "| {lo}–{} | {with:.4} | {without:.4} | {:.3} |",
+            hi - 1,
+            with / without
+        );
+    }
+    Ok(())
 }
 
 /// `adiff train motion`.
