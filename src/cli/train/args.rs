@@ -86,6 +86,11 @@ pub struct MotionArgs {
     /// clip's mean|; 0 = plain ε loss); given, it also changes a resumed run.
     #[arg(long)]
     pub motion_weight: Option<f64>,
+    /// FROM:SHARE — a SHARE (0..1) of the clips draws its timestep from FROM..999 instead
+    /// of 0..999 (new runs: 600:0.5), spending the steps where a clip's layout is decided
+    /// (e.g. 800:1); given, it also changes a resumed run. `none` removes it.
+    #[arg(long, value_parser = parse_focus)]
+    pub high_noise_focus: Option<Focus>,
     /// Train the image UNet too, at this share of the learning rate (a domain adapter:
     /// the module folder then carries its own `unet/`). Given, it also changes a resumed run
     /// (the UNet joins at the checkpoint's step; a run that trains it keeps training it).

@@ -103,14 +103,21 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
     if let Some(k) = a.motion_weight {
         t.config.motion_weight = k;
     }
+    if let Some(Focus(f)) = a.high_noise_focus {
+        t.config.high_noise_focus = f;
+    }
     eprintln!(
-        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, image UNet {}, {:.0} s trained so far; checkpoints in {}",
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, timesteps {}, image UNet {}, {:.0} s trained so far; checkpoints in {}",
         t.num_parameters(),
         t.step,
         a.steps,
         t.config.batch,
         t.config.frames,
         t.config.motion_weight,
+        match t.config.high_noise_focus {
+            Some((from, share)) => format!("{:.0} % from {from}..999", share * 100.0),
+            None => "uniform".to_string(),
+        },
         if t.config.base_lr_scale > 0.0 {
             format!(
                 "trained at {}× the learning rate since step {}",
