@@ -189,16 +189,9 @@ mod tests {
     use super::*;
     use candle_core::DType;
 
+    /// `n` values of the bf16 tests' generator from `seed`.
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        super::super::tests::Rng(seed).vec(n)
     }
 
     /// The fused projection gives the unfused path's bf16 tokens bit for bit — the product
