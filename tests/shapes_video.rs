@@ -214,3 +214,94 @@ fn the_loss_by_noise_level_compares_the_checkpoint_with_its_modules_off() {
     let err = stderr(&o);
     assert!(err.contains("holds no motion checkpoint"), "{err}");
 }
+
+/// The built-in model copied to `dir` with its motion module's `config.json` edited.
+fn model_with_motion_config(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let model = dir.join("shapes");
+    copy_all(&root().join("assets/models/shapes"), &model);
+    let _ = std::fs::remove_dir_all(model.join("checkpoint"));
+    let _ = std::fs::remove_dir_all(model.join("motion/checkpoint"));
+    let path = model.join("motion/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    model
+}
+
+#[test]
+fn a_modules_noise_rules_move_the_shared_noise_by_the_prompts_motion_words() {
+    use adaptive_diffusion::job::Job;
+    use adaptive_diffusion::model::ModelSource;
+    use adaptive_diffusion::pipeline;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_motion_config(dir.path(), |cfg| {
+        cfg["shared_noise"] = serde_json::json!(1.0);
+        cfg["noise_motion"] = serde_json::json!([
+            {"words": "moving right", "motion": {"Shift": {"dx": 18, "dy": 0}}},
+            {"words": "moving apart", "motion": {"Apart": {"d": 7}}}
+        ]);
+    });
+    let mut job = Job::new(ModelSource::Local(model.clone()), "");
+    job.frames = Some(4);
+    job.force_cpu = true;
+    let loaded = pipeline::load_job_model(&job, &Default::default()).unwrap();
+    // The noise of frame `f`, channel 0, as rows.
+    let frame = |prompt: &str, f: usize| -> Vec<Vec<f32>> {
+        let mut j = job.clone();
+        j.prompt = prompt.into();
+        let p = pipeline::prepare(&loaded, &j).unwrap();
+        assert_eq!(p.initial_latents().dims(), &[1, 3, 4, 32, 32]);
+        p.initial_latents()
+            .narrow(2, f, 1)
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .chunks(32)
+            .map(|r| r.to_vec())
+            .collect()
+    };
+    // "moving right": what frame 0 has at x, the last frame has at x + 18.
+    let (first, last) = (
+        frame("a red circle moving right", 0),
+        frame("a red circle moving right", 3),
+    );
+    for y in 0..32 {
+        assert_eq!(&first[y][..14], &last[y][18..], "row {y}");
+    }
+    assert_ne!(first, last);
+    // No rule's words: every frame is the same draw (the shared noise alone).
+    assert_eq!(
+        frame("a red circle growing", 0),
+        frame("a red circle growing", 3)
+    );
+    // Apart: the left half moves left, the right half right.
+    let (a0, a3) = (
+        frame("a and b moving apart", 0),
+        frame("a and b moving apart", 3),
+    );
+    for y in 0..32 {
+        assert_eq!(&a0[y][7..16], &a3[y][..9], "left half, row {y}");
+        assert_eq!(&a0[y][16..25], &a3[y][23..], "right half, row {y}");
+    }
+    // A rule that does not parse is refused when the module loads, naming its field.
+    let bad = model_with_motion_config(&dir.path().join("bad"), |cfg| {
+        cfg["noise_motion"] = serde_json::json!([{"words": "moving right", "motion": "up"}]);
+    });
+    let mut j = job.clone();
+    j.model = ModelSource::Local(bad);
+    let e = format!(
+        "{:#}",
+        pipeline::load_job_model(&j, &Default::default())
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("config.json") && e.contains("Shift"), "{e}");
+}

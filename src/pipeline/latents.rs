@@ -26,6 +26,34 @@ pub fn mix_shared(noise: &Tensor, share: f64, seed: u64) -> Result<Tensor> {
     )
 }
 
+/// [`mix_shared`] with the shared noise moving across the frames as `motion` says: drawn on
+/// [`NoiseMotion::canvas`] from `seed`'s shared stream and each frame's window cut from it
+/// (each value still N(0, 1)).
+pub fn mix_shared_moving(
+    noise: &Tensor,
+    share: f64,
+    seed: u64,
+    motion: crate::sampler::noise_motion::NoiseMotion,
+) -> Result<Tensor> {
+    let dims = noise.dims().to_vec();
+    anyhow::ensure!(dims.len() == 5, "shared noise is for clips, got {dims:?}");
+    let (c, frames, h, w) = (dims[1], dims[2], dims[3], dims[4]);
+    let (ch, cw) = motion.canvas((h, w));
+    let canvas = crate::sampler::noise::SplitMix64::new(seed ^ SHARED_STREAM).normals(c * ch * cw);
+    // Frame-major windows, laid out as (1, C, F, H, W).
+    let windows = motion.frames(&canvas, c, (h, w), frames);
+    let plane = h * w;
+    let mut shared = Vec::with_capacity(c * frames * plane);
+    for k in 0..c {
+        for win in &windows {
+            shared.extend_from_slice(&win[k * plane..(k + 1) * plane]);
+        }
+    }
+    let shared = Tensor::from_vec(shared, dims, noise.device())?;
+    let share = share.clamp(0.0, 1.0);
+    Ok(((noise * (1.0 - share).sqrt())? + shared.affine(share.sqrt(), 0.0)?)?)
+}
+
 /// Keeps the shared noise's draws apart from the clip's own.
 const SHARED_STREAM: u64 = 0x5ba2_ed00_0000_0001;
 

@@ -127,6 +127,14 @@ pub struct Prepared {
     pub warnings: Vec<FieldError>,
 }
 
+impl Prepared {
+    /// The starting latents: unscaled N(0, 1) noise (a clip's with its shared part, moved
+    /// by the prompt's motion words when the module says so), or a file's latents.
+    pub fn initial_latents(&self) -> &Tensor {
+        &self.noise
+    }
+}
+
 /// Words of the prompts that the model's vocabulary does not know.
 fn unknown_word_warnings(sd: &StableDiffusion, job: &Job) -> Result<Vec<FieldError>> {
     let mut warnings = vec![];
@@ -228,7 +236,10 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
                 .map_err(|e| FieldError::new(Field::Frames, e.to_string()))?;
             let mut noise = sampler::noise::gaussian(job.seed, &dims, sd.device())?;
             if let Some(share) = sd.shared_noise() {
-                noise = latents::mix_shared(&noise, share, job.seed)?;
+                noise = match sd.noise_motion(&job.prompt) {
+                    Some(rule) => latents::mix_shared_moving(&noise, share, job.seed, rule.motion)?,
+                    None => latents::mix_shared(&noise, share, job.seed)?,
+                };
             }
             (noise, false, size)
         }

@@ -13,6 +13,7 @@ pub mod euler;
 pub mod method;
 pub mod methods;
 pub mod noise;
+pub mod noise_motion;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;

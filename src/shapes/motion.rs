@@ -14,6 +14,8 @@ use super::dataset::training_scene;
 use super::{Background, Color, Drawn, Mention, Position, Rng, Scene, Shape, Size};
 use image::RgbImage;
 
+use crate::sampler::noise_motion::{NoiseMotion, NoiseMotionRule};
+
 /// Frames per training clip.
 pub const TRAIN_FRAMES: usize = 8;
 
@@ -69,6 +71,42 @@ impl Motion {
 
     /// The words clips add to the image model's vocabulary.
     pub const VOCABULARY: &'static str = "moving up down growing shrinking turning apart";
+
+    /// How the shared noise of a clip with this motion moves (warped noise): a move's
+    /// whole span, the halves of two objects moving apart by each one's travel; `None` for
+    /// the motions that do not travel.
+    pub fn noise_motion(self) -> Option<NoiseMotion> {
+        let span = (MOVE_SPAN.1 - MOVE_SPAN.0).round() as i64;
+        let apart = (APART_SPAN.1 - APART_SPAN.0).round() as i64;
+        match self {
+            Motion::Left => Some(NoiseMotion::Shift { dx: -span, dy: 0 }),
+            Motion::Right => Some(NoiseMotion::Shift { dx: span, dy: 0 }),
+            Motion::Up => Some(NoiseMotion::Shift { dx: 0, dy: -span }),
+            Motion::Down => Some(NoiseMotion::Shift { dx: 0, dy: span }),
+            Motion::Apart => Some(NoiseMotion::Apart { d: apart }),
+            _ => None,
+        }
+    }
+
+    /// The rules a module trained with warped noise carries: the words of every motion
+    /// that moves its noise.
+    pub fn noise_rules() -> Vec<NoiseMotionRule> {
+        [
+            Motion::Left,
+            Motion::Right,
+            Motion::Up,
+            Motion::Down,
+            Motion::Apart,
+        ]
+        .into_iter()
+        .filter_map(|m| {
+            m.noise_motion().map(|motion| NoiseMotionRule {
+                words: m.words(),
+                motion,
+            })
+        })
+        .collect()
+    }
 
     /// Unit direction of a move, `None` for the others.
     pub fn direction(self) -> Option<(f64, f64)> {

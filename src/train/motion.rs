@@ -35,6 +35,7 @@ use crate::model::motion::{MotionConfig, MotionModules, Temporal};
 use crate::model::text_encoder::ClipTextEncoder;
 use crate::model::tokenizer::ClipTokenizer;
 use crate::model::unet::{ModuleCache, UNet};
+use crate::sampler::noise_motion::NoiseMotion;
 use crate::shapes::motion::{TRAIN_FRAMES, training_clip};
 use crate::shapes::{self, Rng, vocab};
 
@@ -86,6 +87,12 @@ pub struct MotionTrainConfig {
     /// The step the image UNet's training began at (its AdamW moments start there).
     #[serde(default)]
     pub base_since: usize,
+    /// Warped noise: a clip's shared noise moves with its motion (each frame a window of
+    /// one larger canvas, [`crate::sampler::noise_motion`]), so the layout the noise
+    /// suggests travels the way the objects do; the exported module carries the motion
+    /// words that move it at generation.
+    #[serde(default)]
+    pub warped_noise: bool,
 }
 
 impl Default for MotionTrainConfig {
@@ -110,6 +117,7 @@ impl Default for MotionTrainConfig {
             motion_weight: 0.0,
             base_lr_scale: 0.0,
             base_since: 0,
+            warped_noise: false,
         }
     }
 }
@@ -123,6 +131,58 @@ impl MotionTrainConfig {
             lr_decay: self.lr_decay,
             ..Default::default()
         }
+    }
+}
+
+/// The shared noise of a batch of clips (`motions`: each clip's, from its scene), frame by
+/// frame (`clips × frames × 3 × size²`): with `warped`, a clip that travels has its frames
+/// cut from one canvas as its motion says ([`crate::sampler::noise_motion`]); otherwise
+/// every frame of a clip has the same draw. `noise` is (offset, pyramid) as the image
+/// model's training.
+fn shared_noise(
+    rng: &mut Rng,
+    motions: &[Option<NoiseMotion>],
+    (f, s): (usize, usize),
+    (offset, pyramid): (f64, f64),
+    warped: bool,
+) -> Vec<f32> {
+    let plane = 3 * s * s;
+    let b = motions.len();
+    if !warped {
+        // One draw per clip, the same in every frame.
+        let one = training_noise(rng, (b, 3, s, s), offset, pyramid);
+        return (0..b * f)
+            .flat_map(|i| one[(i / f) * plane..(i / f + 1) * plane].iter().copied())
+            .collect();
+    }
+    let mut all = Vec::with_capacity(b * f * plane);
+    for motion in motions {
+        match motion {
+            Some(m) => {
+                let (ch, cw) = m.canvas((s, s));
+                let canvas = training_noise(rng, (1, 3, ch, cw), offset, pyramid);
+                for frame in m.frames(&canvas, 3, (s, s), f) {
+                    all.extend(frame);
+                }
+            }
+            None => {
+                let one = training_noise(rng, (1, 3, s, s), offset, pyramid);
+                for _ in 0..f {
+                    all.extend_from_slice(&one);
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The noise rules a module trained with `config` carries: the motion words when its
+/// noise was warped, none otherwise.
+fn noise_rules(config: &MotionTrainConfig) -> Vec<crate::sampler::noise_motion::NoiseMotionRule> {
+    if config.warped_noise {
+        crate::shapes::motion::Motion::noise_rules()
+    } else {
+        vec![]
     }
 }
 
@@ -287,6 +347,7 @@ impl MotionTrainer {
             max_seq_length: config.max_seq_length,
             mid_block: true,
             shared_noise: config.shared_noise,
+            noise_motion: noise_rules(&config),
         };
 
         // The frozen text encoder, and its config with the motion words.
@@ -489,8 +550,10 @@ impl MotionTrainer {
         let s = shapes::SIZE;
         let mut pixels = Vec::with_capacity(b * f * 3 * s * s);
         let (mut ids, mut eos) = (vec![], vec![]);
+        let mut motions = Vec::with_capacity(b);
         for _ in 0..b {
             let (clip, caption) = training_clip(&mut self.rng);
+            motions.push(clip.motion().and_then(|m| m.noise_motion()));
             for frame in clip.render(f) {
                 pixels.extend(shapes::to_model_pixels(&frame));
             }
@@ -531,19 +594,19 @@ impl MotionTrainer {
             self.config.offset_noise,
             self.config.pyramid_noise,
         );
-        let shared = training_noise(
-            &mut self.rng,
-            (b, 3, s, s),
-            self.config.offset_noise,
-            self.config.pyramid_noise,
-        );
         let share = self.config.shared_noise.clamp(0.0, 1.0);
         let (ks, ko) = (share.sqrt() as f32, (1.0 - share).sqrt() as f32);
-        let plane = 3 * s * s;
+        let shared = shared_noise(
+            &mut self.rng,
+            &motions,
+            (f, s),
+            (self.config.offset_noise, self.config.pyramid_noise),
+            self.config.warped_noise,
+        );
         let noise: Vec<f32> = own
             .iter()
-            .enumerate()
-            .map(|(i, &e)| ko * e + ks * shared[(i / plane / f) * plane + i % plane])
+            .zip(&shared)
+            .map(|(&e, &sh)| ko * e + ks * sh)
             .collect();
         let noise = Tensor::from_vec(noise, dims, &self.device)?;
         let a = Tensor::from_vec(a, (b * f, 1, 1, 1), &self.device)?;
@@ -628,6 +691,15 @@ impl MotionTrainer {
         }
         self.rng = saved_rng;
         Ok(result)
+    }
+
+    /// Switch warped noise on (or off) with this share of the noise shared, for the steps
+    /// to come (a resumed run too); the export records both.
+    pub fn set_warped_noise(&mut self, on: bool, share: f64) {
+        self.config.warped_noise = on;
+        self.config.shared_noise = share;
+        self.motion_config.shared_noise = share;
+        self.motion_config.noise_motion = noise_rules(&self.config);
     }
 
     /// One optimisation step; returns the loss.
@@ -743,6 +815,7 @@ impl MotionTrainer {
             "use_motion_mid_block": c.mid_block,
             "conv_in_channels": null,
             "shared_noise": c.shared_noise,
+            "noise_motion": c.noise_motion,
         });
         crate::output::write_json(&tmp.join("config.json"), &config)?;
         crate::output::write_tensors(

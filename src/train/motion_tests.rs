@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::kernels::layers::tests::max_abs_diff;
+use crate::shapes::motion::Motion;
 
 fn base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes")
@@ -208,4 +209,89 @@ fn loss_by_band_switches_the_modules_off_on_the_same_batches() {
     assert!(after == weights);
     assert_eq!(format!("{:?}", t.rng), stream);
     assert!(t.loss_by_band(&[(900, 1200)], 1, 3).is_err());
+}
+
+#[test]
+fn warped_shared_noise_travels_with_the_clip_and_still_clips_keep_one_draw() {
+    let (f, s) = (8, 32);
+    let plane = 3 * s * s;
+    let motions = [
+        Motion::Right.noise_motion(),
+        Motion::Up.noise_motion(),
+        Motion::Grow.noise_motion(),
+    ];
+    assert_eq!(motions[2], None);
+    let noise = shared_noise(&mut Rng::new(7), &motions, (f, s), (0.15, 0.9), true);
+    assert_eq!(noise.len(), 3 * f * plane);
+    let at = |clip: usize, frame: usize, c: usize, y: usize, x: usize| {
+        noise[(clip * f + frame) * plane + c * s * s + y * s + x]
+    };
+    for c in 0..3 {
+        for y in 0..s {
+            for x in 0..s - 18 {
+                // Right: frame 0's (y, x) is the last frame's (y, x + 18).
+                assert_eq!(at(0, 0, c, y, x), at(0, f - 1, c, y, x + 18));
+                // Up: frame 0's (x, y) is the last frame's (x, y − 18)... as rows.
+                assert_eq!(at(1, 0, c, x + 18, y), at(1, f - 1, c, x, y));
+            }
+        }
+    }
+    // A clip that does not travel has one draw in every frame.
+    let still = |frame: usize| &noise[(2 * f + frame) * plane..(2 * f + frame + 1) * plane];
+    assert_eq!(still(0), still(f - 1));
+    // Without warping, every clip's frames are one draw, moves included.
+    let plain = shared_noise(&mut Rng::new(7), &motions, (f, s), (0.15, 0.9), false);
+    assert_eq!(&plain[..plane], &plain[(f - 1) * plane..f * plane]);
+    assert_ne!(&plain[..plane], &plain[f * plane..(f + 1) * plane]);
+}
+
+#[test]
+fn a_run_switched_to_warped_noise_exports_the_words_that_move_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let mut a = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    a.run(&ck, &schedule(1), &|| false, &mut |_| {}).unwrap();
+    // Resumed and switched: the checkpoint keeps the switch.
+    let mut b = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    b.set_warped_noise(true, 0.95);
+    b.run(&ck, &schedule(2), &|| false, &mut |_| {}).unwrap();
+    let c = MotionTrainer::open(&ck, &base(), small()).unwrap();
+    assert!(c.config.warped_noise);
+    assert_eq!(c.config.shared_noise, 0.95);
+    let out = dir.path().join("motion");
+    c.export(&out, false).unwrap();
+    let part = crate::model::motion::read(&out).unwrap();
+    assert_eq!(part.config.shared_noise, 0.95);
+    let words: Vec<&str> = part
+        .config
+        .noise_motion
+        .iter()
+        .map(|r| r.words.as_str())
+        .collect();
+    assert_eq!(
+        words,
+        [
+            "moving left",
+            "moving right",
+            "moving up",
+            "moving down",
+            "moving apart"
+        ]
+    );
+    let right = crate::sampler::noise_motion::rule_for(
+        &part.config.noise_motion,
+        "a red circle moving right",
+    )
+    .unwrap();
+    assert_eq!(right.motion, NoiseMotion::Shift { dx: 18, dy: 0 });
+    // A run that never switched exports no rules.
+    let plain = dir.path().join("plain");
+    a.export(&plain, false).unwrap();
+    assert!(
+        crate::model::motion::read(&plain)
+            .unwrap()
+            .config
+            .noise_motion
+            .is_empty()
+    );
 }

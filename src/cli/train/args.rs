@@ -96,6 +96,12 @@ pub struct MotionArgs {
     /// (the UNet joins at the checkpoint's step; a run that trains it keeps training it).
     #[arg(long, value_name = "SHARE")]
     pub adapt_base: Option<f64>,
+    /// Warped noise with this SHARE (0..=1) of the noise shared: a clip's shared noise moves
+    /// with its objects (each frame a window of one larger canvas), and the exported module
+    /// moves it by the prompt's motion words at generation (Go-with-the-Flow's prior).
+    /// Given, it also changes a resumed run (`--shared-noise` then does not apply).
+    #[arg(long, value_name = "SHARE")]
+    pub warped_noise: Option<f64>,
     /// Seed (new runs only).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

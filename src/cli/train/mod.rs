@@ -96,7 +96,16 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
             "--adapt-base {k} is out of range: give a share of the learning rate in 0..1 (e.g. 0.05)"
         );
     }
+    if let Some(k) = a.warped_noise {
+        ensure!(
+            k.is_finite() && (0.0..=1.0).contains(&k),
+            "--warped-noise {k} is out of range: give the share of the noise a clip's frames share, in 0..=1 (e.g. 0.95)"
+        );
+    }
     let mut t = MotionTrainer::open_adjusted(&a.out, &a.base, config, a.adapt_base)?;
+    if let Some(k) = a.warped_noise {
+        t.set_warped_noise(true, k);
+    }
     if let Some(LrDecay(d)) = a.lr_decay {
         t.config.lr_decay = d;
     }
@@ -107,7 +116,7 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
         t.config.high_noise_focus = f;
     }
     eprintln!(
-        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, timesteps {}, image UNet {}, {:.0} s trained so far; checkpoints in {}",
+        "motion module: {} parameters trained, step {} of {}, {} clips × {} frames per batch, motion weight {}, timesteps {}, image UNet {}, {:.0} % of the noise shared{}, {:.0} s trained so far; checkpoints in {}",
         t.num_parameters(),
         t.step,
         a.steps,
@@ -125,6 +134,12 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
             )
         } else {
             "frozen".to_string()
+        },
+        t.config.shared_noise * 100.0,
+        if t.config.warped_noise {
+            " and moving with the clip (warped)"
+        } else {
+            ""
         },
         t.train_seconds,
         a.out.display()

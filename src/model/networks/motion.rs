@@ -51,6 +51,10 @@ pub struct MotionConfig {
     /// ICCV 2023), as the module was trained: 0 (independent frames, AnimateDiff's) unless
     /// its `config.json` says `"shared_noise"` — the built-in shapes module does.
     pub shared_noise: f64,
+    /// Prompt words that move the shared noise with the clip's content (warped noise, as
+    /// the module was trained: [`crate::sampler::noise_motion`]); empty unless its
+    /// `config.json` lists `"noise_motion"` rules — the built-in shapes module does.
+    pub noise_motion: Vec<crate::sampler::noise_motion::NoiseMotionRule>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +76,8 @@ struct AdapterJson {
     use_motion_mid_block: bool,
     #[serde(default)]
     shared_noise: f64,
+    #[serde(default)]
+    noise_motion: Vec<crate::sampler::noise_motion::NoiseMotionRule>,
     conv_in_channels: Option<usize>,
 }
 
@@ -285,6 +291,7 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
         max_seq_length: json.map_or(pe[1], |j| j.motion_max_seq_length.min(pe[1])),
         mid_block,
         shared_noise: json.map_or(0.0, |j| j.shared_noise),
+        noise_motion: json.map_or_else(Vec::new, |j| j.noise_motion.clone()),
     })
 }
 

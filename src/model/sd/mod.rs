@@ -380,6 +380,20 @@ impl StableDiffusion {
         }
     }
 
+    /// The motion module's rule for moving a clip's shared noise that `prompt` names
+    /// ([`super::motion::MotionConfig::noise_motion`]); `None` for other models and prompts.
+    pub fn noise_motion(
+        &self,
+        prompt: &str,
+    ) -> Option<&crate::sampler::noise_motion::NoiseMotionRule> {
+        match &self.unet {
+            Backbone::Motion(_, m) => {
+                crate::sampler::noise_motion::rule_for(&m.config().noise_motion, prompt)
+            }
+            _ => None,
+        }
+    }
+
     /// The initial latents' shape: `(1, c, h, w)` for an image model, `(1, c, frames, h,
     /// w)` for a video model (`frames` defaults to [`DEFAULT_FRAMES`]); frames asked of an
     /// image model are an error.
