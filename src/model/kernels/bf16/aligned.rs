@@ -135,3 +135,33 @@ impl OutVec {
             .reshape(shape)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cpu_kernels::with_slice;
+    use candle_core::Device;
+
+    #[test]
+    fn an_output_starts_on_a_cache_line_and_its_tensor_is_just_its_values() {
+        for len in [1usize, 15, 16, 17, 1000, 4099] {
+            let values: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut out = OutVec::copy_of(&values);
+            assert_eq!(out.uninit_mut().len(), len);
+            assert_eq!(out.uninit_mut().as_ptr() as usize % 64, 0, "len {len}");
+            // SAFETY: every value was written by copy_of.
+            let t = unsafe { out.into_tensor(&[len], &Device::Cpu) }.unwrap();
+            assert_eq!(t.dims(), &[len]);
+            with_slice(&t, |s| {
+                // The tensor views the same aligned values, nothing before or after them.
+                assert_eq!(s.as_ptr() as usize % 64, 0, "len {len}");
+                assert_eq!(s, values.as_slice());
+                Ok(())
+            })
+            .unwrap();
+        }
+        let a = Aligned::zeroed(33);
+        assert_eq!(a.as_u16().as_ptr() as usize % 64, 0);
+        assert_eq!((a.len(), a.as_u16().len()), (33, 66));
+    }
+}
