@@ -2,6 +2,8 @@
 
 use crate::field::{Field, FieldError, NAME};
 use crate::model::StableDiffusion;
+use crate::sampler::noise::SplitMix64;
+use crate::sampler::noise_motion::NoiseMotion;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
@@ -10,36 +12,33 @@ fn problem(text: String) -> anyhow::Error {
     FieldError::new(Field::InitLatents, text).into()
 }
 
-/// Mix a clip's independent noise `(1, C, F, H, W)` with one noise all frames share:
+/// Mix a clip's independent noise `(1, C, F, H, W)` with noise all frames share:
 /// `√share·ε_shared + √(1−share)·ε_f` (still N(0, 1) per value); the shared part is drawn
-/// from `seed` on its own stream.
-pub fn mix_shared(noise: &Tensor, share: f64, seed: u64) -> Result<Tensor> {
-    let dims = noise.dims().to_vec();
-    anyhow::ensure!(dims.len() == 5, "shared noise is for clips, got {dims:?}");
-    let mut one = dims.clone();
-    one[2] = 1;
-    let shared = crate::sampler::noise::gaussian(seed ^ SHARED_STREAM, &one, noise.device())?;
-    let share = share.clamp(0.0, 1.0);
-    Ok(
-        ((noise * (1.0 - share).sqrt())?
-            + shared.broadcast_as(dims)?.affine(share.sqrt(), 0.0)?)?,
-    )
-}
-
-/// [`mix_shared`] with the shared noise moving across the frames as `motion` says: drawn on
-/// [`NoiseMotion::canvas`] from `seed`'s shared stream and each frame's window cut from it
-/// (each value still N(0, 1)).
-pub fn mix_shared_moving(
+/// from `seed` on its own stream — with `pyramid > 0` as multi-resolution noise
+/// ([`crate::sampler::noise::add_pyramid`], as the module was trained), and with a
+/// `motion`, moving across the frames: drawn on [`NoiseMotion::canvas`] and each frame's
+/// window cut from it ([`crate::sampler::noise_motion`]).
+pub fn mix_shared(
     noise: &Tensor,
     share: f64,
     seed: u64,
-    motion: crate::sampler::noise_motion::NoiseMotion,
+    motion: Option<NoiseMotion>,
+    pyramid: f64,
 ) -> Result<Tensor> {
     let dims = noise.dims().to_vec();
     anyhow::ensure!(dims.len() == 5, "shared noise is for clips, got {dims:?}");
     let (c, frames, h, w) = (dims[1], dims[2], dims[3], dims[4]);
+    // No motion: one window the size of a frame.
+    let still = NoiseMotion::Shift { dx: 0, dy: 0 };
+    let motion = motion.unwrap_or(still);
     let (ch, cw) = motion.canvas((h, w));
-    let canvas = crate::sampler::noise::SplitMix64::new(seed ^ SHARED_STREAM).normals(c * ch * cw);
+    let mut canvas = SplitMix64::new(seed ^ SHARED_STREAM).normals(c * ch * cw);
+    if pyramid > 0.0 {
+        let mut grids = SplitMix64::new(seed ^ PYRAMID_STREAM);
+        crate::sampler::noise::add_pyramid(&mut canvas, (c, ch, cw), pyramid, || {
+            grids.normals(1)[0] as f64
+        });
+    }
     // Frame-major windows, laid out as (1, C, F, H, W).
     let windows = motion.frames(&canvas, c, (h, w), frames);
     let plane = h * w;
@@ -53,6 +52,9 @@ pub fn mix_shared_moving(
     let share = share.clamp(0.0, 1.0);
     Ok(((noise * (1.0 - share).sqrt())? + shared.affine(share.sqrt(), 0.0)?)?)
 }
+
+/// Keeps the pyramid's grids apart from the shared noise's draws.
+const PYRAMID_STREAM: u64 = 0x9a1d_0000_0000_0002;
 
 /// Keeps the shared noise's draws apart from the clip's own.
 const SHARED_STREAM: u64 = 0x5ba2_ed00_0000_0001;
@@ -155,4 +157,64 @@ pub fn check_shape(
         )));
     }
     Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frame `f`'s channel-0 plane of a `(1, C, F, H, W)` clip.
+    fn plane(x: &Tensor, f: usize) -> Vec<f32> {
+        x.narrow(2, f, 1)
+            .unwrap()
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// Variance of the means of `k × k` blocks of a `(s, s)` plane.
+    fn block_mean_variance(p: &[f32], s: usize, k: usize) -> f64 {
+        let means: Vec<f32> = (0..s / k)
+            .flat_map(|by| (0..s / k).map(move |bx| (by, bx)))
+            .map(|(by, bx)| {
+                let mut sum = 0.0;
+                for y in 0..k {
+                    for x in 0..k {
+                        sum += p[(by * k + y) * s + bx * k + x];
+                    }
+                }
+                sum / (k * k) as f32
+            })
+            .collect();
+        crate::sampler::noise::variance(&means)
+    }
+
+    #[test]
+    fn shared_pyramid_noise_has_its_power_in_large_blobs_and_still_moves() {
+        let own = crate::sampler::noise::gaussian(3, &[1, 3, 4, 32, 32], &Device::Cpu).unwrap();
+        let right = Some(NoiseMotion::Shift { dx: 12, dy: 0 });
+        let plain = mix_shared(&own, 1.0, 5, right, 0.0).unwrap();
+        let pyramid = mix_shared(&own, 1.0, 5, right, 0.9).unwrap();
+        let (p0, p3) = (plane(&pyramid, 0), plane(&pyramid, 3));
+        // Unit variance either way; the pyramid's 8×8 block means vary ≳ 10× more.
+        for x in [&plain, &pyramid] {
+            let v = crate::sampler::noise::variance(&plane(x, 0));
+            assert!((0.7..1.3).contains(&v), "{v}");
+        }
+        let (w, p) = (
+            block_mean_variance(&plane(&plain, 0), 32, 8),
+            block_mean_variance(&p0, 32, 8),
+        );
+        assert!(p > 10.0 * w, "pyramid {p}, white {w}");
+        // The whole canvas moves: frame 0's (y, x) is the last frame's (y, x + 12).
+        for y in 0..32 {
+            assert_eq!(&p0[y * 32..y * 32 + 20], &p3[y * 32 + 12..(y + 1) * 32]);
+        }
+        // Without motion or pyramid, the shared part is the one draw of every frame.
+        let still = mix_shared(&own, 1.0, 5, None, 0.0).unwrap();
+        assert_eq!(plane(&still, 0), plane(&still, 3));
+    }
 }

@@ -235,11 +235,9 @@ pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
                 .latent_dims(size.0, size.1, job.frames)
                 .map_err(|e| FieldError::new(Field::Frames, e.to_string()))?;
             let mut noise = sampler::noise::gaussian(job.seed, &dims, sd.device())?;
-            if let Some(share) = sd.shared_noise() {
-                noise = match sd.noise_motion(&job.prompt) {
-                    Some(rule) => latents::mix_shared_moving(&noise, share, job.seed, rule.motion)?,
-                    None => latents::mix_shared(&noise, share, job.seed)?,
-                };
+            if let Some((share, pyramid)) = sd.shared_noise() {
+                let motion = sd.noise_motion(&job.prompt).map(|r| r.motion);
+                noise = latents::mix_shared(&noise, share, job.seed, motion, pyramid)?;
             }
             (noise, false, size)
         }

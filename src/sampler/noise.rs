@@ -46,6 +46,69 @@ impl SplitMix64 {
     }
 }
 
+/// Multi-resolution ("pyramid") noise in place on one image of `c` planes of `(h, w)`:
+/// each plane gets bilinearly upsampled normal grids at h/2, h/4, … down to 1×1 (draws from
+/// `normal`, level k weighted `discount^k`), then the image is rescaled to unit standard
+/// deviation. Its low frequencies carry as much power as its high ones, so the layout a
+/// model reads from it is in large blobs.
+pub fn add_pyramid(
+    image: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+    discount: f64,
+    mut normal: impl FnMut() -> f64,
+) {
+    let plane = h * w;
+    debug_assert_eq!(image.len(), c * plane);
+    for chan in image.chunks_mut(plane) {
+        let (mut lh, mut lw, mut weight) = (h, w, 1.0);
+        while lh > 1 || lw > 1 {
+            (lh, lw) = (lh.div_ceil(2), lw.div_ceil(2));
+            weight *= discount;
+            let grid: Vec<f64> = (0..lh * lw).map(|_| normal()).collect();
+            add_upsampled(chan, (h, w), &grid, (lh, lw), weight);
+        }
+    }
+    let var = variance(image);
+    let scale = (1.0 / var.max(1e-12).sqrt()) as f32;
+    image.iter_mut().for_each(|v| *v *= scale);
+}
+
+/// The (population) variance of `values`, in f64.
+pub fn variance(values: &[f32]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n
+}
+
+/// `dst (h, w) += weight × bilinear upsampling of grid (gh, gw)` (half-pixel centres,
+/// edges clamped, as `align_corners = false`).
+pub fn add_upsampled(
+    dst: &mut [f32],
+    (h, w): (usize, usize),
+    grid: &[f64],
+    (gh, gw): (usize, usize),
+    weight: f64,
+) {
+    let coord = |i: usize, n: usize, g: usize| {
+        let x = ((i as f64 + 0.5) * g as f64 / n as f64 - 0.5).clamp(0.0, (g - 1) as f64);
+        let i0 = x.floor() as usize;
+        (i0, (i0 + 1).min(g - 1), x - i0 as f64)
+    };
+    for y in 0..h {
+        let (y0, y1, fy) = coord(y, h, gh);
+        for x in 0..w {
+            let (x0, x1, fx) = coord(x, w, gw);
+            let top = grid[y0 * gw + x0] * (1.0 - fx) + grid[y0 * gw + x1] * fx;
+            let bottom = grid[y1 * gw + x0] * (1.0 - fx) + grid[y1 * gw + x1] * fx;
+            dst[y * w + x] += (weight * (top * (1.0 - fy) + bottom * fy)) as f32;
+        }
+    }
+}
+
 /// Standard normal noise of `shape` for `seed`, as f32 on `device`.
 pub fn gaussian(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n = shape.iter().product();

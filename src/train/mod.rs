@@ -38,6 +38,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::text_encoder::ClipTextEncoder;
 use crate::model::tokenizer::ClipTokenizer;
 use crate::model::unet::UNet;
+#[cfg(test)]
+use crate::sampler::noise::add_upsampled;
+use crate::sampler::noise::variance;
 use crate::shapes::dataset::{StreamConfig, training_pair};
 use crate::shapes::{self, Rng, vocab};
 
@@ -61,18 +64,7 @@ fn training_noise(
     let mut noise: Vec<f32> = (0..n * c * plane).map(|_| rng.normal() as f32).collect();
     if pyramid > 0.0 {
         for image in noise.chunks_mut(c * plane) {
-            for chan in image.chunks_mut(plane) {
-                let (mut lh, mut lw, mut weight) = (h, w, 1.0);
-                while lh > 1 || lw > 1 {
-                    (lh, lw) = (lh.div_ceil(2), lw.div_ceil(2));
-                    weight *= pyramid;
-                    let grid: Vec<f64> = (0..lh * lw).map(|_| rng.normal()).collect();
-                    add_upsampled(chan, (h, w), &grid, (lh, lw), weight);
-                }
-            }
-            let var = variance(image);
-            let scale = (1.0 / var.max(1e-12).sqrt()) as f32;
-            image.iter_mut().for_each(|v| *v *= scale);
+            crate::sampler::noise::add_pyramid(image, (c, h, w), pyramid, || rng.normal());
         }
     }
     if offset > 0.0 {
@@ -82,42 +74,6 @@ fn training_noise(
         }
     }
     noise
-}
-
-/// The (population) variance of `values`, in f64.
-fn variance(values: &[f32]) -> f64 {
-    let n = values.len() as f64;
-    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    values
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n
-}
-
-/// `dst (h, w) += weight × bilinear upsampling of grid (gh, gw)` (half-pixel centres,
-/// edges clamped, as `align_corners = false`).
-fn add_upsampled(
-    dst: &mut [f32],
-    (h, w): (usize, usize),
-    grid: &[f64],
-    (gh, gw): (usize, usize),
-    weight: f64,
-) {
-    let coord = |i: usize, n: usize, g: usize| {
-        let x = ((i as f64 + 0.5) * g as f64 / n as f64 - 0.5).clamp(0.0, (g - 1) as f64);
-        let i0 = x.floor() as usize;
-        (i0, (i0 + 1).min(g - 1), x - i0 as f64)
-    };
-    for y in 0..h {
-        let (y0, y1, fy) = coord(y, h, gh);
-        for x in 0..w {
-            let (x0, x1, fx) = coord(x, w, gw);
-            let top = grid[y0 * gw + x0] * (1.0 - fx) + grid[y0 * gw + x1] * fx;
-            let bottom = grid[y1 * gw + x0] * (1.0 - fx) + grid[y1 * gw + x1] * fx;
-            dst[y * w + x] += (weight * (top * (1.0 - fy) + bottom * fy)) as f32;
-        }
-    }
 }
 
 /// ᾱ_t of SD's scaled-linear schedule, t = 0…999.

@@ -348,6 +348,7 @@ impl MotionTrainer {
             mid_block: true,
             shared_noise: config.shared_noise,
             noise_motion: noise_rules(&config),
+            noise_pyramid: config.pyramid_noise,
         };
 
         // The frozen text encoder, and its config with the motion words.
@@ -816,6 +817,7 @@ impl MotionTrainer {
             "conv_in_channels": null,
             "shared_noise": c.shared_noise,
             "noise_motion": c.noise_motion,
+            "noise_pyramid": c.noise_pyramid,
         });
         crate::output::write_json(&tmp.join("config.json"), &config)?;
         crate::output::write_tensors(

@@ -262,6 +262,8 @@ fn a_run_switched_to_warped_noise_exports_the_words_that_move_it() {
     c.export(&out, false).unwrap();
     let part = crate::model::motion::read(&out).unwrap();
     assert_eq!(part.config.shared_noise, 0.95);
+    // The shared noise was pyramid noise in training: generation draws it so too.
+    assert_eq!(part.config.noise_pyramid, 0.9);
     let words: Vec<&str> = part
         .config
         .noise_motion

@@ -55,6 +55,10 @@ pub struct MotionConfig {
     /// the module was trained: [`crate::sampler::noise_motion`]); empty unless its
     /// `config.json` lists `"noise_motion"` rules — the built-in shapes module does.
     pub noise_motion: Vec<crate::sampler::noise_motion::NoiseMotionRule>,
+    /// The shared noise as multi-resolution noise with this discount
+    /// ([`crate::sampler::noise::add_pyramid`]), as the module was trained; 0 (plain
+    /// Gaussian) unless its `config.json` says `"noise_pyramid"`.
+    pub noise_pyramid: f64,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +82,8 @@ struct AdapterJson {
     shared_noise: f64,
     #[serde(default)]
     noise_motion: Vec<crate::sampler::noise_motion::NoiseMotionRule>,
+    #[serde(default)]
+    noise_pyramid: f64,
     conv_in_channels: Option<usize>,
 }
 
@@ -292,6 +298,7 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
         mid_block,
         shared_noise: json.map_or(0.0, |j| j.shared_noise),
         noise_motion: json.map_or_else(Vec::new, |j| j.noise_motion.clone()),
+        noise_pyramid: json.map_or(0.0, |j| j.noise_pyramid),
     })
 }
 

@@ -369,12 +369,13 @@ impl StableDiffusion {
         matches!(self.unet, Backbone::Video(_) | Backbone::Motion(..))
     }
 
-    /// The share of a clip's initial noise its frames share, for a motion module trained
-    /// that way ([`super::motion::MotionConfig::shared_noise`]); `None` otherwise.
-    pub fn shared_noise(&self) -> Option<f64> {
+    /// The share of a clip's initial noise its frames share and the pyramid discount of
+    /// that shared part, for a motion module trained that way
+    /// ([`super::motion::MotionConfig::shared_noise`], `noise_pyramid`); `None` otherwise.
+    pub fn shared_noise(&self) -> Option<(f64, f64)> {
         match &self.unet {
             Backbone::Motion(_, m) if m.config().shared_noise > 0.0 => {
-                Some(m.config().shared_noise)
+                Some((m.config().shared_noise, m.config().noise_pyramid))
             }
             _ => None,
         }
