@@ -1699,3 +1699,41 @@ fn gui_runs_in_bf16_and_names_the_kernels() {
     wait_for_label(&mut h, &format!("Cpu bf16 (CPU, {path} kernels)"));
     h.run();
 }
+
+/// The app draws a frame twice only when a UI command changed what it shows: idle frames,
+/// pointer moves and a running or finished clip (playing or paused) make no command that
+/// redraws — which egui warned about in debug builds ("request_discard has been called 5
+/// frames in a row") and which doubled the frame-time statistics.
+#[test]
+fn gui_idle_frames_and_a_playing_clip_draw_each_frame_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(clip_settings(dir.path()));
+    h.run_steps(10);
+    assert_eq!(app(&h).redrawn_frames(), 0, "idle frames");
+    h.get_by_label("Generate").click();
+    h.step();
+    let after_click = app(&h).redrawn_frames();
+    assert!(after_click >= 1, "Generate redraws once");
+    wait_for(&mut h, "both clips", done);
+    let settled = app(&h).redrawn_frames();
+    assert!(
+        settled - after_click <= 1,
+        "sampling made {} redraws",
+        settled - after_click
+    );
+    // Playing and idling: no command, no redraw.
+    for i in 0..20 {
+        h.input_mut()
+            .events
+            .push(egui::Event::PointerMoved(egui::pos2(
+                400.0 + i as f32 * 10.0,
+                300.0,
+            )));
+        h.step();
+    }
+    assert_eq!(app(&h).redrawn_frames(), settled, "playing clip");
+    // A key press is one command, one redraw.
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(3);
+    assert_eq!(app(&h).redrawn_frames(), settled + 1, "one frame on");
+}

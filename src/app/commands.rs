@@ -126,6 +126,7 @@ impl GuiApp {
             self.apply(command);
         }
         if redraw {
+            self.redrawn_frames += 1;
             ctx.request_discard("UI commands applied");
             if !ctx.will_discard() {
                 ctx.request_repaint();

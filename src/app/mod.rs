@@ -110,6 +110,8 @@ pub struct GuiApp {
     rerun: commands::Rerun,
     /// What the UI asked for in this frame, applied after the panels ran.
     commands: Commands,
+    /// Frames whose commands asked for the frame to be drawn again, since the start.
+    redrawn_frames: usize,
     applied_zoom: Option<f32>,
     title: String,
     /// Where the wipe view's divider sits, 0 (left edge) … 1.
@@ -161,6 +163,7 @@ impl GuiApp {
             builtins,
             rerun: commands::Rerun::default(),
             commands: Commands::default(),
+            redrawn_frames: 0,
             applied_zoom: None,
             title: TITLE.to_string(),
             wipe: 0.5,
@@ -227,6 +230,12 @@ impl GuiApp {
     /// The clip player: the frame both sides show.
     pub fn player(&self) -> &Player {
         &self.player
+    }
+
+    /// Frames whose UI commands made the app draw the frame again at once, since the start
+    /// (an idle app makes none).
+    pub fn redrawn_frames(&self) -> usize {
+        self.redrawn_frames
     }
 
     /// The side panel's width in points, as drawn in the last frame.
