@@ -183,7 +183,7 @@ fi
 
 if ((CLIP)); then
     # 11. The built-in model with "Make a clip" ticked, 8 frames: both clips play side by
-    # side in sync, the per-frame PSNR strip under them; paused, then stepped to frame 6.
+    # side in sync, the per-frame PSNR strip under them; stepped to frame 6.
     cat >"$tmp/settings.json" <<EOF
 {"prompt": "", "model": {"kind": "builtin", "value": "$MODEL"}, "scheduler": "ddim",
  "steps": 50, "guidance": 7.5, "seed": 42, "custom_size": false, "width": 32, "height": 32,
@@ -196,9 +196,11 @@ EOF
     xdotool key ctrl+Return
     wait_title done 600
     sleep 1
-    click 1000 950 # the results area takes the keys
-    xdotool key space
-    for _ in $(seq 6); do xdotool key Right; done
+    click 1400 624 # the results area beside the summary line (nothing focusable) takes the keys
+    # Six frames on from the first (the player starts paused), a key every 150 ms so that
+    # each lands in its own frame.
+    xdotool key --delay 150 Right Right Right Right Right Right
+    sleep 1
     shot 11-clip-player
     xdotool key ctrl+q
     wait "$APP" || true
