@@ -304,4 +304,27 @@ fn a_modules_noise_rules_move_the_shared_noise_by_the_prompts_motion_words() {
             .unwrap()
     );
     assert!(e.contains("config.json") && e.contains("Shift"), "{e}");
+    // A rule that would draw a canvas of a million cells a side, and a pyramid discount
+    // outside 0..1: refused by name.
+    for (key, value, want) in [
+        (
+            "noise_motion",
+            serde_json::json!([{"words": "moving right", "motion": {"Shift": {"dx": 1_000_000, "dy": 0}}}]),
+            "at most 1024 cells",
+        ),
+        ("noise_pyramid", serde_json::json!(1.5), "noise_pyramid 1.5"),
+    ] {
+        let bad = model_with_motion_config(&dir.path().join(key), |cfg| {
+            cfg[key] = value;
+        });
+        let mut j = job.clone();
+        j.model = ModelSource::Local(bad);
+        let e = format!(
+            "{:#}",
+            pipeline::load_job_model(&j, &Default::default())
+                .err()
+                .unwrap()
+        );
+        assert!(e.contains(want), "{e}");
+    }
 }

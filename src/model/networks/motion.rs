@@ -114,6 +114,9 @@ pub struct MotionPart {
     pub origin: String,
 }
 
+/// The largest move a `noise_motion` rule may name, in cells (its canvas grows by it).
+const MAX_NOISE_MOTION: u64 = 1024;
+
 /// Published AnimateDiff modules: 8 heads, 32 groups.
 const DEFAULT_HEADS: usize = 8;
 const DEFAULT_GROUPS: usize = 32;
@@ -287,6 +290,25 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
         }
         if j.motion_layers_per_block != layers_per_block || j.use_motion_mid_block != mid_block {
             bail!("the motion module's config.json does not describe its weights");
+        }
+        if !(0.0..1.0).contains(&j.noise_pyramid) {
+            bail!(
+                "the motion module's config.json says noise_pyramid {}: give a discount in 0..1 (0 = plain Gaussian noise)",
+                j.noise_pyramid
+            );
+        }
+        for rule in &j.noise_motion {
+            use crate::sampler::noise_motion::NoiseMotion;
+            let cells = match rule.motion {
+                NoiseMotion::Shift { dx, dy } => dx.unsigned_abs().max(dy.unsigned_abs()),
+                NoiseMotion::Apart { d } => d.unsigned_abs(),
+            };
+            if rule.words.split_whitespace().next().is_none() || cells > MAX_NOISE_MOTION {
+                bail!(
+                    "the motion module's config.json has a noise_motion rule {:?} moving {cells} cells: give it words and at most {MAX_NOISE_MOTION} cells",
+                    rule.words
+                );
+            }
         }
     }
     Ok(MotionConfig {
