@@ -303,9 +303,14 @@ impl MotionTrainer {
     pub fn new(base: &Path, config: MotionTrainConfig, tokenizer_dir: &Path) -> Result<Self> {
         let device = Device::Cpu;
         let unet_dir = base.join("unet");
-        let ucfg = UNetConfig::from_file(&unet_dir.join("config.json"))?;
-        let unet_json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(unet_dir.join("config.json"))?)?;
+        // Read once: resolved for the model, kept as written for an export that carries it.
+        let unet_config = unet_dir.join("config.json");
+        let unet_json: serde_json::Value = crate::model::config::read_json(&unet_config)?;
+        let ucfg = UNetConfig::from_json(
+            &serde_json::from_value(unet_json.clone())
+                .with_context(|| format!("reading {}", unet_config.display()))?,
+            &unet_config,
+        )?;
         let unet_file = unet_dir.join("diffusion_pytorch_model.safetensors");
         let files = crate::model::checkpoint::check_all(std::slice::from_ref(&unet_file))?;
         let base_map = VarMap::new();
