@@ -127,7 +127,7 @@ wait_title done 300
 shot 03-done
 
 # 4. δ = 0.05 typed into the δ field: only the adaptive side re-runs (baseline cached).
-click 135 597
+click 135 735
 xdotool key ctrl+a
 xdotool type --delay 40 "0.05"
 xdotool key Return
@@ -141,7 +141,7 @@ shot 05-difference
 xdotool key ctrl+1
 
 # 6. Export the comparison PNG (button in the Export section) and keep a copy.
-click 84 762
+click 84 900
 for _ in $(seq 100); do
     f=$(ls "$tmp"/exports/*-compare.png 2>/dev/null | head -n 1 || true)
     [[ -n "$f" ]] && break
