@@ -291,40 +291,33 @@ fn a_modules_noise_rules_move_the_shared_noise_by_the_prompts_motion_words() {
         assert_eq!(&a0[y][7..16], &a3[y][..9], "left half, row {y}");
         assert_eq!(&a0[y][16..25], &a3[y][23..], "right half, row {y}");
     }
-    // A rule that does not parse is refused when the module loads, naming its field.
-    let bad = model_with_motion_config(&dir.path().join("bad"), |cfg| {
-        cfg["noise_motion"] = serde_json::json!([{"words": "moving right", "motion": "up"}]);
-    });
-    let mut j = job.clone();
-    j.model = ModelSource::Local(bad);
-    let e = format!(
-        "{:#}",
-        pipeline::load_job_model(&j, &Default::default())
-            .err()
-            .unwrap()
-    );
-    assert!(e.contains("config.json") && e.contains("Shift"), "{e}");
-    // A rule that would draw a canvas of a million cells a side, and a pyramid discount
-    // outside 0..1: refused by name.
-    for (key, value, want) in [
-        (
-            "noise_motion",
-            serde_json::json!([{"words": "moving right", "motion": {"Shift": {"dx": 1_000_000, "dy": 0}}}]),
-            "at most 1024 cells",
-        ),
-        ("noise_pyramid", serde_json::json!(1.5), "noise_pyramid 1.5"),
-    ] {
-        let bad = model_with_motion_config(&dir.path().join(key), |cfg| {
-            cfg[key] = value;
-        });
+    // The error of loading the model with `key` of its motion config set to `value`.
+    let refused = |name: &str, key: &str, value: serde_json::Value| -> String {
+        let bad = model_with_motion_config(&dir.path().join(name), |cfg| cfg[key] = value);
         let mut j = job.clone();
         j.model = ModelSource::Local(bad);
-        let e = format!(
+        format!(
             "{:#}",
             pipeline::load_job_model(&j, &Default::default())
                 .err()
                 .unwrap()
-        );
-        assert!(e.contains(want), "{e}");
-    }
+        )
+    };
+    // A rule that does not parse is refused when the module loads, naming its field.
+    let e = refused(
+        "unparsed",
+        "noise_motion",
+        serde_json::json!([{"words": "moving right", "motion": "up"}]),
+    );
+    assert!(e.contains("config.json") && e.contains("Shift"), "{e}");
+    // A rule that would draw a canvas of a million cells a side, and a pyramid discount
+    // outside 0..1: refused by name.
+    let e = refused(
+        "huge",
+        "noise_motion",
+        serde_json::json!([{"words": "moving right", "motion": {"Shift": {"dx": 1_000_000, "dy": 0}}}]),
+    );
+    assert!(e.contains("at most 1024 cells"), "{e}");
+    let e = refused("pyramid", "noise_pyramid", serde_json::json!(1.5));
+    assert!(e.contains("noise_pyramid 1.5"), "{e}");
 }

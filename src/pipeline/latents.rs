@@ -28,9 +28,7 @@ pub fn mix_shared(
     let dims = noise.dims().to_vec();
     anyhow::ensure!(dims.len() == 5, "shared noise is for clips, got {dims:?}");
     let (c, frames, h, w) = (dims[1], dims[2], dims[3], dims[4]);
-    // No motion: one window the size of a frame.
-    let still = NoiseMotion::Shift { dx: 0, dy: 0 };
-    let motion = motion.unwrap_or(still);
+    let motion = motion.unwrap_or(NoiseMotion::STILL);
     let (ch, cw) = motion.canvas((h, w));
     let mut canvas = SplitMix64::new(seed ^ SHARED_STREAM).normals(c * ch * cw);
     if pyramid > 0.0 {

@@ -41,6 +41,9 @@ fn moved(span: i64, i: usize, frames: usize) -> usize {
 }
 
 impl NoiseMotion {
+    /// No motion: every frame is the same window, the canvas itself.
+    pub const STILL: NoiseMotion = NoiseMotion::Shift { dx: 0, dy: 0 };
+
     /// The canvas `(height, width)` the frames of `(h, w)` are cut from.
     pub fn canvas(self, (h, w): (usize, usize)) -> (usize, usize) {
         match self {

@@ -156,21 +156,11 @@ fn shared_noise(
             .collect();
     }
     let mut all = Vec::with_capacity(b * f * plane);
-    for motion in motions {
-        match motion {
-            Some(m) => {
-                let (ch, cw) = m.canvas((s, s));
-                let canvas = training_noise(rng, (1, 3, ch, cw), offset, pyramid);
-                for frame in m.frames(&canvas, 3, (s, s), f) {
-                    all.extend(frame);
-                }
-            }
-            None => {
-                let one = training_noise(rng, (1, 3, s, s), offset, pyramid);
-                for _ in 0..f {
-                    all.extend_from_slice(&one);
-                }
-            }
+    for m in motions.iter().map(|m| m.unwrap_or(NoiseMotion::STILL)) {
+        let (ch, cw) = m.canvas((s, s));
+        let canvas = training_noise(rng, (1, 3, ch, cw), offset, pyramid);
+        for frame in m.frames(&canvas, 3, (s, s), f) {
+            all.extend(frame);
         }
     }
     all
