@@ -1,7 +1,8 @@
 //! The committed built-in model (`assets/models/shapes`) loads through the shared pipeline
 //! code, follows the prompt's background (the offset-noise fix: before it, every
 //! background came out a washed-out grey that the checker rejects) and puts an object in
-//! the corner the prompt names, with each colour of a two-object prompt at its own place.
+//! the corner the prompt names, with each colour of a two-object prompt at its own place;
+//! the shift probe (does the object move with its noise?) runs on it.
 
 use std::path::Path;
 
@@ -118,4 +119,45 @@ fn the_built_in_model_binds_each_colour_to_its_place() {
         right * 5 >= judged * 4,
         "only {right} of {judged} objects have the named colour at the named place"
     );
+}
+
+#[test]
+fn the_shift_probe_compares_each_shift_with_the_unshifted_noise_and_refuses_bad_shifts() {
+    use adaptive_diffusion::train::shift_probe::{ShiftProbeSettings, shift_probe};
+    let g = committed_model();
+    let settings = ShiftProbeSettings {
+        seeds: 1,
+        shifts: vec![4, 8],
+        steps: 3,
+        guidance: 7.5,
+        pyramid: 0.0,
+    };
+    let rows = shift_probe(&g, &settings).expect("the probe runs");
+    assert_eq!(rows.iter().map(|r| r.shift).collect::<Vec<_>>(), [4, 8]);
+    for r in &rows {
+        assert!(r.seeds <= 1 && r.followed <= r.seeds, "{r:?}");
+        assert!(r.error.is_finite() && r.moved.is_finite(), "{r:?}");
+    }
+    // Deterministic: the same noise canvas and prompts give the same places.
+    let again = shift_probe(&g, &settings).expect("the probe runs");
+    for (a, b) in rows.iter().zip(&again) {
+        assert_eq!(
+            (a.error, a.moved, a.followed),
+            (b.error, b.moved, b.followed)
+        );
+    }
+    for bad in [vec![], vec![0], vec![33]] {
+        let e = shift_probe(
+            &g,
+            &ShiftProbeSettings {
+                shifts: bad.clone(),
+                ..settings.clone()
+            },
+        )
+        .expect_err("bad shifts are refused");
+        assert!(
+            e.to_string().contains("give shifts in 1..=32"),
+            "{bad:?}: {e}"
+        );
+    }
 }

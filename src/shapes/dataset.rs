@@ -7,7 +7,7 @@
 //! every object together with the background — so the evaluation prompts of that form
 //! ([`held_out_single`], [`held_out_pairs`]) are never seen as captions in training.
 
-use super::{Background, Color, Mention, Position, Rng, Scene, Shape, Size, caption};
+use super::{Background, Color, Drawn, Mention, Position, Rng, SIZE, Scene, Shape, Size, caption};
 
 /// FNV-1a, 64 bit.
 fn fnv1a(s: &str) -> u64 {
@@ -56,6 +56,12 @@ impl Default for StreamConfig {
 
 /// One training caption for a scene (may be empty), honouring the held-out rule.
 pub fn training_caption(rng: &mut Rng, scene: &Scene, cfg: &StreamConfig) -> String {
+    caption_naming(rng, scene, cfg, true)
+}
+
+/// A training caption; `positions` false never names a position (the objects are not at
+/// their nominal places).
+fn caption_naming(rng: &mut Rng, scene: &Scene, cfg: &StreamConfig, positions: bool) -> String {
     if rng.chance(cfg.p_uncond) {
         return String::new();
     }
@@ -74,6 +80,9 @@ pub fn training_caption(rng: &mut Rng, scene: &Scene, cfg: &StreamConfig) -> Str
             .collect::<Vec<_>>();
         (m, !rng.chance(p))
     };
+    if !positions {
+        mentions.iter_mut().for_each(|m| m.position = false);
+    }
     let names_all =
         |m: &[Mention], bg: bool| bg && m.iter().all(|m| m.color && m.shape && m.position);
     if names_all(&mentions, background) && is_held_out(scene) {
@@ -106,6 +115,44 @@ pub fn training_pair(rng: &mut Rng, cfg: &StreamConfig) -> (Scene, String) {
     let scene = training_scene(rng, cfg);
     let text = training_caption(rng, &scene, cfg);
     (scene, text)
+}
+
+/// A training pair whose objects are drawn anywhere in the picture (a continuous centre,
+/// wholly inside, not overlapping another object when 50 draws allow), its caption naming
+/// no position: the places between the five nominal ones, where a clip's frames put a
+/// moving object. Returns the objects as drawn, the background and the caption.
+pub fn free_pair(rng: &mut Rng, cfg: &StreamConfig) -> (Vec<Drawn>, Background, String) {
+    let scene = training_scene(rng, cfg);
+    let text = caption_naming(rng, &scene, cfg, false);
+    let mut drawn: Vec<Drawn> = Vec::with_capacity(scene.objects.len());
+    for o in &scene.objects {
+        let size = o.size.pixels();
+        let span = SIZE as f64 - size;
+        let mut place = || {
+            (
+                size / 2.0 + rng.unit() * span,
+                size / 2.0 + rng.unit() * span,
+            )
+        };
+        let apart = |c: (f64, f64), d: &Drawn| {
+            let gap = (size + d.size) / 2.0 + 1.0;
+            (c.0 - d.center.0).abs() > gap || (c.1 - d.center.1).abs() > gap
+        };
+        let mut center = place();
+        for _ in 0..50 {
+            if drawn.iter().all(|d| apart(center, d)) {
+                break;
+            }
+            center = place();
+        }
+        drawn.push(Drawn {
+            shape: o.shape,
+            rgb: o.color.rgb(),
+            center,
+            size,
+        });
+    }
+    (drawn, scene.background, text)
 }
 
 /// Every held-out single-object combination (colour, shape, position, background), as
@@ -211,6 +258,37 @@ mod tests {
         for (got, want) in n.iter().zip([3000, 4500, 2500]) {
             assert!(got.abs_diff(want) < 200, "{n:?}");
         }
+    }
+
+    #[test]
+    fn free_pairs_put_objects_anywhere_inside_and_never_name_a_place() {
+        let cfg = StreamConfig::default();
+        let mut rng = Rng::new(9);
+        let (mut xs, mut off_grid) = (vec![], 0);
+        for _ in 0..2000 {
+            let (drawn, _, text) = free_pair(&mut rng, &cfg);
+            for word in ["left", "right", "top", "bottom", "center"] {
+                assert!(!text.split(' ').any(|w| w == word), "{text}");
+            }
+            for d in &drawn {
+                let r = d.size / 2.0;
+                let (x, y) = d.center;
+                assert!(x >= r && x <= SIZE as f64 - r && y >= r && y <= SIZE as f64 - r);
+                let nominal = Position::ALL.iter().any(|p| {
+                    let (px, py) = p.center();
+                    (px - x).abs() <= 1.0 && (py - y).abs() <= 1.0
+                });
+                off_grid += usize::from(!nominal);
+                xs.push(x);
+            }
+        }
+        // Most objects are away from the five places, and the centres spread over the picture.
+        assert!(off_grid * 10 > xs.len() * 9, "{off_grid} of {}", xs.len());
+        let bins = xs.iter().fold([0usize; 4], |mut b, &x| {
+            b[((x / 8.0) as usize).min(3)] += 1;
+            b
+        });
+        assert!(bins.iter().all(|&n| n * 8 > xs.len()), "{bins:?}");
     }
 
     #[test]

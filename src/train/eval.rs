@@ -38,9 +38,21 @@ impl Generator {
         steps: usize,
         guidance: f64,
     ) -> Result<image::RgbImage> {
-        let cond = self.sd.encode_prompt(prompt, None, guidance)?;
         let s = self.sd.latent_shape(SIZE, SIZE)?;
         let noise = sampler::noise::gaussian(seed, &[s.0, s.1, s.2, s.3], self.sd.device())?;
+        self.generate_from(prompt, &noise, scheduler, steps, guidance)
+    }
+
+    /// [`Self::generate`] from the unit-variance starting noise `noise` (1, C, H, W).
+    pub fn generate_from(
+        &self,
+        prompt: &str,
+        noise: &candle_core::Tensor,
+        scheduler: SchedulerKind,
+        steps: usize,
+        guidance: f64,
+    ) -> Result<image::RgbImage> {
+        let cond = self.sd.encode_prompt(prompt, None, guidance)?;
         let sigma =
             sampler::build_scheduler(scheduler, self.sd.schedule(), steps)?.init_noise_sigma();
         let init = (noise * sigma)?;

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod plot;
 pub mod probe;
 pub mod seeded_init;
+pub mod shift_probe;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ use crate::model::unet::UNet;
 #[cfg(test)]
 use crate::sampler::noise::add_upsampled;
 use crate::sampler::noise::variance;
-use crate::shapes::dataset::{StreamConfig, training_pair};
+use crate::shapes::dataset::{StreamConfig, free_pair, training_pair};
 use crate::shapes::{self, Rng, vocab};
 
 pub use arch::{Arch, scheduler_json};
@@ -146,6 +147,13 @@ pub struct TrainConfig {
     /// checkpoints written before it existed use the stream's default mix.
     #[serde(default = "default_objects")]
     pub objects: [f64; 3],
+    /// Share of training scenes whose objects are drawn anywhere in the picture, their
+    /// caption naming no position (`shapes::dataset::free_pair`): an image model trained
+    /// only on the five nominal places draws an object only there, so it cannot draw the
+    /// frames of a clip in which the object travels between them. 0 (the default, and in
+    /// checkpoints written before it existed): every object at a nominal place.
+    #[serde(default)]
+    pub free_placement: f64,
 }
 
 fn one() -> f64 {
@@ -205,6 +213,7 @@ impl Default for TrainConfig {
             high_noise_focus: None,
             pyramid_noise: 0.0,
             objects: default_objects(),
+            free_placement: 0.0,
         }
     }
 }
@@ -355,9 +364,17 @@ impl Trainer {
             p_objects: self.config.objects,
             ..StreamConfig::default()
         };
+        let free = self.config.free_placement;
         for _ in 0..n {
-            let (scene, text) = training_pair(&mut self.rng, &stream);
-            pixels.extend(shapes::to_model_pixels(&shapes::render(&scene)));
+            // Runs without free placement draw nothing for it (their stream is unchanged).
+            let (image, text) = if free > 0.0 && self.rng.chance(free) {
+                let (drawn, background, text) = free_pair(&mut self.rng, &stream);
+                (shapes::render_drawn(background.rgb(), &drawn), text)
+            } else {
+                let (scene, text) = training_pair(&mut self.rng, &stream);
+                (shapes::render(&scene), text)
+            };
+            pixels.extend(shapes::to_model_pixels(&image));
             let t = self.tokenizer.encode(&text)?;
             ensure!(t.truncated.is_none(), "caption too long: {text}");
             ids.extend(t.ids);

@@ -27,6 +27,9 @@ pub enum TrainCommand {
     /// Probe whether a shapes model reads the position words: where the guided prediction
     /// at a noisy timestep puts the named colour, for each of the five positions (seconds).
     Probe(ProbeArgs),
+    /// Probe whether a shapes model follows its noise: the same noise shifted by k px,
+    /// does the object move k px? (What warped noise needs of the image model.)
+    ShiftProbe(ShiftProbeArgs),
     /// Copy a checkpoint folder with the AdamW moments in bf16 (small enough to commit).
     Pack(PackArgs),
     /// Train the tiny CLIP alignment scorer of the shapes world (resumable; create the file
@@ -283,6 +286,12 @@ pub struct ShapesArgs {
     /// binding of each colour and shape to its place. Given, it also changes a resumed run.
     #[arg(long, value_parser = parse_objects, value_name = "P1,P2,P3")]
     pub objects: Option<ObjectMix>,
+    /// Share (0..=1) of training scenes whose objects are drawn anywhere in the picture,
+    /// their captions naming no position (0, the default for new runs: every object at one
+    /// of the five nominal places). An image model for a motion module needs it: a clip's
+    /// frames put the object between those places. Given, it also changes a resumed run.
+    #[arg(long, value_name = "SHARE")]
+    pub free_placement: Option<f64>,
     /// How often the run logs and checkpoints.
     #[command(flatten)]
     pub progress: ProgressArgs,
@@ -365,6 +374,30 @@ pub struct ProbeArgs {
     /// Guidance scale.
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
+}
+
+/// `adiff train shift-probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ShiftProbeArgs {
+    /// Model folder.
+    #[arg(long, default_value = "assets/models/shapes")]
+    pub model: PathBuf,
+    /// Seeds (1..=N); each one noise canvas and prompt.
+    #[arg(long, default_value_t = 12)]
+    pub seeds: u64,
+    /// Shifts of the noise to the right, px, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,12")]
+    pub shifts: Vec<usize>,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    /// Guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Pyramid discount of the noise (0: plain Gaussian noise, as an image starts from;
+    /// a motion module's shared noise is drawn with 0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub pyramid: f64,
 }
 
 /// A `--lr-decay` value: `FROM:TO` steps, or `none`.

@@ -29,6 +29,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         TrainCommand::Measure(a) => measure(a),
         TrainCommand::Pack(a) => pack(a),
         TrainCommand::Probe(a) => probe(a),
+        TrainCommand::ShiftProbe(a) => shift_probe(a),
         TrainCommand::Eval(a) => eval(a),
         TrainCommand::Motion(a) => train_motion(a),
         TrainCommand::MotionEval(a) => motion_eval(a),
@@ -263,6 +264,13 @@ fn apply_run_options(config: &mut TrainConfig, a: &ShapesArgs) -> Result<()> {
     if let Some(ObjectMix(m)) = a.objects {
         config.objects = m;
     }
+    if let Some(f) = a.free_placement {
+        ensure!(
+            (0.0..=1.0).contains(&f),
+            "--free-placement {f} is out of range: give a share of the scenes in 0..=1 (e.g. 0.5)"
+        );
+        config.free_placement = f;
+    }
     if let Some(k) = a.high_noise_weight {
         ensure!(
             k.is_finite() && (1.0..=1000.0).contains(&k),
@@ -288,11 +296,12 @@ fn shapes_run_summary(t: &Trainer, a: &ShapesArgs, on: &str) -> String {
     };
     let [p1, p2, p3] = c.objects;
     format!(
-        "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
+        "{} parameters; step {} of {}; batch {}; scenes with 1/2/3 objects {p1}/{p2}/{p3}, {} % placed anywhere; offset noise {}; pyramid noise {}; high-noise weight cap {}; {focus}; lr {:.1e}, {decay}; on the {on}; checkpoints in {}",
         t.num_parameters(),
         t.step,
         a.steps,
         c.batch,
+        c.free_placement * 100.0,
         c.offset_noise,
         c.pyramid_noise,
         c.high_noise_weight,
@@ -371,6 +380,39 @@ fn clip_eval(a: &ClipEvalArgs) -> Result<()> {
 }
 
 /// `adiff train probe`: one line per probed timestep.
+/// `adiff train shift-probe`.
+fn shift_probe(a: &ShiftProbeArgs) -> Result<()> {
+    use crate::train::shift_probe::{FOLLOW_PX, ShiftProbeSettings, shift_probe};
+    let g = crate::train::eval::Generator::load(&a.model)?;
+    let settings = ShiftProbeSettings {
+        seeds: a.seeds,
+        shifts: a.shifts.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        pyramid: a.pyramid,
+    };
+    let rows = shift_probe(&g, &settings)?;
+    println!(
+        "shift probe of {} ({} seeds, {}-step DDIM, guidance {}, noise {}): does the object move with the noise?",
+        a.model.display(),
+        a.seeds,
+        a.steps,
+        a.guidance,
+        if a.pyramid > 0.0 {
+            format!("pyramid {}", a.pyramid)
+        } else {
+            "plain".into()
+        }
+    );
+    for r in &rows {
+        println!(
+            "shift {:>2} px: followed {:>2}/{} (within {FOLLOW_PX} px)  off where the noise puts it {:>5.2} px  moved {:>5.2} px",
+            r.shift, r.followed, r.seeds, r.error, r.moved
+        );
+    }
+    Ok(())
+}
+
 fn probe(a: &ProbeArgs) -> Result<()> {
     let g = crate::train::eval::Generator::load(&a.model)?;
     let rows = crate::train::probe::probe(&g, a.seeds, &a.timesteps, a.guidance)?;
