@@ -154,6 +154,16 @@ echo "wrote $OUT/06-export-composite.png (exported by the app)"
 # 7. F12: the frame-time overlay.
 xdotool key F12
 shot 07-frame-overlay
+xdotool key F12
+
+# 10. A small window (1280×720): the panel keeps its width, results and curves use the rest.
+xdotool windowsize "$WID" 1280 720
+sleep 2
+import -window "$WID" "$OUT/10-small-window-1280x720.png"
+echo "wrote $OUT/10-small-window-1280x720.png"
+# Back to full size before quitting: the app keeps its window size for the next start.
+xdotool windowsize "$WID" 1600 1000
+sleep 1
 xdotool key ctrl+q
 wait "$APP" || true
 APP=""
@@ -197,6 +207,7 @@ EOF
     wait_title done 600
     sleep 1
     click 1400 624 # the results area beside the summary line (nothing focusable) takes the keys
+    sleep 1 # presses sent while the click's focus change settles are lost
     # Six frames on from the first (the player starts paused), a key every 150 ms so that
     # each lands in its own frame.
     xdotool key --delay 150 Right Right Right Right Right Right
