@@ -321,3 +321,53 @@ fn a_modules_noise_rules_move_the_shared_noise_by_the_prompts_motion_words() {
     let e = refused("pyramid", "noise_pyramid", serde_json::json!(1.5));
     assert!(e.contains("noise_pyramid 1.5"), "{e}");
 }
+
+/// A module's recorded evaluation (`adiff train motion-eval --record`): a prompt asking for
+/// a motion the module mostly got wrong is warned about, naming the measurement; one it
+/// got right is not; a malformed record is refused at load.
+#[test]
+fn a_prompt_asking_for_a_motion_the_module_mostly_fails_is_warned_about() {
+    use adaptive_diffusion::job::Job;
+    use adaptive_diffusion::model::ModelSource;
+    use adaptive_diffusion::pipeline;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_motion_config(dir.path(), |cfg| {
+        cfg["evaluated"] = serde_json::json!([
+            {"words": "moving right", "right": 1, "clips": 6},
+            {"words": "growing", "right": 5, "clips": 6}
+        ]);
+        cfg["evaluated_by"] = serde_json::json!("adiff train motion-eval --single 24, 2026-12-07");
+    });
+    let mut job = Job::new(ModelSource::Local(model.clone()), "");
+    job.frames = Some(2);
+    job.force_cpu = true;
+    let loaded = pipeline::load_job_model(&job, &Default::default()).unwrap();
+    let warned = |prompt: &str| -> Vec<String> {
+        let mut j = job.clone();
+        j.prompt = prompt.into();
+        let p = pipeline::prepare(&loaded, &j).unwrap();
+        p.warnings.iter().map(|w| w.to_string()).collect()
+    };
+    let w = warned("a red circle moving right on a black background");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("\"moving right\"")
+            && w[0].contains("1 of 6 held-out clips")
+            && w[0].contains("motion-eval --single 24, 2026-12-07"),
+        "{w:?}"
+    );
+    assert!(warned("a red circle growing").is_empty());
+    // "right" alone is a position, not the motion.
+    assert!(warned("a red circle at the top right").is_empty());
+    let mut bad_job = job.clone();
+    bad_job.model = ModelSource::Local(model_with_motion_config(&dir.path().join("bad"), |cfg| {
+        cfg["evaluated"] = serde_json::json!([{"words": "moving up", "right": 4, "clips": 3}]);
+    }));
+    let e = format!(
+        "{:#}",
+        pipeline::load_job_model(&bad_job, &Default::default())
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("\"moving up\" with 4 of 3 clips right"), "{e}");
+}

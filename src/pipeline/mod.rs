@@ -157,6 +157,24 @@ fn unknown_word_warnings(sd: &StableDiffusion, job: &Job) -> Result<Vec<FieldErr
     Ok(warnings)
 }
 
+/// A clip's prompt asking for a motion its module mostly failed on held-out prompts (its
+/// recorded evaluation): said, so that a still object is not taken for the method's doing.
+fn motion_warning(sd: &StableDiffusion, job: &Job) -> Option<FieldError> {
+    let (score, by) = sd.motion_score(&job.prompt)?;
+    score.mostly_fails().then(|| {
+        FieldError::new(
+            Field::Prompt,
+            format!(
+                "asks for \"{}\", which this motion module got right in {} of {} held-out clips{}: expect little of that motion in the clip",
+                score.words,
+                score.right,
+                score.clips,
+                by.map(|b| format!(" ({b})")).unwrap_or_default()
+            ),
+        )
+    })
+}
+
 /// Encode the prompt of a job: a prompt longer than the text encoder's window is an error,
 /// or with [`Job::truncate`] a warning.
 fn encode(
@@ -203,6 +221,7 @@ fn clip_frames(sd: &StableDiffusion, job: &Job) -> usize {
 pub fn prepare(model: &LoadedModel, job: &Job) -> Result<Prepared> {
     let sd = &model.sd;
     let mut warnings = unknown_word_warnings(sd, job)?;
+    warnings.extend(motion_warning(sd, job));
     let cond = encode(sd, job, &mut warnings)?;
     let (noise, noise_is_scaled, size) = match &job.init_latents {
         Some(path) => {

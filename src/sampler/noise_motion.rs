@@ -132,17 +132,20 @@ pub struct NoiseMotionRule {
 
 /// The first rule whose words appear in `prompt` as whole words (ASCII case ignored).
 pub fn rule_for<'a>(rules: &'a [NoiseMotionRule], prompt: &str) -> Option<&'a NoiseMotionRule> {
+    rules.iter().find(|r| names_phrase(prompt, &r.words))
+}
+
+/// Whether `prompt` holds the words of `phrase`, in order, as whole words (ASCII case
+/// ignored; punctuation separates words); an empty phrase is never named.
+pub fn names_phrase(prompt: &str, phrase: &str) -> bool {
     let words = |s: &str| -> Vec<String> {
         s.split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .map(|w| w.to_ascii_lowercase())
             .collect()
     };
-    let prompt = words(prompt);
-    rules.iter().find(|r| {
-        let want = words(&r.words);
-        !want.is_empty() && prompt.windows(want.len()).any(|w| w == want.as_slice())
-    })
+    let (prompt, want) = (words(prompt), words(phrase));
+    !want.is_empty() && prompt.windows(want.len()).any(|w| w == want.as_slice())
 }
 
 #[cfg(test)]

@@ -344,6 +344,9 @@ impl MotionTrainer {
             shared_noise: config.shared_noise,
             noise_motion: noise_rules(&config),
             noise_pyramid: config.pyramid_noise,
+            // A newly trained module has not been evaluated.
+            evaluated: Vec::new(),
+            evaluated_by: None,
         };
 
         // The frozen text encoder, and its config with the motion words.

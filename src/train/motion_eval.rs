@@ -6,13 +6,14 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::job::Job;
+use crate::model::motion::MotionScore;
 use crate::model::source::ModelSource;
 use crate::pipeline;
-use crate::shapes::motion::{ClipScene, held_out};
+use crate::shapes::motion::{ClipScene, Motion, held_out};
 use crate::shapes::track::{self, ClipVerdict};
 
 /// Settings of an evaluation.
@@ -37,8 +38,10 @@ pub struct MotionEvalOptions {
 pub struct ClipResult {
     /// The prompt.
     pub prompt: String,
-    /// The motion asked for ("moving right", "growing", …; "still").
+    /// The motion asked for ("moving right", "growing", "turning blue", …; "still").
     pub motion: String,
+    /// The words a prompt names that motion by, a turn's colour left out ("turning").
+    pub kind: String,
     /// Motion as asked.
     pub motion_right: bool,
     /// Colour and shape right in every frame.
@@ -107,6 +110,49 @@ pub struct MotionEvalReport {
     pub seconds_per_clip: f64,
 }
 
+/// The words prompts name a motion by, a turn's target colour left out.
+fn kind_words(m: Motion) -> String {
+    match m {
+        Motion::Turn(_) => "turning".into(),
+        m => m.words(),
+    }
+}
+
+impl MotionEvalReport {
+    /// Clips right per motion (by [`ClipResult::kind`], still scenes left out), sorted by
+    /// the motion's words: what a module's `config.json` records as `"evaluated"`.
+    pub fn scores(&self) -> Vec<MotionScore> {
+        let mut by: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+        for c in self.clips.iter().filter(|c| c.kind != "still") {
+            let e = by.entry(c.kind.as_str()).or_default();
+            e.0 += usize::from(c.motion_right);
+            e.1 += 1;
+        }
+        by.into_iter()
+            .map(|(words, (right, clips))| MotionScore {
+                words: words.to_string(),
+                right,
+                clips,
+            })
+            .collect()
+    }
+}
+
+/// Write `scores` and `by` (the command and date) into the motion module's `config.json`
+/// (`"evaluated"`, `"evaluated_by"`), keeping everything else it says; atomically.
+pub fn record_scores(config: &Path, scores: &[MotionScore], by: &str) -> Result<()> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config.display()))?;
+    let Some(map) = json.as_object_mut() else {
+        anyhow::bail!("{} is not a JSON object", config.display());
+    };
+    map.insert("evaluated".into(), serde_json::to_value(scores)?);
+    map.insert("evaluated_by".into(), serde_json::Value::String(by.into()));
+    crate::output::write_json(config, &json)
+}
+
 /// Receives each generated clip: its index, prompt and frames.
 pub type ClipSink<'a> = dyn FnMut(usize, &str, &[image::RgbImage]) -> Result<()> + 'a;
 
@@ -146,6 +192,9 @@ pub fn evaluate(
                 motion: clip
                     .motion()
                     .map_or_else(|| "still".to_string(), |m| m.words()),
+                kind: clip
+                    .motion()
+                    .map_or_else(|| "still".to_string(), kind_words),
                 motion_right: v.motion,
                 objects_right: v.objects,
                 background_right: v.background,
@@ -180,4 +229,78 @@ pub fn evaluate(
         clips: one.into_iter().chain(two).collect(),
         seconds_per_clip,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(kind: &str, right: bool) -> ClipResult {
+        ClipResult {
+            prompt: String::new(),
+            motion: kind.into(),
+            kind: kind.into(),
+            motion_right: right,
+            objects_right: false,
+            background_right: true,
+            flicker: 0.0,
+        }
+    }
+
+    #[test]
+    fn scores_count_each_motion_and_leave_still_scenes_out() {
+        let clips = vec![
+            clip("moving right", true),
+            clip("turning", false),
+            clip("moving right", false),
+            clip("still", true),
+            clip("turning", true),
+            clip("moving right", true),
+        ];
+        let report = MotionEvalReport {
+            single: GroupScore::of(&clips),
+            pairs: GroupScore::default(),
+            clips,
+            seconds_per_clip: 0.0,
+        };
+        let got: Vec<(String, usize, usize)> = report
+            .scores()
+            .into_iter()
+            .map(|s| (s.words, s.right, s.clips))
+            .collect();
+        assert_eq!(
+            got,
+            [("moving right".into(), 2, 3), ("turning".into(), 1, 2)]
+        );
+        assert_eq!(
+            kind_words(Motion::Turn(crate::shapes::Color::Blue)),
+            "turning"
+        );
+        assert_eq!(kind_words(Motion::Left), "moving left");
+    }
+
+    #[test]
+    fn recording_keeps_the_rest_of_the_config_and_refuses_what_is_not_an_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"shared_noise": 0.85, "evaluated": [1]}"#).unwrap();
+        let scores = [MotionScore {
+            words: "growing".into(),
+            right: 2,
+            clips: 3,
+        }];
+        record_scores(&path, &scores, "the command, 2026-12-07").unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["shared_noise"], 0.85);
+        assert_eq!(
+            v["evaluated"],
+            serde_json::json!([{"words": "growing", "right": 2, "clips": 3}])
+        );
+        assert_eq!(v["evaluated_by"], "the command, 2026-12-07");
+        std::fs::write(&path, "[1, 2]").unwrap();
+        let e = record_scores(&path, &scores, "x").unwrap_err().to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[1, 2]");
+    }
 }

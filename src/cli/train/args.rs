@@ -147,6 +147,11 @@ pub struct MotionEvalArgs {
     /// Write each clip (a filmstrip PNG) and summary.json here.
     #[arg(long)]
     pub clips: Option<PathBuf>,
+    /// Record the clips right per motion in the module's `motion/config.json`
+    /// (`"evaluated"`), with this command and DATE (e.g. 2026-12-07): prompts asking for a
+    /// motion the module mostly fails are then warned about.
+    #[arg(long, value_name = "DATE")]
+    pub record: Option<String>,
 }
 
 /// `adiff train clip`.

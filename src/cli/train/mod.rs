@@ -161,6 +161,18 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
 /// `adiff train motion-eval`.
 fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
     use crate::train::motion_eval::{MotionEvalOptions, evaluate};
+    if let Some(date) = &a.record {
+        let config = a.model.join("motion/config.json");
+        ensure!(
+            config.is_file(),
+            "--record writes into {}, which does not exist: give --model a folder whose motion/ module has a config.json",
+            config.display()
+        );
+        ensure!(
+            !date.trim().is_empty(),
+            "--record needs the date of the measurement (e.g. 2026-12-07)"
+        );
+    }
     if let Some(d) = &a.clips {
         std::fs::create_dir_all(d)?;
     }
@@ -190,6 +202,19 @@ fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
     println!("{:.2} s per clip", report.seconds_per_clip);
     if let Some(d) = &a.clips {
         crate::output::write_json(&d.join("summary.json"), &report)?;
+    }
+    if let Some(date) = &a.record {
+        let config = a.model.join("motion/config.json");
+        let by = format!(
+            "adiff train motion-eval --single {} --pairs {} --frames {} --steps {} --guidance {} --seed {}, {date}",
+            a.single, a.pairs, a.frames, a.steps, a.guidance, a.seed
+        );
+        let scores = report.scores();
+        crate::train::motion_eval::record_scores(&config, &scores, &by)?;
+        for s in &scores {
+            println!("{}: {}/{} right", s.words, s.right, s.clips);
+        }
+        println!("recorded in {}", config.display());
     }
     Ok(())
 }

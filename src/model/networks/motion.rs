@@ -26,7 +26,7 @@ use crate::model::unet::{ModuleCache, TransformerBlock};
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 type CResult<T> = candle_core::Result<T>;
@@ -59,6 +59,30 @@ pub struct MotionConfig {
     /// ([`crate::sampler::noise::add_pyramid`]), as the module was trained; 0 (plain
     /// Gaussian) unless its `config.json` says `"noise_pyramid"`.
     pub noise_pyramid: f64,
+    /// How often the module animated each motion right on held-out prompts, as
+    /// `adiff train motion-eval --record` measured it (empty unless its `config.json`
+    /// says `"evaluated"`); a prompt asking for a motion it mostly fails is warned about.
+    pub evaluated: Vec<MotionScore>,
+    /// The command and date of that measurement (`"evaluated_by"`).
+    pub evaluated_by: Option<String>,
+}
+
+/// How often a motion module animated one motion right on held-out prompts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MotionScore {
+    /// The motion's words, as prompts name it ("moving right", "growing", "turning").
+    pub words: String,
+    /// Clips judged right.
+    pub right: usize,
+    /// Clips judged.
+    pub clips: usize,
+}
+
+impl MotionScore {
+    /// Whether fewer than half of the clips were right.
+    pub fn mostly_fails(&self) -> bool {
+        self.right * 2 < self.clips
+    }
 }
 
 #[derive(Deserialize)]
@@ -84,6 +108,10 @@ struct AdapterJson {
     noise_motion: Vec<crate::sampler::noise_motion::NoiseMotionRule>,
     #[serde(default)]
     noise_pyramid: f64,
+    #[serde(default)]
+    evaluated: Vec<MotionScore>,
+    #[serde(default)]
+    evaluated_by: Option<String>,
     conv_in_channels: Option<usize>,
 }
 
@@ -297,6 +325,19 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
                 j.noise_pyramid
             );
         }
+        for score in &j.evaluated {
+            if score.words.split_whitespace().next().is_none()
+                || score.clips == 0
+                || score.right > score.clips
+            {
+                bail!(
+                    "the motion module's config.json has an evaluated entry {:?} with {} of {} clips right: give it words and 0 ≤ right ≤ clips, clips ≥ 1",
+                    score.words,
+                    score.right,
+                    score.clips
+                );
+            }
+        }
         for rule in &j.noise_motion {
             use crate::sampler::noise_motion::NoiseMotion;
             let cells = match rule.motion {
@@ -321,6 +362,8 @@ fn config_of(file: &CheckedFile, json: Option<&AdapterJson>) -> Result<MotionCon
         shared_noise: json.map_or(0.0, |j| j.shared_noise),
         noise_motion: json.map_or_else(Vec::new, |j| j.noise_motion.clone()),
         noise_pyramid: json.map_or(0.0, |j| j.noise_pyramid),
+        evaluated: json.map_or_else(Vec::new, |j| j.evaluated.clone()),
+        evaluated_by: json.and_then(|j| j.evaluated_by.clone()),
     })
 }
 

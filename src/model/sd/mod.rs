@@ -381,6 +381,25 @@ impl StableDiffusion {
         }
     }
 
+    /// The motion module's recorded score for the first motion `prompt` names
+    /// ([`super::motion::MotionConfig::evaluated`]) and the measurement's command and date;
+    /// `None` for other models, unrecorded modules and prompts naming no recorded motion.
+    pub fn motion_score(
+        &self,
+        prompt: &str,
+    ) -> Option<(&super::motion::MotionScore, Option<&str>)> {
+        match &self.unet {
+            Backbone::Motion(_, m) => {
+                let c = m.config();
+                c.evaluated
+                    .iter()
+                    .find(|s| crate::sampler::noise_motion::names_phrase(prompt, &s.words))
+                    .map(|s| (s, c.evaluated_by.as_deref()))
+            }
+            _ => None,
+        }
+    }
+
     /// The motion module's rule for moving a clip's shared noise that `prompt` names
     /// ([`super::motion::MotionConfig::noise_motion`]); `None` for other models and prompts.
     pub fn noise_motion(
