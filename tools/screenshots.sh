@@ -193,7 +193,7 @@ fi
 
 if ((CLIP)); then
     # 11. The built-in model with "Make a clip" ticked, 8 frames: both clips play side by
-    # side in sync, the per-frame PSNR strip under them; stepped to frame 6.
+    # side in sync, the per-frame PSNR strip under them; stepped a few frames on.
     cat >"$tmp/settings.json" <<EOF
 {"prompt": "", "model": {"kind": "builtin", "value": "$MODEL"}, "scheduler": "ddim",
  "steps": 50, "guidance": 7.5, "seed": 42, "custom_size": false, "width": 32, "height": 32,
@@ -228,7 +228,7 @@ if ((FRAME_TIMES)); then
     sleep 3 # idle frames for comparison
     xdotool key ctrl+Return
     wait_title running 60
-    sleep 3
+    sleep 30 # past the model's load and warm-up (a debug build): steps stream in
     shot 08-frame-times-running
     wait_title done 900
     xdotool key ctrl+q
