@@ -293,8 +293,9 @@ pub struct ShapesArgs {
     pub objects: Option<ObjectMix>,
     /// Share (0..=1) of training scenes whose objects are drawn anywhere in the picture,
     /// their captions naming no position (0, the default for new runs: every object at one
-    /// of the five nominal places). An image model for a motion module needs it: a clip's
-    /// frames put the object between those places. Given, it also changes a resumed run.
+    /// of the five nominal places). Meant for an image model under a motion module, whose
+    /// clips put the object between those places (tried: not enough by itself, see the
+    /// motion module's TRAINING.md). Given, it also changes a resumed run.
     #[arg(long, value_name = "SHARE")]
     pub free_placement: Option<f64>,
     /// How often the run logs and checkpoints.
