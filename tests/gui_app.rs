@@ -1737,3 +1737,60 @@ fn gui_idle_frames_and_a_playing_clip_draw_each_frame_once() {
     h.run_steps(3);
     assert_eq!(app(&h).redrawn_frames(), settled + 1, "one frame on");
 }
+
+/// A clip asked of a motion module whose recorded evaluation says it mostly fails that
+/// motion: the app says so beside the prompt, naming the measurement, and still plays both
+/// clips.
+#[cfg(unix)]
+#[test]
+fn gui_a_motion_the_module_mostly_fails_is_noted_beside_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/shapes");
+    // The built-in model, its motion module's config carrying a made-up record.
+    let model = dir.path().join("shapes-recorded");
+    std::fs::create_dir_all(model.join("motion")).unwrap();
+    for part in [
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "unet",
+    ] {
+        std::os::unix::fs::symlink(shapes.join(part), model.join(part)).unwrap();
+    }
+    for part in [
+        "diffusion_pytorch_model.safetensors",
+        "text_encoder",
+        "tokenizer",
+    ] {
+        std::os::unix::fs::symlink(
+            shapes.join("motion").join(part),
+            model.join("motion").join(part),
+        )
+        .unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shapes.join("motion/config.json")).unwrap()).unwrap();
+    cfg["evaluated"] = serde_json::json!([{"words": "moving right", "right": 1, "clips": 4}]);
+    cfg["evaluated_by"] = serde_json::json!("the test's record");
+    std::fs::write(
+        model.join("motion/config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let mut h = harness(Settings {
+        prompt: "a red circle moving right".into(),
+        model: ModelChoice::Local(model),
+        clip: true,
+        frames: 2,
+        steps: 3,
+        ..settings(&dir.path().join("out"))
+    });
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait_for(&mut h, "both clips", done);
+    h.get_by_label_contains(
+        "asks for \"moving right\", which this motion module got right in 1 of 4 held-out clips (the test's record)",
+    );
+    let (b, a) = app(&h).session.results().unwrap();
+    assert_eq!((b.frames.len(), a.frames.len()), (2, 2));
+}
