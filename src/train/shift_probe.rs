@@ -16,6 +16,7 @@ use super::eval::Generator;
 use super::probe::color_centre;
 use crate::sampler::SchedulerKind;
 use crate::sampler::noise::{SplitMix64, add_pyramid};
+use crate::sampler::noise_motion::NoiseMotion;
 use crate::shapes::{Background, Color, SIZE, Shape};
 
 /// The probe's result at one shift.
@@ -53,18 +54,6 @@ pub struct ShiftProbeSettings {
     pub pyramid: f64,
 }
 
-/// The window of `canvas` (c, h, cw) starting `left` columns in, as a (1, c, h, w) tensor.
-fn window(canvas: &[f32], (c, h, cw): (usize, usize, usize), w: usize, left: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(c * h * w);
-    for k in 0..c {
-        for y in 0..h {
-            let row = (k * h + y) * cw + left;
-            out.extend_from_slice(&canvas[row..row + w]);
-        }
-    }
-    out
-}
-
 /// Run the probe; one row per shift.
 pub fn shift_probe(g: &Generator, s: &ShiftProbeSettings) -> Result<Vec<ShiftRow>> {
     ensure!(s.seeds > 0, "the shift probe needs at least one seed");
@@ -78,7 +67,13 @@ pub fn shift_probe(g: &Generator, s: &ShiftProbeSettings) -> Result<Vec<ShiftRow
     );
     let (_, c, h, w) = g.sd.latent_shape(SIZE, SIZE)?;
     let most = *s.shifts.iter().max().expect("checked non-empty");
-    let cw = w + most;
+    // Noise moving `most` cells right over a clip of `most + 1` frames: frame k is the
+    // canvas moved k cells.
+    let slide = NoiseMotion::Shift {
+        dx: most as i64,
+        dy: 0,
+    };
+    let (ch, cw) = slide.canvas((h, w));
     let mut rows: Vec<ShiftRow> = s
         .shifts
         .iter()
@@ -97,29 +92,25 @@ pub fn shift_probe(g: &Generator, s: &ShiftProbeSettings) -> Result<Vec<ShiftRow
         let background = Background::Black;
         let prompt = format!("a large {color} {shape} on a black background");
         let mut rng = SplitMix64::new(seed);
-        let mut canvas = rng.normals(c * h * cw);
+        let mut canvas = rng.normals(c * ch * cw);
         if s.pyramid > 0.0 {
-            add_pyramid(&mut canvas, (c, h, cw), s.pyramid, || {
+            add_pyramid(&mut canvas, (c, ch, cw), s.pyramid, || {
                 rng.normals(1)[0] as f64
             });
         }
-        // The window `most` columns in is the unshifted one; `most - k` in shows the same
-        // noise k px further right.
-        let centre_at = |left: usize| -> Result<Option<(f64, f64)>> {
-            let x = Tensor::from_vec(
-                window(&canvas, (c, h, cw), w, left),
-                (1, c, h, w),
-                g.sd.device(),
-            )?;
+        // The noise moved `k` px right.
+        let centre_at = |k: usize| -> Result<Option<(f64, f64)>> {
+            let noise = slide.frame(&canvas, c, (h, w), k, most + 1);
+            let x = Tensor::from_vec(noise, (1, c, h, w), g.sd.device())?;
             let img = g.generate_from(&prompt, &x, SchedulerKind::Ddim, s.steps, s.guidance)?;
             Ok(color_centre(&img, color, background))
         };
-        let Some(base) = centre_at(most)? else {
+        let Some(base) = centre_at(0)? else {
             continue;
         };
         let mut found = vec![];
         for &k in &s.shifts {
-            match centre_at(most - k)? {
+            match centre_at(k)? {
                 Some(p) => found.push(p),
                 None => break,
             }
@@ -142,28 +133,4 @@ pub fn shift_probe(g: &Generator, s: &ShiftProbeSettings) -> Result<Vec<ShiftRow
         row.moved /= n;
     }
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_window_further_left_shows_the_canvas_moved_right() {
-        let (c, h, cw, w) = (2, 3, 7, 4);
-        let canvas: Vec<f32> = (0..c * h * cw).map(|v| v as f32).collect();
-        let still = window(&canvas, (c, h, cw), w, 3);
-        let moved = window(&canvas, (c, h, cw), w, 1);
-        for k in 0..c {
-            for y in 0..h {
-                for x in 2..w {
-                    // What was at x − 2 in the unshifted window is at x in the shifted one.
-                    let (a, b) = ((k * h + y) * w + x - 2, (k * h + y) * w + x);
-                    assert_eq!(moved[b], still[a]);
-                }
-            }
-        }
-        assert_eq!(still[0], 3.0);
-        assert_eq!(still.len(), c * h * w);
-    }
 }
