@@ -161,12 +161,13 @@ fn train_motion(a: &MotionArgs) -> Result<()> {
 /// `adiff train motion-eval`.
 fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
     use crate::train::motion_eval::{MotionEvalOptions, evaluate};
+    // Where --record writes, checked before the clips are made.
+    let record_to = a.model.join("motion/config.json");
     if let Some(date) = &a.record {
-        let config = a.model.join("motion/config.json");
         ensure!(
-            config.is_file(),
+            record_to.is_file(),
             "--record writes into {}, which does not exist: give --model a folder whose motion/ module has a config.json",
-            config.display()
+            record_to.display()
         );
         ensure!(
             !date.trim().is_empty(),
@@ -204,17 +205,16 @@ fn motion_eval(a: &MotionEvalArgs) -> Result<()> {
         crate::output::write_json(&d.join("summary.json"), &report)?;
     }
     if let Some(date) = &a.record {
-        let config = a.model.join("motion/config.json");
         let by = format!(
             "adiff train motion-eval --single {} --pairs {} --frames {} --steps {} --guidance {} --seed {}, {date}",
             a.single, a.pairs, a.frames, a.steps, a.guidance, a.seed
         );
         let scores = report.scores();
-        crate::train::motion_eval::record_scores(&config, &scores, &by)?;
+        crate::train::motion_eval::record_scores(&record_to, &scores, &by)?;
         for s in &scores {
             println!("{}: {}/{} right", s.words, s.right, s.clips);
         }
-        println!("recorded in {}", config.display());
+        println!("recorded in {}", record_to.display());
     }
     Ok(())
 }
